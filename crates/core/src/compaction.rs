@@ -1,0 +1,344 @@
+//! Compaction rules and the one marker builder every backend uses
+//! (CONTRACT §8-§10).
+//!
+//! A backend finds, per stream, the events [`CompactionPolicy::prunes`]
+//! selects and the stream's current marker, asks [`merge_marker`] for the new
+//! marker, then atomically deletes the pruned events and the old marker and
+//! writes the new one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, EventId, EventRecord, Result, RunId, SCHEMA_VERSION, Tenant};
+
+/// `event_type` of a compaction marker.
+pub const COMPACTION_EVENT_TYPE: &str = "stateful_runtime.event_log_compacted";
+/// `payload.source` of a compaction marker.
+pub const COMPACTION_SOURCE: &str = "stateful_event_log_compaction";
+/// Prefix of a marker's `event_id`.
+pub const COMPACTION_ID_PREFIX: &str = "stateful-compaction-";
+
+/// Which events a compaction pass prunes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    cutoff_ms: u64,
+    now_ms: u64,
+}
+
+impl CompactionPolicy {
+    /// The policy of `compact(retention_ms, now_ms)`; `None` when
+    /// `retention_ms` is 0, which compacts nothing (CONTRACT §8).
+    pub fn new(retention_ms: u64, now_ms: u64) -> Option<Self> {
+        (retention_ms > 0).then(|| Self {
+            cutoff_ms: now_ms.saturating_sub(retention_ms),
+            now_ms,
+        })
+    }
+
+    /// Events that occurred before this instant are old enough to prune.
+    pub fn cutoff_ms(&self) -> u64 {
+        self.cutoff_ms
+    }
+
+    /// The pass's `now_ms`, written into markers.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Whether the pass prunes `record` from a stream whose newest snapshot
+    /// is at `snapshot_floor` (the tail from there on is kept for restore).
+    /// Markers are never pruned; they are merged.
+    pub fn prunes(&self, record: &EventRecord, snapshot_floor: Option<u64>) -> bool {
+        self.prunes_parts(
+            record.is_compaction_marker(),
+            record.seq,
+            record.occurred_at_ms,
+            snapshot_floor,
+        )
+    }
+
+    /// [`CompactionPolicy::prunes`] for a backend that has the columns, not
+    /// the record.
+    pub fn prunes_parts(
+        &self,
+        is_marker: bool,
+        seq: u64,
+        occurred_at_ms: u64,
+        snapshot_floor: Option<u64>,
+    ) -> bool {
+        !is_marker
+            && occurred_at_ms < self.cutoff_ms
+            && snapshot_floor.is_none_or(|floor| seq < floor)
+    }
+}
+
+/// An id a marker remembers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedId {
+    /// The pruned event's id.
+    pub event_id: EventId,
+    /// Its seq.
+    pub seq: u64,
+}
+
+/// A marker's payload (CONTRACT §9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionPayload {
+    /// The highest seq the marker covers; also the marker's own seq.
+    pub compacted_through_seq: u64,
+    /// The latest `occurred_at_ms` among the pruned events.
+    pub compacted_through_ms: u64,
+    /// How many events the marker stands for.
+    pub pruned_events: u64,
+    /// Every pruned id with its seq, ascending by seq.
+    pub compacted_event_ids: Vec<CompactedId>,
+    /// Always [`COMPACTION_SOURCE`].
+    pub source: String,
+}
+
+/// Reads a marker's payload.
+///
+/// # Errors
+/// [`Error::Corrupt`] when `marker` is a marker whose payload is malformed,
+/// [`Error::InvalidInput`] when it is not a marker.
+pub fn marker_payload(marker: &EventRecord) -> Result<CompactionPayload> {
+    if !marker.is_compaction_marker() {
+        return Err(Error::invalid(format!(
+            "event {:?} is not a compaction marker",
+            marker.event_id.as_str()
+        )));
+    }
+    CompactionPayload::deserialize(&marker.payload).map_err(|err| {
+        Error::corrupt(
+            format!(
+                "compaction marker {} of run {:?}",
+                marker.seq,
+                marker.run_id.as_str()
+            ),
+            err,
+        )
+    })
+}
+
+/// The ids a record remembers: a marker's compacted ids, nothing for an
+/// ordinary event.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a marker with a malformed payload.
+pub fn compacted_ids(record: &EventRecord) -> Result<Vec<CompactedId>> {
+    if record.is_compaction_marker() {
+        Ok(marker_payload(record)?.compacted_event_ids)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// The deterministic `event_id` of the marker of `tenant`'s `run_id` covering
+/// through `through_seq`: the prefix and a SHA-256 over the parts, each
+/// followed by a NUL (ids cannot contain NUL, so the encoding is injective).
+pub fn marker_event_id(tenant: &Tenant, run_id: &RunId, through_seq: u64) -> EventId {
+    let mut hasher = Sha256::new();
+    let through = through_seq.to_string();
+    for part in [
+        tenant.org_id(),
+        tenant.workspace_id(),
+        tenant.deployment_id().unwrap_or(""),
+        run_id.as_str(),
+        through.as_str(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut id = String::with_capacity(COMPACTION_ID_PREFIX.len() + 64);
+    id.push_str(COMPACTION_ID_PREFIX);
+    for byte in digest {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    EventId::new(id).expect("a prefix and 64 hex digits form a valid id")
+}
+
+/// Builds the stream's new marker from its old one (if any) and the events
+/// pruned now (non-empty).
+///
+/// Ids accumulate, ascending by seq; `pruned_events` counts every id the
+/// marker remembers; the scope is the old marker's, else the first pruned
+/// event's. Every backend calls this, so every backend writes byte-for-byte
+/// the same marker.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if `pruned` is empty or holds a marker;
+/// [`Error::Corrupt`] if the old marker's payload is malformed.
+pub fn merge_marker<'a>(
+    tenant: &Tenant,
+    run_id: &RunId,
+    old_marker: Option<&EventRecord>,
+    pruned: impl IntoIterator<Item = &'a EventRecord>,
+    now_ms: u64,
+) -> Result<EventRecord> {
+    let (mut ids, mut through_seq, mut through_ms, mut scope) = match old_marker {
+        Some(marker) => {
+            let payload = marker_payload(marker)?;
+            (
+                payload.compacted_event_ids,
+                payload.compacted_through_seq,
+                payload.compacted_through_ms,
+                Some(marker.scope.clone()),
+            )
+        }
+        None => (Vec::new(), 0, 0, None),
+    };
+    let before = ids.len();
+    for event in pruned {
+        if event.is_compaction_marker() {
+            return Err(Error::invalid("a compaction marker cannot be pruned"));
+        }
+        through_seq = through_seq.max(event.seq);
+        through_ms = through_ms.max(event.occurred_at_ms);
+        if scope.is_none() {
+            scope = Some(event.scope.clone());
+        }
+        ids.push(CompactedId {
+            event_id: event.event_id.clone(),
+            seq: event.seq,
+        });
+    }
+    let Some(mut scope) = scope.filter(|_| ids.len() > before) else {
+        return Err(Error::invalid("compaction needs at least one pruned event"));
+    };
+    tenant.stamp(&mut scope.tenant_context);
+    ids.sort_by_key(|id| id.seq);
+    let payload = CompactionPayload {
+        compacted_through_seq: through_seq,
+        compacted_through_ms: through_ms,
+        pruned_events: ids.len() as u64,
+        compacted_event_ids: ids,
+        source: COMPACTION_SOURCE.to_owned(),
+    };
+    Ok(EventRecord {
+        schema_version: SCHEMA_VERSION,
+        event_id: marker_event_id(tenant, run_id, through_seq),
+        run_id: run_id.clone(),
+        seq: through_seq,
+        event_type: COMPACTION_EVENT_TYPE.to_owned(),
+        occurred_at_ms: now_ms,
+        scope,
+        actor: None,
+        phase_id: None,
+        phase_transition: None,
+        wait_kind: None,
+        causation_id: None,
+        correlation_id: None,
+        payload: serde_json::to_value(payload).map_err(|err| Error::invalid(err.to_string()))?,
+        extra: Map::new(),
+    })
+}
+
+/// One stream's compaction, for backends that hold the stream in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamCompaction {
+    /// The seqs to delete: the pruned events and the old marker.
+    pub remove_seqs: Vec<u64>,
+    /// How many events (markers not counted) were pruned.
+    pub pruned: usize,
+    /// The marker to write.
+    pub marker: EventRecord,
+}
+
+/// Compacts one stream given all its records in ascending seq order;
+/// `None` when nothing in it is old enough.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the stream's marker payload is malformed.
+pub fn compact_stream(
+    tenant: &Tenant,
+    run_id: &RunId,
+    records: &[EventRecord],
+    snapshot_floor: Option<u64>,
+    policy: &CompactionPolicy,
+) -> Result<Option<StreamCompaction>> {
+    let pruned: Vec<&EventRecord> = records
+        .iter()
+        .filter(|record| policy.prunes(record, snapshot_floor))
+        .collect();
+    if pruned.is_empty() {
+        return Ok(None);
+    }
+    let old_marker = records.iter().find(|record| record.is_compaction_marker());
+    let marker = merge_marker(
+        tenant,
+        run_id,
+        old_marker,
+        pruned.iter().copied(),
+        policy.now_ms(),
+    )?;
+    let mut remove_seqs: Vec<u64> = pruned.iter().map(|record| record.seq).collect();
+    remove_seqs.extend(old_marker.map(|marker| marker.seq));
+    remove_seqs.sort_unstable();
+    Ok(Some(StreamCompaction {
+        remove_seqs,
+        pruned: pruned.len(),
+        marker,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, at: u64) -> EventRecord {
+        let mut record = EventRecord::new(
+            &Tenant::local(),
+            RunId::new("run-a").unwrap(),
+            EventId::new(format!("event-{seq}")).unwrap(),
+            "t",
+            at,
+        );
+        record.seq = seq;
+        record
+    }
+
+    #[test]
+    fn markers_merge_and_accumulate_ids() {
+        let tenant = Tenant::local();
+        let run = RunId::new("run-a").unwrap();
+        let policy = CompactionPolicy::new(500, 1_000).unwrap();
+        let records: Vec<_> = [(1, 100), (2, 200), (3, 300), (4, 900)]
+            .into_iter()
+            .map(|(s, at)| event(s, at))
+            .collect();
+        let first = compact_stream(&tenant, &run, &records, None, &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.pruned, 3);
+        assert_eq!(first.marker.seq, 3);
+        let mut after = vec![first.marker.clone(), records[3].clone(), event(5, 950)];
+        after.sort_by_key(|r| r.seq);
+        let policy = CompactionPolicy::new(500, 2_000).unwrap();
+        let second = compact_stream(&tenant, &run, &after, None, &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.pruned, 2);
+        assert_eq!(second.remove_seqs, vec![3, 4, 5]);
+        let payload = marker_payload(&second.marker).unwrap();
+        let seqs: Vec<_> = payload
+            .compacted_event_ids
+            .iter()
+            .map(|id| id.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(payload.pruned_events, 5);
+        assert_eq!(second.marker.seq, 5);
+        assert_ne!(second.marker.event_id, first.marker.event_id);
+    }
+
+    #[test]
+    fn snapshot_floor_and_zero_retention_protect() {
+        assert!(CompactionPolicy::new(0, 1_000).is_none());
+        let policy = CompactionPolicy::new(500, 1_000).unwrap();
+        assert!(policy.prunes(&event(1, 100), Some(2)));
+        assert!(!policy.prunes(&event(2, 100), Some(2)));
+        assert!(!policy.prunes(&event(3, 500), None));
+    }
+}

@@ -1,0 +1,142 @@
+//! The one error type every store returns (CONTRACT §18).
+
+use std::fmt;
+
+/// A boxed error from a backend's driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a store can fail with.
+///
+/// Backends map their driver errors into this enum once, at their boundary;
+/// callers match on variants, never on messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something the contract rejects: an empty or oversized
+    /// id, a malformed tenant, records that do not belong together.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What was wrong with the input.
+        reason: String,
+    },
+
+    /// `expected_last_seq` did not match the stream's last seq (CONTRACT §5).
+    #[error("conflict: expected last seq {expected}, stream is at {actual}")]
+    Conflict {
+        /// The last seq the caller expected.
+        expected: u64,
+        /// The stream's actual last seq.
+        actual: u64,
+    },
+
+    /// Another process holds the embedded store open.
+    #[error("store is locked by another process: {resource}")]
+    Locked {
+        /// The file or directory whose lock is held.
+        resource: String,
+    },
+
+    /// Stored data could not be read back (CONTRACT §17).
+    #[error("corrupt data at {location}: {reason}")]
+    Corrupt {
+        /// Where the bad record is (file and line, key, row).
+        location: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+
+    /// An I/O operation failed.
+    #[error("i/o error while {context}: {source}")]
+    Io {
+        /// What the store was doing, naming the file.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A previous write failed in a way that leaves the handle unsafe to
+    /// write through (for example a failed fsync); reopen the store.
+    #[error("store {store} refuses writes after an earlier failure: {reason}")]
+    Poisoned {
+        /// The store that refuses writes.
+        store: String,
+        /// The failure that poisoned it.
+        reason: String,
+    },
+
+    /// The backend's driver or server failed.
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// Which backend (`"sqlite"`, `"s3"`, ...).
+        backend: &'static str,
+        /// Whether the same request may succeed when retried unchanged.
+        retryable: bool,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`] with the given reason.
+    pub fn invalid(reason: impl fmt::Display) -> Self {
+        Self::InvalidInput {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// An [`Error::Io`] naming what was being done.
+    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// An [`Error::Corrupt`] for data at `location`.
+    pub fn corrupt(location: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::Corrupt {
+            location: location.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A non-retryable [`Error::Backend`].
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            backend,
+            retryable: false,
+            source: source.into(),
+        }
+    }
+
+    /// A retryable [`Error::Backend`]: the request may succeed when sent again.
+    pub fn transient(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            backend,
+            retryable: true,
+            source: source.into(),
+        }
+    }
+
+    /// Whether retrying the same request unchanged may succeed.
+    ///
+    /// Appends are idempotent by event id, so a retried append never stores
+    /// an event twice.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Backend { retryable, .. } => *retryable,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}

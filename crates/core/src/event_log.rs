@@ -1,0 +1,183 @@
+//! The event log an implementor provides.
+
+use std::{fmt::Debug, sync::Arc};
+
+use async_trait::async_trait;
+
+use crate::{AppendOutcome, EventId, EventRecord, ReadQuery, Result, RunId, StreamKey, Tenant};
+
+/// An append-only, per-stream sequenced, idempotent event log.
+///
+/// This trait holds only what a backend must implement; conveniences such as
+/// appending one event live in [`EventLogExt`](crate::EventLogExt). Every
+/// method is scoped to one tenant except the store-wide maintenance calls
+/// ([`compact`](Self::compact), [`streams`](Self::streams),
+/// [`import_stream`](Self::import_stream)), which are explicit.
+///
+/// Implementations must be cheap to clone handles over shared state, usable
+/// from many tasks at once, and keep no process-wide state (CONTRACT §20).
+/// The shared conformance suite (`runstore-conformance`) is the executable
+/// form of these duties.
+#[async_trait]
+pub trait EventLog: Send + Sync + Debug + 'static {
+    /// Appends `events` to `tenant`'s `run_id` atomically (CONTRACT §1-§5).
+    ///
+    /// New events get consecutive seqs after the stream's last seq, in
+    /// request order; events whose id the stream already holds (live or
+    /// compacted) are not written and report their original seq; an id
+    /// repeated within the request is stored once. Caller-set seqs are
+    /// ignored and the tenant's ids are written into each event's scope.
+    /// Returns one outcome per requested event, in request order.
+    ///
+    /// With `expected_last_seq`, fails with `Conflict` and writes nothing if
+    /// the stream's last seq differs, unless every event is already stored.
+    ///
+    /// # Errors
+    /// `InvalidInput` when an event names another run; `Conflict` as above;
+    /// `Io`, `Backend`, `Poisoned` when storage fails.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the batch either fully written or not
+    /// written at all, never partly; retrying the same request is safe.
+    async fn append_batch(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>>;
+
+    /// Reads a window of `tenant`'s `run_id` in ascending seq (CONTRACT §6);
+    /// compaction markers are records and appear.
+    ///
+    /// # Errors
+    /// `Corrupt` when a stored record cannot be read; `Io`, `Backend`.
+    ///
+    /// # Cancel safety
+    /// Reads change nothing; dropping the future is harmless.
+    async fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: ReadQuery,
+    ) -> Result<Vec<EventRecord>>;
+
+    /// The stream's last seq + 1 (markers count), or 1 (CONTRACT §7).
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64>;
+
+    /// The seq of `event_id` in the stream, live or compacted (CONTRACT §7).
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn seq_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        event_id: &EventId,
+    ) -> Result<Option<u64>>;
+
+    /// The tenant's run ids, ascending (CONTRACT §7).
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>>;
+
+    /// Store-wide compaction (CONTRACT §8-§11): prunes events older than
+    /// `now_ms - retention_ms` below the seq of their stream's newest
+    /// snapshot, leaving one merged marker per stream built by
+    /// [`merge_marker`](crate::compaction::merge_marker). Returns how many
+    /// events (markers not counted) were pruned; `retention_ms == 0` does
+    /// nothing.
+    ///
+    /// # Errors
+    /// `Corrupt` for a malformed marker; `Io`, `Backend`.
+    ///
+    /// # Cancel safety
+    /// Each stream is compacted atomically: a dropped future leaves every
+    /// stream either compacted or untouched.
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize>;
+
+    /// Store-wide: every stream that holds at least one record, ascending.
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn streams(&self) -> Result<Vec<StreamKey>>;
+
+    /// Store-wide: writes an exported stream (for example every record
+    /// [`read`](Self::read) returned from another store) with its seqs,
+    /// markers and compacted ids unchanged. Records the stream already holds
+    /// are checked, not written again, so importing twice is harmless.
+    /// Returns how many records were written. See
+    /// [`plan_import`](crate::append::plan_import).
+    ///
+    /// # Errors
+    /// `InvalidInput` when the records are not one ascending stream of this
+    /// tenant and run, or disagree with what the stream holds; `Io`, `Backend`.
+    async fn import_stream(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize>;
+}
+
+macro_rules! forward_event_log {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: EventLog + ?Sized> EventLog for $ty {
+            async fn append_batch(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                events: &[EventRecord],
+                expected_last_seq: Option<u64>,
+            ) -> Result<Vec<AppendOutcome>> {
+                (**self)
+                    .append_batch(tenant, run_id, events, expected_last_seq)
+                    .await
+            }
+            async fn read(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                query: ReadQuery,
+            ) -> Result<Vec<EventRecord>> {
+                (**self).read(tenant, run_id, query).await
+            }
+            async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+                (**self).next_seq(tenant, run_id).await
+            }
+            async fn seq_of(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                event_id: &EventId,
+            ) -> Result<Option<u64>> {
+                (**self).seq_of(tenant, run_id, event_id).await
+            }
+            async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+                (**self).list_runs(tenant).await
+            }
+            async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+                (**self).compact(retention_ms, now_ms).await
+            }
+            async fn streams(&self) -> Result<Vec<StreamKey>> {
+                (**self).streams().await
+            }
+            async fn import_stream(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                records: &[EventRecord],
+            ) -> Result<usize> {
+                (**self).import_stream(tenant, run_id, records).await
+            }
+        }
+    };
+}
+
+forward_event_log!(Arc<T>);
+forward_event_log!(Box<T>);

@@ -1,0 +1,293 @@
+//! [`MemoryStore`]: the model implementation.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+
+use crate::{
+    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, SnapshotId,
+    SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    append::{plan_append, plan_import},
+    compaction::{CompactionPolicy, compact_stream, compacted_ids},
+    snapshot_store::{keep_newest, prune_selection, snapshot_order},
+};
+
+/// Both traits over plain collections behind one mutex.
+///
+/// Deliberately simple: every operation scans what it needs, so it is easy
+/// to see that it follows the contract. The conformance suite's property
+/// test compares every backend against it; it also serves as a store for
+/// unit tests. Nothing survives the last clone of the handle.
+///
+/// ```
+/// use runstore_core::{EventLogExt, EventRecord, MemoryStore, RunId, EventId, Tenant};
+/// # tokio_test();
+/// # fn tokio_test() {
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// let store = MemoryStore::new();
+/// let tenant = Tenant::local();
+/// let event = EventRecord::new(&tenant, RunId::new("run-1")?, EventId::new("e-1")?, "started", 0);
+/// assert_eq!(store.append(&tenant, &event).await?.seq, 1);
+/// assert!(!store.append(&tenant, &event).await?.inserted);
+/// # Ok::<_, runstore_core::Error>(())
+/// # }).unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Each stream's records, ascending by seq.
+    streams: BTreeMap<StreamKey, Vec<EventRecord>>,
+    snapshots: BTreeMap<(StreamKey, SnapshotId), SnapshotRecord>,
+}
+
+impl State {
+    fn stream(&self, key: &StreamKey) -> &[EventRecord] {
+        self.streams.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    fn last_seq(&self, key: &StreamKey) -> u64 {
+        self.stream(key).last().map_or(0, |record| record.seq)
+    }
+
+    fn seq_of(&self, key: &StreamKey, event_id: &EventId) -> Result<Option<u64>> {
+        for record in self.stream(key) {
+            if record.event_id == *event_id {
+                return Ok(Some(record.seq));
+            }
+            if let Some(id) = compacted_ids(record)?
+                .into_iter()
+                .find(|id| id.event_id == *event_id)
+            {
+                return Ok(Some(id.seq));
+            }
+        }
+        Ok(None)
+    }
+
+    fn snapshots_of(&self, key: &StreamKey) -> Vec<SnapshotRecord> {
+        let mut list: Vec<SnapshotRecord> = self
+            .snapshots
+            .iter()
+            .filter(|((stream, _), _)| stream == key)
+            .map(|(_, snapshot)| snapshot.clone())
+            .collect();
+        list.sort_by(snapshot_order);
+        list
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change:
+        // every mutation below is computed first and applied in one step.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn key(tenant: &Tenant, run_id: &RunId) -> StreamKey {
+    StreamKey::new(tenant.clone(), run_id.clone())
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append_batch(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let key = key(tenant, run_id);
+        let mut state = self.lock();
+        let last = state.last_seq(&key);
+        let plan = plan_append(tenant, run_id, last, events, expected_last_seq, |id| {
+            state.seq_of(&key, id)
+        })?;
+        if !plan.is_noop() {
+            state
+                .streams
+                .entry(key)
+                .or_default()
+                .extend(plan.new_records);
+        }
+        Ok(plan.outcomes)
+    }
+
+    async fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: ReadQuery,
+    ) -> Result<Vec<EventRecord>> {
+        let state = self.lock();
+        Ok(query.apply(
+            state.stream(&key(tenant, run_id)).iter().cloned(),
+            |record| record.seq,
+        ))
+    }
+
+    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+        Ok(self.lock().last_seq(&key(tenant, run_id)) + 1)
+    }
+
+    async fn seq_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        event_id: &EventId,
+    ) -> Result<Option<u64>> {
+        self.lock().seq_of(&key(tenant, run_id), event_id)
+    }
+
+    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+        Ok(self
+            .lock()
+            .streams
+            .keys()
+            .filter(|stream| stream.tenant == *tenant)
+            .map(|stream| stream.run_id.clone())
+            .collect())
+    }
+
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
+            return Ok(0);
+        };
+        let mut state = self.lock();
+        let mut changes = Vec::new();
+        for (stream, records) in &state.streams {
+            let floor = state
+                .snapshots_of(stream)
+                .last()
+                .map(|snapshot| snapshot.seq);
+            if let Some(change) =
+                compact_stream(&stream.tenant, &stream.run_id, records, floor, &policy)?
+            {
+                changes.push((stream.clone(), change));
+            }
+        }
+        let mut pruned = 0;
+        for (stream, change) in changes {
+            let records = state.streams.get_mut(&stream).expect("stream seen above");
+            records.retain(|record| change.remove_seqs.binary_search(&record.seq).is_err());
+            let at = records.partition_point(|record| record.seq < change.marker.seq);
+            records.insert(at, change.marker);
+            pruned += change.pruned;
+        }
+        Ok(pruned)
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamKey>> {
+        Ok(self.lock().streams.keys().cloned().collect())
+    }
+
+    async fn import_stream(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize> {
+        let key = key(tenant, run_id);
+        let mut state = self.lock();
+        let last = state.last_seq(&key);
+        let missing = plan_import(tenant, run_id, last, records, |id| state.seq_of(&key, id))?;
+        if !missing.is_empty() {
+            state
+                .streams
+                .entry(key)
+                .or_default()
+                .extend_from_slice(missing);
+        }
+        Ok(missing.len())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for MemoryStore {
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let mut snapshot = snapshot.clone();
+        tenant.stamp(&mut snapshot.scope.tenant_context);
+        let stream = key(tenant, &snapshot.run_id);
+        self.lock()
+            .snapshots
+            .insert((stream, snapshot.snapshot_id.clone()), snapshot);
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        Ok(self
+            .lock()
+            .snapshots
+            .get(&(key(tenant, run_id), snapshot_id.clone()))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        Ok(keep_newest(
+            self.lock().snapshots_of(&key(tenant, run_id)),
+            limit,
+        ))
+    }
+
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        let mut state = self.lock();
+        let streams: Vec<StreamKey> = state
+            .snapshots
+            .keys()
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        let mut doomed = Vec::new();
+        for stream in streams.iter().collect::<std::collections::BTreeSet<_>>() {
+            let ordered = state.snapshots_of(stream);
+            for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
+                doomed.push((stream.clone(), ordered[index].snapshot_id.clone()));
+            }
+        }
+        for key in &doomed {
+            state.snapshots.remove(key);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        let mut streams: Vec<StreamKey> = self
+            .lock()
+            .snapshots
+            .keys()
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        streams.dedup();
+        Ok(streams)
+    }
+}

@@ -1,0 +1,150 @@
+//! The snapshot store an implementor provides, and the ordering rules every
+//! backend shares.
+
+use std::{cmp::Ordering, fmt::Debug, sync::Arc};
+
+use async_trait::async_trait;
+
+use crate::{Result, RunId, SnapshotId, SnapshotRecord, StreamKey, Tenant};
+
+/// Snapshots keyed by `(tenant, run_id, snapshot_id)` (CONTRACT §12-§15).
+///
+/// Conveniences such as `latest` live in
+/// [`SnapshotStoreExt`](crate::SnapshotStoreExt).
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + Debug + 'static {
+    /// Stores `snapshot` under `tenant`, replacing one with the same key
+    /// (CONTRACT §12). The tenant's ids are written into its scope.
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    ///
+    /// # Cancel safety
+    /// A dropped future leaves either the old or the new snapshot.
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()>;
+
+    /// The snapshot with this key, or `None` (CONTRACT §13). Legacy records
+    /// are hydrated (CONTRACT §15).
+    ///
+    /// # Errors
+    /// `Corrupt` for an unreadable record; `Io`, `Backend`.
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>>;
+
+    /// The stream's snapshots in [`snapshot_order`]; a `limit` (other than
+    /// `None` or 0) keeps the newest `limit` (CONTRACT §13).
+    ///
+    /// # Errors
+    /// `Corrupt` for an unreadable record; `Io`, `Backend`.
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>>;
+
+    /// Store-wide: deletes snapshots created before `now_ms - retention_ms`,
+    /// always keeping the newest `keep_last_per_run` of each stream; returns
+    /// how many it deleted (CONTRACT §14). `retention_ms == 0` deletes
+    /// nothing. See [`prune_selection`].
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize>;
+
+    /// Store-wide: every stream that has at least one snapshot, ascending.
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>>;
+}
+
+/// The order of a stream's snapshots, oldest first: by `seq`, then
+/// `created_at_ms`, then `snapshot_id` (byte order). The newest is last.
+pub fn snapshot_order(a: &SnapshotRecord, b: &SnapshotRecord) -> Ordering {
+    (a.seq, a.created_at_ms, a.snapshot_id.as_str()).cmp(&(
+        b.seq,
+        b.created_at_ms,
+        b.snapshot_id.as_str(),
+    ))
+}
+
+/// Keeps the newest `limit` of snapshots already in [`snapshot_order`].
+pub fn keep_newest<T>(mut ordered: Vec<T>, limit: Option<usize>) -> Vec<T> {
+    if let Some(limit) = limit.filter(|limit| *limit > 0)
+        && ordered.len() > limit
+    {
+        ordered.drain(..ordered.len() - limit);
+    }
+    ordered
+}
+
+/// Which of one stream's snapshots (in [`snapshot_order`]) a prune deletes:
+/// returns their indexes.
+pub fn prune_selection(
+    ordered: &[SnapshotRecord],
+    retention_ms: u64,
+    keep_last_per_run: usize,
+    now_ms: u64,
+) -> Vec<usize> {
+    if retention_ms == 0 {
+        return Vec::new();
+    }
+    let cutoff = now_ms.saturating_sub(retention_ms);
+    let protected_from = ordered.len().saturating_sub(keep_last_per_run);
+    (0..protected_from)
+        .filter(|index| ordered[*index].created_at_ms < cutoff)
+        .collect()
+}
+
+macro_rules! forward_snapshot_store {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: SnapshotStore + ?Sized> SnapshotStore for $ty {
+            async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+                (**self).put(tenant, snapshot).await
+            }
+            async fn get(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                snapshot_id: &SnapshotId,
+            ) -> Result<Option<SnapshotRecord>> {
+                (**self).get(tenant, run_id, snapshot_id).await
+            }
+            async fn list(
+                &self,
+                tenant: &Tenant,
+                run_id: &RunId,
+                limit: Option<usize>,
+            ) -> Result<Vec<SnapshotRecord>> {
+                (**self).list(tenant, run_id, limit).await
+            }
+            async fn prune(
+                &self,
+                retention_ms: u64,
+                keep_last_per_run: usize,
+                now_ms: u64,
+            ) -> Result<usize> {
+                (**self)
+                    .prune(retention_ms, keep_last_per_run, now_ms)
+                    .await
+            }
+            async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+                (**self).snapshot_streams().await
+            }
+        }
+    };
+}
+
+forward_snapshot_store!(Arc<T>);
+forward_snapshot_store!(Box<T>);

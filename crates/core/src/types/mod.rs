@@ -1,0 +1,8 @@
+//! Record types and validated ids.
+
+pub mod event;
+pub mod ids;
+pub mod phase;
+pub mod query;
+pub mod snapshot;
+pub mod tenant;

@@ -1,0 +1,1 @@
+//! Pluggable storage for durable workflow and agent runs.

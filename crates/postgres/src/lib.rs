@@ -1,0 +1,1 @@
+//! PostgreSQL backend of runstore, via sqlx, for deployments beyond one machine

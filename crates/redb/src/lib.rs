@@ -1,0 +1,1 @@
+//! redb backend of runstore: embedded, pure Rust
