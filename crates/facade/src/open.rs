@@ -1,0 +1,132 @@
+//! Opening a store from its URL.
+
+use crate::{Backend, MemoryStore, OpenError, Store, StoreUrl};
+
+/// Opens the store `url` names (see [`StoreUrl`] for the forms).
+///
+/// A file backend creates its file or directory when missing; the embedded
+/// backends hold an OS lock, so a second process opening the same store
+/// gets `Locked` (CONTRACT §18).
+///
+/// # Errors
+/// [`OpenError::UnknownScheme`] or [`OpenError::InvalidUrl`] for a URL that
+/// does not parse; [`OpenError::FeatureDisabled`] when the backend's feature
+/// is off in this build; [`OpenError::Store`] when the backend fails to open.
+pub async fn open(url: &str) -> Result<Store, OpenError> {
+    let parsed = StoreUrl::parse(url)?;
+    open_url(&parsed).await.map_err(|err| match err {
+        OpenError::FeatureDisabled {
+            backend, feature, ..
+        } => OpenError::FeatureDisabled {
+            backend,
+            feature,
+            url: url.to_owned(),
+        },
+        other => other,
+    })
+}
+
+/// Opens the store a parsed URL names; see [`open`].
+///
+/// # Errors
+/// As [`open`], except for parsing.
+pub async fn open_url(url: &StoreUrl) -> Result<Store, OpenError> {
+    let backend = url.backend();
+    if !backend.is_enabled() {
+        return Err(OpenError::FeatureDisabled {
+            backend,
+            feature: backend
+                .feature()
+                .expect("only feature-gated backends can be disabled"),
+            url: url.to_string(),
+        });
+    }
+    match url {
+        StoreUrl::Memory => Ok(Store::new(Backend::Memory, MemoryStore::new())),
+        #[cfg(feature = "jsonl")]
+        StoreUrl::Jsonl { path, durability } => {
+            let options = runstore_jsonl::JsonlOptions::default().with_durability(*durability);
+            let store = runstore_jsonl::JsonlStore::open_with(path, options).await?;
+            Ok(Store::new(Backend::Jsonl, store))
+        }
+        #[cfg(feature = "sqlite")]
+        StoreUrl::Sqlite { path, durability } => {
+            let options = runstore_sqlite::SqliteOptions::default().with_durability(*durability);
+            let store = runstore_sqlite::SqliteStore::open_with(path, options).await?;
+            Ok(Store::new(Backend::Sqlite, store))
+        }
+        #[cfg(feature = "redb")]
+        StoreUrl::Redb { path, durability } => {
+            let options = runstore_redb::RedbOptions::default().with_durability(*durability);
+            let store = runstore_redb::RedbStore::open_with(path, options).await?;
+            Ok(Store::new(Backend::Redb, store))
+        }
+        #[cfg(feature = "s3")]
+        StoreUrl::S3 { bucket, prefix } => {
+            let store = runstore_s3::S3Store::from_env(bucket, prefix)?;
+            Ok(Store::new(Backend::S3, store))
+        }
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres { url } => {
+            let store = runstore_postgres::PostgresStore::connect(url).await?;
+            Ok(Store::new(Backend::Postgres, store))
+        }
+        #[allow(unreachable_patterns)]
+        other => unreachable!(
+            "{} is enabled but has no opener in this build",
+            other.backend()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, RunId, Tenant};
+
+    #[tokio::test]
+    async fn memory_store_opens_and_works_through_the_handle() {
+        let store = open("memory:").await.unwrap();
+        assert_eq!(store.backend(), Backend::Memory);
+        let tenant = Tenant::local();
+        let run = RunId::new("r").unwrap();
+        let event = EventRecord::new(&tenant, run.clone(), EventId::new("e").unwrap(), "t", 1);
+        let clone = store.clone();
+        assert_eq!(clone.append(&tenant, &event).await.unwrap().seq, 1);
+        assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn disabled_backends_name_their_feature() {
+        for (url, backend) in [
+            ("jsonl:/nonexistent/x", Backend::Jsonl),
+            ("sqlite:/nonexistent/x.db", Backend::Sqlite),
+            ("redb:/nonexistent/x.redb", Backend::Redb),
+            ("s3://bucket/prefix", Backend::S3),
+            ("postgres://localhost/db", Backend::Postgres),
+        ] {
+            if backend.is_enabled() {
+                continue;
+            }
+            let err = open(url).await.unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, OpenError::FeatureDisabled { feature, .. } if feature == backend.name()),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("`{}` feature", backend.name())),
+                "{message}"
+            );
+            let core: runstore_core::Error = open(url).await.unwrap_err().into();
+            assert!(matches!(core, runstore_core::Error::InvalidInput { .. }));
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_refused() {
+        let err = open("mongodb://localhost/x").await.unwrap_err();
+        assert!(matches!(err, OpenError::UnknownScheme { .. }), "{err}");
+        assert!(err.to_string().contains("\"mongodb\""));
+    }
+}

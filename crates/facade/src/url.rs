@@ -1,0 +1,449 @@
+//! Store URLs: which backend, and where.
+
+use std::{fmt, path::PathBuf, str::FromStr};
+
+use runstore_core::Durability;
+
+use crate::OpenError;
+
+/// A backend runstore knows, whether or not this build enables it.
+///
+/// The list is complete whatever the features: a URL naming a backend whose
+/// feature is off still parses, and [`open`](crate::open) answers
+/// [`OpenError::FeatureDisabled`] naming the feature to enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive] // permit new backends
+pub enum Backend {
+    /// JSON-lines files in a directory (`jsonl:PATH`, or a bare path).
+    Jsonl,
+    /// One SQLite database file (`sqlite:PATH`).
+    Sqlite,
+    /// One redb database file (`redb:PATH`).
+    Redb,
+    /// Objects in an S3 bucket (`s3://BUCKET/PREFIX`).
+    S3,
+    /// A PostgreSQL database (`postgres://...`, `postgresql://...`).
+    Postgres,
+    /// The in-memory model store (`memory:`); nothing survives the process.
+    Memory,
+}
+
+impl Backend {
+    /// Every backend, in the order of the support tiers.
+    pub const ALL: [Backend; 6] = [
+        Backend::Jsonl,
+        Backend::Sqlite,
+        Backend::Redb,
+        Backend::S3,
+        Backend::Postgres,
+        Backend::Memory,
+    ];
+
+    /// The backend's name, also its URL scheme (`jsonl`, `sqlite`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Jsonl => "jsonl",
+            Backend::Sqlite => "sqlite",
+            Backend::Redb => "redb",
+            Backend::S3 => "s3",
+            Backend::Postgres => "postgres",
+            Backend::Memory => "memory",
+        }
+    }
+
+    /// The cargo feature of the `runstore` crate that enables the backend,
+    /// or `None` for the always-present memory store.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Backend::Memory => None,
+            other => Some(other.name()),
+        }
+    }
+
+    /// Whether this build can open the backend.
+    pub fn is_enabled(self) -> bool {
+        match self {
+            Backend::Jsonl => cfg!(feature = "jsonl"),
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+            Backend::Redb => cfg!(feature = "redb"),
+            Backend::S3 => cfg!(feature = "s3"),
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::Memory => true,
+        }
+    }
+
+    /// Whether the backend runs inside the process with no server.
+    pub fn is_embedded(self) -> bool {
+        matches!(
+            self,
+            Backend::Jsonl | Backend::Sqlite | Backend::Redb | Backend::Memory
+        )
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = OpenError;
+
+    fn from_str(name: &str) -> Result<Self, OpenError> {
+        match name.to_ascii_lowercase().as_str() {
+            "jsonl" => Ok(Backend::Jsonl),
+            "sqlite" => Ok(Backend::Sqlite),
+            "redb" => Ok(Backend::Redb),
+            "s3" => Ok(Backend::S3),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "memory" => Ok(Backend::Memory),
+            _ => Err(OpenError::UnknownScheme {
+                url: name.to_owned(),
+                scheme: name.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Where a store lives: a parsed store URL.
+///
+/// | URL | store |
+/// |---|---|
+/// | `jsonl:PATH`, or a bare `PATH` | JSONL directory |
+/// | `sqlite:PATH` | SQLite database file |
+/// | `redb:PATH` | redb database file |
+/// | `s3://BUCKET/PREFIX` | S3 bucket and key prefix; endpoint, region and credentials from `AWS_*` |
+/// | `postgres://...`, `postgresql://...` | PostgreSQL connection URL, passed on unchanged |
+/// | `memory:` | in-memory model store, gone with the process |
+///
+/// After `jsonl:`, `sqlite:` and `redb:` a leading `//` is dropped, so
+/// `sqlite:///var/db.sqlite` is the absolute path `/var/db.sqlite` and
+/// `sqlite://db.sqlite` the relative one. The file backends take one option
+/// after a `?`: `durability=durable` (the default) or `durability=relaxed`
+/// (no fsync, CONTRACT §16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive] // permit new backends
+pub enum StoreUrl {
+    /// A JSONL store directory.
+    Jsonl {
+        /// The store's directory.
+        path: PathBuf,
+        /// How hard writes work to survive a crash.
+        durability: Durability,
+    },
+    /// A SQLite database file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// How hard writes work to survive a crash.
+        durability: Durability,
+    },
+    /// A redb database file.
+    Redb {
+        /// The database file.
+        path: PathBuf,
+        /// How hard writes work to survive a crash.
+        durability: Durability,
+    },
+    /// A bucket and key prefix on S3 or an S3-compatible server.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix under which the store lives; may be empty.
+        prefix: String,
+    },
+    /// A PostgreSQL database.
+    Postgres {
+        /// The connection URL, exactly as given.
+        url: String,
+    },
+    /// The in-memory model store.
+    Memory,
+}
+
+impl StoreUrl {
+    /// Parses a store URL; see the table on [`StoreUrl`].
+    ///
+    /// Every scheme parses whatever the features of this build.
+    ///
+    /// # Errors
+    /// [`OpenError::UnknownScheme`] for a scheme runstore does not know,
+    /// [`OpenError::InvalidUrl`] for a known scheme with a malformed rest.
+    pub fn parse(url: &str) -> Result<Self, OpenError> {
+        let invalid = |reason: &str| OpenError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if url.trim().is_empty() {
+            return Err(invalid("the URL is empty"));
+        }
+        let Some((scheme, rest)) = split_scheme(url) else {
+            // A bare path is a JSONL directory.
+            let (path, durability) = file_location(url, url)?;
+            return Ok(StoreUrl::Jsonl { path, durability });
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "jsonl" => {
+                let (path, durability) = file_location(url, rest)?;
+                Ok(StoreUrl::Jsonl { path, durability })
+            }
+            "sqlite" => {
+                let (path, durability) = file_location(url, rest)?;
+                Ok(StoreUrl::Sqlite { path, durability })
+            }
+            "redb" => {
+                let (path, durability) = file_location(url, rest)?;
+                Ok(StoreUrl::Redb { path, durability })
+            }
+            "s3" => {
+                let Some(location) = rest.strip_prefix("//") else {
+                    return Err(invalid("expected s3://BUCKET/PREFIX"));
+                };
+                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                if bucket.is_empty() {
+                    return Err(invalid(
+                        "the bucket name is empty; expected s3://BUCKET/PREFIX",
+                    ));
+                }
+                if bucket.contains(['?', '#']) || prefix.contains(['?', '#']) {
+                    return Err(invalid(
+                        "s3 URLs take no query or fragment; set the endpoint with AWS_ENDPOINT_URL",
+                    ));
+                }
+                Ok(StoreUrl::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                })
+            }
+            "postgres" | "postgresql" => {
+                if !rest.starts_with("//") {
+                    return Err(invalid(
+                        "expected postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE",
+                    ));
+                }
+                Ok(StoreUrl::Postgres {
+                    url: url.to_owned(),
+                })
+            }
+            "memory" => {
+                if !rest.is_empty() {
+                    return Err(invalid(
+                        "the memory store takes no location; write `memory:`",
+                    ));
+                }
+                Ok(StoreUrl::Memory)
+            }
+            _ => Err(OpenError::UnknownScheme {
+                url: url.to_owned(),
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+
+    /// The backend the URL names.
+    pub fn backend(&self) -> Backend {
+        match self {
+            StoreUrl::Jsonl { .. } => Backend::Jsonl,
+            StoreUrl::Sqlite { .. } => Backend::Sqlite,
+            StoreUrl::Redb { .. } => Backend::Redb,
+            StoreUrl::S3 { .. } => Backend::S3,
+            StoreUrl::Postgres { .. } => Backend::Postgres,
+            StoreUrl::Memory => Backend::Memory,
+        }
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = OpenError;
+
+    fn from_str(url: &str) -> Result<Self, OpenError> {
+        Self::parse(url)
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    /// The URL in canonical form; parsing it gives the same `StoreUrl`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = |f: &mut fmt::Formatter<'_>, scheme: &str, path: &PathBuf, durability| {
+            write!(f, "{scheme}:{}", path.display())?;
+            if durability == Durability::Relaxed {
+                f.write_str("?durability=relaxed")?;
+            }
+            Ok(())
+        };
+        match self {
+            StoreUrl::Jsonl { path, durability } => file(f, "jsonl", path, *durability),
+            StoreUrl::Sqlite { path, durability } => file(f, "sqlite", path, *durability),
+            StoreUrl::Redb { path, durability } => file(f, "redb", path, *durability),
+            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StoreUrl::Postgres { url } => f.write_str(&redact_password(url)),
+            StoreUrl::Memory => f.write_str("memory:"),
+        }
+    }
+}
+
+/// Splits `scheme:rest` when `url` starts with a URL scheme. A single letter
+/// before the colon is a Windows drive (`C:\data`), not a scheme.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let is_scheme = first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && scheme.len() > 1;
+    is_scheme.then_some((scheme, rest))
+}
+
+/// The path and options of a file backend's `rest` (after `scheme:`).
+fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenError> {
+    let invalid = |reason: String| OpenError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(invalid("the path is empty".to_owned()));
+    }
+    let mut durability = Durability::Durable;
+    for pair in query.into_iter().flat_map(|query| query.split('&')) {
+        match pair.split_once('=') {
+            Some(("durability", "durable")) => durability = Durability::Durable,
+            Some(("durability", "relaxed")) => durability = Durability::Relaxed,
+            Some(("durability", other)) => {
+                return Err(invalid(format!(
+                    "durability {other:?} is not `durable` or `relaxed`"
+                )));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "unknown option {pair:?}; the only option is durability=durable|relaxed"
+                )));
+            }
+        }
+    }
+    Ok((PathBuf::from(path), durability))
+}
+
+/// A PostgreSQL URL with its password (if any) replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> StoreUrl {
+        StoreUrl::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"))
+    }
+
+    #[test]
+    fn file_schemes_take_paths_and_durability() {
+        assert_eq!(
+            parse("jsonl:./data"),
+            StoreUrl::Jsonl {
+                path: "./data".into(),
+                durability: Durability::Durable
+            }
+        );
+        assert_eq!(
+            parse("./data"),
+            StoreUrl::Jsonl {
+                path: "./data".into(),
+                durability: Durability::Durable
+            }
+        );
+        assert_eq!(
+            parse("sqlite:///tmp/a.db?durability=relaxed"),
+            StoreUrl::Sqlite {
+                path: "/tmp/a.db".into(),
+                durability: Durability::Relaxed
+            }
+        );
+        assert_eq!(
+            parse("redb://rel.redb"),
+            StoreUrl::Redb {
+                path: "rel.redb".into(),
+                durability: Durability::Durable
+            }
+        );
+        assert_eq!(parse("C:\\data").backend(), Backend::Jsonl);
+    }
+
+    #[test]
+    fn service_schemes() {
+        assert_eq!(
+            parse("s3://bucket/some/prefix/"),
+            StoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(
+            parse("s3://bucket"),
+            StoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: String::new()
+            }
+        );
+        let pg = "postgresql://u:secret@localhost:5432/db?sslmode=disable";
+        assert_eq!(parse(pg), StoreUrl::Postgres { url: pg.into() });
+        assert_eq!(
+            parse(pg).to_string(),
+            "postgresql://u:***@localhost:5432/db?sslmode=disable"
+        );
+        assert_eq!(parse("memory:"), StoreUrl::Memory);
+    }
+
+    #[test]
+    fn bad_urls_are_typed_errors() {
+        assert!(matches!(
+            StoreUrl::parse("ftp://x"),
+            Err(OpenError::UnknownScheme { scheme, .. }) if scheme == "ftp"
+        ));
+        for bad in [
+            "",
+            "jsonl:",
+            "sqlite:a?durability=maybe",
+            "redb:a?color=red",
+            "s3://",
+            "s3:bucket",
+            "postgres:db",
+            "memory:x",
+        ] {
+            assert!(
+                matches!(StoreUrl::parse(bad), Err(OpenError::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for url in [
+            "jsonl:/tmp/x",
+            "sqlite:a.db?durability=relaxed",
+            "redb:/x/y.redb",
+            "s3://b/p",
+            "memory:",
+        ] {
+            assert_eq!(parse(&parse(url).to_string()), parse(url), "{url}");
+        }
+    }
+}
