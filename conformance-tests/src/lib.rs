@@ -1,1 +1,96 @@
 //! The storage contract as executable tests.
+//!
+//! Each case is a `pub async fn` over a [`Harness`], written once and named
+//! for the behaviour it checks; its doc names the contract clause. The
+//! [`suite!`] macro stamps one `#[tokio::test]` per case for a backend:
+//!
+//! ```ignore
+//! use runstore_conformance::{Capabilities, Harness};
+//!
+//! fn harness() -> Harness {
+//!     Harness::new("jsonl", Capabilities::persistent(), |location| async move {
+//!         runstore_jsonl::JsonlStore::open(location.dir.join("store")).await
+//!     })
+//! }
+//!
+//! runstore_conformance::suite!(harness());
+//! ```
+//!
+//! Cases panic on the first broken expectation, naming what differed.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod compaction;
+pub mod concurrency;
+pub mod events;
+mod fixtures;
+mod harness;
+pub mod idempotency;
+pub mod maintenance;
+pub mod persistence;
+pub mod property;
+pub mod snapshots;
+pub mod tenancy;
+
+pub use fixtures::*;
+pub use harness::{
+    ALLOW_MISSING_SERVICES, Capabilities, DEFAULT_PROPTEST_CASES, Harness, Instance, Location,
+    PROPTEST_CASES_VAR,
+};
+
+/// Stamps one `#[tokio::test]` per conformance case for the harness the
+/// expression builds (evaluated once per case).
+#[macro_export]
+macro_rules! suite {
+    ($harness:expr) => {
+        $crate::__stamp_cases!(
+            $harness;
+            events::append_assigns_consecutive_seqs,
+            events::records_round_trip_unchanged,
+            events::read_windows_follow_bounds_limit_and_tail,
+            events::next_seq_and_seq_of_track_the_stream,
+            events::list_runs_lists_the_tenants_runs,
+            events::ids_are_stored_exactly_as_given,
+            events::append_rejects_an_event_of_another_run,
+            idempotency::duplicate_event_id_returns_original_seq,
+            idempotency::batch_append_assigns_consecutive_seqs_and_dedupes,
+            idempotency::expected_last_seq_conflicts_unless_all_stored,
+            idempotency::empty_batch_writes_nothing,
+            concurrency::concurrent_appends_are_gapless_and_unique,
+            concurrency::concurrent_batches_are_gapless_and_unique,
+            concurrency::concurrent_duplicate_writes_store_once,
+            compaction::compaction_prunes_old_events_and_keeps_next_seq,
+            compaction::compaction_with_zero_retention_does_nothing,
+            compaction::compaction_keeps_the_tail_from_the_newest_snapshot,
+            compaction::compaction_keeps_streams_and_tenants_independent,
+            compaction::compaction_markers_match_the_model_byte_for_byte,
+            snapshots::snapshot_put_replaces_and_get_finds,
+            snapshots::snapshot_list_orders_by_seq_and_keeps_newest,
+            snapshots::snapshots_are_tenant_scoped,
+            snapshots::snapshot_prune_keeps_newest_per_run,
+            snapshots::snapshot_ids_with_path_characters_stay_distinct,
+            snapshots::legacy_snapshots_are_hydrated,
+            tenancy::tenants_never_see_each_other,
+            maintenance::streams_and_snapshot_streams_list_everything,
+            maintenance::import_keeps_seqs_and_markers_and_is_repeatable,
+            maintenance::import_rejects_a_diverging_stream,
+            persistence::everything_survives_reopen,
+            property::store_matches_the_model,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp_cases {
+    ($harness:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let harness: $crate::Harness = $harness;
+                if harness.ready(stringify!($case)) {
+                    $crate::$module::$case(&harness).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,236 @@
+//! Compaction (CONTRACT §8-§10).
+
+use runstore_core::{
+    EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store,
+    compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
+};
+
+use crate::{Harness, eid, event, ids, run, seqs, snapshot, tenant};
+
+fn compacted(record: &runstore_core::EventRecord) -> Vec<(String, u64)> {
+    marker_payload(record)
+        .expect("marker payload")
+        .compacted_event_ids
+        .into_iter()
+        .map(|id| (id.event_id.into_string(), id.seq))
+        .collect()
+}
+
+/// CONTRACT §8-§10, the reference's compaction test: old events are pruned
+/// into one marker at the highest pruned seq; `next_seq` is unchanged;
+/// duplicates of pruned ids answer their original seq; a later compaction
+/// merges the old marker and counts only events.
+pub async fn compaction_prunes_old_events_and_keeps_next_seq(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let t = tenant(1);
+    let r = run("run-a");
+    for n in 1..=3u64 {
+        store
+            .append(&t, &event(&t, "run-a", &format!("event-{n}"), n * 100))
+            .await
+            .expect("append");
+    }
+    store
+        .append(&t, &event(&t, "run-a", "event-4", 900))
+        .await
+        .expect("append");
+    assert_eq!(store.compact(500, 1_000).await.expect("compact"), 3);
+    let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(seqs(&records), vec![3, 4]);
+    let marker = &records[0];
+    assert_eq!(marker.event_type, COMPACTION_EVENT_TYPE);
+    assert_eq!(marker.occurred_at_ms, 1_000);
+    assert!(t.matches(&marker.scope.tenant_context));
+    let payload = marker_payload(marker).expect("payload");
+    assert_eq!(payload.compacted_through_seq, 3);
+    assert_eq!(payload.compacted_through_ms, 300);
+    assert_eq!(payload.pruned_events, 3);
+    assert_eq!(payload.source, COMPACTION_SOURCE);
+    assert_eq!(
+        compacted(marker),
+        vec![
+            ("event-1".into(), 1),
+            ("event-2".into(), 2),
+            ("event-3".into(), 3)
+        ]
+    );
+    assert_eq!(store.next_seq(&t, &r).await.expect("next_seq"), 5);
+    assert_eq!(
+        store.seq_of(&t, &r, &eid("event-2")).await.expect("seq_of"),
+        Some(2)
+    );
+    let dup = store
+        .append(&t, &event(&t, "run-a", "event-2", 5_000))
+        .await
+        .expect("append");
+    assert_eq!((dup.seq, dup.inserted), (2, false));
+    let next = store
+        .append(&t, &event(&t, "run-a", "event-next", 950))
+        .await
+        .expect("append");
+    assert_eq!((next.seq, next.inserted), (5, true));
+
+    assert_eq!(store.compact(500, 2_000).await.expect("compact again"), 2);
+    let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(records.len(), 1, "one marker remains");
+    assert_eq!(records[0].seq, 5);
+    let all: Vec<_> = compacted(&records[0]);
+    assert_eq!(
+        all.iter().map(|(_, seq)| *seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(all.contains(&("event-next".into(), 5)));
+    assert_eq!(
+        marker_payload(&records[0]).expect("payload").pruned_events,
+        5
+    );
+    let old = store
+        .append(&t, &event(&t, "run-a", "event-1", 1))
+        .await
+        .expect("append");
+    assert_eq!((old.seq, old.inserted), (1, false));
+    assert_eq!(store.next_seq(&t, &r).await.expect("next_seq"), 6);
+    assert_eq!(store.compact(500, 3_000).await.expect("nothing left"), 0);
+    let after = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(
+        after, records,
+        "a pass with nothing to prune leaves the marker alone"
+    );
+}
+
+/// CONTRACT §8: `retention_ms == 0` compacts nothing.
+pub async fn compaction_with_zero_retention_does_nothing(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let t = tenant(1);
+    store
+        .append(&t, &event(&t, "run-a", "e", 1))
+        .await
+        .expect("append");
+    assert_eq!(store.compact(0, u64::MAX).await.expect("compact"), 0);
+    let records = store
+        .read(&t, &run("run-a"), ReadQuery::all())
+        .await
+        .expect("read");
+    assert_eq!(ids(&records), vec!["e"]);
+}
+
+/// CONTRACT §8: events at or above the newest snapshot's seq are kept.
+pub async fn compaction_keeps_the_tail_from_the_newest_snapshot(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let t = tenant(1);
+    let r = run("run-a");
+    for n in 1..=6u64 {
+        store
+            .append(&t, &event(&t, "run-a", &format!("e{n}"), 10))
+            .await
+            .expect("append");
+    }
+    store
+        .put(&t, &snapshot(&t, "run-a", "older", 2, 10))
+        .await
+        .expect("put");
+    store
+        .put(&t, &snapshot(&t, "run-a", "newest", 4, 10))
+        .await
+        .expect("put");
+    // Another tenant's snapshot of the same run must not protect this stream.
+    let other = tenant(2);
+    store
+        .put(&other, &snapshot(&other, "run-a", "foreign", 1, 10))
+        .await
+        .expect("put");
+    assert_eq!(store.compact(10, 1_000).await.expect("compact"), 3);
+    let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(seqs(&records), vec![3, 4, 5, 6]);
+    assert_eq!(records[0].event_type, COMPACTION_EVENT_TYPE);
+    assert_eq!(ids(&records)[1..], ["e4", "e5", "e6"]);
+}
+
+/// CONTRACT §10, the reference's tenant test: each stream gets its own
+/// marker and seqs; untouched streams stay as they were.
+pub async fn compaction_keeps_streams_and_tenants_independent(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let (a, b) = (tenant(1), tenant(2));
+    store
+        .append(&a, &event(&a, "shared-run", "a-1", 100))
+        .await
+        .expect("append");
+    store
+        .append(&b, &event(&b, "shared-run", "b-1", 100))
+        .await
+        .expect("append");
+    store
+        .append(&b, &event(&b, "shared-run", "b-2", 100))
+        .await
+        .expect("append");
+    store
+        .append(&a, &event(&a, "fresh-run", "f-1", 5_000))
+        .await
+        .expect("append");
+    assert_eq!(store.compact(500, 1_000).await.expect("compact"), 3);
+    let r = run("shared-run");
+    assert_eq!(store.next_seq(&a, &r).await.expect("next_seq"), 2);
+    assert_eq!(store.next_seq(&b, &r).await.expect("next_seq"), 3);
+    let marker_a = store.read(&a, &r, ReadQuery::all()).await.expect("read");
+    let marker_b = store.read(&b, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(compacted(&marker_a[0]), vec![("a-1".into(), 1)]);
+    assert_eq!(
+        compacted(&marker_b[0]),
+        vec![("b-1".into(), 1), ("b-2".into(), 2)]
+    );
+    assert_ne!(marker_a[0].event_id, marker_b[0].event_id);
+    assert!(a.matches(&marker_a[0].scope.tenant_context));
+    assert!(b.matches(&marker_b[0].scope.tenant_context));
+    assert_eq!(
+        store.seq_of(&b, &r, &eid("a-1")).await.expect("seq_of"),
+        None
+    );
+    let fresh = store
+        .read(&a, &run("fresh-run"), ReadQuery::all())
+        .await
+        .expect("read");
+    assert_eq!(ids(&fresh), vec!["f-1"]);
+}
+
+async fn marker_scenario(store: &dyn Store) -> Vec<Vec<u8>> {
+    let t = runstore_core::Tenant::new("org", "ws", Some("dep".into())).expect("tenant");
+    let r = run("run-m");
+    for n in 1..=5u64 {
+        let mut e = event(&t, "run-m", &format!("m{n}"), n * 10);
+        e.scope.tenant_context.actor_id = Some(format!("actor-{n}"));
+        store.append(&t, &e).await.expect("append");
+    }
+    store.compact(25, 50).await.expect("compact");
+    store
+        .append(&t, &event(&t, "run-m", "m6", 60))
+        .await
+        .expect("append");
+    store.compact(25, 100).await.expect("compact");
+    store
+        .read(&t, &r, ReadQuery::all())
+        .await
+        .expect("read")
+        .iter()
+        .map(|record| serde_json::to_vec(record).expect("serialize"))
+        .collect()
+}
+
+/// CONTRACT §9: every backend writes byte-for-byte the same marker as the
+/// model for the same history.
+pub async fn compaction_markers_match_the_model_byte_for_byte(h: &Harness) {
+    let instance = h.fresh().await;
+    let got = marker_scenario(instance.store().as_ref()).await;
+    let model = marker_scenario(&MemoryStore::new()).await;
+    assert_eq!(got.len(), model.len());
+    for (got, want) in got.iter().zip(&model) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "records differ from the model's"
+        );
+    }
+}

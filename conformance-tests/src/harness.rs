@@ -1,0 +1,255 @@
+//! How a backend plugs into the suite: a [`Harness`] that opens stores at
+//! fresh [`Location`]s, and the [`Capabilities`] it declares.
+
+use std::{
+    fmt,
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+};
+
+use runstore_core::{Result, Store};
+
+/// Environment variable that lets a run skip backends whose service is not
+/// configured. Never set in CI: there a missing service fails the run.
+pub const ALLOW_MISSING_SERVICES: &str = "RUNSTORE_ALLOW_MISSING_SERVICES";
+
+/// Environment variable that sets the property test's case count
+/// (default [`DEFAULT_PROPTEST_CASES`]).
+pub const PROPTEST_CASES_VAR: &str = "RUNSTORE_PROPTEST_CASES";
+
+/// Property test cases per backend when [`PROPTEST_CASES_VAR`] is unset.
+pub const DEFAULT_PROPTEST_CASES: u32 = 256;
+
+/// Where one store instance lives: a fresh directory (removed when the case
+/// ends) and a unique name for backends that need a key prefix, schema or
+/// database name instead. Opening the same location again reopens the same
+/// store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// A fresh, empty directory owned by this case.
+    pub dir: PathBuf,
+    /// A unique name: lowercase ASCII letters, digits and `_`, starting with
+    /// a letter, at most 40 bytes.
+    pub name: String,
+}
+
+type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send>>;
+type OpenFn = Arc<dyn Fn(Location) -> OpenFuture + Send + Sync>;
+
+/// What a backend can do, declared once; cases that need a missing
+/// capability say so on stderr instead of silently passing.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// Data survives dropping every handle and opening the location again.
+    pub persistent: bool,
+    /// Events the concurrency cases append (the contract's figure is 2,000).
+    pub concurrency_events: usize,
+    /// Tasks the concurrency cases run (the contract's figure is 64).
+    pub concurrency_tasks: usize,
+    /// Property test cases; `None` reads [`PROPTEST_CASES_VAR`] or uses
+    /// [`DEFAULT_PROPTEST_CASES`].
+    pub proptest_cases: Option<u32>,
+}
+
+impl Capabilities {
+    /// A store that survives reopen, with the contract's full workloads.
+    pub fn persistent() -> Self {
+        Self {
+            persistent: true,
+            concurrency_events: 2_000,
+            concurrency_tasks: 64,
+            proptest_cases: None,
+        }
+    }
+
+    /// A store whose data lives only as long as its handles.
+    pub fn in_memory() -> Self {
+        Self {
+            persistent: false,
+            ..Self::persistent()
+        }
+    }
+
+    /// The property test's case count.
+    pub fn proptest_cases(&self) -> u32 {
+        self.proptest_cases.unwrap_or_else(|| {
+            std::env::var(PROPTEST_CASES_VAR)
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(DEFAULT_PROPTEST_CASES)
+        })
+    }
+}
+
+/// A backend enrolled in the suite.
+#[derive(Clone)]
+pub struct Harness {
+    backend: &'static str,
+    capabilities: Capabilities,
+    open: OpenFn,
+    missing_service: Option<String>,
+}
+
+impl fmt::Debug for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("backend", &self.backend)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// Enrolls `backend`: `open` opens (or reopens) a store at a location.
+    pub fn new<F, Fut, S>(backend: &'static str, capabilities: Capabilities, open: F) -> Self
+    where
+        F: Fn(Location) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+        S: Store,
+    {
+        let open = Arc::new(move |location: Location| -> OpenFuture {
+            let future = open(location);
+            Box::pin(async move { Ok(Arc::new(future.await?) as Arc<dyn Store>) })
+        });
+        Self {
+            backend,
+            capabilities,
+            open,
+            missing_service: None,
+        }
+    }
+
+    /// Marks the backend's service as unavailable (for example because the
+    /// environment variable naming its endpoint is unset). Every case then
+    /// fails with `reason`, unless [`ALLOW_MISSING_SERVICES`] is set, in
+    /// which case it prints a loud `SKIPPED` line and passes.
+    #[must_use]
+    pub fn missing_service(mut self, reason: impl Into<String>) -> Self {
+        self.missing_service = Some(reason.into());
+        self
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The declared capabilities.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Whether the case `case` can run; panics or prints why not.
+    #[doc(hidden)]
+    pub fn ready(&self, case: &str) -> bool {
+        let Some(reason) = &self.missing_service else {
+            return true;
+        };
+        if std::env::var_os(ALLOW_MISSING_SERVICES).is_some() {
+            eprintln!(
+                "SKIPPED {}::{case}: {reason} ({ALLOW_MISSING_SERVICES} is set)",
+                self.backend
+            );
+            false
+        } else {
+            panic!(
+                "{} conformance cannot run: {reason}. Run scripts/test.sh, which starts the \
+                 services, or set {ALLOW_MISSING_SERVICES}=1 to skip it knowingly",
+                self.backend
+            );
+        }
+    }
+
+    /// Prints that `case` does not apply to this backend, and why.
+    pub fn not_applicable(&self, case: &str, why: &str) {
+        eprintln!("NOT APPLICABLE {}::{case}: {why}", self.backend);
+    }
+
+    /// Opens a store at a fresh location.
+    ///
+    /// # Panics
+    /// When the backend fails to open: the case cannot proceed.
+    pub async fn fresh(&self) -> Instance {
+        let dir = tempfile::Builder::new()
+            .prefix("runstore-conformance-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let simple = uuid::Uuid::new_v4().simple().to_string();
+        let location = Location {
+            dir: dir.path().to_path_buf(),
+            name: format!("t{}", &simple[..24]),
+        };
+        let store = (self.open)(location.clone())
+            .await
+            .unwrap_or_else(|err| panic!("{}: open a fresh store: {err}", self.backend));
+        Instance {
+            store: Some(store),
+            location,
+            open: self.open.clone(),
+            _dir: dir,
+        }
+    }
+}
+
+/// One store under test, at its own location.
+pub struct Instance {
+    store: Option<Arc<dyn Store>>,
+    location: Location,
+    open: OpenFn,
+    _dir: tempfile::TempDir,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// The open store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.store.as_ref().expect("the store is open")
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.location.dir
+    }
+
+    /// Drops this instance's handle and opens the location again. Only
+    /// meaningful for persistent backends.
+    ///
+    /// # Panics
+    /// When another clone of the handle is still alive, or reopening fails.
+    pub async fn reopen(&mut self) {
+        let store = self.store.take().expect("the store is open");
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "reopen needs every clone of the handle dropped first"
+        );
+        drop(store);
+        let store = (self.open)(self.location.clone())
+            .await
+            .unwrap_or_else(|err| panic!("reopen the store: {err}"));
+        self.store = Some(store);
+    }
+
+    /// Opens a second, independent handle on the same location while this
+    /// one stays open (for backends that allow it).
+    ///
+    /// # Errors
+    /// Whatever the backend's open returns (for example `Locked`).
+    pub async fn open_again(&self) -> Result<Arc<dyn Store>> {
+        (self.open)(self.location.clone()).await
+    }
+}
