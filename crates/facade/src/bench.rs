@@ -165,6 +165,9 @@ pub enum Operation {
     Compact,
     /// The raw baseline: 200-byte write and `fdatasync` in a loop.
     RawFdatasync,
+    /// A backend's bare driver baseline: one insert per durable commit, no
+    /// runstore code (for example an autocommit `INSERT` loop in SQLite).
+    BareInsert,
 }
 
 impl Operation {
@@ -178,6 +181,7 @@ impl Operation {
             Self::ReadTail => "read_tail",
             Self::Compact => "compact",
             Self::RawFdatasync => "raw_fdatasync",
+            Self::BareInsert => "bare_insert",
         }
     }
 }
@@ -732,7 +736,11 @@ fn run_id(value: &str) -> Result<RunId> {
 /// per `runs` steps when the stride is coprime with `runs`.
 fn stride(index: u64, runs: u64) -> u64 {
     const STRIDE: u64 = 7_919;
-    let step = if runs.is_multiple_of(STRIDE) { 1 } else { STRIDE };
+    let step = if runs.is_multiple_of(STRIDE) {
+        1
+    } else {
+        STRIDE
+    };
     (index.wrapping_mul(step)) % runs
 }
 
