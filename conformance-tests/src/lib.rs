@@ -4,7 +4,7 @@
 //! for the behaviour it checks; its doc names the contract clause. The
 //! [`suite!`] macro stamps one `#[tokio::test]` per case for a backend:
 //!
-//! ```ignore
+//! ```text
 //! use runstore_conformance::{Capabilities, Harness};
 //!
 //! fn harness() -> Harness {
@@ -70,6 +70,7 @@ macro_rules! suite {
             snapshots::snapshot_ids_with_path_characters_stay_distinct,
             snapshots::legacy_snapshots_are_hydrated,
             tenancy::tenants_never_see_each_other,
+            tenancy::stores_in_one_process_are_independent,
             maintenance::streams_and_snapshot_streams_list_everything,
             maintenance::import_keeps_seqs_and_markers_and_is_repeatable,
             maintenance::import_rejects_a_diverging_stream,

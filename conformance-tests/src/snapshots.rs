@@ -157,6 +157,15 @@ pub async fn snapshots_are_tenant_scoped(h: &Harness) {
         None,
         "the put's tenant decides"
     );
+    let stamped = store
+        .get(&b, &r, &sid("forged"))
+        .await
+        .expect("get")
+        .expect("stored under b");
+    assert!(
+        b.matches(&stamped.scope.tenant_context),
+        "the put's tenant is written into the scope"
+    );
 }
 
 /// CONTRACT §14: prune deletes snapshots older than the retention but keeps

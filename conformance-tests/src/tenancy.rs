@@ -70,3 +70,41 @@ pub async fn tenants_never_see_each_other(h: &Harness) {
             .is_empty()
     );
 }
+
+/// CONTRACT §20: two stores in one process are independent, and a handle is
+/// shared across tasks by cloning the `Arc`.
+pub async fn stores_in_one_process_are_independent(h: &Harness) {
+    let first = h.fresh().await;
+    let second = h.fresh().await;
+    let t = crate::tenant(1);
+    for instance in [&first, &second] {
+        let store = instance.store().clone();
+        let outcome = tokio::spawn(async move {
+            let t = crate::tenant(1);
+            store.append(&t, &event(&t, "run", "same-id", 1)).await
+        })
+        .await
+        .expect("task")
+        .expect("append");
+        assert_eq!((outcome.seq, outcome.inserted), (1, true));
+    }
+    first
+        .store()
+        .append(&t, &event(&t, "run", "only-first", 1))
+        .await
+        .expect("append");
+    let in_second = second
+        .store()
+        .read(&t, &run("run"), ReadQuery::all())
+        .await
+        .expect("read");
+    assert_eq!(ids(&in_second), vec!["same-id"]);
+    assert_eq!(
+        first
+            .store()
+            .next_seq(&t, &run("run"))
+            .await
+            .expect("next_seq"),
+        3
+    );
+}

@@ -126,6 +126,7 @@ pub fn plan_import<'a>(
 ) -> Result<&'a [EventRecord]> {
     check_run(run_id, records)?;
     let mut previous = 0;
+    let mut seen = std::collections::HashSet::new();
     for record in records {
         if record.seq <= previous {
             return Err(Error::invalid(format!(
@@ -140,8 +141,15 @@ pub fn plan_import<'a>(
                 record.seq
             )));
         }
-        if record.is_compaction_marker() {
-            crate::compaction::compacted_ids(record)?;
+        let remembered = crate::compaction::compacted_ids(record)?;
+        for id in std::iter::once(&record.event_id).chain(remembered.iter().map(|id| &id.event_id))
+        {
+            if !seen.insert(id.clone()) {
+                return Err(Error::invalid(format!(
+                    "import of {tenant}:{run_id}: event id {:?} appears twice",
+                    id.as_str()
+                )));
+            }
         }
     }
     let split = records.partition_point(|record| record.seq <= last_seq);
