@@ -1,1 +1,441 @@
-//! JSON-lines files backend of runstore: the reference semantics and the embedded default
+//! The JSON-lines backend of runstore: plain files in one directory, the
+//! embedded default.
+//!
+//! [`JsonlStore`] implements [`EventLog`] and [`SnapshotStore`] over an
+//! append-only log of JSON lines (the reference record format) and one JSON
+//! file per snapshot. An index built once at open answers appends,
+//! duplicate checks, `next_seq` and `seq_of` from memory, and reads of a
+//! window touch only that window's bytes. Concurrent appends are committed
+//! together by one writer thread with one sync.
+//!
+//! # Example
+//!
+//! ```
+//! use runstore_core::{
+//!     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
+//! };
+//! use runstore_jsonl::JsonlStore;
+//! # let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let store = JsonlStore::open(dir.path().join("store")).await?;
+//! let tenant = Tenant::new("acme", "prod", None)?;
+//! let run = RunId::new("run-42")?;
+//! for id in ["started", "step-1", "step-2"] {
+//!     let event = EventRecord::new(&tenant, run.clone(), EventId::new(id)?, "demo", 100);
+//!     store.append(&tenant, &event).await?;
+//! }
+//! let tail = store.read(&tenant, &run, ReadQuery::tail(2)).await?;
+//! assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+//!
+//! // Everything is on disk: a new handle sees the same stream.
+//! drop(store);
+//! let store = JsonlStore::open(dir.path().join("store")).await?;
+//! assert_eq!(store.next_seq(&tenant, &run).await?, 4);
+//! # Ok::<_, runstore_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Files
+//!
+//! ```text
+//! <dir>/FORMAT         format marker: "runstore-jsonl 1"
+//! <dir>/LOCK           OS lock held by the open handle
+//! <dir>/events.jsonl   every stream's records, one JSON object per line
+//! <dir>/snapshots/t-<tenant>/r-<run>/s-<snapshot>.json
+//! ```
+//!
+//! Names escape every byte outside `[a-z0-9-]` as `_xx`, so they are
+//! injective, safe on case-insensitive file systems and never leave the
+//! directory; names longer than 120 bytes become a SHA-256 (CONTRACT §19).
+//! `docs/backends/jsonl.md` describes the layout, durability, locking and
+//! recovery in full.
+//!
+//! # Durability
+//!
+//! [`Durability::Durable`] (the default) syncs the log before an append
+//! returns and syncs directories on create and rename (CONTRACT §16);
+//! [`Durability::Relaxed`] skips the per-append sync. A torn last line is
+//! repaired at open; any other unreadable line is
+//! [`Error::Corrupt`](runstore_core::Error::Corrupt) (CONTRACT §17). After a
+//! failed write or sync the handle refuses writes with
+//! [`Error::Poisoned`](runstore_core::Error::Poisoned).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+
+mod error;
+mod import;
+mod index;
+mod layout;
+mod lock;
+mod recovery;
+mod snapshots;
+mod writer;
+
+use std::{
+    fmt,
+    fs::OpenOptions,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock, mpsc},
+    thread::JoinHandle,
+};
+
+use async_trait::async_trait;
+use runstore_core::{
+    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId,
+    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, compaction::CompactionPolicy,
+};
+use tokio::sync::oneshot;
+
+pub use import::{ImportReport, import_reference};
+pub use index::IndexStats;
+
+use crate::{
+    error::{io_at, writer_gone},
+    index::{IdHasher, LogFile},
+    layout::{FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR, TMP_SUFFIX},
+    lock::DirLock,
+    snapshots::Snapshots,
+    writer::{Command, LogState, Shared},
+};
+
+/// How a [`JsonlStore`] is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonlOptions {
+    /// Whether appends and file creations are synced before they return
+    /// (CONTRACT §16). Default [`Durability::Durable`].
+    pub durability: Durability,
+}
+
+impl JsonlOptions {
+    /// Sets the durability; [`Durability::Relaxed`] skips the per-append
+    /// sync (writes survive a killed process, not power loss).
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
+/// A store in one directory of plain files. Cheap to clone; every clone
+/// shares one index, one writer thread and one directory lock.
+#[derive(Clone)]
+pub struct JsonlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after it has answered what was
+        // queued; the directory lock is released only after that.
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl fmt::Debug for JsonlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlStore")
+            .field("dir", &self.inner.shared.dir)
+            .field("durability", &self.inner.shared.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn join_error(err: tokio::task::JoinError) -> Error {
+    Error::backend("jsonl", err)
+}
+
+impl JsonlStore {
+    /// Opens (creating if needed) the store in `dir` with durable writes.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming `dir` when another handle, in this or
+    /// another process, has it open; [`Error::Corrupt`] for an unreadable
+    /// record or an unknown format version; [`Error::Io`].
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, JsonlOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the store in `dir` with `options`.
+    ///
+    /// Reads the log once to repair a torn tail (CONTRACT §17) and build the
+    /// index.
+    ///
+    /// # Errors
+    /// As [`JsonlStore::open`].
+    pub async fn open_with(dir: impl AsRef<Path>, options: JsonlOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, &options))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn open_blocking(dir: PathBuf, options: &JsonlOptions) -> Result<Self> {
+        let durability = options.durability;
+        layout::create_dirs(&dir, durability).map_err(|err| io_at("create", &dir, err))?;
+        let lock = DirLock::acquire(&dir)?;
+        let format = dir.join(FORMAT_FILE);
+        match std::fs::read_to_string(&format) {
+            Ok(found) if found == FORMAT_LINE => {}
+            Ok(found) => {
+                return Err(Error::corrupt(
+                    format.display(),
+                    format!(
+                        "format marker is {:?}; this version reads {:?}",
+                        found.trim_end(),
+                        FORMAT_LINE.trim_end()
+                    ),
+                ));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                layout::write_atomic(&dir, FORMAT_FILE, FORMAT_LINE.as_bytes(), durability)
+                    .map_err(|err| io_at("write", &format, err))?;
+            }
+            Err(err) => return Err(io_at("read", &format, err)),
+        }
+        // A compaction that crashed before its rename left only a temp file.
+        let leftover = dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_at("remove", &leftover, err)),
+        }
+        let path = dir.join(LOG_FILE);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|err| io_at("open", &path, err))?;
+        if !existed && durability == Durability::Durable {
+            layout::sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
+        }
+        let log = LogFile { file, path };
+        let scanned = recovery::scan(&log, IdHasher::new(), durability)?;
+        let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability)?;
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            durability,
+            state: RwLock::new(LogState {
+                log: Arc::new(log),
+                end: scanned.end,
+                index: scanned.index,
+            }),
+            poison: Mutex::new(None),
+            snapshots,
+        });
+        let (requests, queue) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("runstore-jsonl-writer".to_owned())
+            .spawn(move || writer::run(&thread_shared, &queue))
+            .map_err(|err| io_at("start the writer thread for", &dir, err))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                requests: Some(requests),
+                writer: Some(writer),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// The durability the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.inner.shared.durability
+    }
+
+    /// Sizes of the in-memory index (streams, records, ids, approximate
+    /// bytes).
+    pub fn index_stats(&self) -> IndexStats {
+        self.inner.shared.read_state().index.stats()
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let shared = &self.inner.shared;
+        self.inner
+            .requests
+            .as_ref()
+            .expect("the sender lives until the store is dropped")
+            .send(command(reply))
+            .map_err(|_| writer_gone(&shared.dir))?;
+        answer.await.map_err(|_| writer_gone(&shared.dir))?
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .map_err(join_error)?
+    }
+}
+
+#[async_trait]
+impl EventLog for JsonlStore {
+    async fn append_batch(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        runstore_core::append::check_run(run_id, events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.request(|reply| Command::Append {
+            tenant: tenant.clone(),
+            run_id: run_id.clone(),
+            events: events.to_vec(),
+            expected_last_seq,
+            reply,
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: ReadQuery,
+    ) -> Result<Vec<EventRecord>> {
+        let (tenant, run_id) = (tenant.clone(), run_id.clone());
+        self.blocking(move |shared| shared.read(&tenant, &run_id, query))
+            .await
+    }
+
+    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+        let state = self.inner.shared.read_state();
+        Ok(state
+            .index
+            .stream(tenant, run_id)
+            .map_or(0, index::StreamIndex::last_seq)
+            + 1)
+    }
+
+    async fn seq_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        event_id: &EventId,
+    ) -> Result<Option<u64>> {
+        let (tenant, run_id, event_id) = (tenant.clone(), run_id.clone(), event_id.clone());
+        self.blocking(move |shared| {
+            let state = shared.read_state();
+            match state.index.stream(&tenant, &run_id) {
+                Some(stream) => stream.seq_of(event_id.as_str(), &state.index.hasher, &state.log),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+        Ok(self.inner.shared.read_state().index.runs(tenant))
+    }
+
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
+            return Ok(0);
+        };
+        self.request(|reply| Command::Compact { policy, reply })
+            .await
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamKey>> {
+        Ok(self.inner.shared.read_state().index.keys())
+    }
+
+    async fn import_stream(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize> {
+        runstore_core::append::check_run(run_id, records)?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.request(|reply| Command::Import {
+            tenant: tenant.clone(),
+            run_id: run_id.clone(),
+            records: records.to_vec(),
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for JsonlStore {
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
+        self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
+            .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let (tenant, run_id, snapshot_id) = (tenant.clone(), run_id.clone(), snapshot_id.clone());
+        self.blocking(move |shared| shared.snapshots.get(&tenant, &run_id, &snapshot_id))
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let (tenant, run_id) = (tenant.clone(), run_id.clone());
+        self.blocking(move |shared| shared.snapshots.list(&tenant, &run_id, limit))
+            .await
+    }
+
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        self.blocking(move |shared| {
+            shared
+                .snapshots
+                .prune(retention_ms, keep_last_per_run, now_ms)
+        })
+        .await
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        Ok(self.inner.shared.snapshots.streams())
+    }
+}

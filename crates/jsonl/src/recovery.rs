@@ -1,0 +1,230 @@
+//! Opening the log: one pass that repairs a torn tail (CONTRACT §17) and
+//! builds the [`Index`].
+//!
+//! Each line is parsed only as far as the index needs (ids, seq, type,
+//! time, tenant); payloads are skipped without being built. Markers are
+//! parsed in full for the ids they remember.
+
+use std::{borrow::Cow, collections::HashMap, hash::BuildHasher, os::unix::fs::FileExt};
+
+use runstore_core::{
+    Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
+    compaction::{COMPACTION_EVENT_TYPE, compacted_ids},
+};
+use serde::Deserialize;
+
+use crate::{
+    error::{corrupt_line, io_at},
+    index::{IdHasher, Index, Loc, LogFile},
+};
+
+/// Bytes read per step of the scan.
+const CHUNK: usize = 8 << 20;
+
+#[derive(Deserialize)]
+struct LightTenant<'a> {
+    #[serde(borrow)]
+    org_id: Cow<'a, str>,
+    #[serde(borrow)]
+    workspace_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    deployment_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct LightScope<'a> {
+    #[serde(borrow)]
+    tenant_context: LightTenant<'a>,
+}
+
+/// The fields of an event record the index needs; the rest is skipped.
+#[derive(Deserialize)]
+struct LightRecord<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    run_id: Cow<'a, str>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(default)]
+    occurred_at_ms: u64,
+    #[serde(borrow)]
+    scope: LightScope<'a>,
+}
+
+/// What the open pass found.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub(crate) index: Index,
+    /// The log's length after repair: where the next record goes.
+    pub(crate) end: u64,
+}
+
+fn id_ok(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_ID_BYTES && !value.contains('\0')
+}
+
+/// Finds a line's stream without allocating when it is already known.
+#[derive(Default)]
+struct StreamCache {
+    hasher: std::hash::RandomState,
+    slots: HashMap<u64, usize>,
+}
+
+impl StreamCache {
+    fn slot(&mut self, index: &mut Index, record: &LightRecord<'_>) -> Result<usize> {
+        let context = &record.scope.tenant_context;
+        let hash = self.hasher.hash_one((
+            &*context.org_id,
+            &*context.workspace_id,
+            context.deployment_id.as_deref(),
+            &*record.run_id,
+        ));
+        if let Some(&slot) = self.slots.get(&hash) {
+            let key = &index.streams[slot].key;
+            if key.tenant.org_id() == context.org_id
+                && key.tenant.workspace_id() == context.workspace_id
+                && key.tenant.deployment_id() == context.deployment_id.as_deref()
+                && key.run_id == *record.run_id
+            {
+                return Ok(slot);
+            }
+        }
+        let tenant = Tenant::new(
+            context.org_id.as_ref(),
+            context.workspace_id.as_ref(),
+            context.deployment_id.as_deref().map(str::to_owned),
+        )?;
+        let run_id = RunId::new(record.run_id.as_ref())?;
+        let slot = index.slot_or_create(&tenant, &run_id);
+        self.slots.insert(hash, slot);
+        Ok(slot)
+    }
+}
+
+struct Scan<'a> {
+    log: &'a LogFile,
+    index: Index,
+    cache: StreamCache,
+}
+
+impl Scan<'_> {
+    fn line(&mut self, bytes: &[u8], offset: u64, line_no: u64) -> Result<()> {
+        let path = &self.log.path;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let record: LightRecord<'_> =
+            serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
+        if !id_ok(&record.event_id) {
+            return Err(corrupt_line(path, line_no, "invalid event_id"));
+        }
+        let slot = self
+            .cache
+            .slot(&mut self.index, &record)
+            .map_err(|err| corrupt_line(path, line_no, err))?;
+        let stream = &mut self.index.streams[slot];
+        if record.seq <= stream.last_seq() {
+            return Err(corrupt_line(
+                path,
+                line_no,
+                format!(
+                    "seq {} does not follow seq {} of stream {}",
+                    record.seq,
+                    stream.last_seq(),
+                    stream.key
+                ),
+            ));
+        }
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| corrupt_line(path, line_no, "record longer than 4 GiB"))?;
+        let loc = Loc {
+            seq: record.seq,
+            offset,
+            len,
+        };
+        let is_marker = record.event_type == COMPACTION_EVENT_TYPE;
+        stream.push(loc, record.occurred_at_ms, is_marker);
+        let hasher = &self.index.hasher;
+        stream.insert_id(&record.event_id, record.seq, hasher, self.log)?;
+        if is_marker {
+            let full: EventRecord =
+                serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
+            let ids = compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, err))?;
+            for id in ids {
+                stream.insert_id(id.event_id.as_str(), id.seq, hasher, self.log)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole log once: repairs a torn last line and indexes every
+/// record.
+///
+/// # Errors
+/// [`runstore_core::Error::Corrupt`] naming `<file>:<line>` for any bad line
+/// but a torn last one; `Io`.
+pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> Result<Scanned> {
+    let path = &log.path;
+    let mut scan = Scan {
+        log,
+        index: Index::new(hasher),
+        cache: StreamCache::default(),
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut buf_offset = 0u64;
+    let mut line_no = 0u64;
+    loop {
+        let held = buf.len();
+        buf.resize(held + CHUNK, 0);
+        let read_at = buf_offset + held as u64;
+        let read = loop {
+            match log.file.read_at(&mut buf[held..], read_at) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(|err| io_at("read", path, err))?,
+            }
+        };
+        buf.truncate(held + read);
+        if read == 0 {
+            break;
+        }
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &buf[held..]) {
+            let newline = newline + held;
+            line_no += 1;
+            scan.line(&buf[start..newline], buf_offset + start as u64, line_no)?;
+            start = newline + 1;
+        }
+        buf.drain(..start);
+        buf_offset += start as u64;
+    }
+    let mut end = buf_offset + buf.len() as u64;
+    if !buf.is_empty() {
+        // CONTRACT §17: the last line has no newline. Keep it if it is a
+        // whole record, drop it if the write was torn.
+        line_no += 1;
+        if serde_json::from_slice::<EventRecord>(&buf).is_ok() {
+            log.file
+                .write_all_at(b"\n", end)
+                .map_err(|err| io_at("repair the torn tail of", path, err))?;
+            scan.line(&buf, buf_offset, line_no)?;
+            end += 1;
+        } else {
+            log.file
+                .set_len(buf_offset)
+                .map_err(|err| io_at("truncate the torn tail of", path, err))?;
+            end = buf_offset;
+        }
+        if durability == Durability::Durable {
+            log.file
+                .sync_data()
+                .map_err(|err| io_at("sync", path, err))?;
+        }
+    }
+    let mut index = scan.index;
+    index.shrink();
+    Ok(Scanned { index, end })
+}

@@ -1,0 +1,309 @@
+//! Snapshots: one JSON file each at
+//! `snapshots/<tenant>/<run>/<snapshot>.json` (names from
+//! [`crate::layout`]), written atomically, with an in-memory index of each
+//! stream's snapshots built at open (CONTRACT §12-§15).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
+
+use runstore_core::{
+    Durability, Error, Result, RunId, RunStatus, SnapshotId, SnapshotRecord, StreamKey, Tenant,
+    keep_newest, prune_selection,
+};
+
+use crate::{
+    error::io_at,
+    layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
+};
+
+/// What the index keeps of a snapshot: its place in `snapshot_order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    seq: u64,
+    created_at_ms: u64,
+}
+
+type StreamSnapshots = BTreeMap<SnapshotId, Meta>;
+
+/// The snapshot side of a store.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    root: PathBuf,
+    durability: Durability,
+    index: Mutex<BTreeMap<StreamKey, StreamSnapshots>>,
+}
+
+/// A stream's snapshot ids in `snapshot_order`, oldest first.
+fn ordered(snapshots: &StreamSnapshots) -> Vec<(&SnapshotId, Meta)> {
+    let mut list: Vec<(&SnapshotId, Meta)> = snapshots.iter().map(|(id, m)| (id, *m)).collect();
+    list.sort_by(|(a_id, a), (b_id, b)| {
+        (a.seq, a.created_at_ms, a_id.as_str()).cmp(&(b.seq, b.created_at_ms, b_id.as_str()))
+    });
+    list
+}
+
+fn read_snapshot(path: &Path) -> Result<Option<SnapshotRecord>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_at("read snapshot", path, err)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| Error::corrupt(path.display(), err))
+}
+
+impl Snapshots {
+    /// Indexes the snapshot tree under `root`, removing temp files a crash
+    /// left behind.
+    ///
+    /// # Errors
+    /// `Corrupt` for an unreadable snapshot or one whose file name does not
+    /// match its record; `Io`.
+    pub(crate) fn open(root: PathBuf, durability: Durability) -> Result<Self> {
+        create_dirs(&root, durability).map_err(|err| io_at("create", &root, err))?;
+        let mut index: BTreeMap<StreamKey, StreamSnapshots> = BTreeMap::new();
+        for tenant_dir in list_dir(&root)? {
+            for run_dir in list_dir(&tenant_dir)? {
+                for file in list_dir(&run_dir)? {
+                    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if name.ends_with(TMP_SUFFIX) {
+                        fs::remove_file(&file)
+                            .map_err(|err| io_at("remove temp file", &file, err))?;
+                        continue;
+                    }
+                    if !name.ends_with(SNAPSHOT_SUFFIX) {
+                        continue;
+                    }
+                    let Some(snapshot) = read_snapshot(&file)? else {
+                        continue;
+                    };
+                    let tenant = snapshot
+                        .scope
+                        .tenant()
+                        .map_err(|err| Error::corrupt(file.display(), err))?;
+                    let expected = root
+                        .join(layout::tenant_dir(&tenant))
+                        .join(layout::run_dir(&snapshot.run_id))
+                        .join(layout::snapshot_file(&snapshot.snapshot_id));
+                    if expected != file {
+                        return Err(Error::corrupt(
+                            file.display(),
+                            format!(
+                                "holds snapshot {:?} of {tenant}:{}, which belongs at {}",
+                                snapshot.snapshot_id.as_str(),
+                                snapshot.run_id,
+                                expected.display()
+                            ),
+                        ));
+                    }
+                    index
+                        .entry(StreamKey::new(tenant, snapshot.run_id.clone()))
+                        .or_default()
+                        .insert(
+                            snapshot.snapshot_id.clone(),
+                            Meta {
+                                seq: snapshot.seq,
+                                created_at_ms: snapshot.created_at_ms,
+                            },
+                        );
+                }
+            }
+        }
+        Ok(Self {
+            root,
+            durability,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<StreamKey, StreamSnapshots>> {
+        // Every change to the map is a single insert or remove made after
+        // its file operation succeeded, so a panic cannot leave it torn.
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn run_dir(&self, tenant: &Tenant, run_id: &RunId) -> PathBuf {
+        self.root
+            .join(layout::tenant_dir(tenant))
+            .join(layout::run_dir(run_id))
+    }
+
+    fn read_checked(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let path = self
+            .run_dir(tenant, run_id)
+            .join(layout::snapshot_file(snapshot_id));
+        // A hashed file name could in principle be shared by two ids: the
+        // record itself decides.
+        Ok(read_snapshot(&path)?.filter(|snapshot| {
+            snapshot.snapshot_id == *snapshot_id
+                && snapshot.run_id == *run_id
+                && tenant.matches(&snapshot.scope.tenant_context)
+        }))
+    }
+
+    /// Stores a snapshot, replacing one with the same key (CONTRACT §12).
+    pub(crate) fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let mut snapshot = snapshot.clone();
+        tenant.stamp(&mut snapshot.scope.tenant_context);
+        let mut bytes = serde_json::to_vec(&snapshot).map_err(|err| Error::invalid(err))?;
+        bytes.push(b'\n');
+        let dir = self.run_dir(tenant, &snapshot.run_id);
+        let name = layout::snapshot_file(&snapshot.snapshot_id);
+        let mut index = self.lock();
+        create_dirs(&dir, self.durability).map_err(|err| io_at("create", &dir, err))?;
+        write_atomic(&dir, &name, &bytes, self.durability)
+            .map_err(|err| io_at("write snapshot", &dir.join(&name), err))?;
+        index
+            .entry(StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
+            .or_default()
+            .insert(
+                snapshot.snapshot_id.clone(),
+                Meta {
+                    seq: snapshot.seq,
+                    created_at_ms: snapshot.created_at_ms,
+                },
+            );
+        Ok(())
+    }
+
+    /// The snapshot with this key (CONTRACT §13), legacy records hydrated
+    /// (CONTRACT §15).
+    pub(crate) fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        self.read_checked(tenant, run_id, snapshot_id)
+    }
+
+    /// The stream's snapshots in `snapshot_order`, the newest `limit` kept
+    /// (CONTRACT §13).
+    pub(crate) fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let index = self.lock();
+        let Some(snapshots) = index.get(&StreamKey::new(tenant.clone(), run_id.clone())) else {
+            return Ok(Vec::new());
+        };
+        let wanted = keep_newest(ordered(snapshots), limit);
+        let mut list = Vec::with_capacity(wanted.len());
+        for (snapshot_id, _) in wanted {
+            if let Some(snapshot) = self.read_checked(tenant, run_id, snapshot_id)? {
+                list.push(snapshot);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Deletes snapshots older than the retention, keeping the newest
+    /// `keep_last_per_run` of each stream (CONTRACT §14).
+    pub(crate) fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        if retention_ms == 0 {
+            return Ok(0);
+        }
+        let mut index = self.lock();
+        let mut doomed: Vec<(StreamKey, SnapshotId)> = Vec::new();
+        for (stream, snapshots) in index.iter() {
+            let order = ordered(snapshots);
+            // `prune_selection` decides by order and `created_at_ms` only;
+            // stand-ins carry exactly those, so no file is read.
+            let stand_ins: Vec<SnapshotRecord> = order
+                .iter()
+                .map(|(id, meta)| {
+                    SnapshotRecord::new(
+                        &stream.tenant,
+                        stream.run_id.clone(),
+                        (*id).clone(),
+                        meta.seq,
+                        meta.created_at_ms,
+                        RunStatus::Completed,
+                    )
+                })
+                .collect();
+            for at in prune_selection(&stand_ins, retention_ms, keep_last_per_run, now_ms) {
+                doomed.push((stream.clone(), order[at].0.clone()));
+            }
+        }
+        let mut touched: Vec<PathBuf> = Vec::new();
+        for (stream, snapshot_id) in &doomed {
+            let dir = self.run_dir(&stream.tenant, &stream.run_id);
+            let path = dir.join(layout::snapshot_file(snapshot_id));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(io_at("delete snapshot", &path, err)),
+            }
+            let stream_snapshots = index.get_mut(stream).expect("selected from the index");
+            stream_snapshots.remove(snapshot_id);
+            if stream_snapshots.is_empty() {
+                index.remove(stream);
+            }
+            if !touched.contains(&dir) {
+                touched.push(dir);
+            }
+        }
+        if self.durability == Durability::Durable {
+            for dir in &touched {
+                layout::sync_dir(dir).map_err(|err| io_at("sync", dir, err))?;
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Every stream with a snapshot, ascending.
+    pub(crate) fn streams(&self) -> Vec<StreamKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Each stream's compaction floor: the seq of its newest snapshot
+    /// (CONTRACT §8).
+    pub(crate) fn floors(&self) -> HashMap<StreamKey, u64> {
+        self.lock()
+            .iter()
+            .filter_map(|(stream, snapshots)| {
+                ordered(snapshots)
+                    .last()
+                    .map(|(_, meta)| (stream.clone(), meta.seq))
+            })
+            .collect()
+    }
+}
+
+/// The entries of `dir` (none if it does not exist), sorted.
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound || err.kind() == ErrorKind::NotADirectory => {
+            return Ok(Vec::new());
+        }
+        Err(err) => return Err(io_at("list", dir, err)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        paths.push(entry.map_err(|err| io_at("list", dir, err))?.path());
+    }
+    paths.sort();
+    Ok(paths)
+}

@@ -1,0 +1,728 @@
+//! The writer thread: the only code that changes the log.
+//!
+//! Requests queue on a channel. The thread takes everything queued, plans
+//! each request against the index with the shared rules
+//! ([`plan_append`], [`plan_import`]), writes all their lines with one
+//! positioned write, syncs once (group commit, CONTRACT §16), updates the
+//! index and only then answers each request. Compaction runs here too, so it
+//! never races an append (CONTRACT §11).
+
+use std::{
+    collections::HashMap,
+    fs::{self, OpenOptions},
+    io::{BufWriter, Write},
+    os::unix::fs::FileExt,
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc::Receiver},
+};
+
+use runstore_core::{
+    AppendOutcome, Durability, Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant,
+    append::{plan_append, plan_import},
+    compaction::{CompactionPolicy, StreamCompaction, compact_stream, compacted_ids},
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    error::{corrupt_at, io_at, poisoned},
+    index::{Index, Loc, LogFile},
+    layout::{LOG_FILE, TMP_SUFFIX, sync_dir},
+    snapshots::Snapshots,
+};
+
+/// Most requests committed by one write and sync.
+const MAX_GROUP: usize = 4096;
+
+/// Reads larger than this are split.
+const MAX_SPAN: u64 = 4 << 20;
+
+/// The log as readers and the writer see it.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub(crate) log: Arc<LogFile>,
+    /// Length of the log: where the next record goes.
+    pub(crate) end: u64,
+    pub(crate) index: Index,
+}
+
+/// State shared by a store's handles, its writer thread and blocking tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) durability: Durability,
+    pub(crate) state: RwLock<LogState>,
+    pub(crate) poison: Mutex<Option<String>>,
+    pub(crate) snapshots: Snapshots,
+}
+
+impl Shared {
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
+        // Only the writer thread mutates the state, after its I/O succeeded,
+        // in steps that cannot panic halfway in a way readers could observe
+        // as a wrong answer.
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn poison_slot(&self) -> MutexGuard<'_, Option<String>> {
+        self.poison
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The error every write gets once the store is poisoned.
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        self.poison_slot()
+            .as_deref()
+            .map(|reason| poisoned(&self.dir, reason))
+    }
+
+    fn poison(&self, reason: String) {
+        self.poison_slot().get_or_insert(reason);
+    }
+
+    /// Reads a window of a stream (CONTRACT §6): only the byte ranges of the
+    /// records in it.
+    pub(crate) fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: runstore_core::ReadQuery,
+    ) -> Result<Vec<EventRecord>> {
+        let (log, locs) = {
+            let state = self.read_state();
+            let Some(stream) = state.index.stream(tenant, run_id) else {
+                return Ok(Vec::new());
+            };
+            let all = &stream.locs;
+            let low = query
+                .after_seq
+                .map_or(0, |after| all.partition_point(|loc| loc.seq <= after));
+            let high = query
+                .before_seq
+                .map_or(all.len(), |before| {
+                    all.partition_point(|loc| loc.seq < before)
+                })
+                .max(low);
+            let mut window = &all[low..high];
+            if let Some(limit) = query.effective_limit()
+                && window.len() > limit
+            {
+                window = if query.tail {
+                    &window[window.len() - limit..]
+                } else {
+                    &window[..limit]
+                };
+            }
+            (state.log.clone(), window.to_vec())
+        };
+        let mut records = Vec::with_capacity(locs.len());
+        let mut start = 0;
+        while start < locs.len() {
+            // Adjacent records are read with one positioned read.
+            let mut stop = start + 1;
+            while stop < locs.len()
+                && locs[stop].offset == locs[stop - 1].offset + u64::from(locs[stop - 1].len) + 1
+                && locs[stop].offset - locs[start].offset < MAX_SPAN
+            {
+                stop += 1;
+            }
+            let span = &locs[start..stop];
+            let bytes = log.read_span(span)?;
+            for loc in span {
+                let from =
+                    usize::try_from(loc.offset - span[0].offset).expect("a span fits in memory");
+                let to = from + loc.len as usize;
+                records.push(log.parse_record(loc, &bytes[from..to])?);
+            }
+            start = stop;
+        }
+        Ok(records)
+    }
+}
+
+/// A request for the writer thread.
+pub(crate) enum Command {
+    Append {
+        tenant: Tenant,
+        run_id: RunId,
+        events: Vec<EventRecord>,
+        expected_last_seq: Option<u64>,
+        reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    },
+    Import {
+        tenant: Tenant,
+        run_id: RunId,
+        records: Vec<EventRecord>,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+    Compact {
+        policy: CompactionPolicy,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+}
+
+/// The writer thread's loop; ends when every sender is gone.
+pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next {
+            match command {
+                Command::Compact { policy, reply } => {
+                    commit(shared, std::mem::take(&mut group));
+                    let _ = reply.send(compact(shared, &policy));
+                }
+                other => group.push(other),
+            }
+            if group.len() >= MAX_GROUP {
+                break;
+            }
+            next = requests.try_recv().ok();
+        }
+        commit(shared, group);
+    }
+}
+
+/// A stream touched by the group being committed.
+struct Pending {
+    key: StreamKey,
+    slot: Option<usize>,
+    last_seq: u64,
+    /// Ids this group adds, with their seqs.
+    ids: HashMap<EventId, u64>,
+}
+
+/// A record of the group, to be added to the index once synced.
+struct NewRecord {
+    pending: usize,
+    loc: Loc,
+    occurred_at_ms: u64,
+    is_marker: bool,
+    event_id: EventId,
+    compacted: Vec<(EventId, u64)>,
+}
+
+enum Answer {
+    Append(
+        oneshot::Sender<Result<Vec<AppendOutcome>>>,
+        Vec<AppendOutcome>,
+    ),
+    Import(oneshot::Sender<Result<usize>>, usize),
+}
+
+impl Answer {
+    fn send(self, error: Option<&dyn Fn() -> Error>) {
+        match (self, error) {
+            (Self::Append(reply, outcomes), None) => {
+                let _ = reply.send(Ok(outcomes));
+            }
+            (Self::Import(reply, written), None) => {
+                let _ = reply.send(Ok(written));
+            }
+            (Self::Append(reply, _), Some(error)) => {
+                let _ = reply.send(Err(error()));
+            }
+            (Self::Import(reply, _), Some(error)) => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+/// One group commit, planned against the index plus what earlier requests
+/// of the group add.
+struct Group<'a> {
+    state: &'a LogState,
+    pending: Vec<Pending>,
+    by_key: HashMap<(Tenant, RunId), usize>,
+    bytes: Vec<u8>,
+    records: Vec<NewRecord>,
+}
+
+impl Group<'_> {
+    fn pending(&mut self, tenant: &Tenant, run_id: &RunId) -> usize {
+        if let Some(&at) = self.by_key.get(&(tenant.clone(), run_id.clone())) {
+            return at;
+        }
+        let slot = self.state.index.slot(tenant, run_id);
+        let last_seq = slot.map_or(0, |slot| self.state.index.streams[slot].last_seq());
+        self.pending.push(Pending {
+            key: StreamKey::new(tenant.clone(), run_id.clone()),
+            slot,
+            last_seq,
+            ids: HashMap::new(),
+        });
+        let at = self.pending.len() - 1;
+        self.by_key.insert((tenant.clone(), run_id.clone()), at);
+        at
+    }
+
+    fn stored_seq(&self, at: usize, id: &EventId) -> Result<Option<u64>> {
+        let pending = &self.pending[at];
+        if let Some(seq) = pending.ids.get(id) {
+            return Ok(Some(*seq));
+        }
+        match pending.slot {
+            Some(slot) => self.state.index.streams[slot].seq_of(
+                id.as_str(),
+                &self.state.index.hasher,
+                &self.state.log,
+            ),
+            None => Ok(None),
+        }
+    }
+
+    /// Serializes `records` (new, ascending) after what the group holds and
+    /// records them as pending.
+    fn add(&mut self, at: usize, records: &[EventRecord]) -> Result<()> {
+        let mut lines = Vec::new();
+        let mut new = Vec::with_capacity(records.len());
+        for record in records {
+            let compacted = if record.is_compaction_marker() {
+                compacted_ids(record)
+                    .map_err(|err| Error::invalid(format!("malformed compaction marker: {err}")))?
+                    .into_iter()
+                    .map(|id| (id.event_id, id.seq))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let start = lines.len();
+            serde_json::to_writer(&mut lines, record).map_err(Error::invalid)?;
+            let len = u32::try_from(lines.len() - start)
+                .map_err(|_| Error::invalid("record longer than 4 GiB"))?;
+            lines.push(b'\n');
+            new.push(NewRecord {
+                pending: at,
+                loc: Loc {
+                    seq: record.seq,
+                    offset: start as u64,
+                    len,
+                },
+                occurred_at_ms: record.occurred_at_ms,
+                is_marker: record.is_compaction_marker(),
+                event_id: record.event_id.clone(),
+                compacted,
+            });
+        }
+        let base = self.state.end + self.bytes.len() as u64;
+        self.bytes.extend_from_slice(&lines);
+        let pending = &mut self.pending[at];
+        for mut record in new {
+            record.loc.offset += base;
+            pending.last_seq = record.loc.seq;
+            pending
+                .ids
+                .entry(record.event_id.clone())
+                .or_insert(record.loc.seq);
+            for (id, seq) in &record.compacted {
+                pending.ids.entry(id.clone()).or_insert(*seq);
+            }
+            self.records.push(record);
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let at = self.pending(tenant, run_id);
+        let last_seq = self.pending[at].last_seq;
+        let plan = plan_append(tenant, run_id, last_seq, events, expected_last_seq, |id| {
+            self.stored_seq(at, id)
+        })?;
+        self.add(at, &plan.new_records)?;
+        Ok(plan.outcomes)
+    }
+
+    fn import(
+        &mut self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize> {
+        let at = self.pending(tenant, run_id);
+        let last_seq = self.pending[at].last_seq;
+        let missing = plan_import(tenant, run_id, last_seq, records, |id| {
+            self.stored_seq(at, id)
+        })?;
+        self.add(at, missing)?;
+        Ok(missing.len())
+    }
+}
+
+/// Plans, writes, syncs and answers a group of appends and imports.
+fn commit(shared: &Shared, group: Vec<Command>) {
+    if group.is_empty() {
+        return;
+    }
+    if shared.poisoned().is_some() {
+        let error = || shared.poisoned().expect("checked above");
+        for command in group {
+            match command {
+                Command::Append { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Command::Import { reply, .. } | Command::Compact { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+            }
+        }
+        return;
+    }
+    let state = shared.read_state();
+    let mut planned = Group {
+        state: &state,
+        pending: Vec::new(),
+        by_key: HashMap::new(),
+        bytes: Vec::new(),
+        records: Vec::new(),
+    };
+    let mut answers = Vec::with_capacity(group.len());
+    for command in group {
+        match command {
+            Command::Append {
+                tenant,
+                run_id,
+                events,
+                expected_last_seq,
+                reply,
+            } => match planned.append(&tenant, &run_id, &events, expected_last_seq) {
+                Ok(outcomes) => answers.push(Answer::Append(reply, outcomes)),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Import {
+                tenant,
+                run_id,
+                records,
+                reply,
+            } => match planned.import(&tenant, &run_id, &records) {
+                Ok(written) => answers.push(Answer::Import(reply, written)),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
+            Command::Compact { reply, .. } => {
+                let _ = reply.send(Err(Error::invalid("compaction is not part of a group")));
+            }
+        }
+    }
+    let Group {
+        pending,
+        bytes,
+        records,
+        ..
+    } = planned;
+    let log = state.log.clone();
+    let end = state.end;
+    drop(state);
+    if bytes.is_empty() {
+        for answer in answers {
+            answer.send(None);
+        }
+        return;
+    }
+    let written = log.file.write_all_at(&bytes, end).and_then(|()| {
+        if shared.durability == Durability::Durable {
+            log.file.sync_data()
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(err) = written {
+        let reason = format!("append to {} failed: {err}", log.path.display());
+        shared.poison(reason.clone());
+        let kind = err.kind();
+        let error = || {
+            io_at(
+                "append to",
+                &log.path,
+                std::io::Error::new(kind, reason.clone()),
+            )
+        };
+        for answer in answers {
+            answer.send(Some(&error));
+        }
+        return;
+    }
+    let applied = apply(shared, &log, pending, records, end + bytes.len() as u64);
+    match applied {
+        Ok(()) => {
+            for answer in answers {
+                answer.send(None);
+            }
+        }
+        Err(err) => {
+            let reason = format!("indexing appended records failed: {err}");
+            shared.poison(reason);
+            let error = || shared.poisoned().expect("just poisoned");
+            for answer in answers {
+                answer.send(Some(&error));
+            }
+        }
+    }
+}
+
+/// Adds a synced group's records to the index.
+fn apply(
+    shared: &Shared,
+    log: &LogFile,
+    mut pending: Vec<Pending>,
+    records: Vec<NewRecord>,
+    new_end: u64,
+) -> Result<()> {
+    let mut state = shared.write_state();
+    let state = &mut *state;
+    state.end = new_end;
+    let index = &mut state.index;
+    for record in records {
+        let pending = &mut pending[record.pending];
+        let slot = match pending.slot {
+            Some(slot) => slot,
+            None => {
+                let slot = index.slot_or_create(&pending.key.tenant, &pending.key.run_id);
+                pending.slot = Some(slot);
+                slot
+            }
+        };
+        let stream = &mut index.streams[slot];
+        stream.push(record.loc, record.occurred_at_ms, record.is_marker);
+        stream.insert_id(record.event_id.as_str(), record.loc.seq, &index.hasher, log)?;
+        for (id, seq) in &record.compacted {
+            stream.insert_id(id.as_str(), *seq, &index.hasher, log)?;
+        }
+    }
+    Ok(())
+}
+
+/// Store-wide compaction (CONTRACT §8-§11): rewrites the log without the
+/// pruned records and old markers, with each compacted stream's new marker
+/// in its place, then swaps the index.
+fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
+    if let Some(error) = shared.poisoned() {
+        return Err(error);
+    }
+    let floors = shared.snapshots.floors();
+    let state = shared.read_state();
+    let old = state.log.clone();
+    let mut changes: HashMap<usize, (StreamCompaction, Vec<EventRecord>)> = HashMap::new();
+    for (slot, stream) in state.index.streams.iter().enumerate() {
+        if stream.oldest_ms >= policy.cutoff_ms() {
+            continue;
+        }
+        let floor = floors.get(&stream.key).copied();
+        if floor.is_some_and(|floor| stream.locs.first().is_none_or(|loc| loc.seq >= floor)) {
+            continue;
+        }
+        let records = stream
+            .locs
+            .iter()
+            .map(|loc| old.read_record(loc))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(change) = compact_stream(
+            &stream.key.tenant,
+            &stream.key.run_id,
+            &records,
+            floor,
+            policy,
+        )? {
+            changes.insert(slot, (change, records));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(0);
+    }
+
+    // Every record in file order, to copy the survivors in that order.
+    let mut order: Vec<(Loc, usize)> = state
+        .index
+        .streams
+        .iter()
+        .enumerate()
+        .flat_map(|(slot, stream)| stream.locs.iter().map(move |loc| (*loc, slot)))
+        .collect();
+    order.sort_unstable_by_key(|(loc, _)| loc.offset);
+    let mut new_locs: Vec<Vec<Loc>> = state
+        .index
+        .streams
+        .iter()
+        .map(|stream| Vec::with_capacity(stream.locs.len()))
+        .collect();
+    drop(state);
+
+    let path = shared.dir.join(LOG_FILE);
+    let tmp = shared.dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
+    let written = (|| -> Result<u64> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|err| io_at("create", &tmp, err))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut position = 0u64;
+        let mut run: Vec<(Loc, usize)> = Vec::new();
+        let flush_run = |run: &mut Vec<(Loc, usize)>,
+                         out: &mut BufWriter<fs::File>,
+                         position: &mut u64,
+                         new_locs: &mut Vec<Vec<Loc>>|
+         -> Result<()> {
+            if run.is_empty() {
+                return Ok(());
+            }
+            let locs: Vec<Loc> = run.iter().map(|(loc, _)| *loc).collect();
+            let bytes = old.read_span(&locs)?;
+            out.write_all(&bytes)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|err| io_at("write", &tmp, err))?;
+            let base = locs[0].offset;
+            for (loc, slot) in run.drain(..) {
+                new_locs[slot].push(Loc {
+                    offset: *position + (loc.offset - base),
+                    ..loc
+                });
+            }
+            *position += bytes.len() as u64 + 1;
+            Ok(())
+        };
+        for (loc, slot) in order {
+            let removed = changes.get(&slot).and_then(|(change, _)| {
+                change
+                    .remove_seqs
+                    .binary_search(&loc.seq)
+                    .is_ok()
+                    .then_some(change)
+            });
+            match removed {
+                None => {
+                    let adjacent = run.last().is_none_or(|(last, _)| {
+                        loc.offset == last.offset + u64::from(last.len) + 1
+                            && loc.offset - run[0].0.offset < MAX_SPAN
+                    });
+                    if !adjacent {
+                        flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+                    }
+                    run.push((loc, slot));
+                }
+                Some(change) => {
+                    flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+                    if change.marker.seq == loc.seq {
+                        let mut line = serde_json::to_vec(&change.marker)
+                            .map_err(|err| corrupt_at(&path, loc.offset, err))?;
+                        let len = u32::try_from(line.len())
+                            .map_err(|_| Error::invalid("marker longer than 4 GiB"))?;
+                        line.push(b'\n');
+                        out.write_all(&line)
+                            .map_err(|err| io_at("write", &tmp, err))?;
+                        new_locs[slot].push(Loc {
+                            seq: loc.seq,
+                            offset: position,
+                            len,
+                        });
+                        position += line.len() as u64;
+                    }
+                }
+            }
+        }
+        flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+        let file = out
+            .into_inner()
+            .map_err(|err| io_at("write", &tmp, err.into_error()))?;
+        file.sync_data().map_err(|err| io_at("sync", &tmp, err))?;
+        Ok(position)
+    })();
+    let new_end = match written {
+        Ok(end) => end,
+        Err(err) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+    };
+    fs::rename(&tmp, &path).map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        io_at("replace", &path, err)
+    })?;
+    // From here the file on disk is the compacted one: the index must follow
+    // it, and any failure leaves the handle unfit for writing.
+    let finish = (|| -> Result<Arc<LogFile>> {
+        if shared.durability == Durability::Durable {
+            sync_dir(&shared.dir).map_err(|err| io_at("sync", &shared.dir, err))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|err| io_at("reopen", &path, err))?;
+        Ok(Arc::new(LogFile {
+            file,
+            path: path.clone(),
+        }))
+    })();
+    let log = match finish {
+        Ok(log) => log,
+        Err(err) => {
+            shared.poison(format!("compaction could not finish: {err}"));
+            return Err(err);
+        }
+    };
+    let mut state = shared.write_state();
+    let state = &mut *state;
+    state.log = log.clone();
+    state.end = new_end;
+    let index = &mut state.index;
+    let mut pruned = 0;
+    let mut result = Ok(());
+    for (slot, locs) in new_locs.into_iter().enumerate() {
+        let stream = &mut index.streams[slot];
+        stream.locs = locs;
+        let Some((change, records)) = changes.remove(&slot) else {
+            continue;
+        };
+        pruned += change.pruned;
+        for record in &records {
+            if record.is_compaction_marker()
+                && change.remove_seqs.binary_search(&record.seq).is_ok()
+            {
+                stream.remove_id(record.event_id.as_str(), record.seq, &index.hasher);
+                stream.markers.retain(|seq| *seq != record.seq);
+            }
+        }
+        stream.markers.push(change.marker.seq);
+        stream.markers.sort_unstable();
+        stream.oldest_ms = records
+            .iter()
+            .filter(|record| {
+                !record.is_compaction_marker()
+                    && change.remove_seqs.binary_search(&record.seq).is_err()
+            })
+            .map(|record| record.occurred_at_ms)
+            .min()
+            .unwrap_or(u64::MAX);
+        if let Err(err) = stream.insert_id(
+            change.marker.event_id.as_str(),
+            change.marker.seq,
+            &index.hasher,
+            &log,
+        ) {
+            result = Err(err);
+        }
+    }
+    if let Err(err) = result {
+        shared.poison(format!("indexing the compacted log failed: {err}"));
+        return Err(err);
+    }
+    Ok(pruned)
+}
