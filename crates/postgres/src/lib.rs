@@ -1,1 +1,236 @@
-//! PostgreSQL backend of runstore, via sqlx, for deployments beyond one machine
+//! PostgreSQL backend of runstore, via sqlx, for deployments beyond one
+//! machine: any number of application nodes, each with its own connection
+//! pool, share one database.
+//!
+//! [`PostgresStore`] implements [`EventLog`](runstore_core::EventLog) and
+//! [`SnapshotStore`](runstore_core::SnapshotStore). Correctness under
+//! concurrency comes from the database alone (CONTRACT §3): every append
+//! locks its stream's row in the `streams` table inside a `READ COMMITTED`
+//! transaction, plans with [`runstore_core::append::plan_append`], writes the
+//! new events and the new last seq, and commits. Compaction (CONTRACT §8-§11)
+//! rewrites one stream per transaction under the same lock.
+//!
+//! The tables live in their own schema (default `runstore`, see
+//! [`PostgresOptions::with_schema`]), created by embedded, versioned
+//! migrations when the store connects. Records are kept as the exact JSON
+//! text written, so compaction markers stay byte-identical across backends
+//! (CONTRACT §9).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+//! use runstore_postgres::{PostgresOptions, PostgresStore};
+//!
+//! # async fn demo() -> runstore_core::Result<()> {
+//! let store = PostgresStore::connect_with(
+//!     "postgres://postgres@127.0.0.1:5432/postgres",
+//!     PostgresOptions::default().with_schema("runstore_demo"),
+//! )
+//! .await?;
+//! let tenant = Tenant::new("acme", "prod", None)?;
+//! let run = RunId::new("run-42")?;
+//! let event = EventRecord::new(&tenant, run.clone(), EventId::new("started")?, "demo", 100);
+//! let outcome = store.append(&tenant, &event).await?;
+//! assert!(outcome.inserted);
+//! // A retry is answered with the original seq (CONTRACT §2).
+//! assert_eq!(store.append(&tenant, &event).await?.seq, outcome.seq);
+//! let tail = store.read(&tenant, &run, ReadQuery::tail(10)).await?;
+//! assert_eq!(tail.last().map(|e| e.seq), Some(outcome.seq));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Support
+//!
+//! | | |
+//! |---|---|
+//! | Servers | PostgreSQL 11 or newer (tested with 15) |
+//! | Isolation | `READ COMMITTED` (the server default) plus row locks |
+//! | Durability | commits are durable (`synchronous_commit` as configured on the server); [`Durability::Relaxed`] sets it `off` for the store's connections |
+//! | Limits | seqs up to `i64::MAX`; timestamps beyond `i64::MAX` ms are stored exactly but sort as `i64::MAX` |
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+
+mod error;
+mod keys;
+mod log;
+mod schema;
+mod snapshots;
+mod streams;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use runstore_core::{Durability, Result};
+use sqlx::PgPool;
+
+/// The schema a store uses unless [`PostgresOptions::with_schema`] says otherwise.
+pub const DEFAULT_SCHEMA: &str = "runstore";
+
+/// How [`PostgresStore::connect_with`] connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The schema holding the store's tables: 1 to 63 bytes of `[a-z0-9_]`,
+    /// starting with a letter or `_`, not `pg_...`. Created if missing.
+    /// Default [`DEFAULT_SCHEMA`].
+    pub schema: String,
+    /// [`Durability::Durable`] (default) leaves `synchronous_commit` as the
+    /// server has it; [`Durability::Relaxed`] turns it off for this store's
+    /// connections: a commit may then be lost if the server crashes, never
+    /// half-applied (CONTRACT §16).
+    pub durability: Durability,
+    /// The pool's connection limit (default 10).
+    pub max_connections: u32,
+    /// How long an operation waits for a pooled connection before failing
+    /// with a retryable `Backend` error (default 30 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: DEFAULT_SCHEMA.to_owned(),
+            durability: Durability::Durable,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Uses `schema` for the store's tables.
+    #[must_use]
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Sets the durability mode.
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the pool's connection limit (at least 1).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// Sets how long an operation waits for a pooled connection.
+    #[must_use]
+    pub fn with_acquire_timeout(mut self, acquire_timeout: Duration) -> Self {
+        self.acquire_timeout = acquire_timeout;
+        self
+    }
+}
+
+/// A runstore on PostgreSQL: both traits over one connection pool.
+///
+/// Cheap to clone (the pool is shared); every clone and every other store
+/// connected to the same schema -- in this process or on another machine --
+/// sees and serialises through the same rows (CONTRACT §3, §20).
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("pool_size", &self.inner.pool.size())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`) with default
+    /// options: schema [`DEFAULT_SCHEMA`].
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url`, creates `options.schema` if missing and applies
+    /// pending migrations (serialised across nodes by an advisory lock).
+    ///
+    /// # Errors
+    /// `InvalidInput` for an unusable url or schema name; `Backend` when the
+    /// server cannot be reached (retryable) or a migration fails.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        let connect = schema::connect_options(url, &options)?;
+        schema::migrate(&connect, &options.schema).await?;
+        let pool = schema::pool(connect, &options).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema: options.schema,
+            }),
+        })
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The connection pool, for callers that want to run their own queries
+    /// next to the store's (for example to drop a test schema).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Closes the pool: waits for checked-out connections to return and
+    /// closes them all. Later operations fail with a `Backend` error.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    fn pool_ref(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Where a record lives, for `Corrupt` errors.
+    fn location(&self, table: &str, stream_id: i64, key: impl fmt::Display) -> String {
+        format!(
+            "postgres {}.{table} stream {stream_id} {key}",
+            self.inner.schema
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
+
+    #[test]
+    fn store_is_send_sync_clone() {
+        // CONTRACT §20
+        assert_send_sync::<PostgresStore>();
+    }
+
+    #[test]
+    fn options_default_and_setters() {
+        let options = PostgresOptions::default()
+            .with_schema("s1")
+            .with_durability(Durability::Relaxed)
+            .with_max_connections(0);
+        assert_eq!(options.schema, "s1");
+        assert_eq!(options.durability, Durability::Relaxed);
+        assert_eq!(options.max_connections, 1);
+        assert_eq!(PostgresOptions::default().schema, DEFAULT_SCHEMA);
+    }
+}

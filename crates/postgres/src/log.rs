@@ -1,0 +1,502 @@
+//! [`EventLog`] on PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use runstore_core::{
+    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
+    Tenant,
+    append::{plan_append, plan_import},
+    compaction::{CompactionPolicy, compacted_ids, merge_marker},
+};
+use sqlx::PgConnection;
+
+use crate::{
+    PostgresStore,
+    error::{self, SqlContext, TX_ATTEMPTS, TxError, UNIQUE_VIOLATION},
+    keys::{self, StreamCols},
+    streams,
+};
+
+/// A stream's id from its key hash, as a scalar subquery: the planner runs
+/// it once and then scans `events` by its primary key, in seq order.
+const STREAM_ID: &str = "(SELECT stream_id FROM streams WHERE key_hash = $1)";
+
+const KNOWN_IDS: &str = "SELECT event_id, seq FROM events WHERE stream_id = $1 AND event_id = ANY($2) \
+     UNION ALL \
+     SELECT event_id, seq FROM compacted_ids WHERE stream_id = $1 AND event_id = ANY($2)";
+
+const INSERT_EVENTS: &str = "WITH inserted AS ( \
+       INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record) \
+       SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BOOLEAN[], $5::BIGINT[], $6::TEXT[]) \
+     ) \
+     UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1";
+
+const INSERT_COMPACTED_IDS: &str = "INSERT INTO compacted_ids (stream_id, event_id, seq) \
+     SELECT $1, * FROM UNNEST($2::TEXT[], $3::BIGINT[]) ON CONFLICT DO NOTHING";
+
+/// Rows ready to bind as arrays, one entry per record.
+#[derive(Default)]
+struct EventRows {
+    seqs: Vec<i64>,
+    event_ids: Vec<String>,
+    markers: Vec<bool>,
+    occurred: Vec<i64>,
+    records: Vec<String>,
+    /// Ids that markers among the records remember, with their seqs.
+    compacted: (Vec<String>, Vec<i64>),
+}
+
+impl EventRows {
+    fn new<'a>(records: impl IntoIterator<Item = &'a EventRecord>) -> Result<Self> {
+        let mut rows = Self::default();
+        for record in records {
+            rows.seqs.push(keys::to_i64("seq", record.seq)?);
+            rows.event_ids.push(record.event_id.as_str().to_owned());
+            rows.markers.push(record.is_compaction_marker());
+            rows.occurred.push(keys::clamp_i64(record.occurred_at_ms));
+            rows.records.push(
+                serde_json::to_string(record)
+                    .map_err(|err| Error::invalid(format!("event is not serialisable: {err}")))?,
+            );
+            // A marker's ids are found by seq_of and the duplicate check
+            // (CONTRACT §2, §10). A malformed one is refused before writing.
+            for id in compacted_ids(record).map_err(|err| Error::invalid(err.to_string()))? {
+                rows.compacted.0.push(id.event_id.into_string());
+                rows.compacted.1.push(keys::to_i64("seq", id.seq)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    fn last_seq(&self) -> i64 {
+        self.seqs.last().copied().unwrap_or(0)
+    }
+
+    async fn insert(self, conn: &mut PgConnection, stream_id: i64) -> Result<(), TxError> {
+        let last_seq = self.last_seq();
+        sqlx::query(INSERT_EVENTS)
+            .bind(stream_id)
+            .bind(&self.seqs)
+            .bind(&self.event_ids)
+            .bind(&self.markers)
+            .bind(&self.occurred)
+            .bind(&self.records)
+            .bind(last_seq)
+            .execute(&mut *conn)
+            .await
+            .during("inserting events")?;
+        if !self.compacted.0.is_empty() {
+            sqlx::query(INSERT_COMPACTED_IDS)
+                .bind(stream_id)
+                .bind(&self.compacted.0)
+                .bind(&self.compacted.1)
+                .execute(&mut *conn)
+                .await
+                .during("inserting compacted ids")?;
+        }
+        Ok(())
+    }
+}
+
+/// The seqs under which `ids` are stored in the stream, live or compacted.
+async fn known_ids(
+    conn: &mut PgConnection,
+    stream_id: i64,
+    ids: &[&str],
+) -> Result<HashMap<String, u64>, TxError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(KNOWN_IDS)
+        .bind(stream_id)
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .during("looking up event ids")?;
+    let mut known = HashMap::with_capacity(rows.len());
+    for (id, seq) in rows {
+        let seq = keys::to_u64(|| format!("postgres stream {stream_id} event {id:?}"), seq)?;
+        // Live ids come first; a live id wins over a remembered one.
+        known.entry(id).or_insert(seq);
+    }
+    Ok(known)
+}
+
+fn distinct_ids(records: &[EventRecord]) -> Vec<&str> {
+    let mut ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+impl PostgresStore {
+    fn decode_event(&self, stream_id: i64, seq: i64, text: &str) -> Result<EventRecord> {
+        serde_json::from_str(text).map_err(|err| {
+            Error::corrupt(
+                self.location("events", stream_id, format!("seq {seq}")),
+                err,
+            )
+        })
+    }
+
+    /// One attempt at an append, in one transaction.
+    async fn append_once(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        cols: &StreamCols<'_>,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>, TxError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .during("beginning an append")?;
+        let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
+        let last_seq = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        // Ids are only ever stored in a stream that has a last seq.
+        let known = if last_seq == 0 {
+            HashMap::new()
+        } else {
+            known_ids(&mut tx, stream_id, &distinct_ids(events)).await?
+        };
+        let plan = plan_append(tenant, run_id, last_seq, events, expected_last_seq, |id| {
+            Ok(known.get(id.as_str()).copied())
+        })?;
+        if plan.is_noop() {
+            tx.rollback().await.during("ending a read-only append")?;
+            return Ok(plan.outcomes);
+        }
+        EventRows::new(&plan.new_records)?
+            .insert(&mut tx, stream_id)
+            .await?;
+        tx.commit().await.during("committing an append")?;
+        Ok(plan.outcomes)
+    }
+
+    /// One attempt at importing a stream, in one transaction.
+    async fn import_once(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        cols: &StreamCols<'_>,
+        records: &[EventRecord],
+    ) -> Result<usize, TxError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .during("beginning an import")?;
+        let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
+        let last_seq = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        let known = if last_seq == 0 {
+            HashMap::new()
+        } else {
+            known_ids(&mut tx, stream_id, &distinct_ids(records)).await?
+        };
+        let missing = plan_import(tenant, run_id, last_seq, records, |id| {
+            Ok(known.get(id.as_str()).copied())
+        })?;
+        if missing.is_empty() {
+            tx.rollback().await.during("ending a read-only import")?;
+            return Ok(0);
+        }
+        if let Some(clash) = missing
+            .iter()
+            .find(|r| known.contains_key(r.event_id.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "import of {tenant}:{run_id}: event {:?} at seq {} is already stored at seq {}",
+                clash.event_id.as_str(),
+                clash.seq,
+                known[clash.event_id.as_str()]
+            ))
+            .into());
+        }
+        match EventRows::new(missing)?.insert(&mut tx, stream_id).await {
+            Err(TxError::Sql(_, err))
+                if error::sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) =>
+            {
+                return Err(Error::invalid(format!(
+                    "import of {tenant}:{run_id}: the records hold an event id twice"
+                ))
+                .into());
+            }
+            other => other?,
+        }
+        tx.commit().await.during("committing an import")?;
+        Ok(missing.len())
+    }
+
+    /// Compacts one stream in one transaction; returns how many events it
+    /// pruned.
+    async fn compact_once(
+        &self,
+        stream_id: i64,
+        policy: &CompactionPolicy,
+    ) -> Result<usize, TxError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .during("beginning a compaction")?;
+        let head: (String, String, bool, String, String) = sqlx::query_as(
+            "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id \
+             FROM streams WHERE stream_id = $1 FOR UPDATE",
+        )
+        .bind(stream_id)
+        .fetch_one(&mut *tx)
+        .await
+        .during("locking a stream row for compaction")?;
+        let key = keys::stream_key(head.0, head.1, head.2, head.3, head.4)?;
+        // The compaction floor is the seq of the stream's newest snapshot.
+        let (floor,): (Option<i64>,) =
+            sqlx::query_as("SELECT max(seq) FROM snapshots WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&mut *tx)
+                .await
+                .during("reading the compaction floor")?;
+        let floor = floor
+            .map(|seq| keys::to_u64(|| self.location("snapshots", stream_id, "seq"), seq))
+            .transpose()?;
+        // The SQL filter is a superset (timestamps saturate); the shared
+        // rule decides on the records.
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, record FROM events \
+             WHERE stream_id = $1 AND NOT is_marker AND occurred_at_ms <= $2 AND seq < $3 \
+             ORDER BY seq",
+        )
+        .bind(stream_id)
+        .bind(keys::clamp_i64(policy.cutoff_ms()))
+        .bind(floor.map_or(i64::MAX, keys::clamp_i64))
+        .fetch_all(&mut *tx)
+        .await
+        .during("reading events to compact")?;
+        let mut pruned = Vec::with_capacity(rows.len());
+        for (seq, text) in &rows {
+            let record = self.decode_event(stream_id, *seq, text)?;
+            if policy.prunes(&record, floor) {
+                pruned.push(record);
+            }
+        }
+        if pruned.is_empty() {
+            tx.rollback().await.during("ending an empty compaction")?;
+            return Ok(0);
+        }
+        let old: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, record FROM events WHERE stream_id = $1 AND is_marker ORDER BY seq LIMIT 1",
+        )
+        .bind(stream_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .during("reading the compaction marker")?;
+        let old = old
+            .map(|(seq, text)| self.decode_event(stream_id, seq, &text))
+            .transpose()?;
+        let marker = merge_marker(
+            &key.tenant,
+            &key.run_id,
+            old.as_ref(),
+            &pruned,
+            policy.now_ms(),
+        )?;
+        let mut remove: Vec<i64> = Vec::with_capacity(pruned.len() + 1);
+        for record in pruned.iter().chain(old.as_ref()) {
+            remove.push(keys::to_i64("seq", record.seq)?);
+        }
+        sqlx::query("DELETE FROM events WHERE stream_id = $1 AND seq = ANY($2)")
+            .bind(stream_id)
+            .bind(&remove)
+            .execute(&mut *tx)
+            .await
+            .during("deleting compacted events")?;
+        // The marker's rows: itself, and every id it remembers (the old
+        // marker's are stored already; ON CONFLICT skips them).
+        EventRows::new([&marker])?
+            .insert(&mut tx, stream_id)
+            .await?;
+        tx.commit().await.during("committing a compaction")?;
+        Ok(pruned.len())
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with a contract outcome, or has
+/// failed retryably [`TX_ATTEMPTS`] times.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match $attempt.await {
+                Ok(value) => break Ok(value),
+                Err(err) if err.retry_in_tx() && tries < TX_ATTEMPTS => continue,
+                Err(err) => break Err(err.into_error()),
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append_batch(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        if events.is_empty() {
+            // Nothing to write; still answer a conflict as the contract says.
+            return plan_append(tenant, run_id, 0, events, None, |_| Ok(None))
+                .map(|plan| plan.outcomes);
+        }
+        let cols = StreamCols::new(tenant, run_id);
+        retrying!(self.append_once(tenant, run_id, &cols, events, expected_last_seq))
+    }
+
+    async fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: ReadQuery,
+    ) -> Result<Vec<EventRecord>> {
+        let cols = StreamCols::new(tenant, run_id);
+        let order = if query.tail { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT stream_id, seq, record FROM events \
+             WHERE stream_id = {STREAM_ID} AND seq > $2 AND seq < $3 \
+             ORDER BY seq {order} LIMIT $4"
+        );
+        let limit = query
+            .effective_limit()
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(&sql)
+            .bind(&cols.key_hash)
+            .bind(query.after_seq.map_or(0, keys::clamp_i64))
+            .bind(query.before_seq.map_or(i64::MAX, keys::clamp_i64))
+            .bind(limit)
+            .fetch_all(self.pool_ref())
+            .await
+            .map_err(|err| error::map("reading events", err))?;
+        let mut records = rows
+            .iter()
+            .map(|(stream_id, seq, text)| self.decode_event(*stream_id, *seq, text))
+            .collect::<Result<Vec<_>>>()?;
+        if query.tail {
+            records.reverse();
+        }
+        // `before_seq` beyond i64::MAX saturates; the window rule decides.
+        Ok(query.apply(records, |record| record.seq))
+    }
+
+    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+        let cols = StreamCols::new(tenant, run_id);
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT last_seq FROM streams WHERE key_hash = $1")
+                .bind(&cols.key_hash)
+                .fetch_optional(self.pool_ref())
+                .await
+                .map_err(|err| error::map("reading the last seq", err))?;
+        let last = match row {
+            Some((last,)) => keys::to_u64(
+                || format!("postgres {}.streams last_seq", self.schema()),
+                last,
+            )?,
+            None => 0,
+        };
+        Ok(last + 1)
+    }
+
+    async fn seq_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        event_id: &EventId,
+    ) -> Result<Option<u64>> {
+        let cols = StreamCols::new(tenant, run_id);
+        let sql = format!(
+            "SELECT seq, 0 AS rank FROM events WHERE stream_id = {STREAM_ID} AND event_id = $2 \
+             UNION ALL \
+             SELECT seq, 1 AS rank FROM compacted_ids WHERE stream_id = {STREAM_ID} AND event_id = $2 \
+             ORDER BY rank LIMIT 1"
+        );
+        let row: Option<(i64, i32)> = sqlx::query_as(&sql)
+            .bind(&cols.key_hash)
+            .bind(event_id.as_str())
+            .fetch_optional(self.pool_ref())
+            .await
+            .map_err(|err| error::map("looking up an event id", err))?;
+        row.map(|(seq, _)| keys::to_u64(|| format!("postgres {}.events seq", self.schema()), seq))
+            .transpose()
+    }
+
+    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT run_id FROM streams WHERE tenant_hash = $1 AND last_seq > 0 ORDER BY run_id",
+        )
+        .bind(keys::tenant_hash(tenant))
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("listing runs", err))?;
+        rows.into_iter()
+            .map(|(run,)| {
+                RunId::new(run.clone()).map_err(|err| {
+                    Error::corrupt(
+                        format!("postgres {}.streams run {run:?}", self.schema()),
+                        err,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
+            return Ok(0);
+        };
+        let candidates: Vec<(i64,)> = sqlx::query_as(
+            "SELECT DISTINCT stream_id FROM events \
+             WHERE NOT is_marker AND occurred_at_ms <= $1 ORDER BY stream_id",
+        )
+        .bind(keys::clamp_i64(policy.cutoff_ms()))
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("finding streams to compact", err))?;
+        let mut pruned = 0;
+        for (stream_id,) in candidates {
+            pruned += retrying!(self.compact_once(stream_id, &policy))?;
+        }
+        Ok(pruned)
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamKey>> {
+        let rows: Vec<(String, String, bool, String, String)> = sqlx::query_as(
+            "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id FROM streams \
+             WHERE last_seq > 0 \
+             ORDER BY org_id, workspace_id, has_deployment, deployment_id, run_id",
+        )
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("listing streams", err))?;
+        rows.into_iter()
+            .map(|(org, workspace, has, deployment, run)| {
+                keys::stream_key(org, workspace, has, deployment, run)
+            })
+            .collect()
+    }
+
+    async fn import_stream(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize> {
+        for record in records {
+            keys::to_i64("seq", record.seq)?;
+        }
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let cols = StreamCols::new(tenant, run_id);
+        retrying!(self.import_once(tenant, run_id, &cols, records))
+    }
+}

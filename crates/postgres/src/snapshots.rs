@@ -1,0 +1,228 @@
+//! [`SnapshotStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use runstore_core::{
+    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    keep_newest, prune_selection, snapshot_order,
+};
+
+use crate::{
+    PostgresStore,
+    error::{self, SqlContext, TX_ATTEMPTS, TxError},
+    keys::{self, StreamCols},
+    streams,
+};
+
+const UPSERT: &str = "INSERT INTO snapshots (stream_id, snapshot_id, seq, created_at_ms, record) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (stream_id, snapshot_id) DO UPDATE \
+     SET seq = EXCLUDED.seq, created_at_ms = EXCLUDED.created_at_ms, record = EXCLUDED.record";
+
+impl PostgresStore {
+    fn decode_snapshot(
+        &self,
+        stream_id: i64,
+        snapshot_id: &str,
+        text: &str,
+    ) -> Result<SnapshotRecord> {
+        serde_json::from_str(text).map_err(|err| {
+            Error::corrupt(
+                self.location("snapshots", stream_id, format!("snapshot {snapshot_id:?}")),
+                err,
+            )
+        })
+    }
+
+    async fn put_once(
+        &self,
+        cols: &StreamCols<'_>,
+        snapshot: &SnapshotRecord,
+        text: &str,
+    ) -> Result<(), TxError> {
+        let mut conn = self
+            .pool_ref()
+            .acquire()
+            .await
+            .during("acquiring a connection")?;
+        let stream_id = streams::ensure(&mut conn, cols).await?;
+        sqlx::query(UPSERT)
+            .bind(stream_id)
+            .bind(snapshot.snapshot_id.as_str())
+            .bind(keys::to_i64("snapshot seq", snapshot.seq)?)
+            .bind(keys::clamp_i64(snapshot.created_at_ms))
+            .bind(text)
+            .execute(&mut *conn)
+            .await
+            .during("writing a snapshot")?;
+        Ok(())
+    }
+
+    /// Prunes one stream's snapshots in one transaction, its rows locked.
+    async fn prune_once(
+        &self,
+        stream_id: i64,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize, TxError> {
+        let mut tx = self.pool_ref().begin().await.during("beginning a prune")?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT snapshot_id, record FROM snapshots WHERE stream_id = $1 \
+             ORDER BY seq, created_at_ms, snapshot_id FOR UPDATE",
+        )
+        .bind(stream_id)
+        .fetch_all(&mut *tx)
+        .await
+        .during("reading snapshots to prune")?;
+        let mut ordered = rows
+            .iter()
+            .map(|(id, text)| self.decode_snapshot(stream_id, id, text))
+            .collect::<Result<Vec<_>>>()?;
+        // Saturated timestamps may tie in SQL; the shared order decides.
+        ordered.sort_by(snapshot_order);
+        let doomed: Vec<&str> = prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
+            .into_iter()
+            .map(|index| ordered[index].snapshot_id.as_str())
+            .collect();
+        if doomed.is_empty() {
+            tx.rollback().await.during("ending an empty prune")?;
+            return Ok(0);
+        }
+        sqlx::query("DELETE FROM snapshots WHERE stream_id = $1 AND snapshot_id = ANY($2)")
+            .bind(stream_id)
+            .bind(&doomed)
+            .execute(&mut *tx)
+            .await
+            .during("deleting snapshots")?;
+        tx.commit().await.during("committing a prune")?;
+        Ok(doomed.len())
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with a contract outcome, or has
+/// failed retryably [`TX_ATTEMPTS`] times.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TxError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.retry_in_tx() && tries < TX_ATTEMPTS => {}
+            Err(err) => return Err(err.into_error()),
+        }
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for PostgresStore {
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let mut snapshot = snapshot.clone();
+        tenant.stamp(&mut snapshot.scope.tenant_context);
+        let text = serde_json::to_string(&snapshot)
+            .map_err(|err| Error::invalid(format!("snapshot is not serialisable: {err}")))?;
+        let cols = StreamCols::new(tenant, &snapshot.run_id);
+        retrying(|| self.put_once(&cols, &snapshot, &text)).await
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let cols = StreamCols::new(tenant, run_id);
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT stream_id, record FROM snapshots \
+             WHERE stream_id = (SELECT stream_id FROM streams WHERE key_hash = $1) \
+             AND snapshot_id = $2",
+        )
+        .bind(&cols.key_hash)
+        .bind(snapshot_id.as_str())
+        .fetch_optional(self.pool_ref())
+        .await
+        .map_err(|err| error::map("reading a snapshot", err))?;
+        row.map(|(stream_id, text)| self.decode_snapshot(stream_id, snapshot_id.as_str(), &text))
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let cols = StreamCols::new(tenant, run_id);
+        let limit = limit
+            .filter(|limit| *limit > 0)
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        // Newest first so a limit keeps the newest; reversed below.
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT stream_id, snapshot_id, record FROM snapshots \
+             WHERE stream_id = (SELECT stream_id FROM streams WHERE key_hash = $1) \
+             ORDER BY seq DESC, created_at_ms DESC, snapshot_id DESC LIMIT $2",
+        )
+        .bind(&cols.key_hash)
+        .bind(limit)
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("listing snapshots", err))?;
+        let mut list = rows
+            .iter()
+            .rev()
+            .map(|(stream_id, id, text)| self.decode_snapshot(*stream_id, id, text))
+            .collect::<Result<Vec<_>>>()?;
+        list.sort_by(snapshot_order);
+        Ok(keep_newest(list, limit.map(|_| rows.len())))
+    }
+
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        if retention_ms == 0 {
+            return Ok(0);
+        }
+        let keep = i64::try_from(keep_last_per_run).unwrap_or(i64::MAX);
+        let cutoff = keys::clamp_i64(now_ms.saturating_sub(retention_ms));
+        // Streams with more snapshots than they keep and one old enough;
+        // the shared rule decides per stream.
+        let candidates: Vec<(i64,)> = sqlx::query_as(
+            "SELECT stream_id FROM snapshots GROUP BY stream_id \
+             HAVING count(*) > $1 AND min(created_at_ms) <= $2 ORDER BY stream_id",
+        )
+        .bind(keep)
+        .bind(cutoff)
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("finding snapshots to prune", err))?;
+        let mut deleted = 0;
+        for (stream_id,) in candidates {
+            deleted +=
+                retrying(|| self.prune_once(stream_id, retention_ms, keep_last_per_run, now_ms))
+                    .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        let rows: Vec<(String, String, bool, String, String)> = sqlx::query_as(
+            "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id FROM streams s \
+             WHERE EXISTS (SELECT 1 FROM snapshots sn WHERE sn.stream_id = s.stream_id) \
+             ORDER BY org_id, workspace_id, has_deployment, deployment_id, run_id",
+        )
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("listing snapshot streams", err))?;
+        rows.into_iter()
+            .map(|(org, workspace, has, deployment, run)| {
+                keys::stream_key(org, workspace, has, deployment, run)
+            })
+            .collect()
+    }
+}
