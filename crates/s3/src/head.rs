@@ -1,0 +1,241 @@
+//! The head object of a stream: the commit point of every change to it
+//! (docs/backends/s3.md, "The head").
+
+use std::collections::HashMap;
+
+use runstore_core::{
+    Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant, compaction::compacted_ids,
+};
+use serde::{Deserialize, Serialize};
+
+/// The head's format version.
+pub(crate) const FORMAT: u32 = 1;
+/// How many commit tokens a head remembers.
+const COMMITS_KEPT: usize = 32;
+/// A flush runs once the buffer holds this many records...
+pub(crate) const FLUSH_RECORDS: usize = 128;
+/// ...or this many bytes of records.
+pub(crate) const FLUSH_BYTES: usize = 256 * 1024;
+
+/// One immutable segment object the head names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentRef {
+    /// Lowest seq it covers.
+    pub(crate) first: u64,
+    /// Highest seq it covers.
+    pub(crate) last: u64,
+    /// How many records it holds.
+    pub(crate) count: u64,
+    /// The unique token in its key.
+    pub(crate) token: String,
+}
+
+/// A compaction marker stored in a segment: its own id is found here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MarkerRef {
+    /// The marker's seq.
+    pub(crate) seq: u64,
+    /// The marker's own event id.
+    pub(crate) event_id: EventId,
+}
+
+/// A stream's head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Head {
+    pub(crate) format: u32,
+    pub(crate) org_id: String,
+    pub(crate) workspace_id: String,
+    #[serde(default)]
+    pub(crate) deployment_id: Option<String>,
+    pub(crate) run_id: RunId,
+    /// The stream's last seq (markers count).
+    pub(crate) last_seq: u64,
+    /// Every record with a seq at or below this lives in `segments`.
+    pub(crate) flushed_through: u64,
+    /// Segments in ascending seq order.
+    pub(crate) segments: Vec<SegmentRef>,
+    /// The records above `flushed_through`, ascending.
+    pub(crate) buffer: Vec<EventRecord>,
+    /// Markers stored in segments.
+    pub(crate) markers: Vec<MarkerRef>,
+    /// Tokens of the latest commits, oldest first.
+    pub(crate) commits: Vec<String>,
+}
+
+impl Head {
+    /// The head of a stream that holds nothing yet.
+    pub(crate) fn empty(key: &StreamKey) -> Self {
+        Self {
+            format: FORMAT,
+            org_id: key.tenant.org_id().to_owned(),
+            workspace_id: key.tenant.workspace_id().to_owned(),
+            deployment_id: key.tenant.deployment_id().map(str::to_owned),
+            run_id: key.run_id.clone(),
+            last_seq: 0,
+            flushed_through: 0,
+            segments: Vec::new(),
+            buffer: Vec::new(),
+            markers: Vec::new(),
+            commits: Vec::new(),
+        }
+    }
+
+    /// The stream this head belongs to.
+    pub(crate) fn stream(&self) -> Result<StreamKey> {
+        let tenant = Tenant::new(
+            self.org_id.clone(),
+            self.workspace_id.clone(),
+            self.deployment_id.clone(),
+        )?;
+        Ok(StreamKey::new(tenant, self.run_id.clone()))
+    }
+
+    /// Checks that a head read from `key`'s location names `key` (a hashed
+    /// key segment could in theory collide).
+    pub(crate) fn check(&self, key: &StreamKey, location: &impl std::fmt::Display) -> Result<()> {
+        if self.format != FORMAT {
+            return Err(Error::corrupt(
+                location,
+                format!("head format {} is not {FORMAT}", self.format),
+            ));
+        }
+        if self.stream()? != *key {
+            return Err(Error::corrupt(
+                location,
+                format!(
+                    "head names stream {} but was read for {key}",
+                    self.stream()?
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a commit token.
+    pub(crate) fn remember(&mut self, token: &str) {
+        self.commits.push(token.to_owned());
+        if self.commits.len() > COMMITS_KEPT {
+            let excess = self.commits.len() - COMMITS_KEPT;
+            self.commits.drain(..excess);
+        }
+    }
+
+    /// Whether the commit with `token` is part of this head.
+    pub(crate) fn has_commit(&self, token: &str) -> bool {
+        self.commits.iter().any(|commit| commit == token)
+    }
+
+    /// The seq of `event_id` if the head itself knows it: a buffered record
+    /// or a marker. `None` means "look in the id index".
+    pub(crate) fn find(&self, event_id: &EventId) -> Result<Option<u64>> {
+        for record in &self.buffer {
+            if record.event_id == *event_id {
+                return Ok(Some(record.seq));
+            }
+            if let Some(id) = compacted_ids(record)?
+                .into_iter()
+                .find(|id| id.event_id == *event_id)
+            {
+                return Ok(Some(id.seq));
+            }
+        }
+        Ok(self
+            .markers
+            .iter()
+            .find(|marker| marker.event_id == *event_id)
+            .map(|marker| marker.seq))
+    }
+
+    /// Whether the buffer is due to be flushed into a segment.
+    pub(crate) fn needs_flush(&self) -> bool {
+        if self.buffer.len() >= FLUSH_RECORDS {
+            return true;
+        }
+        let bytes: usize = self
+            .buffer
+            .iter()
+            .map(|record| serde_json::to_vec(record).map_or(0, |bytes| bytes.len()))
+            .sum();
+        bytes >= FLUSH_BYTES
+    }
+}
+
+/// The id index entries records need once they live in a segment: an
+/// ordinary record's own id, a marker's remembered ids. A marker's own id is
+/// kept in [`Head::markers`] instead.
+pub(crate) fn index_entries(records: &[EventRecord]) -> Result<Vec<(EventId, u64)>> {
+    let mut entries = Vec::with_capacity(records.len());
+    for record in records {
+        if record.is_compaction_marker() {
+            entries.extend(
+                compacted_ids(record)?
+                    .into_iter()
+                    .map(|id| (id.event_id, id.seq)),
+            );
+        } else {
+            entries.push((record.event_id.clone(), record.seq));
+        }
+    }
+    Ok(entries)
+}
+
+/// The contents of an id index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IdEntry {
+    /// The seq the id was stored at.
+    pub(crate) seq: u64,
+}
+
+/// Most ids a handle remembers per stream before it stops caching.
+const ID_CACHE_LIMIT: usize = 1_000_000;
+
+/// Every id (per [`index_entries`]) of the records with seq up to
+/// `through`: a shortcut for id index lookups, used only while a head proves
+/// it complete (docs/backends/s3.md, "Id cache").
+#[derive(Debug, Default)]
+pub(crate) struct IdCache {
+    through: u64,
+    ids: HashMap<EventId, u64>,
+    disabled: bool,
+}
+
+impl IdCache {
+    /// Whether the cache plus `head`'s buffer is the stream's whole id set.
+    pub(crate) fn covers(&self, head: &Head) -> bool {
+        !self.disabled && head.flushed_through <= self.through
+    }
+
+    /// The cached seq of `event_id`.
+    pub(crate) fn get(&self, event_id: &EventId) -> Option<u64> {
+        self.ids.get(event_id).copied()
+    }
+
+    /// Adds the ids of `records` (ascending, all committed) and moves
+    /// `through` to `through`.
+    pub(crate) fn extend(&mut self, records: &[EventRecord], through: u64) -> Result<()> {
+        if self.disabled {
+            return Ok(());
+        }
+        for (id, seq) in index_entries(records)? {
+            self.ids.entry(id).or_insert(seq);
+        }
+        self.through = self.through.max(through);
+        if self.ids.len() > ID_CACHE_LIMIT {
+            self.ids = HashMap::new();
+            self.disabled = true;
+        }
+        Ok(())
+    }
+
+    /// Brings the cache up to `head` when every record above `through` is in
+    /// its buffer.
+    pub(crate) fn catch_up(&mut self, head: &Head) -> Result<()> {
+        if self.covers(head) && head.last_seq > self.through {
+            let from = head
+                .buffer
+                .partition_point(|record| record.seq <= self.through);
+            self.extend(&head.buffer[from..], head.last_seq)?;
+        }
+        Ok(())
+    }
+}

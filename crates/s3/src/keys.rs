@@ -1,0 +1,256 @@
+//! Object keys: how tenants, runs and ids become path segments
+//! (docs/backends/s3.md, "Key layout").
+//!
+//! Every segment is built from `[a-z0-9_.-]` only, so keys are safe on any
+//! object store and on case-insensitive file systems (CONTRACT §19), and the
+//! encoding is injective: `v` + an escaped form for short values, `h` + a
+//! SHA-256 of the raw parts for long ones (the records under a hashed
+//! segment carry their full ids and readers compare them).
+
+use object_store::path::{Path, PathPart};
+use runstore_core::{Error, EventId, Result, RunId, SnapshotId, StreamKey, Tenant};
+use sha2::{Digest, Sha256};
+
+/// Longest segment kept in the readable `v` form; longer ones are hashed.
+const MAX_PLAIN_SEGMENT: usize = 160;
+
+/// Escapes `raw` into `[a-z0-9_-]`: `a-z`, `0-9` and `-` stay, every other
+/// byte becomes `_` and two lowercase hex digits.
+fn escape_into(out: &mut String, raw: &str) {
+    for byte in raw.bytes() {
+        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' {
+            out.push(char::from(byte));
+        } else {
+            out.push('_');
+            out.push_str(&format!("{byte:02x}"));
+        }
+    }
+}
+
+/// Reverses [`escape_into`]; `None` for anything it cannot have produced.
+fn unescape(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        if byte == b'_' {
+            let hex = escaped.get(at + 1..at + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' {
+            out.push(byte);
+            at += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The segment for a value made of `parts` (joined with `.` when escaped,
+/// with NUL when hashed; ids never contain NUL and escapes never produce `.`).
+fn segment(parts: &[&str]) -> String {
+    let mut plain = String::from("v");
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            plain.push('.');
+        }
+        escape_into(&mut plain, part);
+    }
+    if plain.len() <= MAX_PLAIN_SEGMENT {
+        return plain;
+    }
+    let mut hasher = Sha256::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hasher.update([0]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    let mut hashed = String::from("h");
+    for byte in hasher.finalize() {
+        hashed.push_str(&format!("{byte:02x}"));
+    }
+    hashed
+}
+
+/// The segment of one id.
+pub(crate) fn id_segment(id: &str) -> String {
+    segment(&[id])
+}
+
+/// The segment of a tenant.
+pub(crate) fn tenant_segment(tenant: &Tenant) -> String {
+    match tenant.deployment_id() {
+        Some(deployment) => segment(&[tenant.org_id(), tenant.workspace_id(), deployment]),
+        None => segment(&[tenant.org_id(), tenant.workspace_id()]),
+    }
+}
+
+/// Decodes a `v` segment of one id; `None` for a hashed or foreign segment.
+pub(crate) fn decode_id(segment: &str) -> Option<String> {
+    let escaped = segment.strip_prefix('v')?;
+    if escaped.contains('.') {
+        return None;
+    }
+    unescape(escaped)
+}
+
+/// Decodes a `v` tenant segment; `None` for a hashed or foreign segment.
+pub(crate) fn decode_tenant(segment: &str) -> Option<Tenant> {
+    let escaped = segment.strip_prefix('v')?;
+    let parts: Vec<String> = escaped.split('.').map(unescape).collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [org, workspace] => Tenant::new(org.clone(), workspace.clone(), None).ok(),
+        [org, workspace, deployment] => {
+            Tenant::new(org.clone(), workspace.clone(), Some(deployment.clone())).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The key layout under one store prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    root: Path,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`""` for the bucket root).
+    pub(crate) fn new(prefix: &str) -> Result<Self> {
+        let trimmed = prefix.trim_matches('/');
+        let root = Path::parse(trimmed)
+            .map_err(|err| Error::invalid(format!("s3 key prefix {prefix:?}: {err}")))?;
+        Ok(Self { root })
+    }
+
+    /// The store's prefix.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn join(&self, parts: &[&str]) -> Path {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.child(PathPart::from(*part));
+        }
+        path
+    }
+
+    /// Where every stream's objects live.
+    pub(crate) fn events_root(&self) -> Path {
+        self.join(&["ev"])
+    }
+
+    /// Where every snapshot lives.
+    pub(crate) fn snapshots_root(&self) -> Path {
+        self.join(&["snap"])
+    }
+
+    /// A tenant's streams.
+    pub(crate) fn tenant_streams(&self, tenant: &Tenant) -> Path {
+        self.join(&["ev", &tenant_segment(tenant)])
+    }
+
+    /// One stream's directory.
+    pub(crate) fn stream_dir(&self, key: &StreamKey) -> Path {
+        self.join(&[
+            "ev",
+            &tenant_segment(&key.tenant),
+            &id_segment(key.run_id.as_str()),
+        ])
+    }
+
+    /// The stream's head object.
+    pub(crate) fn head(&self, key: &StreamKey) -> Path {
+        self.stream_dir(key).child("head")
+    }
+
+    /// A segment object of the stream.
+    pub(crate) fn segment(&self, key: &StreamKey, first: u64, last: u64, token: &str) -> Path {
+        self.stream_dir(key)
+            .child("seg")
+            .child(format!("{first:020}-{last:020}-{token}"))
+    }
+
+    /// The id index entry of `event_id` in the stream.
+    pub(crate) fn id_entry(&self, key: &StreamKey, event_id: &EventId) -> Path {
+        self.stream_dir(key)
+            .child("ids")
+            .child(id_segment(event_id.as_str()))
+    }
+
+    /// One stream's snapshots.
+    pub(crate) fn snapshot_dir(&self, tenant: &Tenant, run_id: &RunId) -> Path {
+        self.join(&[
+            "snap",
+            &tenant_segment(tenant),
+            &id_segment(run_id.as_str()),
+        ])
+    }
+
+    /// One snapshot.
+    pub(crate) fn snapshot(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Path {
+        self.snapshot_dir(tenant, run_id)
+            .child(id_segment(snapshot_id.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_injectively_and_round_trip() {
+        let ids = [
+            "a",
+            "A",
+            "a_b",
+            "a/b",
+            "../a",
+            "CON",
+            "with space",
+            "🦀",
+            "a.b",
+            "-",
+            "_",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let segment = id_segment(id);
+            assert!(
+                segment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b)),
+                "{segment}"
+            );
+            assert!(seen.insert(segment.clone()), "{id} collides");
+            assert_eq!(decode_id(&segment).as_deref(), Some(id));
+        }
+    }
+
+    #[test]
+    fn long_ids_are_hashed_and_distinct() {
+        let long_a = "x".repeat(1024);
+        let long_b = format!("{}y", "x".repeat(1023));
+        let (a, b) = (id_segment(&long_a), id_segment(&long_b));
+        assert!(a.starts_with('h') && a.len() == 65);
+        assert_ne!(a, b);
+        assert_eq!(decode_id(&a), None);
+    }
+
+    #[test]
+    fn tenants_round_trip_with_and_without_deployment() {
+        let plain = Tenant::new("Org.1", "ws", None).unwrap();
+        let deployed = Tenant::new("Org.1", "ws", Some("d".into())).unwrap();
+        assert_ne!(tenant_segment(&plain), tenant_segment(&deployed));
+        assert_eq!(decode_tenant(&tenant_segment(&plain)), Some(plain));
+        assert_eq!(decode_tenant(&tenant_segment(&deployed)), Some(deployed));
+    }
+}

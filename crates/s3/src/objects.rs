@@ -1,0 +1,101 @@
+//! The few request shapes the store uses, with their outcomes typed.
+
+use bytes::Bytes;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, path::Path};
+use runstore_core::{Error, Result};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::request;
+
+/// The result of a conditional put.
+pub(crate) enum Put {
+    /// Written; the new version.
+    Done(UpdateVersion),
+    /// The condition failed: the object exists, or changed since it was read.
+    Lost,
+}
+
+/// Serializes `value` to JSON bytes.
+pub(crate) fn to_json(value: &impl Serialize, what: &Path) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|err| Error::invalid(format!("encode {what}: {err}")))
+}
+
+/// Parses JSON read from `path`.
+pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| Error::corrupt(path, err))
+}
+
+/// GETs `path`: its bytes and version, or `None` when absent.
+pub(crate) async fn get(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<(Bytes, UpdateVersion)>> {
+    let result = match store.get(path).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(err) => return Err(request(format!("get {path}"), err)),
+    };
+    let version = UpdateVersion {
+        e_tag: result.meta.e_tag.clone(),
+        version: result.meta.version.clone(),
+    };
+    let bytes = result
+        .bytes()
+        .await
+        .map_err(|err| request(format!("read {path}"), err))?;
+    Ok(Some((bytes, version)))
+}
+
+/// GETs and parses `path`, or `None` when absent.
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<(T, UpdateVersion)>> {
+    match get(store, path).await? {
+        Some((bytes, version)) => Ok(Some((from_json(&bytes, path)?, version))),
+        None => Ok(None),
+    }
+}
+
+/// PUTs `bytes` at `path`: create-if-absent when `version` is `None`,
+/// update-if-match otherwise.
+pub(crate) async fn put_conditional(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Bytes,
+    version: Option<UpdateVersion>,
+) -> Result<Put> {
+    let mode = match version {
+        Some(version) => PutMode::Update(version),
+        None => PutMode::Create,
+    };
+    match store
+        .put_opts(path, PutPayload::from(bytes), PutOptions::from(mode))
+        .await
+    {
+        Ok(result) => Ok(Put::Done(UpdateVersion::from(result))),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(Put::Lost),
+        Err(err) => Err(request(format!("conditional put {path}"), err)),
+    }
+}
+
+/// PUTs `bytes` at `path`, replacing what is there.
+pub(crate) async fn put(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
+    store
+        .put(path, PutPayload::from(bytes))
+        .await
+        .map(drop)
+        .map_err(|err| request(format!("put {path}"), err))
+}
+
+/// Deletes `path`; an absent object is fine.
+pub(crate) async fn delete(store: &dyn ObjectStore, path: &Path) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(err) => Err(request(format!("delete {path}"), err)),
+    }
+}

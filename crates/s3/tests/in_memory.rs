@@ -1,0 +1,23 @@
+//! The conformance suite on `InMemory`: the same protocol code as on S3,
+//! without a server. One `InMemory` holds every case, each under its own
+//! prefix, so opening a location again reopens the same store.
+
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use runstore_conformance::{Capabilities, Harness};
+use runstore_s3::S3Store;
+
+fn harness() -> Harness {
+    let bucket = Arc::new(InMemory::new());
+    Harness::new(
+        "s3-in-memory",
+        Capabilities::persistent(),
+        move |location| {
+            let bucket = bucket.clone();
+            async move { S3Store::new(bucket, location.name) }
+        },
+    )
+}
+
+runstore_conformance::suite!(harness());

