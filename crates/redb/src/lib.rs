@@ -1,1 +1,335 @@
-//! redb backend of runstore: embedded, pure Rust
+//! redb backend of runstore: the event log and snapshot store in one
+//! embedded, pure-Rust [redb](https://docs.rs/redb) file.
+//!
+//! [`RedbStore`] implements [`EventLog`](runstore_core::EventLog) and
+//! [`SnapshotStore`](runstore_core::SnapshotStore) as the storage contract
+//! describes (`CONTRACT §1-§20`). In brief:
+//!
+//! - One stream's events are one contiguous key range in seq order, so a
+//!   read (tail or window) is one range scan; every key is prefixed by a
+//!   length-prefixed encoding of tenant and run, so tenants never share keys
+//!   (see the `tables` module docs and `docs/backends/redb.md`).
+//! - redb is blocking, so it never runs on the async executor: reads run on
+//!   tokio's blocking pool in read transactions, which never wait for
+//!   writers; writes go to one writer thread that groups every request queued
+//!   behind a commit into the next write transaction (*group commit*), so
+//!   concurrent appenders share fsyncs.
+//! - Commits are durable by default (CONTRACT §16);
+//!   [`RedbOptions::with_durability`]`(`[`Durability::Relaxed`]`)` maps to
+//!   redb's non-durable commits.
+//! - The file is locked while open: a second process (or a second open in
+//!   this one) gets [`Error::Locked`](runstore_core::Error::Locked) naming the
+//!   file. The lock is released when the last clone of the handle is
+//!   dropped.
+//!
+//! # Example
+//!
+//! ```
+//! use runstore_core::{
+//!     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, SnapshotStoreExt, Tenant,
+//! };
+//! use runstore_redb::RedbStore;
+//! # let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let path = dir.path().join("runs.redb");
+//!
+//! let store = RedbStore::open(&path).await?;
+//! let tenant = Tenant::new("acme", "prod", None)?;
+//! let run = RunId::new("run-42")?;
+//! for (id, at) in [("started", 100), ("step-1", 200)] {
+//!     let event = EventRecord::new(&tenant, run.clone(), EventId::new(id)?, "demo", at);
+//!     store.append(&tenant, &event).await?;
+//! }
+//! // A duplicate id returns the original seq and writes nothing (CONTRACT §2).
+//! let again = EventRecord::new(&tenant, run.clone(), EventId::new("started")?, "demo", 300);
+//! let outcome = store.append(&tenant, &again).await?;
+//! assert_eq!((outcome.seq, outcome.inserted), (1, false));
+//! drop(store);
+//!
+//! // Reopening finds everything again.
+//! let store = RedbStore::open(&path).await?;
+//! let tail = store.read(&tenant, &run, ReadQuery::tail(1)).await?;
+//! assert_eq!(tail[0].event_id, "step-1");
+//! assert_eq!(store.next_seq(&tenant, &run).await?, 3);
+//! assert!(store.latest(&tenant, &run).await?.is_none());
+//! # Ok::<_, runstore_core::Error>(())
+//! # }).unwrap();
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+mod error;
+mod log;
+mod snapshots;
+mod tables;
+mod writer;
+
+use std::{fmt, path::Path, sync::Arc};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use runstore_core::{Error, Result};
+
+pub use runstore_core::Durability;
+
+use crate::{
+    error::{Failure, task_failed},
+    tables::{EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS},
+    writer::Writer,
+};
+
+/// How a [`RedbStore`] is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedbOptions {
+    /// Whether commits are synced (CONTRACT §16). [`Durability::Durable`]
+    /// by default; [`Durability::Relaxed`] uses redb's non-durable commits:
+    /// a write that returned `Ok` survives a clean close, but a killed
+    /// process or a power loss may lose the commits made since the last
+    /// durable one (one commit in 1,024 is made durable anyway, so redb can
+    /// reuse freed pages).
+    pub durability: Durability,
+    /// redb's page cache, in bytes. `None` keeps redb's default (1 GiB, a
+    /// ceiling, not an allocation).
+    pub cache_size: Option<usize>,
+    /// The most write requests one group commit takes. Default 1,024.
+    pub max_batch: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Durable,
+            cache_size: None,
+            max_batch: 1024,
+        }
+    }
+}
+
+impl RedbOptions {
+    /// Sets the durability mode.
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets redb's page cache size in bytes.
+    #[must_use]
+    pub fn with_cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = Some(bytes);
+        self
+    }
+
+    /// Sets the most write requests one group commit takes (at least 1).
+    #[must_use]
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+}
+
+/// A runstore backed by one redb file.
+///
+/// Cheap to clone (an [`Arc`] inside), `Send + Sync`, usable from many tasks
+/// at once; two stores on different files are independent (CONTRACT §20).
+/// The file stays open, and locked against other opens, until the last
+/// clone is dropped; dropping it waits for queued writes to finish.
+#[derive(Clone)]
+pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: Arc<Path>,
+    durability: Durability,
+    db: Arc<Database>,
+    // Declared last: dropped after `db`'s reference, it stops and joins the
+    // writer thread, which holds the last other reference, so the file is
+    // closed by the time the handle's drop returns.
+    writer: Writer,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) the store in the redb file at `path`, with
+    /// durable commits.
+    ///
+    /// # Errors
+    /// `Locked` when another handle, in this or another process, has the
+    /// file open; `Io` when the file or its directory cannot be created;
+    /// `Corrupt` when the file is not a redb file of this layout.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, RedbOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the store at `path` with `options`.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`].
+    pub async fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
+        let path: Arc<Path> = Arc::from(path.as_ref());
+        let open_path = Arc::clone(&path);
+        let open_options = options.clone();
+        let db = tokio::task::spawn_blocking(move || open_database(&open_path, &open_options))
+            .await
+            .map_err(task_failed)??;
+        let db = Arc::new(db);
+        let writer = Writer::start(
+            Arc::clone(&db),
+            path.to_path_buf(),
+            options.durability,
+            options.max_batch,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                durability: options.durability,
+                db,
+                writer,
+            }),
+        })
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The durability mode the store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Runs `work` in a read transaction on the blocking pool.
+    async fn read_txn<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, Failure> + Send + 'static,
+    {
+        let db = Arc::clone(&self.inner.db);
+        let path = Arc::clone(&self.inner.path);
+        tokio::task::spawn_blocking(move || {
+            let txn = db
+                .begin_read()
+                .map_err(|err| Failure::from(err).into_error(&path))?;
+            work(&txn).map_err(|failure| failure.into_error(&path))
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
+    fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+}
+
+/// Opens or creates the file, creates the tables and checks the layout
+/// version. A new file's directory is synced in durable mode (CONTRACT §16).
+fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
+    let parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(|err| {
+            Error::io(
+                format!("creating the directory of redb store {}", path.display()),
+                err,
+            )
+        })?;
+    }
+    let existed = path
+        .try_exists()
+        .map_err(|err| Error::io(format!("checking redb store {}", path.display()), err))?;
+    let mut builder = Database::builder();
+    if let Some(bytes) = options.cache_size {
+        builder.set_cache_size(bytes);
+    }
+    let db = builder
+        .create(path)
+        .map_err(|err| Failure::from(err).into_error(path))?;
+    init_tables(&db).map_err(|failure| failure.into_error(path))?;
+    if !existed
+        && options.durability == Durability::Durable
+        && let Some(parent) = parent
+    {
+        sync_dir(parent).map_err(|err| {
+            Error::io(
+                format!("syncing the directory of new redb store {}", path.display()),
+                err,
+            )
+        })?;
+    }
+    Ok(db)
+}
+
+fn init_tables(db: &Database) -> Result<(), Failure> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(EVENTS)?;
+        txn.open_table(IDS)?;
+        txn.open_table(HEADS)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(SNAPSHOT_ORDER)?;
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
+        match format {
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(Failure::Rejected(Error::corrupt(
+                    "redb meta table",
+                    format!("layout version {other} is not the supported version {FORMAT_VERSION}"),
+                )));
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    // Directories cannot be opened for syncing here; the file system
+    // journals directory entries itself.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
+
+    // CONTRACT §20: handles are Send + Sync and cheap to clone.
+    #[test]
+    fn store_is_send_sync_clone() {
+        assert_send_sync::<RedbStore>();
+    }
+
+    #[test]
+    fn options_setters() {
+        let options = RedbOptions::default()
+            .with_durability(Durability::Relaxed)
+            .with_cache_size(1 << 20)
+            .with_max_batch(0);
+        assert_eq!(options.durability, Durability::Relaxed);
+        assert_eq!(options.cache_size, Some(1 << 20));
+        assert_eq!(options.max_batch, 1);
+    }
+}

@@ -1,0 +1,129 @@
+//! redb's errors, mapped once into [`runstore_core::Error`] (CONTRACT §18).
+
+use std::{path::Path, sync::Arc};
+
+use runstore_core::Error;
+
+/// The backend name in [`Error::Backend`].
+pub(crate) const BACKEND: &str = "redb";
+
+/// Why an operation inside the store failed, before the store's path is
+/// attached.
+///
+/// Inside a group-commit transaction the two variants mean different things:
+/// a [`Failure::Rejected`] job wrote nothing, so the batch goes on without it;
+/// a [`Failure::Redb`] failure may have left the transaction half-written, so
+/// the whole batch is abandoned.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// redb failed.
+    Redb(redb::Error),
+    /// The request was refused (conflict, invalid input, corrupt record)
+    /// before anything was written.
+    Rejected(Error),
+}
+
+impl Failure {
+    /// The public error, naming the store's file.
+    pub(crate) fn into_error(self, path: &Path) -> Error {
+        match self {
+            Self::Redb(err) => map(path, Arc::new(err)),
+            Self::Rejected(err) => err,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Self::Rejected(err)
+    }
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl From<$ty> for Failure {
+                fn from(err: $ty) -> Self {
+                    Self::Redb(err.into())
+                }
+            }
+        )*
+    };
+}
+
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError,
+);
+
+/// Maps a redb error into the public error, naming the store's file.
+///
+/// Takes the error shared, so that every request of a failed group commit
+/// gets its own copy.
+pub(crate) fn map(path: &Path, err: Arc<redb::Error>) -> Error {
+    let file = path.display();
+    match &*err {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => Error::Locked {
+            resource: file.to_string(),
+        },
+        redb::Error::Io(io) => Error::io(
+            format!("accessing redb store {file}"),
+            std::io::Error::new(io.kind(), io.to_string()),
+        ),
+        redb::Error::Corrupted(reason) => Error::corrupt(format!("redb store {file}"), reason),
+        redb::Error::PreviousIo | redb::Error::TransactionPoisoned => Error::Poisoned {
+            store: file.to_string(),
+            reason: err.to_string(),
+        },
+        redb::Error::WouldBlock => Error::transient(BACKEND, err),
+        _ => Error::backend(BACKEND, err),
+    }
+}
+
+/// The error of a request whose shared transaction failed.
+pub(crate) fn batch_failed(path: &Path, err: &Arc<redb::Error>) -> Error {
+    map(path, Arc::clone(err))
+}
+
+/// The error of a request sent to a writer that is no longer running.
+pub(crate) fn writer_gone(path: &Path) -> Error {
+    Error::Poisoned {
+        store: path.display().to_string(),
+        reason: "the redb writer thread has stopped".to_owned(),
+    }
+}
+
+/// The error of a blocking task that panicked or was cancelled.
+pub(crate) fn task_failed(err: tokio::task::JoinError) -> Error {
+    Error::backend(BACKEND, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn already_open_is_locked_naming_the_file() {
+        let err = map(
+            Path::new("/data/runs.redb"),
+            Arc::new(redb::Error::DatabaseAlreadyOpen),
+        );
+        match err {
+            Error::Locked { resource } => assert_eq!(resource, "/data/runs.redb"),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn io_failures_keep_their_kind() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow disk");
+        let err = map(Path::new("x.redb"), Arc::new(redb::Error::Io(io)));
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("x.redb"), "{err}");
+    }
+}

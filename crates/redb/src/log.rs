@@ -1,0 +1,505 @@
+//! [`EventLog`] for [`RedbStore`].
+
+use async_trait::async_trait;
+use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
+use runstore_core::{
+    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
+    Tenant,
+    append::{check_run, plan_append, plan_import},
+    compaction::{CompactionPolicy, compacted_ids, merge_marker},
+};
+
+use crate::{
+    RedbStore,
+    error::Failure,
+    tables::{
+        self, COMPACTED, EVENTS, HEADS, IDS, LIVE, decode_event, decode_stream, encode_event,
+        event_header, event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key,
+        tenant_prefix,
+    },
+    writer::WriteTables,
+};
+
+/// The stream's last seq, 0 when it holds nothing.
+fn head(
+    heads: &impl ReadableTable<&'static [u8], u64>,
+    stream: &[u8],
+) -> Result<u64, StorageError> {
+    Ok(heads.get(stream)?.map_or(0, |guard| guard.value()))
+}
+
+/// The seq an id has in the stream, live or compacted.
+fn stored_seq(
+    ids: &impl ReadableTable<&'static [u8], (u64, u8)>,
+    stream: &[u8],
+    event_id: &EventId,
+) -> Result<Option<u64>, StorageError> {
+    let key = join(stream, event_id.as_str().as_bytes());
+    Ok(ids.get(key.as_slice())?.map(|guard| guard.value().0))
+}
+
+/// Looks ids up for the core planners, which take a closure returning the
+/// core `Result`: a redb failure is kept aside and reported as such.
+fn lookup<'a>(
+    ids: &'a impl ReadableTable<&'static [u8], (u64, u8)>,
+    stream: &'a [u8],
+    failed: &'a mut Option<StorageError>,
+) -> impl FnMut(&EventId) -> Result<Option<u64>> + 'a {
+    move |event_id| {
+        stored_seq(ids, stream, event_id).map_err(|err| {
+            let message = err.to_string();
+            *failed = Some(err);
+            Error::backend(crate::error::BACKEND, message)
+        })
+    }
+}
+
+/// The seq of the stream's newest snapshot: the compaction floor.
+fn newest_snapshot_seq(
+    order: &impl ReadableTable<&'static [u8], ()>,
+    stream: &[u8],
+) -> Result<Option<u64>, Failure> {
+    let end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
+    let last = order.range(stream..end.as_slice())?.next_back();
+    match last {
+        None => Ok(None),
+        Some(entry) => {
+            let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+            Ok(Some(split_order_key(stream, key.value())?.0))
+        }
+    }
+}
+
+/// Registers the ids `record` brings, keeping ids the stream already knows:
+/// its own as live, and a marker's remembered ids as compacted.
+fn register_ids(
+    tables: &mut WriteTables<'_>,
+    stream: &[u8],
+    record: &EventRecord,
+) -> Result<(), Failure> {
+    let mut put = |event_id: &EventId, seq: u64, kind: u8| -> Result<(), Failure> {
+        let key = join(stream, event_id.as_str().as_bytes());
+        if tables.ids.get(key.as_slice())?.is_none() {
+            tables.ids.insert(key.as_slice(), (seq, kind))?;
+        }
+        Ok(())
+    };
+    put(&record.event_id, record.seq, LIVE)?;
+    if record.is_compaction_marker() {
+        // Checked by the planner before anything was written.
+        if let Ok(remembered) = compacted_ids(record) {
+            for id in remembered {
+                put(&id.event_id, id.seq, COMPACTED)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn append(
+    tables: &mut WriteTables<'_>,
+    stream: &[u8],
+    tenant: &Tenant,
+    run_id: &RunId,
+    events: &[EventRecord],
+    expected_last_seq: Option<u64>,
+) -> Result<Vec<AppendOutcome>, Failure> {
+    let last = head(&tables.heads, stream)?;
+    let mut failed = None;
+    let plan = plan_append(
+        tenant,
+        run_id,
+        last,
+        events,
+        expected_last_seq,
+        lookup(&tables.ids, stream, &mut failed),
+    );
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    let plan = plan?;
+    let Some(new_last) = plan.new_records.last().map(|record| record.seq) else {
+        return Ok(plan.outcomes);
+    };
+    let encoded = plan
+        .new_records
+        .iter()
+        .map(encode_event)
+        .collect::<Result<Vec<_>>>()?;
+    // Nothing is written above this line, so a refusal leaves the batch
+    // intact.
+    for (record, bytes) in plan.new_records.iter().zip(&encoded) {
+        let key = event_key(stream, record.seq);
+        tables.events.insert(key.as_slice(), bytes.as_slice())?;
+        // The planner found the id absent; ids a marker-typed event names are
+        // only added where absent.
+        let key = join(stream, record.event_id.as_str().as_bytes());
+        tables.ids.insert(key.as_slice(), (record.seq, LIVE))?;
+        if record.is_compaction_marker() {
+            register_ids(tables, stream, record)?;
+        }
+    }
+    tables.heads.insert(stream, new_last)?;
+    Ok(plan.outcomes)
+}
+
+fn import(
+    tables: &mut WriteTables<'_>,
+    stream: &[u8],
+    tenant: &Tenant,
+    run_id: &RunId,
+    records: &[EventRecord],
+) -> Result<usize, Failure> {
+    let last = head(&tables.heads, stream)?;
+    let mut failed = None;
+    let missing = plan_import(
+        tenant,
+        run_id,
+        last,
+        records,
+        lookup(&tables.ids, stream, &mut failed),
+    );
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    let missing = missing?;
+    let Some(new_last) = missing.last().map(|record| record.seq) else {
+        return Ok(0);
+    };
+    let encoded = missing
+        .iter()
+        .map(encode_event)
+        .collect::<Result<Vec<_>>>()?;
+    for (record, bytes) in missing.iter().zip(&encoded) {
+        let key = event_key(stream, record.seq);
+        tables.events.insert(key.as_slice(), bytes.as_slice())?;
+        // First occurrence wins, as a scan in seq order would find it.
+        register_ids(tables, stream, record)?;
+    }
+    tables.heads.insert(stream, new_last)?;
+    Ok(missing.len())
+}
+
+/// One stream's compaction, computed before anything is written.
+struct Change {
+    stream: Vec<u8>,
+    pruned: Vec<(EventId, u64)>,
+    old_marker: Option<(EventId, u64)>,
+    marker: EventRecord,
+    marker_bytes: Vec<u8>,
+}
+
+fn load_event(
+    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    stream: &[u8],
+    seq: u64,
+) -> Result<EventRecord, Failure> {
+    let key = event_key(stream, seq);
+    let guard = events.get(key.as_slice())?.ok_or_else(|| {
+        Error::corrupt(
+            format!(
+                "events table, {}, seq {seq}",
+                tables::describe_stream(stream)
+            ),
+            "the record vanished during compaction",
+        )
+    })?;
+    decode_event(stream, seq, guard.value())
+}
+
+fn compact_stream(
+    tables: &WriteTables<'_>,
+    stream: Vec<u8>,
+    policy: &CompactionPolicy,
+) -> Result<Option<Change>, Failure> {
+    let floor = newest_snapshot_seq(&tables.order, &stream)?;
+    let mut marker_seq = None;
+    let mut pruned_seqs = Vec::new();
+    let first = event_key(&stream, 0);
+    let last = event_key(&stream, u64::MAX);
+    for entry in tables.events.range(first.as_slice()..=last.as_slice())? {
+        let (key, value) = entry?;
+        let seq = seq_of_event_key(&stream, key.value())?;
+        let (is_marker, occurred_at_ms) = event_header(value.value()).ok_or_else(|| {
+            Error::corrupt(
+                format!(
+                    "events table, {}, seq {seq}",
+                    tables::describe_stream(&stream)
+                ),
+                "value shorter than its header",
+            )
+        })?;
+        if is_marker && marker_seq.is_none() {
+            marker_seq = Some(seq);
+        }
+        if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
+            pruned_seqs.push(seq);
+        }
+    }
+    if pruned_seqs.is_empty() {
+        return Ok(None);
+    }
+    let (key, _) = decode_stream(&stream)?;
+    let pruned = pruned_seqs
+        .iter()
+        .map(|seq| load_event(&tables.events, &stream, *seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let old_marker = marker_seq
+        .map(|seq| load_event(&tables.events, &stream, seq))
+        .transpose()?;
+    let marker = merge_marker(
+        &key.tenant,
+        &key.run_id,
+        old_marker.as_ref(),
+        &pruned,
+        policy.now_ms(),
+    )?;
+    let marker_bytes = encode_event(&marker)?;
+    Ok(Some(Change {
+        pruned: pruned
+            .into_iter()
+            .map(|record| (record.event_id, record.seq))
+            .collect(),
+        old_marker: old_marker.map(|record| (record.event_id, record.seq)),
+        stream,
+        marker,
+        marker_bytes,
+    }))
+}
+
+fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<usize, Failure> {
+    let streams = tables
+        .heads
+        .iter()?
+        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every stream's change is computed before the first write, so a
+    // malformed marker anywhere refuses the whole pass and writes nothing.
+    let mut changes = Vec::new();
+    for stream in streams {
+        if let Some(change) = compact_stream(tables, stream, policy)? {
+            changes.push(change);
+        }
+    }
+    let mut pruned = 0;
+    for change in changes {
+        let stream = change.stream.as_slice();
+        for (event_id, seq) in &change.pruned {
+            tables.events.remove(event_key(stream, *seq).as_slice())?;
+            let key = join(stream, event_id.as_str().as_bytes());
+            tables.ids.insert(key.as_slice(), (*seq, COMPACTED))?;
+        }
+        if let Some((event_id, seq)) = &change.old_marker {
+            tables.events.remove(event_key(stream, *seq).as_slice())?;
+            let key = join(stream, event_id.as_str().as_bytes());
+            let points_here = tables
+                .ids
+                .get(key.as_slice())?
+                .is_some_and(|guard| guard.value() == (*seq, LIVE));
+            if points_here {
+                tables.ids.remove(key.as_slice())?;
+            }
+        }
+        let key = event_key(stream, change.marker.seq);
+        tables
+            .events
+            .insert(key.as_slice(), change.marker_bytes.as_slice())?;
+        let key = join(stream, change.marker.event_id.as_str().as_bytes());
+        tables
+            .ids
+            .insert(key.as_slice(), (change.marker.seq, LIVE))?;
+        pruned += change.pruned.len();
+    }
+    Ok(pruned)
+}
+
+fn decode_entry(stream: &[u8], key: &[u8], value: &[u8]) -> Result<EventRecord, Failure> {
+    decode_event(stream, seq_of_event_key(stream, key)?, value)
+}
+
+/// The inclusive seq bounds of a read window, or `None` when it is empty.
+fn seq_bounds(query: &ReadQuery) -> Option<(u64, u64)> {
+    let low = match query.after_seq {
+        Some(after) => after.checked_add(1)?,
+        None => 0,
+    };
+    let high = match query.before_seq {
+        Some(before) => before.checked_sub(1)?,
+        None => u64::MAX,
+    };
+    (low <= high).then_some((low, high))
+}
+
+fn streams_of(
+    heads: &impl ReadableTable<&'static [u8], u64>,
+    prefix: &[u8],
+) -> Result<Vec<StreamKey>, Failure> {
+    let mut streams = Vec::new();
+    let end = prefix_end(prefix);
+    let range = match &end {
+        Some(end) => heads.range(prefix..end.as_slice())?,
+        None => heads.range(prefix..)?,
+    };
+    for entry in range {
+        let (key, _) = entry?;
+        streams.push(decode_stream(key.value())?.0);
+    }
+    streams.sort();
+    Ok(streams)
+}
+
+#[async_trait]
+impl EventLog for RedbStore {
+    async fn append_batch(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        check_run(run_id, events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = stream_key(tenant, run_id);
+        let (tenant, run_id, events) = (tenant.clone(), run_id.clone(), events.to_vec());
+        self.writer()
+            .submit(move |tables| {
+                append(
+                    tables,
+                    &stream,
+                    &tenant,
+                    &run_id,
+                    &events,
+                    expected_last_seq,
+                )
+            })
+            .await
+    }
+
+    async fn read(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        query: ReadQuery,
+    ) -> Result<Vec<EventRecord>> {
+        let Some((low, high)) = seq_bounds(&query) else {
+            return Ok(Vec::new());
+        };
+        let stream = stream_key(tenant, run_id);
+        self.read_txn(move |txn| {
+            let table = txn.open_table(EVENTS)?;
+            let (first, last) = (event_key(&stream, low), event_key(&stream, high));
+            let range = table.range(first.as_slice()..=last.as_slice())?;
+            let limit = query.effective_limit().unwrap_or(usize::MAX);
+            let mut records = Vec::with_capacity(limit.min(1024));
+            if query.tail {
+                for entry in range.rev().take(limit) {
+                    let (key, value) = entry?;
+                    records.push(decode_entry(&stream, key.value(), value.value())?);
+                }
+                records.reverse();
+            } else {
+                for entry in range.take(limit) {
+                    let (key, value) = entry?;
+                    records.push(decode_entry(&stream, key.value(), value.value())?);
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+        let stream = stream_key(tenant, run_id);
+        self.read_txn(move |txn| {
+            let heads = txn.open_table(HEADS)?;
+            Ok(head(&heads, &stream)? + 1)
+        })
+        .await
+    }
+
+    async fn seq_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        event_id: &EventId,
+    ) -> Result<Option<u64>> {
+        let stream = stream_key(tenant, run_id);
+        let event_id = event_id.clone();
+        self.read_txn(move |txn| {
+            let ids = txn.open_table(IDS)?;
+            Ok(stored_seq(&ids, &stream, &event_id)?)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+        let prefix = tenant_prefix(tenant);
+        let tenant = tenant.clone();
+        self.read_txn(move |txn| {
+            let heads = txn.open_table(HEADS)?;
+            let streams = streams_of(&heads, &prefix)?;
+            Ok(streams
+                .into_iter()
+                .filter(|stream| stream.tenant == tenant)
+                .map(|stream| stream.run_id)
+                .collect())
+        })
+        .await
+    }
+
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
+            return Ok(0);
+        };
+        self.writer()
+            .submit(move |tables| compact(tables, &policy))
+            .await
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamKey>> {
+        self.read_txn(move |txn| {
+            let heads = txn.open_table(HEADS)?;
+            if heads.is_empty()? {
+                return Ok(Vec::new());
+            }
+            streams_of(&heads, &[])
+        })
+        .await
+    }
+
+    async fn import_stream(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        records: &[EventRecord],
+    ) -> Result<usize> {
+        check_run(run_id, records)?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let stream = stream_key(tenant, run_id);
+        let (tenant, run_id, records) = (tenant.clone(), run_id.clone(), records.to_vec());
+        self.writer()
+            .submit(move |tables| import(tables, &stream, &tenant, &run_id, &records))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_bounds_follow_the_window() {
+        assert_eq!(seq_bounds(&ReadQuery::all()), Some((0, u64::MAX)));
+        assert_eq!(
+            seq_bounds(&ReadQuery::all().after(3).before(5)),
+            Some((4, 4))
+        );
+        assert_eq!(seq_bounds(&ReadQuery::all().after(4).before(5)), None);
+        assert_eq!(seq_bounds(&ReadQuery::all().before(0)), None);
+        assert_eq!(seq_bounds(&ReadQuery::all().after(u64::MAX)), None);
+    }
+}

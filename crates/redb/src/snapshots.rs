@@ -1,0 +1,221 @@
+//! [`SnapshotStore`] for [`RedbStore`].
+
+use async_trait::async_trait;
+use redb::ReadableTable;
+use runstore_core::{
+    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    keep_newest, prune_selection,
+};
+
+use crate::{
+    RedbStore,
+    error::Failure,
+    tables::{
+        SNAPSHOT_ORDER, SNAPSHOTS, decode_snapshot, decode_stream, encode_snapshot, join,
+        order_key, prefix_end, snapshot_header, split_order_key, stream_key,
+    },
+    writer::WriteTables,
+};
+
+/// Loads the snapshot `snapshot_id` (raw bytes) of `stream`.
+fn load(
+    snapshots: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    stream: &[u8],
+    snapshot_id: &[u8],
+) -> Result<Option<SnapshotRecord>, Failure> {
+    let key = join(stream, snapshot_id);
+    match snapshots.get(key.as_slice())? {
+        None => Ok(None),
+        Some(guard) => decode_snapshot(&key, guard.value()).map(Some),
+    }
+}
+
+/// The `snapshot_order` keys of `stream`, oldest first.
+fn order_keys(
+    order: &impl ReadableTable<&'static [u8], ()>,
+    stream: &[u8],
+    limit: Option<usize>,
+) -> Result<Vec<Vec<u8>>, Failure> {
+    let end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
+    let range = order.range(stream..end.as_slice())?;
+    let mut keys = Vec::new();
+    match limit {
+        Some(limit) => {
+            for entry in range.rev().take(limit) {
+                keys.push(entry?.0.value().to_vec());
+            }
+            keys.reverse();
+        }
+        None => {
+            for entry in range {
+                keys.push(entry?.0.value().to_vec());
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The stream's snapshots in snapshot order, the newest `limit` if set.
+fn list(
+    snapshots: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    order: &impl ReadableTable<&'static [u8], ()>,
+    stream: &[u8],
+    limit: Option<usize>,
+) -> Result<Vec<SnapshotRecord>, Failure> {
+    let mut records = Vec::new();
+    for key in order_keys(order, stream, limit)? {
+        let (_, snapshot_id) = split_order_key(stream, &key)?;
+        let record = load(snapshots, stream, snapshot_id)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("snapshot_order key {key:02x?}"),
+                "indexes a snapshot that is not stored",
+            )
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn put(
+    tables: &mut WriteTables<'_>,
+    stream: &[u8],
+    snapshot_id: &SnapshotId,
+    seq: u64,
+    created_at_ms: u64,
+    bytes: &[u8],
+) -> Result<(), Failure> {
+    let key = join(stream, snapshot_id.as_str().as_bytes());
+    let old = match tables.snapshots.get(key.as_slice())? {
+        None => None,
+        Some(guard) => Some(snapshot_header(guard.value()).ok_or_else(|| {
+            Error::corrupt(
+                format!("snapshots key {key:02x?}"),
+                "value shorter than its header",
+            )
+        })?),
+    };
+    // Nothing is written above this line.
+    if let Some((old_seq, old_created)) = old {
+        let old_key = order_key(stream, old_seq, old_created, snapshot_id.as_str());
+        tables.order.remove(old_key.as_slice())?;
+    }
+    tables.snapshots.insert(key.as_slice(), bytes)?;
+    let new_key = order_key(stream, seq, created_at_ms, snapshot_id.as_str());
+    tables.order.insert(new_key.as_slice(), ())?;
+    Ok(())
+}
+
+/// The distinct streams of the `snapshot_order` table, ascending.
+fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKey>, Failure> {
+    let mut streams = Vec::new();
+    let mut from: Vec<u8> = Vec::new();
+    loop {
+        let Some(entry) = order.range(from.as_slice()..)?.next() else {
+            break;
+        };
+        let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+        let (stream, len) = decode_stream(key.value())?;
+        streams.push(stream);
+        // Skip the rest of this stream's keys.
+        match prefix_end(&key.value()[..len]) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    streams.sort();
+    Ok(streams)
+}
+
+fn prune(
+    tables: &mut WriteTables<'_>,
+    retention_ms: u64,
+    keep_last_per_run: usize,
+    now_ms: u64,
+) -> Result<usize, Failure> {
+    let mut doomed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for stream in streams(&tables.order)? {
+        let stream = stream_key(&stream.tenant, &stream.run_id);
+        let keys = order_keys(&tables.order, &stream, None)?;
+        let ordered = list(&tables.snapshots, &tables.order, &stream, None)?;
+        for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
+            let snapshot_key = join(&stream, ordered[index].snapshot_id.as_str().as_bytes());
+            doomed.push((snapshot_key, keys[index].clone()));
+        }
+    }
+    // Nothing is written above this line.
+    for (snapshot_key, order_key) in &doomed {
+        tables.snapshots.remove(snapshot_key.as_slice())?;
+        tables.order.remove(order_key.as_slice())?;
+    }
+    Ok(doomed.len())
+}
+
+#[async_trait]
+impl SnapshotStore for RedbStore {
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let mut snapshot = snapshot.clone();
+        tenant.stamp(&mut snapshot.scope.tenant_context);
+        let bytes = encode_snapshot(&snapshot)?;
+        let stream = stream_key(tenant, &snapshot.run_id);
+        let (snapshot_id, seq, created_at_ms) =
+            (snapshot.snapshot_id, snapshot.seq, snapshot.created_at_ms);
+        self.writer()
+            .submit(move |tables| put(tables, &stream, &snapshot_id, seq, created_at_ms, &bytes))
+            .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let stream = stream_key(tenant, run_id);
+        let snapshot_id = snapshot_id.clone();
+        self.read_txn(move |txn| {
+            let snapshots = txn.open_table(SNAPSHOTS)?;
+            load(&snapshots, &stream, snapshot_id.as_str().as_bytes())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let stream = stream_key(tenant, run_id);
+        let limit = limit.filter(|limit| *limit > 0);
+        let listed = self
+            .read_txn(move |txn| {
+                let snapshots = txn.open_table(SNAPSHOTS)?;
+                let order = txn.open_table(SNAPSHOT_ORDER)?;
+                list(&snapshots, &order, &stream, limit)
+            })
+            .await?;
+        Ok(keep_newest(listed, limit))
+    }
+
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        if retention_ms == 0 {
+            return Ok(0);
+        }
+        self.writer()
+            .submit(move |tables| prune(tables, retention_ms, keep_last_per_run, now_ms))
+            .await
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        self.read_txn(|txn| {
+            let order = txn.open_table(SNAPSHOT_ORDER)?;
+            streams(&order)
+        })
+        .await
+    }
+}

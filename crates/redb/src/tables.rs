@@ -1,0 +1,365 @@
+//! The tables, the key encoding and the value layouts.
+//!
+//! Every key starts with a *stream key*: the tenant's org, workspace and
+//! deployment and the run id, each id as a 2-byte big-endian length followed
+//! by its UTF-8 bytes, the deployment preceded by a presence byte (0 absent,
+//! 1 present). The encoding is self-delimiting, so no stream key is a prefix
+//! of another and no id, whatever bytes it holds, can make one tenant's key
+//! equal another's (CONTRACT §12, §2). What follows the stream key:
+//!
+//! | table            | key                                                    | value                                      |
+//! |------------------|--------------------------------------------------------|--------------------------------------------|
+//! | `events`         | stream, seq (u64 BE)                                   | flags (1 byte), `occurred_at_ms` (u64 BE), record JSON |
+//! | `ids`            | stream, event id bytes                                 | (seq, kind): 0 live, 1 compacted           |
+//! | `heads`          | stream                                                 | last seq                                   |
+//! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
+//! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
+//! | `meta`           | `"format"`                                             | format version                             |
+//!
+//! Big-endian seqs make one stream's events one contiguous key range in seq
+//! order, and `snapshot_order` sorts exactly as
+//! [`snapshot_order`](runstore_core::snapshot_order) does, so a stream's
+//! newest snapshot is the last key of its range.
+
+use redb::TableDefinition;
+use runstore_core::{EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant};
+
+use crate::error::Failure;
+
+/// Events: stream key + seq -> [`encode_event`] bytes.
+pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// Every id a stream knows, live or compacted: stream key + event id ->
+/// (seq, [`LIVE`] or [`COMPACTED`]).
+pub(crate) const IDS: TableDefinition<&[u8], (u64, u8)> = TableDefinition::new("ids");
+/// Stream key -> the stream's last seq; present exactly for streams that
+/// hold at least one record.
+pub(crate) const HEADS: TableDefinition<&[u8], u64> = TableDefinition::new("heads");
+/// Snapshots: stream key + snapshot id -> [`encode_snapshot`] bytes.
+pub(crate) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+/// Stream key + seq + `created_at_ms` + snapshot id -> (): the snapshots of
+/// each stream in snapshot order.
+pub(crate) const SNAPSHOT_ORDER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("snapshot_order");
+/// Store metadata: `"format"` -> [`FORMAT_VERSION`].
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout version this code reads and writes.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The `meta` key holding the layout version.
+pub(crate) const FORMAT_KEY: &str = "format";
+
+/// `ids` kind of an id whose event is stored.
+pub(crate) const LIVE: u8 = 0;
+/// `ids` kind of an id a compaction marker remembers.
+pub(crate) const COMPACTED: u8 = 1;
+
+/// `events` flag: the record is a compaction marker.
+const FLAG_MARKER: u8 = 1;
+/// Bytes before the JSON of an `events` value.
+const EVENT_HEADER: usize = 9;
+/// Bytes before the JSON of a `snapshots` value.
+const SNAPSHOT_HEADER: usize = 16;
+
+fn put_id(key: &mut Vec<u8>, id: &str) {
+    let len = u16::try_from(id.len()).expect("ids are at most 1024 bytes (CONTRACT, Ids)");
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+}
+
+/// The key prefix of every stream of `tenant`.
+pub(crate) fn tenant_prefix(tenant: &Tenant) -> Vec<u8> {
+    let mut key = Vec::with_capacity(64);
+    put_id(&mut key, tenant.org_id());
+    put_id(&mut key, tenant.workspace_id());
+    match tenant.deployment_id() {
+        None => key.push(0),
+        Some(deployment) => {
+            key.push(1);
+            put_id(&mut key, deployment);
+        }
+    }
+    key
+}
+
+/// The stream key of `tenant`'s `run_id`.
+pub(crate) fn stream_key(tenant: &Tenant, run_id: &RunId) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    put_id(&mut key, run_id.as_str());
+    key
+}
+
+/// `prefix` followed by `suffix`.
+pub(crate) fn join(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + suffix.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// The `events` key of `seq` in `stream`.
+pub(crate) fn event_key(stream: &[u8], seq: u64) -> Vec<u8> {
+    join(stream, &seq.to_be_bytes())
+}
+
+/// The seq an `events` key of `stream` ends with.
+pub(crate) fn seq_of_event_key(stream: &[u8], key: &[u8]) -> Result<u64, Failure> {
+    read_u64(key, stream.len())
+        .ok_or_else(|| corrupt_key("events", key, "key is not stream + 8-byte seq"))
+}
+
+/// The `snapshot_order` key of a snapshot.
+pub(crate) fn order_key(stream: &[u8], seq: u64, created_at_ms: u64, snapshot_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 16 + snapshot_id.len());
+    key.extend_from_slice(stream);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&created_at_ms.to_be_bytes());
+    key.extend_from_slice(snapshot_id.as_bytes());
+    key
+}
+
+/// The parts of a `snapshot_order` key of `stream`: seq and snapshot id
+/// bytes.
+pub(crate) fn split_order_key<'k>(
+    stream: &[u8],
+    key: &'k [u8],
+) -> Result<(u64, &'k [u8]), Failure> {
+    let seq = read_u64(key, stream.len());
+    match (seq, key.get(stream.len() + 16..)) {
+        (Some(seq), Some(id)) if !id.is_empty() => Ok((seq, id)),
+        _ => Err(corrupt_key(
+            "snapshot_order",
+            key,
+            "key is not stream + seq + created_at + id",
+        )),
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_be_bytes(raw))
+}
+
+fn corrupt_key(table: &str, key: &[u8], reason: &str) -> Failure {
+    Failure::Rejected(runstore_core::Error::corrupt(
+        format!("{table} key {key:02x?}"),
+        reason,
+    ))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn id(&mut self) -> Option<&'a str> {
+        let len = u16::from_be_bytes([self.byte()?, self.byte()?]);
+        let end = self.at + usize::from(len);
+        let id = std::str::from_utf8(self.bytes.get(self.at..end)?).ok()?;
+        self.at = end;
+        Some(id)
+    }
+}
+
+/// Decodes the stream key `key` starts with; returns it and its length.
+pub(crate) fn decode_stream(key: &[u8]) -> Result<(StreamKey, usize), Failure> {
+    let bad = |reason: String| {
+        Failure::Rejected(runstore_core::Error::corrupt(
+            format!("stream key {key:02x?}"),
+            reason,
+        ))
+    };
+    let mut reader = Reader { bytes: key, at: 0 };
+    let parts = (|| {
+        let org = reader.id()?;
+        let workspace = reader.id()?;
+        let deployment = match reader.byte()? {
+            0 => None,
+            1 => Some(reader.id()?.to_owned()),
+            _ => return None,
+        };
+        let run = reader.id()?;
+        Some((org, workspace, deployment, run))
+    })();
+    let Some((org, workspace, deployment, run)) = parts else {
+        return Err(bad("truncated or malformed".to_owned()));
+    };
+    let tenant = Tenant::new(org, workspace, deployment).map_err(|err| bad(err.to_string()))?;
+    let run_id = RunId::new(run).map_err(|err| bad(err.to_string()))?;
+    Ok((StreamKey::new(tenant, run_id), reader.at))
+}
+
+/// An `events` value: flags, `occurred_at_ms`, JSON.
+pub(crate) fn encode_event(record: &EventRecord) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(if record.is_compaction_marker() {
+        FLAG_MARKER
+    } else {
+        0
+    });
+    bytes.extend_from_slice(&record.occurred_at_ms.to_be_bytes());
+    serde_json::to_writer(&mut bytes, record).map_err(|err| {
+        runstore_core::Error::invalid(format!(
+            "event {:?} cannot be encoded: {err}",
+            record.event_id.as_str()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// The header of an `events` value: whether it is a marker, and its
+/// `occurred_at_ms`.
+pub(crate) fn event_header(value: &[u8]) -> Option<(bool, u64)> {
+    let flags = *value.first()?;
+    Some((flags & FLAG_MARKER != 0, read_u64(value, 1)?))
+}
+
+/// Parses an `events` value; `seq` and `stream` name it in errors.
+pub(crate) fn decode_event(stream: &[u8], seq: u64, value: &[u8]) -> Result<EventRecord, Failure> {
+    let parsed = value
+        .get(EVENT_HEADER..)
+        .ok_or_else(|| "value shorter than its header".to_owned())
+        .and_then(|json| {
+            serde_json::from_slice::<EventRecord>(json).map_err(|err| err.to_string())
+        });
+    parsed.map_err(|reason| {
+        Failure::Rejected(runstore_core::Error::corrupt(
+            format!("events table, {}, seq {seq}", describe_stream(stream)),
+            reason,
+        ))
+    })
+}
+
+/// A `snapshots` value: seq, `created_at_ms`, JSON.
+pub(crate) fn encode_snapshot(record: &SnapshotRecord) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    bytes.extend_from_slice(&record.seq.to_be_bytes());
+    bytes.extend_from_slice(&record.created_at_ms.to_be_bytes());
+    serde_json::to_writer(&mut bytes, record).map_err(|err| {
+        runstore_core::Error::invalid(format!(
+            "snapshot {:?} cannot be encoded: {err}",
+            record.snapshot_id.as_str()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// The header of a `snapshots` value: seq and `created_at_ms`.
+pub(crate) fn snapshot_header(value: &[u8]) -> Option<(u64, u64)> {
+    Some((read_u64(value, 0)?, read_u64(value, 8)?))
+}
+
+/// Parses a `snapshots` value stored under `key`.
+pub(crate) fn decode_snapshot(key: &[u8], value: &[u8]) -> Result<SnapshotRecord, Failure> {
+    let parsed = value
+        .get(SNAPSHOT_HEADER..)
+        .ok_or_else(|| "value shorter than its header".to_owned())
+        .and_then(|json| {
+            serde_json::from_slice::<SnapshotRecord>(json).map_err(|err| err.to_string())
+        });
+    parsed.map_err(|reason| {
+        Failure::Rejected(runstore_core::Error::corrupt(
+            format!("snapshots table, {}", describe_stream(key)),
+            reason,
+        ))
+    })
+}
+
+/// The stream a key starts with, for error messages.
+pub(crate) fn describe_stream(key: &[u8]) -> String {
+    match decode_stream(key) {
+        Ok((stream, _)) => format!("stream {stream}"),
+        Err(_) => format!("key {key:02x?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runstore_core::EventId;
+
+    fn tenant(org: &str, workspace: &str, deployment: Option<&str>) -> Tenant {
+        Tenant::new(org, workspace, deployment.map(str::to_owned)).unwrap()
+    }
+
+    #[test]
+    fn stream_keys_round_trip_and_are_prefix_free() {
+        let cases = [
+            (tenant("a", "b", None), "r"),
+            (tenant("a", "b", Some("c")), "r"),
+            (tenant("a\u{1}", "b", None), "r"),
+            (tenant("🦀", "../x", Some("y z")), "CON"),
+        ];
+        let keys: Vec<Vec<u8>> = cases
+            .iter()
+            .map(|(t, r)| stream_key(t, &RunId::new(*r).unwrap()))
+            .collect();
+        for (i, a) in keys.iter().enumerate() {
+            let (decoded, len) = decode_stream(&join(a, b"tail")).unwrap();
+            assert_eq!(len, a.len());
+            assert_eq!(stream_key(&decoded.tenant, &decoded.run_id), *a);
+            for (j, b) in keys.iter().enumerate() {
+                if i != j {
+                    assert!(!b.starts_with(a), "{a:?} is a prefix of {b:?}");
+                }
+            }
+        }
+    }
+
+    // CONTRACT §12: an id holding another tenant's encoded parts must not
+    // reproduce that tenant's key.
+    #[test]
+    fn ids_cannot_forge_another_tenants_key() {
+        let a = stream_key(&tenant("ab", "c", None), &RunId::new("d").unwrap());
+        let b = stream_key(&tenant("a", "bc", None), &RunId::new("d").unwrap());
+        assert_ne!(a, b);
+        let id_a = join(&a, EventId::new("x").unwrap().as_str().as_bytes());
+        assert!(!id_a.starts_with(&b));
+    }
+
+    #[test]
+    fn snapshot_order_keys_sort_like_snapshot_order() {
+        let stream = stream_key(&Tenant::local(), &RunId::new("r").unwrap());
+        let mut keys = [
+            order_key(&stream, 2, 5, "a"),
+            order_key(&stream, 1, 9, "z"),
+            order_key(&stream, 2, 5, "B"),
+            order_key(&stream, 2, 4, "zz"),
+            order_key(&stream, 256, 0, "a"),
+        ];
+        keys.sort();
+        let parts: Vec<(u64, &[u8])> = keys
+            .iter()
+            .map(|key| split_order_key(&stream, key).unwrap())
+            .collect();
+        let expected: [(u64, &[u8]); 5] =
+            [(1, b"z"), (2, b"zz"), (2, b"B"), (2, b"a"), (256, b"a")];
+        assert_eq!(parts, expected);
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+    }
+}
