@@ -1,1 +1,167 @@
-fn main() {}
+//! `runstore`: operate any runstore store from the shell.
+//!
+//! Results go to stdout as one JSON object per line (`--format table` for
+//! people); errors go to stderr as one `error: ...` line with a non-zero
+//! exit status. See `docs/cli.md`.
+
+mod cli;
+mod commands;
+mod input;
+mod output;
+
+use std::{io, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser as _, error::ErrorKind};
+use runstore::{OpenError, Store, Tenant};
+
+use crate::{
+    cli::{Cli, Command, Format},
+    output::Output,
+};
+
+/// What every command gets: the global options, parsed.
+pub struct Ctx {
+    /// `--store`.
+    pub store_url: String,
+    /// `--tenant`.
+    pub tenant: Tenant,
+    /// `--format`.
+    pub format: Format,
+}
+
+impl Ctx {
+    /// Opens `--store`.
+    pub async fn open_store(&self) -> Result<Store> {
+        open_store(&self.store_url).await
+    }
+
+    /// A fresh stdout writer in the chosen format.
+    pub fn output(&self) -> Output {
+        Output::new(self.format)
+    }
+}
+
+/// Opens a store URL, naming it in backend errors.
+pub async fn open_store(url: &str) -> Result<Store> {
+    match runstore::open(url).await {
+        Ok(store) => Ok(store),
+        Err(OpenError::Store(err)) => Err(err).with_context(|| format!("opening store {url}")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        let location = info
+            .location()
+            .map(|at| format!(" at {}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {}{location}", one_line(&message));
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(&err),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!(
+                "error: starting the async runtime: {}",
+                one_line(&err.to_string())
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let tenant = Tenant::parse(&cli.tenant).context("--tenant")?;
+    let ctx = Ctx {
+        store_url: cli.store,
+        tenant,
+        format: cli.format,
+    };
+    match cli.command {
+        Command::Append(args) => commands::events::append(&ctx, args).await,
+        Command::Read(args) => commands::events::read(&ctx, args).await,
+        Command::NextSeq(args) => commands::events::next_seq(&ctx, args).await,
+        Command::SeqOf(args) => commands::events::seq_of(&ctx, args).await,
+        Command::Runs => commands::events::runs(&ctx).await,
+        Command::Compact(args) => commands::events::compact(&ctx, args).await,
+        Command::Snapshot(command) => commands::snapshot::run(&ctx, command).await,
+        Command::Migrate(args) => commands::migrate::run(&ctx, args).await,
+        Command::ImportReference(args) => commands::reference::run(&ctx, args).await,
+        Command::Verify => commands::verify::run(&ctx).await,
+        Command::Bench(args) => commands::bench::run(&ctx, args).await,
+    }
+}
+
+/// Help and version go to stdout as clap prints them; a usage error becomes
+/// one `error: ...` line.
+fn clap_error(err: &clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Printing help can only fail on a closed stdout, which is fine.
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let text = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprintln!(
+                "error: {}",
+                if text.is_empty() {
+                    "invalid arguments"
+                } else {
+                    text
+                }
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `text` on one line: line breaks become `; `.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|err| err.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

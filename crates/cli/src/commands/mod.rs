@@ -1,0 +1,8 @@
+//! One module per command group.
+
+pub mod bench;
+pub mod events;
+pub mod migrate;
+pub mod reference;
+pub mod snapshot;
+pub mod verify;
