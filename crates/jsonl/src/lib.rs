@@ -176,12 +176,12 @@ impl JsonlStore {
     /// As [`JsonlStore::open`].
     pub async fn open_with(dir: impl AsRef<Path>, options: JsonlOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, &options))
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, &options, IdHasher::new()))
             .await
             .map_err(join_error)?
     }
 
-    fn open_blocking(dir: PathBuf, options: &JsonlOptions) -> Result<Self> {
+    fn open_blocking(dir: PathBuf, options: &JsonlOptions, hasher: IdHasher) -> Result<Self> {
         let durability = options.durability;
         layout::create_dirs(&dir, durability).map_err(|err| io_at("create", &dir, err))?;
         let lock = DirLock::acquire(&dir)?;
@@ -224,7 +224,7 @@ impl JsonlStore {
             layout::sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
         }
         let log = LogFile { file, path };
-        let scanned = recovery::scan(&log, IdHasher::new(), durability)?;
+        let scanned = recovery::scan(&log, hasher, durability)?;
         let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability)?;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -437,5 +437,76 @@ impl SnapshotStore for JsonlStore {
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
         Ok(self.inner.shared.snapshots.streams())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runstore_core::{EventLogExt, compaction::COMPACTION_EVENT_TYPE};
+
+    use super::*;
+
+    fn event(tenant: &Tenant, id: &str, at: u64) -> EventRecord {
+        EventRecord::new(
+            tenant,
+            RunId::new("run").unwrap(),
+            EventId::new(id).unwrap(),
+            "t",
+            at,
+        )
+    }
+
+    /// Every id hashes alike, so every lookup and insert takes the
+    /// verify-on-disk and collision paths (CONTRACT §2, §7, §10).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn colliding_id_hashes_never_confuse_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let open = |path: PathBuf| {
+            tokio::task::spawn_blocking(move || {
+                JsonlStore::open_blocking(path, &JsonlOptions::default(), IdHasher::Constant)
+            })
+        };
+        let store = open(path.clone()).await.unwrap().unwrap();
+        let tenant = Tenant::local();
+        let run = RunId::new("run").unwrap();
+        for (n, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            let outcome = store
+                .append(&tenant, &event(&tenant, id, n as u64))
+                .await
+                .unwrap();
+            assert_eq!((outcome.seq, outcome.inserted), (n as u64 + 1, true));
+        }
+        let again = store
+            .append(&tenant, &event(&tenant, "c", 0))
+            .await
+            .unwrap();
+        assert_eq!((again.seq, again.inserted), (3, false));
+        assert_eq!(store.compact(10, 12).await.unwrap(), 2);
+        drop(store);
+        let store = open(path).await.unwrap().unwrap();
+        for (id, seq) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+            let found = store
+                .seq_of(&tenant, &run, &EventId::new(id).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(found, Some(seq), "{id}");
+        }
+        assert_eq!(
+            store
+                .seq_of(&tenant, &run, &EventId::new("e").unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        let pruned = store
+            .append(&tenant, &event(&tenant, "a", 0))
+            .await
+            .unwrap();
+        assert_eq!((pruned.seq, pruned.inserted), (1, false));
+        let records = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(records[0].event_type, COMPACTION_EVENT_TYPE);
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 5);
     }
 }

@@ -158,7 +158,7 @@ impl Snapshots {
     pub(crate) fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
-        let mut bytes = serde_json::to_vec(&snapshot).map_err(|err| Error::invalid(err))?;
+        let mut bytes = serde_json::to_vec(&snapshot).map_err(Error::invalid)?;
         bytes.push(b'\n');
         let dir = self.run_dir(tenant, &snapshot.run_id);
         let name = layout::snapshot_file(&snapshot.snapshot_id);

@@ -1,0 +1,138 @@
+//! Importing a directory in the reference layout keeps every seq, marker
+//! and snapshot, hydrating legacy snapshots (CONTRACT §9, §15).
+
+use std::fs;
+
+use runstore_core::{
+    EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
+    SnapshotStore, Tenant, WorkflowPhase, compaction::merge_marker,
+};
+use runstore_jsonl::{JsonlStore, import_reference};
+use serde_json::json;
+
+fn event(tenant: &Tenant, run: &str, id: &str, seq: u64) -> EventRecord {
+    let mut record = EventRecord::new(
+        tenant,
+        RunId::new(run).unwrap(),
+        EventId::new(id).unwrap(),
+        "step",
+        seq * 100,
+    )
+    .with_payload(json!({"seq": seq}));
+    record.seq = seq;
+    record
+}
+
+#[tokio::test]
+async fn a_reference_directory_imports_with_seqs_markers_and_snapshots() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    fs::create_dir_all(source.join("stateful_snapshots/run-a")).unwrap();
+
+    let acme = Tenant::new("acme", "prod", None).unwrap();
+    let other = Tenant::new("other", "prod", None).unwrap();
+    let run_a = RunId::new("run-a").unwrap();
+    // run-a of acme was compacted through seq 2 in the reference.
+    let pruned = [
+        event(&acme, "run-a", "a1", 1),
+        event(&acme, "run-a", "a2", 2),
+    ];
+    let marker = merge_marker(&acme, &run_a, None, pruned.iter(), 5_000).unwrap();
+    let mut lines = vec![
+        serde_json::to_string(&marker).unwrap(),
+        serde_json::to_string(&event(&other, "run-a", "same-id", 1)).unwrap(),
+        serde_json::to_string(&event(&acme, "run-a", "a4", 4)).unwrap(),
+        serde_json::to_string(&event(&acme, "run-a", "a3", 3)).unwrap(),
+        serde_json::to_string(&event(&acme, "run-b", "same-id", 1)).unwrap(),
+    ];
+    // A torn tail: the reference crashed mid-write.
+    lines.push(r#"{"schema_version":1,"event_id":"a5""#.to_owned());
+    fs::write(source.join("stateful_events.jsonl"), lines.join("\n")).unwrap();
+
+    let legacy = json!({
+        "schema_version": 1, "snapshot_id": "snap-1", "run_id": "run-a", "seq": 3,
+        "created_at_ms": 4200,
+        "scope": {"tenant_context": {"org_id": "acme", "workspace_id": "prod", "source": "explicit"}},
+        "status": "running", "phase_id": "node-a", "checkpoint": {"step": 3}
+    });
+    fs::write(
+        source.join("stateful_snapshots/run-a/snap-1.json"),
+        serde_json::to_vec_pretty(&legacy).unwrap(),
+    )
+    .unwrap();
+    let modern = SnapshotRecord::new(
+        &other,
+        run_a.clone(),
+        SnapshotId::new("snap-2").unwrap(),
+        1,
+        4300,
+        RunStatus::Completed,
+    );
+    fs::write(
+        source.join("stateful_snapshots/run-a/snap-2.json"),
+        serde_json::to_vec_pretty(&modern).unwrap(),
+    )
+    .unwrap();
+
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    let report = import_reference(&source, &store).await.unwrap();
+    assert_eq!(report.records_read, 5);
+    assert_eq!(report.records_written, 5);
+    assert_eq!(report.streams, 3);
+    assert_eq!(report.snapshots, 2);
+    assert!(report.torn_tail_skipped);
+
+    let records = store.read(&acme, &run_a, ReadQuery::all()).await.unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(records[0], marker, "the marker is kept byte for byte");
+    assert_eq!(store.next_seq(&acme, &run_a).await.unwrap(), 5);
+    let compacted = store
+        .seq_of(&acme, &run_a, &EventId::new("a1").unwrap())
+        .await;
+    assert_eq!(compacted.unwrap(), Some(1));
+    let theirs = store.read(&other, &run_a, ReadQuery::all()).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].event_id, "same-id");
+
+    let snapshot = store
+        .get(&acme, &run_a, &SnapshotId::new("snap-1").unwrap())
+        .await
+        .unwrap()
+        .expect("legacy snapshot imported under its tenant");
+    assert_eq!(snapshot.phase, WorkflowPhase::RunningPhase);
+    assert_eq!(snapshot.phase_history.len(), 1);
+    assert_eq!(snapshot.checkpoint, Some(json!({"step": 3})));
+    assert!(
+        store
+            .get(&acme, &run_a, &SnapshotId::new("snap-2").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "snap-2 belongs to the other tenant"
+    );
+    assert_eq!(store.list(&other, &run_a, None).await.unwrap().len(), 1);
+
+    let again = import_reference(&source, &store).await.unwrap();
+    assert_eq!(again.records_written, 0, "a second import writes nothing");
+}
+
+#[tokio::test]
+async fn a_bad_line_in_the_middle_is_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    fs::create_dir_all(&source).unwrap();
+    let tenant = Tenant::local();
+    let good = serde_json::to_string(&event(&tenant, "r", "e", 1)).unwrap();
+    fs::write(
+        source.join("stateful_events.jsonl"),
+        format!("{good}\nnot json\n{good}\n"),
+    )
+    .unwrap();
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    match import_reference(&source, &store).await {
+        Err(runstore_core::Error::Corrupt { location, .. }) => {
+            assert!(location.ends_with("stateful_events.jsonl:2"), "{location}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

@@ -1,0 +1,87 @@
+//! The directory lock keeps a second handle out: another process, or a
+//! second open in this one (CONTRACT §18, §20).
+
+use std::process::Command;
+
+use runstore_core::Error;
+use runstore_jsonl::JsonlStore;
+
+/// Tells the child process which directory to open.
+const CHILD_DIR: &str = "RUNSTORE_JSONL_LOCK_TEST_DIR";
+/// The child's name, as the test harness knows it.
+const CHILD: &str = "child_process_opens_the_store";
+
+/// The child: opens the directory named by [`CHILD_DIR`] and reports by exit
+/// code (0 opened, 3 locked, 4 other error) and a line on stdout.
+#[tokio::test]
+#[ignore = "the child half of a_second_process_gets_locked; run by it"]
+async fn child_process_opens_the_store() {
+    let dir = std::env::var_os(CHILD_DIR).expect("run by a_second_process_gets_locked");
+    match JsonlStore::open(&dir).await {
+        Ok(_store) => {
+            println!("OPENED");
+            std::process::exit(0);
+        }
+        Err(Error::Locked { resource }) => {
+            println!("LOCKED {resource}");
+            std::process::exit(3);
+        }
+        Err(other) => {
+            println!("ERROR {other}");
+            std::process::exit(4);
+        }
+    }
+}
+
+fn run_child(dir: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", CHILD, "--nocapture", "--ignored"])
+        .env(CHILD_DIR, dir)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_second_process_gets_locked() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let store = JsonlStore::open(&dir).await.unwrap();
+
+    let (code, stdout) = run_child(&dir);
+    assert_eq!(code, Some(3), "child should be locked out: {stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("LOCKED")).unwrap();
+    assert!(line.contains(&dir.display().to_string()), "{line}");
+
+    drop(store);
+    let (code, stdout) = run_child(&dir);
+    assert_eq!(
+        code,
+        Some(0),
+        "child should open once the handle is gone: {stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_open_in_one_process_gets_locked() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let clone = store.clone();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Locked { resource }) => {
+            assert!(resource.contains(&dir.display().to_string()), "{resource}");
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(store);
+    assert!(
+        matches!(JsonlStore::open(&dir).await, Err(Error::Locked { .. })),
+        "a live clone keeps the lock"
+    );
+    drop(clone);
+    JsonlStore::open(&dir).await.unwrap();
+}

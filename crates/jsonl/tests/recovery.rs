@@ -1,0 +1,206 @@
+//! Opening repairs a torn tail and reports any other bad line
+//! (CONTRACT §17); the format marker and leftovers of a crashed compaction
+//! are checked (CONTRACT §11).
+
+use std::{fs, path::Path};
+
+use runstore_core::{
+    Durability, Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
+};
+use runstore_jsonl::{JsonlOptions, JsonlStore};
+
+fn run() -> RunId {
+    RunId::new("run-1").unwrap()
+}
+
+fn event(id: &str) -> EventRecord {
+    EventRecord::new(
+        &Tenant::local(),
+        run(),
+        EventId::new(id).unwrap(),
+        "step",
+        10,
+    )
+    .with_payload(serde_json::json!({"text": "line\nbreak", "n": 1}))
+}
+
+async fn store_with(dir: &Path, ids: &[&str]) {
+    let store = JsonlStore::open(dir).await.unwrap();
+    for id in ids {
+        store.append(&Tenant::local(), &event(id)).await.unwrap();
+    }
+}
+
+async fn seqs(dir: &Path) -> Vec<u64> {
+    let store = JsonlStore::open(dir).await.unwrap();
+    let records = store
+        .read(&Tenant::local(), &run(), ReadQuery::all())
+        .await
+        .unwrap();
+    records.iter().map(|record| record.seq).collect()
+}
+
+#[tokio::test]
+async fn a_complete_last_record_without_newline_is_kept() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a", "b"]).await;
+    let log = dir.join("events.jsonl");
+    let mut bytes = fs::read(&log).unwrap();
+    assert_eq!(bytes.pop(), Some(b'\n'));
+    fs::write(&log, &bytes).unwrap();
+
+    assert_eq!(seqs(&dir).await, [1, 2]);
+    assert!(
+        fs::read(&log).unwrap().ends_with(b"}\n"),
+        "newline restored"
+    );
+    let store = JsonlStore::open(&dir).await.unwrap();
+    assert_eq!(
+        store
+            .append(&Tenant::local(), &event("c"))
+            .await
+            .unwrap()
+            .seq,
+        3
+    );
+}
+
+#[tokio::test]
+async fn an_incomplete_last_line_is_dropped() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a", "b"]).await;
+    let log = dir.join("events.jsonl");
+    let clean = fs::read(&log).unwrap();
+    let mut torn = clean.clone();
+    torn.extend_from_slice(br#"{"schema_version":1,"event_id":"c","run_id":"ru"#);
+    fs::write(&log, &torn).unwrap();
+
+    assert_eq!(seqs(&dir).await, [1, 2]);
+    assert_eq!(fs::read(&log).unwrap(), clean, "torn bytes truncated");
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let outcome = store.append(&Tenant::local(), &event("c")).await.unwrap();
+    assert_eq!((outcome.seq, outcome.inserted), (3, true));
+}
+
+#[tokio::test]
+async fn any_other_bad_line_is_corrupt_with_file_and_line() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a", "b"]).await;
+    let log = dir.join("events.jsonl");
+    let text = fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "{not json");
+    fs::write(&log, lines.join("\n") + "\n").unwrap();
+
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, .. }) => {
+            assert!(location.ends_with("events.jsonl:2"), "{location}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Nothing was "repaired" away.
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
+}
+
+#[tokio::test]
+async fn seqs_out_of_order_are_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a", "b"]).await;
+    let log = dir.join("events.jsonl");
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    fs::write(&log, format!("{}\n{}\n", lines[1], lines[0])).unwrap();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, reason }) => {
+            assert!(location.ends_with("events.jsonl:2"), "{location}");
+            assert!(reason.contains("seq 1"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_format_version_is_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a"]).await;
+    assert_eq!(
+        fs::read_to_string(dir.join("FORMAT")).unwrap(),
+        "runstore-jsonl 1\n"
+    );
+    fs::write(dir.join("FORMAT"), "runstore-jsonl 99\n").unwrap();
+    assert!(matches!(
+        JsonlStore::open(&dir).await,
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_crashed_compaction_leaves_the_old_log() {
+    // CONTRACT §11: a crash before the rename leaves only the temp file.
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a", "b"]).await;
+    fs::write(dir.join("events.jsonl.tmp"), b"{half a compacted log").unwrap();
+    assert_eq!(seqs(&dir).await, [1, 2]);
+    assert!(!dir.join("events.jsonl.tmp").exists());
+}
+
+#[tokio::test]
+async fn compaction_rewrites_the_log_and_reopens_the_same() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let tenant = Tenant::local();
+    let other = RunId::new("run-2").unwrap();
+    for n in 0..10u64 {
+        let mut record = event(&format!("e{n}"));
+        record.occurred_at_ms = n;
+        store.append(&tenant, &record).await.unwrap();
+        let mut record = record.clone();
+        record.run_id = other.clone();
+        store.append(&tenant, &record).await.unwrap();
+    }
+    assert_eq!(store.compact(5, 10).await.unwrap(), 10);
+    let before = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
+    assert_eq!(
+        before.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9, 10]
+    );
+    assert_eq!(
+        store
+            .read(&tenant, &other, ReadQuery::tail(2))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(store.append(&tenant, &event("e11")).await.unwrap().seq, 11);
+    drop(store);
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let after = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
+    assert_eq!(after.len(), 7);
+    assert_eq!(&after[..6], &before[..]);
+    let seq = store
+        .seq_of(&tenant, &run(), &EventId::new("e2").unwrap())
+        .await;
+    assert_eq!(seq.unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn relaxed_mode_keeps_data_across_reopen() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let options = JsonlOptions::default().with_durability(Durability::Relaxed);
+    let store = JsonlStore::open_with(&dir, options.clone()).await.unwrap();
+    assert_eq!(store.durability(), Durability::Relaxed);
+    store.append(&Tenant::local(), &event("a")).await.unwrap();
+    drop(store);
+    let store = JsonlStore::open_with(&dir, options).await.unwrap();
+    assert_eq!(store.next_seq(&Tenant::local(), &run()).await.unwrap(), 2);
+    assert_eq!(store.index_stats().records, 1);
+}
