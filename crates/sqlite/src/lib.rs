@@ -1,1 +1,310 @@
-//! SQLite backend of runstore, via sqlx
+//! The SQLite backend of runstore: [`SqliteStore`] implements
+//! [`EventLog`](runstore_core::EventLog) and
+//! [`SnapshotStore`](runstore_core::SnapshotStore) on one SQLite database
+//! file, through sqlx with the tokio runtime.
+//!
+//! # Example
+//!
+//! ```
+//! use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+//! use runstore_sqlite::SqliteStore;
+//! # let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir().expect("temporary directory");
+//! let store = SqliteStore::open(dir.path().join("runs.sqlite")).await?;
+//! let tenant = Tenant::new("acme", "prod", None)?;
+//! let run = RunId::new("run-42")?;
+//! let event = EventRecord::new(&tenant, run.clone(), EventId::new("started")?, "demo", 100);
+//! assert_eq!(store.append(&tenant, &event).await?.seq, 1);
+//! // The same id again is not written twice (CONTRACT §2).
+//! assert!(!store.append(&tenant, &event).await?.inserted);
+//! let tail = store.read(&tenant, &run, ReadQuery::tail(10)).await?;
+//! assert_eq!(tail.len(), 1);
+//! # Ok::<_, runstore_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # How it works
+//!
+//! - **Schema** from embedded, versioned migrations (`migrations/`, applied
+//!   on open; no database is needed to build). Tables `events`,
+//!   `compacted_ids`, `streams` and `snapshots`, each keyed by the tenant
+//!   (`org_id`, `workspace_id`, `deployment_id`) and the run; an absent
+//!   deployment is stored as `''`, which no present deployment id can be, so
+//!   it takes part in every unique key. Each record is stored as the
+//!   serde_json text of the record plus the columns keys and compaction
+//!   need. See `docs/backends/sqlite.md`.
+//! - **One writer**: every write runs on one connection on its own thread,
+//!   in `BEGIN IMMEDIATE` transactions. Appends and snapshot puts that are
+//!   waiting together share one transaction and one commit (group commit);
+//!   each request is planned on its own with the core's
+//!   [`plan_append`](runstore_core::append::plan_append), against the
+//!   stream's last seq and an index lookup of its ids (live in `events`,
+//!   compacted in `compacted_ids`). Unique keys on (stream, seq) and
+//!   (stream, event_id) are the last line of defence; a violation re-plans,
+//!   it is never answered as a raw database error.
+//! - **Readers**: a few read-only connections; in WAL mode they never block
+//!   the writer and see every committed write.
+//! - **Several processes** may open one file: `BEGIN IMMEDIATE` serialises
+//!   their writers, SQLite's busy handler waits for the lock, and after
+//!   [`SqliteOptions::busy_timeout`] a write fails with a retryable
+//!   [`Error::Backend`](runstore_core::Error::Backend) naming the lock.
+//! - **Durability** (CONTRACT §16): WAL with `synchronous = FULL` by default
+//!   (each commit syncs the WAL); [`Durability::Relaxed`] uses `NORMAL`
+//!   (a commit survives a killed process, not necessarily power loss).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+
+mod conn;
+mod error;
+mod log;
+mod schema;
+mod snapshots;
+mod writer;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use runstore_core::{Durability, Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    conn::Readers,
+    error::SqliteError,
+    writer::{Job, Writer},
+};
+
+/// How a [`SqliteStore`] is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// How hard a write works to survive a crash (CONTRACT §16):
+    /// `Durable` (default) is WAL with `synchronous = FULL`, `Relaxed` is
+    /// WAL with `synchronous = NORMAL`.
+    pub durability: Durability,
+    /// How long a connection waits for a lock another connection or process
+    /// holds (SQLite's `busy_timeout`, and the bound on retrying
+    /// SQLITE_BUSY) before the operation fails. Default 5 s.
+    pub busy_timeout: Duration,
+    /// How many read-only connections serve reads. Default 4.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Durable,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets [`SqliteOptions::durability`].
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`SqliteOptions::busy_timeout`].
+    #[must_use]
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Sets [`SqliteOptions::readers`] (at least 1 is used).
+    #[must_use]
+    pub fn with_readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+}
+
+/// A runstore on one SQLite database file.
+///
+/// Cheap to clone (an `Arc` inside); clones share the writer and the reader
+/// connections. Any number of handles, in this process or others, may open
+/// the same file (CONTRACT §3, §20). The writer thread and the connections
+/// close when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: Arc<str>,
+    options: SqliteOptions,
+    jobs: mpsc::UnboundedSender<Job>,
+    readers: Readers,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with the default
+    /// options: durable, 5 s busy timeout.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open_with`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if needed, with its parent directory) the database at
+    /// `path`, applies the embedded migrations and starts the writer.
+    ///
+    /// With [`Durability::Durable`] the parent directory is synced after
+    /// open, so a newly created file's directory entry survives power loss.
+    ///
+    /// # Errors
+    /// `Io` when the directory cannot be created or synced; `Backend` when
+    /// the file cannot be opened as a database or the migrations fail
+    /// (retryable when another process held the lock past the busy
+    /// timeout).
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let file = path.as_ref().to_path_buf();
+        let name: Arc<str> = Arc::from(file.display().to_string());
+        let parent = file
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        if let Some(parent) = &parent {
+            let dir = parent.clone();
+            run_blocking(move || std::fs::create_dir_all(&dir))
+                .await
+                .map_err(|err| {
+                    Error::io(format!("create the directory {}", parent.display()), err)
+                })?;
+        }
+        let writer_options = conn::writer_options(&file, options.durability, options.busy_timeout);
+        let mut conn = conn::connect(&name, &writer_options, options.busy_timeout).await?;
+        migrate(&name, &mut conn, options.busy_timeout).await?;
+        if options.durability == Durability::Durable {
+            let dir = parent.unwrap_or_else(|| PathBuf::from("."));
+            let shown = dir.display().to_string();
+            run_blocking(move || sync_dir(&dir))
+                .await
+                .map_err(|err| Error::io(format!("sync the directory {shown}"), err))?;
+        }
+        let jobs = Writer::new(conn, name.clone(), options.busy_timeout).spawn()?;
+        let readers = Readers::new(name.clone(), &file, options.readers, options.busy_timeout);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: name,
+                options,
+                jobs,
+                readers,
+            }),
+        })
+    }
+
+    /// The database file's path, as given.
+    pub fn path(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SqliteOptions {
+        &self.inner.options
+    }
+
+    fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+
+    /// Sends `job` to the writer and waits for its answer.
+    async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+        let stopped = |reason: &str| -> Error {
+            SqliteError::WriterStopped {
+                path: self.inner.path.clone(),
+                reason: reason.to_owned(),
+            }
+            .into()
+        };
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| stopped("it no longer accepts requests"))?;
+        answer
+            .await
+            .map_err(|_| stopped("it dropped a request without answering"))?
+    }
+}
+
+/// Applies the embedded migrations. Two processes creating the same file at
+/// once may both try; the loser's error is retried (the statements are
+/// idempotent) until the busy timeout has passed.
+async fn migrate(
+    path: &Arc<str>,
+    conn: &mut sqlx::SqliteConnection,
+    busy_timeout: Duration,
+) -> Result<(), SqliteError> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        // `run_direct` takes the connection itself: `run` goes through `Acquire`,
+        // whose lifetime bound makes the open future not `Send`.
+        match schema::MIGRATOR.run_direct(&mut *conn).await {
+            Ok(()) => return Ok(()),
+            Err(source) => {
+                // A concurrent opener's schema change shows up as a database
+                // error (busy, "already exists", a duplicate version row).
+                let retry = match &source {
+                    sqlx::migrate::MigrateError::Execute(err)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(err, _) => {
+                        err.as_database_error().is_some()
+                    }
+                    _ => false,
+                };
+                if retry && started.elapsed() < busy_timeout && attempt < 20 {
+                    attempt += 1;
+                    tokio::time::sleep(conn::backoff(attempt)).await;
+                    continue;
+                }
+                return Err(SqliteError::Migrate {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async executor.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Syncs a directory, so entries created in it survive power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened for syncing here; NTFS journals its
+        // metadata.
+        let _ = dir;
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Connections: the writer's settings, and the reader connections reads are
+//! served from.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use runstore_core::Durability;
+use sqlx::{
+    ConnectOptions, SqliteConnection,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::{SqliteError, is_busy};
+
+/// Statements each connection keeps prepared: the writer's multi-row insert
+/// statements come in up to [`crate::schema::INSERT_CHUNK`] sizes.
+const STATEMENT_CACHE: usize = 256;
+
+/// The connect options every connection shares.
+fn base_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(busy_timeout)
+        // No foreign keys in the schema: skip the per-statement checks.
+        .foreign_keys(false)
+        .statement_cache_capacity(STATEMENT_CACHE)
+        .disable_statement_logging()
+}
+
+/// The writer's options: creates the file, WAL mode, and the synchronous
+/// level of `durability` (CONTRACT §16). In WAL mode `FULL` syncs the WAL on
+/// every commit, so a committed write survives power loss; `NORMAL` syncs
+/// only at checkpoints, so a commit survives a killed process but may be
+/// lost on power loss.
+pub(crate) fn writer_options(
+    path: &Path,
+    durability: Durability,
+    busy_timeout: Duration,
+) -> SqliteConnectOptions {
+    let synchronous = match durability {
+        Durability::Durable => SqliteSynchronous::Full,
+        Durability::Relaxed => SqliteSynchronous::Normal,
+    };
+    base_options(path, busy_timeout)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+}
+
+/// A reader's options: the writer has already put the file into WAL mode
+/// (a persistent setting); `query_only` keeps reader connections from ever
+/// writing.
+fn reader_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    base_options(path, busy_timeout).pragma("query_only", "ON")
+}
+
+/// Connects with `options`, retrying SQLITE_BUSY (another process creating
+/// the file or switching it to WAL) until `busy_timeout` has passed.
+pub(crate) async fn connect(
+    path: &Arc<str>,
+    options: &SqliteConnectOptions,
+    busy_timeout: Duration,
+) -> Result<SqliteConnection, SqliteError> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match options.connect().await {
+            Ok(conn) => return Ok(conn),
+            Err(err) if is_busy(&err) && started.elapsed() < busy_timeout => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(err) if is_busy(&err) => {
+                return Err(SqliteError::Busy {
+                    path: path.clone(),
+                    action: "open a connection",
+                    waited: started.elapsed(),
+                    timeout: busy_timeout,
+                });
+            }
+            Err(err) => return Err(SqliteError::driver(path, "open a connection", err)),
+        }
+    }
+}
+
+/// The pause before retry `attempt` (from 1) after SQLITE_BUSY: doubling
+/// from 1 ms, at most 50 ms.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((1u64 << attempt.min(6)).min(50))
+}
+
+/// A few read-only connections, opened on first use. A read takes a free
+/// one, or waits for one in turn. In WAL mode readers never block the
+/// writer and always see every committed write.
+pub(crate) struct Readers {
+    path: Arc<str>,
+    options: SqliteConnectOptions,
+    busy_timeout: Duration,
+    slots: Vec<Mutex<Option<SqliteConnection>>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// Up to `count` (at least 1) reader connections to `path`.
+    pub(crate) fn new(path: Arc<str>, file: &Path, count: usize, busy_timeout: Duration) -> Self {
+        Self {
+            options: reader_options(file, busy_timeout),
+            path,
+            busy_timeout,
+            slots: (0..count.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A reader connection, exclusively for the caller until the guard drops.
+    pub(crate) async fn get(&self) -> Result<Reader<'_>, SqliteError> {
+        let mut guard = self.free_slot().await;
+        if guard.is_none() {
+            *guard = Some(connect(&self.path, &self.options, self.busy_timeout).await?);
+        }
+        Ok(Reader { guard })
+    }
+
+    async fn free_slot(&self) -> MutexGuard<'_, Option<SqliteConnection>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = self.slots.len();
+        for offset in 0..count {
+            if let Ok(guard) = self.slots[(start + offset) % count].try_lock() {
+                return guard;
+            }
+        }
+        self.slots[start % count].lock().await
+    }
+}
+
+/// One reader connection on loan.
+pub(crate) struct Reader<'a> {
+    guard: MutexGuard<'a, Option<SqliteConnection>>,
+}
+
+impl Reader<'_> {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+        self.guard
+            .as_mut()
+            .expect("Readers::get fills the slot before lending it")
+    }
+}

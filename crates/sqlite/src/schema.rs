@@ -1,0 +1,326 @@
+//! The SQL the store runs, and conversions between rows and records.
+//!
+//! The tables come from the embedded migrations in `migrations/`. Every
+//! statement binds the stream as `?1..?4` = (org_id, workspace_id,
+//! deployment_id, run_id); an absent deployment is bound as `''`, which no
+//! present deployment id can equal (ids are never empty), so it takes part in
+//! every unique key.
+
+use std::fmt::Write as _;
+
+use runstore_core::{Error, EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant};
+use serde::de::DeserializeOwned;
+use sqlx::{
+    Sqlite,
+    query::Query,
+    sqlite::{SqliteArguments, SqliteRow},
+};
+
+/// The embedded, versioned schema.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row `INSERT` statement.
+pub(crate) const INSERT_CHUNK: usize = 64;
+
+/// A sqlx query with its arguments.
+pub(crate) type SqlQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// The stream's last seq (`kind` 0, no row when empty), and which of the ids
+/// in the JSON array `?5` it holds, live (`kind` 1) or compacted (`kind` 2).
+pub(crate) const STREAM_STATE: &str = "\
+SELECT 0 AS kind, NULL AS event_id, seq FROM (
+    SELECT seq FROM events
+    WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+    ORDER BY seq DESC LIMIT 1)
+UNION ALL
+SELECT 1, event_id, seq FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND event_id IN (SELECT value FROM json_each(?5))
+UNION ALL
+SELECT 2, event_id, seq FROM compacted_ids
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND event_id IN (SELECT value FROM json_each(?5))";
+
+/// The stream's last seq.
+pub(crate) const LAST_SEQ: &str = "\
+SELECT seq FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+ORDER BY seq DESC LIMIT 1";
+
+/// The seq of event id `?5`, live or compacted.
+pub(crate) const SEQ_OF: &str = "\
+SELECT seq FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND event_id = ?5
+UNION ALL
+SELECT seq FROM compacted_ids
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND event_id = ?5
+LIMIT 1";
+
+/// Records the stream exists (its first record is being written).
+pub(crate) const INSERT_STREAM: &str = "\
+INSERT OR IGNORE INTO streams (org_id, workspace_id, deployment_id, run_id)
+VALUES (?1, ?2, ?3, ?4)";
+
+/// Remembers a compacted id.
+pub(crate) const INSERT_COMPACTED_ID: &str = "\
+INSERT OR IGNORE INTO compacted_ids (org_id, workspace_id, deployment_id, run_id, event_id, seq)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// A window of the stream: seqs after `?5`, at most `?6` (-1: all), first
+/// ones first.
+pub(crate) const READ_HEAD: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND seq > ?5
+ORDER BY seq ASC LIMIT ?6";
+
+/// [`READ_HEAD`] with seqs also below `?7`.
+pub(crate) const READ_HEAD_BEFORE: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND seq > ?5 AND seq < ?7
+ORDER BY seq ASC LIMIT ?6";
+
+/// [`READ_HEAD`], last ones first (a tail read; the caller reverses).
+pub(crate) const READ_TAIL: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND seq > ?5
+ORDER BY seq DESC LIMIT ?6";
+
+/// [`READ_TAIL`] with seqs also below `?7`.
+pub(crate) const READ_TAIL_BEFORE: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND seq > ?5 AND seq < ?7
+ORDER BY seq DESC LIMIT ?6";
+
+/// The tenant's runs (`?4` unused).
+pub(crate) const LIST_RUNS: &str = "\
+SELECT run_id FROM streams
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3
+ORDER BY run_id";
+
+/// Every stream with a record.
+pub(crate) const ALL_STREAMS: &str = "\
+SELECT org_id, workspace_id, deployment_id, run_id FROM streams
+ORDER BY org_id, workspace_id, deployment_id, run_id";
+
+/// Streams holding an event that occurred before `?1` (compaction
+/// candidates).
+pub(crate) const STREAMS_WITH_OLD_EVENTS: &str = "\
+SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM events
+WHERE is_marker = 0 AND occurred_at_ms < ?1";
+
+/// The seq of the stream's newest snapshot: its compaction floor.
+pub(crate) const SNAPSHOT_FLOOR: &str = "\
+SELECT MAX(seq) FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
+
+/// Events of the stream that occurred before `?5` and lie below seq `?6`.
+pub(crate) const PRUNE_CANDIDATES: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND is_marker = 0 AND occurred_at_ms < ?5 AND seq < ?6
+ORDER BY seq";
+
+/// The stream's compaction marker, if any (the first, should there be more).
+pub(crate) const MARKER: &str = "\
+SELECT seq, record FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND is_marker = 1
+ORDER BY seq LIMIT 1";
+
+/// Deletes the stream's records whose seqs are in the JSON array `?5`.
+pub(crate) const DELETE_SEQS: &str = "\
+DELETE FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND seq IN (SELECT value FROM json_each(?5))";
+
+/// Stores a snapshot, replacing one with the same key.
+pub(crate) const PUT_SNAPSHOT: &str = "\
+INSERT INTO snapshots
+    (org_id, workspace_id, deployment_id, run_id, snapshot_id, seq, created_at_ms, record)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (org_id, workspace_id, deployment_id, run_id, snapshot_id)
+DO UPDATE SET seq = excluded.seq, created_at_ms = excluded.created_at_ms, record = excluded.record";
+
+/// One snapshot.
+pub(crate) const GET_SNAPSHOT: &str = "\
+SELECT record FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND snapshot_id = ?5";
+
+/// The stream's snapshots, newest first, at most `?5` (-1: all).
+pub(crate) const LIST_SNAPSHOTS_NEWEST_FIRST: &str = "\
+SELECT snapshot_id, record FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+ORDER BY seq DESC, created_at_ms DESC, snapshot_id DESC LIMIT ?5";
+
+/// The stream's snapshots in snapshot order.
+pub(crate) const LIST_SNAPSHOTS: &str = "\
+SELECT snapshot_id, record FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+ORDER BY seq, created_at_ms, snapshot_id";
+
+/// Deletes one snapshot.
+pub(crate) const DELETE_SNAPSHOT: &str = "\
+DELETE FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND snapshot_id = ?5";
+
+/// Streams with a snapshot created before `?1` (prune candidates).
+pub(crate) const SNAPSHOT_STREAMS_OLDER_THAN: &str = "\
+SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots
+WHERE created_at_ms < ?1";
+
+/// Every stream with a snapshot.
+pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
+SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
+
+/// The multi-row insert of `rows` events (10 parameters per row).
+pub(crate) fn insert_events_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
+         event_type, occurred_at_ms, is_marker, record) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql
+}
+
+/// The `deployment_id` column value of `tenant`.
+pub(crate) fn deployment_column(tenant: &Tenant) -> &str {
+    tenant.deployment_id().unwrap_or("")
+}
+
+/// Binds `?1..?4`: the tenant's three columns and the run.
+pub(crate) fn bind_stream<'q>(
+    query: SqlQuery<'q>,
+    tenant: &'q Tenant,
+    run: &'q str,
+) -> SqlQuery<'q> {
+    query
+        .bind(tenant.org_id())
+        .bind(tenant.workspace_id())
+        .bind(deployment_column(tenant))
+        .bind(run)
+}
+
+/// A stream from its key columns, read back from the database.
+pub(crate) fn stream_from_columns(
+    path: &str,
+    org_id: String,
+    workspace_id: String,
+    deployment_id: String,
+    run_id: String,
+) -> Result<StreamKey> {
+    let deployment = (!deployment_id.is_empty()).then_some(deployment_id);
+    let location = || format!("sqlite store {path}: stream key {org_id:?}/{workspace_id:?}");
+    let tenant = Tenant::new(org_id.clone(), workspace_id.clone(), deployment)
+        .map_err(|err| Error::corrupt(location(), err))?;
+    let run_id = RunId::new(run_id).map_err(|err| Error::corrupt(location(), err))?;
+    Ok(StreamKey::new(tenant, run_id))
+}
+
+/// A u64 field as an SQLite INTEGER (signed 64-bit).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for values above `i64::MAX`.
+pub(crate) fn to_sql_int(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| {
+        Error::invalid(format!(
+            "{what} {value} exceeds the largest value the sqlite store holds ({})",
+            i64::MAX
+        ))
+    })
+}
+
+/// A u64 bound as an SQLite INTEGER, saturating at `i64::MAX` (no stored
+/// value exceeds it).
+pub(crate) fn saturating_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored INTEGER back as u64.
+pub(crate) fn from_sql_int(value: i64, location: impl FnOnce() -> String) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::corrupt(location(), format!("negative value {value}")))
+}
+
+/// Parses a stored record.
+pub(crate) fn parse<T: DeserializeOwned>(
+    text: &str,
+    location: impl FnOnce() -> String,
+) -> Result<T> {
+    serde_json::from_str(text).map_err(|err| Error::corrupt(location(), err))
+}
+
+/// Parses an event row `(seq, record)`, checking the record's seq matches.
+pub(crate) fn parse_event_row(
+    row: &SqliteRow,
+    path: &str,
+    stream: (&Tenant, &RunId),
+) -> Result<EventRecord> {
+    use sqlx::Row as _;
+    let location = |seq: &dyn std::fmt::Display| {
+        format!(
+            "sqlite store {path}: events of {}:{} at seq {seq}",
+            stream.0, stream.1
+        )
+    };
+    let seq: i64 = row
+        .try_get(0)
+        .map_err(|err| Error::corrupt(location(&"?"), err))?;
+    let text: &str = row
+        .try_get(1)
+        .map_err(|err| Error::corrupt(location(&seq), err))?;
+    let record: EventRecord = parse(text, || location(&seq))?;
+    if i64::try_from(record.seq).ok() != Some(seq) {
+        return Err(Error::corrupt(
+            location(&seq),
+            format!("the record says seq {}", record.seq),
+        ));
+    }
+    Ok(record)
+}
+
+/// Serializes a record for the `record` column.
+pub(crate) fn to_json<T: serde::Serialize>(
+    value: &T,
+    what: impl FnOnce() -> String,
+) -> Result<String> {
+    serde_json::to_string(value).map_err(|err| Error::invalid(format!("{}: {err}", what())))
+}
+
+/// A JSON array of strings, for `json_each` parameters.
+pub(crate) fn json_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.into_iter().collect();
+    serde_json::to_string(&items).expect("a list of strings always serializes")
+}
+
+/// A JSON array of integers, for `json_each` parameters.
+pub(crate) fn json_int_array(items: impl IntoIterator<Item = i64>) -> String {
+    let mut out = String::from("[");
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write!(out, "{item}").expect("writing to a String cannot fail");
+    }
+    out.push(']');
+    out
+}
+
+/// Parses a snapshot row's record.
+pub(crate) fn parse_snapshot(
+    text: &str,
+    path: &str,
+    stream: (&Tenant, &RunId),
+    snapshot_id: &str,
+) -> Result<SnapshotRecord> {
+    parse(text, || {
+        format!(
+            "sqlite store {path}: snapshot {snapshot_id:?} of {}:{}",
+            stream.0, stream.1
+        )
+    })
+}

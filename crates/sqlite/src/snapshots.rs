@@ -1,0 +1,150 @@
+//! [`SnapshotStore`] for [`SqliteStore`].
+
+use async_trait::async_trait;
+use runstore_core::{
+    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, snapshot_order,
+};
+use sqlx::Row as _;
+
+use crate::{
+    SqliteStore,
+    error::SqliteError,
+    schema::{self, bind_stream, to_json, to_sql_int},
+    writer::{Job, PutJob, stream_from_row},
+};
+
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    /// CONTRACT §12: an upsert on (tenant, run_id, snapshot_id), run by the
+    /// writer (it may share a group transaction with appends).
+    ///
+    /// # Cancel safety
+    /// Once sent, the put is committed or not whether or not the future is
+    /// still awaited.
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        let mut snapshot = snapshot.clone();
+        tenant.stamp(&mut snapshot.scope.tenant_context);
+        let seq = to_sql_int(snapshot.seq, "snapshot seq")?;
+        let created_at_ms = to_sql_int(snapshot.created_at_ms, "snapshot created_at_ms")?;
+        let record = to_json(&snapshot, || {
+            format!("serialize snapshot {:?}", snapshot.snapshot_id.as_str())
+        })?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(
+            Job::Put(PutJob {
+                tenant: tenant.clone(),
+                snapshot,
+                seq,
+                created_at_ms,
+                record,
+                reply,
+            }),
+            answer,
+        )
+        .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let mut reader = self.readers().get().await?;
+        let row = bind_stream(sqlx::query(schema::GET_SNAPSHOT), tenant, run_id.as_str())
+            .bind(snapshot_id.as_str())
+            .fetch_optional(reader.conn())
+            .await
+            .map_err(|err| SqliteError::driver(&self.inner.path, "read a snapshot", err))?;
+        drop(reader);
+        row.map(|row| {
+            let text: &str = row
+                .try_get(0)
+                .map_err(|err| SqliteError::driver(&self.inner.path, "read a snapshot", err))?;
+            schema::parse_snapshot(text, self.path(), (tenant, run_id), snapshot_id.as_str())
+        })
+        .transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let limit = limit
+            .filter(|limit| *limit > 0)
+            .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut reader = self.readers().get().await?;
+        let rows = bind_stream(
+            sqlx::query(schema::LIST_SNAPSHOTS_NEWEST_FIRST),
+            tenant,
+            run_id.as_str(),
+        )
+        .bind(limit)
+        .fetch_all(reader.conn())
+        .await
+        .map_err(|err| SqliteError::driver(&self.inner.path, "list snapshots", err))?;
+        drop(reader);
+        let mut snapshots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: &str = row
+                .try_get(0)
+                .map_err(|err| SqliteError::driver(&self.inner.path, "list snapshots", err))?;
+            let text: &str = row
+                .try_get(1)
+                .map_err(|err| SqliteError::driver(&self.inner.path, "list snapshots", err))?;
+            snapshots.push(schema::parse_snapshot(
+                text,
+                self.path(),
+                (tenant, run_id),
+                id,
+            )?);
+        }
+        // The query already orders them; sorting here keeps the one rule
+        // (`snapshot_order`) the only authority.
+        snapshots.sort_by(snapshot_order);
+        Ok(snapshots)
+    }
+
+    /// CONTRACT §14: one write transaction over every stream with a
+    /// snapshot older than the cutoff, choosing with
+    /// [`prune_selection`](runstore_core::prune_selection).
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        if retention_ms == 0 {
+            return Ok(0);
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(
+            Job::Prune {
+                retention_ms,
+                keep_last_per_run,
+                now_ms,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        let mut reader = self.readers().get().await?;
+        let rows = sqlx::query(schema::ALL_SNAPSHOT_STREAMS)
+            .fetch_all(reader.conn())
+            .await
+            .map_err(|err| SqliteError::driver(&self.inner.path, "list snapshot streams", err))?;
+        drop(reader);
+        let mut streams = rows
+            .iter()
+            .map(|row| stream_from_row(row, self.path()))
+            .collect::<Result<Vec<_>>>()?;
+        streams.sort();
+        streams.dedup();
+        Ok(streams)
+    }
+}
