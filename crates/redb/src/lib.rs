@@ -256,7 +256,7 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
     let db = builder
         .create(path)
         .map_err(|err| Failure::from(err).into_error(path))?;
-    init_tables(&db).map_err(|failure| failure.into_error(path))?;
+    init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
     if !existed
         && options.durability == Durability::Durable
         && let Some(parent) = parent
@@ -271,7 +271,7 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
     Ok(db)
 }
 
-fn init_tables(db: &Database) -> Result<(), Failure> {
+fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
     let txn = db.begin_write()?;
     {
         txn.open_table(EVENTS)?;
@@ -288,7 +288,7 @@ fn init_tables(db: &Database) -> Result<(), Failure> {
             Some(FORMAT_VERSION) => {}
             Some(other) => {
                 return Err(Failure::Rejected(Error::corrupt(
-                    "redb meta table",
+                    format!("meta table of redb store {}", path.display()),
                     format!("layout version {other} is not the supported version {FORMAT_VERSION}"),
                 )));
             }
