@@ -1,0 +1,201 @@
+//! Running the built `runstore` binary against a store in a temp directory.
+
+#![allow(dead_code)]
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_runstore")
+}
+
+/// The embedded backends this build enables (the CLI's default features).
+pub fn embedded_backends() -> Vec<&'static str> {
+    let mut backends = Vec::new();
+    if cfg!(feature = "jsonl") {
+        backends.push("jsonl");
+    }
+    if cfg!(feature = "sqlite") {
+        backends.push("sqlite");
+    }
+    if cfg!(feature = "redb") {
+        backends.push("redb");
+    }
+    backends
+}
+
+/// A store URL of `backend` inside `dir`.
+pub fn store_url(backend: &str, dir: &Path) -> String {
+    match backend {
+        "jsonl" => format!("jsonl:{}", dir.join("jsonl-store").display()),
+        "sqlite" => format!("sqlite:{}", dir.join("store.sqlite").display()),
+        "redb" => format!("redb:{}", dir.join("store.redb").display()),
+        other => panic!("no embedded backend {other}"),
+    }
+}
+
+/// One run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// stdout as JSON lines.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("stdout line {line:?} is not JSON: {err}"))
+            })
+            .collect()
+    }
+
+    /// The single JSON line of stdout.
+    pub fn json(&self) -> Value {
+        let mut lines = self.json_lines();
+        assert_eq!(lines.len(), 1, "expected one line, got {:?}", self.stdout);
+        lines.remove(0)
+    }
+}
+
+/// The CLI bound to one store and tenant.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    pub store: String,
+    pub tenant: Option<String>,
+    pub cwd: PathBuf,
+}
+
+impl Cli {
+    /// The CLI on `store`, run in `cwd`.
+    pub fn new(store: impl Into<String>, cwd: &Path) -> Self {
+        Self {
+            store: store.into(),
+            tenant: None,
+            cwd: cwd.to_path_buf(),
+        }
+    }
+
+    /// The same store, as another tenant.
+    pub fn tenant(&self, tenant: &str) -> Self {
+        Self {
+            tenant: Some(tenant.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .current_dir(&self.cwd)
+            .env_remove("RUNSTORE_URL")
+            .env("RUST_BACKTRACE", "1")
+            .arg("--store")
+            .arg(&self.store);
+        if let Some(tenant) = &self.tenant {
+            command.arg("--tenant").arg(tenant);
+        }
+        command.args(args);
+        command
+    }
+
+    /// Runs with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, "")
+    }
+
+    /// Runs with `stdin` piped in.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(stdin.as_bytes())
+            .expect("stdin accepts the input");
+        Run::from(child.wait_with_output().expect("the binary finishes"))
+    }
+
+    /// Runs and expects success and a quiet stderr; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        self.ok_with_stdin(args, "")
+    }
+
+    /// As [`Cli::ok`], with stdin.
+    pub fn ok_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let run = self.run_with_stdin(args, stdin);
+        assert_eq!(
+            run.status, 0,
+            "runstore {args:?} on {} failed: {}",
+            self.store, run.stderr
+        );
+        run
+    }
+
+    /// Runs, expects failure with one `error: ...` line on stderr and nothing
+    /// on stdout; returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_with_stdin(args, "")
+    }
+
+    /// As [`Cli::fails`], with stdin.
+    pub fn fails_with_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let run = self.run_with_stdin(args, stdin);
+        assert_one_line_error(&run, args);
+        assert!(
+            run.stdout.is_empty(),
+            "stdout of a failure: {:?}",
+            run.stdout
+        );
+        run.stderr.trim_end().to_owned()
+    }
+}
+
+/// A failed run: non-zero status, stderr exactly one `error: ` line, no
+/// panic, no backtrace.
+pub fn assert_one_line_error(run: &Run, args: &[&str]) {
+    assert_ne!(run.status, 0, "runstore {args:?} succeeded: {}", run.stdout);
+    assert_ne!(
+        run.status, 101,
+        "runstore {args:?} panicked: {}",
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stderr of {args:?} is not one line: {:?}",
+        run.stderr
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "stderr of {args:?}: {:?}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(!run.stderr.contains("backtrace"), "{}", run.stderr);
+}
