@@ -24,13 +24,15 @@ use std::{
     future::Future,
     io::Write as _,
     path::{Path, PathBuf},
+    pin::Pin,
     process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use criterion::Criterion;
-use runstore::bench::{OpResult, Operation, WorkloadConfig, fdatasync_rate};
-use runstore_core::EventRecord;
+use criterion::{Criterion, SamplingMode, Throughput};
+use runstore::bench::{OpResult, Operation, Workload, WorkloadConfig, fdatasync_rate};
+use runstore_core::{EventRecord, Store};
 use tokio::runtime::Runtime;
 
 /// The child-process job of [`open_in_child`]: the store path to open.
@@ -745,6 +747,354 @@ fn bare_body() -> String {
 }
 
 // ---------------------------------------------------------------------------
+// The standard run: one body for every engine.
+
+/// A future that opens a store.
+pub type OpenFuture = Pin<Box<dyn Future<Output = runstore_core::Result<Arc<dyn Store>>> + Send>>;
+
+/// Opens a store at a path.
+pub type OpenFn = Box<dyn Fn(PathBuf) -> OpenFuture>;
+
+/// Parses a store's data plainly: records parsed and time taken.
+pub type ParseFn = fn(&Path) -> (u64, Duration);
+
+/// A count-taking baseline routine (see [`Windowed`]).
+pub type BareFn<'a> = Box<dyn FnMut(u64) -> OpResult + 'a>;
+
+/// What each figure must reach; `None` shows the figure without a target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Targets {
+    /// Single durable append events/s over the raw `fdatasync` rate.
+    pub single_vs_fdatasync: Option<f64>,
+    /// Single durable append events/s over the bare driver loop.
+    pub single_vs_bare: Option<f64>,
+    /// Concurrent appenders events/s over single-task events/s.
+    pub concurrent_vs_single: Option<f64>,
+    /// Batch events/s.
+    pub batch_rate: Option<f64>,
+    /// Median tail read, ms.
+    pub read_tail_ms: Option<f64>,
+    /// Open speed over the plain-parse speed of the same data.
+    pub open_vs_parse: Option<f64>,
+    /// Resident memory an open adds, bytes per event.
+    pub bytes_per_event: Option<f64>,
+}
+
+/// One backend, as the standard run sees it.
+pub struct Engine<'a> {
+    /// The backend's name (criterion group and table title).
+    pub name: &'static str,
+    /// The store's location inside a scratch directory (a directory name or
+    /// a file name).
+    pub location: &'static str,
+    /// Opens the store durably (CONTRACT §16).
+    pub open: OpenFn,
+    /// Opens the store relaxed, for the preload.
+    pub open_relaxed: OpenFn,
+    /// Extra handles for the concurrent appenders (separate pools, as
+    /// separate nodes would have); 0 for one shared handle.
+    pub extra_handles: usize,
+    /// Concurrent appender tasks.
+    pub concurrency: u64,
+    /// Whether the raw `fdatasync` rate is a baseline (local disks).
+    pub fdatasync: bool,
+    /// The bare driver loop, with its label.
+    pub bare: Option<(&'static str, BareFn<'a>)>,
+    /// The plain parse of the stored data an open is compared with (JSONL):
+    /// records parsed and time taken.
+    pub open_baseline: Option<ParseFn>,
+    /// Whether to measure compaction of the preloaded store.
+    pub compact: bool,
+    /// The issue's targets.
+    pub targets: Targets,
+}
+
+fn target(ratio: Option<f64>) -> Target {
+    ratio.map_or(Target::None, Target::RatioAtLeast)
+}
+
+/// Opens with retries while a just-dropped handle still holds the lock.
+fn open_store(bench: &Bench, open: &OpenFn, path: &Path) -> Arc<dyn Store> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bench.block_on(open(path.to_path_buf())) {
+            Ok(store) => return store,
+            Err(runstore_core::Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => panic!("opening {}: {err}", path.display()),
+        }
+    }
+}
+
+/// Runs the standard figures on `engine` (criterion benchmarks, then the
+/// interleaved ratio rounds) and prints the ratio table.
+///
+/// # Panics
+/// When the store fails; a bench has no one to return an error to.
+pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
+    let mut criterion = bench.criterion();
+    let mut table = RatioTable::new(format!("{}: {}", engine.name, bench.describe()));
+    let config = WorkloadConfig {
+        concurrency: engine.concurrency,
+        ..bench.config()
+    };
+    let concurrency = config.concurrency;
+
+    // --- Writes, into a fresh durable store.
+    let write_path = bench.path(&format!("write-{}", engine.location));
+    let store = open_store(bench, &engine.open, &write_path);
+    let handles = (0..engine.extra_handles)
+        .map(|_| open_store(bench, &engine.open, &write_path))
+        .collect();
+    let workload = Workload::new(store, config).with_handles(handles);
+    let sync_dir = bench.dir.path().to_path_buf();
+    {
+        let mut group = criterion.benchmark_group(engine.name);
+        group.throughput(Throughput::Elements(1));
+        if engine.fdatasync {
+            let mut file = SyncFile::new(&sync_dir);
+            group.bench_function("raw_fdatasync", |b| {
+                b.iter_custom(|iters| file.sync_n(iters))
+            });
+        }
+        if let Some((_, bare)) = engine.bare.as_mut() {
+            group.bench_function("bare_insert", |b| {
+                b.iter_custom(|iters| bare(iters).elapsed())
+            });
+        }
+        group.bench_function("single_append", |b| {
+            b.iter_custom(|iters| {
+                let result = bench.block_on(workload.single_append(iters));
+                result.expect("single append").elapsed()
+            });
+        });
+        group.bench_function(format!("concurrent_{concurrency}"), |b| {
+            b.iter_custom(|iters| {
+                let per_task = iters.div_ceil(concurrency);
+                let result = bench
+                    .block_on(workload.concurrent_append(per_task))
+                    .expect("concurrent append");
+                scaled(&result, result.events, iters)
+            });
+        });
+        group.throughput(Throughput::Elements(config.batch_size));
+        group.bench_function(format!("batch_{}", config.batch_size), |b| {
+            b.iter_custom(|iters| {
+                let result = bench.block_on(workload.batch_append(iters));
+                result.expect("batch append").elapsed()
+            });
+        });
+        group.finish();
+    }
+
+    let mut fsync = Fdatasync::new(bench, &sync_dir);
+    let mut bare = engine
+        .bare
+        .as_mut()
+        .map(|(label, bare)| (*label, Windowed::new(5, 1_000_000, bare)));
+    let mut single = Windowed::new(5, 1_000_000, |n| {
+        bench
+            .block_on(workload.single_append(n))
+            .expect("single append")
+    });
+    let mut concurrent = Windowed::new(1, 100_000, |per_task| {
+        bench
+            .block_on(workload.concurrent_append(per_task))
+            .expect("concurrent append")
+    });
+    let mut batch = Windowed::new(1, 100_000, |n| {
+        bench
+            .block_on(workload.batch_append(n))
+            .expect("batch append")
+    });
+    {
+        let mut sides: Vec<&mut dyn Round> = Vec::new();
+        if engine.fdatasync {
+            sides.push(&mut fsync);
+        }
+        if let Some((_, bare)) = bare.as_mut() {
+            sides.push(bare);
+        }
+        sides.push(&mut single);
+        sides.push(&mut concurrent);
+        sides.push(&mut batch);
+        interleave(bench.rounds, bench.window, &mut sides);
+    }
+    let targets = engine.targets;
+    let single = single.tally().clone();
+    let fsync = fsync.tally().clone();
+    if engine.fdatasync {
+        table.ratio(
+            "single durable append",
+            &single,
+            "raw fdatasync",
+            &fsync,
+            target(targets.single_vs_fdatasync),
+        );
+    }
+    if let Some((label, bare)) = &bare {
+        table.ratio(
+            "single durable append",
+            &single,
+            label,
+            bare.tally(),
+            target(targets.single_vs_bare),
+        );
+    }
+    if !engine.fdatasync && bare.is_none() {
+        table.rate("single durable append", &single, Target::None);
+    }
+    table.ratio(
+        &format!("{concurrency} concurrent appenders"),
+        concurrent.tally(),
+        "single-task append",
+        &single,
+        target(targets.concurrent_vs_single),
+    );
+    table.rate(
+        &format!("batch of {}", config.batch_size),
+        batch.tally(),
+        targets.batch_rate.map_or(Target::None, Target::RateAtLeast),
+    );
+    if engine.fdatasync {
+        let (low, high) = fsync.rate_range();
+        table.note(format!(
+            "raw fdatasync of this disk ranged {}..{}/s across the rounds",
+            human(low),
+            human(high)
+        ));
+    }
+    drop(workload);
+
+    // --- The preloaded store: load relaxed, reopen durable.
+    let read_path = bench.path(&format!("read-{}", engine.location));
+    let relaxed = open_store(bench, &engine.open_relaxed, &read_path);
+    let preload = bench
+        .block_on(Workload::new(relaxed, config).preload())
+        .expect("preload");
+    table.custom(
+        "preload (relaxed, batches of 1000)",
+        format!("{} ev/s", human(preload.events_per_sec)),
+        format!("{} events in {:.1} s", preload.events, preload.elapsed_secs),
+        None,
+        Target::None,
+        0.0,
+    );
+
+    let footprint = open_in_child(&read_path);
+    let per_event = footprint.rss_bytes as f64 / config.events.max(1) as f64;
+    table.custom(
+        "open memory (fresh process)",
+        format!("{per_event:.0} B/ev"),
+        format!("{} MiB RSS added", footprint.rss_bytes / (1 << 20)),
+        None,
+        targets
+            .bytes_per_event
+            .map_or(Target::None, Target::BytesAtMost),
+        per_event,
+    );
+    let open_secs = {
+        let mut group = criterion.benchmark_group(engine.name);
+        group.sampling_mode(SamplingMode::Flat);
+        group.throughput(Throughput::Elements(config.events));
+        let mut total = Duration::ZERO;
+        let mut opens = 0u32;
+        group.bench_function("open", |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let store = open_store(bench, &engine.open, &read_path);
+                    took += start.elapsed();
+                    drop(store);
+                }
+                total += took;
+                opens += u32::try_from(iters).unwrap_or(u32::MAX);
+                took
+            });
+        });
+        group.finish();
+        total.as_secs_f64() / f64::from(opens.max(1))
+    };
+    match engine.open_baseline {
+        Some(parse) => {
+            let (records, parse_time) = parse(&read_path);
+            let ratio = parse_time.as_secs_f64() / open_secs.max(f64::MIN_POSITIVE);
+            table.custom(
+                "open (index rebuild)",
+                format!("{:.3} s", open_secs),
+                format!(
+                    "plain serde_json parse {:.3} s ({} records, {} MiB)",
+                    parse_time.as_secs_f64(),
+                    records,
+                    dir_bytes(&read_path) / (1 << 20)
+                ),
+                Some(ratio),
+                target(targets.open_vs_parse),
+                ratio,
+            );
+        }
+        None => table.custom(
+            "open",
+            format!("{:.3} s", open_secs),
+            format!("child process: {:.3} s", footprint.open_secs),
+            None,
+            Target::None,
+            0.0,
+        ),
+    }
+
+    let store = open_store(bench, &engine.open, &read_path);
+    let reader = Workload::new(store, config);
+    {
+        let mut group = criterion.benchmark_group(engine.name);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("read_tail_{}", config.tail), |b| {
+            b.iter_custom(|iters| {
+                let result = bench.block_on(reader.read_tail(iters));
+                result.expect("tail read").elapsed()
+            });
+        });
+        group.finish();
+    }
+    let mut reads = Windowed::new(10, 1_000_000, |n| {
+        bench.block_on(reader.read_tail(n)).expect("tail read")
+    });
+    interleave(bench.rounds, bench.window, &mut [&mut reads]);
+    table.latency(
+        &format!("read tail-{} at {} events", config.tail, config.events),
+        reads.tally(),
+        targets
+            .read_tail_ms
+            .map_or(Target::None, Target::MillisAtMost),
+    );
+
+    if engine.compact {
+        let result = bench.block_on(reader.compact()).expect("compaction");
+        table.custom(
+            "compact (one store-wide pass)",
+            format!("{} ev/s pruned", human(result.events_per_sec)),
+            format!(
+                "{} events pruned in {:.2} s",
+                result.events, result.elapsed_secs
+            ),
+            None,
+            Target::None,
+            0.0,
+        );
+    }
+    drop(reader);
+
+    criterion.final_summary();
+    table.note(
+        "ratios compare figures measured in alternating windows of the same run; \
+         the machine is shared (other builds running), so absolute figures are noisy",
+    );
+    table.print();
+}
+
+// ---------------------------------------------------------------------------
 // The ratio table.
 
 /// What a figure must reach.
@@ -872,7 +1222,6 @@ impl RatioTable {
     }
 
     /// A free-form row; `ratio` is checked against `target`.
-    #[allow(clippy::too_many_arguments)]
     pub fn custom(
         &mut self,
         figure: &str,

@@ -333,6 +333,8 @@ pub struct Workload {
     config: WorkloadConfig,
     progress: Progress,
     next_id: Arc<AtomicU64>,
+    /// Further handles on the same store for the concurrent appenders.
+    handles: Vec<Arc<dyn Store>>,
     instance: String,
 }
 
@@ -345,8 +347,19 @@ impl Workload {
             config,
             progress: Progress::none(),
             next_id: Arc::new(AtomicU64::new(0)),
+            handles: Vec::new(),
             instance: instance_tag(),
         }
+    }
+
+    /// Spreads the appenders of [`Workload::concurrent_append`] over the
+    /// main handle and `handles` (appender `i` uses handle `i % (n + 1)`), as
+    /// separate processes or nodes would be: each handle must be another
+    /// connection to the same store (for example another connection pool).
+    #[must_use]
+    pub fn with_handles(mut self, handles: Vec<Arc<dyn Store>>) -> Self {
+        self.handles = handles;
+        self
     }
 
     /// Reports each step to `progress`.
@@ -444,8 +457,9 @@ impl Workload {
         let start = Instant::now();
         let handles: Vec<_> = tasks
             .into_iter()
-            .map(|(events, done)| {
-                let store = Arc::clone(&self.store);
+            .enumerate()
+            .map(|(index, (events, done))| {
+                let store = Arc::clone(self.handle(index));
                 let tenant = self.tenant.clone();
                 let progress = self.progress.clone();
                 tokio::spawn(async move {
@@ -682,6 +696,14 @@ impl Workload {
             took,
             vec![took],
         ))
+    }
+
+    /// The handle of concurrent appender `index`.
+    fn handle(&self, index: usize) -> &Arc<dyn Store> {
+        match index % (self.handles.len() + 1) {
+            0 => &self.store,
+            other => &self.handles[other - 1],
+        }
     }
 
     fn live_event(&self, run: &RunId) -> Result<EventRecord> {
@@ -922,6 +944,17 @@ mod tests {
                 .unwrap_or_else(|| panic!("no progress for {operation}"));
             assert_eq!(last.done, last.total, "{operation}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appenders_share_extra_handles() {
+        let store = memory();
+        let handles = vec![Arc::clone(&store), Arc::clone(&store)];
+        let workload = Workload::new(Arc::clone(&store), small()).with_handles(handles);
+        let result = workload.concurrent_append(5).await.unwrap();
+        assert_eq!((result.calls, result.events), (40, 40));
+        let run = RunId::new("bench-concurrent").unwrap();
+        assert_eq!(store.next_seq(&bench_tenant(), &run).await.unwrap(), 41);
     }
 
     #[tokio::test]

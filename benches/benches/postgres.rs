@@ -1,0 +1,3 @@
+//! Benchmarks of the postgres backend.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Benchmarks of the s3 backend.
+
+fn main() {}
