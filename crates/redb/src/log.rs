@@ -13,9 +13,8 @@ use crate::{
     RedbStore,
     error::Failure,
     tables::{
-        self, COMPACTED, EVENTS, HEADS, IDS, LIVE, decode_event, decode_stream, encode_event,
-        event_header, event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key,
-        tenant_prefix,
+        self, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
+        event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_prefix,
     },
     writer::WriteTables,
 };
@@ -30,18 +29,18 @@ fn head(
 
 /// The seq an id has in the stream, live or compacted.
 fn stored_seq(
-    ids: &impl ReadableTable<&'static [u8], (u64, u8)>,
+    ids: &impl ReadableTable<&'static [u8], u64>,
     stream: &[u8],
     event_id: &EventId,
 ) -> Result<Option<u64>, StorageError> {
     let key = join(stream, event_id.as_str().as_bytes());
-    Ok(ids.get(key.as_slice())?.map(|guard| guard.value().0))
+    Ok(ids.get(key.as_slice())?.map(|guard| guard.value()))
 }
 
 /// Looks ids up for the core planners, which take a closure returning the
 /// core `Result`: a redb failure is kept aside and reported as such.
 fn lookup<'a>(
-    ids: &'a impl ReadableTable<&'static [u8], (u64, u8)>,
+    ids: &'a impl ReadableTable<&'static [u8], u64>,
     stream: &'a [u8],
     failed: &'a mut Option<StorageError>,
 ) -> impl FnMut(&EventId) -> Result<Option<u64>> + 'a {
@@ -70,26 +69,27 @@ fn newest_snapshot_seq(
     }
 }
 
-/// Registers the ids `record` brings, keeping ids the stream already knows:
-/// its own as live, and a marker's remembered ids as compacted.
+/// Registers the ids `record` brings -- its own and, for a marker, those it
+/// remembers -- keeping any the stream already knows: the first occurrence
+/// in seq order wins, as a scan of the stream would find it.
 fn register_ids(
     tables: &mut WriteTables<'_>,
     stream: &[u8],
     record: &EventRecord,
 ) -> Result<(), Failure> {
-    let mut put = |event_id: &EventId, seq: u64, kind: u8| -> Result<(), Failure> {
+    let mut put = |event_id: &EventId, seq: u64| -> Result<(), Failure> {
         let key = join(stream, event_id.as_str().as_bytes());
         if tables.ids.get(key.as_slice())?.is_none() {
-            tables.ids.insert(key.as_slice(), (seq, kind))?;
+            tables.ids.insert(key.as_slice(), seq)?;
         }
         Ok(())
     };
-    put(&record.event_id, record.seq, LIVE)?;
+    put(&record.event_id, record.seq)?;
     if record.is_compaction_marker() {
         // Checked by the planner before anything was written.
         if let Ok(remembered) = compacted_ids(record) {
             for id in remembered {
-                put(&id.event_id, id.seq, COMPACTED)?;
+                put(&id.event_id, id.seq)?;
             }
         }
     }
@@ -134,7 +134,7 @@ fn append(
         // The planner found the id absent; ids a marker-typed event names are
         // only added where absent.
         let key = join(stream, record.event_id.as_str().as_bytes());
-        tables.ids.insert(key.as_slice(), (record.seq, LIVE))?;
+        tables.ids.insert(key.as_slice(), record.seq)?;
         if record.is_compaction_marker() {
             register_ids(tables, stream, record)?;
         }
@@ -183,28 +183,11 @@ fn import(
 /// One stream's compaction, computed before anything is written.
 struct Change {
     stream: Vec<u8>,
-    pruned: Vec<(EventId, u64)>,
+    /// The pruned events' seqs, ascending.
+    pruned: Vec<u64>,
     old_marker: Option<(EventId, u64)>,
     marker: EventRecord,
     marker_bytes: Vec<u8>,
-}
-
-fn load_event(
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    stream: &[u8],
-    seq: u64,
-) -> Result<EventRecord, Failure> {
-    let key = event_key(stream, seq);
-    let guard = events.get(key.as_slice())?.ok_or_else(|| {
-        Error::corrupt(
-            format!(
-                "events table, {}, seq {seq}",
-                tables::describe_stream(stream)
-            ),
-            "the record vanished during compaction",
-        )
-    })?;
-    decode_event(stream, seq, guard.value())
 }
 
 fn compact_stream(
@@ -213,10 +196,12 @@ fn compact_stream(
     policy: &CompactionPolicy,
 ) -> Result<Option<Change>, Failure> {
     let floor = newest_snapshot_seq(&tables.order, &stream)?;
-    let mut marker_seq = None;
-    let mut pruned_seqs = Vec::new();
+    let mut old_marker = None;
+    let mut pruned = Vec::new();
     let first = event_key(&stream, 0);
     let last = event_key(&stream, u64::MAX);
+    // One pass: the header says which records matter, and only those are
+    // parsed.
     for entry in tables.events.range(first.as_slice()..=last.as_slice())? {
         let (key, value) = entry?;
         let seq = seq_of_event_key(&stream, key.value())?;
@@ -229,24 +214,16 @@ fn compact_stream(
                 "value shorter than its header",
             )
         })?;
-        if is_marker && marker_seq.is_none() {
-            marker_seq = Some(seq);
-        }
-        if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
-            pruned_seqs.push(seq);
+        if is_marker && old_marker.is_none() {
+            old_marker = Some(decode_event(&stream, seq, value.value())?);
+        } else if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
+            pruned.push(decode_event(&stream, seq, value.value())?);
         }
     }
-    if pruned_seqs.is_empty() {
+    if pruned.is_empty() {
         return Ok(None);
     }
     let (key, _) = decode_stream(&stream)?;
-    let pruned = pruned_seqs
-        .iter()
-        .map(|seq| load_event(&tables.events, &stream, *seq))
-        .collect::<Result<Vec<_>, _>>()?;
-    let old_marker = marker_seq
-        .map(|seq| load_event(&tables.events, &stream, seq))
-        .transpose()?;
     let marker = merge_marker(
         &key.tenant,
         &key.run_id,
@@ -256,10 +233,7 @@ fn compact_stream(
     )?;
     let marker_bytes = encode_event(&marker)?;
     Ok(Some(Change {
-        pruned: pruned
-            .into_iter()
-            .map(|record| (record.event_id, record.seq))
-            .collect(),
+        pruned: pruned.iter().map(|record| record.seq).collect(),
         old_marker: old_marker.map(|record| (record.event_id, record.seq)),
         stream,
         marker,
@@ -284,18 +258,30 @@ fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<us
     let mut pruned = 0;
     for change in changes {
         let stream = change.stream.as_slice();
-        for (event_id, seq) in &change.pruned {
-            tables.events.remove(event_key(stream, *seq).as_slice())?;
-            let key = join(stream, event_id.as_str().as_bytes());
-            tables.ids.insert(key.as_slice(), (*seq, COMPACTED))?;
-        }
+        // The pruned ids stay in `ids`: the marker remembers them.
+        let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
+            continue;
+        };
+        let (low, high) = (event_key(stream, low), event_key(stream, high));
+        let doomed = &change.pruned;
+        tables
+            .events
+            .retain_in(low.as_slice()..=high.as_slice(), |key: &[u8], _| {
+                let seq = key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| key.get(at..))
+                    .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+                    .map(u64::from_be_bytes);
+                seq.is_none_or(|seq| doomed.binary_search(&seq).is_err())
+            })?;
         if let Some((event_id, seq)) = &change.old_marker {
             tables.events.remove(event_key(stream, *seq).as_slice())?;
             let key = join(stream, event_id.as_str().as_bytes());
             let points_here = tables
                 .ids
                 .get(key.as_slice())?
-                .is_some_and(|guard| guard.value() == (*seq, LIVE));
+                .is_some_and(|guard| guard.value() == *seq);
             if points_here {
                 tables.ids.remove(key.as_slice())?;
             }
@@ -305,9 +291,7 @@ fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<us
             .events
             .insert(key.as_slice(), change.marker_bytes.as_slice())?;
         let key = join(stream, change.marker.event_id.as_str().as_bytes());
-        tables
-            .ids
-            .insert(key.as_slice(), (change.marker.seq, LIVE))?;
+        tables.ids.insert(key.as_slice(), change.marker.seq)?;
         pruned += change.pruned.len();
     }
     Ok(pruned)

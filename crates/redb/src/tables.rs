@@ -10,7 +10,7 @@
 //! | table            | key                                                    | value                                      |
 //! |------------------|--------------------------------------------------------|--------------------------------------------|
 //! | `events`         | stream, seq (u64 BE)                                   | flags (1 byte), `occurred_at_ms` (u64 BE), record JSON |
-//! | `ids`            | stream, event id bytes                                 | (seq, kind): 0 live, 1 compacted           |
+//! | `ids`            | stream, event id bytes                                 | seq (live or compacted)                    |
 //! | `heads`          | stream                                                 | last seq                                   |
 //! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
 //! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
@@ -28,9 +28,11 @@ use crate::error::Failure;
 
 /// Events: stream key + seq -> [`encode_event`] bytes.
 pub(crate) const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
-/// Every id a stream knows, live or compacted: stream key + event id ->
-/// (seq, [`LIVE`] or [`COMPACTED`]).
-pub(crate) const IDS: TableDefinition<&[u8], (u64, u8)> = TableDefinition::new("ids");
+/// Every id a stream knows -- its live events' and those its compaction
+/// marker remembers: stream key + event id -> seq. Compaction leaves the
+/// pruned events' entries in place, so they keep deduplicating (CONTRACT
+/// §10).
+pub(crate) const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("ids");
 /// Stream key -> the stream's last seq; present exactly for streams that
 /// hold at least one record.
 pub(crate) const HEADS: TableDefinition<&[u8], u64> = TableDefinition::new("heads");
@@ -47,11 +49,6 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const FORMAT_VERSION: u64 = 1;
 /// The `meta` key holding the layout version.
 pub(crate) const FORMAT_KEY: &str = "format";
-
-/// `ids` kind of an id whose event is stored.
-pub(crate) const LIVE: u8 = 0;
-/// `ids` kind of an id a compaction marker remembers.
-pub(crate) const COMPACTED: u8 = 1;
 
 /// `events` flag: the record is a compaction marker.
 const FLAG_MARKER: u8 = 1;

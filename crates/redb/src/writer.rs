@@ -34,7 +34,7 @@ const RELAXED_SYNC_EVERY: u64 = 1024;
 /// The tables of one write transaction, open for the whole batch.
 pub(crate) struct WriteTables<'t> {
     pub(crate) events: Table<'t, &'static [u8], &'static [u8]>,
-    pub(crate) ids: Table<'t, &'static [u8], (u64, u8)>,
+    pub(crate) ids: Table<'t, &'static [u8], u64>,
     pub(crate) heads: Table<'t, &'static [u8], u64>,
     pub(crate) snapshots: Table<'t, &'static [u8], &'static [u8]>,
     pub(crate) order: Table<'t, &'static [u8], ()>,
