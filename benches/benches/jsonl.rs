@@ -43,6 +43,7 @@ fn main() {
                 bytes_per_event: Some(150.0),
                 ..Targets::default()
             },
+            requests: None,
         },
     );
 }

@@ -45,6 +45,7 @@ fn main() {
                 read_tail_ms: Some(0.3),
                 ..Targets::default()
             },
+            requests: None,
         },
     );
 }

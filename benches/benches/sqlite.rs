@@ -47,6 +47,7 @@ fn main() {
                 read_tail_ms: Some(0.5),
                 ..Targets::default()
             },
+            requests: None,
         },
     );
 }

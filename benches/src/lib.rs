@@ -21,12 +21,16 @@
 //! at a tiny size, as a smoke test.
 
 use std::{
+    cell::Cell,
     future::Future,
     io::Write as _,
     path::{Path, PathBuf},
     pin::Pin,
     process::Command,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -34,6 +38,9 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use runstore::bench::{OpResult, Operation, Workload, WorkloadConfig, fdatasync_rate};
 use runstore_core::{EventRecord, Store};
 use tokio::runtime::Runtime;
+
+#[cfg(feature = "s3")]
+pub mod counting;
 
 /// The child-process job of [`open_in_child`]: the store path to open.
 pub const OPEN_CHILD_ENV: &str = "RUNSTORE_BENCH_OPEN_CHILD";
@@ -719,23 +726,100 @@ impl BarePostgres {
         ))
     }
 
-    /// Drops the schema and its table.
+    /// Drops this baseline's schema and the schemas in `also` (the stores'
+    /// schemas), with everything in them.
     ///
     /// # Errors
     /// The driver's error.
-    pub async fn drop_schema(self) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        ))
-        .execute(&self.pool)
-        .await?;
+    pub async fn drop_schemas(self, also: &[String]) -> sqlx::Result<()> {
+        for schema in std::iter::once(&self.schema).chain(also) {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&self.pool)
+                .await?;
+        }
+        self.pool.close().await;
         Ok(())
     }
 }
 
+/// A bare object-store loop: one create-if-absent `PUT` of a new key per
+/// event, the request every durable S3 append needs at least; no runstore
+/// code.
+#[cfg(feature = "s3")]
+#[derive(Debug)]
+pub struct BareObjectPut {
+    store: Arc<dyn object_store::ObjectStore>,
+    prefix: String,
+    next: u64,
+}
+
+#[cfg(feature = "s3")]
+impl BareObjectPut {
+    /// Puts under `prefix` in `store`.
+    pub fn new(store: Arc<dyn object_store::ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.to_owned(),
+            next: 0,
+        }
+    }
+
+    /// `n` conditional puts, one after another.
+    ///
+    /// # Errors
+    /// The client's error.
+    pub async fn insert(&mut self, n: u64) -> object_store::Result<OpResult> {
+        use object_store::{PutMode, PutOptions, PutPayload, path::Path as ObjectPath};
+        let body = bytes::Bytes::from(bare_body());
+        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        let start = Instant::now();
+        for _ in 0..n {
+            self.next += 1;
+            let location = ObjectPath::from(format!("{}/e-{}", self.prefix, self.next));
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            let began = Instant::now();
+            self.store
+                .put_opts(&location, PutPayload::from_bytes(body.clone()), options)
+                .await?;
+            latencies.push(began.elapsed());
+        }
+        Ok(OpResult::from_latencies(
+            Operation::BareInsert,
+            n,
+            start.elapsed(),
+            latencies,
+        ))
+    }
+}
+
+/// A name for the store at `path` that is the same in the bench process and
+/// in its open child: the scratch directory's random suffix and the file
+/// name, lowercase, with everything but `[a-z0-9]` as `_` (a valid
+/// PostgreSQL schema name or S3 key segment).
+pub fn location_name(path: &Path) -> String {
+    let part = |path: Option<&Path>| {
+        path.and_then(Path::file_name)
+            .map(|name| name.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    };
+    let scratch = part(path.parent());
+    let tag = scratch.rsplit('-').next().unwrap_or_default().to_owned();
+    format!("bench_{tag}_{}", part(Some(path)))
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// A record body of the size the workload's events serialize to.
-#[cfg(any(feature = "sqlite", feature = "redb", feature = "postgres"))]
+#[cfg(any(
+    feature = "sqlite",
+    feature = "redb",
+    feature = "postgres",
+    feature = "s3"
+))]
 fn bare_body() -> String {
     let tenant = runstore::bench::bench_tenant();
     let run = runstore_core::RunId::new("bare-run").expect("a valid id");
@@ -807,6 +891,9 @@ pub struct Engine<'a> {
     pub compact: bool,
     /// The targets.
     pub targets: Targets,
+    /// A request counter the engine's stores add to (S3), for a
+    /// requests-per-event row.
+    pub requests: Option<Arc<AtomicU64>>,
 }
 
 fn target(ratio: Option<f64>) -> Target {
@@ -893,20 +980,37 @@ pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
         .bare
         .as_mut()
         .map(|(label, bare)| (*label, Windowed::new(5, 1_000_000, bare)));
+    let counter = engine.requests.clone();
+    let single_requests = Cell::new(0u64);
+    let concurrent_requests = Cell::new(0u64);
+    let batch_requests = Cell::new(0u64);
+    let counted = |cell: &Cell<u64>, op: &mut dyn FnMut() -> OpResult| {
+        let before = counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        let result = op();
+        let after = counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        cell.set(cell.get() + (after - before));
+        result
+    };
     let mut single = Windowed::new(5, 1_000_000, |n| {
-        bench
-            .block_on(workload.single_append(n))
-            .expect("single append")
+        counted(&single_requests, &mut || {
+            bench
+                .block_on(workload.single_append(n))
+                .expect("single append")
+        })
     });
     let mut concurrent = Windowed::new(1, 100_000, |per_task| {
-        bench
-            .block_on(workload.concurrent_append(per_task))
-            .expect("concurrent append")
+        counted(&concurrent_requests, &mut || {
+            bench
+                .block_on(workload.concurrent_append(per_task))
+                .expect("concurrent append")
+        })
     });
     let mut batch = Windowed::new(1, 100_000, |n| {
-        bench
-            .block_on(workload.batch_append(n))
-            .expect("batch append")
+        counted(&batch_requests, &mut || {
+            bench
+                .block_on(workload.batch_append(n))
+                .expect("batch append")
+        })
     });
     {
         let mut sides: Vec<&mut dyn Round> = Vec::new();
@@ -957,6 +1061,28 @@ pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
         batch.tally(),
         targets.batch_rate.map_or(Target::None, Target::RateAtLeast),
     );
+    if engine.requests.is_some() {
+        // The probes of the first round are counted but not in the tallies;
+        // their share is small next to the rounds.
+        let per_event = |requests: &Cell<u64>, tally: &Tally| {
+            requests.get() as f64 / tally.events().max(1) as f64
+        };
+        let text = format!(
+            "single {:.2}, {concurrency} concurrent {:.2}, batch of {} {:.3}",
+            per_event(&single_requests, &single),
+            per_event(&concurrent_requests, concurrent.tally()),
+            config.batch_size,
+            per_event(&batch_requests, batch.tally()),
+        );
+        table.custom(
+            "requests per event",
+            text,
+            "counted at the object store client".to_owned(),
+            None,
+            Target::None,
+            0.0,
+        );
+    }
     if engine.fdatasync {
         let (low, high) = fsync.rate_range();
         table.note(format!(
@@ -1386,6 +1512,12 @@ mod tests {
         assert!(text.contains("1.00x"), "{text}");
         assert!(text.contains("0.010 ms p50"), "{text}");
         assert!(text.contains("* noisy"), "{text}");
+    }
+
+    #[test]
+    fn location_names_are_stable_and_plain() {
+        let name = location_name(Path::new("/tmp/runstore-bench-postgres-AbC123/read-store"));
+        assert_eq!(name, "bench_abc123_read_store");
     }
 
     #[test]
