@@ -43,10 +43,11 @@
 //! | `sqlite:PATH` | one SQLite file | `sqlite` |
 //! | `redb:PATH` | one redb file | `redb` |
 //! | `s3://BUCKET/PREFIX` | S3 or an S3-compatible server; `AWS_*` variables give endpoint, region, credentials (a plain `http://` endpoint is allowed) | `s3` |
-//! | `postgres://...`, `postgresql://...` | PostgreSQL | `postgres` |
+//! | `postgres://...`, `postgresql://...` (`?schema=NAME` picks the schema, default `runstore`) | PostgreSQL | `postgres` |
 //! | `memory:` | the in-memory model store, gone with the process | always |
 //!
-//! The file backends accept `?durability=relaxed` (no fsync; CONTRACT §16).
+//! The file backends and PostgreSQL accept `?durability=relaxed` (no fsync,
+//! or no synchronous commit; CONTRACT §16).
 //! Every scheme is recognised whatever the features: one whose feature is off
 //! fails with [`OpenError::FeatureDisabled`], naming the feature to enable.
 //! See [`StoreUrl`] for the details.

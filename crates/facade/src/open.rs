@@ -67,8 +67,17 @@ pub async fn open_url(url: &StoreUrl) -> Result<Store, OpenError> {
             Ok(Store::new(Backend::S3, store))
         }
         #[cfg(feature = "postgres")]
-        StoreUrl::Postgres { url } => {
-            let store = runstore_postgres::PostgresStore::connect(url).await?;
+        StoreUrl::Postgres {
+            url,
+            schema,
+            durability,
+        } => {
+            let mut options =
+                runstore_postgres::PostgresOptions::default().with_durability(*durability);
+            if let Some(schema) = schema {
+                options = options.with_schema(schema.clone());
+            }
+            let store = runstore_postgres::PostgresStore::connect_with(url, options).await?;
             Ok(Store::new(Backend::Postgres, store))
         }
         #[allow(unreachable_patterns)]
@@ -120,6 +129,39 @@ mod tests {
             );
             let core: runstore_core::Error = open(url).await.unwrap_err().into();
             assert!(matches!(core, runstore_core::Error::InvalidInput { .. }));
+        }
+    }
+
+    #[tokio::test]
+    async fn embedded_backends_open_and_reopen_by_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = Tenant::local();
+        let run = RunId::new("r").unwrap();
+        for (scheme, name) in [
+            ("jsonl", "store"),
+            ("sqlite", "store.sqlite"),
+            ("redb", "store.redb"),
+        ] {
+            let backend: Backend = scheme.parse().unwrap();
+            if !backend.is_enabled() {
+                continue;
+            }
+            let path = dir.path().join(name);
+            for (url, id) in [
+                (format!("{scheme}:{}", path.display()), "durable"),
+                (
+                    format!("{scheme}://{}?durability=relaxed", path.display()),
+                    "relaxed",
+                ),
+            ] {
+                let store = open(&url).await.unwrap();
+                assert_eq!(store.backend(), backend);
+                let event =
+                    EventRecord::new(&tenant, run.clone(), EventId::new(id).unwrap(), "t", 1);
+                store.append(&tenant, &event).await.unwrap();
+            }
+            let store = open(&format!("{scheme}:{}", path.display())).await.unwrap();
+            assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 3, "{scheme}");
         }
     }
 

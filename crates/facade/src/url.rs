@@ -114,7 +114,7 @@ impl FromStr for Backend {
 /// | `sqlite:PATH` | SQLite database file |
 /// | `redb:PATH` | redb database file |
 /// | `s3://BUCKET/PREFIX` | S3 bucket and key prefix; endpoint, region and credentials from `AWS_*` |
-/// | `postgres://...`, `postgresql://...` | PostgreSQL connection URL, passed on unchanged |
+/// | `postgres://...`, `postgresql://...` | PostgreSQL connection URL; `schema=NAME` and `durability=` are read by runstore, other parameters go to the driver |
 /// | `memory:` | in-memory model store, gone with the process |
 ///
 /// After `jsonl:`, `sqlite:` and `redb:` a leading `//` is dropped, so
@@ -155,8 +155,13 @@ pub enum StoreUrl {
     },
     /// A PostgreSQL database.
     Postgres {
-        /// The connection URL, exactly as given.
+        /// The connection URL as given, less the options runstore reads.
         url: String,
+        /// The schema holding the store's tables (`?schema=NAME`); `None`
+        /// is the backend's default, `runstore`.
+        schema: Option<String>,
+        /// How hard commits work to survive a crash (`?durability=relaxed`).
+        durability: Durability,
     },
     /// The in-memory model store.
     Memory,
@@ -222,9 +227,7 @@ impl StoreUrl {
                         "expected postgres://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE",
                     ));
                 }
-                Ok(StoreUrl::Postgres {
-                    url: url.to_owned(),
-                })
+                postgres_location(url)
             }
             "memory" => {
                 if !rest.is_empty() {
@@ -277,7 +280,22 @@ impl fmt::Display for StoreUrl {
             StoreUrl::Sqlite { path, durability } => file(f, "sqlite", path, *durability),
             StoreUrl::Redb { path, durability } => file(f, "redb", path, *durability),
             StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            StoreUrl::Postgres { url } => f.write_str(&redact_password(url)),
+            StoreUrl::Postgres {
+                url,
+                schema,
+                durability,
+            } => {
+                f.write_str(&redact_password(url))?;
+                let mut separator = if url.contains('?') { '&' } else { '?' };
+                if let Some(schema) = schema {
+                    write!(f, "{separator}schema={schema}")?;
+                    separator = '&';
+                }
+                if *durability == Durability::Relaxed {
+                    write!(f, "{separator}durability=relaxed")?;
+                }
+                Ok(())
+            }
             StoreUrl::Memory => f.write_str("memory:"),
         }
     }
@@ -327,6 +345,51 @@ fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenErr
         }
     }
     Ok((PathBuf::from(path), durability))
+}
+
+/// Splits runstore's own options (`schema`, `durability`) off a PostgreSQL
+/// URL; every other query parameter stays for the driver.
+fn postgres_location(url: &str) -> Result<StoreUrl, OpenError> {
+    let invalid = |reason: String| OpenError::InvalidUrl {
+        url: redact_password(url),
+        reason,
+    };
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut schema = None;
+    let mut durability = Durability::Durable;
+    let mut kept = Vec::new();
+    for pair in query.into_iter().flat_map(|query| query.split('&')) {
+        match pair.split_once('=') {
+            Some(("schema", name)) => {
+                if name.is_empty() {
+                    return Err(invalid("the schema name is empty".to_owned()));
+                }
+                schema = Some(name.to_owned());
+            }
+            Some(("durability", "durable")) => durability = Durability::Durable,
+            Some(("durability", "relaxed")) => durability = Durability::Relaxed,
+            Some(("durability", other)) => {
+                return Err(invalid(format!(
+                    "durability {other:?} is not `durable` or `relaxed`"
+                )));
+            }
+            _ if pair.is_empty() => {}
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok(StoreUrl::Postgres {
+        url,
+        schema,
+        durability,
+    })
 }
 
 /// A PostgreSQL URL with its password (if any) replaced by `***`.
@@ -403,10 +466,25 @@ mod tests {
             }
         );
         let pg = "postgresql://u:secret@localhost:5432/db?sslmode=disable";
-        assert_eq!(parse(pg), StoreUrl::Postgres { url: pg.into() });
+        assert_eq!(
+            parse(pg),
+            StoreUrl::Postgres {
+                url: pg.into(),
+                schema: None,
+                durability: Durability::Durable
+            }
+        );
         assert_eq!(
             parse(pg).to_string(),
             "postgresql://u:***@localhost:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            parse("postgres://h/db?schema=tenant_a&sslmode=disable&durability=relaxed"),
+            StoreUrl::Postgres {
+                url: "postgres://h/db?sslmode=disable".into(),
+                schema: Some("tenant_a".into()),
+                durability: Durability::Relaxed
+            }
         );
         assert_eq!(parse("memory:"), StoreUrl::Memory);
     }
@@ -425,6 +503,8 @@ mod tests {
             "s3://",
             "s3:bucket",
             "postgres:db",
+            "postgres://h/db?schema=",
+            "postgres://h/db?durability=fast",
             "memory:x",
         ] {
             assert!(
@@ -442,6 +522,8 @@ mod tests {
             "redb:/x/y.redb",
             "s3://b/p",
             "memory:",
+            "postgres://h/db?schema=s&durability=relaxed",
+            "postgres://h/db?sslmode=disable&schema=s",
         ] {
             assert_eq!(parse(&parse(url).to_string()), parse(url), "{url}");
         }
