@@ -8,19 +8,18 @@
 //! - One stream's events are one contiguous key range in seq order, so a
 //!   read (tail or window) is one range scan; every key is prefixed by a
 //!   length-prefixed encoding of tenant and run, so tenants never share keys
-//!   (see the `tables` module docs and `docs/backends/redb.md`).
+//!   (`docs/backends/redb.md` lists the tables and the encoding).
 //! - redb is blocking, so it never runs on the async executor: reads run on
 //!   tokio's blocking pool in read transactions, which never wait for
 //!   writers; writes go to one writer thread that groups every request queued
 //!   behind a commit into the next write transaction (*group commit*), so
 //!   concurrent appenders share fsyncs.
-//! - Commits are durable by default (CONTRACT §16);
-//!   [`RedbOptions::with_durability`]`(`[`Durability::Relaxed`]`)` maps to
+//! - Commits are durable by default (CONTRACT §16); choosing
+//!   [`Durability::Relaxed`] with [`RedbOptions::with_durability`] maps to
 //!   redb's non-durable commits.
 //! - The file is locked while open: a second process (or a second open in
-//!   this one) gets [`Error::Locked`](runstore_core::Error::Locked) naming the
-//!   file. The lock is released when the last clone of the handle is
-//!   dropped.
+//!   this one) gets [`Error::Locked`] naming the file. The lock is released
+//!   when the last clone of the handle is dropped.
 //!
 //! # Example
 //!
@@ -58,7 +57,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod error;
 mod log;
