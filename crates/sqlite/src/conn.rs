@@ -153,3 +153,43 @@ impl Reader<'_> {
             .expect("Readers::get fills the slot before lending it")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row as _;
+
+    use super::*;
+
+    async fn pragma(conn: &mut SqliteConnection, name: &str) -> String {
+        let row = sqlx::query(&format!("PRAGMA {name}"))
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        row.try_get::<String, _>(0)
+            .or_else(|_| row.try_get::<i64, _>(0).map(|value| value.to_string()))
+            .unwrap()
+    }
+
+    // CONTRACT §16: durable is WAL + FULL, relaxed is WAL + NORMAL; both
+    // wait for locks.
+    #[tokio::test]
+    async fn writer_settings_follow_the_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        let path: Arc<str> = Arc::from("test");
+        let timeout = Duration::from_millis(1_234);
+        for (durability, synchronous) in [(Durability::Durable, "2"), (Durability::Relaxed, "1")] {
+            let options = writer_options(&file, durability, timeout);
+            let mut conn = connect(&path, &options, timeout).await.unwrap();
+            assert_eq!(pragma(&mut conn, "journal_mode").await, "wal");
+            assert_eq!(pragma(&mut conn, "synchronous").await, synchronous);
+            assert_eq!(pragma(&mut conn, "busy_timeout").await, "1234");
+        }
+        let mut reader = connect(&path, &reader_options(&file, timeout), timeout)
+            .await
+            .unwrap();
+        assert_eq!(pragma(&mut reader, "query_only").await, "1");
+        let denied = sqlx::query("CREATE TABLE t (x)").execute(&mut reader).await;
+        assert!(denied.is_err(), "reader connections cannot write");
+    }
+}

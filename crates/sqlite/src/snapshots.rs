@@ -33,7 +33,8 @@ impl SnapshotStore for SqliteStore {
         self.submit(
             Job::Put(PutJob {
                 tenant: tenant.clone(),
-                snapshot,
+                run_id: snapshot.run_id,
+                snapshot_id: snapshot.snapshot_id,
                 seq,
                 created_at_ms,
                 record,

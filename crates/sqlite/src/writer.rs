@@ -22,7 +22,7 @@ use std::{
 };
 
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventRecord, Result, RunId, SnapshotId, StreamKey, Tenant,
     append::{plan_append, plan_import},
     compaction::{CompactionPolicy, compacted_ids, merge_marker},
     prune_selection,
@@ -80,11 +80,12 @@ pub(crate) struct AppendJob {
     pub(crate) reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
 }
 
-/// A snapshot `put`, with the tenant already stamped and the record
-/// serialized.
+/// A snapshot `put`: its key, order columns and record, serialized with
+/// the tenant already stamped.
 pub(crate) struct PutJob {
     pub(crate) tenant: Tenant,
-    pub(crate) snapshot: SnapshotRecord,
+    pub(crate) run_id: RunId,
+    pub(crate) snapshot_id: SnapshotId,
     pub(crate) seq: i64,
     pub(crate) created_at_ms: i64,
     pub(crate) record: String,
@@ -423,9 +424,9 @@ impl Writer {
                 bind_stream(
                     sqlx::query(schema::PUT_SNAPSHOT),
                     &put.tenant,
-                    put.snapshot.run_id.as_str(),
+                    put.run_id.as_str(),
                 )
-                .bind(put.snapshot.snapshot_id.as_str())
+                .bind(put.snapshot_id.as_str())
                 .bind(put.seq)
                 .bind(put.created_at_ms)
                 .bind(put.record.as_str())

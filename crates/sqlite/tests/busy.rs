@@ -1,0 +1,124 @@
+//! SQLITE_BUSY: a write waits for a lock another connection holds, and
+//! after the busy timeout fails with a clear, retryable error.
+
+use std::time::{Duration, Instant};
+
+use runstore_core::{Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_sqlite::{SqliteOptions, SqliteStore};
+use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection, sqlite::SqliteConnectOptions};
+
+fn event(id: &str) -> EventRecord {
+    EventRecord::new(
+        &Tenant::local(),
+        RunId::new("run").unwrap(),
+        EventId::new(id).unwrap(),
+        "busy.test",
+        1,
+    )
+}
+
+/// Another connection (as another process would) holding the write lock.
+async fn hold_write_lock(path: &std::path::Path) -> SqliteConnection {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_gives_up_after_the_busy_timeout_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let timeout = Duration::from_millis(300);
+    let store = SqliteStore::open_with(&path, SqliteOptions::default().with_busy_timeout(timeout))
+        .await
+        .unwrap();
+    let mut locker = hold_write_lock(&path).await;
+
+    let started = Instant::now();
+    let err = store
+        .append(&Tenant::local(), &event("a"))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: true,
+                ..
+            }
+        ),
+        "expected a retryable backend error, got {err:?}"
+    );
+    assert!(err.is_retryable());
+    let message = err.to_string();
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        source.contains("locked") && source.contains("SQLITE_BUSY"),
+        "the error names the lock: {message} / {source}"
+    );
+    assert!(
+        waited >= timeout,
+        "gave up after {waited:?}, before the timeout"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let outcome = store.append(&Tenant::local(), &event("a")).await.unwrap();
+    assert_eq!((outcome.seq, outcome.inserted), (1, true));
+    locker.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_a_lock_released_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut locker = hold_write_lock(&path).await;
+
+    let writer = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(&Tenant::local(), &event("a")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!writer.is_finished(), "the append waits for the lock");
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    let outcome = writer.await.unwrap().unwrap();
+    assert_eq!((outcome.seq, outcome.inserted), (1, true));
+    let records = store
+        .read(
+            &Tenant::local(),
+            &RunId::new("run").unwrap(),
+            ReadQuery::all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_while_another_connection_holds_the_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.append(&Tenant::local(), &event("a")).await.unwrap();
+    let _locker = hold_write_lock(&path).await;
+    let run = RunId::new("run").unwrap();
+    assert_eq!(store.next_seq(&Tenant::local(), &run).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .read(&Tenant::local(), &run, ReadQuery::all())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -1,0 +1,192 @@
+//! Two processes append to one stream of one database file at the same
+//! time (CONTRACT §3): seqs stay gapless and unique, each id is stored once,
+//! and every answer names the stored seq.
+//!
+//! The parent test re-runs this test binary as the second process, running
+//! only the ignored `child_appender` test, with environment variables naming
+//! the database and where to write its answers.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_sqlite::SqliteStore;
+use serde_json::json;
+
+const DB_VAR: &str = "RUNSTORE_SQLITE_MP_DB";
+const ROLE_VAR: &str = "RUNSTORE_SQLITE_MP_ROLE";
+const TASKS: usize = 8;
+const PER_TASK: usize = 40;
+
+fn tenant() -> Tenant {
+    Tenant::new("org-mp", "ws-mp", Some("deploy".to_owned())).expect("valid tenant")
+}
+
+fn run() -> RunId {
+    RunId::new("shared-run").expect("valid run id")
+}
+
+/// The ids task `task` of process `role` appends: mostly its own, and every
+/// fourth one an id both processes append.
+fn ids(role: &str, task: usize) -> Vec<String> {
+    (0..PER_TASK)
+        .map(|i| {
+            if i % 4 == 3 {
+                format!("shared-{task}-{i}")
+            } else {
+                format!("{role}-{task}-{i}")
+            }
+        })
+        .collect()
+}
+
+fn ready_file(db: &Path, role: &str) -> PathBuf {
+    db.with_file_name(format!("{role}.ready"))
+}
+
+fn answers_file(db: &Path, role: &str) -> PathBuf {
+    db.with_file_name(format!("{role}.answers.json"))
+}
+
+/// Opens the store, waits until the other process has too, appends with
+/// `TASKS` concurrent tasks and writes `{id: [seq, inserted]}` answers.
+fn append_as(db: &Path, role: &str, other: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answers: Vec<(String, u64, bool)> = runtime.block_on(async {
+        let store = SqliteStore::open(db)
+            .await
+            .expect("open the shared database");
+        std::fs::write(ready_file(db, role), b"ready").expect("write the ready file");
+        let started = Instant::now();
+        while !ready_file(db, other).exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the other process never opened the database"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut handles = Vec::new();
+        for task in 0..TASKS {
+            let store = store.clone();
+            let role = role.to_owned();
+            handles.push(tokio::spawn(async move {
+                let tenant = tenant();
+                let mut answers = Vec::new();
+                for id in ids(&role, task) {
+                    let event = EventRecord::new(
+                        &tenant,
+                        run(),
+                        EventId::new(id.clone()).expect("valid id"),
+                        "mp.test",
+                        1,
+                    )
+                    .with_payload(json!({ "by": role }));
+                    let outcome = store.append(&tenant, &event).await.expect("append");
+                    answers.push((id, outcome.seq, outcome.inserted));
+                }
+                answers
+            }));
+        }
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.extend(handle.await.expect("appender task"));
+        }
+        answers
+    });
+    let text = serde_json::to_string(&answers).expect("answers serialize");
+    std::fs::write(answers_file(db, role), text).expect("write the answers");
+}
+
+#[test]
+#[ignore = "the second process of two_processes_append_to_one_stream; run by it"]
+fn child_appender() {
+    let db = std::env::var_os(DB_VAR)
+        .map(PathBuf::from)
+        .expect("RUNSTORE_SQLITE_MP_DB names the database (set by the parent test)");
+    let role = std::env::var(ROLE_VAR).expect("RUNSTORE_SQLITE_MP_ROLE is set by the parent");
+    append_as(&db, &role, "parent");
+}
+
+#[test]
+fn two_processes_append_to_one_stream() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("shared.sqlite");
+    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--exact", "child_appender", "--nocapture", "--ignored"])
+        .env(DB_VAR, &db)
+        .env(ROLE_VAR, "child")
+        .spawn()
+        .expect("spawn the second process");
+    // Both processes open the new file at about the same moment, so the
+    // schema migration races too.
+    append_as(&db, "parent", "child");
+    let status = child.wait().expect("wait for the second process");
+    assert!(status.success(), "the second process failed: {status}");
+
+    let mut answers: Vec<(String, u64, bool)> = Vec::new();
+    for role in ["parent", "child"] {
+        let text = std::fs::read_to_string(answers_file(&db, role)).expect("read answers");
+        answers.extend(serde_json::from_str::<Vec<(String, u64, bool)>>(&text).expect("parse"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let records = runtime.block_on(async {
+        let store = SqliteStore::open(&db).await.expect("reopen");
+        store
+            .read(&tenant(), &run(), ReadQuery::all())
+            .await
+            .expect("read")
+    });
+
+    let seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();
+    let expected: Vec<u64> = (1..=records.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "seqs are exactly 1..n across both processes"
+    );
+    let mut stored: HashMap<&str, u64> = HashMap::new();
+    for record in &records {
+        assert!(
+            stored
+                .insert(record.event_id.as_str(), record.seq)
+                .is_none(),
+            "event {} stored twice",
+            record.event_id
+        );
+    }
+    let mut inserted = 0;
+    for (id, seq, was_inserted) in &answers {
+        assert_eq!(stored.get(id.as_str()), Some(seq), "answer for {id}");
+        inserted += usize::from(*was_inserted);
+    }
+    assert_eq!(
+        inserted,
+        records.len(),
+        "one inserting answer per stored event"
+    );
+    let by_child = records
+        .iter()
+        .filter(|record| record.payload["by"] == "child")
+        .count();
+    let by_parent = records
+        .iter()
+        .filter(|record| record.payload["by"] == "parent")
+        .count();
+    assert!(
+        by_child > 0 && by_parent > 0,
+        "both processes stored events"
+    );
+    // Each process appends TASKS * PER_TASK ids; the shared quarter is common.
+    let distinct = TASKS * PER_TASK * 2 - TASKS * (PER_TASK / 4);
+    assert_eq!(records.len(), distinct);
+}

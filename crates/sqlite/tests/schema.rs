@@ -1,0 +1,170 @@
+//! What the SQLite schema itself guarantees: the deployment encoding in the
+//! unique keys, the compacted-id table, WAL mode, and the auto traits of the
+//! store (CONTRACT §20).
+
+use std::fmt::Debug;
+
+use runstore_core::{
+    EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, SnapshotStore, Tenant,
+};
+use runstore_sqlite::SqliteStore;
+use sqlx::{ConnectOptions as _, Row as _, SqliteConnection, sqlite::SqliteConnectOptions};
+
+fn event(tenant: &Tenant, run: &str, id: &str, at: u64) -> EventRecord {
+    EventRecord::new(
+        tenant,
+        RunId::new(run).unwrap(),
+        EventId::new(id).unwrap(),
+        "schema.test",
+        at,
+    )
+}
+
+async fn raw(path: &std::path::Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn the_store_and_its_futures_are_send_and_sync() {
+    fn store<T: Send + Sync + Clone + Debug + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    store::<SqliteStore>();
+    let open = SqliteStore::open("never-polled.sqlite");
+    send(&open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_deployment_takes_part_in_the_unique_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let bare = Tenant::new("org", "ws", None).unwrap();
+    let deployed = Tenant::new("org", "ws", Some("d".to_owned())).unwrap();
+    for tenant in [&bare, &deployed] {
+        let outcome = store
+            .append(tenant, &event(tenant, "r", "e", 1))
+            .await
+            .unwrap();
+        assert_eq!((outcome.seq, outcome.inserted), (1, true), "{tenant}");
+    }
+    // Without a deployment the same id is a duplicate, not a second row.
+    let again = store
+        .append(&bare, &event(&bare, "r", "e", 1))
+        .await
+        .unwrap();
+    assert_eq!((again.seq, again.inserted), (1, false));
+
+    let mut conn = raw(&path).await;
+    let rows = sqlx::query(
+        "SELECT deployment_id, seq FROM events WHERE run_id = 'r' ORDER BY deployment_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(got, vec![(String::new(), 1), ("d".to_owned(), 1)]);
+    // The unique key rejects a second row for the absent deployment.
+    let dup = sqlx::query(
+        "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
+         event_type, occurred_at_ms, is_marker, record) \
+         VALUES ('org', 'ws', '', 'r', 1, 'other', 't', 1, 0, '{}')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert!(
+        dup.as_database_error()
+            .is_some_and(|err| err.is_unique_violation()),
+        "{dup}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_ids_are_indexed_in_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let tenant = Tenant::local();
+    for (id, at) in [("old-1", 100), ("old-2", 200), ("new", 5_000)] {
+        store
+            .append(&tenant, &event(&tenant, "r", id, at))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.compact(1_000, 5_000).await.unwrap(), 2);
+
+    let mut conn = raw(&path).await;
+    let rows = sqlx::query("SELECT event_id, seq FROM compacted_ids ORDER BY seq")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(got, vec![("old-1".to_owned(), 1), ("old-2".to_owned(), 2)]);
+    let markers: i64 = sqlx::query("SELECT COUNT(*) FROM events WHERE is_marker = 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(markers, 1);
+
+    // A duplicate of a pruned id answers its original seq (CONTRACT §10).
+    let again = store
+        .append(&tenant, &event(&tenant, "r", "old-2", 100))
+        .await
+        .unwrap();
+    assert_eq!((again.seq, again.inserted), (2, false));
+    let run = RunId::new("r").unwrap();
+    assert_eq!(
+        store
+            .seq_of(&tenant, &run, &EventId::new("old-1").unwrap())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+
+    // A second compaction adds only the newly pruned ids.
+    store
+        .append(&tenant, &event(&tenant, "r", "later", 6_000))
+        .await
+        .unwrap();
+    assert_eq!(store.compact(1, 10_000).await.unwrap(), 2);
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM compacted_ids")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 4);
+    let records = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
+    assert_eq!(records.len(), 1, "one merged marker remains");
+    assert!(records[0].is_compaction_marker());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut conn = raw(&path).await;
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "wal");
+    let versions: Vec<i64> = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1]);
+    // Reopening an existing file applies nothing twice.
+    drop(store);
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert!(again.snapshot_streams().await.unwrap().is_empty());
+}
