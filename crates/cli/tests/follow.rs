@@ -55,7 +55,7 @@ fn follow_prints_new_records_until_killed() {
             }
         }
     });
-    let mut next_seq = || -> u64 {
+    let next_seq = || -> u64 {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("the follower prints a record");

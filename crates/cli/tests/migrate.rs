@@ -5,87 +5,11 @@
 
 mod common;
 
-use common::Cli;
+use common::{
+    Cli,
+    dataset::{RUNS, dump, fill},
+};
 use serde_json::json;
-
-const TENANTS: [&str; 3] = ["local/local", "acme/prod", "acme/prod/eu-1"];
-const RUNS: [&str; 3] = ["run-a", "Run A/../ü 🦀", "run-c"];
-
-/// Fills `cli`'s store with events, markers (merged twice) and snapshots.
-fn fill(cli: &Cli) {
-    for (t, tenant) in TENANTS.iter().enumerate() {
-        let cli = cli.tenant(tenant);
-        for (r, run) in RUNS.iter().enumerate() {
-            let mut batch = String::new();
-            for k in 0..20u64 {
-                let at = 1_000 + k * 100;
-                let line = json!({
-                    "event_id": format!("{run}-e{k}"),
-                    "event_type": if k % 3 == 0 { "step.started" } else { "step.done" },
-                    "occurred_at_ms": at,
-                    "payload": {"k": k, "f": 0.5 + k as f64, "text": "naïve ✓", "big": u64::MAX - k, "nested": [{"t": t, "r": r}]},
-                    "phase_id": format!("node-{k}"),
-                    "causation_id": format!("cause-{k}"),
-                    "an_unknown_field": {"kept": true},
-                });
-                batch.push_str(&line.to_string());
-                batch.push('\n');
-            }
-            cli.ok_with_stdin(&["append", "--run", run, "--batch", "-"], &batch);
-            let snapshot = json!({
-                "snapshot_id": format!("snap-{r}"), "run_id": run, "seq": 15,
-                "created_at_ms": 5_000 + r as u64, "status": "running",
-                "checkpoint": {"cursor": 15}, "metadata": {"who": tenant}
-            });
-            cli.ok_with_stdin(&["snapshot", "put", "--file", "-"], &snapshot.to_string());
-        }
-        // A legacy snapshot (no phase fields) on one run.
-        let legacy = json!({
-            "snapshot_id": "legacy", "run_id": RUNS[0], "seq": 3, "created_at_ms": 10,
-            "status": "awaiting_approval", "phase_id": "node-a"
-        });
-        cli.ok_with_stdin(&["snapshot", "put", "--file", "-"], &legacy.to_string());
-    }
-    // Two compactions: the second merges the first marker (CONTRACT §9).
-    assert_eq!(
-        cli.ok(&["compact", "--retention-ms", "1000", "--now-ms", "2500"])
-            .json()["pruned"],
-        9 * 5
-    );
-    assert_eq!(
-        cli.ok(&["compact", "--retention-ms", "1000", "--now-ms", "2900"])
-            .json()["pruned"],
-        9 * 4
-    );
-}
-
-/// Every read a user can make, as the CLI prints it.
-fn dump(cli: &Cli) -> String {
-    let mut out = String::new();
-    for tenant in TENANTS {
-        let cli = cli.tenant(tenant);
-        out.push_str(&cli.ok(&["runs"]).stdout);
-        for run in RUNS {
-            for args in [
-                &["read", "--run", run][..],
-                &["read", "--run", run, "--after", "3", "--limit", "4"],
-                &["read", "--run", run, "--tail", "--limit", "3"],
-                &["next-seq", "--run", run],
-                &["seq-of", "--run", run, "--event-id", &format!("{run}-e2")],
-                &["seq-of", "--run", run, "--event-id", &format!("{run}-e19")],
-                &["snapshot", "list", "--run", run],
-                &["snapshot", "latest", "--run", run],
-            ] {
-                out.push_str(&cli.ok(args).stdout);
-            }
-        }
-        out.push_str(
-            &cli.ok(&["snapshot", "get", "--run", RUNS[0], "--id", "legacy"])
-                .stdout,
-        );
-    }
-    out
-}
 
 #[test]
 fn jsonl_to_sqlite_to_redb_preserves_every_read() {
