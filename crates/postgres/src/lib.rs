@@ -222,6 +222,16 @@ mod tests {
         assert_send_sync::<PostgresStore>();
     }
 
+    /// Compiles only if the futures are `Send` for every lifetime, as
+    /// `tokio::spawn` and boxed trait futures need (CONTRACT §20).
+    #[allow(dead_code)]
+    fn futures_are_send(store: PostgresStore) {
+        drop(tokio::spawn(async {
+            PostgresStore::connect_with("postgres://x", PostgresOptions::default()).await
+        }));
+        drop(tokio::spawn(async move { store.close().await }));
+    }
+
     #[test]
     fn options_default_and_setters() {
         let options = PostgresOptions::default()

@@ -309,11 +309,18 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .during("deleting compacted events")?;
-        // The marker's rows: itself, and every id it remembers (the old
-        // marker's are stored already; ON CONFLICT skips them).
-        EventRows::new([&marker])?
-            .insert(&mut tx, stream_id)
-            .await?;
+        // The marker's rows: itself, and the ids pruned now (the ids the
+        // old marker remembered are stored already).
+        let mut rows = EventRows::new([&marker])?;
+        rows.compacted = (
+            Vec::with_capacity(pruned.len()),
+            Vec::with_capacity(pruned.len()),
+        );
+        for record in &pruned {
+            rows.compacted.0.push(record.event_id.as_str().to_owned());
+            rows.compacted.1.push(keys::to_i64("seq", record.seq)?);
+        }
+        rows.insert(&mut tx, stream_id).await?;
         tx.commit().await.during("committing a compaction")?;
         Ok(pruned.len())
     }

@@ -72,7 +72,7 @@ pub(crate) async fn migrate(connect: &PgConnectOptions, schema: &str) -> Result<
     // sqlx's own lock is database-wide and would serialise unrelated schemas.
     migrator.set_locking(false);
     migrator
-        .run(&mut conn)
+        .run_direct(&mut conn)
         .await
         .map_err(|err| error::map_migrate(schema, err))?;
     conn.close().await.map_err(|err| error::map(&doing, err))?;

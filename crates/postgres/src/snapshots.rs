@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use runstore_core::{
     Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection, snapshot_order,
+    prune_selection, snapshot_order,
 };
 
 use crate::{
@@ -175,8 +175,9 @@ impl SnapshotStore for PostgresStore {
             .rev()
             .map(|(stream_id, id, text)| self.decode_snapshot(*stream_id, id, text))
             .collect::<Result<Vec<_>>>()?;
+        // Saturated timestamps may tie in SQL; the shared order decides.
         list.sort_by(snapshot_order);
-        Ok(keep_newest(list, limit.map(|_| rows.len())))
+        Ok(list)
     }
 
     async fn prune(
