@@ -21,7 +21,7 @@
 //! at a tiny size, as a smoke test.
 
 use std::{
-    cell::Cell,
+    cell::RefCell,
     future::Future,
     io::Write as _,
     path::{Path, PathBuf},
@@ -981,14 +981,15 @@ pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
         .as_mut()
         .map(|(label, bare)| (*label, Windowed::new(5, 1_000_000, bare)));
     let counter = engine.requests.clone();
-    let single_requests = Cell::new(0u64);
-    let concurrent_requests = Cell::new(0u64);
-    let batch_requests = Cell::new(0u64);
-    let counted = |cell: &Cell<u64>, op: &mut dyn FnMut() -> OpResult| {
+    // Requests of each call, the probe first (see `Windowed`).
+    let single_requests = RefCell::new(Vec::new());
+    let concurrent_requests = RefCell::new(Vec::new());
+    let batch_requests = RefCell::new(Vec::new());
+    let counted = |calls: &RefCell<Vec<u64>>, op: &mut dyn FnMut() -> OpResult| {
         let before = counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
         let result = op();
         let after = counter.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
-        cell.set(cell.get() + (after - before));
+        calls.borrow_mut().push(after - before);
         result
     };
     let mut single = Windowed::new(5, 1_000_000, |n| {
@@ -1062,10 +1063,10 @@ pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
         targets.batch_rate.map_or(Target::None, Target::RateAtLeast),
     );
     if engine.requests.is_some() {
-        // The probes of the first round are counted but not in the tallies;
-        // their share is small next to the rounds.
-        let per_event = |requests: &Cell<u64>, tally: &Tally| {
-            requests.get() as f64 / tally.events().max(1) as f64
+        // The probe is not in the tally, so its requests are left out too.
+        let per_event = |calls: &RefCell<Vec<u64>>, tally: &Tally| {
+            let requests: u64 = calls.borrow().iter().skip(1).sum();
+            requests as f64 / tally.events().max(1) as f64
         };
         let text = format!(
             "single {:.2}, {concurrency} concurrent {:.2}, batch of {} {:.3}",
