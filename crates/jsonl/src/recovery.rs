@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::{
     error::{corrupt_line, io_at},
     index::{IdHasher, Index, Loc, LogFile},
+    writer::CONTINUED,
 };
 
 /// Bytes read per step of the scan.
@@ -108,14 +109,46 @@ struct Scan<'a> {
     log: &'a LogFile,
     index: Index,
     cache: StreamCache,
+    /// Lines of a batch whose last line has not been seen yet: their bytes,
+    /// and each one's end, offset and line number.
+    open_batch: Vec<u8>,
+    open_lines: Vec<(usize, u64, u64)>,
 }
 
 impl Scan<'_> {
+    /// Takes one line. Lines of a multi-record batch end with
+    /// [`CONTINUED`]; they are indexed once the batch's last line arrives.
     fn line(&mut self, bytes: &[u8], offset: u64, line_no: u64) -> Result<()> {
-        let path = &self.log.path;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
+        if bytes.last() == Some(&CONTINUED) {
+            self.open_batch.extend_from_slice(bytes);
+            self.open_lines
+                .push((self.open_batch.len(), offset, line_no));
+            return Ok(());
+        }
+        if !self.open_lines.is_empty() {
+            let batch = std::mem::take(&mut self.open_batch);
+            let lines = std::mem::take(&mut self.open_lines);
+            let mut start = 0;
+            for (end, offset, line_no) in &lines {
+                self.index_line(&batch[start..*end], *offset, *line_no)?;
+                start = *end;
+            }
+            self.open_batch = batch;
+            self.open_batch.clear();
+        }
+        self.index_line(bytes, offset, line_no)
+    }
+
+    /// Where an unfinished batch at the end of the log starts.
+    fn open_batch_start(&self) -> Option<u64> {
+        self.open_lines.first().map(|(_, offset, _)| *offset)
+    }
+
+    fn index_line(&mut self, bytes: &[u8], offset: u64, line_no: u64) -> Result<()> {
+        let path = &self.log.path;
         let record: LightRecord<'_> =
             serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
         if !id_ok(&record.event_id) {
@@ -173,6 +206,8 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         log,
         index: Index::new(hasher),
         cache: StreamCache::default(),
+        open_batch: Vec::new(),
+        open_lines: Vec::new(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut buf_offset = 0u64;
@@ -202,10 +237,12 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         buf_offset += start as u64;
     }
     let mut end = buf_offset + buf.len() as u64;
+    let mut repaired = false;
     if !buf.is_empty() {
         // CONTRACT §17: the last line has no newline. Keep it if it is a
         // whole record, drop it if the write was torn.
         line_no += 1;
+        repaired = true;
         if serde_json::from_slice::<EventRecord>(&buf).is_ok() {
             log.file
                 .write_all_at(b"\n", end)
@@ -218,11 +255,20 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
                 .map_err(|err| io_at("truncate the torn tail of", path, err))?;
             end = buf_offset;
         }
-        if durability == Durability::Durable {
-            log.file
-                .sync_data()
-                .map_err(|err| io_at("sync", path, err))?;
-        }
+    }
+    if let Some(start) = scan.open_batch_start() {
+        // The log ends inside a batch whose last line never reached the
+        // disk: the batch is dropped whole (CONTRACT §4).
+        log.file
+            .set_len(start)
+            .map_err(|err| io_at("drop the unfinished batch at the end of", path, err))?;
+        end = start;
+        repaired = true;
+    }
+    if repaired && durability == Durability::Durable {
+        log.file
+            .sync_data()
+            .map_err(|err| io_at("sync", path, err))?;
     }
     let mut index = scan.index;
     index.shrink();

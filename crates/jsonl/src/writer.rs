@@ -29,6 +29,9 @@ use crate::{
     snapshots::Snapshots,
 };
 
+/// The byte that ends every line of a multi-record request but its last.
+pub(crate) const CONTINUED: u8 = b' ';
+
 /// Most requests committed by one write and sync.
 const MAX_GROUP: usize = 4096;
 
@@ -195,8 +198,12 @@ struct Pending {
     key: StreamKey,
     slot: Option<usize>,
     last_seq: u64,
-    /// Ids this group adds, with their seqs.
+    /// Whether more than one request of the group writes to the stream.
+    repeated: bool,
+    /// Ids this group adds, with their seqs (kept only when `repeated`).
     ids: HashMap<EventId, u64>,
+    /// The group's records of the stream's first request.
+    first_records: std::ops::Range<usize>,
 }
 
 /// A record of the group, to be added to the index once synced.
@@ -207,6 +214,13 @@ struct NewRecord {
     is_marker: bool,
     event_id: EventId,
     compacted: Vec<(EventId, u64)>,
+}
+
+fn remember(ids: &mut HashMap<EventId, u64>, record: &NewRecord) {
+    ids.entry(record.event_id.clone()).or_insert(record.loc.seq);
+    for (id, seq) in &record.compacted {
+        ids.entry(id.clone()).or_insert(*seq);
+    }
 }
 
 enum Answer {
@@ -249,6 +263,13 @@ struct Group<'a> {
 impl Group<'_> {
     fn pending(&mut self, tenant: &Tenant, run_id: &RunId) -> usize {
         if let Some(&at) = self.by_key.get(&(tenant.clone(), run_id.clone())) {
+            let pending = &mut self.pending[at];
+            if !pending.repeated {
+                pending.repeated = true;
+                for record in &self.records[pending.first_records.clone()] {
+                    remember(&mut pending.ids, record);
+                }
+            }
             return at;
         }
         let slot = self.state.index.slot(tenant, run_id);
@@ -257,7 +278,9 @@ impl Group<'_> {
             key: StreamKey::new(tenant.clone(), run_id.clone()),
             slot,
             last_seq,
+            repeated: false,
             ids: HashMap::new(),
+            first_records: 0..0,
         });
         let at = self.pending.len() - 1;
         self.by_key.insert((tenant.clone(), run_id.clone()), at);
@@ -281,51 +304,79 @@ impl Group<'_> {
 
     /// Serializes `records` (new, ascending) after what the group holds and
     /// records them as pending.
-    fn add(&mut self, at: usize, records: &[EventRecord]) -> Result<()> {
-        let mut lines = Vec::new();
-        let mut new = Vec::with_capacity(records.len());
-        for record in records {
+    fn add(&mut self, at: usize, records: Vec<EventRecord>) -> Result<()> {
+        let rollback = self.bytes.len();
+        let first_new = self.records.len();
+        let base = self.state.end;
+        let mut result = Ok(());
+        let count = records.len();
+        for (position, record) in records.into_iter().enumerate() {
             let compacted = if record.is_compaction_marker() {
-                compacted_ids(record)
-                    .map_err(|err| Error::invalid(format!("malformed compaction marker: {err}")))?
-                    .into_iter()
-                    .map(|id| (id.event_id, id.seq))
-                    .collect()
+                match compacted_ids(&record) {
+                    Ok(ids) => ids.into_iter().map(|id| (id.event_id, id.seq)).collect(),
+                    Err(err) => {
+                        result = Err(Error::invalid(format!(
+                            "malformed compaction marker: {err}"
+                        )));
+                        break;
+                    }
+                }
             } else {
                 Vec::new()
             };
-            let start = lines.len();
-            serde_json::to_writer(&mut lines, record).map_err(Error::invalid)?;
-            let len = u32::try_from(lines.len() - start)
-                .map_err(|_| Error::invalid("record longer than 4 GiB"))?;
-            lines.push(b'\n');
-            new.push(NewRecord {
+            let start = self.bytes.len();
+            if let Err(err) = serde_json::to_writer(&mut self.bytes, &record) {
+                result = Err(Error::invalid(err));
+                break;
+            }
+            // Batch framing: every line of a request but its last ends with
+            // a space, so recovery can drop a batch whose end never made it
+            // to disk (CONTRACT §4, §17).
+            if position + 1 < count {
+                self.bytes.push(CONTINUED);
+            }
+            let Ok(len) = u32::try_from(self.bytes.len() - start) else {
+                result = Err(Error::invalid("record longer than 4 GiB"));
+                break;
+            };
+            self.bytes.push(b'\n');
+            let is_marker = record.is_compaction_marker();
+            let EventRecord {
+                event_id,
+                seq,
+                occurred_at_ms,
+                ..
+            } = record;
+            self.records.push(NewRecord {
                 pending: at,
                 loc: Loc {
-                    seq: record.seq,
-                    offset: start as u64,
+                    seq,
+                    offset: base + start as u64,
                     len,
                 },
-                occurred_at_ms: record.occurred_at_ms,
-                is_marker: record.is_compaction_marker(),
-                event_id: record.event_id.clone(),
+                occurred_at_ms,
+                is_marker,
+                event_id,
                 compacted,
             });
         }
-        let base = self.state.end + self.bytes.len() as u64;
-        self.bytes.extend_from_slice(&lines);
+        if result.is_err() {
+            self.bytes.truncate(rollback);
+            self.records.truncate(first_new);
+            return result;
+        }
         let pending = &mut self.pending[at];
-        for mut record in new {
-            record.loc.offset += base;
-            pending.last_seq = record.loc.seq;
-            pending
-                .ids
-                .entry(record.event_id.clone())
-                .or_insert(record.loc.seq);
-            for (id, seq) in &record.compacted {
-                pending.ids.entry(id.clone()).or_insert(*seq);
+        if let Some(last) = self.records[first_new..].last() {
+            pending.last_seq = last.loc.seq;
+        }
+        // Later requests of this group for the same stream must see these
+        // ids, which the index learns only after the sync.
+        if pending.repeated {
+            for record in &self.records[first_new..] {
+                remember(&mut pending.ids, record);
             }
-            self.records.push(record);
+        } else {
+            pending.first_records = first_new..self.records.len();
         }
         Ok(())
     }
@@ -342,7 +393,7 @@ impl Group<'_> {
         let plan = plan_append(tenant, run_id, last_seq, events, expected_last_seq, |id| {
             self.stored_seq(at, id)
         })?;
-        self.add(at, &plan.new_records)?;
+        self.add(at, plan.new_records)?;
         Ok(plan.outcomes)
     }
 
@@ -357,7 +408,7 @@ impl Group<'_> {
         let missing = plan_import(tenant, run_id, last_seq, records, |id| {
             self.stored_seq(at, id)
         })?;
-        self.add(at, missing)?;
+        self.add(at, missing.to_vec())?;
         Ok(missing.len())
     }
 }
@@ -585,17 +636,23 @@ fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
             }
             let locs: Vec<Loc> = run.iter().map(|(loc, _)| *loc).collect();
             let bytes = old.read_span(&locs)?;
-            out.write_all(&bytes)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|err| io_at("write", &tmp, err))?;
             let base = locs[0].offset;
+            // The new log is published whole by one rename, so it needs no
+            // batch framing: every line is written closed.
             for (loc, slot) in run.drain(..) {
+                let from = usize::try_from(loc.offset - base).expect("a span fits in memory");
+                let line = bytes[from..from + loc.len as usize].trim_ascii_end();
+                out.write_all(line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|err| io_at("write", &tmp, err))?;
+                let len = u32::try_from(line.len()).expect("no longer than before");
                 new_locs[slot].push(Loc {
-                    offset: *position + (loc.offset - base),
-                    ..loc
+                    seq: loc.seq,
+                    offset: *position,
+                    len,
                 });
+                *position += u64::from(len) + 1;
             }
-            *position += bytes.len() as u64 + 1;
             Ok(())
         };
         for (loc, slot) in order {

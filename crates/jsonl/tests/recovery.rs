@@ -204,3 +204,41 @@ async fn relaxed_mode_keeps_data_across_reopen() {
     assert_eq!(store.next_seq(&Tenant::local(), &run()).await.unwrap(), 2);
     assert_eq!(store.index_stats().records, 1);
 }
+
+async fn store_with_batch(dir: &Path) -> Vec<u8> {
+    store_with(dir, &["a"]).await;
+    let store = JsonlStore::open(dir).await.unwrap();
+    let batch = [event("b"), event("c"), event("d")];
+    store
+        .append_batch(&Tenant::local(), &run(), &batch, None)
+        .await
+        .unwrap();
+    drop(store);
+    fs::read(dir.join("events.jsonl")).unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_cut_short_by_a_crash_is_dropped_whole() {
+    // CONTRACT §4: a batch is all or nothing, also across a crash.
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let log = dir.join("events.jsonl");
+    let line_ends: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(at, _)| at + 1)
+        .collect();
+    assert_eq!(line_ends.len(), 4);
+    // Cut after the batch's second line, then inside its last line.
+    for cut in [line_ends[2], line_ends[3] - 10] {
+        fs::write(&log, &full[..cut]).unwrap();
+        assert_eq!(seqs(&dir).await, [1], "cut at {cut}");
+        assert_eq!(fs::read(&log).unwrap(), &full[..line_ends[0]]);
+    }
+    // Only the final newline missing: the batch is complete and kept.
+    fs::write(&log, &full[..full.len() - 1]).unwrap();
+    assert_eq!(seqs(&dir).await, [1, 2, 3, 4]);
+    assert_eq!(fs::read(&log).unwrap(), full);
+}
