@@ -559,6 +559,14 @@ fn apply(
     Ok(())
 }
 
+/// What the index keeps of a compacted stream's old records.
+struct Settled {
+    /// The earliest `occurred_at_ms` of the events that stay.
+    oldest_ms: u64,
+    /// The markers the new one replaces.
+    old_markers: Vec<(EventId, u64)>,
+}
+
 /// Store-wide compaction (CONTRACT §8-§11): rewrites the log without the
 /// pruned records and old markers, with each compacted stream's new marker
 /// in its place, then swaps the index.
@@ -569,7 +577,7 @@ fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
     let floors = shared.snapshots.floors();
     let state = shared.read_state();
     let old = state.log.clone();
-    let mut changes: HashMap<usize, (StreamCompaction, Vec<EventRecord>)> = HashMap::new();
+    let mut changes: HashMap<usize, (StreamCompaction, Settled)> = HashMap::new();
     for (slot, stream) in state.index.streams.iter().enumerate() {
         if stream.oldest_ms >= policy.cutoff_ms() {
             continue;
@@ -590,7 +598,23 @@ fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
             floor,
             policy,
         )? {
-            changes.insert(slot, (change, records));
+            // Keep only what the index needs afterwards, not the records.
+            let removed =
+                |record: &EventRecord| change.remove_seqs.binary_search(&record.seq).is_ok();
+            let settled = Settled {
+                oldest_ms: records
+                    .iter()
+                    .filter(|record| !record.is_compaction_marker() && !removed(record))
+                    .map(|record| record.occurred_at_ms)
+                    .min()
+                    .unwrap_or(u64::MAX),
+                old_markers: records
+                    .iter()
+                    .filter(|record| record.is_compaction_marker() && removed(record))
+                    .map(|record| (record.event_id.clone(), record.seq))
+                    .collect(),
+            };
+            changes.insert(slot, (change, settled));
         }
     }
     if changes.is_empty() {
@@ -745,29 +769,17 @@ fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
     for (slot, locs) in new_locs.into_iter().enumerate() {
         let stream = &mut index.streams[slot];
         stream.locs = locs;
-        let Some((change, records)) = changes.remove(&slot) else {
+        let Some((change, settled)) = changes.remove(&slot) else {
             continue;
         };
         pruned += change.pruned;
-        for record in &records {
-            if record.is_compaction_marker()
-                && change.remove_seqs.binary_search(&record.seq).is_ok()
-            {
-                stream.remove_id(record.event_id.as_str(), record.seq, &index.hasher);
-                stream.markers.retain(|seq| *seq != record.seq);
-            }
+        for (event_id, seq) in &settled.old_markers {
+            stream.remove_id(event_id.as_str(), *seq, &index.hasher);
+            stream.markers.retain(|marker| marker != seq);
         }
         stream.markers.push(change.marker.seq);
         stream.markers.sort_unstable();
-        stream.oldest_ms = records
-            .iter()
-            .filter(|record| {
-                !record.is_compaction_marker()
-                    && change.remove_seqs.binary_search(&record.seq).is_err()
-            })
-            .map(|record| record.occurred_at_ms)
-            .min()
-            .unwrap_or(u64::MAX);
+        stream.oldest_ms = settled.oldest_ms;
         if let Err(err) = stream.insert_id(
             change.marker.event_id.as_str(),
             change.marker.seq,
