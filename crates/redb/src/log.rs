@@ -96,6 +96,11 @@ fn register_ids(
     Ok(())
 }
 
+/// What an append hands back besides its outcomes: the records it built, so
+/// that they are freed on the caller's thread rather than in the one writer
+/// thread every append waits for.
+type Spent = (Vec<EventRecord>, Vec<Vec<u8>>);
+
 fn append(
     tables: &mut WriteTables<'_>,
     stream: &[u8],
@@ -103,7 +108,7 @@ fn append(
     run_id: &RunId,
     events: &[EventRecord],
     expected_last_seq: Option<u64>,
-) -> Result<Vec<AppendOutcome>, Failure> {
+) -> Result<(Vec<AppendOutcome>, Spent), Failure> {
     let last = head(&tables.heads, stream)?;
     let mut failed = None;
     let plan = plan_append(
@@ -119,7 +124,7 @@ fn append(
     }
     let plan = plan?;
     let Some(new_last) = plan.new_records.last().map(|record| record.seq) else {
-        return Ok(plan.outcomes);
+        return Ok((plan.outcomes, (plan.new_records, Vec::new())));
     };
     let encoded = plan
         .new_records
@@ -140,7 +145,7 @@ fn append(
         }
     }
     tables.heads.insert(stream, new_last)?;
-    Ok(plan.outcomes)
+    Ok((plan.outcomes, (plan.new_records, encoded)))
 }
 
 fn import(
@@ -347,18 +352,22 @@ impl EventLog for RedbStore {
         }
         let stream = stream_key(tenant, run_id);
         let (tenant, run_id, events) = (tenant.clone(), run_id.clone(), events.to_vec());
-        self.writer()
+        let (outcomes, spent) = self
+            .writer()
             .submit(move |tables| {
-                append(
+                let (outcomes, spent) = append(
                     tables,
                     &stream,
                     &tenant,
                     &run_id,
                     &events,
                     expected_last_seq,
-                )
+                )?;
+                Ok((outcomes, (spent, events)))
             })
-            .await
+            .await?;
+        drop(spent);
+        Ok(outcomes)
     }
 
     async fn read(
