@@ -236,6 +236,31 @@ impl Tally {
     }
 }
 
+/// Per-round ratios of `value`'s rate to `base`'s rate (as many as both
+/// have rounds); the overall ratio when the round counts differ.
+pub fn round_ratios(value: &Tally, base: &Tally) -> Vec<f64> {
+    if value.rounds.len() != base.rounds.len() || value.rounds.is_empty() {
+        let ratio = if base.rate() > 0.0 {
+            value.rate() / base.rate()
+        } else {
+            0.0
+        };
+        return vec![ratio];
+    }
+    value
+        .rounds
+        .iter()
+        .zip(&base.rounds)
+        .map(|(v, b)| {
+            if b.events_per_sec > 0.0 {
+                v.events_per_sec / b.events_per_sec
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     if values.is_empty() {
@@ -1305,17 +1330,26 @@ impl RatioTable {
         base: &Tally,
         target: Target,
     ) {
-        let ratio = if base.rate() > 0.0 {
-            value.rate() / base.rate()
+        // Each round measured both sides seconds apart: the median of the
+        // per-round ratios is what the disk's swings disturb least.
+        let per_round = round_ratios(value, base);
+        let ratio = median(per_round.iter().copied());
+        let (low, high) = per_round
+            .iter()
+            .fold((f64::INFINITY, 0.0_f64), |(low, high), r| {
+                (low.min(*r), high.max(*r))
+            });
+        let spread = if per_round.len() > 1 {
+            format!(" [{low:.2}..{high:.2}]")
         } else {
-            0.0
+            String::new()
         };
         self.rows.push(Row {
             figure: figure.to_owned(),
             value: format!("{} ev/s", human(value.rate())),
             latency: latency(value),
             baseline: format!("{baseline} {}/s", human(base.rate())),
-            ratio: format!("{ratio:.2}x"),
+            ratio: format!("{ratio:.2}x{spread}"),
             target: target.text(),
             verdict: target.verdict(ratio),
         });
@@ -1476,6 +1510,18 @@ mod tests {
         assert_eq!(tally.rate(), 150.0);
         assert_eq!(tally.p50_us(), 20.0);
         assert_eq!(tally.rate_range(), (100.0, 300.0));
+        let base = Tally {
+            rounds: vec![
+                result(200, 1.0, 1.0),
+                result(100, 1.0, 1.0),
+                result(400, 1.0, 1.0),
+            ],
+        };
+        assert_eq!(round_ratios(&tally, &base), vec![0.5, 3.0, 0.25]);
+        let short = Tally {
+            rounds: vec![result(300, 1.0, 1.0)],
+        };
+        assert_eq!(round_ratios(&tally, &short), vec![0.5]);
     }
 
     #[test]
