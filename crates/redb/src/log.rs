@@ -63,7 +63,7 @@ fn newest_snapshot_seq(
     match last {
         None => Ok(None),
         Some(entry) => {
-            let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+            let (key, _) = entry?;
             Ok(Some(split_order_key(stream, key.value())?.0))
         }
     }
@@ -86,7 +86,9 @@ fn register_ids(
     };
     put(&record.event_id, record.seq)?;
     if record.is_compaction_marker() {
-        // Checked by the planner before anything was written.
+        // An import checked the payload before anything was written. An
+        // appended event that only carries the marker type without a
+        // marker's payload remembers nothing.
         if let Ok(remembered) = compacted_ids(record) {
             for id in remembered {
                 put(&id.event_id, id.seq)?;

@@ -113,7 +113,7 @@ fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKe
         let Some(entry) = order.range(from.as_slice()..)?.next() else {
             break;
         };
-        let (key, ()) = entry.map(|(key, value)| (key, value.value()))?;
+        let (key, _) = entry?;
         let (stream, len) = decode_stream(key.value())?;
         streams.push(stream);
         // Skip the rest of this stream's keys.
