@@ -145,3 +145,22 @@ impl SnapshotStore for Store {
         SnapshotStore::snapshot_streams(&*self.inner).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_sync_clone_and_both_traits() {
+        // CONTRACT §20, checked at compile time.
+        fn assert_handle<T: Send + Sync + Clone + std::fmt::Debug + runstore_core::Store>() {}
+        assert_handle::<Store>();
+        fn assert_send<T: Send>(_: &T) {}
+        let store = Store::new(Backend::Memory, runstore_core::MemoryStore::new());
+        let tenant = Tenant::local();
+        let run = RunId::new("r").expect("a valid id");
+        assert_send(&store.read(&tenant, &run, ReadQuery::all()));
+        assert_send(&store.list(&tenant, &run, None));
+        assert_eq!(store.backend(), Backend::Memory);
+    }
+}
