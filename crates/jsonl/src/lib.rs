@@ -236,6 +236,8 @@ impl JsonlStore {
             }),
             poison: Mutex::new(None),
             snapshots,
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         });
         let (requests, queue) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -508,5 +510,55 @@ mod tests {
         assert_eq!(records[0].event_type, COMPACTION_EVENT_TYPE);
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 5);
+    }
+
+    /// CONTRACT §16, STYLE 2.3: after a failed sync the handle refuses
+    /// writes; reads keep working and a reopen writes again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_sync_poisons_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let store = JsonlStore::open(&path).await.unwrap();
+        let tenant = Tenant::local();
+        let run = RunId::new("run").unwrap();
+        store
+            .append(&tenant, &event(&tenant, "a", 1))
+            .await
+            .unwrap();
+        store
+            .inner
+            .shared
+            .fail_next_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = store.append(&tenant, &event(&tenant, "b", 2)).await;
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        let refused = store.append(&tenant, &event(&tenant, "c", 3)).await;
+        assert!(
+            matches!(refused, Err(Error::Poisoned { .. })),
+            "{refused:?}"
+        );
+        let compact = store.compact(1, 100).await;
+        assert!(
+            matches!(compact, Err(Error::Poisoned { .. })),
+            "{compact:?}"
+        );
+        assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .read(&tenant, &run, ReadQuery::all())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        drop(store);
+        // The failed group's line reached the file (only its sync failed);
+        // a reopen indexes it and accepts writes again.
+        let store = JsonlStore::open(&path).await.unwrap();
+        let outcome = store
+            .append(&tenant, &event(&tenant, "c", 3))
+            .await
+            .unwrap();
+        assert_eq!((outcome.seq, outcome.inserted), (3, true));
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) state: RwLock<LogState>,
     pub(crate) poison: Mutex<Option<String>>,
     pub(crate) snapshots: Snapshots,
+    /// Makes the next log sync fail, to test poisoning.
+    #[cfg(test)]
+    pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -487,6 +490,13 @@ fn commit(shared: &Shared, group: Vec<Command>) {
         return;
     }
     let written = log.file.write_all_at(&bytes, end).and_then(|()| {
+        #[cfg(test)]
+        if shared
+            .fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
         if shared.durability == Durability::Durable {
             log.file.sync_data()
         } else {
