@@ -21,7 +21,7 @@ use crate::error::{SqliteError, is_busy};
 
 /// Statements each connection keeps prepared: the writer's multi-row insert
 /// statements come in up to [`crate::schema::INSERT_CHUNK`] sizes.
-const STATEMENT_CACHE: usize = 256;
+const STATEMENT_CACHE: usize = 512;
 
 /// The connect options every connection shares.
 fn base_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {

@@ -20,7 +20,7 @@ use sqlx::{
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Rows per multi-row `INSERT` statement.
-pub(crate) const INSERT_CHUNK: usize = 64;
+pub(crate) const INSERT_CHUNK: usize = 128;
 
 /// A sqlx query with its arguments.
 pub(crate) type SqlQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;

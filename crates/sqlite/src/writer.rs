@@ -169,8 +169,24 @@ pub(crate) struct Writer {
     conn: SqliteConnection,
     path: Arc<str>,
     busy_timeout: Duration,
-    /// `insert_sql[n - 1]` inserts `n` event rows.
-    insert_sql: Vec<String>,
+    /// `insert_sql[n - 1]` inserts `n` event rows; see [`InsertSql`].
+    insert_sql: InsertSql,
+    /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
+    begin_and_state_sql: String,
+}
+
+/// The multi-row insert statements, by row count: `plain[n - 1]` inserts
+/// `n` rows, `commit[n - 1]` does the same and commits.
+struct InsertSql {
+    plain: Vec<String>,
+    commit: Vec<String>,
+}
+
+/// Whether the last insert statement also commits the transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    WithLast,
+    Separately,
 }
 
 impl Writer {
@@ -180,7 +196,13 @@ impl Writer {
             conn,
             path,
             busy_timeout,
-            insert_sql: (1..=INSERT_CHUNK).map(schema::insert_events_sql).collect(),
+            insert_sql: InsertSql {
+                plain: (1..=INSERT_CHUNK).map(schema::insert_events_sql).collect(),
+                commit: (1..=INSERT_CHUNK)
+                    .map(|rows| format!("{};\nCOMMIT", schema::insert_events_sql(rows)))
+                    .collect(),
+            },
+            begin_and_state_sql: format!("BEGIN IMMEDIATE;\n{}", schema::STREAM_STATE),
         }
     }
 
@@ -342,31 +364,58 @@ impl Writer {
     }
 
     /// Plans and writes a group in one transaction; answers in group order.
+    /// On failure the transaction, if it began, is rolled back.
     async fn try_group(&mut self, group: &[Job]) -> std::result::Result<Vec<Answer>, Fail> {
+        let result = self.group_transaction(group).await;
+        if result.is_err() {
+            // Whether or not the transaction began, nothing of it stays;
+            // "no transaction is active" is the expected answer when it did
+            // not begin.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        result
+    }
+
+    /// The group's transaction in as few round trips to the connection's
+    /// worker as possible: `BEGIN IMMEDIATE` travels with the first stream's
+    /// state query, `COMMIT` with the last insert.
+    async fn group_transaction(&mut self, group: &[Job]) -> std::result::Result<Vec<Answer>, Fail> {
         let path = self.path.clone();
         let p = &path;
         let db = |action| move |err| SqliteError::driver(p, action, err);
-        let mut tx = self
-            .conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("begin a write transaction"))?;
 
         // Each stream's last seq and the ids its requests name, one query
-        // per stream.
+        // per stream, in the order the streams first appear.
+        let mut order: Vec<(&Tenant, &RunId)> = Vec::new();
         let mut ids_by_stream: HashMap<(&Tenant, &RunId), Vec<&str>> = HashMap::new();
         for job in group {
             if let Job::Append(job) = job {
-                ids_by_stream
-                    .entry((&job.tenant, &job.run_id))
-                    .or_default()
-                    .extend(job.events.iter().map(|event| event.event_id.as_str()));
+                let key = (&job.tenant, &job.run_id);
+                let ids = ids_by_stream.entry(key).or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                });
+                ids.extend(job.events.iter().map(|event| event.event_id.as_str()));
             }
         }
         let mut states: HashMap<(&Tenant, &RunId), StreamState> = HashMap::new();
-        for ((tenant, run_id), ids) in ids_by_stream {
-            let state = stream_state(&mut tx, &self.path, tenant, run_id, ids).await?;
-            states.insert((tenant, run_id), state);
+        let mut begun = false;
+        for key in order {
+            let ids = ids_by_stream.remove(&key).unwrap_or_default();
+            let sql = if begun {
+                schema::STREAM_STATE
+            } else {
+                self.begin_and_state_sql.as_str()
+            };
+            let state = stream_state(&mut self.conn, p, sql, key.0, key.1, ids).await?;
+            begun = true;
+            states.insert(key, state);
+        }
+        if !begun {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut self.conn)
+                .await
+                .map_err(db("begin a write transaction"))?;
         }
 
         // Plan every request in order against the group's view.
@@ -410,11 +459,10 @@ impl Writer {
             }
         }
 
-        insert_rows(&mut tx, &self.insert_sql, &self.path, &rows).await?;
         for ((tenant, run_id), state) in &states {
             if state.was_empty && state.last_seq > 0 {
                 bind_stream(sqlx::query(schema::INSERT_STREAM), tenant, run_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut self.conn)
                     .await
                     .map_err(db("record a new stream"))?;
             }
@@ -430,12 +478,19 @@ impl Writer {
                 .bind(put.seq)
                 .bind(put.created_at_ms)
                 .bind(put.record.as_str())
-                .execute(&mut *tx)
+                .execute(&mut self.conn)
                 .await
                 .map_err(db("store a snapshot"))?;
             }
         }
-        tx.commit().await.map_err(db("commit"))?;
+        if rows.is_empty() {
+            sqlx::query("COMMIT")
+                .execute(&mut self.conn)
+                .await
+                .map_err(db("commit"))?;
+        } else {
+            insert_rows(&mut self.conn, &self.insert_sql, p, &rows, Commit::WithLast).await?;
+        }
         Ok(answers)
     }
 
@@ -561,6 +616,7 @@ impl Writer {
                 &self.insert_sql,
                 &path,
                 std::slice::from_ref(&marker_row),
+                Commit::Separately,
             )
             .await?;
             for record in &pruned {
@@ -649,7 +705,7 @@ impl Writer {
             .iter()
             .map(|record| record.event_id.as_str())
             .collect();
-        let state = stream_state(&mut tx, &path, tenant, run_id, ids).await?;
+        let state = stream_state(&mut tx, &path, schema::STREAM_STATE, tenant, run_id, ids).await?;
         let missing = plan_import(tenant, run_id, state.last_seq, records, |id| {
             Ok(state.known.get(id.as_str()).copied())
         })?;
@@ -660,7 +716,7 @@ impl Writer {
             .iter()
             .map(|record| EventRow::new(tenant, run_id, record))
             .collect::<Result<Vec<_>>>()?;
-        match insert_rows(&mut tx, &self.insert_sql, &path, &rows).await {
+        match insert_rows(&mut tx, &self.insert_sql, &path, &rows, Commit::Separately).await {
             Err(err) if err.is_unique_violation() => {
                 return Err(Fail::Core(Error::invalid(format!(
                     "import of {tenant}:{run_id}: an imported event id is already stored at \
@@ -723,16 +779,18 @@ fn into_error(fail: Fail) -> Error {
     }
 }
 
-/// Reads a stream's last seq and the seqs of `ids` it holds.
+/// Reads a stream's last seq and the seqs of `ids` it holds, with `sql`:
+/// [`schema::STREAM_STATE`], possibly preceded by `BEGIN IMMEDIATE`.
 async fn stream_state(
     conn: &mut SqliteConnection,
     path: &Arc<str>,
+    sql: &str,
     tenant: &Tenant,
     run_id: &RunId,
     ids: Vec<&str>,
 ) -> std::result::Result<StreamState, Fail> {
     let db = |err| SqliteError::driver(path, "read the stream's state", err);
-    let rows = bind_stream(sqlx::query(schema::STREAM_STATE), tenant, run_id.as_str())
+    let rows = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
         .bind(schema::json_array(ids))
         .fetch_all(&mut *conn)
         .await
@@ -759,15 +817,23 @@ async fn stream_state(
     Ok(state)
 }
 
-/// Inserts event rows with multi-row statements of up to [`INSERT_CHUNK`].
+/// Inserts event rows with multi-row statements of up to [`INSERT_CHUNK`];
+/// with [`Commit::WithLast`] the last statement also commits.
 async fn insert_rows(
     conn: &mut SqliteConnection,
-    insert_sql: &[String],
+    insert_sql: &InsertSql,
     path: &Arc<str>,
     rows: &[EventRow<'_>],
+    commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut query = sqlx::query(&insert_sql[chunk.len() - 1]);
+    let chunks = rows.len().div_ceil(INSERT_CHUNK);
+    for (index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
+        let sql = if commit == Commit::WithLast && index + 1 == chunks {
+            &insert_sql.commit[chunk.len() - 1]
+        } else {
+            &insert_sql.plain[chunk.len() - 1]
+        };
+        let mut query = sqlx::query(sql);
         for row in chunk {
             query = bind_stream(query, row.tenant, row.run_id.as_str())
                 .bind(row.seq)
