@@ -186,7 +186,7 @@ async fn main() -> Result<()> {
             .read(&tenant, &target, ReadQuery::tail(100))
             .await?;
         times.push(began.elapsed());
-        assert_eq!(tail.len(), 100.min(per_run as usize));
+        assert_eq!(tail.len() as u64, 100.min(per_run));
     }
     times.sort();
     println!(
