@@ -547,3 +547,44 @@ fn verify_reports_a_sound_store(backend: &str) {
         })
     );
 }
+
+/// With no `--store`, the store is `$RUNSTORE_URL`, else `jsonl:./runstore-data`.
+#[cfg(all(feature = "jsonl", feature = "sqlite"))]
+#[test]
+fn default_store_and_runstore_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(common::binary());
+        command
+            .current_dir(dir.path())
+            .env_remove("RUNSTORE_URL")
+            .args(args);
+        if let Some(url) = env {
+            command.env("RUNSTORE_URL", url);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(
+        None,
+        &["append", "--run", "r", "--event-id", "a", "--type", "t"],
+    );
+    assert!(dir.path().join("runstore-data").is_dir());
+    let from_env = run(
+        Some("sqlite:env.sqlite"),
+        &["append", "--run", "r", "--event-id", "b", "--type", "t"],
+    );
+    assert_eq!(from_env, "{\"seq\":1,\"inserted\":true}\n");
+    assert!(dir.path().join("env.sqlite").is_file());
+    // --store wins over the environment.
+    let explicit = run(
+        Some("sqlite:env.sqlite"),
+        &["--store", "jsonl:./runstore-data", "next-seq", "--run", "r"],
+    );
+    assert_eq!(explicit, "{\"next_seq\":2}\n");
+}
