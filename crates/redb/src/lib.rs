@@ -256,11 +256,9 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
         .create(path)
         .map_err(|err| Failure::from(err).into_error(path))?;
     init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
-    if !existed
-        && options.durability == Durability::Durable
-        && let Some(parent) = parent
-    {
-        sync_dir(parent).map_err(|err| {
+    if !existed && options.durability == Durability::Durable {
+        // A bare file name lives in the current directory.
+        sync_dir(parent.unwrap_or(Path::new("."))).map_err(|err| {
             Error::io(
                 format!("syncing the directory of new redb store {}", path.display()),
                 err,
