@@ -35,6 +35,9 @@ pub(crate) const CONTINUED: u8 = b' ';
 /// Most requests committed by one write and sync.
 const MAX_GROUP: usize = 4096;
 
+/// A group buffer larger than this is not kept for the next group.
+const MAX_SCRATCH: usize = 16 << 20;
+
 /// Reads larger than this are split.
 const MAX_SPAN: u64 = 4 << 20;
 
@@ -176,13 +179,15 @@ pub(crate) enum Command {
 
 /// The writer thread's loop; ends when every sender is gone.
 pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
+    // The group's lines, reused from group to group.
+    let mut scratch = Vec::new();
     while let Ok(first) = requests.recv() {
         let mut group = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next {
             match command {
                 Command::Compact { policy, reply } => {
-                    commit(shared, std::mem::take(&mut group));
+                    commit(shared, std::mem::take(&mut group), &mut scratch);
                     let _ = reply.send(compact(shared, &policy));
                 }
                 other => group.push(other),
@@ -192,7 +197,10 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
             }
             next = requests.try_recv().ok();
         }
-        commit(shared, group);
+        commit(shared, group, &mut scratch);
+        if scratch.capacity() > MAX_SCRATCH {
+            scratch = Vec::new();
+        }
     }
 }
 
@@ -417,7 +425,7 @@ impl Group<'_> {
 }
 
 /// Plans, writes, syncs and answers a group of appends and imports.
-fn commit(shared: &Shared, group: Vec<Command>) {
+fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
     if group.is_empty() {
         return;
     }
@@ -440,7 +448,7 @@ fn commit(shared: &Shared, group: Vec<Command>) {
         state: &state,
         pending: Vec::new(),
         by_key: HashMap::new(),
-        bytes: Vec::new(),
+        bytes: std::mem::take(scratch),
         records: Vec::new(),
     };
     let mut answers = Vec::with_capacity(group.len());
@@ -476,14 +484,16 @@ fn commit(shared: &Shared, group: Vec<Command>) {
     }
     let Group {
         pending,
-        bytes,
+        mut bytes,
         records,
         ..
     } = planned;
     let log = state.log.clone();
     let end = state.end;
     drop(state);
+    let length = bytes.len() as u64;
     if bytes.is_empty() {
+        *scratch = bytes;
         for answer in answers {
             answer.send(None);
         }
@@ -503,6 +513,8 @@ fn commit(shared: &Shared, group: Vec<Command>) {
             Ok(())
         }
     });
+    bytes.clear();
+    *scratch = bytes;
     if let Err(err) = written {
         let reason = format!("append to {} failed: {err}", log.path.display());
         shared.poison(reason.clone());
@@ -519,7 +531,7 @@ fn commit(shared: &Shared, group: Vec<Command>) {
         }
         return;
     }
-    let applied = apply(shared, &log, pending, records, end + bytes.len() as u64);
+    let applied = apply(shared, &log, pending, records, end + length);
     match applied {
         Ok(()) => {
             for answer in answers {
