@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The store when neither `--store` nor `RUNSTORE_URL` names one.
+pub const DEFAULT_STORE: &str = "jsonl:./runstore-data";
+
 /// Operate a runstore store from the shell: append, read, compact,
 /// snapshot, migrate between backends, verify, benchmark.
 #[derive(Debug, Parser)]
@@ -15,7 +18,7 @@ pub struct Cli {
         long,
         global = true,
         env = "RUNSTORE_URL",
-        default_value = "jsonl:./runstore-data",
+        default_value = DEFAULT_STORE,
         value_name = "URL"
     )]
     pub store: String,

@@ -12,7 +12,7 @@ mod output;
 use std::{io, process::ExitCode};
 
 use anyhow::{Context as _, Result};
-use clap::{Parser as _, error::ErrorKind};
+use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind, parser::ValueSource};
 use runstore::{OpenError, Store, Tenant};
 
 use crate::{
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         eprintln!("error: internal error: {}{location}", one_line(&message));
     }));
 
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args() {
         Ok(cli) => cli,
         Err(err) => return clap_error(&err),
     };
@@ -113,6 +113,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verify => commands::verify::run(&ctx).await,
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
     }
+}
+
+/// Parses the command line; an empty `RUNSTORE_URL` counts as unset.
+fn parse_args() -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if cli.store.is_empty() && matches.value_source("store") == Some(ValueSource::EnvVariable) {
+        cli.store = cli::DEFAULT_STORE.to_owned();
+    }
+    Ok(cli)
 }
 
 /// Help and version go to stdout as clap prints them; a usage error becomes

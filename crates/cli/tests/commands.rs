@@ -581,6 +581,9 @@ fn default_store_and_runstore_url() {
     );
     assert_eq!(from_env, "{\"seq\":1,\"inserted\":true}\n");
     assert!(dir.path().join("env.sqlite").is_file());
+    // An empty RUNSTORE_URL counts as unset.
+    let empty = run(Some(""), &["next-seq", "--run", "r"]);
+    assert_eq!(empty, "{\"next_seq\":2}\n");
     // --store wins over the environment.
     let explicit = run(
         Some("sqlite:env.sqlite"),
