@@ -17,9 +17,7 @@ use std::{
     path::PathBuf,
 };
 
-use runstore_core::{
-    EventId, EventRecord, Result, RunId, StreamKey, Tenant, compaction::compacted_ids,
-};
+use runstore_core::{EventId, EventRecord, Result, RunId, StreamKey, Tenant};
 use serde::Deserialize;
 
 use crate::error::{corrupt_at, io_at};
@@ -83,12 +81,45 @@ impl LogFile {
         Ok(record)
     }
 
+    /// Whether the marker at `loc` remembers `id` at `seq`. Parses only the
+    /// marker's id list, borrowing its strings.
+    fn marker_remembers(&self, loc: &Loc, id: &str, seq: u64) -> Result<bool> {
+        let bytes = self.read_span(std::slice::from_ref(loc))?;
+        let marker: LightMarker<'_> = serde_json::from_slice(&bytes)
+            .map_err(|err| corrupt_at(&self.path, loc.offset, err))?;
+        Ok(marker
+            .payload
+            .compacted_event_ids
+            .iter()
+            .any(|compacted| compacted.seq == seq && compacted.event_id == id))
+    }
+
     fn read_event_id(&self, loc: &Loc) -> Result<String> {
         let bytes = self.read_span(std::slice::from_ref(loc))?;
         let id: IdOnly<'_> = serde_json::from_slice(&bytes)
             .map_err(|err| corrupt_at(&self.path, loc.offset, err))?;
         Ok(id.event_id.into_owned())
     }
+}
+
+#[derive(Deserialize)]
+struct LightCompactedId<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct LightPayload<'a> {
+    #[serde(borrow)]
+    compacted_event_ids: Vec<LightCompactedId<'a>>,
+}
+
+/// The part of a compaction marker (CONTRACT §9) that lists its ids.
+#[derive(Deserialize)]
+struct LightMarker<'a> {
+    #[serde(borrow)]
+    payload: LightPayload<'a>,
 }
 
 /// A [`Hasher`] for keys that already are well-mixed hashes.
@@ -178,11 +209,7 @@ impl StreamIndex {
             let Some(loc) = self.loc_of(*marker) else {
                 continue;
             };
-            let record = log.read_record(loc)?;
-            if compacted_ids(&record)?
-                .iter()
-                .any(|compacted| compacted.seq == seq && compacted.event_id == *id)
-            {
+            if log.marker_remembers(loc, id, seq)? {
                 return Ok(true);
             }
         }
