@@ -1087,6 +1087,28 @@ pub fn run_standard(bench: &Bench, mut engine: Engine<'_>) {
         batch.tally(),
         targets.batch_rate.map_or(Target::None, Target::RateAtLeast),
     );
+    if engine.fdatasync {
+        // A durable batch needs at least one sync: the disk allows at most
+        // batch_size x the raw sync rate, measured in the same rounds.
+        let ceiling = Tally {
+            rounds: fsync
+                .rounds
+                .iter()
+                .map(|round| OpResult {
+                    events: round.events * config.batch_size,
+                    events_per_sec: round.events_per_sec * config.batch_size as f64,
+                    ..round.clone()
+                })
+                .collect(),
+        };
+        table.ratio(
+            &format!("batch of {} (vs the disk)", config.batch_size),
+            batch.tally(),
+            &format!("{} x raw fdatasync", config.batch_size),
+            &ceiling,
+            Target::None,
+        );
+    }
     if engine.requests.is_some() {
         // The probe is not in the tally, so its requests are left out too.
         let per_event = |calls: &RefCell<Vec<u64>>, tally: &Tally| {
