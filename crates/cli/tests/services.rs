@@ -2,7 +2,9 @@
 //! `scripts/test.sh` starts (`RUNSTORE_S3_ENDPOINT` with `RUNSTORE_S3_BUCKET`
 //! and the `AWS_*` variables; `RUNSTORE_POSTGRES_URL`). Without a server a
 //! test fails, unless `RUNSTORE_ALLOW_MISSING_SERVICES` is set, when it says
-//! loudly that it skipped.
+//! loudly that it skipped. Each test uses its own S3 key prefix and
+//! PostgreSQL schema; the throwaway servers of the test script take them
+//! away, an external server keeps them.
 
 #![cfg(any(feature = "s3", feature = "postgres"))]
 
