@@ -1,7 +1,7 @@
 //! The conformance suite on `runstore-s3` against a real S3 server
 //! (SeaweedFS in CI; `scripts/services/seaweedfs.sh` starts it and exports
-//! `RUNSTORE_S3_ENDPOINT`, `RUNSTORE_S3_BUCKET` and the `AWS_*` variables
-//! the client reads). Each case uses its own key prefix, `location.name`, so
+//! `RUNSTORE_S3_ENDPOINT`, `RUNSTORE_S3_BUCKET` and the credentials the
+//! client reads from `AWS_*`). Each case uses its own key prefix, `location.name`, so
 //! opening a location again reopens the same store. The contract's full
 //! concurrency figures run as they are: concurrent appends through one
 //! handle are grouped into few conditional puts.
@@ -10,16 +10,18 @@ use runstore_conformance::{Capabilities, Harness};
 use runstore_s3::S3Store;
 
 fn harness() -> Harness {
-    let endpoint = std::env::var_os("RUNSTORE_S3_ENDPOINT");
+    let endpoint = std::env::var("RUNSTORE_S3_ENDPOINT").ok();
     let bucket = std::env::var("RUNSTORE_S3_BUCKET").ok();
     let missing = match (&endpoint, &bucket) {
         (None, _) => Some("RUNSTORE_S3_ENDPOINT is not set"),
         (Some(_), None) => Some("RUNSTORE_S3_BUCKET is not set"),
         _ => None,
     };
+    let at = endpoint.clone();
     let harness = Harness::new("s3", Capabilities::persistent(), move |location| {
         let bucket = bucket.clone().unwrap_or_default();
-        async move { S3Store::from_env(bucket, location.name) }
+        let endpoint = at.clone();
+        async move { S3Store::from_env_with_endpoint(bucket, endpoint, location.name) }
     });
     match missing {
         Some(reason) => harness.missing_service(reason),

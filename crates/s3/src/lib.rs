@@ -53,6 +53,10 @@ mod log;
 mod objects;
 mod snapshots;
 
+/// The `object_store` this crate is built on, for building stores of the
+/// matching version.
+pub use object_store;
+
 use std::{
     collections::HashMap,
     fmt,
@@ -116,10 +120,24 @@ impl S3Store {
     /// `InvalidInput` for an invalid prefix; `Backend` when the client cannot
     /// be configured.
     pub fn from_env(bucket: impl AsRef<str>, prefix: impl AsRef<str>) -> Result<Self> {
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket.as_ref());
         let endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
             .iter()
             .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()));
+        Self::from_env_with_endpoint(bucket, endpoint, prefix)
+    }
+
+    /// As [`S3Store::from_env`], with the endpoint given explicitly (for
+    /// example a local server's `http://127.0.0.1:8333`); `None` keeps the
+    /// client's default (AWS).
+    ///
+    /// # Errors
+    /// As [`S3Store::from_env`].
+    pub fn from_env_with_endpoint(
+        bucket: impl AsRef<str>,
+        endpoint: Option<String>,
+        prefix: impl AsRef<str>,
+    ) -> Result<Self> {
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket.as_ref());
         if let Some(endpoint) = endpoint {
             if endpoint.starts_with("http://") {
                 builder = builder.with_allow_http(true);

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::{
     Inner, S3Store, backoff,
     error::{contended, share},
-    head::{Head, IdCache, IdEntry, MarkerRef, SegmentRef, index_entries},
+    head::{FLUSH_RECORDS, Head, IdCache, IdEntry, MarkerRef, SegmentRef, index_entries},
     keys::{decode_id, decode_tenant},
     new_token,
     objects::{Put, delete, from_json, get, get_json, put, put_conditional, to_json},
@@ -637,13 +637,17 @@ impl Inner {
         Err(contended(format!("compact {key}")))
     }
 
-    /// Imports an exported stream (docs/backends/s3.md, "Import").
+    /// Imports an exported stream (docs/backends/s3.md, "Import"): checks it
+    /// once with `plan_import`, then commits the missing records in chunks,
+    /// each one conditional head put on the head the previous one wrote (so
+    /// nothing changed in between), flushing as appends do. Id index entries
+    /// are only ever written for committed records.
     async fn import(&self, key: &StreamKey, records: &[EventRecord]) -> Result<usize> {
         check_run(&key.run_id, records)?;
         let state = self.stream_state(key);
         let mut local = state.leader.lock().await;
-        let token = new_token();
-        for attempt in 0..MAINTENANCE_ATTEMPTS {
+        let mut written = 0;
+        'plan: for attempt in 0..MAINTENANCE_ATTEMPTS {
             let loaded = match local.head.take() {
                 Some(loaded) => loaded,
                 None => self.load(key).await?,
@@ -663,40 +667,31 @@ impl Inner {
                 }
                 Ok(known.get(id).copied().flatten())
             })?;
-            let Some(newest) = missing.last() else {
-                local.head = Some(loaded);
-                return Ok(0);
-            };
-            let mut next = loaded.head.clone();
-            next.buffer.extend(missing.iter().cloned());
-            next.last_seq = newest.seq;
-            next.remember(&token);
-            let work = if loaded.version.is_some() && next.needs_flush() {
-                self.materialize(key, &mut next).await?
-            } else {
-                Work::default()
-            };
-            match self.put_head(key, &next, loaded.version.clone()).await? {
-                Put::Done(version) => {
-                    self.delete_all(work.replaced).await;
-                    local.head = Some(Loaded {
-                        head: next,
-                        version: Some(version),
-                    });
-                    self.maybe_flush(key, &mut local).await;
-                    return Ok(missing.len());
-                }
-                Put::Lost => {
-                    self.delete_all(work.created).await;
-                    let current = self.load(key).await?;
-                    let landed = current.head.has_commit(&token);
-                    local.head = Some(current);
-                    if landed {
-                        return Ok(missing.len());
+            local.head = Some(loaded);
+            for chunk in missing.chunks(FLUSH_RECORDS) {
+                let Some(loaded) = local.head.take() else {
+                    continue 'plan;
+                };
+                let mut next = loaded.head.clone();
+                next.buffer.extend(chunk.iter().cloned());
+                next.last_seq = chunk.last().map_or(next.last_seq, |record| record.seq);
+                next.remember(&new_token());
+                match self.put_head(key, &next, loaded.version.clone()).await? {
+                    Put::Done(version) => {
+                        written += chunk.len();
+                        local.head = Some(Loaded {
+                            head: next,
+                            version: Some(version),
+                        });
+                        self.maybe_flush(key, &mut local).await;
                     }
-                    backoff(attempt).await;
+                    Put::Lost => {
+                        backoff(attempt).await;
+                        continue 'plan;
+                    }
                 }
             }
+            return Ok(written);
         }
         Err(contended(format!("import into {key}")))
     }

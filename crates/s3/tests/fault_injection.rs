@@ -257,6 +257,16 @@ async fn check_stream(store: &S3Store) -> HashMap<String, u64> {
     ids
 }
 
+/// The interruption points to test among `total` requests: every request
+/// except the middle of a flush's run of id entry puts, which are alike and
+/// issued in parallel (so their order is arbitrary anyway); of those, every
+/// 9th.
+fn points(total: usize) -> Vec<usize> {
+    (0..total)
+        .filter(|at| *at < 12 || at % 9 == 0 || at + 16 > total)
+        .collect()
+}
+
 /// The request: two new events and one already stored.
 fn request() -> Vec<EventRecord> {
     vec![event("new-a", 20), event("old-3", 20), event("new-b", 20)]
@@ -296,7 +306,7 @@ async fn every_interruption_point_of_an_append_is_safe() {
         "the append should flush and merge ({total} requests)"
     );
     for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die, Fault::Delay] {
-        for at in 0..total {
+        for at in points(total) {
             let bucket = Arc::new(InMemory::new());
             populate(&bucket).await;
             let faulty = Arc::new(Faulty::new(bucket.clone()));
@@ -398,7 +408,7 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
     let total = faulty_probe.seen();
 
     for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die] {
-        for at in 0..total {
+        for at in points(total) {
             let bucket = Arc::new(InMemory::new());
             populate(&bucket).await;
             let faulty = Arc::new(Faulty::new(bucket.clone()));
@@ -491,5 +501,86 @@ async fn two_processes_with_delays_and_failures_never_duplicate() {
     let stored = check_stream(&clean(&bucket)).await;
     for (id, outcome) in answers {
         assert_eq!(stored.get(&id), Some(&outcome.seq), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn every_interruption_point_of_an_import_is_safe() {
+    // An export with a compaction marker: 140 records after compacting 255,
+    // imported in two chunks.
+    let source = Arc::new(InMemory::new());
+    populate(&source).await;
+    let exporter = clean(&source);
+    exporter.compact(100, 1_000).await.unwrap();
+    let more: Vec<_> = (0..139)
+        .map(|i| event(&format!("late-{i}"), 5_000))
+        .collect();
+    exporter
+        .append_batch(&tenant(), &run(), &more, None)
+        .await
+        .unwrap();
+    let export = exporter
+        .read(&tenant(), &run(), ReadQuery::all())
+        .await
+        .unwrap();
+    assert_eq!(export.len(), 140);
+
+    let probe = Arc::new(Faulty::new(Arc::new(InMemory::new())));
+    probe.arm(usize::MAX, Fault::Fail);
+    let probe_store = S3Store::new(probe.clone(), "faults").unwrap();
+    assert_eq!(
+        probe_store
+            .import_stream(&tenant(), &run(), &export)
+            .await
+            .unwrap(),
+        140
+    );
+    let total = probe.seen();
+
+    for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die] {
+        for at in points(total) {
+            let bucket = Arc::new(InMemory::new());
+            let faulty = Arc::new(Faulty::new(bucket.clone()));
+            let importer = S3Store::new(faulty.clone(), "faults").unwrap();
+            faulty.arm(at, fault);
+            if let Err(err) = importer.import_stream(&tenant(), &run(), &export).await {
+                assert!(err.is_retryable(), "{fault:?} at {at}: {err}");
+            }
+            let other = clean(&bucket);
+            let now = other
+                .read(&tenant(), &run(), ReadQuery::all())
+                .await
+                .unwrap();
+            assert_eq!(now, export[..now.len()], "{fault:?} at {at}: a prefix");
+            // Importing again from another process completes it...
+            other
+                .import_stream(&tenant(), &run(), &export)
+                .await
+                .unwrap();
+            let done = other
+                .read(&tenant(), &run(), ReadQuery::all())
+                .await
+                .unwrap();
+            assert_eq!(done, export, "{fault:?} at {at}");
+            // ...and the ids it holds, live and compacted, are known.
+            let dup = other
+                .append_batch(
+                    &tenant(),
+                    &run(),
+                    &[event("old-7", 1), event("late-5", 1)],
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                dup[0],
+                AppendOutcome {
+                    seq: 8,
+                    inserted: false
+                }
+            );
+            assert_eq!(dup[1].seq, export[6].seq);
+            assert!(!dup[1].inserted);
+        }
     }
 }

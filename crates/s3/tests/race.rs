@@ -15,11 +15,11 @@ use runstore_s3::S3Store;
 const WRITERS: usize = 4;
 const ROUNDS: usize = 30;
 
-fn bucket() -> Option<String> {
+fn server() -> Option<(String, String)> {
     let endpoint = std::env::var("RUNSTORE_S3_ENDPOINT").ok();
     let bucket = std::env::var("RUNSTORE_S3_BUCKET").ok();
     match (endpoint, bucket) {
-        (Some(_), Some(bucket)) => Some(bucket),
+        (Some(endpoint), Some(bucket)) => Some((endpoint, bucket)),
         _ if std::env::var_os("RUNSTORE_ALLOW_MISSING_SERVICES").is_some() => {
             eprintln!(
                 "SKIPPED s3 race: RUNSTORE_S3_ENDPOINT / RUNSTORE_S3_BUCKET are not set \
@@ -66,14 +66,15 @@ fn batch(w: usize, r: usize) -> Vec<EventRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_machines_append_to_one_stream() {
-    let Some(bucket) = bucket() else {
+    let Some((endpoint, bucket)) = server() else {
         return;
     };
     let prefix = format!("race-{}", uuid::Uuid::new_v4().simple());
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         // Its own client and handle: nothing shared but the bucket.
-        let store = S3Store::from_env(&bucket, &prefix).unwrap();
+        let store =
+            S3Store::from_env_with_endpoint(&bucket, Some(endpoint.clone()), &prefix).unwrap();
         tasks.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             for r in 0..ROUNDS {
@@ -97,7 +98,7 @@ async fn four_machines_append_to_one_stream() {
         answers.extend(task.await.unwrap());
     }
 
-    let reader = S3Store::from_env(&bucket, &prefix).unwrap();
+    let reader = S3Store::from_env_with_endpoint(&bucket, Some(endpoint.clone()), &prefix).unwrap();
     let records = reader
         .read(&tenant(), &run(), ReadQuery::all())
         .await

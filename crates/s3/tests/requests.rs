@@ -1,0 +1,228 @@
+//! Requests per operation (docs/backends/s3.md, "Requests per operation"),
+//! counted on `InMemory`: an append of a warm handle is one conditional put,
+//! and reading the tail never lists or fetches the whole stream.
+
+use std::{
+    fmt,
+    ops::Range,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
+};
+use runstore_core::{EventId, EventLog, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_s3::S3Store;
+
+/// Records each request as `"<verb> <path>"`.
+#[derive(Debug, Default)]
+struct Recording {
+    inner: InMemory,
+    log: Mutex<Vec<String>>,
+    lists: AtomicUsize,
+}
+
+impl fmt::Display for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recording")
+    }
+}
+
+impl Recording {
+    fn note(&self, verb: &str, path: &Path) {
+        self.log.lock().unwrap().push(format!("{verb} {path}"));
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Recording {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.note("PUT", location);
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.note("MULTIPART", location);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.note("GET", location);
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.note("GET", location);
+        self.inner.get_ranges(location, ranges).await
+    }
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.note("DELETE", location);
+        self.inner.delete(location).await
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.note("LIST", prefix.unwrap_or(&Path::default()));
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.note("LIST", prefix.unwrap_or(&Path::default()));
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.note("COPY", to);
+        self.inner.copy(from, to).await
+    }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.note("COPY", to);
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+fn tenant() -> Tenant {
+    Tenant::new("acme", "prod", None).unwrap()
+}
+
+fn run() -> RunId {
+    RunId::new("run").unwrap()
+}
+
+fn event(id: String) -> EventRecord {
+    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 1)
+}
+
+fn verbs(log: &[String]) -> Vec<&str> {
+    log.iter()
+        .map(|line| line.split(' ').next().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_warm_append_is_one_conditional_put() {
+    let recording = Arc::new(Recording::default());
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    store
+        .append_batch(&tenant(), &run(), &[event("e0".into())], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        verbs(&recording.take()),
+        ["GET", "PUT"],
+        "first append: head GET + create"
+    );
+    for i in 1..100 {
+        store
+            .append_batch(&tenant(), &run(), &[event(format!("e{i}"))], None)
+            .await
+            .unwrap();
+        assert_eq!(verbs(&recording.take()), ["PUT"], "append {i}");
+    }
+    let batch: Vec<_> = (100..127).map(|i| event(format!("e{i}"))).collect();
+    store
+        .append_batch(&tenant(), &run(), &batch, None)
+        .await
+        .unwrap();
+    assert_eq!(verbs(&recording.take()), ["PUT"], "a batch is one put");
+    // The append that fills the buffer also flushes it: 128 id entries, one
+    // segment, one head put.
+    store
+        .append_batch(&tenant(), &run(), &[event("e127".into())], None)
+        .await
+        .unwrap();
+    let log = recording.take();
+    assert_eq!(log.len(), 1 + 128 + 1 + 1, "{log:?}");
+    // A new handle (another process) needs the head and the id entries.
+    let cold = S3Store::new(recording.clone(), "p").unwrap();
+    cold.append_batch(
+        &tenant(),
+        &run(),
+        &[event("e5".into()), event("x".into())],
+        None,
+    )
+    .await
+    .unwrap();
+    let log = recording.take();
+    assert_eq!(verbs(&log), ["GET", "GET", "GET", "PUT"], "{log:?}");
+}
+
+#[tokio::test]
+async fn reading_the_tail_fetches_only_the_tail() {
+    let recording = Arc::new(Recording::default());
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    for b in 0..40 {
+        let batch: Vec<_> = (0..100).map(|i| event(format!("b{b}-{i}"))).collect();
+        store
+            .append_batch(&tenant(), &run(), &batch, None)
+            .await
+            .unwrap();
+    }
+    recording.take();
+    let lists = recording.lists.load(Ordering::SeqCst);
+
+    let tail = store
+        .read(&tenant(), &run(), ReadQuery::tail(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [3996, 3997, 3998, 3999, 4000]
+    );
+    let log = recording.take();
+    assert!(log.len() <= 2, "tail of 5: {log:?}");
+
+    let tail = store
+        .read(&tenant(), &run(), ReadQuery::tail(300))
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 300);
+    let log = recording.take();
+    assert!(log.len() <= 4, "tail of 300 from 4,000: {log:?}");
+
+    let window = store
+        .read(&tenant(), &run(), ReadQuery::all().after(3_900).limit(10))
+        .await
+        .unwrap();
+    assert_eq!(window.first().unwrap().seq, 3_901);
+    assert!(recording.take().len() <= 3);
+
+    assert_eq!(store.next_seq(&tenant(), &run()).await.unwrap(), 4_001);
+    assert_eq!(recording.take().len(), 1);
+    assert_eq!(
+        store
+            .seq_of(&tenant(), &run(), &EventId::new("b3-7").unwrap())
+            .await
+            .unwrap(),
+        Some(308)
+    );
+    assert_eq!(verbs(&recording.take()), ["GET", "GET"]);
+    assert_eq!(
+        recording.lists.load(Ordering::SeqCst),
+        lists,
+        "reads never list"
+    );
+}
