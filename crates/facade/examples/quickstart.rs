@@ -25,13 +25,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = store.next_seq(&tenant, &run).await?;
     println!("run {run} of tenant {tenant} continues at seq {start}");
 
-    for (n, step) in ["started", "fetched", "summarised", "finished"].iter().enumerate() {
+    for (n, step) in ["started", "fetched", "summarised", "finished"]
+        .iter()
+        .enumerate()
+    {
         let id = EventId::new(format!("{step}-{start}"))?;
         let at = 1_000 * (start + n as u64);
         let event = EventRecord::new(&tenant, run.clone(), id.clone(), "quickstart.step", at)
             .with_payload(json!({ "step": step }));
         let outcome = store.append(&tenant, &event).await?;
-        println!("append {id}: seq {} inserted {}", outcome.seq, outcome.inserted);
+        println!(
+            "append {id}: seq {} inserted {}",
+            outcome.seq, outcome.inserted
+        );
         let again = store.append(&tenant, &event).await?;
         println!("  retried:   seq {} inserted {}", again.seq, again.inserted);
     }
