@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
+    hash::BuildHasher,
     io::ErrorKind,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
@@ -36,7 +37,16 @@ pub(crate) struct Snapshots {
     root: PathBuf,
     durability: Durability,
     index: Mutex<BTreeMap<StreamKey, StreamSnapshots>>,
+    /// Writers of one stream take its stripe, so that a stream's file
+    /// replacements and index updates happen in the same order while other
+    /// streams' puts (and their syncs) proceed in parallel. Lock order:
+    /// stripes ascending, then `index`.
+    stripes: Vec<Mutex<()>>,
+    hasher: std::hash::RandomState,
 }
+
+/// Stripes of per-stream writer locks.
+const STRIPES: usize = 64;
 
 /// A stream's snapshot ids in `snapshot_order`, oldest first.
 fn ordered(snapshots: &StreamSnapshots) -> Vec<(&SnapshotId, Meta)> {
@@ -119,6 +129,8 @@ impl Snapshots {
             root,
             durability,
             index: Mutex::new(index),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
         })
     }
 
@@ -126,6 +138,15 @@ impl Snapshots {
         // Every change to the map is a single insert or remove made after
         // its file operation succeeded, so a panic cannot leave it torn.
         self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stripe(&self, tenant: &Tenant, run_id: &RunId) -> MutexGuard<'_, ()> {
+        let at = usize::try_from(self.hasher.hash_one((tenant, run_id)) % STRIPES as u64)
+            .expect("below STRIPES");
+        // The guarded value is `()`: a panic cannot leave it inconsistent.
+        self.stripes[at]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -162,11 +183,11 @@ impl Snapshots {
         bytes.push(b'\n');
         let dir = self.run_dir(tenant, &snapshot.run_id);
         let name = layout::snapshot_file(&snapshot.snapshot_id);
-        let mut index = self.lock();
+        let _stream = self.stripe(tenant, &snapshot.run_id);
         create_dirs(&dir, self.durability).map_err(|err| io_at("create", &dir, err))?;
         write_atomic(&dir, &name, &bytes, self.durability)
             .map_err(|err| io_at("write snapshot", &dir.join(&name), err))?;
-        index
+        self.lock()
             .entry(StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
             .or_default()
             .insert(
@@ -223,6 +244,15 @@ impl Snapshots {
         if retention_ms == 0 {
             return Ok(0);
         }
+        let _all: Vec<MutexGuard<'_, ()>> = self
+            .stripes
+            .iter()
+            .map(|stripe| {
+                stripe
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
         let mut index = self.lock();
         let mut doomed: Vec<(StreamKey, SnapshotId)> = Vec::new();
         for (stream, snapshots) in index.iter() {
