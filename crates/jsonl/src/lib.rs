@@ -561,4 +561,22 @@ mod tests {
             .unwrap();
         assert_eq!((outcome.seq, outcome.inserted), (3, true));
     }
+
+    /// CONTRACT §20: handles and their futures cross threads.
+    #[test]
+    fn handles_and_futures_are_send_and_sync() {
+        fn send_sync<T: Send + Sync + Clone + fmt::Debug + 'static>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        let store = runtime
+            .block_on(JsonlStore::open(dir.path().join("store")))
+            .unwrap();
+        send_sync(&store);
+        let tenant = Tenant::local();
+        let run = RunId::new("run").unwrap();
+        send(store.append(&tenant, &event(&tenant, "a", 1)));
+        send(store.read(&tenant, &run, ReadQuery::all()));
+        send(JsonlStore::open(dir.path().join("other")));
+    }
 }
