@@ -125,8 +125,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Tail-100 at 1M events.
     let run = RunId::new("tail")?;
+    let tail_events: usize = std::env::var("FIGURES_TAIL_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(TAIL_EVENTS);
     let started = Instant::now();
-    for b in 0..TAIL_EVENTS / 1_000 {
+    for b in 0..tail_events / 1_000 {
         let batch: Vec<_> = (0..1_000)
             .map(|i| event(&tenant, &run, format!("x{b}-{i}")))
             .collect();

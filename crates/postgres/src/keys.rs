@@ -95,3 +95,60 @@ pub(crate) fn clamp_i64(value: u64) -> i64 {
 pub(crate) fn to_u64(location: impl FnOnce() -> String, value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::corrupt(location(), format!("negative value {value}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(deployment: Option<&str>) -> Tenant {
+        Tenant::new("org", "ws", deployment.map(str::to_owned)).unwrap()
+    }
+
+    #[test]
+    fn absent_deployment_has_its_own_key() {
+        let run = RunId::new("r").unwrap();
+        let absent = tenant(None);
+        let present = tenant(Some("d"));
+        let a = StreamCols::new(&absent, &run);
+        let b = StreamCols::new(&present, &run);
+        assert_ne!(a.key_hash, b.key_hash);
+        assert_ne!(a.tenant_hash, b.tenant_hash);
+        assert!(!a.has_deployment && a.deployment_id.is_empty());
+        assert!(b.has_deployment && b.deployment_id == "d");
+    }
+
+    #[test]
+    fn parts_do_not_run_into_each_other() {
+        let run_ab = RunId::new("b").unwrap();
+        let run_b = RunId::new("ab").unwrap();
+        let t1 = Tenant::new("o", "wa", None).unwrap();
+        let t2 = Tenant::new("o", "w", None).unwrap();
+        assert_ne!(
+            StreamCols::new(&t1, &run_ab).key_hash,
+            StreamCols::new(&t2, &run_b).key_hash
+        );
+    }
+
+    #[test]
+    fn numbers_convert_or_saturate() {
+        assert_eq!(to_i64("seq", 5).unwrap(), 5);
+        assert!(matches!(
+            to_i64("seq", u64::MAX),
+            Err(Error::InvalidInput { .. })
+        ));
+        assert_eq!(clamp_i64(u64::MAX), i64::MAX);
+        assert!(to_u64(|| "x".into(), -1).is_err());
+    }
+
+    #[test]
+    fn rows_read_back_as_stream_keys() {
+        let key = stream_key("o".into(), "w".into(), false, String::new(), "r".into()).unwrap();
+        assert_eq!(key.tenant.deployment_id(), None);
+        let key = stream_key("o".into(), "w".into(), true, "d".into(), "r".into()).unwrap();
+        assert_eq!(key.tenant.deployment_id(), Some("d"));
+        assert!(matches!(
+            stream_key(String::new(), "w".into(), false, String::new(), "r".into()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -241,7 +241,7 @@ impl PostgresStore {
             .during("beginning a compaction")?;
         let head: (String, String, bool, String, String) = sqlx::query_as(
             "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id \
-             FROM streams WHERE stream_id = $1 FOR UPDATE",
+             FROM streams WHERE stream_id = $1 FOR NO KEY UPDATE",
         )
         .bind(stream_id)
         .fetch_one(&mut *tx)

@@ -35,13 +35,19 @@ pub(crate) fn check_schema(schema: &str) -> Result<()> {
 
 /// Connection options for `url`: every connection's `search_path` is the
 /// store's schema (the unqualified table names of the queries and of sqlx's
-/// `_sqlx_migrations` resolve there), and relaxed durability turns
-/// `synchronous_commit` off.
+/// `_sqlx_migrations` resolve there), transactions are `READ COMMITTED`,
+/// and relaxed durability turns `synchronous_commit` off.
 pub(crate) fn connect_options(url: &str, options: &PostgresOptions) -> Result<PgConnectOptions> {
     check_schema(&options.schema)?;
     let connect = PgConnectOptions::from_str(url)
         .map_err(|err| Error::invalid(format!("postgres url is not usable: {err}")))?;
-    let mut settings = vec![("search_path", options.schema.as_str())];
+    let mut settings = vec![
+        ("search_path", options.schema.as_str()),
+        // The locking protocol is written for READ COMMITTED (see
+        // docs/backends/postgres.md); pin it against a server whose default
+        // differs.
+        ("default_transaction_isolation", "read\\ committed"),
+    ];
     if options.durability == Durability::Relaxed {
         settings.push(("synchronous_commit", "off"));
     }

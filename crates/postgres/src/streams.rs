@@ -8,7 +8,7 @@ use crate::{
     keys::StreamCols,
 };
 
-const LOCK: &str = "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 FOR UPDATE";
+const LOCK: &str = "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 FOR NO KEY UPDATE";
 
 const CREATE: &str = "INSERT INTO streams \
      (key_hash, tenant_hash, org_id, workspace_id, has_deployment, deployment_id, run_id) \
@@ -36,9 +36,11 @@ async fn create(conn: &mut PgConnection, cols: &StreamCols<'_>) -> Result<(), Tx
 /// Locks the stream's row (creating it first if needed) until the
 /// transaction on `conn` ends, and returns `(stream_id, last_seq)`.
 ///
-/// `SELECT ... FOR UPDATE` under `READ COMMITTED` waits for the holder of
+/// `SELECT ... FOR NO KEY UPDATE` under `READ COMMITTED` waits for the holder of
 /// the lock and then reads the newest committed row, so the last seq it
-/// returns includes every earlier append.
+/// returns includes every earlier append. `NO KEY UPDATE` rather than
+/// `UPDATE`: writers of the stream still exclude each other, but the
+/// foreign-key checks of a concurrent snapshot put (`KEY SHARE`) do not wait.
 pub(crate) async fn lock(
     conn: &mut PgConnection,
     cols: &StreamCols<'_>,
