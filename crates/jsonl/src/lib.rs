@@ -57,9 +57,9 @@
 //! returns and syncs directories on create and rename (CONTRACT §16);
 //! [`Durability::Relaxed`] skips the per-append sync. A torn last line is
 //! repaired at open; any other unreadable line is
-//! [`Error::Corrupt`](runstore_core::Error::Corrupt) (CONTRACT §17). After a
+//! [`Error::Corrupt`] (CONTRACT §17). After a
 //! failed write or sync the handle refuses writes with
-//! [`Error::Poisoned`](runstore_core::Error::Poisoned).
+//! [`Error::Poisoned`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
