@@ -269,6 +269,9 @@ struct Group<'a> {
     by_key: HashMap<(Tenant, RunId), usize>,
     bytes: Vec<u8>,
     records: Vec<NewRecord>,
+    /// Records already serialized: freed after the answers go out, off the
+    /// callers' wait.
+    spent: Vec<EventRecord>,
 }
 
 impl Group<'_> {
@@ -351,25 +354,19 @@ impl Group<'_> {
                 break;
             };
             self.bytes.push(b'\n');
-            let is_marker = record.is_compaction_marker();
-            let EventRecord {
-                event_id,
-                seq,
-                occurred_at_ms,
-                ..
-            } = record;
             self.records.push(NewRecord {
                 pending: at,
                 loc: Loc {
-                    seq,
+                    seq: record.seq,
                     offset: base + start as u64,
                     len,
                 },
-                occurred_at_ms,
-                is_marker,
-                event_id,
+                occurred_at_ms: record.occurred_at_ms,
+                is_marker: record.is_compaction_marker(),
+                event_id: record.event_id.clone(),
                 compacted,
             });
+            self.spent.push(record);
         }
         if result.is_err() {
             self.bytes.truncate(rollback);
@@ -450,7 +447,10 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         by_key: HashMap::new(),
         bytes: std::mem::take(scratch),
         records: Vec::new(),
+        spent: Vec::new(),
     };
+    // Requests' events, freed after the answers go out.
+    let mut requests_spent = Vec::with_capacity(group.len());
     let mut answers = Vec::with_capacity(group.len());
     for command in group {
         match command {
@@ -460,12 +460,15 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
                 events,
                 expected_last_seq,
                 reply,
-            } => match planned.append(&tenant, &run_id, &events, expected_last_seq) {
-                Ok(outcomes) => answers.push(Answer::Append(reply, outcomes)),
-                Err(err) => {
-                    let _ = reply.send(Err(err));
+            } => {
+                match planned.append(&tenant, &run_id, &events, expected_last_seq) {
+                    Ok(outcomes) => answers.push(Answer::Append(reply, outcomes)),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
                 }
-            },
+                requests_spent.push(events);
+            }
             Command::Import {
                 tenant,
                 run_id,
@@ -486,6 +489,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         pending,
         mut bytes,
         records,
+        spent: _records_spent,
         ..
     } = planned;
     let log = state.log.clone();
