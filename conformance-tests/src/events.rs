@@ -255,8 +255,8 @@ pub async fn ids_are_stored_exactly_as_given(h: &Harness) {
     }
 }
 
-/// CONTRACT §4, §18: a batch whose event names another run is
-/// `InvalidInput` and writes nothing.
+/// CONTRACT §4, §9, §18: a batch whose event names another run, or an event
+/// posing as a compaction marker, is `InvalidInput` and writes nothing.
 pub async fn append_rejects_an_event_of_another_run(h: &Harness) {
     let instance = h.fresh().await;
     let store = instance.store();
@@ -271,5 +271,12 @@ pub async fn append_rejects_an_event_of_another_run(h: &Harness) {
         store.next_seq(&t, &run("run-a")).await.expect("next_seq"),
         1
     );
+    let mut forged = event(&t, "run-a", "forged-marker", 1);
+    forged.event_type = runstore_core::compaction::COMPACTION_EVENT_TYPE.to_owned();
+    let err = store
+        .append(&t, &forged)
+        .await
+        .expect_err("only compaction writes markers");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert!(store.list_runs(&t).await.expect("list_runs").is_empty());
 }

@@ -48,7 +48,8 @@ pub fn check_run(run_id: &RunId, events: &[EventRecord]) -> Result<()> {
 /// compacted, and with which seq. Any `seq` the caller set is ignored.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] if an event names another run; [`Error::Conflict`]
+/// [`Error::InvalidInput`] if an event names another run or has the
+/// compaction marker's event type; [`Error::Conflict`]
 /// if `expected_last_seq` differs from `last_seq` and some event is new;
 /// whatever `stored_seq` returns.
 pub fn plan_append(
@@ -60,6 +61,13 @@ pub fn plan_append(
     mut stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
 ) -> Result<AppendPlan> {
     check_run(run_id, events)?;
+    if let Some(event) = events.iter().find(|event| event.is_compaction_marker()) {
+        return Err(Error::invalid(format!(
+            "event {:?} has the event type {:?}, which only compaction writes",
+            event.event_id.as_str(),
+            event.event_type
+        )));
+    }
     let mut outcomes = Vec::with_capacity(events.len());
     let mut new_records = Vec::new();
     let mut in_request: HashMap<&EventId, u64> = HashMap::new();
