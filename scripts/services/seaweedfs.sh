@@ -13,7 +13,9 @@
 # the data directory.
 
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
-SEAWEEDFS_PORT="${SEAWEEDFS_PORT:-8333}"
+# SEAWEEDFS_PORT is the S3 port; the server's other listeners take the nine
+# ports after it. Unset, a free block of ten ports is chosen, so several test
+# runs on one machine do not collide.
 SEAWEEDFS_BUCKET="${SEAWEEDFS_BUCKET:-runstore-test}"
 
 _seaweedfs_log() { echo "seaweedfs: $*" >&2; }
@@ -38,6 +40,30 @@ _seaweedfs_install() {
     fi
 }
 
+# Prints a base port whose block of ten ports is free on 127.0.0.1.
+_seaweedfs_free_base() {
+    "${PYTHON:-python3}" - <<'PY'
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 40000, 10)
+    sockets = []
+    try:
+        for port in range(base, base + 10):
+            s = socket.socket()
+            s.bind(("127.0.0.1", port))
+            sockets.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in sockets:
+            s.close()
+    print(base)
+    break
+else:
+    raise SystemExit("no free block of ten ports found")
+PY
+}
+
 # True when something answers HTTP on the S3 port.
 _seaweedfs_answers() {
     curl --silent --max-time 2 --output /dev/null "http://127.0.0.1:${SEAWEEDFS_PORT}/" 2>/dev/null
@@ -48,11 +74,16 @@ start_seaweedfs() {
         _seaweedfs_log "RUNSTORE_S3_ENDPOINT is set (${RUNSTORE_S3_ENDPOINT}); not starting a server"
         return 0
     fi
+    if [ -z "${SEAWEEDFS_PORT:-}" ]; then
+        SEAWEEDFS_PORT="$(_seaweedfs_free_base)" || return 1
+        SEAWEEDFS_PORT_CHOSEN=1
+    fi
     if _seaweedfs_answers; then
         _seaweedfs_log "port ${SEAWEEDFS_PORT} on 127.0.0.1 is already in use"
         return 1
     fi
     _seaweedfs_install || return 1
+    local p="$SEAWEEDFS_PORT"
     SEAWEEDFS_DIR="$(mktemp -d /tmp/runstore-seaweedfs.XXXXXX)" || return 1
     mkdir -p "$SEAWEEDFS_DIR/data" "$SEAWEEDFS_DIR/logs"
     # Without AWS_ACCESS_KEY_ID in its own environment, weed accepts any
@@ -61,7 +92,11 @@ start_seaweedfs() {
         "$SEAWEEDFS_BIN" -logdir="$SEAWEEDFS_DIR/logs" mini \
         -dir="$SEAWEEDFS_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.telemetry=false -webdav=false -admin.ui=false \
-        -s3.port="${SEAWEEDFS_PORT}" -s3.port.iceberg=0 -s3.port.lance=0 \
+        -s3.port="$p" -s3.port.grpc=$((p + 1)) -s3.port.iceberg=0 -s3.port.lance=0 \
+        -master.port=$((p + 2)) -master.port.grpc=$((p + 3)) \
+        -filer.port=$((p + 4)) -filer.port.grpc=$((p + 5)) \
+        -volume.port=$((p + 6)) -volume.port.grpc=$((p + 7)) \
+        -admin.port=$((p + 8)) -admin.port.grpc=$((p + 9)) \
         -bucket="${SEAWEEDFS_BUCKET}" \
         >"$SEAWEEDFS_DIR/weed.out" 2>&1 &
     SEAWEEDFS_PID=$!
@@ -133,6 +168,9 @@ stop_seaweedfs() {
     if [ -n "${SEAWEEDFS_STARTED:-}" ]; then
         unset RUNSTORE_S3_ENDPOINT RUNSTORE_S3_BUCKET AWS_ENDPOINT_URL AWS_ALLOW_HTTP
         SEAWEEDFS_STARTED=""
+    fi
+    if [ -n "${SEAWEEDFS_PORT_CHOSEN:-}" ]; then
+        unset SEAWEEDFS_PORT SEAWEEDFS_PORT_CHOSEN
     fi
     return 0
 }

@@ -238,6 +238,48 @@ async fn main() {
         requests: counting.requests.load(Ordering::Relaxed) - before,
     });
 
+    // 4 handles (as 4 machines would be) x 4 tasks on one stream.
+    let run = RunId::new("handles").expect("valid run");
+    let per_task = 50u64;
+    let before = counting.requests.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for handle in 0..4 {
+        let store = S3Store::new(counting.clone(), &prefix).expect("valid prefix");
+        for task in 0..4 {
+            let store = store.clone();
+            let run = run.clone();
+            let t = t.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in 0..per_task {
+                    let events = [event(&run, format!("h{handle}-t{task}-{i}"))];
+                    let at = Instant::now();
+                    loop {
+                        match store.append_batch(&t, &run, &events, None).await {
+                            Ok(_) => break,
+                            Err(err) if err.is_retryable() => continue,
+                            Err(err) => panic!("append: {err}"),
+                        }
+                    }
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            }));
+        }
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("task"));
+    }
+    rows.push(Figures {
+        name: "4 handles x 4 appenders",
+        events: 16 * per_task,
+        elapsed: start.elapsed(),
+        latencies,
+        requests: counting.requests.load(Ordering::Relaxed) - before,
+    });
+
     // Tail reads of 10 records from the 5,000-event stream.
     let run = RunId::new("batch").expect("valid run");
     let reads = 200u64;
