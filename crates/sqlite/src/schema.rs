@@ -61,10 +61,10 @@ pub(crate) const INSERT_STREAM: &str = "\
 INSERT OR IGNORE INTO streams (org_id, workspace_id, deployment_id, run_id)
 VALUES (?1, ?2, ?3, ?4)";
 
-/// Remembers a compacted id.
-pub(crate) const INSERT_COMPACTED_ID: &str = "\
+/// Remembers compacted ids: `?5` is a JSON array of `[event_id, seq]`.
+pub(crate) const INSERT_COMPACTED_IDS: &str = "\
 INSERT OR IGNORE INTO compacted_ids (org_id, workspace_id, deployment_id, run_id, event_id, seq)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+SELECT ?1, ?2, ?3, ?4, value ->> 0, value ->> 1 FROM json_each(?5)";
 
 /// A window of the stream: seqs after `?5`, at most `?6` (-1: all), first
 /// ones first.

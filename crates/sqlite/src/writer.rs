@@ -619,10 +619,14 @@ impl Writer {
                 Commit::Separately,
             )
             .await?;
-            for record in &pruned {
-                insert_compacted_id(&mut tx, &path, tenant, run, &record.event_id, record.seq)
-                    .await?;
-            }
+            insert_compacted_ids(
+                &mut tx,
+                &path,
+                tenant,
+                run,
+                pruned.iter().map(|record| (&record.event_id, record.seq)),
+            )
+            .await?;
             pruned_total += pruned.len();
         }
         tx.commit().await.map_err(db("commit a compaction"))?;
@@ -726,14 +730,14 @@ impl Writer {
             other => other?,
         }
         for record in missing {
-            for id in compacted_ids(record)? {
-                insert_compacted_id(
+            let ids = compacted_ids(record)?;
+            if !ids.is_empty() {
+                insert_compacted_ids(
                     &mut tx,
                     &path,
                     tenant,
                     run_id.as_str(),
-                    &id.event_id,
-                    id.seq,
+                    ids.iter().map(|id| (&id.event_id, id.seq)),
                 )
                 .await?;
             }
@@ -851,20 +855,23 @@ async fn insert_rows(
     Ok(())
 }
 
-async fn insert_compacted_id(
+/// Remembers compacted ids of a stream, in one statement.
+async fn insert_compacted_ids<'a>(
     conn: &mut SqliteConnection,
     path: &Arc<str>,
     tenant: &Tenant,
     run: &str,
-    event_id: &EventId,
-    seq: u64,
+    ids: impl Iterator<Item = (&'a EventId, u64)>,
 ) -> std::result::Result<(), Fail> {
-    bind_stream(sqlx::query(schema::INSERT_COMPACTED_ID), tenant, run)
-        .bind(event_id.as_str())
-        .bind(to_sql_int(seq, "seq")?)
+    let pairs = ids
+        .map(|(id, seq)| Ok((id.as_str(), to_sql_int(seq, "seq")?)))
+        .collect::<Result<Vec<_>>>()?;
+    let json = serde_json::to_string(&pairs).expect("pairs of a string and an integer serialize");
+    bind_stream(sqlx::query(schema::INSERT_COMPACTED_IDS), tenant, run)
+        .bind(json)
         .execute(&mut *conn)
         .await
-        .map_err(|err| SqliteError::driver(path, "remember a compacted id", err))?;
+        .map_err(|err| SqliteError::driver(path, "remember compacted ids", err))?;
     Ok(())
 }
 
