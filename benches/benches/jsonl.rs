@@ -20,7 +20,7 @@ fn opener(durability: Durability) -> OpenFn {
 
 fn main() {
     runstore_benches::serve_open_child(JsonlStore::open);
-    let bench = Bench::from_env("jsonl", 1_000_000);
+    let bench = Bench::from_env("jsonl", 1_000_000, 1_000);
     run_standard(
         &bench,
         Engine {

@@ -42,7 +42,7 @@ fn main() {
             PostgresStore::connect_with(&url, options(&path, Durability::Durable)).await
         });
     }
-    let bench = Bench::from_env("postgres", 1_000_000);
+    let bench = Bench::from_env("postgres", 1_000_000, 1_000);
     let bare_schema = location_name(&bench.path("bare"));
     let mut bare = bench
         .block_on(BarePostgres::connect(&url, &bare_schema))

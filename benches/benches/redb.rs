@@ -20,7 +20,7 @@ fn opener(durability: Durability) -> OpenFn {
 
 fn main() {
     runstore_benches::serve_open_child(RedbStore::open);
-    let bench = Bench::from_env("redb", 1_000_000);
+    let bench = Bench::from_env("redb", 1_000_000, 1_000);
     let mut bare = BareRedb::open(&bench.path("bare.redb")).expect("the bare redb file opens");
     run_standard(
         &bench,

@@ -45,7 +45,7 @@ fn main() {
             S3Store::new(client(&endpoint, &bucket), prefix(&path))
         });
     }
-    let bench = Bench::from_env("s3", 10_000);
+    let bench = Bench::from_env("s3", 10_000, 100);
     let requests = Arc::new(AtomicU64::new(0));
     let open: OpenFn = {
         let (endpoint, bucket, requests) = (endpoint.clone(), bucket.clone(), requests.clone());

@@ -20,7 +20,7 @@ fn opener(durability: Durability) -> OpenFn {
 
 fn main() {
     runstore_benches::serve_open_child(SqliteStore::open);
-    let bench = Bench::from_env("sqlite", 1_000_000);
+    let bench = Bench::from_env("sqlite", 1_000_000, 1_000);
     let mut bare = bench
         .block_on(BareSqlite::open(&bench.path("bare.sqlite")))
         .expect("the bare sqlite database opens");

@@ -14,7 +14,8 @@
 //!
 //! Sizes come from the environment: `RUNSTORE_BENCH_EVENTS` (events preloaded
 //! for the read figures, default per backend, 1,000,000 for the embedded
-//! ones), `RUNSTORE_BENCH_RUNS` (default 1,000), `RUNSTORE_BENCH_ROUNDS`
+//! ones), `RUNSTORE_BENCH_RUNS` (default 1,000 for those; the service
+//! benches default to smaller stores), `RUNSTORE_BENCH_ROUNDS`
 //! (default 4), `RUNSTORE_BENCH_WINDOW_MS` (default 500) and
 //! `RUNSTORE_BENCH_DIR` (where the stores go, default the system temp dir).
 //! Without `--bench` (as under `cargo test --benches`) everything runs once,
@@ -67,12 +68,13 @@ pub struct Bench {
 
 impl Bench {
     /// Reads the sizes from the environment (see the crate docs);
-    /// `default_events` applies when `RUNSTORE_BENCH_EVENTS` is unset.
+    /// `default_events` and `default_runs` apply when
+    /// `RUNSTORE_BENCH_EVENTS` and `RUNSTORE_BENCH_RUNS` are unset.
     ///
     /// # Panics
     /// When the runtime or the scratch directory cannot be created, or a
     /// size variable is not a number.
-    pub fn from_env(backend: &str, default_events: u64) -> Self {
+    pub fn from_env(backend: &str, default_events: u64, default_runs: u64) -> Self {
         let benchmarking = std::env::args().any(|arg| arg == "--bench");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -87,7 +89,7 @@ impl Bench {
         let (events, runs, rounds, window) = if benchmarking {
             (
                 env_u64("RUNSTORE_BENCH_EVENTS", default_events),
-                env_u64("RUNSTORE_BENCH_RUNS", 1_000).max(1),
+                env_u64("RUNSTORE_BENCH_RUNS", default_runs).max(1),
                 u32::try_from(env_u64("RUNSTORE_BENCH_ROUNDS", 4).max(1)).unwrap_or(u32::MAX),
                 Duration::from_millis(env_u64("RUNSTORE_BENCH_WINDOW_MS", 500).max(1)),
             )
