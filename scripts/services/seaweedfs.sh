@@ -136,9 +136,11 @@ start_seaweedfs() {
     export RUNSTORE_S3_ENDPOINT="http://127.0.0.1:${SEAWEEDFS_PORT}"
     export RUNSTORE_S3_BUCKET="${SEAWEEDFS_BUCKET}"
     export AWS_ENDPOINT_URL="$RUNSTORE_S3_ENDPOINT"
-    export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-runstore}"
-    export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-runstore-secret}"
-    export AWS_REGION="${AWS_REGION:-us-east-1}"
+    # The server accepts any credentials; fixed test values keep whatever
+    # the caller's environment holds away from it.
+    export AWS_ACCESS_KEY_ID=runstore
+    export AWS_SECRET_ACCESS_KEY=runstore-secret
+    export AWS_REGION=us-east-1
     export AWS_ALLOW_HTTP=true
     SEAWEEDFS_STARTED=1
     _seaweedfs_log "up at $RUNSTORE_S3_ENDPOINT (pid $SEAWEEDFS_PID, bucket $RUNSTORE_S3_BUCKET)"
@@ -160,6 +162,13 @@ stop_seaweedfs() {
         fi
         wait "$SEAWEEDFS_PID" 2>/dev/null
         SEAWEEDFS_PID=""
+    fi
+    if [ -n "${SEAWEEDFS_PORT:-}" ]; then
+        # weed leaves unix sockets named after its ports in /tmp.
+        local port
+        for port in $(seq "$SEAWEEDFS_PORT" $((SEAWEEDFS_PORT + 9))); do
+            rm -f /tmp/seaweedfs-*-"$port".sock
+        done
     fi
     if [ -n "${SEAWEEDFS_DIR:-}" ] && [ -d "$SEAWEEDFS_DIR" ]; then
         rm -rf "$SEAWEEDFS_DIR"
