@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod group;
 mod keys;
 mod log;
 mod schema;
@@ -141,6 +142,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: PgPool,
     schema: String,
+    /// Appends waiting for their stream's group commit (speed only).
+    appends: group::Queues,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -176,6 +179,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 schema: options.schema,
+                appends: group::Queues::default(),
             }),
         })
     }

@@ -13,7 +13,8 @@ use sqlx::PgConnection;
 
 use crate::{
     PostgresStore,
-    error::{self, SqlContext, TX_ATTEMPTS, TxError, UNIQUE_VIOLATION},
+    error::{self, SqlContext, TxError, UNIQUE_VIOLATION},
+    group::retrying,
     keys::{self, StreamCols},
     streams,
 };
@@ -37,7 +38,7 @@ const INSERT_COMPACTED_IDS: &str = "INSERT INTO compacted_ids (stream_id, event_
 
 /// Rows ready to bind as arrays, one entry per record.
 #[derive(Default)]
-struct EventRows {
+pub(crate) struct EventRows {
     seqs: Vec<i64>,
     event_ids: Vec<String>,
     markers: Vec<bool>,
@@ -48,7 +49,7 @@ struct EventRows {
 }
 
 impl EventRows {
-    fn new<'a>(records: impl IntoIterator<Item = &'a EventRecord>) -> Result<Self> {
+    pub(crate) fn new<'a>(records: impl IntoIterator<Item = &'a EventRecord>) -> Result<Self> {
         let mut rows = Self::default();
         for record in records {
             rows.seqs.push(keys::to_i64("seq", record.seq)?);
@@ -73,7 +74,11 @@ impl EventRows {
         self.seqs.last().copied().unwrap_or(0)
     }
 
-    async fn insert(self, conn: &mut PgConnection, stream_id: i64) -> Result<(), TxError> {
+    pub(crate) async fn insert(
+        self,
+        conn: &mut PgConnection,
+        stream_id: i64,
+    ) -> Result<(), TxError> {
         let last_seq = self.last_seq();
         sqlx::query(INSERT_EVENTS)
             .bind(stream_id)
@@ -100,7 +105,7 @@ impl EventRows {
 }
 
 /// The seqs under which `ids` are stored in the stream, live or compacted.
-async fn known_ids(
+pub(crate) async fn known_ids(
     conn: &mut PgConnection,
     stream_id: i64,
     ids: &[&str],
@@ -120,7 +125,7 @@ async fn known_ids(
     Ok(known)
 }
 
-fn distinct_ids(records: &[EventRecord]) -> Vec<&str> {
+pub(crate) fn distinct_ids(records: &[EventRecord]) -> Vec<&str> {
     let mut ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -138,7 +143,7 @@ impl PostgresStore {
     }
 
     /// One attempt at an append, in one transaction.
-    async fn append_once(
+    pub(crate) async fn append_once(
         &self,
         tenant: &Tenant,
         run_id: &RunId,
@@ -326,22 +331,6 @@ impl PostgresStore {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails with a contract outcome, or has
-/// failed retryably [`TX_ATTEMPTS`] times.
-macro_rules! retrying {
-    ($attempt:expr) => {{
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match $attempt.await {
-                Ok(value) => break Ok(value),
-                Err(err) if err.retry_in_tx() && tries < TX_ATTEMPTS => continue,
-                Err(err) => break Err(err.into_error()),
-            }
-        }
-    }};
-}
-
 #[async_trait]
 impl EventLog for PostgresStore {
     async fn append_batch(
@@ -356,8 +345,8 @@ impl EventLog for PostgresStore {
             return plan_append(tenant, run_id, 0, events, None, |_| Ok(None))
                 .map(|plan| plan.outcomes);
         }
-        let cols = StreamCols::new(tenant, run_id);
-        retrying!(self.append_once(tenant, run_id, &cols, events, expected_last_seq))
+        self.append_grouped(tenant, run_id, events, expected_last_seq)
+            .await
     }
 
     async fn read(

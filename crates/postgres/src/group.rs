@@ -1,0 +1,271 @@
+//! Group commit: concurrent appends to one stream through one store handle
+//! share a transaction, so a hot stream pays one lock wait and one commit
+//! for many appends.
+//!
+//! The queue is for speed only. Each group is planned and written exactly
+//! as a single append is -- under the stream row's lock, in one `READ
+//! COMMITTED` transaction -- so other handles and other machines are
+//! serialised by the database as before (CONTRACT §3).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+};
+
+use runstore_core::{
+    AppendOutcome, Error, EventRecord, Result, RunId, Tenant, append::plan_append,
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    PostgresStore,
+    error::{BACKEND, SqlContext, TxError},
+    keys::{self, StreamCols},
+    log::{EventRows, distinct_ids, known_ids},
+    streams,
+};
+
+/// A group takes queued requests up to this many events (a larger single
+/// request forms a group of its own).
+const MAX_GROUP_EVENTS: usize = 1_000;
+
+type Answer = Result<Vec<AppendOutcome>>;
+
+/// One append request waiting for its stream's worker.
+struct Pending {
+    events: Vec<EventRecord>,
+    expected_last_seq: Option<u64>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The waiting requests of each stream with an active worker, by key hash.
+/// A stream has an entry exactly while its worker runs.
+#[derive(Default)]
+pub(crate) struct Queues {
+    map: Mutex<HashMap<Vec<u8>, Vec<Pending>>>,
+}
+
+impl Queues {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<Pending>>> {
+        // Every change under this lock is a single push, take or remove,
+        // so a panic elsewhere cannot leave it half-done.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes the stream's entry if its worker ends abnormally (a panic), so
+/// the waiting requests fail instead of hanging and later ones start a new
+/// worker.
+struct WorkerGuard {
+    store: PostgresStore,
+    key: Vec<u8>,
+    done: bool,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.inner.appends.lock().remove(&self.key);
+        }
+    }
+}
+
+/// Runs a transaction attempt until it succeeds, fails with a contract
+/// outcome, or has failed retryably `TX_ATTEMPTS` times.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match $attempt.await {
+                Ok(value) => break Ok(value),
+                Err(err) if err.retry_in_tx() && tries < $crate::error::TX_ATTEMPTS => continue,
+                Err(err) => break Err(err.into_error()),
+            }
+        }
+    }};
+}
+pub(crate) use retrying;
+
+impl PostgresStore {
+    /// Queues an append for its stream's worker (starting one if none
+    /// runs) and waits for the answer.
+    ///
+    /// The worker is a task of its own: dropping this future does not stop
+    /// the request, which is then written entirely or not at all.
+    pub(crate) async fn append_grouped(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Answer {
+        let key = StreamCols::new(tenant, run_id).key_hash;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            events: events.to_vec(),
+            expected_last_seq,
+            reply,
+        };
+        let start_worker = {
+            let mut map = self.inner.appends.lock();
+            match map.get_mut(&key) {
+                Some(queue) => {
+                    queue.push(pending);
+                    false
+                }
+                None => {
+                    map.insert(key.clone(), vec![pending]);
+                    true
+                }
+            }
+        };
+        if start_worker {
+            let guard = WorkerGuard {
+                store: self.clone(),
+                key,
+                done: false,
+            };
+            tokio::spawn(drain(guard, tenant.clone(), run_id.clone()));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::transient(
+                BACKEND,
+                "the append worker stopped before answering; the append may or may not be stored",
+            ))
+        })
+    }
+
+    /// Writes one group in one transaction; answers each request in order.
+    /// A request whose plan fails (`Conflict`, `InvalidInput`) gets its
+    /// error and writes nothing; the others proceed as if run one by one.
+    async fn append_group_once(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        cols: &StreamCols<'_>,
+        group: &[Pending],
+    ) -> Result<Vec<Answer>, TxError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .during("beginning a group append")?;
+        let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
+        let mut last = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        let all: Vec<EventRecord> = group
+            .iter()
+            .flat_map(|p| p.events.iter().cloned())
+            .collect();
+        let mut known = if last == 0 {
+            HashMap::new()
+        } else {
+            known_ids(&mut tx, stream_id, &distinct_ids(&all)).await?
+        };
+        let mut new_records = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        for pending in group {
+            let planned = plan_append(
+                tenant,
+                run_id,
+                last,
+                &pending.events,
+                pending.expected_last_seq,
+                |id| Ok(known.get(id.as_str()).copied()),
+            );
+            match planned {
+                Ok(plan) => {
+                    for record in &plan.new_records {
+                        known.insert(record.event_id.as_str().to_owned(), record.seq);
+                    }
+                    last += plan.new_records.len() as u64;
+                    new_records.extend(plan.new_records);
+                    answers.push(Ok(plan.outcomes));
+                }
+                Err(err) => answers.push(Err(err)),
+            }
+        }
+        if new_records.is_empty() {
+            tx.rollback().await.during("ending a read-only append")?;
+            return Ok(answers);
+        }
+        EventRows::new(&new_records)?
+            .insert(&mut tx, stream_id)
+            .await?;
+        tx.commit().await.during("committing a group append")?;
+        Ok(answers)
+    }
+
+    async fn append_group(&self, tenant: &Tenant, run_id: &RunId, mut group: Vec<Pending>) {
+        let cols = StreamCols::new(tenant, run_id);
+        if group.len() == 1 {
+            let pending = group.pop().expect("a group of one");
+            let answer = retrying!(self.append_once(
+                tenant,
+                run_id,
+                &cols,
+                &pending.events,
+                pending.expected_last_seq
+            ));
+            // The requester may have gone away; its request is done anyway.
+            let _ = pending.reply.send(answer);
+            return;
+        }
+        let together: Result<Vec<Answer>> =
+            retrying!(self.append_group_once(tenant, run_id, &cols, &group));
+        match together {
+            Ok(answers) => {
+                for (pending, answer) in group.into_iter().zip(answers) {
+                    let _ = pending.reply.send(answer);
+                }
+            }
+            // The group failed as a whole: run each request alone, so each
+            // gets its own outcome or error.
+            Err(_) => {
+                for pending in group {
+                    let answer = retrying!(self.append_once(
+                        tenant,
+                        run_id,
+                        &cols,
+                        &pending.events,
+                        pending.expected_last_seq
+                    ));
+                    let _ = pending.reply.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// A stream's worker: writes queued requests group by group until the queue
+/// is empty, then removes the stream's entry (under the same lock that
+/// requests are queued under, so none is left behind).
+async fn drain(mut guard: WorkerGuard, tenant: Tenant, run_id: RunId) {
+    loop {
+        let group: Vec<Pending> = {
+            let mut map = guard.store.inner.appends.lock();
+            let Some(queue) = map.get_mut(&guard.key) else {
+                guard.done = true;
+                return;
+            };
+            if queue.is_empty() {
+                map.remove(&guard.key);
+                guard.done = true;
+                return;
+            }
+            let mut events = 0;
+            let mut take = 0;
+            for pending in queue.iter() {
+                if take > 0 && events + pending.events.len() > MAX_GROUP_EVENTS {
+                    break;
+                }
+                events += pending.events.len();
+                take += 1;
+            }
+            queue.drain(..take).collect()
+        };
+        guard.store.append_group(&tenant, &run_id, group).await;
+    }
+}
