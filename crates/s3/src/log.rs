@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use async_trait::async_trait;
@@ -65,7 +65,7 @@ struct Local {
 #[derive(Default)]
 pub(crate) struct StreamState {
     queue: Mutex<Vec<Pending>>,
-    leader: tokio::sync::Mutex<Local>,
+    leader: Arc<tokio::sync::Mutex<Local>>,
 }
 
 impl StreamState {
@@ -95,6 +95,14 @@ struct Work {
 
 fn key_of(tenant: &Tenant, run_id: &RunId) -> StreamKey {
     StreamKey::new(tenant.clone(), run_id.clone())
+}
+
+/// Whether the head this handle holds has a buffer due for a flush.
+fn flush_due(local: &Local) -> bool {
+    local
+        .head
+        .as_ref()
+        .is_some_and(|loaded| loaded.version.is_some() && loaded.head.needs_flush())
 }
 
 fn overlaps(segment: &SegmentRef, query: &ReadQuery) -> bool {
@@ -303,9 +311,11 @@ impl Inner {
     }
 
     /// Runs append rounds for everything queued on `state`, answering each
-    /// caller, until the caller's own answer arrives.
+    /// caller, until the caller's own answer arrives. A flush that falls
+    /// due runs in a background task that keeps the leader slot, so no
+    /// caller waits for it.
     async fn append(
-        &self,
+        self: &Arc<Self>,
         key: &StreamKey,
         events: &[EventRecord],
         expected: Option<u64>,
@@ -326,12 +336,20 @@ impl Inner {
                     Ok(result) => return result,
                     Err(_) => continue,
                 },
-                mut local = state.leader.lock() => {
+                mut local = state.leader.clone().lock_owned() => {
                     let batch = state.drain();
                     if !batch.is_empty() {
                         self.round(key, &mut local, batch).await;
                     }
-                    drop(local);
+                    if flush_due(&local) {
+                        let inner = self.clone();
+                        let key = key.clone();
+                        tokio::spawn(async move {
+                            inner.maybe_flush(&key, &mut local).await;
+                        });
+                    } else {
+                        drop(local);
+                    }
                     match answer.await {
                         Ok(result) => return result,
                         Err(_) => continue,
@@ -342,7 +360,7 @@ impl Inner {
         Err(contended(format!("append to {key}")))
     }
 
-    /// One protocol round for `batch`, then a flush if one is due.
+    /// One protocol round for `batch`.
     async fn round(&self, key: &StreamKey, local: &mut Local, batch: Vec<Pending>) {
         let token = new_token();
         match self.commit(key, local, &batch, &token).await {
@@ -357,7 +375,6 @@ impl Inner {
                 }
             }
         }
-        self.maybe_flush(key, local).await;
     }
 
     /// Plans every request of `batch` against the head and commits them with
@@ -453,11 +470,7 @@ impl Inner {
     /// Flushes the cached head's buffer into a segment when it is due. A
     /// failed flush only drops the cached head; the next round retries.
     async fn maybe_flush(&self, key: &StreamKey, local: &mut Local) {
-        let due = local
-            .head
-            .as_ref()
-            .is_some_and(|loaded| loaded.version.is_some() && loaded.head.needs_flush());
-        if !due {
+        if !flush_due(local) {
             return;
         }
         let Some(loaded) = local.head.take() else {

@@ -227,6 +227,13 @@ async fn populate(bucket: &Arc<InMemory>) {
             .await
             .unwrap();
     }
+    settle(&store).await;
+}
+
+/// Waits until the handle's background flush of the stream (if any) is
+/// done: an import of nothing takes the stream's leader slot.
+async fn settle(store: &S3Store) {
+    store.import_stream(&tenant(), &run(), &[]).await.unwrap();
 }
 
 /// Checks the stream: seqs exactly 1..n, each id once; returns id -> seq.
@@ -295,6 +302,7 @@ async fn requests_of_one_append() -> usize {
         .append_batch(&tenant(), &run(), &request(), None)
         .await
         .unwrap();
+    settle(&store).await;
     faulty.seen()
 }
 
