@@ -146,6 +146,32 @@ impl Head {
             .map(|marker| marker.seq))
     }
 
+    /// Replays a change that moved `base`'s buffer into segments (a flush or
+    /// a compaction, giving `changed`) onto `current`, the head that won the
+    /// race meanwhile. Possible only when `current` differs from `base` by
+    /// appended records alone: same segments and markers, and a buffer that
+    /// starts with `base`'s. The result keeps those appended records in its
+    /// buffer, so nothing committed since `base` is lost.
+    pub(crate) fn rebase(base: &Head, changed: &Head, current: &Head) -> Option<Head> {
+        let appended_only = current.segments == base.segments
+            && current.markers == base.markers
+            && current.flushed_through == base.flushed_through
+            && current.buffer.len() >= base.buffer.len()
+            && current.buffer[..base.buffer.len()] == base.buffer[..];
+        if !appended_only {
+            return None;
+        }
+        let mut rebased = current.clone();
+        rebased.segments.clone_from(&changed.segments);
+        rebased.markers.clone_from(&changed.markers);
+        rebased.flushed_through = changed.flushed_through;
+        rebased.buffer.drain(..base.buffer.len());
+        if let Some(token) = changed.commits.last() {
+            rebased.remember(token);
+        }
+        Some(rebased)
+    }
+
     /// Whether the buffer is due to be flushed into a segment.
     pub(crate) fn needs_flush(&self) -> bool {
         if self.buffer.len() >= FLUSH_RECORDS {
@@ -237,5 +263,66 @@ impl IdCache {
             self.extend(&head.buffer[from..], head.last_seq)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runstore_core::{EventId, Tenant};
+
+    use super::*;
+
+    fn record(seq: u64) -> EventRecord {
+        let tenant = Tenant::local();
+        let mut record = EventRecord::new(
+            &tenant,
+            RunId::new("r").unwrap(),
+            EventId::new(format!("e{seq}")).unwrap(),
+            "t",
+            0,
+        );
+        record.seq = seq;
+        record
+    }
+
+    fn head(buffer: &[u64]) -> Head {
+        let mut head = Head::empty(&StreamKey::new(Tenant::local(), RunId::new("r").unwrap()));
+        head.buffer = buffer.iter().copied().map(record).collect();
+        head.last_seq = buffer.last().copied().unwrap_or(0);
+        head
+    }
+
+    #[test]
+    fn a_flush_rebases_onto_appended_records_only() {
+        let base = head(&[1, 2]);
+        let mut flushed = base.clone();
+        flushed.buffer.clear();
+        flushed.flushed_through = 2;
+        flushed.segments.push(SegmentRef {
+            first: 1,
+            last: 2,
+            count: 2,
+            token: "t".into(),
+        });
+        flushed.remember("flush");
+        let current = head(&[1, 2, 3]);
+        let rebased = Head::rebase(&base, &flushed, &current).unwrap();
+        assert_eq!(rebased.segments, flushed.segments);
+        assert_eq!(rebased.flushed_through, 2);
+        assert_eq!(rebased.last_seq, 3);
+        assert_eq!(rebased.buffer, vec![record(3)]);
+        assert!(rebased.has_commit("flush"));
+
+        let mut flushed_elsewhere = current.clone();
+        flushed_elsewhere.segments.push(SegmentRef {
+            first: 1,
+            last: 3,
+            count: 3,
+            token: "other".into(),
+        });
+        flushed_elsewhere.buffer.clear();
+        flushed_elsewhere.flushed_through = 3;
+        assert!(Head::rebase(&base, &flushed, &flushed_elsewhere).is_none());
+        assert!(Head::rebase(&base, &flushed, &head(&[1, 5])).is_none());
     }
 }

@@ -481,19 +481,64 @@ impl Inner {
         let Ok(work) = self.materialize(key, &mut next).await else {
             return;
         };
-        match self.put_head(key, &next, loaded.version.clone()).await {
-            Ok(Put::Done(version)) => {
-                self.delete_all(work.replaced).await;
-                local.head = Some(Loaded {
-                    head: next,
-                    version: Some(version),
-                });
-            }
-            // Lost the race: nothing references the new objects.
-            Ok(Put::Lost) => self.delete_all(work.created).await,
-            // Unknown outcome: the new objects may be referenced; keep them.
-            Err(_) => {}
+        if let Ok(Some(done)) = self.commit_rebasing(key, &loaded, next, &work).await {
+            local.head = Some(done);
         }
+    }
+
+    /// Whether `head` names a segment `work` created.
+    fn references(&self, key: &StreamKey, head: &Head, work: &Work) -> bool {
+        head.segments
+            .iter()
+            .any(|segment| work.created.contains(&self.segment_path(key, segment)))
+    }
+
+    /// Commits `changed` (`base` with its buffer moved into the segments of
+    /// `work`), replaying it onto heads that only gained appended records
+    /// meanwhile (see [`Head::rebase`]), so flushes and compactions are not
+    /// starved by a busy stream. Returns the committed head, `Ok(None)` when
+    /// the change was dropped (its new objects are then deleted: no head
+    /// names them), or the error of a put whose outcome is unknown (the new
+    /// objects are kept: a head may name them).
+    async fn commit_rebasing(
+        &self,
+        key: &StreamKey,
+        base: &Loaded,
+        changed: Head,
+        work: &Work,
+    ) -> Result<Option<Loaded>> {
+        let mut target = changed.clone();
+        let mut version = base.version.clone();
+        for attempt in 0..MAINTENANCE_ATTEMPTS {
+            match self.put_head(key, &target, version.clone()).await? {
+                Put::Done(new_version) => {
+                    self.delete_all(work.replaced.clone()).await;
+                    return Ok(Some(Loaded {
+                        head: target,
+                        version: Some(new_version),
+                    }));
+                }
+                Put::Lost => {
+                    let current = self.load(key).await?;
+                    if self.references(key, &current.head, work) {
+                        // An earlier attempt landed (its response was lost
+                        // and the client's retry found the head changed).
+                        self.delete_all(work.replaced.clone()).await;
+                        return Ok(Some(current));
+                    }
+                    let Some(rebased) = Head::rebase(&base.head, &changed, &current.head) else {
+                        self.delete_all(work.created.clone()).await;
+                        return Ok(None);
+                    };
+                    target = rebased;
+                    version = current.version;
+                    if attempt > 0 {
+                        backoff(attempt).await;
+                    }
+                }
+            }
+        }
+        Err(contended(format!("commit a flush or compaction of {key}")))
     }
 
     /// Reads a window (CONTRACT §6), fetching only the segments it needs.
@@ -620,31 +665,26 @@ impl Inner {
                 })
                 .collect();
             next.remember(&token);
-            let mut created = Vec::new();
+            let mut work = Work {
+                created: Vec::new(),
+                replaced: loaded
+                    .head
+                    .segments
+                    .iter()
+                    .map(|segment| self.segment_path(key, segment))
+                    .collect(),
+            };
             for chunk in kept.chunks(COMPACTED_SEGMENT) {
                 let (segment, path) = self.write_segment(key, chunk).await?;
                 next.segments.push(segment);
-                created.push(path);
+                work.created.push(path);
             }
-            match self.put_head(key, &next, loaded.version.clone()).await? {
-                Put::Done(version) => {
-                    let replaced = loaded
-                        .head
-                        .segments
-                        .iter()
-                        .map(|segment| self.segment_path(key, segment))
-                        .collect();
-                    self.delete_all(replaced).await;
-                    local.head = Some(Loaded {
-                        head: next,
-                        version: Some(version),
-                    });
+            match self.commit_rebasing(key, &loaded, next, &work).await? {
+                Some(done) => {
+                    local.head = Some(done);
                     return Ok(change.pruned);
                 }
-                Put::Lost => {
-                    self.delete_all(created).await;
-                    backoff(attempt).await;
-                }
+                None => backoff(attempt).await,
             }
         }
         Err(contended(format!("compact {key}")))
