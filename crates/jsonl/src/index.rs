@@ -13,7 +13,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
-    os::unix::fs::FileExt,
     path::PathBuf,
 };
 
@@ -55,8 +54,7 @@ impl LogFile {
         let size = usize::try_from(end - first.offset)
             .map_err(|_| corrupt_at(&self.path, first.offset, "record span larger than memory"))?;
         let mut bytes = vec![0; size];
-        self.file
-            .read_exact_at(&mut bytes, first.offset)
+        crate::fileio::read_exact_at(&self.file, &mut bytes, first.offset)
             .map_err(|err| io_at("read", &self.path, err))?;
         Ok(bytes)
     }

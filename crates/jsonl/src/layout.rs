@@ -9,7 +9,7 @@
 //! ```
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, OpenOptions},
     io::{self, Write},
     path::Path,
 };
@@ -109,11 +109,7 @@ pub(crate) fn snapshot_file(snapshot_id: &SnapshotId) -> String {
     file
 }
 
-/// Syncs a directory, so that entries created or renamed in it survive
-/// power loss.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(crate) use crate::fileio::sync_dir;
 
 /// Creates `dir` and any missing parents; with [`Durability::Durable`], syncs
 /// the parent of every directory it created.

@@ -65,6 +65,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod fileio;
 mod import;
 mod index;
 mod layout;
@@ -75,7 +76,6 @@ mod writer;
 
 use std::{
     fmt,
-    fs::OpenOptions,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, mpsc},
     thread::JoinHandle,
@@ -213,9 +213,7 @@ impl JsonlStore {
         }
         let path = dir.join(LOG_FILE);
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let file = fileio::log_options()
             .create(true)
             .truncate(false)
             .open(&path)

@@ -5,7 +5,7 @@
 //! time, tenant); payloads are skipped without being built. Markers are
 //! parsed in full for the ids they remember.
 
-use std::{borrow::Cow, collections::HashMap, hash::BuildHasher, os::unix::fs::FileExt};
+use std::{borrow::Cow, collections::HashMap, hash::BuildHasher};
 
 use runstore_core::{
     Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     error::{corrupt_line, io_at},
+    fileio,
     index::{IdHasher, Index, Loc, LogFile},
     writer::CONTINUED,
 };
@@ -217,7 +218,7 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         buf.resize(held + CHUNK, 0);
         let read_at = buf_offset + held as u64;
         let read = loop {
-            match log.file.read_at(&mut buf[held..], read_at) {
+            match fileio::read_at(&log.file, &mut buf[held..], read_at) {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 other => break other.map_err(|err| io_at("read", path, err))?,
             }
@@ -244,8 +245,7 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         line_no += 1;
         repaired = true;
         if serde_json::from_slice::<EventRecord>(&buf).is_ok() {
-            log.file
-                .write_all_at(b"\n", end)
+            fileio::write_all_at(&log.file, b"\n", end)
                 .map_err(|err| io_at("repair the torn tail of", path, err))?;
             scan.line(&buf, buf_offset, line_no)?;
             end += 1;

@@ -11,7 +11,6 @@ use std::{
     collections::HashMap,
     fs::{self, OpenOptions},
     io::{BufWriter, Write},
-    os::unix::fs::FileExt,
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc::Receiver},
 };
 
@@ -24,8 +23,9 @@ use tokio::sync::oneshot;
 
 use crate::{
     error::{corrupt_at, io_at, poisoned},
+    fileio::{self, sync_dir},
     index::{Index, Loc, LogFile},
-    layout::{LOG_FILE, TMP_SUFFIX, sync_dir},
+    layout::{LOG_FILE, TMP_SUFFIX},
     snapshots::Snapshots,
 };
 
@@ -503,7 +503,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         }
         return;
     }
-    let written = log.file.write_all_at(&bytes, end).and_then(|()| {
+    let written = fileio::write_all_at(&log.file, &bytes, end).and_then(|()| {
         #[cfg(test)]
         if shared
             .fail_next_sync
@@ -768,9 +768,7 @@ fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
         if shared.durability == Durability::Durable {
             sync_dir(&shared.dir).map_err(|err| io_at("sync", &shared.dir, err))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let file = fileio::log_options()
             .open(&path)
             .map_err(|err| io_at("reopen", &path, err))?;
         Ok(Arc::new(LogFile {
