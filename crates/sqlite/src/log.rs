@@ -15,8 +15,10 @@ use crate::{
     writer::{AppendJob, Job, stream_from_row},
 };
 
-/// Streams compacted per write transaction.
-const COMPACT_STREAMS_PER_TRANSACTION: usize = 64;
+/// Streams compacted per write transaction: few enough that the write lock
+/// is not held for long (appends of every process wait for it), enough to
+/// share one sync among several streams.
+const COMPACT_STREAMS_PER_TRANSACTION: usize = 16;
 
 #[async_trait]
 impl EventLog for SqliteStore {
@@ -169,7 +171,7 @@ impl EventLog for SqliteStore {
     }
 
     /// CONTRACT §8-§11: finds the streams with events older than the
-    /// cutoff, then compacts them in write transactions of up to 64
+    /// cutoff, then compacts them in write transactions of up to 16
     /// streams each, re-reading every stream's state inside its
     /// transaction.
     ///
