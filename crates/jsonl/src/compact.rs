@@ -1,0 +1,259 @@
+//! Compaction (CONTRACT §8-§11): run by the writer thread between group
+//! commits, it rewrites the log without the pruned records and old markers,
+//! with each compacted stream's new marker in its place, publishes the new
+//! log with one rename and swaps the index.
+
+use std::{
+    collections::HashMap,
+    fs::{self, OpenOptions},
+    io::{BufWriter, Write},
+    sync::Arc,
+};
+
+use runstore_core::{
+    Durability, Error, EventId, EventRecord, Result,
+    compaction::{CompactionPolicy, StreamCompaction, compact_stream},
+};
+
+use crate::{
+    error::{corrupt_at, io_at},
+    fileio::{self, sync_dir},
+    index::{Loc, LogFile},
+    layout::{LOG_FILE, TMP_SUFFIX},
+    writer::{MAX_SPAN, Shared},
+};
+
+/// What the index keeps of a compacted stream's old records.
+struct Settled {
+    /// The earliest `occurred_at_ms` of the events that stay.
+    oldest_ms: u64,
+    /// The markers the new one replaces.
+    old_markers: Vec<(EventId, u64)>,
+}
+
+/// Store-wide compaction (CONTRACT §8-§11): rewrites the log without the
+/// pruned records and old markers, with each compacted stream's new marker
+/// in its place, then swaps the index.
+pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
+    if let Some(error) = shared.poisoned() {
+        return Err(error);
+    }
+    let floors = shared.snapshots.floors();
+    let state = shared.read_state();
+    let old = state.log.clone();
+    let mut changes: HashMap<usize, (StreamCompaction, Settled)> = HashMap::new();
+    for (slot, stream) in state.index.streams.iter().enumerate() {
+        if stream.oldest_ms >= policy.cutoff_ms() {
+            continue;
+        }
+        let floor = floors.get(&stream.key).copied();
+        if floor.is_some_and(|floor| stream.locs.first().is_none_or(|loc| loc.seq >= floor)) {
+            continue;
+        }
+        let records = stream
+            .locs
+            .iter()
+            .map(|loc| old.read_record(loc))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(change) = compact_stream(
+            &stream.key.tenant,
+            &stream.key.run_id,
+            &records,
+            floor,
+            policy,
+        )? {
+            // Keep only what the index needs afterwards, not the records.
+            let removed =
+                |record: &EventRecord| change.remove_seqs.binary_search(&record.seq).is_ok();
+            let settled = Settled {
+                oldest_ms: records
+                    .iter()
+                    .filter(|record| !record.is_compaction_marker() && !removed(record))
+                    .map(|record| record.occurred_at_ms)
+                    .min()
+                    .unwrap_or(u64::MAX),
+                old_markers: records
+                    .iter()
+                    .filter(|record| record.is_compaction_marker() && removed(record))
+                    .map(|record| (record.event_id.clone(), record.seq))
+                    .collect(),
+            };
+            changes.insert(slot, (change, settled));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(0);
+    }
+
+    // Every record in file order, to copy the survivors in that order.
+    let mut order: Vec<(Loc, usize)> = state
+        .index
+        .streams
+        .iter()
+        .enumerate()
+        .flat_map(|(slot, stream)| stream.locs.iter().map(move |loc| (*loc, slot)))
+        .collect();
+    order.sort_unstable_by_key(|(loc, _)| loc.offset);
+    let mut new_locs: Vec<Vec<Loc>> = state
+        .index
+        .streams
+        .iter()
+        .map(|stream| Vec::with_capacity(stream.locs.len()))
+        .collect();
+    drop(state);
+
+    let path = shared.dir.join(LOG_FILE);
+    let tmp = shared.dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
+    let written = (|| -> Result<u64> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|err| io_at("create", &tmp, err))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut position = 0u64;
+        let mut run: Vec<(Loc, usize)> = Vec::new();
+        let flush_run = |run: &mut Vec<(Loc, usize)>,
+                         out: &mut BufWriter<fs::File>,
+                         position: &mut u64,
+                         new_locs: &mut Vec<Vec<Loc>>|
+         -> Result<()> {
+            if run.is_empty() {
+                return Ok(());
+            }
+            let locs: Vec<Loc> = run.iter().map(|(loc, _)| *loc).collect();
+            let bytes = old.read_span(&locs)?;
+            let base = locs[0].offset;
+            // The new log is published whole by one rename, so it needs no
+            // batch framing: every line is written closed.
+            for (loc, slot) in run.drain(..) {
+                let from = usize::try_from(loc.offset - base).expect("a span fits in memory");
+                let line = bytes[from..from + loc.len as usize].trim_ascii_end();
+                out.write_all(line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|err| io_at("write", &tmp, err))?;
+                let len = u32::try_from(line.len()).expect("no longer than before");
+                new_locs[slot].push(Loc {
+                    seq: loc.seq,
+                    offset: *position,
+                    len,
+                });
+                *position += u64::from(len) + 1;
+            }
+            Ok(())
+        };
+        for (loc, slot) in order {
+            let removed = changes.get(&slot).and_then(|(change, _)| {
+                change
+                    .remove_seqs
+                    .binary_search(&loc.seq)
+                    .is_ok()
+                    .then_some(change)
+            });
+            match removed {
+                None => {
+                    let adjacent = run.last().is_none_or(|(last, _)| {
+                        loc.offset == last.offset + u64::from(last.len) + 1
+                            && loc.offset - run[0].0.offset < MAX_SPAN
+                    });
+                    if !adjacent {
+                        flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+                    }
+                    run.push((loc, slot));
+                }
+                Some(change) => {
+                    flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+                    if change.marker.seq == loc.seq {
+                        let mut line = serde_json::to_vec(&change.marker)
+                            .map_err(|err| corrupt_at(&path, loc.offset, err))?;
+                        let len = u32::try_from(line.len())
+                            .map_err(|_| Error::invalid("marker longer than 4 GiB"))?;
+                        line.push(b'\n');
+                        out.write_all(&line)
+                            .map_err(|err| io_at("write", &tmp, err))?;
+                        new_locs[slot].push(Loc {
+                            seq: loc.seq,
+                            offset: position,
+                            len,
+                        });
+                        position += line.len() as u64;
+                    }
+                }
+            }
+        }
+        flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
+        let file = out
+            .into_inner()
+            .map_err(|err| io_at("write", &tmp, err.into_error()))?;
+        file.sync_data().map_err(|err| io_at("sync", &tmp, err))?;
+        Ok(position)
+    })();
+    let new_end = match written {
+        Ok(end) => end,
+        Err(err) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
+    };
+    fs::rename(&tmp, &path).map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        io_at("replace", &path, err)
+    })?;
+    // From here the file on disk is the compacted one: the index must follow
+    // it, and any failure leaves the handle unfit for writing.
+    let finish = (|| -> Result<Arc<LogFile>> {
+        if shared.durability == Durability::Durable {
+            sync_dir(&shared.dir).map_err(|err| io_at("sync", &shared.dir, err))?;
+        }
+        let file = fileio::log_options()
+            .open(&path)
+            .map_err(|err| io_at("reopen", &path, err))?;
+        Ok(Arc::new(LogFile {
+            file,
+            path: path.clone(),
+        }))
+    })();
+    let log = match finish {
+        Ok(log) => log,
+        Err(err) => {
+            shared.poison(format!("compaction could not finish: {err}"));
+            return Err(err);
+        }
+    };
+    let mut state = shared.write_state();
+    let state = &mut *state;
+    state.log = log.clone();
+    state.end = new_end;
+    let index = &mut state.index;
+    let mut pruned = 0;
+    let mut result = Ok(());
+    for (slot, locs) in new_locs.into_iter().enumerate() {
+        let stream = &mut index.streams[slot];
+        stream.locs = locs;
+        let Some((change, settled)) = changes.remove(&slot) else {
+            continue;
+        };
+        pruned += change.pruned;
+        for (event_id, seq) in &settled.old_markers {
+            stream.remove_id(event_id.as_str(), *seq, &index.hasher);
+            stream.markers.retain(|marker| marker != seq);
+        }
+        stream.markers.push(change.marker.seq);
+        stream.markers.sort_unstable();
+        stream.oldest_ms = settled.oldest_ms;
+        if let Err(err) = stream.insert_id(
+            change.marker.event_id.as_str(),
+            change.marker.seq,
+            &index.hasher,
+            &log,
+        ) {
+            result = Err(err);
+        }
+    }
+    if let Err(err) = result {
+        shared.poison(format!("indexing the compacted log failed: {err}"));
+        return Err(err);
+    }
+    Ok(pruned)
+}
