@@ -173,18 +173,31 @@ WHERE created_at_ms < ?1";
 pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
 SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 
-/// The multi-row insert of `rows` events (10 parameters per row).
+/// The multi-row insert of `rows` events of one stream: the stream is
+/// bound once as `?1..?4`, then 6 parameters per row (seq, event_id,
+/// event_type, occurred_at_ms, is_marker, record).
 pub(crate) fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
-         event_type, occurred_at_ms, is_marker, record) VALUES ",
+         event_type, occurred_at_ms, is_marker, record)\n\
+         SELECT ?1, ?2, ?3, ?4, column1, column2, column3, column4, column5, column6\n\
+         FROM (VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let first = 5 + 6 * row;
+        sql.push('(');
+        for column in 0..6 {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            write!(sql, "?{}", first + column).expect("writing to a String cannot fail");
+        }
+        sql.push(')');
     }
+    sql.push(')');
     sql
 }
 

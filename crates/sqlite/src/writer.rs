@@ -135,12 +135,13 @@ struct StreamState {
     known: HashMap<String, u64>,
 }
 
-/// An event row to insert.
+/// An event row to insert. Its strings are owned, so binding moves them
+/// into the statement's arguments instead of copying them.
 struct EventRow<'a> {
     tenant: &'a Tenant,
     run_id: &'a RunId,
     seq: i64,
-    event_id: EventId,
+    event_id: String,
     event_type: String,
     occurred_at_ms: i64,
     is_marker: bool,
@@ -148,19 +149,24 @@ struct EventRow<'a> {
 }
 
 impl<'a> EventRow<'a> {
-    fn new(tenant: &'a Tenant, run_id: &'a RunId, record: &EventRecord) -> Result<Self> {
+    fn new(tenant: &'a Tenant, run_id: &'a RunId, record: EventRecord) -> Result<Self> {
+        let json = to_json(&record, || {
+            format!("serialize event {:?}", record.event_id.as_str())
+        })?;
         Ok(Self {
             tenant,
             run_id,
             seq: to_sql_int(record.seq, "seq")?,
-            event_id: record.event_id.clone(),
-            event_type: record.event_type.clone(),
             occurred_at_ms: to_sql_int(record.occurred_at_ms, "occurred_at_ms")?,
             is_marker: record.is_compaction_marker(),
-            record: to_json(record, || {
-                format!("serialize event {:?}", record.event_id.as_str())
-            })?,
+            event_id: record.event_id.into_string(),
+            event_type: record.event_type,
+            record: json,
         })
+    }
+
+    fn same_stream(&self, other: &Self) -> bool {
+        self.tenant == other.tenant && self.run_id == other.run_id
     }
 }
 
@@ -440,7 +446,7 @@ impl Writer {
             .and_then(|plan| {
                 let new_rows = plan
                     .new_records
-                    .iter()
+                    .into_iter()
                     .map(|record| EventRow::new(&job.tenant, &job.run_id, record))
                     .collect::<Result<Vec<_>>>()?;
                 Ok((plan.outcomes, new_rows))
@@ -449,7 +455,7 @@ impl Writer {
                 Ok((outcomes, new_rows)) => {
                     for row in &new_rows {
                         let seq = u64::try_from(row.seq).expect("assigned seqs are positive");
-                        state.known.insert(row.event_id.as_str().to_owned(), seq);
+                        state.known.insert(row.event_id.clone(), seq);
                         state.last_seq = seq;
                     }
                     rows.extend(new_rows);
@@ -489,7 +495,7 @@ impl Writer {
                 .await
                 .map_err(db("commit"))?;
         } else {
-            insert_rows(&mut self.conn, &self.insert_sql, p, &rows, Commit::WithLast).await?;
+            insert_rows(&mut self.conn, &self.insert_sql, p, rows, Commit::WithLast).await?;
         }
         Ok(answers)
     }
@@ -610,12 +616,12 @@ impl Writer {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("delete compacted events"))?;
-            let marker_row = EventRow::new(tenant, &stream.run_id, &marker)?;
+            let marker_row = EventRow::new(tenant, &stream.run_id, marker)?;
             insert_rows(
                 &mut tx,
                 &self.insert_sql,
                 &path,
-                std::slice::from_ref(&marker_row),
+                vec![marker_row],
                 Commit::Separately,
             )
             .await?;
@@ -718,9 +724,9 @@ impl Writer {
         }
         let rows = missing
             .iter()
-            .map(|record| EventRow::new(tenant, run_id, record))
+            .map(|record| EventRow::new(tenant, run_id, record.clone()))
             .collect::<Result<Vec<_>>>()?;
-        match insert_rows(&mut tx, &self.insert_sql, &path, &rows, Commit::Separately).await {
+        match insert_rows(&mut tx, &self.insert_sql, &path, rows, Commit::Separately).await {
             Err(err) if err.is_unique_violation() => {
                 return Err(Fail::Core(Error::invalid(format!(
                     "import of {tenant}:{run_id}: an imported event id is already stored at \
@@ -821,31 +827,42 @@ async fn stream_state(
     Ok(state)
 }
 
-/// Inserts event rows with multi-row statements of up to [`INSERT_CHUNK`];
-/// with [`Commit::WithLast`] the last statement also commits.
+/// Inserts event rows: each statement holds up to [`INSERT_CHUNK`] rows of
+/// one stream (the stream's columns are bound once per statement); with
+/// [`Commit::WithLast`] the last statement also commits.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
     path: &Arc<str>,
-    rows: &[EventRow<'_>],
+    rows: Vec<EventRow<'_>>,
     commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
-    let chunks = rows.len().div_ceil(INSERT_CHUNK);
-    for (index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
-        let sql = if commit == Commit::WithLast && index + 1 == chunks {
+    let mut statements: Vec<Vec<EventRow<'_>>> = Vec::new();
+    for row in rows {
+        match statements.last_mut() {
+            Some(current) if current.len() < INSERT_CHUNK && current[0].same_stream(&row) => {
+                current.push(row);
+            }
+            _ => statements.push(vec![row]),
+        }
+    }
+    let count = statements.len();
+    for (index, chunk) in statements.into_iter().enumerate() {
+        let sql = if commit == Commit::WithLast && index + 1 == count {
             &insert_sql.commit[chunk.len() - 1]
         } else {
             &insert_sql.plain[chunk.len() - 1]
         };
-        let mut query = sqlx::query(sql);
+        let (tenant, run_id) = (chunk[0].tenant, chunk[0].run_id);
+        let mut query = bind_stream(sqlx::query(sql), tenant, run_id.as_str());
         for row in chunk {
-            query = bind_stream(query, row.tenant, row.run_id.as_str())
+            query = query
                 .bind(row.seq)
-                .bind(row.event_id.as_str())
-                .bind(row.event_type.as_str())
+                .bind(row.event_id)
+                .bind(row.event_type)
                 .bind(row.occurred_at_ms)
                 .bind(row.is_marker)
-                .bind(row.record.as_str());
+                .bind(row.record);
         }
         query
             .execute(&mut *conn)
