@@ -1,7 +1,8 @@
 //! S3 backend of runstore, via `object_store`, for many writers sharing one
 //! bucket.
 //!
-//! [`S3Store`] implements [`EventLog`] and [`SnapshotStore`] on any
+//! [`S3Store`] implements [`EventLog`](runstore_core::EventLog) and
+//! [`SnapshotStore`](runstore_core::SnapshotStore) on any
 //! [`ObjectStore`] with create-if-absent and update-if-match puts: `AmazonS3`
 //! (AWS S3, SeaweedFS, MinIO, ...) in production, `InMemory` in tests. Any
 //! number of processes on any number of machines may append to the same
