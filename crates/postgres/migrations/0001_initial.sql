@@ -28,9 +28,12 @@ CREATE TABLE streams (
 -- list_runs: a tenant's runs in byte order.
 CREATE INDEX streams_by_tenant ON streams (tenant_hash, run_id);
 
--- Live records (events and compaction markers) of each stream.
+-- Live records (events and compaction markers) of each stream. No foreign
+-- key to streams on the two hot tables: every row is written under its
+-- stream row's lock with the stream_id that lock returned, stream rows are
+-- never deleted, and a per-row key check would cost a lookup per event.
 CREATE TABLE events (
-    stream_id      BIGINT NOT NULL REFERENCES streams (stream_id),
+    stream_id      BIGINT NOT NULL,
     seq            BIGINT NOT NULL CHECK (seq > 0),
     event_id       TEXT COLLATE "C" NOT NULL,
     is_marker      BOOLEAN NOT NULL,
@@ -44,7 +47,7 @@ CREATE TABLE events (
 
 -- Every id a stream's compaction marker remembers, with its original seq.
 CREATE TABLE compacted_ids (
-    stream_id BIGINT NOT NULL REFERENCES streams (stream_id),
+    stream_id BIGINT NOT NULL,
     event_id  TEXT COLLATE "C" NOT NULL,
     seq       BIGINT NOT NULL CHECK (seq > 0),
     CONSTRAINT compacted_ids_pkey PRIMARY KEY (stream_id, event_id)

@@ -7,8 +7,11 @@
 //! concurrency comes from the database alone (CONTRACT §3): every append
 //! locks its stream's row in the `streams` table inside a `READ COMMITTED`
 //! transaction, plans with [`runstore_core::append::plan_append`], writes the
-//! new events and the new last seq, and commits. Compaction (CONTRACT §8-§11)
-//! rewrites one stream per transaction under the same lock.
+//! new events and the new last seq, and commits. Concurrent appends to one
+//! stream through one handle share such a transaction (group commit, for
+//! speed only). Compaction (CONTRACT §8-§11) rewrites one stream per
+//! transaction under the same lock. `docs/backends/postgres.md` has the
+//! schema and why `READ COMMITTED` is enough.
 //!
 //! The tables live in their own schema (default `runstore`, see
 //! [`PostgresOptions::with_schema`]), created by embedded, versioned
