@@ -342,11 +342,17 @@ impl Inner {
                         self.round(key, &mut local, batch).await;
                     }
                     if flush_due(&local) {
-                        let inner = self.clone();
-                        let key = key.clone();
-                        tokio::spawn(async move {
-                            inner.maybe_flush(&key, &mut local).await;
-                        });
+                        match tokio::runtime::Handle::try_current() {
+                            Ok(runtime) => {
+                                let inner = self.clone();
+                                let key = key.clone();
+                                runtime.spawn(async move {
+                                    inner.maybe_flush(&key, &mut local).await;
+                                });
+                            }
+                            // Not on a Tokio runtime: flush before answering.
+                            Err(_) => self.maybe_flush(key, &mut local).await,
+                        }
                     } else {
                         drop(local);
                     }
