@@ -48,7 +48,7 @@
 //! - **Several processes** may open one file: `BEGIN IMMEDIATE` serialises
 //!   their writers, SQLite's busy handler waits for the lock, and after
 //!   [`SqliteOptions::busy_timeout`] a write fails with a retryable
-//!   [`Error::Backend`](runstore_core::Error::Backend) naming the lock.
+//!   [`Error::Backend`] naming the lock.
 //! - **Durability** (CONTRACT §16): WAL with `synchronous = FULL` by default
 //!   (each commit syncs the WAL); [`Durability::Relaxed`] uses `NORMAL`
 //!   (a commit survives a killed process, not necessarily power loss).
