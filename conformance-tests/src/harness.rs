@@ -6,7 +6,7 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use runstore_core::{Result, Store};
@@ -37,6 +37,7 @@ pub struct Location {
 
 type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send>>;
 type OpenFn = Arc<dyn Fn(Location) -> OpenFuture + Send + Sync>;
+type CleanupFn = Arc<dyn Fn(Location) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a backend can do, declared once; cases that need a missing
 /// capability say so on stderr instead of silently passing.
@@ -90,6 +91,9 @@ pub struct Harness {
     capabilities: Capabilities,
     open: OpenFn,
     missing_service: Option<String>,
+    cleanup: Option<CleanupFn>,
+    /// Every location this harness (and its clones) opened, for cleanup.
+    opened: Arc<Mutex<Vec<Location>>>,
 }
 
 impl fmt::Debug for Harness {
@@ -118,6 +122,32 @@ impl Harness {
             capabilities,
             open,
             missing_service: None,
+            cleanup: None,
+            opened: Arc::default(),
+        }
+    }
+
+    /// Registers what removes a location's data once its case has passed
+    /// (for example dropping a Postgres schema). Temporary directories are
+    /// removed anyway; a failed case leaves its data for inspection.
+    #[must_use]
+    pub fn on_cleanup<F, Fut>(mut self, cleanup: F) -> Self
+    where
+        F: Fn(Location) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.cleanup = Some(Arc::new(move |location| Box::pin(cleanup(location))));
+        self
+    }
+
+    /// Runs the cleanup for every location opened so far.
+    #[doc(hidden)]
+    pub async fn cleanup(&self) {
+        let opened = std::mem::take(&mut *self.opened.lock().expect("not poisoned"));
+        if let Some(cleanup) = &self.cleanup {
+            for location in opened {
+                cleanup(location).await;
+            }
         }
     }
 
@@ -181,6 +211,10 @@ impl Harness {
             dir: dir.path().to_path_buf(),
             name: format!("t{}", &simple[..24]),
         };
+        self.opened
+            .lock()
+            .expect("not poisoned")
+            .push(location.clone());
         let store = (self.open)(location.clone())
             .await
             .unwrap_or_else(|err| panic!("{}: open a fresh store: {err}", self.backend));

@@ -90,6 +90,7 @@ macro_rules! __stamp_cases {
                 let harness: $crate::Harness = $harness;
                 if harness.ready(stringify!($case)) {
                     $crate::$module::$case(&harness).await;
+                    harness.cleanup().await;
                 }
             }
         )*

@@ -282,6 +282,8 @@ async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseE
             );
         }
     }
+    drop(instance);
+    h.cleanup().await;
     Ok(())
 }
 
