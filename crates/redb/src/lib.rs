@@ -238,7 +238,7 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty());
     if let Some(parent) = parent {
-        std::fs::create_dir_all(parent).map_err(|err| {
+        create_dirs(parent, options.durability).map_err(|err| {
             Error::io(
                 format!("creating the directory of redb store {}", path.display()),
                 err,
@@ -292,6 +292,36 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
         }
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Creates `dir` and its missing ancestors. In durable mode the parent of
+/// each directory it creates is synced, so a new path survives power loss
+/// level by level (CONTRACT §16).
+fn create_dirs(dir: &Path, durability: Durability) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for created in missing.into_iter().rev() {
+        match std::fs::create_dir(created) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+        if durability == Durability::Durable {
+            let parent = created
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(parent)?;
+        }
+    }
     Ok(())
 }
 

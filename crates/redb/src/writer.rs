@@ -181,7 +181,19 @@ impl Drop for Writer {
         // queued; joining it releases its database handle.
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // The wait is at most one group commit, but on a runtime worker
+            // it is still blocking: let the runtime move its other tasks
+            // away first where it can.
+            let on_multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+            if on_multi_thread {
+                tokio::task::block_in_place(|| {
+                    let _ = thread.join();
+                });
+            } else {
+                let _ = thread.join();
+            }
         }
     }
 }

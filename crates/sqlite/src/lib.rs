@@ -185,7 +185,8 @@ impl SqliteStore {
             .map(Path::to_path_buf);
         if let Some(parent) = &parent {
             let dir = parent.clone();
-            run_blocking(move || std::fs::create_dir_all(&dir))
+            let durability = options.durability;
+            run_blocking(move || create_dirs(&dir, durability))
                 .await
                 .map_err(|err| {
                     Error::io(format!("create the directory {}", parent.display()), err)
@@ -295,6 +296,36 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// Syncs a directory, so entries created in it survive power loss.
+/// Creates `dir` and its missing ancestors. In durable mode the parent of
+/// each directory it creates is synced, so a new path survives power loss
+/// level by level (CONTRACT §16).
+fn create_dirs(dir: &Path, durability: Durability) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.is_dir() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for created in missing.into_iter().rev() {
+        match std::fs::create_dir(created) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+        if durability == Durability::Durable {
+            let parent = created
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
