@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
-use object_store::{UpdateVersion, path::Path};
+use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion, path::Path};
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
     Tenant,
@@ -487,7 +487,7 @@ impl Inner {
         let Ok(work) = self.materialize(key, &mut next).await else {
             return;
         };
-        if let Ok(Some(done)) = self.commit_rebasing(key, &loaded, next, &work).await {
+        if let Ok(Some(done)) = self.commit_rebasing(key, &loaded, next, &work, None).await {
             local.head = Some(done);
         }
     }
@@ -502,9 +502,12 @@ impl Inner {
     /// Commits `changed` (`base` with its buffer moved into the segments of
     /// `work`), replaying it onto heads that only gained appended records
     /// meanwhile (see [`Head::rebase`]), so flushes and compactions are not
-    /// starved by a busy stream. Returns the committed head, `Ok(None)` when
-    /// the change was dropped (its new objects are then deleted: no head
-    /// names them), or the error of a put whose outcome is unknown (the new
+    /// starved by a busy stream. A compaction passes the seqs it removes:
+    /// before replaying it onto a new head, the snapshot floor is read again
+    /// (after that head) and the change is dropped unless every removed seq
+    /// is still below it. Returns the committed head, `Ok(None)` when the
+    /// change was dropped (its new objects are then deleted: no head names
+    /// them), or the error of a put whose outcome is unknown (the new
     /// objects are kept: a head may name them).
     async fn commit_rebasing(
         &self,
@@ -512,6 +515,7 @@ impl Inner {
         base: &Loaded,
         changed: Head,
         work: &Work,
+        removes: Option<&[u64]>,
     ) -> Result<Option<Loaded>> {
         let mut target = changed.clone();
         let mut version = base.version.clone();
@@ -532,7 +536,19 @@ impl Inner {
                         self.delete_all(work.replaced.clone()).await;
                         return Ok(Some(current));
                     }
-                    let Some(rebased) = Head::rebase(&base.head, &changed, &current.head) else {
+                    let mut rebased = Head::rebase(&base.head, &changed, &current.head);
+                    if rebased.is_some()
+                        && let Some(removes) = removes
+                    {
+                        let floor = self.snapshot_floor(key).await?;
+                        if !removes
+                            .iter()
+                            .all(|seq| floor.is_none_or(|floor| *seq < floor))
+                        {
+                            rebased = None;
+                        }
+                    }
+                    let Some(rebased) = rebased else {
                         self.delete_all(work.created.clone()).await;
                         return Ok(None);
                     };
@@ -621,6 +637,42 @@ impl Inner {
         Ok(Some(query.apply(records, |record| record.seq)))
     }
 
+    /// Changes the stream's head (a new commit token, nothing else) after a
+    /// snapshot of it was stored, so that a compaction that read the head
+    /// before the snapshot existed cannot commit on it (see
+    /// [`Inner::compact_one`]). A lost race is as good: the head changed
+    /// after the snapshot was stored. A stream without a head has nothing to
+    /// compact, and a store without conditional updates cannot commit a
+    /// compaction, so neither needs the change.
+    pub(crate) async fn mark_snapshot(&self, key: &StreamKey) -> Result<()> {
+        let loaded = self.load(key).await?;
+        let Some(version) = loaded.version else {
+            return Ok(());
+        };
+        let mut next = loaded.head;
+        next.remember(&new_token());
+        let path = self.keys.head(key);
+        let bytes = to_json(&next, &path)?;
+        let mode = PutOptions::from(PutMode::Update(version));
+        match self
+            .store()
+            .put_opts(&path, PutPayload::from(bytes), mode)
+            .await
+        {
+            Ok(_)
+            | Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotImplemented
+                | object_store::Error::NotSupported { .. },
+            ) => Ok(()),
+            Err(err) => Err(crate::error::request(
+                format!("conditional put {path}"),
+                err,
+            )),
+        }
+    }
+
     /// The newest snapshot's seq of a stream: its compaction floor.
     async fn snapshot_floor(&self, key: &StreamKey) -> Result<Option<u64>> {
         Ok(self
@@ -631,10 +683,15 @@ impl Inner {
     }
 
     /// Compacts one stream (docs/backends/s3.md, "Compaction").
+    ///
+    /// The floor is read after the head the commit conditionally replaces,
+    /// and again after every head a rebase would replace: a snapshot `put`
+    /// changes the head once its object is stored ([`Inner::mark_snapshot`]),
+    /// so a put that returned before the commit either is seen by that read
+    /// or makes the conditional put lose (CONTRACT §8).
     async fn compact_one(&self, key: &StreamKey, policy: &CompactionPolicy) -> Result<usize> {
         let state = self.stream_state(key);
         let mut local = state.leader.lock().await;
-        let floor = self.snapshot_floor(key).await?;
         let token = new_token();
         for attempt in 0..MAINTENANCE_ATTEMPTS {
             local.head = None;
@@ -642,6 +699,7 @@ impl Inner {
             if loaded.version.is_none() {
                 return Ok(0);
             }
+            let floor = self.snapshot_floor(key).await?;
             let Some(records) = self.all_records(key, &loaded.head).await? else {
                 continue;
             };
@@ -685,7 +743,11 @@ impl Inner {
                 next.segments.push(segment);
                 work.created.push(path);
             }
-            match self.commit_rebasing(key, &loaded, next, &work).await? {
+            let removes = Some(change.remove_seqs.as_slice());
+            match self
+                .commit_rebasing(key, &loaded, next, &work, removes)
+                .await?
+            {
                 Some(done) => {
                     local.head = Some(done);
                     return Ok(change.pruned);

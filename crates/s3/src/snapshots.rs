@@ -105,7 +105,12 @@ impl SnapshotStore for S3Store {
             .inner
             .keys
             .snapshot(tenant, &snapshot.run_id, &snapshot.snapshot_id);
-        put(self.inner.store(), &path, to_json(&snapshot, &path)?).await
+        put(self.inner.store(), &path, to_json(&snapshot, &path)?).await?;
+        // CONTRACT §8: a compaction planned without this snapshot must not
+        // commit once the put has returned.
+        self.inner
+            .mark_snapshot(&StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
+            .await
     }
 
     async fn get(
