@@ -129,7 +129,7 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
             // batch framing: every line is written closed.
             for (loc, slot) in run.drain(..) {
                 let from = usize::try_from(loc.offset - base).expect("a span fits in memory");
-                let line = bytes[from..from + loc.len as usize].trim_ascii_end();
+                let line = bytes[from..from + loc.len as usize].trim_ascii();
                 out.write_all(line)
                     .and_then(|()| out.write_all(b"\n"))
                     .map_err(|err| io_at("write", &tmp, err))?;

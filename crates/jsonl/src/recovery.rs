@@ -117,13 +117,15 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    /// Takes one line. Lines of a multi-record batch end with
-    /// [`CONTINUED`]; they are indexed once the batch's last line arrives.
+    /// Takes one line. Lines of a multi-record batch but its last start
+    /// with [`CONTINUED`]; they are indexed once the batch's last line (one
+    /// that does not) arrives, so such a line in the middle of the log is an
+    /// ordinary record.
     fn line(&mut self, bytes: &[u8], offset: u64, line_no: u64) -> Result<()> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        if bytes.last() == Some(&CONTINUED) {
+        if bytes.first() == Some(&CONTINUED) {
             self.open_batch.extend_from_slice(bytes);
             self.open_lines
                 .push((self.open_batch.len(), offset, line_no));
@@ -213,10 +215,19 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut buf_offset = 0u64;
     let mut line_no = 0u64;
+    let file_len = log
+        .file
+        .metadata()
+        .map_err(|err| io_at("read the length of", path, err))?
+        .len();
     loop {
         let held = buf.len();
-        buf.resize(held + CHUNK, 0);
         let read_at = buf_offset + held as u64;
+        // No more than the file holds, so a small log needs a small buffer;
+        // at least one byte, so the end of the file is seen.
+        let step =
+            usize::try_from(file_len.saturating_sub(read_at)).map_or(CHUNK, |left| left.min(CHUNK));
+        buf.resize(held + step.max(1), 0);
         let read = loop {
             match fileio::read_at(&log.file, &mut buf[held..], read_at) {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -241,10 +252,13 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
     let mut repaired = false;
     if !buf.is_empty() {
         // CONTRACT §17: the last line has no newline. Keep it if it is a
-        // whole record, drop it if the write was torn.
+        // whole record that closes its request, drop it if the write was
+        // torn. A whole record starting with the continuation byte is not
+        // the last line of its batch: it goes, with the rest of that batch
+        // (below).
         line_no += 1;
         repaired = true;
-        if serde_json::from_slice::<EventRecord>(&buf).is_ok() {
+        if buf.first() != Some(&CONTINUED) && serde_json::from_slice::<EventRecord>(&buf).is_ok() {
             fileio::write_all_at(&log.file, b"\n", end)
                 .map_err(|err| io_at("repair the torn tail of", path, err))?;
             scan.line(&buf, buf_offset, line_no)?;
@@ -257,8 +271,9 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         }
     }
     if let Some(start) = scan.open_batch_start() {
-        // The log ends inside a batch whose last line never reached the
-        // disk: the batch is dropped whole (CONTRACT §4).
+        // The log ends with lines starting with the continuation byte: a
+        // batch whose closing line never reached the disk. It is dropped
+        // whole, back to the last line that closed a request (CONTRACT §4).
         log.file
             .set_len(start)
             .map_err(|err| io_at("drop the unfinished batch at the end of", path, err))?;

@@ -26,7 +26,8 @@ use crate::{
     snapshots::Snapshots,
 };
 
-/// The byte that ends every line of a multi-record request but its last.
+/// The byte that starts every line of a multi-record request but its last;
+/// the last line starts with `{` (CONTRACT §4, §17).
 pub(crate) const CONTINUED: u8 = b' ';
 
 /// Most requests committed by one write and sync.
@@ -336,15 +337,16 @@ impl Group<'_> {
                 Vec::new()
             };
             let start = self.bytes.len();
+            // Batch framing: every line of a request but its last starts
+            // with a space, so recovery can drop a batch whose closing line
+            // never made it to disk, wherever the write stopped (CONTRACT
+            // §4, §17). The space is part of the record's bytes.
+            if position + 1 < count {
+                self.bytes.push(CONTINUED);
+            }
             if let Err(err) = serde_json::to_writer(&mut self.bytes, &record) {
                 result = Err(Error::invalid(err));
                 break;
-            }
-            // Batch framing: every line of a request but its last ends with
-            // a space, so recovery can drop a batch whose end never made it
-            // to disk (CONTRACT §4, §17).
-            if position + 1 < count {
-                self.bytes.push(CONTINUED);
             }
             let Ok(len) = u32::try_from(self.bytes.len() - start) else {
                 result = Err(Error::invalid("record longer than 4 GiB"));

@@ -242,3 +242,116 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_whole() {
     assert_eq!(seqs(&dir).await, [1, 2, 3, 4]);
     assert_eq!(fs::read(&log).unwrap(), full);
 }
+
+#[tokio::test]
+async fn batch_lines_but_the_last_start_with_a_space() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let lines: Vec<&[u8]> = full.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with(b"{"), "a single append is closed");
+    assert!(lines[1].starts_with(b" {"));
+    assert!(lines[2].starts_with(b" {"));
+    assert!(
+        lines[3].starts_with(b"{"),
+        "the batch's last line closes it"
+    );
+    assert!(lines.iter().all(|line| line.ends_with(b"}\n")));
+}
+
+#[tokio::test]
+async fn a_batch_cut_at_any_byte_is_all_or_nothing() {
+    // CONTRACT §4, §17: wherever the write of a batch stops, reopening
+    // shows the stream without the batch or with all of it.
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let log = dir.join("events.jsonl");
+    let before_batch = full.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let relaxed = JsonlOptions::default().with_durability(Durability::Relaxed);
+    for cut in before_batch..=full.len() {
+        fs::write(&log, &full[..cut]).unwrap();
+        // Relaxed: the repair is the same, without a sync per reopen.
+        let store = JsonlStore::open_with(&dir, relaxed.clone()).await.unwrap();
+        let found: Vec<u64> = store
+            .read(&Tenant::local(), &run(), ReadQuery::all())
+            .await
+            .unwrap()
+            .iter()
+            .map(|record| record.seq)
+            .collect();
+        drop(store);
+        let repaired = fs::read(&log).unwrap();
+        if cut >= full.len() - 1 {
+            assert_eq!(found, [1, 2, 3, 4], "cut at {cut}");
+            assert_eq!(repaired, full, "cut at {cut}");
+        } else {
+            assert_eq!(found, [1], "cut at {cut}");
+            assert_eq!(repaired, &full[..before_batch], "cut at {cut}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn batch_lines_in_the_middle_of_the_log_are_ordinary_records() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with_batch(&dir).await;
+    store_with(&dir, &["e"]).await;
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let tenant = Tenant::local();
+    let records = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(records[1], {
+        let mut expected = event("b");
+        expected.seq = 2;
+        expected
+    });
+    let c = EventId::new("c").unwrap();
+    assert_eq!(store.seq_of(&tenant, &run(), &c).await.unwrap(), Some(3));
+    let window = store
+        .read(&tenant, &run(), ReadQuery::all().after(1).limit(2))
+        .await
+        .unwrap();
+    assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+    // A batch appended on this handle reads back before any reopen.
+    let batch = [event("f"), event("g")];
+    store
+        .append_batch(&tenant, &run(), &batch, None)
+        .await
+        .unwrap();
+    let tail = store
+        .read(&tenant, &run(), ReadQuery::tail(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>(),
+        ["f", "g"]
+    );
+    // Compaction of another stream rewrites the log with every line
+    // closed; these records survive it unchanged.
+    let other = RunId::new("run-2").unwrap();
+    for id in ["x", "y"] {
+        let mut old = event(id);
+        old.run_id = other.clone();
+        old.occurred_at_ms = 0;
+        store.append(&tenant, &old).await.unwrap();
+    }
+    assert_eq!(store.compact(5, 10).await.unwrap(), 2);
+    let after = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
+    assert_eq!(&after[..5], &records[..]);
+    drop(store);
+    let log = fs::read(dir.join("events.jsonl")).unwrap();
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let after = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
+    assert_eq!(after.len(), 7);
+    assert_eq!(&after[..5], &records[..]);
+    drop(store);
+    assert!(
+        log.split(|b| *b == b'\n')
+            .all(|line| !line.starts_with(b" ")),
+        "no line starts with a space after compaction"
+    );
+}
