@@ -77,6 +77,7 @@ mod writer;
 
 use std::{
     fmt,
+    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, mpsc},
     thread::JoinHandle,
@@ -87,7 +88,7 @@ use runstore_core::{
     AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId,
     SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, compaction::CompactionPolicy,
 };
-use tokio::sync::oneshot;
+use tokio::{runtime::RuntimeFlavor, sync::oneshot};
 
 pub use import::{ImportReport, import_reference};
 pub use index::IndexStats;
@@ -137,8 +138,24 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel ends the writer after it has answered what was
         // queued; the directory lock is released only after that.
+        //
+        // The wait is kept so that a reopen right after the drop finds the
+        // lock free. On a multi-thread runtime it runs in `block_in_place`,
+        // so the worker's other tasks move on while the writer finishes a
+        // group commit or compaction; elsewhere it is a plain join.
         drop(self.requests.take());
-        if let Some(writer) = self.writer.take() {
+        let mut writer = self.writer.take();
+        let on_multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if on_multi_thread {
+            // `block_in_place` refuses (by panicking, before running the
+            // closure) only inside a current-thread executor that entered a
+            // multi-thread handle; the plain join below covers that case.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                tokio::task::block_in_place(|| writer.take().map(JoinHandle::join));
+            }));
+        }
+        if let Some(writer) = writer {
             let _ = writer.join();
         }
     }
@@ -437,7 +454,7 @@ impl SnapshotStore for JsonlStore {
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
-        Ok(self.inner.shared.snapshots.streams())
+        self.blocking(|shared| Ok(shared.snapshots.streams())).await
     }
 }
 

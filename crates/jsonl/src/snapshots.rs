@@ -219,13 +219,21 @@ impl Snapshots {
         run_id: &RunId,
         limit: Option<usize>,
     ) -> Result<Vec<SnapshotRecord>> {
-        let index = self.lock();
-        let Some(snapshots) = index.get(&StreamKey::new(tenant.clone(), run_id.clone())) else {
-            return Ok(Vec::new());
+        // The ids are taken under the index lock and the files read after
+        // it is released; a snapshot pruned in between is skipped, as if
+        // the prune had come first.
+        let wanted: Vec<SnapshotId> = {
+            let index = self.lock();
+            let Some(snapshots) = index.get(&StreamKey::new(tenant.clone(), run_id.clone())) else {
+                return Ok(Vec::new());
+            };
+            keep_newest(ordered(snapshots), limit)
+                .into_iter()
+                .map(|(snapshot_id, _)| snapshot_id.clone())
+                .collect()
         };
-        let wanted = keep_newest(ordered(snapshots), limit);
         let mut list = Vec::with_capacity(wanted.len());
-        for (snapshot_id, _) in wanted {
+        for snapshot_id in &wanted {
             if let Some(snapshot) = self.read_checked(tenant, run_id, snapshot_id)? {
                 list.push(snapshot);
             }
@@ -253,7 +261,9 @@ impl Snapshots {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
             })
             .collect();
-        let mut index = self.lock();
+        // The stripes keep every put out until the end; the index lock is
+        // held only to choose and, after the deletes, to forget.
+        let index = self.lock();
         let mut doomed: Vec<(StreamKey, SnapshotId)> = Vec::new();
         for (stream, snapshots) in index.iter() {
             let order = ordered(snapshots);
@@ -276,23 +286,38 @@ impl Snapshots {
                 doomed.push((stream.clone(), order[at].0.clone()));
             }
         }
+        drop(index);
         let mut touched: Vec<PathBuf> = Vec::new();
+        let mut deleted = 0;
+        let mut failure = None;
         for (stream, snapshot_id) in &doomed {
             let dir = self.run_dir(&stream.tenant, &stream.run_id);
             let path = dir.join(layout::snapshot_file(snapshot_id));
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(io_at("delete snapshot", &path, err)),
+                Err(err) => {
+                    failure = Some(io_at("delete snapshot", &path, err));
+                    break;
+                }
             }
-            let stream_snapshots = index.get_mut(stream).expect("selected from the index");
-            stream_snapshots.remove(snapshot_id);
-            if stream_snapshots.is_empty() {
-                index.remove(stream);
-            }
+            deleted += 1;
             if !touched.contains(&dir) {
                 touched.push(dir);
             }
+        }
+        {
+            let mut index = self.lock();
+            for (stream, snapshot_id) in &doomed[..deleted] {
+                let stream_snapshots = index.get_mut(stream).expect("selected from the index");
+                stream_snapshots.remove(snapshot_id);
+                if stream_snapshots.is_empty() {
+                    index.remove(stream);
+                }
+            }
+        }
+        if let Some(err) = failure {
+            return Err(err);
         }
         if self.durability == Durability::Durable {
             for dir in &touched {
