@@ -206,10 +206,36 @@ pub(crate) fn index_entries(records: &[EventRecord]) -> Result<Vec<(EventId, u64
 }
 
 /// The contents of an id index entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct IdEntry {
     /// The seq the id was stored at.
     pub(crate) seq: u64,
+    /// The full id, compared on read: an entry under a hashed key segment
+    /// that names another id is `Corrupt`, never a match. Absent in entries
+    /// written before it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<EventId>,
+}
+
+impl IdEntry {
+    /// The seq an entry read for `event_id` at `location` states.
+    pub(crate) fn seq_for(
+        &self,
+        event_id: &EventId,
+        location: &impl std::fmt::Display,
+    ) -> Result<u64> {
+        match &self.id {
+            Some(id) if id != event_id => Err(Error::corrupt(
+                location,
+                format!(
+                    "id entry names event {:?}, not {:?}",
+                    id.as_str(),
+                    event_id.as_str()
+                ),
+            )),
+            _ => Ok(self.seq),
+        }
+    }
 }
 
 /// Most ids a handle remembers per stream before it stops caching.
@@ -290,6 +316,25 @@ mod tests {
         head.buffer = buffer.iter().copied().map(record).collect();
         head.last_seq = buffer.last().copied().unwrap_or(0);
         head
+    }
+
+    #[test]
+    fn an_id_entry_naming_another_id_is_corrupt() {
+        let mine = EventId::new("mine").unwrap();
+        let other = EventId::new("other").unwrap();
+        let entry = IdEntry {
+            seq: 7,
+            id: Some(mine.clone()),
+        };
+        assert_eq!(entry.seq_for(&mine, &"ids/h").unwrap(), 7);
+        assert!(matches!(
+            entry.seq_for(&other, &"ids/h"),
+            Err(Error::Corrupt { .. })
+        ));
+        let legacy: IdEntry = serde_json::from_str(r#"{"seq": 3}"#).unwrap();
+        assert_eq!(legacy.seq_for(&other, &"ids/h").unwrap(), 3);
+        let written = serde_json::to_value(&entry).unwrap();
+        assert_eq!(written, serde_json::json!({"seq": 7, "id": "mine"}));
     }
 
     #[test]

@@ -16,6 +16,14 @@
 //! Concurrent appends to one stream through one handle are grouped into one
 //! protocol round, so throughput grows with concurrency and batch size.
 //!
+//! An append answers `inserted = false` for an event it stored itself only
+//! when the outcome of its own commit could not be confirmed: the client
+//! library retried the head put after a lost response and more than 32 other
+//! commits followed before the head was read again, or the round's leading
+//! call was cancelled off a Tokio runtime (or the round panicked) after the
+//! put landed. The seq answered is still the event's one, and nothing is
+//! duplicated (CONTRACT §1-§3; docs/backends/s3.md, "Append").
+//!
 //! # Example
 //!
 //! ```

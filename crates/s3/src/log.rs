@@ -155,8 +155,11 @@ impl Inner {
         stream::iter(ids)
             .map(|id| async move {
                 let path = self.keys.id_entry(key, &id);
-                let entry = get_json::<IdEntry>(self.store(), &path).await?;
-                Ok::<_, Error>((id, entry.map(|(entry, _)| entry.seq)))
+                let seq = match get_json::<IdEntry>(self.store(), &path).await? {
+                    Some((entry, _)) => Some(entry.seq_for(&id, &path)?),
+                    None => None,
+                };
+                Ok::<_, Error>((id, seq))
             })
             .buffer_unordered(PARALLEL)
             .try_collect()
@@ -196,7 +199,8 @@ impl Inner {
         stream::iter(entries)
             .map(|(id, seq)| async move {
                 let path = self.keys.id_entry(key, &id);
-                let bytes = to_json(&IdEntry { seq }, &path)?;
+                let entry = IdEntry { seq, id: Some(id) };
+                let bytes = to_json(&entry, &path)?;
                 put_conditional(self.store(), &path, bytes, None)
                     .await
                     .map(drop)
@@ -310,10 +314,14 @@ impl Inner {
             .await;
     }
 
-    /// Runs append rounds for everything queued on `state`, answering each
-    /// caller, until the caller's own answer arrives. A flush that falls
-    /// due runs in a background task that keeps the leader slot, so no
-    /// caller waits for it.
+    /// Queues the call on `state` and waits for its answer. The first caller
+    /// to take the stream's leader slot runs one round for everything
+    /// queued, on a task of its own when on a Tokio runtime, so cancelling
+    /// the leader's call never drops the other callers' answers: each caller
+    /// gets the outcome of the round that committed its events, `inserted`
+    /// included (CONTRACT §1). A flush that falls due runs on that task
+    /// after the answers are sent, keeping the slot, so no caller waits for
+    /// it.
     async fn append(
         self: &Arc<Self>,
         key: &StreamKey,
@@ -321,8 +329,9 @@ impl Inner {
         expected: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
         let state = self.stream_state(key);
-        // A cancelled leader drops the replies of the calls it took; those
-        // calls queue again (appends are idempotent by id, CONTRACT §2).
+        // An answer is dropped only when its round never ran to the end (a
+        // panic, or a cancelled leader off a Tokio runtime); the call then
+        // queues again (appends are idempotent by id, CONTRACT §2).
         for _ in 0..APPEND_ATTEMPTS {
             let (reply, mut answer) = oneshot::channel();
             state.push(Pending {
@@ -336,25 +345,17 @@ impl Inner {
                     Ok(result) => return result,
                     Err(_) => continue,
                 },
-                mut local = state.leader.clone().lock_owned() => {
-                    let batch = state.drain();
-                    if !batch.is_empty() {
-                        self.round(key, &mut local, batch).await;
-                    }
-                    if flush_due(&local) {
-                        match tokio::runtime::Handle::try_current() {
-                            Ok(runtime) => {
-                                let inner = self.clone();
-                                let key = key.clone();
-                                runtime.spawn(async move {
-                                    inner.maybe_flush(&key, &mut local).await;
-                                });
-                            }
-                            // Not on a Tokio runtime: flush before answering.
-                            Err(_) => self.maybe_flush(key, &mut local).await,
+                local = state.leader.clone().lock_owned() => {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => {
+                            let inner = self.clone();
+                            let key = key.clone();
+                            let state = state.clone();
+                            runtime.spawn(async move { inner.lead(&key, &state, local).await });
                         }
-                    } else {
-                        drop(local);
+                        // Not on a Tokio runtime: run the round (and a due
+                        // flush) before answering.
+                        Err(_) => self.lead(key, &state, local).await,
                     }
                     match answer.await {
                         Ok(result) => return result,
@@ -364,6 +365,21 @@ impl Inner {
             }
         }
         Err(contended(format!("append to {key}")))
+    }
+
+    /// Holding the leader slot: one round for everything queued on `state`,
+    /// then a flush if one fell due.
+    async fn lead(
+        &self,
+        key: &StreamKey,
+        state: &StreamState,
+        mut local: tokio::sync::OwnedMutexGuard<Local>,
+    ) {
+        let batch = state.drain();
+        if !batch.is_empty() {
+            self.round(key, &mut local, batch).await;
+        }
+        self.maybe_flush(key, &mut local).await;
     }
 
     /// One protocol round for `batch`.

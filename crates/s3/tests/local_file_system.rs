@@ -1,12 +1,15 @@
 //! `LocalFileSystem` has create-if-absent but no update-if-match: a stream's
 //! first append (which creates its head) works, and every later commit fails
 //! with a non-retryable backend error instead of writing unsafely
-//! (docs/backends/s3.md, "Limits").
+//! (docs/backends/s3.md, "Limits"). Snapshots still work.
 
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
-use runstore_core::{Error, EventId, EventLog, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{
+    Error, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
+    SnapshotStore, Tenant,
+};
 use runstore_s3::S3Store;
 
 #[tokio::test]
@@ -40,4 +43,21 @@ async fn commits_that_need_update_if_match_fail_loudly() {
     );
     let records = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
     assert_eq!(records.len(), 1);
+
+    // A snapshot put stores the snapshot; the head change that fences
+    // compaction is not needed where no compaction can commit.
+    let snapshot = SnapshotRecord::new(
+        &tenant,
+        run.clone(),
+        SnapshotId::new("s").unwrap(),
+        1,
+        1,
+        RunStatus::Running,
+    );
+    store.put(&tenant, &snapshot).await.unwrap();
+    let stored = store
+        .get(&tenant, &run, &snapshot.snapshot_id)
+        .await
+        .unwrap();
+    assert_eq!(stored.map(|snapshot| snapshot.seq), Some(1));
 }

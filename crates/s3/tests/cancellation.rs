@@ -1,0 +1,146 @@
+//! Cancelling the call that leads an append round does not change what the
+//! other calls of the round are answered: each gets the outcome of the
+//! round that committed its events, `inserted = true` included
+//! (CONTRACT §1, §2).
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
+};
+use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_s3::S3Store;
+use tokio::sync::{Semaphore, mpsc};
+
+/// An `InMemory` whose head puts are applied, reported on `landed`, and
+/// then held until the test hands out a permit on `gate`.
+struct Gated {
+    inner: Arc<InMemory>,
+    landed: mpsc::UnboundedSender<()>,
+    gate: Semaphore,
+}
+
+impl fmt::Debug for Gated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Gated")
+    }
+}
+
+impl fmt::Display for Gated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Gated")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Gated {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let result = self.inner.put_opts(location, payload, opts).await;
+        if location.filename() == Some("head") {
+            let _ = self.landed.send(());
+            self.gate.acquire().await.expect("gate open").forget();
+        }
+        result
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.inner.delete(location).await
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+fn tenant() -> Tenant {
+    Tenant::new("acme", "prod", None).unwrap()
+}
+
+fn run() -> RunId {
+    RunId::new("run-1").unwrap()
+}
+
+fn event(id: &str) -> EventRecord {
+    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 1)
+}
+
+#[tokio::test]
+async fn a_cancelled_leader_does_not_change_its_followers_answers() {
+    let (landed, mut landings) = mpsc::unbounded_channel();
+    let gated = Arc::new(Gated {
+        inner: Arc::new(InMemory::new()),
+        landed,
+        gate: Semaphore::new(0),
+    });
+    let store = S3Store::new(gated.clone(), "cancel").unwrap();
+    let append = |id: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&tenant(), &event(id)).await })
+    };
+
+    // `a` leads the first round; its head put lands and is held.
+    let a = append("a");
+    landings.recv().await.unwrap();
+    // `b`, then `c`, queue behind it: `b` will lead the second round.
+    let b = append("b");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = append("c");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gated.gate.add_permits(1);
+    assert_eq!(a.await.unwrap().unwrap().seq, 1);
+
+    // The second round's head put (holding `b` and `c`) lands; its leader
+    // `b` is cancelled before any answer is sent.
+    landings.recv().await.unwrap();
+    b.abort();
+    assert!(b.await.unwrap_err().is_cancelled());
+    gated.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+
+    let outcome = c.await.unwrap().unwrap();
+    assert!(outcome.inserted, "{outcome:?}");
+    assert_eq!(outcome.seq, 3);
+    let ids: Vec<String> = store
+        .read(&tenant(), &run(), ReadQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| record.event_id.as_str().to_owned())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
