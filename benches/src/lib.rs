@@ -691,7 +691,7 @@ impl BareRedb {
 
 /// A bare sqlx loop on PostgreSQL, pgbench style: one `INSERT` per
 /// autocommit transaction on one connection; no runstore code. The table
-/// lives in its own schema, dropped by [`BarePostgres::drop_schema`].
+/// lives in its own schema, dropped by [`BarePostgres::drop_schemas`].
 #[cfg(feature = "postgres")]
 #[derive(Debug)]
 pub struct BarePostgres {
