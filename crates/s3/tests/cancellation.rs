@@ -3,88 +3,39 @@
 //! round that committed its events, `inserted = true` included
 //! (CONTRACT §1, §2).
 
-use std::{fmt, sync::Arc, time::Duration};
+mod common;
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
-};
+use common::{Hooked, PutHook};
+use object_store::{ObjectStore, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path};
 use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
 use runstore_s3::S3Store;
 use tokio::sync::{Semaphore, mpsc};
 
-/// An `InMemory` whose head puts are applied, reported on `landed`, and
-/// then held until the test hands out a permit on `gate`.
+/// Head puts are applied, reported on `landed`, and then held until the
+/// test hands out a permit on `gate`.
 struct Gated {
-    inner: Arc<InMemory>,
     landed: mpsc::UnboundedSender<()>,
     gate: Semaphore,
 }
 
-impl fmt::Debug for Gated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Gated")
-    }
-}
-
-impl fmt::Display for Gated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Gated")
-    }
-}
-
 #[async_trait]
-impl ObjectStore for Gated {
-    async fn put_opts(
+impl PutHook for Gated {
+    async fn put(
         &self,
+        inner: &Arc<InMemory>,
         location: &Path,
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let result = self.inner.put_opts(location, payload, opts).await;
+        let result = inner.put_opts(location, payload, opts).await;
         if location.filename() == Some("head") {
             let _ = self.landed.send(());
             self.gate.acquire().await.expect("gate open").forget();
         }
         result
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.inner.delete(location).await
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
     }
 }
 
@@ -103,10 +54,12 @@ fn event(id: &str) -> EventRecord {
 #[tokio::test]
 async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     let (landed, mut landings) = mpsc::unbounded_channel();
-    let gated = Arc::new(Gated {
+    let gated = Arc::new(Hooked {
         inner: Arc::new(InMemory::new()),
-        landed,
-        gate: Semaphore::new(0),
+        hook: Gated {
+            landed,
+            gate: Semaphore::new(0),
+        },
     });
     let store = S3Store::new(gated.clone(), "cancel").unwrap();
     let append = |id: &'static str| {
@@ -122,7 +75,7 @@ async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = append("c");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    gated.gate.add_permits(1);
+    gated.hook.gate.add_permits(1);
     assert_eq!(a.await.unwrap().unwrap().seq, 1);
 
     // The second round's head put (holding `b` and `c`) lands; its leader
@@ -130,7 +83,7 @@ async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     landings.recv().await.unwrap();
     b.abort();
     assert!(b.await.unwrap_err().is_cancelled());
-    gated.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    gated.hook.gate.add_permits(Semaphore::MAX_PERMITS / 2);
 
     let outcome = c.await.unwrap().unwrap();
     assert!(outcome.inserted, "{outcome:?}");

@@ -2,16 +2,14 @@
 //! is honoured: nothing at or above the snapshot's seq is pruned
 //! (CONTRACT §8; docs/backends/s3.md, "Compaction").
 
-use std::{
-    fmt,
-    sync::{Arc, Mutex},
-};
+mod common;
+
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use common::{Hooked, PutHook};
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
+    ObjectStore, PutMode, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
 };
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
@@ -28,29 +26,17 @@ struct Interleave {
     appends: usize,
 }
 
-/// An `InMemory` that, once armed, runs [`Interleave`] through another
-/// handle right before the next conditional head update reaches the store.
+/// Once armed, runs [`Interleave`] through another handle right before the
+/// next conditional head update reaches the store.
 struct Interleaving {
-    inner: Arc<InMemory>,
     armed: Mutex<Option<Interleave>>,
 }
 
-impl fmt::Debug for Interleaving {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Interleaving")
-    }
-}
-
-impl fmt::Display for Interleaving {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Interleaving")
-    }
-}
-
 #[async_trait]
-impl ObjectStore for Interleaving {
-    async fn put_opts(
+impl PutHook for Interleaving {
+    async fn put(
         &self,
+        inner: &Arc<InMemory>,
         location: &Path,
         payload: PutPayload,
         opts: PutOptions,
@@ -60,7 +46,7 @@ impl ObjectStore for Interleaving {
         if is_head_update {
             let step = self.armed.lock().unwrap().take();
             if let Some(step) = step {
-                let other = S3Store::new(self.inner.clone(), "floor").unwrap();
+                let other = S3Store::new(inner.clone(), "floor").unwrap();
                 other
                     .put(&tenant(), &snapshot(step.snapshot_seq))
                     .await
@@ -73,43 +59,7 @@ impl ObjectStore for Interleaving {
                 }
             }
         }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.inner.delete(location).await
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
+        inner.put_opts(location, payload, opts).await
     }
 }
 
@@ -140,9 +90,11 @@ fn snapshot(seq: u64) -> SnapshotRecord {
 /// what the compaction pruned and the stream afterwards.
 async fn compact_with(step: Interleave) -> (usize, Vec<EventRecord>) {
     let bucket = Arc::new(InMemory::new());
-    let interleaving = Arc::new(Interleaving {
+    let interleaving = Arc::new(Hooked {
         inner: bucket.clone(),
-        armed: Mutex::new(None),
+        hook: Interleaving {
+            armed: Mutex::new(None),
+        },
     });
     let writer = S3Store::new(bucket.clone(), "floor").unwrap();
     let events: Vec<_> = (1..=10).map(|i| event(&format!("e{i}"), 10)).collect();
@@ -151,10 +103,10 @@ async fn compact_with(step: Interleave) -> (usize, Vec<EventRecord>) {
         .await
         .unwrap();
     let compactor = S3Store::new(interleaving.clone(), "floor").unwrap();
-    *interleaving.armed.lock().unwrap() = Some(step);
+    *interleaving.hook.armed.lock().unwrap() = Some(step);
     let pruned = compactor.compact(100, 1_000).await.unwrap();
     assert!(
-        interleaving.armed.lock().unwrap().is_none(),
+        interleaving.hook.armed.lock().unwrap().is_none(),
         "the interleaving ran"
     );
     let records = writer
