@@ -45,9 +45,19 @@ pub(crate) enum SqliteError {
         source: sqlx::migrate::MigrateError,
     },
 
-    /// The writer thread is gone, so writes cannot be served.
-    #[error("sqlite store {path}: the writer thread stopped: {reason}")]
-    WriterStopped { path: Arc<str>, reason: String },
+    /// A write was requested outside a tokio runtime, where the store's
+    /// writer cannot run.
+    #[error("sqlite store {path}: writes must be made from within a tokio runtime")]
+    NoRuntime { path: Arc<str> },
+
+    /// The task writing a request was cancelled before it answered (its
+    /// runtime shut down). The request may or may not have been written;
+    /// retrying it is safe, as event ids make appends idempotent.
+    #[error(
+        "sqlite store {path}: the task writing this request was cancelled (its runtime shut \
+         down) before answering; it may or may not have been written, and retrying it is safe"
+    )]
+    LeaderCancelled { path: Arc<str> },
 
     /// A unique key fired although the write plan, made inside the same
     /// write transaction, saw no such row: the index and the table disagree.
@@ -95,10 +105,8 @@ impl SqliteError {
                         sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed
                     )
             }
-            Self::Busy { .. } => true,
-            Self::Migrate { .. } | Self::WriterStopped { .. } | Self::UniqueAfterPlan { .. } => {
-                false
-            }
+            Self::Busy { .. } | Self::LeaderCancelled { .. } => true,
+            Self::Migrate { .. } | Self::NoRuntime { .. } | Self::UniqueAfterPlan { .. } => false,
         }
     }
 }
@@ -121,10 +129,6 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 impl From<SqliteError> for Error {
     fn from(err: SqliteError) -> Self {
         match err {
-            SqliteError::WriterStopped { path, reason } => Error::Poisoned {
-                store: format!("sqlite store {path}"),
-                reason,
-            },
             SqliteError::Driver {
                 path,
                 action,

@@ -71,12 +71,12 @@ use std::{
 };
 
 use runstore_core::{Durability, Error, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
     conn::Readers,
     error::SqliteError,
-    writer::{Job, Writer},
+    writer::{Job, WriteQueue, Writer},
 };
 
 /// How a [`SqliteStore`] is opened.
@@ -142,7 +142,7 @@ pub struct SqliteStore {
 struct Inner {
     path: Arc<str>,
     options: SqliteOptions,
-    jobs: mpsc::UnboundedSender<Job>,
+    writes: Arc<WriteQueue>,
     readers: Readers,
 }
 
@@ -202,13 +202,16 @@ impl SqliteStore {
                 .await
                 .map_err(|err| Error::io(format!("sync the directory {shown}"), err))?;
         }
-        let jobs = Writer::new(conn, name.clone(), options.busy_timeout).spawn()?;
+        let writes = WriteQueue::new(
+            Writer::new(conn, name.clone(), options.busy_timeout),
+            writer_options,
+        );
         let readers = Readers::new(name.clone(), &file, options.readers, options.busy_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: name,
                 options,
-                jobs,
+                writes,
                 readers,
             }),
         })
@@ -228,22 +231,14 @@ impl SqliteStore {
         &self.inner.readers
     }
 
-    /// Sends `job` to the writer and waits for its answer.
+    /// Queues `job` for the writer and waits for its answer.
     async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
-        let stopped = |reason: &str| -> Error {
-            SqliteError::WriterStopped {
-                path: self.inner.path.clone(),
-                reason: reason.to_owned(),
-            }
-            .into()
-        };
-        self.inner
-            .jobs
-            .send(job)
-            .map_err(|_| stopped("it no longer accepts requests"))?;
-        answer
+        let leader = self.inner.writes.submit(job)?;
+        writer::answered(leader, answer)
             .await
-            .map_err(|_| stopped("it dropped a request without answering"))?
+            .map_err(|_| SqliteError::LeaderCancelled {
+                path: self.inner.path.clone(),
+            })?
     }
 }
 

@@ -173,32 +173,56 @@ WHERE created_at_ms < ?1";
 pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
 SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 
-/// The multi-row insert of `rows` events of one stream: the stream is
-/// bound once as `?1..?4`, then 6 parameters per row (seq, event_id,
-/// event_type, occurred_at_ms, is_marker, record).
+/// Parameters per row of [`insert_events_sql`].
+pub(crate) const INSERT_ROW_PARAMS: usize = 10;
+
+/// The multi-row insert of `rows` events: each row binds
+/// [`INSERT_ROW_PARAMS`] parameters, the stream's four columns then seq,
+/// event_id, event_type, occurred_at_ms, is_marker and record.
+///
+/// The parameters are anonymous (`?`): SQLite looks a numbered parameter's
+/// name up by a linear scan per bind, which made binding a many-row
+/// statement quadratic in its rows.
 pub(crate) fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
          event_type, occurred_at_ms, is_marker, record)\n\
-         SELECT ?1, ?2, ?3, ?4, column1, column2, column3, column4, column5, column6\n\
-         FROM (VALUES ",
+         SELECT * FROM (VALUES ",
     );
-    for row in 0..rows {
-        if row > 0 {
+    let row = format!("({})", ["?"; INSERT_ROW_PARAMS].join(", "));
+    for index in 0..rows {
+        if index > 0 {
             sql.push_str(", ");
         }
-        let first = 5 + 6 * row;
-        sql.push('(');
-        for column in 0..6 {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            write!(sql, "?{}", first + column).expect("writing to a String cannot fail");
-        }
-        sql.push(')');
+        sql.push_str(&row);
     }
     sql.push(')');
     sql
+}
+
+/// [`insert_events_sql`] guarded by what the rows were planned against.
+/// After the rows' parameters come the guard's: the stream's four columns
+/// and its planned last seq, then the stream's four columns again and a
+/// JSON array of the rows' ids. The rows are written only if the stream's
+/// last seq is still the planned one and no id in the array is among the
+/// stream's compacted ids; otherwise the statement writes nothing.
+///
+/// Run on its own (autocommit), the statement is one write transaction:
+/// SQLite takes the write lock before the guard reads anything, exactly as
+/// `BEGIN IMMEDIATE` would, so the guard and the insert see one state
+/// (CONTRACT §3). A live id that is already stored fails the statement on
+/// the unique index instead, and it too writes nothing.
+pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
+    format!(
+        "{}\n\
+         WHERE (SELECT seq FROM events\n\
+         \x20   WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ?\n\
+         \x20   ORDER BY seq DESC LIMIT 1) = ?\n\
+         \x20 AND NOT EXISTS (SELECT 1 FROM compacted_ids\n\
+         \x20   WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ?\n\
+         \x20     AND event_id IN (SELECT value FROM json_each(?)))",
+        insert_events_sql(rows)
+    )
 }
 
 /// The `deployment_id` column value of `tenant`.
@@ -336,4 +360,40 @@ pub(crate) fn parse_snapshot(
             stream.0, stream.1
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{ConnectOptions as _, Row as _, sqlite::SqliteConnectOptions};
+
+    use super::*;
+
+    // The guarded insert's claim to be one write transaction rests on SQLite
+    // starting the statement with a write transaction on the main database
+    // (`Transaction` with p2 = 1), reached from `Init` before the guard's
+    // first read.
+    #[tokio::test]
+    async fn the_guarded_insert_writes_from_its_first_read() {
+        let mut conn = SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        for rows in [1, 3] {
+            let program = sqlx::query(&format!("EXPLAIN {}", guarded_insert_events_sql(rows)))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let ops: Vec<(String, i64, i64)> = program
+                .iter()
+                .map(|row| (row.get(1), row.get(2), row.get(3)))
+                .collect();
+            assert_eq!(ops[0].0, "Init");
+            let start = usize::try_from(ops[0].2).unwrap();
+            assert_eq!(ops[start], ("Transaction".to_owned(), 0, 1), "{ops:?}");
+            let transactions = ops.iter().filter(|op| op.0 == "Transaction").count();
+            assert_eq!(transactions, 1, "{ops:?}");
+        }
+    }
 }

@@ -1,12 +1,21 @@
-//! The writer: one connection on its own thread that runs every write.
+//! The writer: one connection that runs every write of the store.
 //!
-//! Writes arrive as [`Job`]s on a queue. Appends and snapshot puts waiting
-//! together are run as one group in one `BEGIN IMMEDIATE` transaction and
-//! committed once (group commit): with 64 concurrent appenders, one sync
-//! serves many appends. Each request is planned on its own
-//! ([`plan_append`]), so one request's `Conflict` never affects another's;
-//! a failure of the transaction itself fails every request of the group,
-//! and nothing of it is written.
+//! Writes arrive as [`Job`]s on a [`WriteQueue`]. Appends and snapshot puts
+//! waiting together are run as one group in one `BEGIN IMMEDIATE`
+//! transaction and committed once (group commit): with 64 concurrent
+//! appenders, one sync serves many appends. Each request is planned on its
+//! own ([`plan_append`]), so one request's `Conflict` never affects
+//! another's; a failure of the transaction itself fails every request of
+//! the group, and nothing of it is written. A group of appends to one stream
+//! the writer has seen takes a shorter, guarded path (see
+//! [`Writer::try_guarded_group`]).
+//!
+//! No thread of the store's own runs the writer: the request that finds the
+//! queue without a leader starts one and drives it until its own answer
+//! arrives; a leader with more to do is then spawned as a task on the
+//! caller's runtime. The leader writes group after group until the queue is
+//! empty. sqlx runs the connection's statements on its worker thread; the
+//! leader only awaits them, so the executor is never blocked.
 //!
 //! `BEGIN IMMEDIATE` takes SQLite's write lock before anything is read, so
 //! the stream state a plan sees cannot change before the commit, in this
@@ -16,8 +25,10 @@
 //! retryable error naming the lock.
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    collections::{HashMap, VecDeque},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -27,13 +38,16 @@ use runstore_core::{
     compaction::{CompactionPolicy, compacted_ids, merge_marker},
     prune_selection,
 };
-use sqlx::{Connection, Row as _, SqliteConnection, sqlite::SqliteRow};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{
+    Connection, Row as _, SqliteConnection,
+    sqlite::{SqliteConnectOptions, SqliteRow},
+};
+use tokio::sync::oneshot;
 
 use crate::{
-    conn::backoff,
+    conn::{self, backoff},
     error::{SqliteError, shared},
-    schema::{self, INSERT_CHUNK, bind_stream, to_json, to_sql_int},
+    schema::{self, INSERT_CHUNK, SqlQuery, bind_stream, to_json, to_sql_int},
 };
 
 /// How many unique-key violations a write re-plans before giving up.
@@ -42,6 +56,9 @@ const MAX_PLAN_ATTEMPTS: u32 = 3;
 const MAX_GROUP_EVENTS: usize = 8_192;
 /// The most requests in one group transaction.
 const MAX_GROUP_REQUESTS: usize = 1_024;
+/// The most streams whose last seq the writer remembers for the guarded
+/// path; past it the memory starts over.
+const MAX_REMEMBERED_STREAMS: usize = 65_536;
 
 /// One write request.
 pub(crate) enum Job {
@@ -105,6 +122,255 @@ impl Job {
             _ => 1,
         }
     }
+
+    /// Answers the job with `err` without running it.
+    fn fail(self, err: Error) {
+        // A caller that stopped waiting needs no answer.
+        match self {
+            Self::Append(job) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Self::Put(job) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Self::Compact { reply, .. }
+            | Self::Prune { reply, .. }
+            | Self::Import { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// What a leader runs next.
+enum Batch {
+    /// Appends and puts, in one group transaction.
+    Group(Vec<Job>),
+    /// A job that runs in a transaction of its own.
+    Exclusive(Job),
+}
+
+/// Takes the next batch from the front of `jobs`: a job that runs alone, or
+/// the groupable jobs queued one after another, up to the group's limits.
+fn next_batch(jobs: &mut VecDeque<Job>) -> Option<Batch> {
+    let first = jobs.pop_front()?;
+    if !first.groupable() {
+        return Some(Batch::Exclusive(first));
+    }
+    let mut weight = first.weight();
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_REQUESTS && weight < MAX_GROUP_EVENTS {
+        match jobs.pop_front() {
+            Some(job) if job.groupable() => {
+                weight += job.weight();
+                group.push(job);
+            }
+            Some(job) => {
+                jobs.push_front(job);
+                break;
+            }
+            None => break,
+        }
+    }
+    Some(Batch::Group(group))
+}
+
+/// The store's write requests, and its writer while no leader runs it.
+///
+/// A request is queued; if no leader is running, the request starts one
+/// ([`Leader`]). The leader takes batch after batch from the queue and,
+/// when it finds the queue empty, parks the writer here and ends. Requests
+/// that arrive while a group is being written wait for the next group
+/// (group commit).
+pub(crate) struct WriteQueue {
+    state: Mutex<QueueState>,
+    path: Arc<str>,
+    /// How the writer connects again after a leader was cancelled.
+    options: SqliteConnectOptions,
+    busy_timeout: Duration,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Whether a leader task is running.
+    leading: bool,
+    /// The writer while no leader runs it. `None` after a leader was
+    /// cancelled mid-batch (its connection, and any transaction it had
+    /// open, went with it) until the next leader connects anew.
+    idle: Option<Writer>,
+}
+
+impl WriteQueue {
+    /// A queue whose first leader will run `writer`; `options` reconnect it
+    /// should a leader be cancelled.
+    pub(crate) fn new(writer: Writer, options: SqliteConnectOptions) -> Arc<Self> {
+        Arc::new(Self {
+            path: writer.path.clone(),
+            busy_timeout: writer.busy_timeout,
+            options,
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                leading: false,
+                idle: Some(writer),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Nothing panics while the lock is held; a poisoned lock still
+        // guards a consistent queue.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job`. If no leader is running, returns one for the caller to
+    /// drive while it waits (see [`answered`]).
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime (the job is not queued).
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        job: Job,
+    ) -> std::result::Result<Option<Leader>, SqliteError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| SqliteError::NoRuntime {
+                path: self.path.clone(),
+            })?;
+        let writer = {
+            let mut state = self.lock();
+            state.jobs.push_back(job);
+            if state.leading {
+                return Ok(None);
+            }
+            state.leading = true;
+            state.idle.take()
+        };
+        Ok(Some(Leader {
+            run: Some(Box::pin(Arc::clone(self).lead(writer))),
+            runtime,
+        }))
+    }
+
+    /// The leader: runs batches until the queue is empty.
+    async fn lead(self: Arc<Self>, writer: Option<Writer>) {
+        let mut leading = Leading {
+            queue: &self,
+            done: false,
+        };
+        let mut writer = match writer {
+            Some(writer) => writer,
+            None => match conn::connect(&self.path, &self.options, self.busy_timeout).await {
+                Ok(conn) => Writer::new(conn, self.path.clone(), self.busy_timeout),
+                Err(err) => {
+                    let err = Arc::new(err);
+                    let jobs = {
+                        let mut state = self.lock();
+                        state.leading = false;
+                        std::mem::take(&mut state.jobs)
+                    };
+                    leading.done = true;
+                    for job in jobs {
+                        job.fail(shared(&err));
+                    }
+                    return;
+                }
+            },
+        };
+        loop {
+            let batch = {
+                let mut state = self.lock();
+                match next_batch(&mut state.jobs) {
+                    Some(batch) => batch,
+                    None => {
+                        state.idle = Some(writer);
+                        state.leading = false;
+                        leading.done = true;
+                        return;
+                    }
+                }
+            };
+            match batch {
+                Batch::Group(group) => writer.run_group(group).await,
+                Batch::Exclusive(job) => writer.run_exclusive(job).await,
+            }
+        }
+    }
+}
+
+/// A leader, driven by the caller that started it until that caller's own
+/// request is answered: in the common case of one request at a time the
+/// whole write then runs on the caller's thread, with no hand-over to
+/// another thread but sqlx's. Dropped unfinished -- the caller has its
+/// answer while more requests are queued, or stopped waiting -- the rest of
+/// the leader is spawned as a task on the caller's runtime, so the group
+/// it may be in the middle of and the requests queued behind it complete.
+pub(crate) struct Leader {
+    run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            // Detached: the task answers the requests itself.
+            drop(self.runtime.spawn(run));
+        }
+    }
+}
+
+/// Waits for `answer`, driving `leader` (if the caller started one)
+/// meanwhile.
+pub(crate) async fn answered<T>(
+    mut leader: Option<Leader>,
+    mut answer: oneshot::Receiver<T>,
+) -> std::result::Result<T, oneshot::error::RecvError> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(reply) = Pin::new(&mut answer).poll(cx) {
+            return Poll::Ready(reply);
+        }
+        if let Some(leader) = leader.as_mut()
+            && let Some(run) = leader.run.as_mut()
+            && run.as_mut().poll(cx).is_ready()
+        {
+            // A leader ends only once the queue is empty, so the request
+            // has been answered (or its reply dropped).
+            leader.run = None;
+            return Pin::new(&mut answer).poll(cx);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A running leader. Dropped before it is done -- its task was cancelled
+/// because its runtime shut down -- it answers the queued requests with
+/// [`SqliteError::LeaderCancelled`] and lets the next request start a
+/// leader, which connects anew: the cancelled leader's connection was
+/// dropped with the task, and SQLite rolled back whatever transaction it
+/// had open.
+struct Leading<'a> {
+    queue: &'a WriteQueue,
+    done: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let jobs = {
+            let mut state = self.queue.lock();
+            state.leading = false;
+            std::mem::take(&mut state.jobs)
+        };
+        for job in jobs {
+            job.fail(
+                SqliteError::LeaderCancelled {
+                    path: self.queue.path.clone(),
+                }
+                .into(),
+            );
+        }
+    }
 }
 
 /// A failure inside a write transaction: a driver error (maybe retried) or
@@ -165,9 +431,40 @@ impl<'a> EventRow<'a> {
         })
     }
 
-    fn same_stream(&self, other: &Self) -> bool {
-        self.tenant == other.tenant && self.run_id == other.run_id
+    /// Binds the row's [`schema::INSERT_ROW_PARAMS`] parameters, moving its
+    /// strings into the query.
+    fn bind(self, query: SqlQuery<'a>) -> SqlQuery<'a> {
+        bind_stream(query, self.tenant, self.run_id.as_str())
+            .bind(self.seq)
+            .bind(self.event_id)
+            .bind(self.event_type)
+            .bind(self.occurred_at_ms)
+            .bind(self.is_marker)
+            .bind(self.record)
     }
+}
+
+/// Evaluates `$attempt` (an expression using `$writer`, a [`Writer`])
+/// until it succeeds, fails for good, or runs out of retries; maps the final
+/// failure. A macro rather than a function taking an async closure, so that
+/// the leader's future stays provably `Send`.
+macro_rules! retrying {
+    ($writer:ident, $action:expr, $attempt:expr) => {{
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match $attempt {
+                Err(Fail::Db(err)) => {
+                    if $writer.should_retry(&err, started, attempts).await {
+                        continue;
+                    }
+                    break Err(Fail::Db($writer.give_up(err, $action, started, attempts)));
+                }
+                other => break other,
+            }
+        }
+    }};
 }
 
 /// The writer connection and the statements it has built.
@@ -179,6 +476,13 @@ pub(crate) struct Writer {
     insert_sql: InsertSql,
     /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
     begin_and_state_sql: String,
+    /// `guarded_sql[n - 1]` is [`schema::guarded_insert_events_sql`] of `n`
+    /// rows.
+    guarded_sql: Vec<String>,
+    /// The last seq of streams as this writer's own commits left them. A
+    /// hint for the guarded path only: another process may have appended
+    /// since, which the guard detects.
+    last_seqs: HashMap<StreamKey, u64>,
 }
 
 /// The multi-row insert statements, by row count: `plain[n - 1]` inserts
@@ -209,59 +513,11 @@ impl Writer {
                     .collect(),
             },
             begin_and_state_sql: format!("BEGIN IMMEDIATE;\n{}", schema::STREAM_STATE),
+            guarded_sql: (1..=INSERT_CHUNK)
+                .map(schema::guarded_insert_events_sql)
+                .collect(),
+            last_seqs: HashMap::new(),
         }
-    }
-
-    /// Starts the writer thread; it runs until every sender is dropped.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the thread or its runtime cannot start.
-    pub(crate) fn spawn(self) -> Result<mpsc::UnboundedSender<Job>> {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::io("start the sqlite writer's runtime", err))?;
-        std::thread::Builder::new()
-            .name("runstore-sqlite-writer".to_owned())
-            .spawn(move || runtime.block_on(self.run(receiver)))
-            .map_err(|err| Error::io("start the sqlite writer thread", err))?;
-        Ok(sender)
-    }
-
-    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
-        let mut held: Option<Job> = None;
-        loop {
-            let job = match held.take() {
-                Some(job) => job,
-                None => match jobs.recv().await {
-                    Some(job) => job,
-                    None => break,
-                },
-            };
-            if !job.groupable() {
-                self.run_exclusive(job).await;
-                continue;
-            }
-            let mut weight = job.weight();
-            let mut group = vec![job];
-            while group.len() < MAX_GROUP_REQUESTS && weight < MAX_GROUP_EVENTS {
-                match jobs.try_recv() {
-                    Ok(job) if job.groupable() => {
-                        weight += job.weight();
-                        group.push(job);
-                    }
-                    Ok(job) => {
-                        held = Some(job);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.run_group(group).await;
-        }
-        // Closing only releases resources; a failure leaves nothing to do.
-        let _ = self.conn.close().await;
     }
 
     /// Whether to retry after `err` on attempt `attempt` of a write started
@@ -306,33 +562,11 @@ impl Writer {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or runs out of
-    /// retries; maps the final failure.
-    async fn retrying<T>(
-        &mut self,
-        action: &'static str,
-        mut attempt: impl AsyncFnMut(&mut Self) -> std::result::Result<T, Fail>,
-    ) -> std::result::Result<T, Fail> {
-        let started = Instant::now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match attempt(self).await {
-                Err(Fail::Db(err)) => {
-                    if self.should_retry(&err, started, attempts).await {
-                        continue;
-                    }
-                    return Err(Fail::Db(self.give_up(err, action, started, attempts)));
-                }
-                other => return other,
-            }
-        }
-    }
-
     async fn run_group(&mut self, group: Vec<Job>) {
-        let result = self
-            .retrying("append", async |writer| writer.try_group(&group).await)
-            .await;
+        let Some(group) = self.try_guarded_group(group).await else {
+            return;
+        };
+        let result = retrying!(self, "append", self.try_group(&group).await);
         match result {
             Ok(answers) => {
                 for (job, answer) in group.into_iter().zip(answers) {
@@ -367,6 +601,109 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Remembers `stream`'s last seq after a commit of this writer.
+    fn remember(&mut self, stream: StreamKey, last_seq: u64) {
+        if self.last_seqs.len() >= MAX_REMEMBERED_STREAMS && !self.last_seqs.contains_key(&stream) {
+            self.last_seqs.clear();
+        }
+        self.last_seqs.insert(stream, last_seq);
+    }
+
+    /// The guarded path: a group of appends to one stream whose last seq
+    /// this writer remembers is planned against that seq, request after
+    /// request, without reading the database first, and written by one
+    /// guarded statement ([`schema::guarded_insert_events_sql`]) that is its
+    /// own write transaction: one round trip to the connection instead of
+    /// two.
+    ///
+    /// Returns the group, unanswered and with nothing written, when the
+    /// path does not apply or its guard failed: the stream moved on (another
+    /// process appended or compacted), an id is already stored, or a plan
+    /// depends on the stream's state (a conflict, an invalid request). The
+    /// general path then answers it from the database's state.
+    async fn try_guarded_group(&mut self, group: Vec<Job>) -> Option<Vec<Job>> {
+        let Some(Job::Append(first)) = group.first() else {
+            return Some(group);
+        };
+        let (tenant, run_id) = (&first.tenant, &first.run_id);
+        let same_stream = group.iter().all(
+            |job| matches!(job, Job::Append(job) if job.tenant == *tenant && job.run_id == *run_id),
+        );
+        if !same_stream {
+            return Some(group);
+        }
+        let stream = StreamKey::new(tenant.clone(), run_id.clone());
+        let Some(&last_seq) = self.last_seqs.get(&stream) else {
+            return Some(group);
+        };
+        // Plan each request against the remembered seq and what the
+        // requests before it in the group add.
+        let mut added: HashMap<EventId, u64> = HashMap::new();
+        let mut planned_last = last_seq;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut records = Vec::new();
+        for job in &group {
+            let Job::Append(job) = job else {
+                return Some(group);
+            };
+            let Ok(plan) = plan_append(
+                tenant,
+                run_id,
+                planned_last,
+                &job.events,
+                job.expected_last_seq,
+                |id| Ok(added.get(id).copied()),
+            ) else {
+                return Some(group);
+            };
+            for record in &plan.new_records {
+                added.insert(record.event_id.clone(), record.seq);
+                planned_last = record.seq;
+            }
+            records.extend(plan.new_records);
+            outcomes.push(plan.outcomes);
+        }
+        let count = records.len();
+        if count == 0 || count > INSERT_CHUNK {
+            return Some(group);
+        }
+        let (Ok(guard_seq), Ok(rows)) = (
+            to_sql_int(last_seq, "seq"),
+            records
+                .into_iter()
+                .map(|record| EventRow::new(tenant, run_id, record))
+                .collect::<Result<Vec<_>>>(),
+        ) else {
+            return Some(group);
+        };
+        let ids = schema::json_array(rows.iter().map(|row| row.event_id.as_str()));
+        let mut query = sqlx::query(&self.guarded_sql[count - 1]);
+        for row in rows {
+            query = row.bind(query);
+        }
+        let query = bind_stream(query, tenant, run_id.as_str()).bind(guard_seq);
+        let written = bind_stream(query, tenant, run_id.as_str())
+            .bind(ids)
+            .execute(&mut self.conn)
+            .await
+            .map(|done| done.rows_affected());
+        // The statement is all or nothing: every row, or none when the
+        // guard failed or a unique key refused a row.
+        if written.ok() != u64::try_from(count).ok() {
+            self.last_seqs.remove(&stream);
+            return Some(group);
+        }
+        self.remember(stream, planned_last);
+        for (job, outcomes) in group.into_iter().zip(outcomes) {
+            if let Job::Append(job) = job {
+                // The caller may have stopped waiting; the write stands
+                // either way.
+                let _ = job.reply.send(Ok(outcomes));
+            }
+        }
+        None
     }
 
     /// Plans and writes a group in one transaction; answers in group order.
@@ -497,6 +834,14 @@ impl Writer {
         } else {
             insert_rows(&mut self.conn, &self.insert_sql, p, rows, Commit::WithLast).await?;
         }
+        for ((tenant, run_id), state) in states {
+            if state.last_seq > 0 {
+                self.remember(
+                    StreamKey::new(tenant.clone(), run_id.clone()),
+                    state.last_seq,
+                );
+            }
+        }
         Ok(answers)
     }
 
@@ -507,11 +852,7 @@ impl Writer {
                 policy,
                 reply,
             } => {
-                let result = self
-                    .retrying("compact", async |writer| {
-                        writer.try_compact(&streams, &policy).await
-                    })
-                    .await;
+                let result = retrying!(self, "compact", self.try_compact(&streams, &policy).await);
                 let _ = reply.send(result.map_err(into_error));
             }
             Job::Prune {
@@ -520,13 +861,12 @@ impl Writer {
                 now_ms,
                 reply,
             } => {
-                let result = self
-                    .retrying("prune snapshots", async |writer| {
-                        writer
-                            .try_prune(retention_ms, keep_last_per_run, now_ms)
-                            .await
-                    })
-                    .await;
+                let result = retrying!(
+                    self,
+                    "prune snapshots",
+                    self.try_prune(retention_ms, keep_last_per_run, now_ms)
+                        .await
+                );
                 let _ = reply.send(result.map_err(into_error));
             }
             Job::Import {
@@ -535,11 +875,11 @@ impl Writer {
                 records,
                 reply,
             } => {
-                let result = self
-                    .retrying("import a stream", async |writer| {
-                        writer.try_import(&tenant, &run_id, &records).await
-                    })
-                    .await;
+                let result = retrying!(
+                    self,
+                    "import a stream",
+                    self.try_import(&tenant, &run_id, &records).await
+                );
                 let _ = reply.send(result.map_err(into_error));
             }
             Job::Append(_) | Job::Put(_) => unreachable!("appends and puts run in groups"),
@@ -553,6 +893,9 @@ impl Writer {
         streams: &[StreamKey],
         policy: &CompactionPolicy,
     ) -> std::result::Result<usize, Fail> {
+        for stream in streams {
+            self.last_seqs.remove(stream);
+        }
         let path = self.path.clone();
         let p = &path;
         let db = |action| move |err| SqliteError::driver(p, action, err);
@@ -706,6 +1049,8 @@ impl Writer {
         let path = self.path.clone();
         let p = &path;
         let db = |action| move |err| SqliteError::driver(p, action, err);
+        self.last_seqs
+            .remove(&StreamKey::new(tenant.clone(), run_id.clone()));
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
@@ -827,42 +1172,34 @@ async fn stream_state(
     Ok(state)
 }
 
-/// Inserts event rows: each statement holds up to [`INSERT_CHUNK`] rows of
-/// one stream (the stream's columns are bound once per statement); with
+/// Inserts event rows, up to [`INSERT_CHUNK`] rows per statement; with
 /// [`Commit::WithLast`] the last statement also commits.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
     path: &Arc<str>,
-    rows: Vec<EventRow<'_>>,
+    mut rows: Vec<EventRow<'_>>,
     commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
-    let mut statements: Vec<Vec<EventRow<'_>>> = Vec::new();
-    for row in rows {
-        match statements.last_mut() {
-            Some(current) if current.len() < INSERT_CHUNK && current[0].same_stream(&row) => {
-                current.push(row);
-            }
-            _ => statements.push(vec![row]),
-        }
+    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
+    while rows.len() > INSERT_CHUNK {
+        let rest = rows.split_off(INSERT_CHUNK);
+        chunks.push(std::mem::replace(&mut rows, rest));
     }
-    let count = statements.len();
-    for (index, chunk) in statements.into_iter().enumerate() {
+    chunks.push(rows);
+    let count = chunks.len();
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        if chunk.is_empty() {
+            continue;
+        }
         let sql = if commit == Commit::WithLast && index + 1 == count {
             &insert_sql.commit[chunk.len() - 1]
         } else {
             &insert_sql.plain[chunk.len() - 1]
         };
-        let (tenant, run_id) = (chunk[0].tenant, chunk[0].run_id);
-        let mut query = bind_stream(sqlx::query(sql), tenant, run_id.as_str());
+        let mut query = sqlx::query(sql);
         for row in chunk {
-            query = query
-                .bind(row.seq)
-                .bind(row.event_id)
-                .bind(row.event_type)
-                .bind(row.occurred_at_ms)
-                .bind(row.is_marker)
-                .bind(row.record);
+            query = row.bind(query);
         }
         query
             .execute(&mut *conn)

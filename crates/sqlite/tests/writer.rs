@@ -1,0 +1,198 @@
+//! The writer's shortcuts against what could make them wrong: the guarded
+//! path's remembered seq going stale under another handle's writes (CONTRACT
+//! §1, §2, §10), and a leader cancelled with its runtime.
+
+use std::task::Poll;
+
+use runstore_core::{
+    AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
+};
+use runstore_sqlite::SqliteStore;
+
+fn tenant() -> Tenant {
+    Tenant::new("acme", "prod", None).unwrap()
+}
+
+fn run() -> RunId {
+    RunId::new("run-1").unwrap()
+}
+
+fn event(id: &str, at: u64) -> EventRecord {
+    EventRecord::new(
+        &tenant(),
+        run(),
+        EventId::new(id).unwrap(),
+        "writer.test",
+        at,
+    )
+}
+
+fn inserted(seq: u64) -> AppendOutcome {
+    AppendOutcome {
+        seq,
+        inserted: true,
+    }
+}
+
+async fn seqs_and_ids(store: &SqliteStore) -> Vec<(u64, String)> {
+    store
+        .read(&tenant(), &run(), ReadQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.seq, record.event_id.as_str().to_owned()))
+        .collect()
+}
+
+// Each handle has its own writer and remembers the seq its own last commit
+// left; the other handle's appends make that memory stale, and the next
+// append must still take the next seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_another_handle_are_not_overwritten_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let second = SqliteStore::open(&path).await.unwrap();
+    let t = tenant();
+    for round in 0..5u64 {
+        let a = first.append(&t, &event(&format!("a{round}"), 1)).await;
+        assert_eq!(a.unwrap(), inserted(2 * round + 1));
+        let b = second.append(&t, &event(&format!("b{round}"), 1)).await;
+        assert_eq!(b.unwrap(), inserted(2 * round + 2));
+    }
+    // A batch on a stale memory, and a retry of an id the other handle
+    // wrote, answered with the stored seq.
+    let batch = [event("c0", 1), event("b4", 1), event("c1", 1)];
+    let outcomes = first.append_batch(&t, &run(), &batch, None).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            inserted(11),
+            AppendOutcome {
+                seq: 10,
+                inserted: false
+            },
+            inserted(12)
+        ]
+    );
+    let stored = seqs_and_ids(&second).await;
+    let seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+}
+
+// After another handle compacted the stream, the stream's last seq is what
+// this handle remembers, but the pruned ids live on only in the marker: an
+// append of one of them is a duplicate, not a new event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_another_handle_compacted_stay_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let second = SqliteStore::open(&path).await.unwrap();
+    let t = tenant();
+    for (index, id) in ["e1", "e2", "e3"].into_iter().enumerate() {
+        let outcome = first.append(&t, &event(id, 10)).await.unwrap();
+        assert_eq!(outcome, inserted(index as u64 + 1));
+    }
+    let pruned = second.compact(5, 1_000).await.unwrap();
+    assert_eq!(pruned, 3);
+
+    let again = first.append(&t, &event("e2", 10)).await.unwrap();
+    assert_eq!(
+        again,
+        AppendOutcome {
+            seq: 2,
+            inserted: false
+        }
+    );
+    let batch = [event("e4", 2_000), event("e1", 10)];
+    let outcomes = first.append_batch(&t, &run(), &batch, None).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            inserted(4),
+            AppendOutcome {
+                seq: 1,
+                inserted: false
+            }
+        ]
+    );
+    let stored = seqs_and_ids(&first).await;
+    assert_eq!(stored.len(), 2, "the marker and e4: {stored:?}");
+    assert_eq!(stored[0].0, 3);
+    assert_eq!(stored[1], (4, "e4".to_owned()));
+}
+
+// A request whose caller stops waiting is still written, and a leader whose
+// runtime shuts down before it ran takes its connection with it: the next
+// write, from another runtime, connects anew and finds the stream as the
+// database holds it.
+#[test]
+fn a_leader_cancelled_with_its_runtime_leaves_the_store_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = current();
+    let store = first.block_on(SqliteStore::open(&path)).unwrap();
+    let t = tenant();
+    first.block_on(async {
+        assert_eq!(store.append(&t, &event("a", 1)).await.unwrap(), inserted(1));
+        // Polled once, then dropped: the caller's leader is handed to the
+        // runtime, which never runs it before it shuts down.
+        let b = event("b", 1);
+        let mut append = std::pin::pin!(store.append(&t, &b));
+        let first_poll = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+        assert!(first_poll.is_pending(), "an append waits for the database");
+    });
+    drop(first);
+
+    let second = current();
+    second.block_on(async {
+        let c = store.append(&t, &event("c", 1)).await.unwrap();
+        let b = store.append(&t, &event("b", 1)).await.unwrap();
+        let stored = seqs_and_ids(&store).await;
+        let seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=3).collect::<Vec<_>>(), "{stored:?}");
+        assert!(c.inserted);
+        assert_eq!(stored[usize::try_from(b.seq).unwrap() - 1].1, "b");
+        let ids: Vec<&str> = stored.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids.iter().filter(|id| **id == "b").count(), 1, "{ids:?}");
+    });
+}
+
+// Another handle appends past what this one remembers, then compaction
+// deletes those seqs (the marker takes the highest): the seq after the
+// remembered one is free in the table again, yet must never be reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seqs_freed_by_another_handles_compaction_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let second = SqliteStore::open(&path).await.unwrap();
+    let t = tenant();
+    assert_eq!(
+        first.append(&t, &event("a", 10)).await.unwrap(),
+        inserted(1)
+    );
+    assert_eq!(
+        second.append(&t, &event("b", 10)).await.unwrap(),
+        inserted(2)
+    );
+    assert_eq!(
+        second.append(&t, &event("c", 10)).await.unwrap(),
+        inserted(3)
+    );
+    assert_eq!(second.compact(5, 1_000).await.unwrap(), 3);
+
+    let d = first.append(&t, &event("d", 2_000)).await.unwrap();
+    assert_eq!(d, inserted(4));
+    let stored = seqs_and_ids(&second).await;
+    assert_eq!(stored.len(), 2, "the marker and d: {stored:?}");
+    assert_eq!(stored[0].0, 3);
+    assert_eq!(stored[1], (4, "d".to_owned()));
+}
