@@ -34,19 +34,28 @@
 //!   it takes part in every unique key. Each record is stored as the
 //!   serde_json text of the record plus the columns keys and compaction
 //!   need. See `docs/backends/sqlite.md`.
-//! - **One writer**: every write runs on one connection on its own thread,
-//!   in `BEGIN IMMEDIATE` transactions. Appends and snapshot puts that are
-//!   waiting together share one transaction and one commit (group commit);
-//!   each request is planned on its own with the core's
-//!   [`plan_append`](runstore_core::append::plan_append), against the
-//!   stream's last seq and an index lookup of its ids (live in `events`,
-//!   compacted in `compacted_ids`). Unique keys on (stream, seq) and
-//!   (stream, event_id) are the last line of defence; a violation re-plans,
-//!   it is never answered as a raw database error.
+//! - **One writer**: every write runs on one connection, in write
+//!   transactions. Appends and snapshot puts that are waiting together share
+//!   one transaction and one commit (group commit); each request is planned
+//!   on its own with the core's
+//!   [`plan_append`](runstore_core::append::plan_append). A group of appends
+//!   to one stream the writer has written before is planned against the
+//!   last seq it left and written by one guarded `INSERT` that writes
+//!   nothing if the stream has moved on or an id is compacted; other groups
+//!   run in `BEGIN IMMEDIATE` against the stream's last seq and an index
+//!   lookup of its ids (live in `events`, compacted in `compacted_ids`).
+//!   Unique keys on (stream, seq) and (stream, event_id) are the last line
+//!   of defence; a violation re-plans, it is never answered as a raw
+//!   database error.
+//! - **No thread of its own**: the request that finds the writer idle
+//!   drives it until its own answer arrives, then hands any queued work to
+//!   a task on its runtime; writes must therefore be made from within a
+//!   tokio runtime. sqlx runs the statements on the connection's worker
+//!   thread, so the executor is never blocked.
 //! - **Readers**: a few read-only connections; in WAL mode they never block
 //!   the writer and see every committed write.
-//! - **Several processes** may open one file: `BEGIN IMMEDIATE` serialises
-//!   their writers, SQLite's busy handler waits for the lock, and after
+//! - **Several processes** may open one file: SQLite's write lock
+//!   serialises their writers, SQLite's busy handler waits for the lock, and after
 //!   [`SqliteOptions::busy_timeout`] a write fails with a retryable
 //!   [`Error::Backend`] naming the lock.
 //! - **Durability** (CONTRACT §16): WAL with `synchronous = FULL` by default
@@ -132,8 +141,8 @@ impl SqliteOptions {
 ///
 /// Cheap to clone (an `Arc` inside); clones share the writer and the reader
 /// connections. Any number of handles, in this process or others, may open
-/// the same file (CONTRACT §3, §20). The writer thread and the connections
-/// close when the last clone is dropped.
+/// the same file (CONTRACT §3, §20). The connections close when the last
+/// clone is dropped and no write is in flight.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,

@@ -1,4 +1,4 @@
-//! [`EventLog`] for [`SqliteStore`]: writes go to the writer thread, reads
+//! [`EventLog`] for [`SqliteStore`]: writes go to the writer's queue, reads
 //! to a reader connection.
 
 use async_trait::async_trait;
