@@ -1,8 +1,10 @@
 //! The append rules (CONTRACT §1, §2, §4, §5), written once for every backend.
 //!
 //! A backend holds whatever lock or transaction makes its stream state stable,
-//! asks [`plan_append`] what to write, writes [`AppendPlan::new_records`]
-//! atomically and answers [`AppendPlan::outcomes`].
+//! asks [`plan_append`] (or [`plan_append_owned`], which moves the events
+//! instead of copying them) what to write, writes
+//! [`AppendPlan::new_records`] atomically and answers
+//! [`AppendPlan::outcomes`].
 
 use std::collections::HashMap;
 
@@ -45,7 +47,9 @@ pub fn check_run(run_id: &RunId, events: &[EventRecord]) -> Result<()> {
 /// `last_seq` (0 for an empty stream).
 ///
 /// `stored_seq` answers whether an event id is already in the stream, live or
-/// compacted, and with which seq. Any `seq` the caller set is ignored.
+/// compacted, and with which seq. Any `seq` the caller set is ignored. The
+/// new records are copies of the events; [`plan_append_owned`] moves them
+/// instead.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if an event names another run or has the
@@ -58,8 +62,72 @@ pub fn plan_append(
     last_seq: u64,
     events: &[EventRecord],
     expected_last_seq: Option<u64>,
-    mut stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
+    stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
 ) -> Result<AppendPlan> {
+    let Seqs { outcomes, new } =
+        plan_seqs(run_id, last_seq, events, expected_last_seq, stored_seq)?;
+    let new_records = new
+        .into_iter()
+        .map(|(index, seq)| assigned(tenant, events[index].clone(), seq))
+        .collect();
+    Ok(AppendPlan {
+        outcomes,
+        new_records,
+    })
+}
+
+/// [`plan_append`] for a request the caller owns: the new records are the
+/// request's own events, moved rather than copied. Same rules, same errors.
+///
+/// # Errors
+/// As [`plan_append`].
+pub fn plan_append_owned(
+    tenant: &Tenant,
+    run_id: &RunId,
+    last_seq: u64,
+    events: Vec<EventRecord>,
+    expected_last_seq: Option<u64>,
+    stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
+) -> Result<AppendPlan> {
+    let Seqs { outcomes, new } =
+        plan_seqs(run_id, last_seq, &events, expected_last_seq, stored_seq)?;
+    let mut new_records = Vec::with_capacity(new.len());
+    let mut new = new.into_iter().peekable();
+    for (index, event) in events.into_iter().enumerate() {
+        if let Some((_, seq)) = new.next_if(|&(new_index, _)| new_index == index) {
+            new_records.push(assigned(tenant, event, seq));
+        }
+    }
+    Ok(AppendPlan {
+        outcomes,
+        new_records,
+    })
+}
+
+/// `event` as stored: with its seq, and the tenant written into its scope.
+fn assigned(tenant: &Tenant, mut event: EventRecord, seq: u64) -> EventRecord {
+    event.seq = seq;
+    tenant.stamp(&mut event.scope.tenant_context);
+    event
+}
+
+/// What [`plan_seqs`] decides, before any record is built.
+struct Seqs {
+    /// One outcome per requested event, in request order.
+    outcomes: Vec<AppendOutcome>,
+    /// The events to store as (index in the request, assigned seq),
+    /// ascending in both.
+    new: Vec<(usize, u64)>,
+}
+
+/// The append rules proper: which events are new and which seqs they get.
+fn plan_seqs(
+    run_id: &RunId,
+    last_seq: u64,
+    events: &[EventRecord],
+    expected_last_seq: Option<u64>,
+    mut stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
+) -> Result<Seqs> {
     check_run(run_id, events)?;
     if let Some(event) = events.iter().find(|event| event.is_compaction_marker()) {
         return Err(Error::invalid(format!(
@@ -69,10 +137,10 @@ pub fn plan_append(
         )));
     }
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut new_records = Vec::new();
+    let mut new = Vec::new();
     let mut in_request: HashMap<&EventId, u64> = HashMap::new();
     let mut next = last_seq;
-    for event in events {
+    for (index, event) in events.iter().enumerate() {
         if let Some(&seq) = in_request.get(&event.event_id) {
             outcomes.push(AppendOutcome {
                 seq,
@@ -89,11 +157,8 @@ pub fn plan_append(
             continue;
         }
         next += 1;
-        let mut record = event.clone();
-        record.seq = next;
-        tenant.stamp(&mut record.scope.tenant_context);
         in_request.insert(&event.event_id, next);
-        new_records.push(record);
+        new.push((index, next));
         outcomes.push(AppendOutcome {
             seq: next,
             inserted: true,
@@ -102,17 +167,14 @@ pub fn plan_append(
     if let Some(expected) = expected_last_seq {
         // CONTRACT §5: a request whose events are all stored already is a
         // safe retry and succeeds whatever the stream's position.
-        if expected != last_seq && !new_records.is_empty() {
+        if expected != last_seq && !new.is_empty() {
             return Err(Error::Conflict {
                 expected,
                 actual: last_seq,
             });
         }
     }
-    Ok(AppendPlan {
-        outcomes,
-        new_records,
-    })
+    Ok(Seqs { outcomes, new })
 }
 
 /// Checks an exported stream before import, and returns the records a store
@@ -221,5 +283,50 @@ mod tests {
         let plan =
             plan_append(&Tenant::local(), &run, 3, &events, Some(2), |_| Ok(Some(1))).unwrap();
         assert!(plan.is_noop());
+    }
+
+    // The owned planner follows the same rules: stored ids, ids repeated in
+    // the request, seqs after the last one, the tenant stamped, conflicts.
+    #[test]
+    fn owned_plan_matches_borrowed_plan() {
+        let tenant = Tenant::new("acme", "prod", Some("eu".to_owned())).unwrap();
+        let events = vec![
+            event("a"),
+            event("stored"),
+            event("b"),
+            event("a"),
+            event("c"),
+        ];
+        let run = events[0].run_id.clone();
+        let stored = |id: &EventId| Ok((id.as_str() == "stored").then_some(2));
+        let borrowed = plan_append(&tenant, &run, 7, &events, None, stored).unwrap();
+        let owned = plan_append_owned(&tenant, &run, 7, events.clone(), None, stored).unwrap();
+        assert_eq!(owned, borrowed);
+        let seqs: Vec<_> = owned.outcomes.iter().map(|o| (o.seq, o.inserted)).collect();
+        assert_eq!(
+            seqs,
+            vec![(8, true), (2, false), (9, true), (8, false), (10, true)]
+        );
+        let new: Vec<_> = owned
+            .new_records
+            .iter()
+            .map(|record| (record.event_id.as_str(), record.seq))
+            .collect();
+        assert_eq!(new, vec![("a", 8), ("b", 9), ("c", 10)]);
+        assert!(
+            owned
+                .new_records
+                .iter()
+                .all(|record| tenant.matches(&record.scope.tenant_context))
+        );
+
+        let err = plan_append_owned(&tenant, &run, 7, events, Some(6), |_| Ok(None)).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Conflict {
+                expected: 6,
+                actual: 7
+            }
+        ));
     }
 }

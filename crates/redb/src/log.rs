@@ -5,7 +5,7 @@ use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
     Tenant,
-    append::{check_run, plan_append, plan_import},
+    append::{check_run, plan_append_owned, plan_import},
     compaction::{CompactionPolicy, compacted_ids, merge_marker},
 };
 
@@ -16,7 +16,7 @@ use crate::{
         self, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
         event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_prefix,
     },
-    writer::WriteTables,
+    writer::{LogTables, SnapshotTables, WriteTables},
 };
 
 /// The stream's last seq, 0 when it holds nothing.
@@ -73,7 +73,7 @@ fn newest_snapshot_seq(
 /// remembers -- keeping any the stream already knows: the first occurrence
 /// in seq order wins, as a scan of the stream would find it.
 fn register_ids(
-    tables: &mut WriteTables<'_>,
+    tables: &mut LogTables<'_, '_>,
     stream: &[u8],
     record: &EventRecord,
 ) -> Result<(), Failure> {
@@ -104,22 +104,22 @@ fn register_ids(
 type Spent = (Vec<EventRecord>, Vec<Vec<u8>>);
 
 fn append(
-    tables: &mut WriteTables<'_>,
+    tables: &mut LogTables<'_, '_>,
     stream: &[u8],
     tenant: &Tenant,
     run_id: &RunId,
-    events: &[EventRecord],
+    events: Vec<EventRecord>,
     expected_last_seq: Option<u64>,
 ) -> Result<(Vec<AppendOutcome>, Spent), Failure> {
-    let last = head(&tables.heads, stream)?;
+    let last = head(&*tables.heads, stream)?;
     let mut failed = None;
-    let plan = plan_append(
+    let plan = plan_append_owned(
         tenant,
         run_id,
         last,
         events,
         expected_last_seq,
-        lookup(&tables.ids, stream, &mut failed),
+        lookup(&*tables.ids, stream, &mut failed),
     );
     if let Some(err) = failed {
         return Err(err.into());
@@ -151,20 +151,20 @@ fn append(
 }
 
 fn import(
-    tables: &mut WriteTables<'_>,
+    tables: &mut LogTables<'_, '_>,
     stream: &[u8],
     tenant: &Tenant,
     run_id: &RunId,
     records: &[EventRecord],
 ) -> Result<usize, Failure> {
-    let last = head(&tables.heads, stream)?;
+    let last = head(&*tables.heads, stream)?;
     let mut failed = None;
     let missing = plan_import(
         tenant,
         run_id,
         last,
         records,
-        lookup(&tables.ids, stream, &mut failed),
+        lookup(&*tables.ids, stream, &mut failed),
     );
     if let Some(err) = failed {
         return Err(err.into());
@@ -198,11 +198,12 @@ struct Change {
 }
 
 fn compact_stream(
-    tables: &WriteTables<'_>,
+    tables: &LogTables<'_, '_>,
+    snapshots: &SnapshotTables<'_, '_>,
     stream: Vec<u8>,
     policy: &CompactionPolicy,
 ) -> Result<Option<Change>, Failure> {
-    let floor = newest_snapshot_seq(&tables.order, &stream)?;
+    let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
     let mut pruned = Vec::new();
     let first = event_key(&stream, 0);
@@ -249,6 +250,7 @@ fn compact_stream(
 }
 
 fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<usize, Failure> {
+    let (tables, snapshots) = tables.all()?;
     let streams = tables
         .heads
         .iter()?
@@ -258,7 +260,7 @@ fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<us
     // malformed marker anywhere refuses the whole pass and writes nothing.
     let mut changes = Vec::new();
     for stream in streams {
-        if let Some(change) = compact_stream(tables, stream, policy)? {
+        if let Some(change) = compact_stream(&tables, &snapshots, stream, policy)? {
             changes.push(change);
         }
     }
@@ -357,15 +359,14 @@ impl EventLog for RedbStore {
         let (outcomes, spent) = self
             .writer()
             .submit(move |tables| {
-                let (outcomes, spent) = append(
-                    tables,
+                append(
+                    &mut tables.log()?,
                     &stream,
                     &tenant,
                     &run_id,
-                    &events,
+                    events,
                     expected_last_seq,
-                )?;
-                Ok((outcomes, (spent, events)))
+                )
             })
             .await?;
         drop(spent);
@@ -477,7 +478,7 @@ impl EventLog for RedbStore {
         let stream = stream_key(tenant, run_id);
         let (tenant, run_id, records) = (tenant.clone(), run_id.clone(), records.to_vec());
         self.writer()
-            .submit(move |tables| import(tables, &stream, &tenant, &run_id, &records))
+            .submit(move |tables| import(&mut tables.log()?, &stream, &tenant, &run_id, &records))
             .await
     }
 }

@@ -14,7 +14,7 @@ use crate::{
         SNAPSHOT_ORDER, SNAPSHOTS, decode_snapshot, decode_stream, encode_snapshot, join,
         order_key, prefix_end, snapshot_header, split_order_key, stream_key,
     },
-    writer::WriteTables,
+    writer::{SnapshotTables, WriteTables},
 };
 
 /// Loads the snapshot `snapshot_id` (raw bytes) of `stream`.
@@ -77,7 +77,7 @@ fn list(
 }
 
 fn put(
-    tables: &mut WriteTables<'_>,
+    tables: &mut SnapshotTables<'_, '_>,
     stream: &[u8],
     snapshot_id: &SnapshotId,
     seq: u64,
@@ -132,11 +132,12 @@ fn prune(
     keep_last_per_run: usize,
     now_ms: u64,
 ) -> Result<usize, Failure> {
+    let tables = tables.snapshots()?;
     let mut doomed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for stream in streams(&tables.order)? {
+    for stream in streams(&*tables.order)? {
         let stream = stream_key(&stream.tenant, &stream.run_id);
-        let keys = order_keys(&tables.order, &stream, None)?;
-        let ordered = list(&tables.snapshots, &tables.order, &stream, None)?;
+        let keys = order_keys(&*tables.order, &stream, None)?;
+        let ordered = list(&*tables.snapshots, &*tables.order, &stream, None)?;
         for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
             let snapshot_key = join(&stream, ordered[index].snapshot_id.as_str().as_bytes());
             doomed.push((snapshot_key, keys[index].clone()));
@@ -160,7 +161,16 @@ impl SnapshotStore for RedbStore {
         let (snapshot_id, seq, created_at_ms) =
             (snapshot.snapshot_id, snapshot.seq, snapshot.created_at_ms);
         self.writer()
-            .submit(move |tables| put(tables, &stream, &snapshot_id, seq, created_at_ms, &bytes))
+            .submit(move |tables| {
+                put(
+                    &mut tables.snapshots()?,
+                    &stream,
+                    &snapshot_id,
+                    seq,
+                    created_at_ms,
+                    &bytes,
+                )
+            })
             .await
     }
 
