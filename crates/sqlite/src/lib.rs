@@ -153,6 +153,9 @@ struct Inner {
     options: SqliteOptions,
     writes: Arc<WriteQueue>,
     readers: Readers,
+    /// [`schema::aggregated_read`] of `READ_HEAD`, `READ_HEAD_BEFORE`,
+    /// `READ_TAIL` and `READ_TAIL_BEFORE`.
+    read_sql: [String; 4],
 }
 
 impl fmt::Debug for SqliteStore {
@@ -222,6 +225,13 @@ impl SqliteStore {
                 options,
                 writes,
                 readers,
+                read_sql: [
+                    schema::READ_HEAD,
+                    schema::READ_HEAD_BEFORE,
+                    schema::READ_TAIL,
+                    schema::READ_TAIL_BEFORE,
+                ]
+                .map(schema::aggregated_read),
             }),
         })
     }

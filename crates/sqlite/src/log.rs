@@ -77,6 +77,34 @@ impl EventLog for SqliteStore {
             (true, true) => schema::READ_TAIL_BEFORE,
         };
         let mut reader = self.readers().get().await?;
+        let aggregated = usize::try_from(limit)
+            .is_ok_and(|limit| limit <= schema::AGGREGATED_READ_MAX)
+            .then(|| match (query.tail, before.is_some()) {
+                (false, false) => &self.inner.read_sql[0],
+                (false, true) => &self.inner.read_sql[1],
+                (true, false) => &self.inner.read_sql[2],
+                (true, true) => &self.inner.read_sql[3],
+            });
+        if let Some(sql) = aggregated {
+            let mut statement = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
+                .bind(after)
+                .bind(limit);
+            if let Some(before) = before {
+                statement = statement.bind(before);
+            }
+            let row = statement
+                .fetch_one(reader.conn())
+                .await
+                .map_err(|err| SqliteError::driver(&self.inner.path, "read events", err))?;
+            // A window that does not parse as a whole is read again row by
+            // row, which names the record at fault.
+            if let Some(mut records) = parse_window(&row, query.tail) {
+                if query.tail {
+                    records.reverse();
+                }
+                return Ok(records);
+            }
+        }
         let mut statement = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
             .bind(after)
             .bind(limit);
@@ -245,4 +273,31 @@ impl EventLog for SqliteStore {
         )
         .await
     }
+}
+
+/// The records of an aggregated window row ([`schema::aggregated_read`]) in
+/// the window's order (descending seqs for a tail), if both arrays parse,
+/// every record's seq is its row's and the seqs run in that order.
+fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRecord>> {
+    let seqs: &str = row.try_get(0).ok()?;
+    let records: Option<&str> = row.try_get(1).ok()?;
+    let seqs: Vec<u64> = serde_json::from_str(seqs).ok()?;
+    let records: Vec<EventRecord> = match records {
+        Some(text) => serde_json::from_str(text).ok()?,
+        None => Vec::new(),
+    };
+    let ordered = seqs.windows(2).all(|pair| {
+        if tail {
+            pair[0] > pair[1]
+        } else {
+            pair[0] < pair[1]
+        }
+    });
+    let matching = ordered
+        && seqs.len() == records.len()
+        && seqs
+            .iter()
+            .zip(&records)
+            .all(|(seq, record)| *seq == record.seq);
+    matching.then_some(records)
 }

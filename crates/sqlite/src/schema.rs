@@ -93,6 +93,22 @@ WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND seq > ?5 AND seq < ?7
 ORDER BY seq DESC LIMIT ?6";
 
+/// The most records a read fetches as one aggregated row
+/// ([`aggregated_read`]); larger reads fetch row by row.
+pub(crate) const AGGREGATED_READ_MAX: usize = 4_096;
+
+/// `window` (one of the `READ_*` queries) as one row: a JSON array of the
+/// seqs and a JSON array of the records (empty window: `'[]'` and `NULL`).
+/// One row crosses from the connection's worker thread instead of one per
+/// record. The arrays follow the order the window's rows are produced in,
+/// which the reader checks rather than assumes.
+pub(crate) fn aggregated_read(window: &str) -> String {
+    format!(
+        "SELECT json_group_array(seq), '[' || group_concat(record, ',') || ']'\n\
+         FROM ({window})"
+    )
+}
+
 /// The tenant's runs (`?4` unused).
 pub(crate) const LIST_RUNS: &str = "\
 SELECT run_id FROM streams

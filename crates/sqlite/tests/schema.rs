@@ -168,3 +168,65 @@ async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
     let again = SqliteStore::open(&path).await.unwrap();
     assert!(again.snapshot_streams().await.unwrap().is_empty());
 }
+
+// A read fetches its window as one aggregated row; a record in it that does
+// not parse, or says another seq than its row, makes the read `Corrupt`
+// naming that seq, whether it is read as a window or alone (CONTRACT §18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let tenant = Tenant::new("org", "ws", None).unwrap();
+    let run = RunId::new("r").unwrap();
+    for id in ["a", "b", "c", "d"] {
+        store
+            .append(&tenant, &event(&tenant, "r", id, 1))
+            .await
+            .unwrap();
+    }
+    let mut conn = raw(&path).await;
+    for (damage, seq) in [
+        ("'{\"not\": json'", 2),
+        ("(SELECT record FROM events WHERE seq = 1)", 3),
+    ] {
+        let original: String = sqlx::query(&format!(
+            "SELECT record FROM events WHERE run_id = 'r' AND seq = {seq}"
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+        sqlx::query(&format!(
+            "UPDATE events SET record = {damage} WHERE run_id = 'r' AND seq = {seq}"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for query in [
+            ReadQuery::tail(10),
+            ReadQuery::default(),
+            ReadQuery::tail(1).before(seq + 1),
+        ] {
+            let err = store.read(&tenant, &run, query.clone()).await.unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                matches!(err, runstore_core::Error::Corrupt { .. })
+                    && shown.contains(&format!("at seq {seq}")),
+                "{query:?}: {shown}"
+            );
+        }
+        sqlx::query(&format!(
+            "UPDATE events SET record = ? WHERE run_id = 'r' AND seq = {seq}"
+        ))
+        .bind(original)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let all = store
+        .read(&tenant, &run, ReadQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+}
