@@ -208,7 +208,7 @@ async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
             ReadQuery::default(),
             ReadQuery::tail(1).before(seq + 1),
         ] {
-            let err = store.read(&tenant, &run, query.clone()).await.unwrap_err();
+            let err = store.read(&tenant, &run, query).await.unwrap_err();
             let shown = err.to_string();
             assert!(
                 matches!(err, runstore_core::Error::Corrupt { .. })
