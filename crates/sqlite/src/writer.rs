@@ -401,6 +401,33 @@ struct StreamState {
     known: HashMap<String, u64>,
 }
 
+impl StreamState {
+    /// Plans `job` against this view ([`plan_append`]) and, if it plans,
+    /// adds the rows it writes to the view, so that the group's next
+    /// request sees them.
+    fn plan<'a>(&mut self, job: &'a AppendJob) -> Result<(Vec<AppendOutcome>, Vec<EventRow<'a>>)> {
+        let plan = plan_append(
+            &job.tenant,
+            &job.run_id,
+            self.last_seq,
+            &job.events,
+            job.expected_last_seq,
+            |id| Ok(self.known.get(id.as_str()).copied()),
+        )?;
+        let rows = plan
+            .new_records
+            .into_iter()
+            .map(|record| EventRow::new(&job.tenant, &job.run_id, record))
+            .collect::<Result<Vec<_>>>()?;
+        for row in &rows {
+            let seq = u64::try_from(row.seq).expect("assigned seqs are positive");
+            self.known.insert(row.event_id.clone(), seq);
+            self.last_seq = seq;
+        }
+        Ok((plan.outcomes, rows))
+    }
+}
+
 /// An event row to insert. Its strings are owned, so binding moves them
 /// into the statement's arguments instead of copying them.
 struct EventRow<'a> {
@@ -639,45 +666,31 @@ impl Writer {
             return Some(group);
         };
         // Plan each request against the remembered seq and what the
-        // requests before it in the group add.
-        let mut added: HashMap<EventId, u64> = HashMap::new();
-        let mut planned_last = last_seq;
+        // requests before it in the group add; no id is assumed stored.
+        let mut state = StreamState {
+            last_seq,
+            was_empty: false,
+            known: HashMap::new(),
+        };
         let mut outcomes = Vec::with_capacity(group.len());
-        let mut records = Vec::new();
+        let mut rows = Vec::new();
         for job in &group {
             let Job::Append(job) = job else {
                 return Some(group);
             };
-            let Ok(plan) = plan_append(
-                tenant,
-                run_id,
-                planned_last,
-                &job.events,
-                job.expected_last_seq,
-                |id| Ok(added.get(id).copied()),
-            ) else {
+            let Ok((answer, new_rows)) = state.plan(job) else {
                 return Some(group);
             };
-            for record in &plan.new_records {
-                added.insert(record.event_id.clone(), record.seq);
-                planned_last = record.seq;
-            }
-            records.extend(plan.new_records);
-            outcomes.push(plan.outcomes);
+            outcomes.push(answer);
+            rows.extend(new_rows);
         }
-        let count = records.len();
+        let count = rows.len();
+        let Ok(guard_seq) = to_sql_int(last_seq, "seq") else {
+            return Some(group);
+        };
         if count == 0 || count > INSERT_CHUNK {
             return Some(group);
         }
-        let (Ok(guard_seq), Ok(rows)) = (
-            to_sql_int(last_seq, "seq"),
-            records
-                .into_iter()
-                .map(|record| EventRow::new(tenant, run_id, record))
-                .collect::<Result<Vec<_>>>(),
-        ) else {
-            return Some(group);
-        };
         let ids = schema::json_array(rows.iter().map(|row| row.event_id.as_str()));
         let mut query = sqlx::query(&self.guarded_sql[count - 1]);
         for row in rows {
@@ -695,7 +708,7 @@ impl Writer {
             self.last_seqs.remove(&stream);
             return Some(group);
         }
-        self.remember(stream, planned_last);
+        self.remember(stream, state.last_seq);
         for (job, outcomes) in group.into_iter().zip(outcomes) {
             if let Job::Append(job) = job {
                 // The caller may have stopped waiting; the write stands
@@ -772,29 +785,8 @@ impl Writer {
             let state = states
                 .get_mut(&(&job.tenant, &job.run_id))
                 .expect("every stream of the group was looked up");
-            let planned = plan_append(
-                &job.tenant,
-                &job.run_id,
-                state.last_seq,
-                &job.events,
-                job.expected_last_seq,
-                |id| Ok(state.known.get(id.as_str()).copied()),
-            )
-            .and_then(|plan| {
-                let new_rows = plan
-                    .new_records
-                    .into_iter()
-                    .map(|record| EventRow::new(&job.tenant, &job.run_id, record))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((plan.outcomes, new_rows))
-            });
-            match planned {
+            match state.plan(job) {
                 Ok((outcomes, new_rows)) => {
-                    for row in &new_rows {
-                        let seq = u64::try_from(row.seq).expect("assigned seqs are positive");
-                        state.known.insert(row.event_id.clone(), seq);
-                        state.last_seq = seq;
-                    }
                     rows.extend(new_rows);
                     answers.push(Answer::Append(Ok(outcomes)));
                 }
