@@ -50,12 +50,12 @@ pub(crate) enum SqliteError {
     #[error("sqlite store {path}: writes must be made from within a tokio runtime")]
     NoRuntime { path: Arc<str> },
 
-    /// The task writing a request was cancelled before it answered (its
-    /// runtime shut down). The request may or may not have been written;
-    /// retrying it is safe, as event ids make appends idempotent.
+    /// The task writing a request stopped before it answered (it was
+    /// cancelled, or it panicked). The request may or may not have been
+    /// written; retrying it is safe, as event ids make appends idempotent.
     #[error(
-        "sqlite store {path}: the task writing this request was cancelled (its runtime shut \
-         down) before answering; it may or may not have been written, and retrying it is safe"
+        "sqlite store {path}: the task writing this request stopped before answering (it was \
+         cancelled or panicked); it may or may not have been written, and retrying it is safe"
     )]
     LeaderCancelled { path: Arc<str> },
 

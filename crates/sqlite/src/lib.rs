@@ -47,11 +47,12 @@
 //!   Unique keys on (stream, seq) and (stream, event_id) are the last line
 //!   of defence; a violation re-plans, it is never answered as a raw
 //!   database error.
-//! - **No thread of its own**: the request that finds the writer idle
-//!   drives it until its own answer arrives, then hands any queued work to
-//!   a task on its runtime; writes must therefore be made from within a
-//!   tokio runtime. sqlx runs the statements on the connection's worker
-//!   thread, so the executor is never blocked.
+//! - **Driven by its callers**: the request that finds the writer idle
+//!   drives it until its own answer arrives, so an uncontended write runs
+//!   on the caller's thread; queued work left then is handed to a thread of
+//!   the store's own. Writes must be made from within a tokio runtime with
+//!   its time driver enabled. sqlx runs the statements on the connection's
+//!   worker thread, so no executor is ever blocked.
 //! - **Readers**: a few read-only connections; in WAL mode they never block
 //!   the writer and see every committed write.
 //! - **Several processes** may open one file: SQLite's write lock

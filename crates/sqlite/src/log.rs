@@ -92,13 +92,11 @@ impl EventLog for SqliteStore {
             if let Some(before) = before {
                 statement = statement.bind(before);
             }
-            let row = statement
-                .fetch_one(reader.conn())
-                .await
-                .map_err(|err| SqliteError::driver(&self.inner.path, "read events", err))?;
-            // A window that does not parse as a whole is read again row by
-            // row, which names the record at fault.
-            if let Some(mut records) = parse_window(&row, query.tail) {
+            // A window that cannot be aggregated (past SQLite's string
+            // limit) or does not parse as a whole is read again row by row,
+            // which names the record at fault.
+            let row = statement.fetch_one(reader.conn()).await.ok();
+            if let Some(mut records) = row.and_then(|row| parse_window(&row, query.tail)) {
                 if query.tail {
                     records.reverse();
                 }

@@ -10,12 +10,12 @@
 //! the writer has seen takes a shorter, guarded path (see
 //! [`Writer::try_guarded_group`]).
 //!
-//! No thread of the store's own runs the writer: the request that finds the
-//! queue without a leader starts one and drives it until its own answer
-//! arrives; a leader with more to do is then spawned as a task on the
-//! caller's runtime. The leader writes group after group until the queue is
-//! empty. sqlx runs the connection's statements on its worker thread; the
-//! leader only awaits them, so the executor is never blocked.
+//! The request that finds the queue without a leader starts one and drives
+//! it until its own answer arrives, so an uncontended write runs on the
+//! caller's thread; a leader with more to do is then handed to the store's
+//! own thread ([`Driver`]), which runs it until the queue is empty. sqlx runs
+//! the connection's statements on its worker thread; a leader only awaits
+//! them, so no executor is ever blocked.
 //!
 //! `BEGIN IMMEDIATE` takes SQLite's write lock before anything is read, so
 //! the stream state a plan sees cannot change before the commit, in this
@@ -188,6 +188,41 @@ pub(crate) struct WriteQueue {
     /// How the writer connects again after a leader was cancelled.
     options: SqliteConnectOptions,
     busy_timeout: Duration,
+    /// The thread that runs leaders their callers stopped driving; started
+    /// on first need.
+    driver: Mutex<Option<Driver>>,
+}
+
+/// The store's own thread, with a runtime of its own, which runs a leader
+/// once the caller that drove it has its answer (or stopped waiting) while
+/// requests remain. Whatever runtimes the callers use -- one that is no
+/// longer driven between `block_on` calls, one that shuts down -- the queued
+/// requests go on being written. The thread ends when the queue is dropped,
+/// which no running leader allows, as each holds the queue.
+struct Driver {
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the queue, which ends the thread's `block_on`.
+    _stop: oneshot::Sender<()>,
+}
+
+impl Driver {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("runstore-sqlite-writer".to_owned())
+            .spawn(move || {
+                // Either way the queue is gone: stop.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
 }
 
 struct QueueState {
@@ -213,7 +248,18 @@ impl WriteQueue {
                 leading: false,
                 idle: Some(writer),
             }),
+            driver: Mutex::new(None),
         })
+    }
+
+    /// The runtime of the store's own thread, starting it if needed; `None`
+    /// if the thread cannot start.
+    fn driver(&self) -> Option<tokio::runtime::Handle> {
+        let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        if driver.is_none() {
+            *driver = Driver::start().ok();
+        }
+        driver.as_ref().map(|driver| driver.runtime.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -246,6 +292,7 @@ impl WriteQueue {
         };
         Ok(Some(Leader {
             run: Some(Box::pin(Arc::clone(self).lead(writer))),
+            queue: Arc::clone(self),
             runtime,
         }))
     }
@@ -301,18 +348,22 @@ impl WriteQueue {
 /// whole write then runs on the caller's thread, with no hand-over to
 /// another thread but sqlx's. Dropped unfinished -- the caller has its
 /// answer while more requests are queued, or stopped waiting -- the rest of
-/// the leader is spawned as a task on the caller's runtime, so the group
-/// it may be in the middle of and the requests queued behind it complete.
+/// the leader is spawned on the store's own thread ([`Driver`]; on the
+/// caller's runtime should that thread not start), so the group it may be
+/// in the middle of and the requests queued behind it complete.
 pub(crate) struct Leader {
     run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    queue: Arc<WriteQueue>,
+    /// The caller's runtime.
     runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
+            let runtime = self.queue.driver().unwrap_or_else(|| self.runtime.clone());
             // Detached: the task answers the requests itself.
-            drop(self.runtime.spawn(run));
+            drop(runtime.spawn(run));
         }
     }
 }
@@ -342,11 +393,11 @@ pub(crate) async fn answered<T>(
 }
 
 /// A running leader. Dropped before it is done -- its task was cancelled
-/// because its runtime shut down -- it answers the queued requests with
+/// (the caller's runtime shut down when the store's own thread could not
+/// start) or panicked -- it answers the queued requests with
 /// [`SqliteError::LeaderCancelled`] and lets the next request start a
-/// leader, which connects anew: the cancelled leader's connection was
-/// dropped with the task, and SQLite rolled back whatever transaction it
-/// had open.
+/// leader, which connects anew: the stopped leader's connection went with
+/// it, and SQLite rolled back whatever it had not committed.
 struct Leading<'a> {
     queue: &'a WriteQueue,
     done: bool,
@@ -616,15 +667,7 @@ impl Writer {
                     Fail::Core(err) => GroupFailure::Core(err),
                 };
                 for job in group {
-                    match job {
-                        Job::Append(job) => {
-                            let _ = job.reply.send(Err(fail.error()));
-                        }
-                        Job::Put(job) => {
-                            let _ = job.reply.send(Err(fail.error()));
-                        }
-                        _ => unreachable!("groups hold appends and puts only"),
-                    }
+                    job.fail(fail.error());
                 }
             }
         }
@@ -697,11 +740,28 @@ impl Writer {
             query = row.bind(query);
         }
         let query = bind_stream(query, tenant, run_id.as_str()).bind(guard_seq);
+        let started = Instant::now();
         let written = bind_stream(query, tenant, run_id.as_str())
             .bind(ids)
             .execute(&mut self.conn)
             .await
             .map(|done| done.rows_affected());
+        if let Err(err) = &written
+            && crate::error::is_busy(err)
+        {
+            // SQLite's busy handler has already waited out the busy
+            // timeout; the general path would wait all over again.
+            let busy = Arc::new(SqliteError::Busy {
+                path: self.path.clone(),
+                action: "append",
+                waited: started.elapsed(),
+                timeout: self.busy_timeout,
+            });
+            for job in group {
+                job.fail(shared(&busy));
+            }
+            return None;
+        }
         // The statement is all or nothing: every row, or none when the
         // guard failed or a unique key refused a row.
         if written.ok() != u64::try_from(count).ok() {

@@ -2,12 +2,17 @@
 //! path's remembered seq going stale under another handle's writes (CONTRACT
 //! §1, §2, §10), and a leader cancelled with its runtime.
 
-use std::task::Poll;
+use std::{
+    sync::mpsc,
+    task::Poll,
+    time::{Duration, Instant},
+};
 
 use runstore_core::{
     AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
 };
-use runstore_sqlite::SqliteStore;
+use runstore_sqlite::{SqliteOptions, SqliteStore};
+use sqlx::{ConnectOptions as _, sqlite::SqliteConnectOptions};
 
 fn tenant() -> Tenant {
     Tenant::new("acme", "prod", None).unwrap()
@@ -25,6 +30,39 @@ fn event(id: &str, at: u64) -> EventRecord {
         "writer.test",
         at,
     )
+}
+
+fn current() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Holds SQLite's write lock on `path` from a thread of its own for `hold`;
+/// the receiver hears once the lock is taken.
+fn hold_write_lock(
+    path: std::path::PathBuf,
+    hold: Duration,
+) -> (mpsc::Receiver<()>, std::thread::JoinHandle<()>) {
+    let (locked, taken) = mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        current().block_on(async move {
+            let mut conn = SqliteConnectOptions::new()
+                .filename(&path)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            locked.send(()).unwrap();
+            tokio::time::sleep(hold).await;
+            sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        });
+    });
+    (taken, holder)
 }
 
 fn inserted(seq: u64) -> AppendOutcome {
@@ -123,10 +161,9 @@ async fn ids_another_handle_compacted_stay_deduplicated() {
     assert_eq!(stored[1], (4, "e4".to_owned()));
 }
 
-// A request whose caller stops waiting is still written, and a leader whose
-// runtime shuts down before it ran takes its connection with it: the next
-// write, from another runtime, connects anew and finds the stream as the
-// database holds it.
+// A request whose caller stops waiting mid-write is still written (the
+// rest of its leader runs on the store's own thread), whatever becomes of
+// the caller's runtime; the store goes on serving another runtime.
 #[test]
 fn a_leader_cancelled_with_its_runtime_leaves_the_store_usable() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,8 +179,7 @@ fn a_leader_cancelled_with_its_runtime_leaves_the_store_usable() {
     let t = tenant();
     first.block_on(async {
         assert_eq!(store.append(&t, &event("a", 1)).await.unwrap(), inserted(1));
-        // Polled once, then dropped: the caller's leader is handed to the
-        // runtime, which never runs it before it shuts down.
+        // Polled once, then dropped: the caller's leader is handed on.
         let b = event("b", 1);
         let mut append = std::pin::pin!(store.append(&t, &b));
         let first_poll = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
@@ -195,4 +231,64 @@ async fn seqs_freed_by_another_handles_compaction_are_not_reused() {
     assert_eq!(stored.len(), 2, "the marker and d: {stored:?}");
     assert_eq!(stored[0].0, 3);
     assert_eq!(stored[1], (4, "d".to_owned()));
+}
+
+// The caller that led a write has its answer and leaves its runtime idle
+// (a current-thread runtime between `block_on` calls) while another
+// runtime's request is still queued: that request is written all the same.
+#[test]
+fn a_request_queued_from_another_runtime_does_not_wait_for_an_idle_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let first = current();
+    let store = first.block_on(SqliteStore::open(&path)).unwrap();
+    let t = tenant();
+    first.block_on(store.append(&t, &event("warm", 1))).unwrap();
+
+    let (taken, holder) = hold_write_lock(path.clone(), Duration::from_millis(500));
+    taken.recv().unwrap();
+    let (done, answered) = mpsc::channel();
+    let other = store.clone();
+    let queued = std::thread::spawn(move || {
+        // Queues behind the first runtime's write, which waits for the lock.
+        std::thread::sleep(Duration::from_millis(150));
+        let outcome = current().block_on(other.append(&tenant(), &event("b", 1)));
+        done.send(outcome).unwrap();
+    });
+    let a = first.block_on(store.append(&t, &event("a", 1))).unwrap();
+    assert!(a.inserted);
+    holder.join().unwrap();
+    // `first` is alive but no longer driven. A generous bound, only so that
+    // a regression fails instead of hanging the suite.
+    let b = answered
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the queued append was answered while the leader's runtime sat idle");
+    assert!(b.unwrap().inserted);
+    queued.join().unwrap();
+}
+
+// A write that finds the database locked gives up once the busy timeout has
+// passed in total, on the guarded path as on the general one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_waited_for_once_not_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let timeout = Duration::from_secs(1);
+    let options = SqliteOptions::default().with_busy_timeout(timeout);
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    let t = tenant();
+    // The writer now remembers the stream: the next append is guarded.
+    store.append(&t, &event("first", 1)).await.unwrap();
+    let (taken, holder) = hold_write_lock(path.clone(), Duration::from_secs(4));
+    taken.recv().unwrap();
+    let started = Instant::now();
+    let err = store.append(&t, &event("second", 1)).await.unwrap_err();
+    let waited = started.elapsed();
+    holder.join().unwrap();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("SQLITE_BUSY"), "{err}");
+    assert!(
+        waited >= timeout && waited < timeout * 19 / 10,
+        "gave up after {waited:?} with a busy timeout of {timeout:?}: {err}"
+    );
 }
