@@ -80,7 +80,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{Durability, Error, Result};
+use runstore_core::{Durability, Error, Result, StreamKey};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -154,8 +154,7 @@ struct Inner {
     options: SqliteOptions,
     writes: Arc<WriteQueue>,
     readers: Readers,
-    /// [`schema::aggregated_read`] of `READ_HEAD`, `READ_HEAD_BEFORE`,
-    /// `READ_TAIL` and `READ_TAIL_BEFORE`.
+    /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
 }
 
@@ -226,13 +225,7 @@ impl SqliteStore {
                 options,
                 writes,
                 readers,
-                read_sql: [
-                    schema::READ_HEAD,
-                    schema::READ_HEAD_BEFORE,
-                    schema::READ_TAIL,
-                    schema::READ_TAIL_BEFORE,
-                ]
-                .map(schema::aggregated_read),
+                read_sql: schema::READ_WINDOWS.map(schema::aggregated_read),
             }),
         })
     }
@@ -249,6 +242,24 @@ impl SqliteStore {
 
     fn readers(&self) -> &Readers {
         &self.inner.readers
+    }
+
+    /// The streams `sql` lists (rows of the four key columns), ascending and
+    /// without repeats.
+    async fn list_streams(&self, sql: &str, action: &'static str) -> Result<Vec<StreamKey>> {
+        let mut reader = self.readers().get().await?;
+        let rows = sqlx::query(sql)
+            .fetch_all(reader.conn())
+            .await
+            .map_err(|err| SqliteError::driver(&self.inner.path, action, err))?;
+        drop(reader);
+        let mut streams = rows
+            .iter()
+            .map(|row| writer::stream_from_row(row, self.path()))
+            .collect::<Result<Vec<_>>>()?;
+        streams.sort();
+        streams.dedup();
+        Ok(streams)
     }
 
     /// Queues `job` for the writer and waits for its answer.

@@ -70,32 +70,26 @@ impl EventLog for SqliteStore {
         let before = query
             .before_seq
             .and_then(|before| i64::try_from(before).ok());
-        let sql = match (query.tail, before.is_some()) {
-            (false, false) => schema::READ_HEAD,
-            (false, true) => schema::READ_HEAD_BEFORE,
-            (true, false) => schema::READ_TAIL,
-            (true, true) => schema::READ_TAIL_BEFORE,
-        };
-        let mut reader = self.readers().get().await?;
-        let aggregated = usize::try_from(limit)
-            .is_ok_and(|limit| limit <= schema::AGGREGATED_READ_MAX)
-            .then(|| match (query.tail, before.is_some()) {
-                (false, false) => &self.inner.read_sql[0],
-                (false, true) => &self.inner.read_sql[1],
-                (true, false) => &self.inner.read_sql[2],
-                (true, true) => &self.inner.read_sql[3],
-            });
-        if let Some(sql) = aggregated {
-            let mut statement = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
+        // Index into `schema::READ_WINDOWS` and `read_sql`.
+        let window = 2 * usize::from(query.tail) + usize::from(before.is_some());
+        let statement = |sql| {
+            let statement = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
                 .bind(after)
                 .bind(limit);
-            if let Some(before) = before {
-                statement = statement.bind(before);
+            match before {
+                Some(before) => statement.bind(before),
+                None => statement,
             }
+        };
+        let mut reader = self.readers().get().await?;
+        if usize::try_from(limit).is_ok_and(|limit| limit <= schema::AGGREGATED_READ_MAX) {
             // A window that cannot be aggregated (past SQLite's string
             // limit) or does not parse as a whole is read again row by row,
             // which names the record at fault.
-            let row = statement.fetch_one(reader.conn()).await.ok();
+            let row = statement(&self.inner.read_sql[window])
+                .fetch_one(reader.conn())
+                .await
+                .ok();
             if let Some(mut records) = row.and_then(|row| parse_window(&row, query.tail)) {
                 if query.tail {
                     records.reverse();
@@ -103,13 +97,7 @@ impl EventLog for SqliteStore {
                 return Ok(records);
             }
         }
-        let mut statement = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
-            .bind(after)
-            .bind(limit);
-        if let Some(before) = before {
-            statement = statement.bind(before);
-        }
-        let rows = statement
+        let rows = statement(schema::READ_WINDOWS[window])
             .fetch_all(reader.conn())
             .await
             .map_err(|err| SqliteError::driver(&self.inner.path, "read events", err))?;
@@ -239,18 +227,7 @@ impl EventLog for SqliteStore {
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
-        let mut reader = self.readers().get().await?;
-        let rows = sqlx::query(schema::ALL_STREAMS)
-            .fetch_all(reader.conn())
-            .await
-            .map_err(|err| SqliteError::driver(&self.inner.path, "list streams", err))?;
-        drop(reader);
-        let mut streams = rows
-            .iter()
-            .map(|row| stream_from_row(row, self.path()))
-            .collect::<Result<Vec<_>>>()?;
-        streams.sort();
-        Ok(streams)
+        self.list_streams(schema::ALL_STREAMS, "list streams").await
     }
 
     async fn import_stream(

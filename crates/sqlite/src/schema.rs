@@ -93,6 +93,11 @@ WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND seq > ?5 AND seq < ?7
 ORDER BY seq DESC LIMIT ?6";
 
+/// The window reads, by `2 * tail + has_before`: [`READ_HEAD`],
+/// [`READ_HEAD_BEFORE`], [`READ_TAIL`], [`READ_TAIL_BEFORE`].
+pub(crate) const READ_WINDOWS: [&str; 4] =
+    [READ_HEAD, READ_HEAD_BEFORE, READ_TAIL, READ_TAIL_BEFORE];
+
 /// The most records a read fetches as one aggregated row
 /// ([`aggregated_read`]); larger reads fetch row by row.
 pub(crate) const AGGREGATED_READ_MAX: usize = 4_096;

@@ -10,7 +10,7 @@ use crate::{
     SqliteStore,
     error::SqliteError,
     schema::{self, bind_stream, to_json, to_sql_int},
-    writer::{Job, PutJob, stream_from_row},
+    writer::{Job, PutJob},
 };
 
 #[async_trait]
@@ -134,18 +134,7 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
-        let mut reader = self.readers().get().await?;
-        let rows = sqlx::query(schema::ALL_SNAPSHOT_STREAMS)
-            .fetch_all(reader.conn())
+        self.list_streams(schema::ALL_SNAPSHOT_STREAMS, "list snapshot streams")
             .await
-            .map_err(|err| SqliteError::driver(&self.inner.path, "list snapshot streams", err))?;
-        drop(reader);
-        let mut streams = rows
-            .iter()
-            .map(|row| stream_from_row(row, self.path()))
-            .collect::<Result<Vec<_>>>()?;
-        streams.sort();
-        streams.dedup();
-        Ok(streams)
     }
 }
