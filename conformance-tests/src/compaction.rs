@@ -3,9 +3,10 @@
 use runstore_core::{
     EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store,
     compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
+    validate::MAX_TIMESTAMP_MS,
 };
 
-use crate::{Harness, eid, event, ids, run, seqs, snapshot, tenant};
+use crate::{Harness, eid, event, ids, removed, run, seqs, snapshot, tenant};
 
 fn compacted(record: &runstore_core::EventRecord) -> Vec<(String, u64)> {
     marker_payload(record)
@@ -35,7 +36,10 @@ pub async fn compaction_prunes_old_events_and_keeps_next_seq(h: &Harness) {
         .append(&t, &event(&t, "run-a", "event-4", 900))
         .await
         .expect("append");
-    assert_eq!(store.compact(500, 1_000).await.expect("compact"), 3);
+    assert_eq!(
+        removed(store.compact(500, 1_000).await.expect("compact")),
+        3
+    );
     let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
     assert_eq!(seqs(&records), vec![3, 4]);
     let marker = &records[0];
@@ -71,7 +75,10 @@ pub async fn compaction_prunes_old_events_and_keeps_next_seq(h: &Harness) {
         .expect("append");
     assert_eq!((next.seq, next.inserted), (5, true));
 
-    assert_eq!(store.compact(500, 2_000).await.expect("compact again"), 2);
+    assert_eq!(
+        removed(store.compact(500, 2_000).await.expect("compact again")),
+        2
+    );
     let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
     assert_eq!(records.len(), 1, "one marker remains");
     assert_eq!(records[0].seq, 5);
@@ -91,7 +98,10 @@ pub async fn compaction_prunes_old_events_and_keeps_next_seq(h: &Harness) {
         .expect("append");
     assert_eq!((old.seq, old.inserted), (1, false));
     assert_eq!(store.next_seq(&t, &r).await.expect("next_seq"), 6);
-    assert_eq!(store.compact(500, 3_000).await.expect("nothing left"), 0);
+    assert_eq!(
+        removed(store.compact(500, 3_000).await.expect("nothing left")),
+        0
+    );
     let after = store.read(&t, &r, ReadQuery::all()).await.expect("read");
     assert_eq!(
         after, records,
@@ -108,7 +118,10 @@ pub async fn compaction_with_zero_retention_does_nothing(h: &Harness) {
         .append(&t, &event(&t, "run-a", "e", 1))
         .await
         .expect("append");
-    assert_eq!(store.compact(0, u64::MAX).await.expect("compact"), 0);
+    assert_eq!(
+        removed(store.compact(0, MAX_TIMESTAMP_MS).await.expect("compact")),
+        0
+    );
     let records = store
         .read(&t, &run("run-a"), ReadQuery::all())
         .await
@@ -142,7 +155,7 @@ pub async fn compaction_keeps_the_tail_from_the_newest_snapshot(h: &Harness) {
         .put(&other, &snapshot(&other, "run-a", "foreign", 1, 10))
         .await
         .expect("put");
-    assert_eq!(store.compact(10, 1_000).await.expect("compact"), 3);
+    assert_eq!(removed(store.compact(10, 1_000).await.expect("compact")), 3);
     let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
     assert_eq!(seqs(&records), vec![3, 4, 5, 6]);
     assert_eq!(records[0].event_type, COMPACTION_EVENT_TYPE);
@@ -171,7 +184,10 @@ pub async fn compaction_keeps_streams_and_tenants_independent(h: &Harness) {
         .append(&a, &event(&a, "fresh-run", "f-1", 5_000))
         .await
         .expect("append");
-    assert_eq!(store.compact(500, 1_000).await.expect("compact"), 3);
+    assert_eq!(
+        removed(store.compact(500, 1_000).await.expect("compact")),
+        3
+    );
     let r = run("shared-run");
     assert_eq!(store.next_seq(&a, &r).await.expect("next_seq"), 2);
     assert_eq!(store.next_seq(&b, &r).await.expect("next_seq"), 3);
@@ -204,12 +220,12 @@ async fn marker_scenario(store: &dyn Store) -> Vec<Vec<u8>> {
         e.scope.tenant_context.actor_id = Some(format!("actor-{n}"));
         store.append(&t, &e).await.expect("append");
     }
-    store.compact(25, 50).await.expect("compact");
+    removed(store.compact(25, 50).await.expect("compact"));
     store
         .append(&t, &event(&t, "run-m", "m6", 60))
         .await
         .expect("append");
-    store.compact(25, 100).await.expect("compact");
+    removed(store.compact(25, 100).await.expect("compact"));
     store
         .read(&t, &r, ReadQuery::all())
         .await

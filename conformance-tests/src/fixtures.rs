@@ -1,6 +1,8 @@
 //! Small builders the cases share.
 
-use runstore_core::{EventId, EventRecord, RunId, RunStatus, SnapshotId, SnapshotRecord, Tenant};
+use runstore_core::{
+    EventId, EventRecord, MaintenanceReport, RunId, RunStatus, SnapshotId, SnapshotRecord, Tenant,
+};
 use serde_json::json;
 
 /// A tenant `org-<n>/workspace-<n>` without deployment.
@@ -60,4 +62,17 @@ pub fn ids(records: &[EventRecord]) -> Vec<&str> {
         .iter()
         .map(|record| record.event_id.as_str())
         .collect()
+}
+
+/// The count of a maintenance report in which every stream succeeded.
+///
+/// # Panics
+/// When a stream failed, naming it.
+pub fn removed(report: MaintenanceReport) -> usize {
+    assert!(
+        report.is_clean(),
+        "maintenance failed for some streams: {:?}",
+        report.failed
+    );
+    report.removed
 }

@@ -5,7 +5,7 @@ use runstore_core::{
     Error, EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store, StreamKey,
 };
 
-use crate::{Harness, eid, event, run, snapshot, tenant};
+use crate::{Harness, eid, event, removed, run, snapshot, tenant};
 
 /// Store-wide `streams` and `snapshot_streams` name every stream, ascending.
 pub async fn streams_and_snapshot_streams_list_everything(h: &Harness) {
@@ -54,7 +54,7 @@ async fn history(store: &dyn Store) {
             .await
             .expect("append");
     }
-    store.compact(25, 50).await.expect("compact");
+    removed(store.compact(25, 50).await.expect("compact"));
     store
         .append(&t, &event(&t, "run-b", "other", 1))
         .await

@@ -12,7 +12,7 @@ use runstore_core::{
     Error, EventLogExt, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Store, Tenant,
 };
 
-use crate::{Harness, eid, event, run, sid, snapshot};
+use crate::{Harness, eid, event, removed, run, sid, snapshot};
 
 const TENANTS: u8 = 2;
 const RUNS: u8 = 3;
@@ -184,9 +184,12 @@ async fn apply(store: &dyn Store, op: &Op) -> String {
                 .seq_of(&tenant_of(*t), &run(&run_name(*r)), &eid(&format!("e{id}")))
                 .await,
         ),
-        Op::Compact { retention, now } => {
-            summary(store.compact(u64::from(*retention), u64::from(*now)).await)
-        }
+        Op::Compact { retention, now } => summary(
+            store
+                .compact(u64::from(*retention), u64::from(*now))
+                .await
+                .map(removed),
+        ),
         Op::SnapshotPut {
             t,
             r,
@@ -221,7 +224,8 @@ async fn apply(store: &dyn Store, op: &Op) -> String {
         } => summary(
             store
                 .prune(u64::from(*retention), usize::from(*keep), u64::from(*now))
-                .await,
+                .await
+                .map(removed),
         ),
         Op::Reopen => "reopen".to_owned(),
     }

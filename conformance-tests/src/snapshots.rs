@@ -1,9 +1,11 @@
 //! Snapshots (CONTRACT §12-§15, §19).
 
-use runstore_core::{SnapshotRecord, SnapshotStore, SnapshotStoreExt, WorkflowPhase};
+use runstore_core::{
+    SnapshotRecord, SnapshotStore, SnapshotStoreExt, WorkflowPhase, validate::MAX_TIMESTAMP_MS,
+};
 use serde_json::json;
 
-use crate::{Harness, run, sid, snapshot, tenant};
+use crate::{Harness, removed, run, sid, snapshot, tenant};
 
 fn snapshot_seqs(list: &[SnapshotRecord]) -> Vec<u64> {
     list.iter().map(|snapshot| snapshot.seq).collect()
@@ -189,12 +191,12 @@ pub async fn snapshot_prune_keeps_newest_per_run(h: &Harness) {
         .await
         .expect("put");
     assert_eq!(
-        store.prune(0, 0, u64::MAX).await.expect("prune"),
+        removed(store.prune(0, 0, MAX_TIMESTAMP_MS).await.expect("prune")),
         0,
         "zero retention prunes nothing"
     );
     // Older than 1000 - 650 = 350: seqs 1..3 of each 5-snapshot stream, but keep the newest 3.
-    assert_eq!(store.prune(650, 3, 1_000).await.expect("prune"), 4);
+    assert_eq!(removed(store.prune(650, 3, 1_000).await.expect("prune")), 4);
     let r = run("run-a");
     assert_eq!(
         snapshot_seqs(&store.list(&a, &r, None).await.expect("list")),
@@ -212,7 +214,7 @@ pub async fn snapshot_prune_keeps_newest_per_run(h: &Harness) {
             .len(),
         1
     );
-    assert_eq!(store.prune(650, 0, 1_000).await.expect("prune"), 3);
+    assert_eq!(removed(store.prune(650, 0, 1_000).await.expect("prune")), 3);
     assert_eq!(
         snapshot_seqs(&store.list(&a, &r, None).await.expect("list")),
         vec![4, 5]

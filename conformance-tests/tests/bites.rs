@@ -15,8 +15,8 @@ use runstore_conformance::{
     tenancy,
 };
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, MemoryStore, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, MemoryStore, ReadQuery,
+    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl EventLog for Wrong {
         self.inner().list_runs(&self.tenant(tenant)).await
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
         let inner = self.inner();
         if self.fault != Fault::CompactIgnoresSnapshots {
             return inner.compact(retention_ms, now_ms).await;
@@ -200,7 +200,7 @@ impl SnapshotStore for Wrong {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
         self.inner()
             .prune(retention_ms, keep_last_per_run, now_ms)
             .await

@@ -1,14 +1,22 @@
 //! The append rules (CONTRACT §1, §2, §4, §5), written once for every backend.
 //!
-//! A backend holds whatever lock or transaction makes its stream state stable,
-//! asks [`plan_append`] (or [`plan_append_owned`], which moves the events
-//! instead of copying them) what to write, writes
-//! [`AppendPlan::new_records`] atomically and answers
+//! A backend first validates the request with its
+//! [`Limits`](crate::validate::Limits) (outside any lock), then holds whatever
+//! lock or transaction makes its stream state stable, asks [`plan_append`]
+//! (or [`plan_append_owned`], which moves the events instead of copying them)
+//! what to write, writes [`AppendPlan::new_records`] atomically and answers
 //! [`AppendPlan::outcomes`].
+//!
+//! Imports go the same way through
+//! [`Limits::check_import`](crate::validate::Limits::check_import) and
+//! [`plan_import`], which answers the records still to write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::{AppendOutcome, Error, EventId, EventRecord, Result, RunId, Tenant};
+use crate::{
+    AppendOutcome, Error, EventId, EventRecord, Result, RunId, Tenant, compaction::compacted_ids,
+    validate::MAX_SEQ,
+};
 
 /// What an append request must write and answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +61,9 @@ pub fn check_run(run_id: &RunId, events: &[EventRecord]) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if an event names another run or has the
-/// compaction marker's event type; [`Error::Conflict`]
-/// if `expected_last_seq` differs from `last_seq` and some event is new;
-/// whatever `stored_seq` returns.
+/// compaction marker's event type, or if a new event's seq would pass
+/// [`MAX_SEQ`]; [`Error::Conflict`] if `expected_last_seq` differs from
+/// `last_seq` and some event is new; whatever `stored_seq` returns.
 pub fn plan_append(
     tenant: &Tenant,
     run_id: &RunId,
@@ -156,7 +164,16 @@ fn plan_seqs(
             });
             continue;
         }
-        next += 1;
+        next = match next.checked_add(1).filter(|seq| *seq <= MAX_SEQ) {
+            Some(seq) => seq,
+            None => {
+                return Err(Error::invalid(format!(
+                    "run {:?} is full: event {:?} would pass the highest seq {MAX_SEQ}",
+                    run_id.as_str(),
+                    event.event_id.as_str()
+                )));
+            }
+        };
         in_request.insert(&event.event_id, next);
         new.push((index, next));
         outcomes.push(AppendOutcome {
@@ -178,15 +195,28 @@ fn plan_seqs(
 }
 
 /// Checks an exported stream before import, and returns the records a store
-/// whose last seq is `last_seq` still lacks.
+/// whose last seq is `last_seq` still lacks (CONTRACT §23).
 ///
-/// Records at or below `last_seq` must already be stored with the same seq
-/// (so importing the same export twice writes nothing); the rest are written
-/// with their seqs unchanged.
+/// Call it after [`Limits::check_import`](crate::validate::Limits::check_import),
+/// under the lock or transaction that makes the stream stable. Records at or
+/// below `last_seq` must already be stored with the same seq (so importing the
+/// same export twice writes nothing). The rest are written with their seqs
+/// unchanged, and must keep what append guarantees:
+///
+/// - no id is stored twice: neither a record's id nor an id a marker
+///   remembers may be in the stream already (`stored_seq`), or twice in the
+///   records;
+/// - no gap: the new seqs, with those the new marker remembers, are exactly
+///   `last_seq + 1 ..= top`, and no live event sits at a remembered seq;
+/// - at most one marker per stream: a marker is imported only into an empty
+///   stream, and at most one per import;
+/// - room to append: every seq is below [`MAX_SEQ`].
 ///
 /// # Errors
-/// [`Error::InvalidInput`] when the records are not one stream in strictly
-/// ascending seq order, or differ from what the store already holds.
+/// [`Error::InvalidInput`] naming the tenant, run and seq when a rule is
+/// broken or the records differ from what the store already holds;
+/// [`Error::Corrupt`] for a marker whose payload is malformed; whatever
+/// `stored_seq` returns.
 pub fn plan_import<'a>(
     tenant: &Tenant,
     run_id: &RunId,
@@ -194,30 +224,50 @@ pub fn plan_import<'a>(
     records: &'a [EventRecord],
     mut stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
 ) -> Result<&'a [EventRecord]> {
+    let refuse = |what: std::fmt::Arguments<'_>| {
+        Error::invalid(format!("import of {tenant}:{run_id}: {what}"))
+    };
     check_run(run_id, records)?;
     let mut previous = 0;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
+    let mut markers = 0;
     for record in records {
         if record.seq <= previous {
-            return Err(Error::invalid(format!(
-                "import of {tenant}:{run_id}: seq {} follows seq {previous}; seqs must ascend",
+            return Err(refuse(format_args!(
+                "seq {} follows seq {previous}; seqs must ascend",
+                record.seq
+            )));
+        }
+        if record.seq >= MAX_SEQ {
+            return Err(refuse(format_args!(
+                "seq {} leaves no room to append; seqs must be below {MAX_SEQ}",
                 record.seq
             )));
         }
         previous = record.seq;
         if !tenant.matches(&record.scope.tenant_context) {
-            return Err(Error::invalid(format!(
-                "import of {tenant}:{run_id}: record {} names another tenant",
+            return Err(refuse(format_args!(
+                "record {} names another tenant",
                 record.seq
             )));
         }
-        let remembered = crate::compaction::compacted_ids(record)?;
+        if record.is_compaction_marker() {
+            markers += 1;
+            if markers > 1 {
+                return Err(refuse(format_args!(
+                    "record {} is a second compaction marker; a stream holds at most one",
+                    record.seq
+                )));
+            }
+        }
+        let remembered = compacted_ids(record)?;
         for id in std::iter::once(&record.event_id).chain(remembered.iter().map(|id| &id.event_id))
         {
             if !seen.insert(id.clone()) {
-                return Err(Error::invalid(format!(
-                    "import of {tenant}:{run_id}: event id {:?} appears twice",
-                    id.as_str()
+                return Err(refuse(format_args!(
+                    "event id {:?} appears twice (again at record {})",
+                    id.as_str(),
+                    record.seq
                 )));
             }
         }
@@ -225,15 +275,100 @@ pub fn plan_import<'a>(
     let split = records.partition_point(|record| record.seq <= last_seq);
     for record in &records[..split] {
         if stored_seq(&record.event_id)? != Some(record.seq) {
-            return Err(Error::invalid(format!(
-                "import of {tenant}:{run_id}: the target already holds seq {} but not event {:?} at it; \
+            return Err(refuse(format_args!(
+                "the target already holds seq {} but not event {:?} at it; \
                  the stream differs from the source",
                 record.seq,
                 record.event_id.as_str()
             )));
         }
     }
-    Ok(&records[split..])
+    let missing = &records[split..];
+    check_new_records(last_seq, missing, &mut stored_seq, refuse)?;
+    Ok(missing)
+}
+
+/// The rules for the records an import writes: ids new to the stream, seqs
+/// gapless after `last_seq`, a marker only into an empty stream.
+fn check_new_records(
+    last_seq: u64,
+    missing: &[EventRecord],
+    stored_seq: &mut impl FnMut(&EventId) -> Result<Option<u64>>,
+    refuse: impl Fn(std::fmt::Arguments<'_>) -> Error,
+) -> Result<()> {
+    // Every seq the new records occupy: live events' own, and those a marker
+    // remembers (which may repeat among themselves in stores written by the
+    // reference, whose merged markers remember their predecessor).
+    let mut live = Vec::with_capacity(missing.len());
+    let mut remembered = Vec::new();
+    for record in missing {
+        if let Some(seq) = stored_seq(&record.event_id)? {
+            return Err(refuse(format_args!(
+                "record {} has event id {:?}, which the stream already holds at seq {seq}",
+                record.seq,
+                record.event_id.as_str()
+            )));
+        }
+        if !record.is_compaction_marker() {
+            live.push(record.seq);
+            continue;
+        }
+        if last_seq > 0 {
+            return Err(refuse(format_args!(
+                "record {} is a compaction marker, which can only be imported into an empty \
+                 stream; the target already holds seqs 1 to {last_seq}",
+                record.seq
+            )));
+        }
+        let ids = compacted_ids(record)?;
+        if !ids.iter().any(|id| id.seq == record.seq) {
+            remembered.push(record.seq);
+        }
+        for id in ids {
+            if id.seq == 0 || id.seq > record.seq {
+                return Err(refuse(format_args!(
+                    "the marker at seq {} remembers event {:?} at seq {}, outside 1 to {}",
+                    record.seq,
+                    id.event_id.as_str(),
+                    id.seq,
+                    record.seq
+                )));
+            }
+            if let Some(seq) = stored_seq(&id.event_id)? {
+                return Err(refuse(format_args!(
+                    "the marker at seq {} remembers event id {:?}, which the stream already \
+                     holds at seq {seq}",
+                    record.seq,
+                    id.event_id.as_str()
+                )));
+            }
+            remembered.push(id.seq);
+        }
+    }
+    remembered.sort_unstable();
+    remembered.dedup();
+    if let Some(seq) = live
+        .iter()
+        .find(|seq| remembered.binary_search(seq).is_ok())
+    {
+        return Err(refuse(format_args!(
+            "seq {seq} holds an event and is also remembered by the compaction marker"
+        )));
+    }
+    let mut occupied = live;
+    occupied.extend(remembered);
+    occupied.sort_unstable();
+    let mut expected = last_seq;
+    for seq in occupied {
+        expected += 1;
+        if seq != expected {
+            return Err(refuse(format_args!(
+                "seq {expected} is missing: the records jump to seq {seq} and no compaction \
+                 marker remembers the seqs between"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

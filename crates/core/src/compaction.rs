@@ -4,13 +4,23 @@
 //! A backend finds, per stream, the events [`CompactionPolicy::prunes`]
 //! selects and the stream's current marker, asks [`merge_marker`] for the new
 //! marker, then atomically deletes the pruned events and the old marker and
-//! writes the new one.
+//! writes the new one. Each stream is its own step: a stream that fails goes
+//! into the pass's [`MaintenanceReport`](crate::MaintenanceReport) and the
+//! pass goes on.
+//!
+//! A marker's id is derived from the stream and its seq, so a user could know
+//! it in advance. Appends refuse ids in the marker namespace
+//! ([`COMPACTION_ID_PREFIX`]), but an import from an older store may bring
+//! one; [`merge_marker`] then steps to the next candidate id, so a stream
+//! never holds one id twice.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, EventId, EventRecord, Result, RunId, SCHEMA_VERSION, Tenant};
+use crate::{
+    Error, EventId, EventRecord, Result, RunId, SCHEMA_VERSION, Tenant, validate::check_clock,
+};
 
 /// `event_type` of a compaction marker.
 pub const COMPACTION_EVENT_TYPE: &str = "stateful_runtime.event_log_compacted";
@@ -29,11 +39,17 @@ pub struct CompactionPolicy {
 impl CompactionPolicy {
     /// The policy of `compact(retention_ms, now_ms)`; `None` when
     /// `retention_ms` is 0, which compacts nothing (CONTRACT §8).
-    pub fn new(retention_ms: u64, now_ms: u64) -> Option<Self> {
-        (retention_ms > 0).then(|| Self {
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `now_ms` is above
+    /// [`MAX_TIMESTAMP_MS`](crate::validate::MAX_TIMESTAMP_MS) (see
+    /// [`check_clock`]).
+    pub fn new(retention_ms: u64, now_ms: u64) -> Result<Option<Self>> {
+        check_clock(now_ms)?;
+        Ok((retention_ms > 0).then(|| Self {
             cutoff_ms: now_ms.saturating_sub(retention_ms),
             now_ms,
-        })
+        }))
     }
 
     /// Events that occurred before this instant are old enough to prune.
@@ -138,15 +154,30 @@ pub fn compacted_ids(record: &EventRecord) -> Result<Vec<CompactedId>> {
 /// through `through_seq`: the prefix and a SHA-256 over the parts, each
 /// followed by a NUL (ids cannot contain NUL, so the encoding is injective).
 pub fn marker_event_id(tenant: &Tenant, run_id: &RunId, through_seq: u64) -> EventId {
+    marker_event_id_candidate(tenant, run_id, through_seq, 0)
+}
+
+/// The `attempt`-th candidate marker id: attempt 0 is [`marker_event_id`];
+/// a later attempt adds its number as one more part.
+fn marker_event_id_candidate(
+    tenant: &Tenant,
+    run_id: &RunId,
+    through_seq: u64,
+    attempt: u64,
+) -> EventId {
     let mut hasher = Sha256::new();
     let through = through_seq.to_string();
-    for part in [
+    let attempt_part = attempt.to_string();
+    let parts = [
         tenant.org_id(),
         tenant.workspace_id(),
         tenant.deployment_id().unwrap_or(""),
         run_id.as_str(),
         through.as_str(),
-    ] {
+        attempt_part.as_str(),
+    ];
+    let used = if attempt == 0 { 5 } else { 6 };
+    for part in &parts[..used] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
@@ -167,15 +198,22 @@ pub fn marker_event_id(tenant: &Tenant, run_id: &RunId, through_seq: u64) -> Eve
 /// event's. Every backend calls this, so every backend writes byte-for-byte
 /// the same marker.
 ///
+/// `held` answers whether an ordinary event of the stream (pruned or not)
+/// has a given id. The marker takes [`marker_event_id`] unless an event holds
+/// that id or the marker remembers it; then the next candidate, so no two
+/// records of the stream share an id.
+///
 /// # Errors
 /// [`Error::InvalidInput`] if `pruned` is empty or holds a marker;
-/// [`Error::Corrupt`] if the old marker's payload is malformed.
+/// [`Error::Corrupt`] if the old marker's payload is malformed; whatever
+/// `held` returns.
 pub fn merge_marker<'a>(
     tenant: &Tenant,
     run_id: &RunId,
     old_marker: Option<&EventRecord>,
     pruned: impl IntoIterator<Item = &'a EventRecord>,
     now_ms: u64,
+    mut held: impl FnMut(&EventId) -> Result<bool>,
 ) -> Result<EventRecord> {
     let (mut ids, mut through_seq, mut through_ms, mut scope) = match old_marker {
         Some(marker) => {
@@ -209,6 +247,14 @@ pub fn merge_marker<'a>(
     };
     tenant.stamp(&mut scope.tenant_context);
     ids.sort_by_key(|id| id.seq);
+    let mut attempt = 0;
+    let event_id = loop {
+        let candidate = marker_event_id_candidate(tenant, run_id, through_seq, attempt);
+        if !ids.iter().any(|id| id.event_id == candidate) && !held(&candidate)? {
+            break candidate;
+        }
+        attempt += 1;
+    };
     let payload = CompactionPayload {
         compacted_through_seq: through_seq,
         compacted_through_ms: through_ms,
@@ -218,7 +264,7 @@ pub fn merge_marker<'a>(
     };
     Ok(EventRecord {
         schema_version: SCHEMA_VERSION,
-        event_id: marker_event_id(tenant, run_id, through_seq),
+        event_id,
         run_id: run_id.clone(),
         seq: through_seq,
         event_type: COMPACTION_EVENT_TYPE.to_owned(),
@@ -272,6 +318,11 @@ pub fn compact_stream(
         old_marker,
         pruned.iter().copied(),
         policy.now_ms(),
+        |id| {
+            Ok(records
+                .iter()
+                .any(|record| !record.is_compaction_marker() && record.event_id == *id))
+        },
     )?;
     let mut remove_seqs: Vec<u64> = pruned.iter().map(|record| record.seq).collect();
     remove_seqs.extend(old_marker.map(|marker| marker.seq));
@@ -303,7 +354,7 @@ mod tests {
     fn markers_merge_and_accumulate_ids() {
         let tenant = Tenant::local();
         let run = RunId::new("run-a").unwrap();
-        let policy = CompactionPolicy::new(500, 1_000).unwrap();
+        let policy = CompactionPolicy::new(500, 1_000).unwrap().unwrap();
         let records: Vec<_> = [(1, 100), (2, 200), (3, 300), (4, 900)]
             .into_iter()
             .map(|(s, at)| event(s, at))
@@ -315,7 +366,7 @@ mod tests {
         assert_eq!(first.marker.seq, 3);
         let mut after = vec![first.marker.clone(), records[3].clone(), event(5, 950)];
         after.sort_by_key(|r| r.seq);
-        let policy = CompactionPolicy::new(500, 2_000).unwrap();
+        let policy = CompactionPolicy::new(500, 2_000).unwrap().unwrap();
         let second = compact_stream(&tenant, &run, &after, None, &policy)
             .unwrap()
             .unwrap();
@@ -335,10 +386,48 @@ mod tests {
 
     #[test]
     fn snapshot_floor_and_zero_retention_protect() {
-        assert!(CompactionPolicy::new(0, 1_000).is_none());
-        let policy = CompactionPolicy::new(500, 1_000).unwrap();
+        assert!(CompactionPolicy::new(0, 1_000).unwrap().is_none());
+        assert!(CompactionPolicy::new(1, u64::MAX).is_err());
+        let policy = CompactionPolicy::new(500, 1_000).unwrap().unwrap();
         assert!(policy.prunes(&event(1, 100), Some(2)));
         assert!(!policy.prunes(&event(2, 100), Some(2)));
         assert!(!policy.prunes(&event(3, 500), None));
+    }
+
+    // An event imported from an older store may hold the id the marker would
+    // take; the marker steps to the next candidate instead of sharing it.
+    #[test]
+    fn marker_ids_never_clash_with_held_ids() {
+        let tenant = Tenant::local();
+        let run = RunId::new("run-a").unwrap();
+        let policy = CompactionPolicy::new(500, 1_000).unwrap().unwrap();
+        let plain = marker_event_id(&tenant, &run, 2);
+        // Pruned at seq 1, and live at seq 3: both clash with the plain id.
+        for clash_seq in [1, 3] {
+            let mut records: Vec<_> = (1..=3).map(|seq| event(seq, 100)).collect();
+            records[2].occurred_at_ms = 900;
+            records[clash_seq as usize - 1].event_id = plain.clone();
+            let change = compact_stream(&tenant, &run, &records, None, &policy)
+                .unwrap()
+                .unwrap();
+            assert_eq!(change.marker.seq, 2);
+            assert_ne!(change.marker.event_id, plain);
+            assert!(
+                change
+                    .marker
+                    .event_id
+                    .as_str()
+                    .starts_with(COMPACTION_ID_PREFIX)
+            );
+            let again = compact_stream(&tenant, &run, &records, None, &policy)
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.marker, change.marker, "deterministic");
+        }
+        let clean: Vec<_> = (1..=2).map(|seq| event(seq, 100)).collect();
+        let change = compact_stream(&tenant, &run, &clean, None, &policy)
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.marker.event_id, plain);
     }
 }

@@ -4,7 +4,10 @@ use std::{fmt::Debug, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{AppendOutcome, EventId, EventRecord, ReadQuery, Result, RunId, StreamKey, Tenant};
+use crate::{
+    AppendOutcome, EventId, EventRecord, MaintenanceReport, ReadQuery, Result, RunId, StreamKey,
+    Tenant,
+};
 
 /// An append-only, per-stream sequenced, idempotent event log.
 ///
@@ -88,17 +91,23 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// Store-wide compaction (CONTRACT §8-§11): prunes events older than
     /// `now_ms - retention_ms` below the seq of their stream's newest
     /// snapshot, leaving one merged marker per stream built by
-    /// [`merge_marker`](crate::compaction::merge_marker). Returns how many
-    /// events (markers not counted) were pruned; `retention_ms == 0` does
-    /// nothing.
+    /// [`merge_marker`](crate::compaction::merge_marker). `retention_ms == 0`
+    /// does nothing.
+    ///
+    /// Each stream is processed on its own (CONTRACT §25): the report counts
+    /// the events pruned (markers not counted) and names every stream that
+    /// failed, with its error, after all other streams were compacted.
     ///
     /// # Errors
-    /// `Corrupt` for a malformed marker; `Io`, `Backend`.
+    /// `InvalidInput` when `now_ms` is above
+    /// [`MAX_TIMESTAMP_MS`](crate::validate::MAX_TIMESTAMP_MS); `Io`,
+    /// `Backend` when the pass as a whole cannot run (for example the list of
+    /// streams cannot be read).
     ///
     /// # Cancel safety
     /// Each stream is compacted atomically: a dropped future leaves every
     /// stream either compacted or untouched.
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize>;
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport>;
 
     /// Store-wide: every stream that holds at least one record, ascending.
     ///
@@ -110,12 +119,15 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// [`read`](Self::read) returned from another store) with its seqs,
     /// markers and compacted ids unchanged. Records the stream already holds
     /// are checked, not written again, so importing twice is harmless.
-    /// Returns how many records were written. See
+    /// Returns how many records were written. Import guarantees what append
+    /// guarantees (CONTRACT §23): see
+    /// [`Limits::check_import`](crate::validate::Limits::check_import) and
     /// [`plan_import`](crate::append::plan_import).
     ///
     /// # Errors
-    /// `InvalidInput` when the records are not one ascending stream of this
-    /// tenant and run, or disagree with what the stream holds; `Io`, `Backend`.
+    /// `InvalidInput` when the records break a limit, are not one gapless
+    /// ascending stream of this tenant and run, or disagree with what the
+    /// stream holds; `Io`, `Backend`.
     async fn import_stream(
         &self,
         tenant: &Tenant,
@@ -161,7 +173,7 @@ macro_rules! forward_event_log {
             async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
                 (**self).list_runs(tenant).await
             }
-            async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+            async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
                 (**self).compact(retention_ms, now_ms).await
             }
             async fn streams(&self) -> Result<Vec<StreamKey>> {

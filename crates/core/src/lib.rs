@@ -25,7 +25,7 @@
 //! }
 //! let tail = store.read(&tenant, &run, ReadQuery::tail(1)).await?;
 //! assert_eq!(tail[0].seq, 2);
-//! assert_eq!(store.compact(1_000, 1_150).await?, 1);
+//! assert_eq!(store.compact(1_000, 1_150).await?.removed, 1);
 //! # Ok::<_, runstore_core::Error>(())
 //! # }).unwrap();
 //! ```
@@ -38,14 +38,17 @@ pub mod compaction;
 mod error;
 mod event_log;
 mod ext;
+mod maintenance;
 mod memory;
 mod snapshot_store;
 mod stream;
 pub mod types;
+pub mod validate;
 
 pub use error::{BoxError, Error, Result};
 pub use event_log::EventLog;
 pub use ext::{EventLogExt, SnapshotStoreExt};
+pub use maintenance::{MaintenanceReport, StreamFailure};
 pub use memory::MemoryStore;
 pub use snapshot_store::{SnapshotStore, keep_newest, prune_selection, snapshot_order};
 pub use stream::StreamKey;

@@ -8,11 +8,12 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, SnapshotId,
-    SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
+    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
     append::{plan_append, plan_import},
     compaction::{CompactionPolicy, compact_stream, compacted_ids},
     snapshot_store::{keep_newest, prune_selection, snapshot_order},
+    validate::{Limits, check_clock},
 };
 
 /// Both traits over plain collections behind one mutex.
@@ -40,6 +41,7 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    limits: Limits,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +93,14 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// An empty store enforcing `limits` (CONTRACT §21).
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied change:
         // every mutation below is computed first and applied in one step.
@@ -113,6 +123,7 @@ impl EventLog for MemoryStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
+        self.limits.check_append(run_id, events)?;
         let key = key(tenant, run_id);
         let mut state = self.lock();
         let last = state.last_seq(&key);
@@ -165,9 +176,10 @@ impl EventLog for MemoryStore {
             .collect())
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(report);
         };
         let mut state = self.lock();
         let mut changes = Vec::new();
@@ -176,21 +188,20 @@ impl EventLog for MemoryStore {
                 .snapshots_of(stream)
                 .last()
                 .map(|snapshot| snapshot.seq);
-            if let Some(change) =
-                compact_stream(&stream.tenant, &stream.run_id, records, floor, &policy)?
-            {
-                changes.push((stream.clone(), change));
+            match compact_stream(&stream.tenant, &stream.run_id, records, floor, &policy) {
+                Ok(Some(change)) => changes.push((stream.clone(), change)),
+                Ok(None) => {}
+                Err(error) => report.record(stream, Err(error)),
             }
         }
-        let mut pruned = 0;
         for (stream, change) in changes {
             let records = state.streams.get_mut(&stream).expect("stream seen above");
             records.retain(|record| change.remove_seqs.binary_search(&record.seq).is_err());
             let at = records.partition_point(|record| record.seq < change.marker.seq);
             records.insert(at, change.marker);
-            pruned += change.pruned;
+            report.record(&stream, Ok(change.pruned));
         }
-        Ok(pruned)
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
@@ -203,6 +214,7 @@ impl EventLog for MemoryStore {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
+        self.limits.check_import(run_id, records)?;
         let key = key(tenant, run_id);
         let mut state = self.lock();
         let last = state.last_seq(&key);
@@ -221,6 +233,7 @@ impl EventLog for MemoryStore {
 #[async_trait]
 impl SnapshotStore for MemoryStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        self.limits.check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let stream = key(tenant, &snapshot.run_id);
@@ -260,7 +273,8 @@ impl SnapshotStore for MemoryStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         let mut state = self.lock();
         let streams: Vec<StreamKey> = state
             .snapshots
@@ -274,10 +288,12 @@ impl SnapshotStore for MemoryStore {
                 doomed.push((stream.clone(), ordered[index].snapshot_id.clone()));
             }
         }
-        for key in &doomed {
-            state.snapshots.remove(key);
+        let mut report = MaintenanceReport::default();
+        for (stream, snapshot_id) in doomed {
+            state.snapshots.remove(&(stream.clone(), snapshot_id));
+            report.record(&stream, Ok(1));
         }
-        Ok(doomed.len())
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

@@ -5,7 +5,7 @@ use std::{cmp::Ordering, fmt::Debug, sync::Arc};
 
 use async_trait::async_trait;
 
-use crate::{Result, RunId, SnapshotId, SnapshotRecord, StreamKey, Tenant};
+use crate::{MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, StreamKey, Tenant};
 
 /// Snapshots keyed by `(tenant, run_id, snapshot_id)` (CONTRACT §12-§15).
 ///
@@ -17,6 +17,8 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// (CONTRACT §12). The tenant's ids are written into its scope.
     ///
     /// # Errors
+    /// `InvalidInput` when the snapshot breaks a limit
+    /// ([`Limits::check_snapshot`](crate::validate::Limits::check_snapshot));
     /// `Io`, `Backend`.
     ///
     /// # Cancel safety
@@ -48,18 +50,24 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     ) -> Result<Vec<SnapshotRecord>>;
 
     /// Store-wide: deletes snapshots created before `now_ms - retention_ms`,
-    /// always keeping the newest `keep_last_per_run` of each stream; returns
-    /// how many it deleted (CONTRACT §14). `retention_ms == 0` deletes
-    /// nothing. See [`prune_selection`].
+    /// always keeping the newest `keep_last_per_run` of each stream
+    /// (CONTRACT §14). `retention_ms == 0` deletes nothing. See
+    /// [`prune_selection`].
+    ///
+    /// Each stream is processed on its own (CONTRACT §25): the report counts
+    /// the snapshots deleted and names every stream that failed, with its
+    /// error, after all other streams were pruned.
     ///
     /// # Errors
-    /// `Io`, `Backend`.
+    /// `InvalidInput` when `now_ms` is above
+    /// [`MAX_TIMESTAMP_MS`](crate::validate::MAX_TIMESTAMP_MS); `Io`,
+    /// `Backend` when the pass as a whole cannot run.
     async fn prune(
         &self,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize>;
+    ) -> Result<MaintenanceReport>;
 
     /// Store-wide: every stream that has at least one snapshot, ascending.
     ///
@@ -134,7 +142,7 @@ macro_rules! forward_snapshot_store {
                 retention_ms: u64,
                 keep_last_per_run: usize,
                 now_ms: u64,
-            ) -> Result<usize> {
+            ) -> Result<MaintenanceReport> {
                 (**self)
                     .prune(retention_ms, keep_last_per_run, now_ms)
                     .await
