@@ -85,8 +85,10 @@ use std::{
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, compaction::CompactionPolicy,
+    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery,
+    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    compaction::CompactionPolicy,
+    validate::{Limits, check_clock},
 };
 use tokio::{runtime::RuntimeFlavor, sync::oneshot};
 
@@ -108,6 +110,9 @@ pub struct JsonlOptions {
     /// Whether appends and file creations are synced before they return
     /// (CONTRACT §16). Default [`Durability::Durable`].
     pub durability: Durability,
+    /// What every write is checked against before it is queued (CONTRACT
+    /// §21-§24). Default [`Limits::default`].
+    pub limits: Limits,
 }
 
 impl JsonlOptions {
@@ -116,6 +121,14 @@ impl JsonlOptions {
     #[must_use]
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the limits every append, import and snapshot is checked
+    /// against (only the record size can differ from the default).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -166,6 +179,7 @@ impl fmt::Debug for JsonlStore {
         f.debug_struct("JsonlStore")
             .field("dir", &self.inner.shared.dir)
             .field("durability", &self.inner.shared.durability)
+            .field("limits", &self.inner.shared.limits)
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +259,7 @@ impl JsonlStore {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             durability,
+            limits: options.limits,
             state: RwLock::new(LogState {
                 log: Arc::new(log),
                 end: scanned.end,
@@ -322,7 +337,8 @@ impl EventLog for JsonlStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
-        runstore_core::append::check_run(run_id, events)?;
+        // CONTRACT §21: checked before anything is queued.
+        self.inner.shared.limits.check_append(run_id, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -349,11 +365,18 @@ impl EventLog for JsonlStore {
 
     async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
         let state = self.inner.shared.read_state();
-        Ok(state
+        let last = state
             .index
             .stream(tenant, run_id)
-            .map_or(0, index::StreamIndex::last_seq)
-            + 1)
+            .map_or(0, index::StreamIndex::last_seq);
+        // Open refuses seqs above `MAX_SEQ` and writes never pass it, so
+        // this cannot overflow; checked all the same.
+        last.checked_add(1).ok_or_else(|| {
+            Error::corrupt(
+                state.log.path.display(),
+                format!("stream {tenant}:{run_id} ends at seq {last}, which leaves no next seq"),
+            )
+        })
     }
 
     async fn seq_of(
@@ -377,9 +400,9 @@ impl EventLog for JsonlStore {
         Ok(self.inner.shared.read_state().index.runs(tenant))
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(MaintenanceReport::default());
         };
         self.request(|reply| Command::Compact { policy, reply })
             .await
@@ -395,7 +418,8 @@ impl EventLog for JsonlStore {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
-        runstore_core::append::check_run(run_id, records)?;
+        // CONTRACT §23: checked before anything is queued.
+        self.inner.shared.limits.check_import(run_id, records)?;
         if records.is_empty() {
             return Ok(0);
         }
@@ -412,6 +436,8 @@ impl EventLog for JsonlStore {
 #[async_trait]
 impl SnapshotStore for JsonlStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21: checked before the file is written.
+        self.inner.shared.limits.check_snapshot(snapshot)?;
         let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
         self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
             .await
@@ -444,11 +470,12 @@ impl SnapshotStore for JsonlStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         self.blocking(move |shared| {
-            shared
+            Ok(shared
                 .snapshots
-                .prune(retention_ms, keep_last_per_run, now_ms)
+                .prune(retention_ms, keep_last_per_run, now_ms))
         })
         .await
     }
@@ -500,7 +527,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.seq, again.inserted), (3, false));
-        assert_eq!(store.compact(10, 12).await.unwrap(), 2);
+        assert_eq!(store.compact(10, 12).await.unwrap().removed, 2);
         drop(store);
         let store = open(path).await.unwrap().unwrap();
         for (id, seq) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {

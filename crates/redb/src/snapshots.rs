@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use redb::ReadableTable;
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection,
+    Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant, keep_newest, prune_selection, validate::check_clock,
 };
 
 use crate::{
@@ -126,34 +126,70 @@ fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKe
     Ok(streams)
 }
 
+/// The snapshots `prune` deletes from `stream`: their `snapshots` and
+/// `snapshot_order` keys.
+fn doomed(
+    tables: &SnapshotTables<'_, '_>,
+    stream: &[u8],
+    retention_ms: u64,
+    keep_last_per_run: usize,
+    now_ms: u64,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failure> {
+    let keys = order_keys(&*tables.order, stream, None)?;
+    let ordered = list(&*tables.snapshots, &*tables.order, stream, None)?;
+    Ok(
+        prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
+            .into_iter()
+            .map(|index| {
+                let snapshot_key = join(stream, ordered[index].snapshot_id.as_str().as_bytes());
+                (snapshot_key, keys[index].clone())
+            })
+            .collect(),
+    )
+}
+
+/// Prunes every stream, or only `only`, in the writer's transaction. A
+/// stream whose snapshots cannot be read is reported and left as it is; the
+/// others are pruned (CONTRACT §25).
 fn prune(
     tables: &mut WriteTables<'_>,
     retention_ms: u64,
     keep_last_per_run: usize,
     now_ms: u64,
-) -> Result<usize, Failure> {
+    only: Option<StreamKey>,
+) -> Result<MaintenanceReport, Failure> {
     let tables = tables.snapshots()?;
-    let mut doomed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for stream in streams(&*tables.order)? {
-        let stream = stream_key(&stream.tenant, &stream.run_id);
-        let keys = order_keys(&*tables.order, &stream, None)?;
-        let ordered = list(&*tables.snapshots, &*tables.order, &stream, None)?;
-        for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
-            let snapshot_key = join(&stream, ordered[index].snapshot_id.as_str().as_bytes());
-            doomed.push((snapshot_key, keys[index].clone()));
+    let streams = match only {
+        Some(stream) => vec![stream],
+        None => streams(&*tables.order)?,
+    };
+    let mut report = MaintenanceReport::default();
+    let mut selected = Vec::new();
+    for stream in streams {
+        let key = stream_key(&stream.tenant, &stream.run_id);
+        match doomed(&tables, &key, retention_ms, keep_last_per_run, now_ms) {
+            Ok(keys) => selected.push((stream, keys)),
+            Err(Failure::Rejected(err)) => report.record(&stream, Err(err)),
+            Err(failure) => return Err(failure),
         }
     }
     // Nothing is written above this line.
-    for (snapshot_key, order_key) in &doomed {
-        tables.snapshots.remove(snapshot_key.as_slice())?;
-        tables.order.remove(order_key.as_slice())?;
+    for (stream, keys) in selected {
+        for (snapshot_key, order_key) in &keys {
+            tables.snapshots.remove(snapshot_key.as_slice())?;
+            tables.order.remove(order_key.as_slice())?;
+        }
+        report.record(&stream, Ok(keys.len()));
     }
-    Ok(doomed.len())
+    report.sort();
+    Ok(report)
 }
 
 #[async_trait]
 impl SnapshotStore for RedbStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21: checked before anything is queued.
+        self.limits().check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let bytes = encode_snapshot(&snapshot)?;
@@ -212,13 +248,42 @@ impl SnapshotStore for RedbStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(MaintenanceReport::default());
         }
-        self.writer()
-            .submit(move |tables| prune(tables, retention_ms, keep_last_per_run, now_ms))
-            .await
+        let whole = self
+            .writer()
+            .submit(move |tables| prune(tables, retention_ms, keep_last_per_run, now_ms, None))
+            .await;
+        match whole {
+            Err(err) if !matches!(err, Error::Poisoned { .. }) => {}
+            answer => return answer,
+        }
+        // The pass shares one transaction, and redb failed it: retried
+        // stream by stream, so that only a stream whose own writes fail is
+        // reported (CONTRACT §25).
+        let mut report = MaintenanceReport::default();
+        for stream in self.snapshot_streams().await? {
+            let key = stream.clone();
+            let one = self
+                .writer()
+                .submit(move |tables| {
+                    prune(tables, retention_ms, keep_last_per_run, now_ms, Some(key))
+                })
+                .await;
+            match one {
+                Ok(one) => {
+                    report.removed += one.removed;
+                    report.failed.extend(one.failed);
+                }
+                Err(err @ Error::Poisoned { .. }) => return Err(err),
+                Err(err) => report.record(&stream, Err(err)),
+            }
+        }
+        report.sort();
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
