@@ -333,6 +333,7 @@ fn hostile_input_is_refused_and_the_store_stays_usable() {
         let err = append(&marker_id, &[]);
         assert!(err.contains("reserved for compaction markers"), "{err}");
         // One bad event fails the whole batch.
+        let deep = format!("{}0{}", "[".repeat(70), "]".repeat(70));
         let batch = format!(
             "{{\"event_id\":\"ok\",\"event_type\":\"t\"}}\n\
              {{\"event_id\":\"b\",\"event_type\":\"t\",\"payload\":{deep}}}\n"
