@@ -623,4 +623,180 @@ mod tests {
         assert_eq!(seq_bounds(&ReadQuery::all().before(0)), None);
         assert_eq!(seq_bounds(&ReadQuery::all().after(u64::MAX)), None);
     }
+
+    use runstore_core::{EventLogExt, validate::MAX_DEPTH};
+    use serde_json::{Value, json};
+
+    use crate::RedbOptions;
+
+    fn tenant() -> Tenant {
+        Tenant::new("org", "ws", None).unwrap()
+    }
+
+    fn event(run: &str, id: &str, seq: u64, at: u64) -> EventRecord {
+        let mut record = EventRecord::new(
+            &tenant(),
+            RunId::new(run).unwrap(),
+            EventId::new(id).unwrap(),
+            "t",
+            at,
+        );
+        record.seq = seq;
+        record
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(0);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        value
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> RedbStore {
+        let options = RedbOptions::default().with_durability(runstore_core::Durability::Relaxed);
+        RedbStore::open_with(dir.path().join("store.redb"), options)
+            .await
+            .unwrap()
+    }
+
+    /// Stores `records` as an older version or another tool could have:
+    /// straight into the tables, past every check.
+    fn store_raw(store: &RedbStore, records: &[EventRecord]) {
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut ids = txn.open_table(IDS).unwrap();
+            let mut heads = txn.open_table(HEADS).unwrap();
+            for record in records {
+                let stream = stream_key(&tenant(), &record.run_id);
+                let key = event_key(&stream, record.seq);
+                let value = encode_event(record).unwrap();
+                events.insert(key.as_slice(), value.as_slice()).unwrap();
+                let key = join(&stream, record.event_id.as_str().as_bytes());
+                ids.insert(key.as_slice(), record.seq).unwrap();
+                heads.insert(stream.as_slice(), record.seq).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn corrupt<T: std::fmt::Debug>(result: Result<T>) -> (String, String) {
+        match result {
+            Err(Error::Corrupt { location, reason }) => (location, reason),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    /// A pass in one transaction that redb fails is retried stream by
+    /// stream: only the stream whose own writes fail is reported (CONTRACT
+    /// §25), and it is left as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_compaction_is_retried_stream_by_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        for r in ["a", "b-stuck", "c"] {
+            for n in 1..=2 {
+                store
+                    .append(&t, &event(r, &format!("{r}{n}"), 0, 10))
+                    .await
+                    .unwrap();
+            }
+        }
+        let stuck = stream_key(&t, &RunId::new("b-stuck").unwrap());
+        *store.inner.compaction_fault.lock().unwrap() = Some(stuck);
+        let report = store.compact(5, 100).await.unwrap();
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with("org/ws:b-stuck: redb error"),
+            "{failed:?}"
+        );
+        assert_eq!(report.removed, 4, "the other streams were compacted");
+        for (r, records) in [("a", 1), ("b-stuck", 2), ("c", 1)] {
+            let read = store
+                .read(&t, &RunId::new(r).unwrap(), ReadQuery::all())
+                .await
+                .unwrap();
+            assert_eq!(read.len(), records, "{r}");
+        }
+        *store.inner.compaction_fault.lock().unwrap() = None;
+        assert_eq!(store.compact(5, 100).await.unwrap().removed, 2);
+    }
+
+    /// A head at `u64::MAX` (an older version's import) has no next seq:
+    /// `next_seq` answers `Corrupt` naming the stream instead of
+    /// overflowing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_head_at_the_last_u64_has_no_next_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        store_raw(&store, &[event("full", "e", u64::MAX, 10)]);
+        let run = RunId::new("full").unwrap();
+        let (location, reason) = corrupt(store.next_seq(&tenant(), &run).await);
+        assert_eq!(location, "heads table, stream org/ws:full");
+        assert!(reason.contains(&u64::MAX.to_string()), "{reason}");
+        let refused = store.append(&tenant(), &event("full", "f", 0, 10)).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidInput { .. })),
+            "{refused:?}"
+        );
+    }
+
+    /// A payload too deep to parse (an older version acknowledged 127
+    /// levels) reads as `Corrupt` naming the stream and seq; compaction
+    /// reports that stream and compacts the others.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stored_record_too_deep_to_read_is_corrupt_naming_stream_and_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut deep = event("deep", "d2", 2, 10);
+        deep.payload = nested(127);
+        store_raw(
+            &store,
+            &[event("deep", "d1", 1, 10), deep, event("fine", "f1", 1, 10)],
+        );
+        let run = RunId::new("deep").unwrap();
+        let (location, reason) = corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
+        assert_eq!(location, "events table, stream org/ws:deep, seq 2");
+        assert!(reason.contains("recursion limit"), "{reason}");
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, 1);
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("org/ws:deep: "), "{failed:?}");
+        assert!(failed[0].contains("seq 2"), "{failed:?}");
+    }
+
+    /// The marker compaction writes passes the write checks: a stream whose
+    /// first pruned event has a scope beyond the depth limit (an older
+    /// version's record) is reported and left as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compaction_checks_the_marker_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut legacy = event("legacy", "l1", 1, 10);
+        legacy
+            .scope
+            .extra
+            .insert("trace".into(), nested(MAX_DEPTH + 5));
+        store_raw(
+            &store,
+            &[
+                legacy,
+                event("legacy", "l2", 2, 10),
+                event("fine", "f1", 1, 10),
+            ],
+        );
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, 1);
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("org/ws:legacy: "), "{failed:?}");
+        assert!(failed[0].contains("scope.trace nests deeper"), "{failed:?}");
+        let run = RunId::new("legacy").unwrap();
+        let left = store.read(&tenant(), &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(left.len(), 2, "left as it was");
+    }
 }
