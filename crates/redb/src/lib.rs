@@ -155,10 +155,10 @@ struct Inner {
     path: Arc<Path>,
     durability: Durability,
     limits: Limits,
-    /// A stream whose compaction writes fail as redb would, to test the
-    /// stream-by-stream retry.
+    /// A stream whose compaction or prune writes fail as redb would, to
+    /// test the stream-by-stream retry.
     #[cfg(test)]
-    compaction_fault: std::sync::Mutex<Option<Vec<u8>>>,
+    maintenance_fault: std::sync::Mutex<Option<Vec<u8>>>,
     db: Arc<Database>,
     // Declared last: dropped after `db`'s reference, it stops and joins the
     // writer thread, which holds the last other reference, so the file is
@@ -212,7 +212,7 @@ impl RedbStore {
                 durability: options.durability,
                 limits: options.limits,
                 #[cfg(test)]
-                compaction_fault: std::sync::Mutex::new(None),
+                maintenance_fault: std::sync::Mutex::new(None),
                 db,
                 writer,
             }),
@@ -255,13 +255,13 @@ impl RedbStore {
         &self.inner.limits
     }
 
-    /// The stream key whose compaction writes fail (tests only; `None`
-    /// otherwise).
-    fn compaction_fault(&self) -> Option<Vec<u8>> {
+    /// The stream key whose compaction or prune writes fail (tests only;
+    /// `None` otherwise).
+    fn maintenance_fault(&self) -> Option<Vec<u8>> {
         #[cfg(test)]
         {
             self.inner
-                .compaction_fault
+                .maintenance_fault
                 .lock()
                 .expect("not poisoned")
                 .clone()

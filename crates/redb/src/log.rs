@@ -532,7 +532,7 @@ impl EventLog for RedbStore {
             return Ok(MaintenanceReport::default());
         };
         let limits = *self.limits();
-        let fault = self.compaction_fault();
+        let fault = self.maintenance_fault();
         let whole = self
             .writer()
             .submit(move |tables| compact(tables, &policy, &limits, None, fault.as_deref()))
@@ -558,7 +558,7 @@ impl EventLog for RedbStore {
             .await?;
         let mut report = MaintenanceReport::default();
         for (key, stream) in streams {
-            let fault = self.compaction_fault();
+            let fault = self.maintenance_fault();
             let one = self
                 .writer()
                 .submit(move |tables| {
@@ -705,7 +705,7 @@ mod tests {
             }
         }
         let stuck = stream_key(&t, &RunId::new("b-stuck").unwrap());
-        *store.inner.compaction_fault.lock().unwrap() = Some(stuck);
+        *store.inner.maintenance_fault.lock().unwrap() = Some(stuck);
         let report = store.compact(5, 100).await.unwrap();
         let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
         assert_eq!(failed.len(), 1, "{failed:?}");
@@ -721,7 +721,7 @@ mod tests {
                 .unwrap();
             assert_eq!(read.len(), records, "{r}");
         }
-        *store.inner.compaction_fault.lock().unwrap() = None;
+        *store.inner.maintenance_fault.lock().unwrap() = None;
         assert_eq!(store.compact(5, 100).await.unwrap().removed, 2);
     }
 

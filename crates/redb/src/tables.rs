@@ -274,10 +274,14 @@ pub(crate) fn decode_snapshot(key: &[u8], value: &[u8]) -> Result<SnapshotRecord
             serde_json::from_slice::<SnapshotRecord>(json).map_err(|err| err.to_string())
         });
     parsed.map_err(|reason| {
-        Failure::Rejected(runstore_core::Error::corrupt(
-            format!("snapshots table, {}", describe_stream(key)),
-            reason,
-        ))
+        let location = match decode_stream(key) {
+            Ok((stream, len)) => format!(
+                "snapshots table, stream {stream}, snapshot {:?}",
+                String::from_utf8_lossy(&key[len..])
+            ),
+            Err(_) => format!("snapshots table, key {key:02x?}"),
+        };
+        Failure::Rejected(runstore_core::Error::corrupt(location, reason))
     })
 }
 
