@@ -575,11 +575,19 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let failed = store.append(&tenant, &event(&tenant, "b", 2)).await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        // Each cause is stated once (STYLE 2.3): the action, the file and the
+        // failure, none repeated.
+        let text = failed.unwrap_err().to_string();
+        for part in ["append to", "events.jsonl", "injected sync failure"] {
+            assert_eq!(text.matches(part).count(), 1, "{part} in {text}");
+        }
         let refused = store.append(&tenant, &event(&tenant, "c", 3)).await;
         assert!(
             matches!(refused, Err(Error::Poisoned { .. })),
             "{refused:?}"
         );
+        let text = refused.unwrap_err().to_string();
+        assert_eq!(text.matches("injected sync failure").count(), 1, "{text}");
         let compact = store.compact(1, 100).await;
         assert!(
             matches!(compact, Err(Error::Poisoned { .. })),
