@@ -218,14 +218,16 @@ impl JsonlStore {
         layout::create_dirs(&dir, durability).map_err(|err| io_at("create", &dir, err))?;
         let lock = DirLock::acquire(&dir)?;
         let format = dir.join(FORMAT_FILE);
-        match std::fs::read_to_string(&format) {
-            Ok(found) if found == FORMAT_LINE => {}
+        // Read as bytes: a damaged marker need not be UTF-8, and is
+        // `Corrupt` like any other.
+        match std::fs::read(&format) {
+            Ok(found) if found == FORMAT_LINE.as_bytes() => {}
             Ok(found) => {
                 return Err(Error::corrupt(
                     format.display(),
                     format!(
                         "format marker is {:?}; this version reads {:?}",
-                        found.trim_end(),
+                        String::from_utf8_lossy(&found).trim_end(),
                         FORMAT_LINE.trim_end()
                     ),
                 ));

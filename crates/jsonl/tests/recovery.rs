@@ -137,6 +137,13 @@ async fn an_unknown_format_version_is_refused() {
         JsonlStore::open(&dir).await,
         Err(Error::Corrupt { .. })
     ));
+    // Found by the damage property test: a marker that is not UTF-8 is
+    // `Corrupt` too, not an I/O error.
+    fs::write(dir.join("FORMAT"), b"\x80untime-jsonl 1\n").unwrap();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, .. }) => assert!(location.ends_with("FORMAT")),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test]
