@@ -15,7 +15,7 @@ use runstore_core::{
 use serde::Deserialize;
 
 use crate::{
-    error::{corrupt_line, io_at},
+    error::{cause, corrupt_line, io_at},
     fileio,
     index::{IdHasher, Index, Loc, LogFile},
     writer::CONTINUED,
@@ -176,7 +176,7 @@ impl Scan<'_> {
         let slot = self
             .cache
             .slot(&mut self.index, &record)
-            .map_err(|err| corrupt_line(path, line_no, err))?;
+            .map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
         let stream = &mut self.index.streams[slot];
         if record.seq > MAX_SEQ {
             // No write reaches it; a stream holding it could not answer
@@ -216,7 +216,8 @@ impl Scan<'_> {
         if is_marker {
             let full: EventRecord =
                 serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
-            let ids = compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, err))?;
+            let ids =
+                compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
             for id in ids {
                 stream.insert_id(id.event_id.as_str(), id.seq, hasher, self.log)?;
             }

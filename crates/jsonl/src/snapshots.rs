@@ -18,7 +18,7 @@ use runstore_core::{
 };
 
 use crate::{
-    error::io_at,
+    error::{cause, io_at},
     layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
 };
 
@@ -96,7 +96,7 @@ impl Snapshots {
                     let tenant = snapshot
                         .scope
                         .tenant()
-                        .map_err(|err| Error::corrupt(file.display(), err))?;
+                        .map_err(|err| Error::corrupt(file.display(), cause(&err)))?;
                     let expected = root
                         .join(layout::tenant_dir(&tenant))
                         .join(layout::run_dir(&snapshot.run_id))

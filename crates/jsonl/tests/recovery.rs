@@ -463,3 +463,31 @@ async fn a_seq_above_the_highest_is_corrupt() {
         }
     }
 }
+
+/// Errors state each cause once (STYLE 2.3): a malformed marker or tenant
+/// found at open is one `Corrupt` naming the line, with the inner error's
+/// reason, not its kind again.
+#[tokio::test]
+async fn a_bad_marker_or_tenant_at_open_is_stated_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a"]).await;
+    let log = dir.join("events.jsonl");
+    let clean = fs::read_to_string(&log).unwrap();
+    let mut marker = event("m");
+    marker.seq = 2;
+    marker.event_type = runstore_core::compaction::COMPACTION_EVENT_TYPE.to_owned();
+    marker.payload = serde_json::json!({ "compacted_event_ids": "damaged" });
+    let mut no_org = serde_json::to_value(event("o")).unwrap();
+    no_org["seq"] = 2.into();
+    no_org["scope"]["tenant_context"]["org_id"] = "".into();
+    for line in [serde_json::to_string(&marker).unwrap(), no_org.to_string()] {
+        fs::write(&log, format!("{clean}{line}\n")).unwrap();
+        let err = JsonlStore::open(&dir).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Corrupt { .. }), "{text}");
+        assert!(text.contains("events.jsonl:2: "), "{text}");
+        assert_eq!(text.matches("corrupt data").count(), 1, "{text}");
+        assert!(!text.contains("invalid input"), "{text}");
+    }
+}

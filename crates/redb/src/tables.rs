@@ -200,9 +200,18 @@ pub(crate) fn decode_stream(key: &[u8]) -> Result<(StreamKey, usize), Failure> {
     let Some((org, workspace, deployment, run)) = parts else {
         return Err(bad("truncated or malformed".to_owned()));
     };
-    let tenant = Tenant::new(org, workspace, deployment).map_err(|err| bad(err.to_string()))?;
-    let run_id = RunId::new(run).map_err(|err| bad(err.to_string()))?;
+    let tenant = Tenant::new(org, workspace, deployment).map_err(|err| bad(cause(err)))?;
+    let run_id = RunId::new(run).map_err(|err| bad(cause(err)))?;
     Ok((StreamKey::new(tenant, run_id), reader.at))
+}
+
+/// What `err` says, to go inside a `Corrupt` reason without repeating its
+/// kind.
+fn cause(err: runstore_core::Error) -> String {
+    match err {
+        runstore_core::Error::InvalidInput { reason } => reason,
+        other => other.to_string(),
+    }
 }
 
 /// An `events` value: flags, `occurred_at_ms`, JSON.
