@@ -80,14 +80,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{Durability, Error, Result, StreamKey};
+use runstore_core::{Durability, Error, MaintenanceReport, Result, StreamKey, validate::Limits};
 use tokio::sync::oneshot;
 
 use crate::{
     conn::Readers,
     error::SqliteError,
-    writer::{Job, WriteQueue, Writer},
+    writer::{Job, Maintenance, WriteQueue, Writer},
 };
+
+/// Streams compacted or pruned per write transaction: few enough that the
+/// write lock is not held for long (appends of every process wait for it),
+/// enough to share one sync among several streams.
+const MAINTENANCE_STREAMS_PER_TRANSACTION: usize = 16;
 
 /// How a [`SqliteStore`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +108,10 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// How many read-only connections serve reads. Default 4.
     pub readers: usize,
+    /// What a write may hold (CONTRACT §21-§24): every write is checked
+    /// against it before it reaches the writer, and a refused write writes
+    /// nothing. Default [`Limits::default`] (records up to 4 MiB).
+    pub limits: Limits,
 }
 
 impl Default for SqliteOptions {
@@ -111,6 +120,7 @@ impl Default for SqliteOptions {
             durability: Durability::Durable,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +144,13 @@ impl SqliteOptions {
     #[must_use]
     pub fn with_readers(mut self, readers: usize) -> Self {
         self.readers = readers;
+        self
+    }
+
+    /// Sets [`SqliteOptions::limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -244,11 +261,15 @@ impl SqliteStore {
         &self.inner.readers
     }
 
-    /// The streams `sql` lists (rows of the four key columns), ascending and
-    /// without repeats.
-    async fn list_streams(&self, sql: &str, action: &'static str) -> Result<Vec<StreamKey>> {
+    /// The streams `query` lists (rows of the four key columns), ascending
+    /// and without repeats.
+    async fn list_streams(
+        &self,
+        query: schema::SqlQuery<'_>,
+        action: &'static str,
+    ) -> Result<Vec<StreamKey>> {
         let mut reader = self.readers().get().await?;
-        let rows = sqlx::query(sql)
+        let rows = query
             .fetch_all(reader.conn())
             .await
             .map_err(|err| SqliteError::driver(&self.inner.path, action, err))?;
@@ -260,6 +281,40 @@ impl SqliteStore {
         streams.sort();
         streams.dedup();
         Ok(streams)
+    }
+
+    /// Runs `task` on `streams` (ascending), a few streams per write
+    /// transaction so that the write lock, which the appends of every
+    /// process wait for, is not held for long. Each stream is processed on
+    /// its own (CONTRACT §25): a stream that fails is in the report, and the
+    /// pass goes on.
+    ///
+    /// # Errors
+    /// When the store itself fails (locked past the busy timeout, the
+    /// connection or the file failed); streams compacted by then stay so.
+    async fn maintain(
+        &self,
+        task: Maintenance,
+        streams: &[StreamKey],
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        for chunk in streams.chunks(MAINTENANCE_STREAMS_PER_TRANSACTION) {
+            let (reply, answer) = oneshot::channel();
+            let done = self
+                .submit(
+                    Job::Maintain {
+                        task,
+                        streams: chunk.to_vec(),
+                        reply,
+                    },
+                    answer,
+                )
+                .await?;
+            report.removed += done.removed;
+            report.failed.extend(done.failed);
+        }
+        report.sort();
+        Ok(report)
     }
 
     /// Queues `job` for the writer and waits for its answer.
@@ -305,7 +360,7 @@ async fn migrate(
                 }
                 return Err(SqliteError::Migrate {
                     path: path.clone(),
-                    source,
+                    migrate: source,
                 });
             }
         }
