@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use runstore_core::{Result, Store};
+use runstore_core::{Result, Store, StreamKey};
 
 /// Environment variable that lets a run skip backends whose service is not
 /// configured. Never set in CI: there a missing service fails the run.
@@ -38,6 +38,8 @@ pub struct Location {
 type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send>>;
 type OpenFn = Arc<dyn Fn(Location) -> OpenFuture + Send + Sync>;
 type CleanupFn = Arc<dyn Fn(Location) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type DamageFn =
+    Arc<dyn Fn(Location, StreamKey) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What a backend can do, declared once; cases that need a missing
 /// capability say so on stderr instead of silently passing.
@@ -92,6 +94,7 @@ pub struct Harness {
     open: OpenFn,
     missing_service: Option<String>,
     cleanup: Option<CleanupFn>,
+    damage: Option<DamageFn>,
     /// Every location this harness (and its clones) opened, for cleanup.
     opened: Arc<Mutex<Vec<Location>>>,
 }
@@ -123,6 +126,7 @@ impl Harness {
             open,
             missing_service: None,
             cleanup: None,
+            damage: None,
             opened: Arc::default(),
         }
     }
@@ -138,6 +142,45 @@ impl Harness {
     {
         self.cleanup = Some(Arc::new(move |location| Box::pin(cleanup(location))));
         self
+    }
+
+    /// Registers how to damage a stored stream behind the store's back, for
+    /// the cases that check a failing stream is isolated (CONTRACT §25).
+    /// `damage(location, stream)` runs while no handle is open, and must leave
+    /// a store that opens but cannot compact `stream`: for example its
+    /// compaction marker's payload overwritten with something that is not a
+    /// marker payload.
+    #[must_use]
+    pub fn on_damage<F, Fut>(mut self, damage: F) -> Self
+    where
+        F: Fn(Location, StreamKey) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.damage = Some(Arc::new(move |location, stream| {
+            Box::pin(damage(location, stream))
+        }));
+        self
+    }
+
+    /// Closes `instance`, damages `stream` with the registered hook and
+    /// reopens; `false` (and nothing done) when the backend registered none.
+    pub async fn damage(&self, instance: &mut Instance, stream: &StreamKey) -> bool {
+        let Some(damage) = &self.damage else {
+            return false;
+        };
+        let store = instance.store.take().expect("the store is open");
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "damage needs every clone of the handle dropped first"
+        );
+        drop(store);
+        damage(instance.location.clone(), stream.clone()).await;
+        let store = (instance.open)(instance.location.clone())
+            .await
+            .unwrap_or_else(|err| panic!("reopen the damaged store: {err}"));
+        instance.store = Some(store);
+        true
     }
 
     /// Runs the cleanup for every location opened so far.

@@ -24,6 +24,7 @@ pub mod concurrency;
 pub mod events;
 mod fixtures;
 mod harness;
+pub mod hostile;
 pub mod idempotency;
 pub mod maintenance;
 pub mod persistence;
@@ -76,6 +77,9 @@ macro_rules! suite {
             maintenance::import_rejects_a_diverging_stream,
             persistence::everything_survives_reopen,
             property::store_matches_the_model,
+            property::store_matches_the_model_under_hostile_input,
+            hostile::hostile_tenant_cannot_hurt_another,
+            hostile::maintenance_isolates_a_failing_stream,
         );
     };
 }
