@@ -47,6 +47,13 @@
 //!   Unique keys on (stream, seq) and (stream, event_id) are the last line
 //!   of defence; a violation re-plans, it is never answered as a raw
 //!   database error.
+//! - **Validated at the entry**: every write is checked with
+//!   [`SqliteOptions::limits`] (the core's shared
+//!   `Limits`) before it is queued, so a
+//!   refused request writes nothing and never joins a group.
+//! - **Maintenance per stream**: `compact` and `prune` run up to 16 streams
+//!   per write transaction; a transaction that fails is run again stream by
+//!   stream, so the report names only the streams that fail alone.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of

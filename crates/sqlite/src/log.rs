@@ -128,6 +128,8 @@ impl EventLog for SqliteStore {
                 })
             })
             .transpose()?;
+        // A stored seq is at most i64::MAX, so the next one fits a u64 (a
+        // full stream answers 2^63, as the model does).
         Ok(last.unwrap_or(0) + 1)
     }
 
