@@ -281,3 +281,29 @@ async fn maintenance_refuses_a_clock_past_the_limit() {
         assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
     }
 }
+
+// A store that stays locked past the busy timeout fails the pass as a
+// whole (retryable), instead of every stream in turn waiting the timeout
+// and being reported.
+#[tokio::test]
+async fn a_locked_store_fails_the_whole_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let options = runstore_sqlite::SqliteOptions::default()
+        .with_busy_timeout(std::time::Duration::from_millis(100));
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    let t = tenant("acme");
+    for run_id in ["run-a", "run-b"] {
+        store.append(&t, &event(&t, run_id, "e1", 1)).await.unwrap();
+    }
+    let mut holder = raw(&path).await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let err = store.compact(5, 1_000).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("SQLITE_BUSY"), "{err}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(store.compact(5, 1_000).await.unwrap().removed, 2);
+}
