@@ -126,15 +126,17 @@ fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKe
     Ok(streams)
 }
 
-/// The snapshots `prune` deletes from `stream`: their `snapshots` and
-/// `snapshot_order` keys.
+/// A snapshot's `snapshots` key and its `snapshot_order` key.
+type SnapshotKeys = (Vec<u8>, Vec<u8>);
+
+/// The snapshots `prune` deletes from `stream`.
 fn doomed(
     tables: &SnapshotTables<'_, '_>,
     stream: &[u8],
     retention_ms: u64,
     keep_last_per_run: usize,
     now_ms: u64,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failure> {
+) -> Result<Vec<SnapshotKeys>, Failure> {
     let keys = order_keys(&*tables.order, stream, None)?;
     let ordered = list(&*tables.snapshots, &*tables.order, stream, None)?;
     Ok(
