@@ -330,10 +330,10 @@ impl Group<'_> {
             let compacted = if record.is_compaction_marker() {
                 match compacted_ids(&record) {
                     Ok(ids) => ids.into_iter().map(|id| (id.event_id, id.seq)).collect(),
+                    // `plan_import` read every marker it let through; this
+                    // is the same error, should it ever differ.
                     Err(err) => {
-                        result = Err(Error::invalid(format!(
-                            "malformed compaction marker: {err}"
-                        )));
+                        result = Err(err);
                         break;
                     }
                 }
