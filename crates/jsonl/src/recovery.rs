@@ -238,7 +238,7 @@ enum Tail {
     Damaged(String),
 }
 
-/// Classifies the last line (trailing NULs removed). A crash keeps a prefix
+/// Classifies the last line (cut at its first NUL). A crash keeps a prefix
 /// of what was written, and the writer writes compact JSON lines starting
 /// with `{` or the continuation byte; a prefix of one is JSON that ends
 /// early, which `serde_json` reports as an end-of-input error.
@@ -318,12 +318,11 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         // CONTRACT §17: the last line has no newline.
         line_no += 1;
         repaired = true;
-        // The writer never writes NUL: trailing NULs are space a crash left
-        // allocated but unwritten, and go with the torn tail.
-        let body = buf
-            .iter()
-            .rposition(|byte| *byte != 0)
-            .map_or(0, |at| at + 1);
+        // The writer never writes NUL (JSON escapes it): a NUL is space a
+        // crash left allocated but unwritten (a whole page, or the sectors of
+        // one that did not reach the disk), so what was written ends before
+        // the first one, and the rest goes with the torn tail.
+        let body = buf.iter().position(|byte| *byte == 0).unwrap_or(buf.len());
         match torn_tail(&buf[..body]) {
             Tail::Whole => {
                 // Indexed first, so a record that does not fit its stream

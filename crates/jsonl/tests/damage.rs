@@ -273,8 +273,8 @@ fn names_log_position(location: &str, file: &Path) -> bool {
 }
 
 /// Whether the last line of `damaged`, which has no newline, is what a
-/// write cut short leaves: nothing (after trailing NULs), or JSON that ends
-/// early.
+/// write cut short leaves: up to its first NUL (space never written),
+/// nothing or JSON that ends early.
 fn looks_torn(damaged: &[u8]) -> bool {
     let last = damaged
         .iter()
@@ -283,10 +283,10 @@ fn looks_torn(damaged: &[u8]) -> bool {
     if last.is_empty() {
         return false;
     }
-    let body = last
+    let body = &last[..last
         .iter()
-        .rposition(|byte| *byte != 0)
-        .map_or(&last[..0], |at| &last[..=at]);
+        .position(|byte| *byte == 0)
+        .unwrap_or(last.len())];
     body.is_empty() || serde_json::from_slice::<serde_json::Value>(body).is_err_and(|e| e.is_eof())
 }
 

@@ -413,19 +413,29 @@ async fn an_unfinished_batch_with_a_damaged_line_is_corrupt() {
     assert_eq!(fs::read(&log).unwrap(), damaged, "nothing truncated");
 }
 
-/// Space a crash left allocated but unwritten reads as NUL bytes; the
-/// writer never writes NUL, so they go with the torn tail, and what precedes
-/// them is judged as the last line.
+/// Space a crash left allocated but unwritten reads as NUL bytes (after the
+/// last line, or where sectors of its page did not reach the disk); the
+/// writer never writes NUL, so the last line ends at its first NUL, and what
+/// precedes it is judged as the last line.
 #[tokio::test]
-async fn trailing_nul_bytes_are_part_of_the_torn_tail() {
+async fn nul_bytes_in_the_last_line_are_part_of_the_torn_tail() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("store");
     let full = store_with_batch(&dir).await;
     let log = dir.join("events.jsonl");
-    let cases: [(Vec<u8>, &[u64]); 3] = [
+    let cases: [(Vec<u8>, &[u64]); 4] = [
         ([&full[..], &[0; 9]].concat(), &[1, 2, 3, 4]),
         ([&full[..full.len() - 1], &[0; 3]].concat(), &[1, 2, 3, 4]),
         ([&full[..full.len() - 20], &[0; 20]].concat(), &[1]),
+        (
+            [
+                &full[..full.len() - 30],
+                &[0; 10],
+                &full[full.len() - 20..full.len() - 1],
+            ]
+            .concat(),
+            &[1],
+        ),
     ];
     for (bytes, expected) in cases {
         fs::write(&log, &bytes).unwrap();
