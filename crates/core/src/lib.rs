@@ -39,6 +39,7 @@ mod error;
 mod event_log;
 mod ext;
 mod memory;
+pub mod salvage;
 mod snapshot_store;
 mod stream;
 pub mod types;

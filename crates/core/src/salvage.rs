@@ -1,0 +1,1081 @@
+//! Salvage: what could be read out of a damaged store, and what could not.
+//!
+//! A *scan* reads a store record by record and never stops at a bad one: it
+//! yields each stream's readable records in ascending seq, every readable
+//! snapshot, and a [`Loss`] for each thing it could not read, naming the
+//! place (file and line, table and key, stream and seq) and the reason. The
+//! embedded backends scan their files directly (`runstore_jsonl::salvage`,
+//! `runstore_sqlite::salvage`, `runstore_redb::salvage`), so a store that no
+//! longer opens can still be scanned; [`scan_store`] scans any store that
+//! opens through the ordinary API, narrowing failed reads down to the single
+//! bad record. Every scanner feeds a [`ScanBuilder`], which checks each
+//! record the same way.
+//!
+//! What of a stream can be written into a new store is decided by
+//! [`split_importable`]: import refuses a seq gap that no imported
+//! compaction marker covers, so a stream that lost a record is copied up to
+//! the gap, and the readable records after it are reported as
+//! [`LossKind::NotCopied`].
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    ops::RangeInclusive,
+};
+
+use crate::{
+    Error, EventLog, EventRecord, ReadQuery, Result, SnapshotId, SnapshotRecord, SnapshotStore,
+    StreamKey, compaction::compacted_ids,
+};
+
+/// What a scan of a store found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SalvageScan {
+    /// Every stream with at least one readable record, ascending by key.
+    pub streams: Vec<SalvagedStream>,
+    /// Every readable snapshot, ascending by stream and snapshot id.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// What could not be read, in the order the scan met it.
+    pub losses: Vec<Loss>,
+}
+
+/// The readable records of one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalvagedStream {
+    /// The stream.
+    pub key: StreamKey,
+    /// Its readable records (events and compaction markers), ascending by
+    /// seq, each seq once, each checked to belong to the stream.
+    pub records: Vec<EventRecord>,
+}
+
+/// What kind of thing a [`Loss`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossKind {
+    /// One record of the event log (an event or a compaction marker) could
+    /// not be read or does not belong where it is stored.
+    Record,
+    /// One snapshot could not be read or does not belong where it is stored.
+    Snapshot,
+    /// A stretch of the store could not be read and the records in it cannot
+    /// be named: the rest of a table after a key, a listing of streams.
+    Range,
+    /// Readable records left out because an earlier seq of their stream is
+    /// lost and no readable compaction marker covers it: the copy of a
+    /// stream stops at its first gap.
+    NotCopied,
+    /// Records or a snapshot that were read but that the target refused to
+    /// store.
+    NotWritten,
+}
+
+impl LossKind {
+    /// The kind's name in reports: `record`, `snapshot`, `range`,
+    /// `not_copied`, `not_written`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Snapshot => "snapshot",
+            Self::Range => "range",
+            Self::NotCopied => "not_copied",
+            Self::NotWritten => "not_written",
+        }
+    }
+}
+
+impl fmt::Display for LossKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing a salvage could not copy, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// What was lost.
+    pub kind: LossKind,
+    /// Where it was: `FILE:LINE`, a snapshot file, `FILE: table T, ...`, or
+    /// the stream for [`LossKind::NotCopied`].
+    pub place: String,
+    /// The stream it belongs to, when known.
+    pub stream: Option<StreamKey>,
+    /// The seqs concerned, as ascending inclusive ranges (one seq for a
+    /// [`LossKind::Record`] whose place names it); empty when unknown.
+    pub seqs: Vec<RangeInclusive<u64>>,
+    /// The snapshot id, for a snapshot whose id is known.
+    pub snapshot_id: Option<String>,
+    /// Why it could not be copied.
+    pub reason: String,
+}
+
+impl Loss {
+    /// A record at `place` that could not be read; `stream` and `seq` when
+    /// the place tells them.
+    pub fn record(
+        place: impl fmt::Display,
+        stream: Option<&StreamKey>,
+        seq: Option<u64>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Self {
+            kind: LossKind::Record,
+            place: place.to_string(),
+            stream: stream.cloned(),
+            seqs: seq.map(|seq| seq..=seq).into_iter().collect(),
+            snapshot_id: None,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A snapshot at `place` that could not be read; its stream and id when
+    /// the place tells them.
+    pub fn snapshot(
+        place: impl fmt::Display,
+        stream: Option<&StreamKey>,
+        snapshot_id: Option<&str>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Self {
+            kind: LossKind::Snapshot,
+            place: place.to_string(),
+            stream: stream.cloned(),
+            seqs: Vec::new(),
+            snapshot_id: snapshot_id.map(str::to_owned),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A stretch of the store at `place` whose records cannot be named.
+    pub fn range(
+        place: impl fmt::Display,
+        stream: Option<&StreamKey>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Self {
+            kind: LossKind::Range,
+            place: place.to_string(),
+            stream: stream.cloned(),
+            seqs: Vec::new(),
+            snapshot_id: None,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Readable records of `stream` with `seqs` that are not copied.
+    pub fn not_copied(
+        stream: &StreamKey,
+        seqs: impl IntoIterator<Item = u64>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Self {
+            kind: LossKind::NotCopied,
+            place: stream.to_string(),
+            stream: Some(stream.clone()),
+            seqs: seq_ranges(seqs),
+            snapshot_id: None,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Records of `stream` with `seqs`, or one of its snapshots, that the
+    /// target at `place` refused.
+    pub fn not_written(
+        place: impl fmt::Display,
+        stream: &StreamKey,
+        seqs: impl IntoIterator<Item = u64>,
+        snapshot_id: Option<&str>,
+        reason: impl fmt::Display,
+    ) -> Self {
+        Self {
+            kind: LossKind::NotWritten,
+            place: place.to_string(),
+            stream: Some(stream.clone()),
+            seqs: seq_ranges(seqs),
+            snapshot_id: snapshot_id.map(str::to_owned),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// How many seqs [`Loss::seqs`] spans.
+    pub fn seq_count(&self) -> u64 {
+        self.seqs
+            .iter()
+            .map(|range| range.end() - range.start() + 1)
+            .sum()
+    }
+}
+
+impl fmt::Display for Loss {
+    /// One line: `KIND at PLACE [(stream S seqs N-M, snapshot "ID")]: REASON`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.kind, self.place)?;
+        let mut parts = Vec::new();
+        if let Some(stream) = &self.stream
+            && self.kind != LossKind::NotCopied
+        {
+            parts.push(format!("stream {stream}"));
+        }
+        if !self.seqs.is_empty() {
+            let label = if self.seq_count() == 1 { "seq" } else { "seqs" };
+            parts.push(format!("{label} {}", SeqRanges(&self.seqs)));
+        }
+        if let Some(id) = &self.snapshot_id {
+            parts.push(format!("snapshot {id:?}"));
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Shows seq ranges as `1-3,5`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqRanges<'a>(pub &'a [RangeInclusive<u64>]);
+
+impl fmt::Display for SeqRanges<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, range) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            if range.start() == range.end() {
+                write!(f, "{}", range.start())?;
+            } else {
+                write!(f, "{}-{}", range.start(), range.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ascending seqs as inclusive ranges of consecutive seqs.
+pub fn seq_ranges(seqs: impl IntoIterator<Item = u64>) -> Vec<RangeInclusive<u64>> {
+    let mut ranges: Vec<RangeInclusive<u64>> = Vec::new();
+    for seq in seqs {
+        match ranges.last_mut() {
+            Some(last) if last.end().checked_add(1) == Some(seq) => {
+                *last = *last.start()..=seq;
+            }
+            _ => ranges.push(seq..=seq),
+        }
+    }
+    ranges
+}
+
+/// How much of a salvaged stream can be imported: a prefix, and why the
+/// rest cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSplit {
+    /// How many of the stream's first records can be imported.
+    pub importable: usize,
+    /// Why the records after them cannot, if there are any.
+    pub stop: Option<SplitStop>,
+}
+
+/// Why a salvaged stream's import stops before its last record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SplitStop {
+    /// `seq` is lost and no readable compaction marker covers it.
+    Gap {
+        /// The first seq that is neither readable nor covered.
+        seq: u64,
+    },
+    /// The record at `seq` repeats an event id of an earlier record (live or
+    /// remembered by a marker).
+    RepeatedId {
+        /// The record's seq.
+        seq: u64,
+        /// The repeated id.
+        event_id: String,
+    },
+}
+
+impl fmt::Display for SplitStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Gap { seq } => write!(
+                f,
+                "seq {seq} is lost and no readable compaction marker covers it, so the copy of \
+                 the stream stops before it (an import must not leave a gap)"
+            ),
+            Self::RepeatedId { seq, event_id } => write!(
+                f,
+                "the record at seq {seq} repeats event id {event_id:?} of an earlier record, so \
+                 the copy of the stream stops before it"
+            ),
+        }
+    }
+}
+
+/// The longest prefix of `records` (one stream, ascending seqs) that an
+/// import accepts: every seq from 1 to the prefix's last seq is one of its
+/// records or is covered by one of its compaction markers (a marker's
+/// `compacted_event_ids` lists the seqs it covers), and no event id appears
+/// twice.
+///
+/// A marker may cover seqs below records that precede it, so a prefix that
+/// has a gap can become gapless again further on; the longest gapless one is
+/// taken.
+pub fn split_importable(records: &[EventRecord]) -> ImportSplit {
+    let mut covered: HashSet<u64> = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut importable = 0;
+    let mut repeated = None;
+    for (index, record) in records.iter().enumerate() {
+        // Marker payloads were checked when the scan took the record.
+        let remembered = compacted_ids(record).unwrap_or_default();
+        let repeat = std::iter::once(record.event_id.as_str())
+            .chain(remembered.iter().map(|id| id.event_id.as_str()))
+            .find(|id| !ids.insert((*id).to_owned()));
+        if let Some(id) = repeat {
+            repeated = Some(SplitStop::RepeatedId {
+                seq: record.seq,
+                event_id: id.to_owned(),
+            });
+            break;
+        }
+        covered.insert(record.seq);
+        covered.extend(
+            remembered
+                .iter()
+                .map(|id| id.seq)
+                .filter(|seq| (1..=record.seq).contains(seq)),
+        );
+        if covered.len() as u64 == record.seq && !covered.contains(&0) {
+            importable = index + 1;
+        }
+    }
+    if importable == records.len() {
+        return ImportSplit {
+            importable,
+            stop: None,
+        };
+    }
+    let gap = || {
+        // Every readable record and marker counted, the first seq nothing
+        // stands for; it lies above the prefix, which is gapless.
+        let mut all: HashSet<u64> = HashSet::new();
+        for record in records {
+            all.insert(record.seq);
+            all.extend(
+                compacted_ids(record)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|id| id.seq),
+            );
+        }
+        let from = importable
+            .checked_sub(1)
+            .map_or(1, |last| records[last].seq + 1);
+        let seq = (from..).find(|seq| !all.contains(seq)).unwrap_or(from);
+        SplitStop::Gap { seq }
+    };
+    let stop = match repeated {
+        Some(SplitStop::RepeatedId { seq, .. })
+            if records.get(importable).is_some_and(|next| next.seq == seq) =>
+        {
+            repeated
+        }
+        _ => Some(gap()),
+    };
+    ImportSplit { importable, stop }
+}
+
+/// Collects what a scan reads, checking every record the same way whatever
+/// the backend, and builds the [`SalvageScan`].
+///
+/// A record is taken when its tenant context is valid, it names the stream
+/// and seq its storage key says (for stores that key records), its seq is
+/// above 0, a compaction marker's payload parses, and no record with the
+/// same seq in the stream was taken before; otherwise it becomes a
+/// [`LossKind::Record`]. Snapshots likewise.
+#[derive(Debug, Default)]
+pub struct ScanBuilder {
+    streams: BTreeMap<StreamKey, BTreeMap<u64, EventRecord>>,
+    snapshots: BTreeMap<(StreamKey, SnapshotId), SnapshotRecord>,
+    losses: Vec<Loss>,
+}
+
+impl ScanBuilder {
+    /// An empty scan.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes `record`, read at `place`. `stored_as` is the stream and seq
+    /// the store filed it under, for stores whose keys say so.
+    pub fn record(
+        &mut self,
+        place: impl fmt::Display,
+        stored_as: Option<(&StreamKey, u64)>,
+        record: EventRecord,
+    ) {
+        let lose = |reason: String| {
+            Loss::record(
+                &place,
+                stored_as.map(|(key, _)| key),
+                stored_as.map(|(_, seq)| seq),
+                reason,
+            )
+        };
+        let tenant = match record.scope.tenant() {
+            Ok(tenant) => tenant,
+            Err(err) => {
+                self.losses.push(lose(format!(
+                    "the record's tenant context is invalid: {err}"
+                )));
+                return;
+            }
+        };
+        let key = StreamKey::new(tenant, record.run_id.clone());
+        if let Some((stored_key, stored_seq)) = stored_as
+            && (*stored_key != key || stored_seq != record.seq)
+        {
+            self.losses.push(lose(format!(
+                "the record says it is seq {} of {key}",
+                record.seq
+            )));
+            return;
+        }
+        if record.seq == 0 {
+            self.losses.push(Loss::record(
+                &place,
+                Some(&key),
+                None,
+                "the record has seq 0; seqs start at 1",
+            ));
+            return;
+        }
+        if let Err(err) = compacted_ids(&record) {
+            self.losses
+                .push(Loss::record(&place, Some(&key), Some(record.seq), err));
+            return;
+        }
+        let seq = record.seq;
+        let stream = self.streams.entry(key.clone()).or_default();
+        if stream.contains_key(&seq) {
+            self.losses.push(Loss::record(
+                &place,
+                Some(&key),
+                Some(seq),
+                format!("another record of {key} with seq {seq} was read first and is kept"),
+            ));
+            return;
+        }
+        stream.insert(seq, record);
+    }
+
+    /// Takes `snapshot`, read at `place`. `stored_as` is the stream and
+    /// snapshot id the store filed it under, for stores whose keys say so.
+    pub fn snapshot(
+        &mut self,
+        place: impl fmt::Display,
+        stored_as: Option<(&StreamKey, &str)>,
+        snapshot: SnapshotRecord,
+    ) {
+        let lose = |reason: String| {
+            Loss::snapshot(
+                &place,
+                stored_as.map(|(key, _)| key),
+                stored_as.map(|(_, id)| id),
+                reason,
+            )
+        };
+        let tenant = match snapshot.scope.tenant() {
+            Ok(tenant) => tenant,
+            Err(err) => {
+                self.losses.push(lose(format!(
+                    "the snapshot's tenant context is invalid: {err}"
+                )));
+                return;
+            }
+        };
+        let key = StreamKey::new(tenant, snapshot.run_id.clone());
+        if let Some((stored_key, stored_id)) = stored_as
+            && (*stored_key != key || stored_id != snapshot.snapshot_id.as_str())
+        {
+            self.losses.push(lose(format!(
+                "the record says it is snapshot {:?} of {key}",
+                snapshot.snapshot_id.as_str()
+            )));
+            return;
+        }
+        let id = snapshot.snapshot_id.clone();
+        match self.snapshots.entry((key, id)) {
+            std::collections::btree_map::Entry::Occupied(taken) => {
+                let (key, id) = taken.key();
+                self.losses.push(Loss::snapshot(
+                    &place,
+                    Some(key),
+                    Some(id.as_str()),
+                    "another record of this snapshot was read first and is kept",
+                ));
+            }
+            std::collections::btree_map::Entry::Vacant(free) => {
+                free.insert(snapshot);
+            }
+        }
+    }
+
+    /// Records something the scan could not read.
+    pub fn lose(&mut self, loss: Loss) {
+        self.losses.push(loss);
+    }
+
+    /// The losses recorded so far.
+    pub fn losses(&self) -> &[Loss] {
+        &self.losses
+    }
+
+    /// The scan's result.
+    pub fn finish(self) -> SalvageScan {
+        SalvageScan {
+            streams: self
+                .streams
+                .into_iter()
+                .map(|(key, records)| SalvagedStream {
+                    key,
+                    records: records.into_values().collect(),
+                })
+                .collect(),
+            snapshots: self.snapshots.into_values().collect(),
+            losses: self.losses,
+        }
+    }
+}
+
+/// Whether a failed read means the store is unavailable (retrying later may
+/// succeed, or another process holds it) rather than damaged.
+fn unavailable(err: &Error) -> bool {
+    err.is_retryable() || matches!(err, Error::Locked { .. } | Error::Poisoned { .. })
+}
+
+/// Records per read while scanning a stream through the API.
+const WINDOW: u64 = 10_000;
+
+/// Scans any store through the ordinary API: every stream in windows of
+/// seqs, a failed window narrowed by halves down to the single record that
+/// fails, so one bad record costs only itself; every stream's snapshots,
+/// and for a stream whose snapshot listing fails, as many of the newest as
+/// can be listed.
+///
+/// # Errors
+/// The first error that says the store is unavailable rather than damaged
+/// (retryable, `Locked`, `Poisoned`): a scan would report every record lost.
+pub async fn scan_store<S>(store: &S) -> Result<SalvageScan>
+where
+    S: EventLog + SnapshotStore + ?Sized,
+{
+    let mut scan = ScanBuilder::new();
+    match store.streams().await {
+        Ok(streams) => {
+            for key in &streams {
+                scan_stream(store, key, &mut scan).await?;
+            }
+        }
+        Err(err) if unavailable(&err) => return Err(err),
+        Err(err) => scan.lose(Loss::range(
+            "the store's stream listing",
+            None,
+            format!("the streams could not be listed: {err}"),
+        )),
+    }
+    match store.snapshot_streams().await {
+        Ok(streams) => {
+            for key in &streams {
+                scan_snapshots(store, key, &mut scan).await?;
+            }
+        }
+        Err(err) if unavailable(&err) => return Err(err),
+        Err(err) => scan.lose(Loss::range(
+            "the store's snapshot stream listing",
+            None,
+            format!("the streams with snapshots could not be listed: {err}"),
+        )),
+    }
+    Ok(scan.finish())
+}
+
+/// One stream through the API, window by window.
+async fn scan_stream<S>(store: &S, key: &StreamKey, scan: &mut ScanBuilder) -> Result<()>
+where
+    S: EventLog + ?Sized,
+{
+    let place = |seq: u64| format!("{key} seq {seq}");
+    let last = match store.next_seq(&key.tenant, &key.run_id).await {
+        Ok(next) => next.saturating_sub(1),
+        Err(err) if unavailable(&err) => return Err(err),
+        Err(err) => {
+            // Without the last seq, one unbounded read is all there is.
+            match store.read(&key.tenant, &key.run_id, ReadQuery::all()).await {
+                Ok(records) => {
+                    for record in records {
+                        let seq = record.seq;
+                        scan.record(place(seq), Some((key, seq)), record);
+                    }
+                }
+                Err(read) if unavailable(&read) => return Err(read),
+                Err(read) => scan.lose(Loss::range(
+                    key,
+                    Some(key),
+                    format!(
+                        "the stream's last seq could not be read ({err}), nor the stream ({read})"
+                    ),
+                )),
+            }
+            return Ok(());
+        }
+    };
+    let mut after = 0;
+    while after < last {
+        let before = after.saturating_add(WINDOW + 1).min(last.saturating_add(1));
+        narrow(store, key, after, before, scan).await?;
+        after = before - 1;
+    }
+    Ok(())
+}
+
+/// Reads the seqs strictly between `after` and `before`; when that fails,
+/// reads each half, down to single seqs, each of which fails alone.
+async fn narrow<S>(
+    store: &S,
+    key: &StreamKey,
+    after: u64,
+    before: u64,
+    scan: &mut ScanBuilder,
+) -> Result<()>
+where
+    S: EventLog + ?Sized,
+{
+    // An explicit stack instead of recursion: async recursion would need
+    // boxing, and the depth is only log2 of the window.
+    let mut windows = vec![(after, before)];
+    while let Some((after, before)) = windows.pop() {
+        if before <= after + 1 {
+            continue;
+        }
+        let query = ReadQuery::all().after(after).before(before);
+        match store.read(&key.tenant, &key.run_id, query).await {
+            Ok(records) => {
+                for record in records {
+                    let seq = record.seq;
+                    scan.record(format!("{key} seq {seq}"), Some((key, seq)), record);
+                }
+            }
+            Err(err) if unavailable(&err) => return Err(err),
+            Err(err) if before == after + 2 => {
+                let seq = after + 1;
+                scan.lose(Loss::record(
+                    format!("{key} seq {seq}"),
+                    Some(key),
+                    Some(seq),
+                    err,
+                ));
+            }
+            Err(_) => {
+                // Two or more seqs: after+1..=last_low and last_low+1..before.
+                let last_low = after + (before - after - 1) / 2;
+                // Popped in ascending order: the lower half first.
+                windows.push((last_low, before));
+                windows.push((after, last_low + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One stream's snapshots through the API; when the listing fails, the
+/// newest that can be listed.
+async fn scan_snapshots<S>(store: &S, key: &StreamKey, scan: &mut ScanBuilder) -> Result<()>
+where
+    S: SnapshotStore + ?Sized,
+{
+    let place = format!("snapshots of {key}");
+    let take = |scan: &mut ScanBuilder, snapshots: Vec<SnapshotRecord>| {
+        for snapshot in snapshots {
+            let id = snapshot.snapshot_id.clone();
+            scan.snapshot(&place, Some((key, id.as_str())), snapshot);
+        }
+    };
+    let err = match store.list(&key.tenant, &key.run_id, None).await {
+        Ok(snapshots) => {
+            take(scan, snapshots);
+            return Ok(());
+        }
+        Err(err) if unavailable(&err) => return Err(err),
+        Err(err) => err,
+    };
+    // A limit keeps the newest: the largest limit that lists is every
+    // snapshot newer than the first unreadable one.
+    let (mut good, mut bad) = (0usize, None::<usize>);
+    let mut newest = Vec::new();
+    let mut limit = 1usize;
+    loop {
+        if let Some(bad) = bad
+            && bad <= good + 1
+        {
+            break;
+        }
+        match store.list(&key.tenant, &key.run_id, Some(limit)).await {
+            Ok(snapshots) if snapshots.len() < limit => {
+                // Fewer than asked: the unlimited listing should have worked;
+                // keep what this one gave.
+                newest = snapshots;
+                break;
+            }
+            Ok(snapshots) => {
+                good = limit;
+                newest = snapshots;
+            }
+            Err(err) if unavailable(&err) => return Err(err),
+            Err(_) => bad = Some(limit),
+        }
+        limit = match bad {
+            None => match limit.checked_mul(2) {
+                Some(doubled) => doubled,
+                None => break,
+            },
+            Some(bad) => good + (bad - good) / 2,
+        };
+    }
+    let kept = newest.len();
+    take(scan, newest);
+    scan.lose(Loss::snapshot(
+        &place,
+        Some(key),
+        None,
+        format!(
+            "listing the stream's snapshots fails ({err}); the newest {kept} could be read, \
+             the older ones could not"
+        ),
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        EventId, EventLogExt, MemoryStore, RunId, RunStatus, Tenant,
+        compaction::{COMPACTION_EVENT_TYPE, merge_marker},
+    };
+
+    fn event(seq: u64) -> EventRecord {
+        let mut record = EventRecord::new(
+            &Tenant::local(),
+            RunId::new("run").unwrap(),
+            EventId::new(format!("e-{seq}")).unwrap(),
+            "t",
+            seq,
+        );
+        record.seq = seq;
+        record
+    }
+
+    fn marker(pruned: &[u64]) -> EventRecord {
+        let events: Vec<EventRecord> = pruned.iter().map(|seq| event(*seq)).collect();
+        merge_marker(
+            &Tenant::local(),
+            &RunId::new("run").unwrap(),
+            None,
+            &events,
+            99,
+        )
+        .unwrap()
+    }
+
+    fn seqs(records: &[EventRecord]) -> Vec<u64> {
+        records.iter().map(|record| record.seq).collect()
+    }
+
+    #[test]
+    fn a_gapless_stream_is_imported_whole() {
+        let records = vec![event(1), event(2), event(3)];
+        assert_eq!(
+            split_importable(&records),
+            ImportSplit {
+                importable: 3,
+                stop: None
+            }
+        );
+        assert_eq!(split_importable(&[]).importable, 0);
+    }
+
+    #[test]
+    fn a_gap_stops_the_copy_and_names_the_lost_seq() {
+        let records = vec![event(1), event(2), event(4), event(5)];
+        let split = split_importable(&records);
+        assert_eq!(split.importable, 2);
+        assert_eq!(split.stop, Some(SplitStop::Gap { seq: 3 }));
+        // The first record lost: nothing can be copied.
+        let split = split_importable(&[event(2), event(3)]);
+        assert_eq!(split.importable, 0);
+        assert_eq!(split.stop, Some(SplitStop::Gap { seq: 1 }));
+    }
+
+    // A marker covers the seqs it remembers, even ones below records that
+    // come before it in seq order (events pruned out of order).
+    #[test]
+    fn markers_cover_their_seqs() {
+        let records = vec![marker(&[1, 2, 3]), event(4), event(5)];
+        assert_eq!(split_importable(&records).importable, 3);
+        let out_of_order = vec![event(2), marker(&[1, 3]), event(4)];
+        assert_eq!(split_importable(&out_of_order).importable, 3);
+        // The marker that covers seq 1 is itself after a lost seq.
+        let lost_before_marker = vec![event(2), marker(&[1, 4]), event(5)];
+        let split = split_importable(&lost_before_marker);
+        assert_eq!(split.importable, 0);
+        assert_eq!(split.stop, Some(SplitStop::Gap { seq: 3 }));
+    }
+
+    #[test]
+    fn a_repeated_id_stops_the_copy() {
+        let mut twin = event(3);
+        twin.event_id = EventId::new("e-1").unwrap();
+        let split = split_importable(&[event(1), event(2), twin, event(4)]);
+        assert_eq!(split.importable, 2);
+        assert_eq!(
+            split.stop,
+            Some(SplitStop::RepeatedId {
+                seq: 3,
+                event_id: "e-1".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn seq_ranges_merge_runs() {
+        assert_eq!(seq_ranges([1, 2, 3, 5, 7, 8]), vec![1..=3, 5..=5, 7..=8]);
+        let loss = Loss::not_copied(
+            &StreamKey::new(Tenant::local(), RunId::new("r").unwrap()),
+            [4, 5, 9],
+            "gap",
+        );
+        assert_eq!(loss.seq_count(), 3);
+        assert_eq!(
+            loss.to_string(),
+            "not_copied at local/local:r (seqs 4-5,9): gap"
+        );
+    }
+
+    #[test]
+    fn the_builder_checks_records_against_their_keys() {
+        let key = StreamKey::new(Tenant::local(), RunId::new("run").unwrap());
+        let other = StreamKey::new(Tenant::local(), RunId::new("other").unwrap());
+        let mut scan = ScanBuilder::new();
+        scan.record("a", Some((&key, 1)), event(1));
+        scan.record("b", Some((&key, 3)), event(2));
+        scan.record("c", Some((&other, 3)), event(3));
+        scan.record("d", None, event(1));
+        let mut bad_marker = event(4);
+        bad_marker.event_type = COMPACTION_EVENT_TYPE.to_owned();
+        bad_marker.payload = json!({"not": "a marker"});
+        scan.record("e", None, bad_marker);
+        let mut stranger = event(5);
+        stranger.scope.tenant_context.org_id = String::new();
+        scan.record("f", None, stranger);
+        scan.record("g", None, event(6));
+        let scan = scan.finish();
+        assert_eq!(scan.streams.len(), 1);
+        assert_eq!(seqs(&scan.streams[0].records), [1, 6]);
+        let places: Vec<&str> = scan.losses.iter().map(|loss| loss.place.as_str()).collect();
+        assert_eq!(places, ["b", "c", "d", "e", "f"]);
+        assert!(
+            scan.losses[3].to_string().contains("seq 4"),
+            "{}",
+            scan.losses[3]
+        );
+    }
+
+    /// A store whose reads fail for some seqs and whose snapshot listing
+    /// fails for limits above some count, over a [`MemoryStore`].
+    #[derive(Debug)]
+    struct Damaged {
+        inner: MemoryStore,
+        bad_seqs: Vec<u64>,
+        listable: usize,
+        unavailable: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for Damaged {
+        async fn append_batch(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            events: &[EventRecord],
+            expected_last_seq: Option<u64>,
+        ) -> Result<Vec<crate::AppendOutcome>> {
+            self.inner
+                .append_batch(tenant, run_id, events, expected_last_seq)
+                .await
+        }
+        async fn read(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            query: ReadQuery,
+        ) -> Result<Vec<EventRecord>> {
+            if self.unavailable {
+                return Err(Error::transient("test", "connection refused"));
+            }
+            if let Some(seq) = self.bad_seqs.iter().find(|seq| query.contains(**seq)) {
+                return Err(Error::corrupt(format!("row {seq}"), "bad bytes"));
+            }
+            self.inner.read(tenant, run_id, query).await
+        }
+        async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
+            self.inner.next_seq(tenant, run_id).await
+        }
+        async fn seq_of(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            event_id: &EventId,
+        ) -> Result<Option<u64>> {
+            self.inner.seq_of(tenant, run_id, event_id).await
+        }
+        async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
+            self.inner.list_runs(tenant).await
+        }
+        async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+            self.inner.compact(retention_ms, now_ms).await
+        }
+        async fn streams(&self) -> Result<Vec<StreamKey>> {
+            self.inner.streams().await
+        }
+        async fn import_stream(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            records: &[EventRecord],
+        ) -> Result<usize> {
+            self.inner.import_stream(tenant, run_id, records).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SnapshotStore for Damaged {
+        async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+            self.inner.put(tenant, snapshot).await
+        }
+        async fn get(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            snapshot_id: &SnapshotId,
+        ) -> Result<Option<SnapshotRecord>> {
+            self.inner.get(tenant, run_id, snapshot_id).await
+        }
+        async fn list(
+            &self,
+            tenant: &Tenant,
+            run_id: &RunId,
+            limit: Option<usize>,
+        ) -> Result<Vec<SnapshotRecord>> {
+            if limit.is_none_or(|limit| limit > self.listable) {
+                return Err(Error::corrupt("snapshot file", "bad bytes"));
+            }
+            self.inner.list(tenant, run_id, limit).await
+        }
+        async fn prune(
+            &self,
+            retention_ms: u64,
+            keep_last_per_run: usize,
+            now_ms: u64,
+        ) -> Result<usize> {
+            self.inner
+                .prune(retention_ms, keep_last_per_run, now_ms)
+                .await
+        }
+        async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+            self.inner.snapshot_streams().await
+        }
+    }
+
+    async fn damaged(bad_seqs: Vec<u64>, listable: usize) -> (Damaged, StreamKey) {
+        let inner = MemoryStore::new();
+        let tenant = Tenant::local();
+        let run = RunId::new("run").unwrap();
+        for seq in 1..=40 {
+            let mut record = event(seq);
+            record.seq = 0;
+            inner.append(&tenant, &record).await.unwrap();
+        }
+        for (n, id) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
+            let seq = n as u64 * 5;
+            let snapshot = SnapshotRecord::new(
+                &tenant,
+                run.clone(),
+                SnapshotId::new(*id).unwrap(),
+                seq,
+                seq,
+                RunStatus::Running,
+            );
+            inner.put(&tenant, &snapshot).await.unwrap();
+        }
+        let damaged = Damaged {
+            inner,
+            bad_seqs,
+            listable,
+            unavailable: false,
+        };
+        (damaged, StreamKey::new(tenant, run))
+    }
+
+    // Each bad record costs only itself: the windows around it are read.
+    #[tokio::test]
+    async fn the_api_scan_narrows_to_single_records() {
+        let (store, key) = damaged(vec![7, 8, 31], 3).await;
+        let scan = scan_store(&store).await.unwrap();
+        let expected: Vec<u64> = (1..=40).filter(|seq| ![7, 8, 31].contains(seq)).collect();
+        assert_eq!(scan.streams.len(), 1);
+        assert_eq!(seqs(&scan.streams[0].records), expected);
+        let records: Vec<(LossKind, Vec<RangeInclusive<u64>>)> = scan
+            .losses
+            .iter()
+            .map(|loss| (loss.kind, loss.seqs.clone()))
+            .collect();
+        assert_eq!(
+            records[..3],
+            [
+                (LossKind::Record, vec![7..=7]),
+                (LossKind::Record, vec![8..=8]),
+                (LossKind::Record, vec![31..=31]),
+            ]
+        );
+        assert_eq!(scan.losses[0].stream.as_ref(), Some(&key));
+        assert!(
+            scan.losses[0].reason.contains("row 7"),
+            "{}",
+            scan.losses[0]
+        );
+        // The three newest snapshots list; the two older do not.
+        let ids: Vec<&str> = scan
+            .snapshots
+            .iter()
+            .map(|snapshot| snapshot.snapshot_id.as_str())
+            .collect();
+        assert_eq!(ids, ["s3", "s4", "s5"]);
+        assert_eq!(scan.losses.len(), 4);
+        assert_eq!(scan.losses[3].kind, LossKind::Snapshot);
+        assert!(
+            scan.losses[3].reason.contains("newest 3"),
+            "{}",
+            scan.losses[3]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_fails_the_scan() {
+        let (mut store, _) = damaged(Vec::new(), 5).await;
+        store.unavailable = true;
+        let err = scan_store(&store).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    }
+}
