@@ -275,6 +275,17 @@ const EVENT_COLUMNS: &str =
     "org_id, workspace_id, deployment_id, run_id, seq, CAST(record AS BLOB)";
 const EVENT_ORDER: &str = "ORDER BY org_id, workspace_id, deployment_id, run_id, seq";
 
+/// Up to `?6` rows after the key `?1..?5`. A row value: SQLite seeks the
+/// primary key to it, so a resumed scan starts there instead of reading
+/// from the start (and meeting a damaged page again).
+fn events_after() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (org_id, workspace_id, deployment_id, run_id, seq) > (?1, ?2, ?3, ?4, ?5) \
+         {EVENT_ORDER} LIMIT ?6"
+    )
+}
+
 struct Events<'a> {
     path: &'a str,
 }
@@ -346,21 +357,15 @@ impl Table for Events<'_> {
                 .await
             }
             Some(key) => {
-                // A row value: SQLite seeks the primary key to it, so the
-                // scan resumes there instead of reading from the start.
-                sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events \
-                     WHERE (org_id, workspace_id, deployment_id, run_id, seq) > (?1, ?2, ?3, ?4, ?5) \
-                     {EVENT_ORDER} LIMIT ?6"
-                ))
-                .bind(&key.org_id)
-                .bind(&key.workspace_id)
-                .bind(&key.deployment_id)
-                .bind(&key.run_id)
-                .bind(key.seq)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
+                sqlx::query(&events_after())
+                    .bind(&key.org_id)
+                    .bind(&key.workspace_id)
+                    .bind(&key.deployment_id)
+                    .bind(&key.run_id)
+                    .bind(key.seq)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await
             }
         }
     }
@@ -791,17 +796,13 @@ mod tests {
             .await
             .unwrap();
         schema::MIGRATOR.run_direct(&mut conn).await.unwrap();
-        let detail: Vec<String> = sqlx::query(&format!(
-            "EXPLAIN QUERY PLAN SELECT {EVENT_COLUMNS} FROM events \
-             WHERE (org_id, workspace_id, deployment_id, run_id, seq) > (?1, ?2, ?3, ?4, ?5) \
-             {EVENT_ORDER} LIMIT ?6"
-        ))
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get::<String, _>(3))
-        .collect();
+        let detail: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", events_after()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>(3))
+            .collect();
         assert!(
             detail
                 .iter()
