@@ -312,7 +312,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let same = format!("jsonl:{}/./a", dir.path().display());
+        let same = format!("jsonl:{}/a/../a", dir.path().display());
         let err = salvage(&a, &same).await.unwrap_err();
         assert!(err.to_string().contains("same store"), "{err}");
         let err = salvage(&b, &a).await.unwrap_err();
