@@ -68,12 +68,19 @@ fn damage(file: &Path) -> usize {
         .filter(|(_, window)| *window == needle)
         .map(|(at, _)| at)
         .collect();
-    assert!(!places.is_empty(), "the record is not in {}", file.display());
+    assert!(
+        !places.is_empty(),
+        "the record is not in {}",
+        file.display()
+    );
     for at in &places {
         bytes[at + 10] = b'#';
     }
     fs::write(file, &bytes).unwrap();
-    1 + bytes[..places[0]].iter().filter(|byte| **byte == b'\n').count()
+    1 + bytes[..places[0]]
+        .iter()
+        .filter(|byte| **byte == b'\n')
+        .count()
 }
 
 fn seqs(cli: &Cli, run: &str) -> Vec<u64> {
@@ -122,7 +129,10 @@ fn salvage_and_check(from: &str, to: &str, dir: &Path, record_loss: &Value) {
     // run-b whole, both snapshots under their own tenants.
     let target = Cli::new(to, dir).tenant("acme/prod");
     let run_a = target.ok(&["read", "--run", "run-a"]).json_lines();
-    assert_eq!(run_a[0]["event_type"], "stateful_runtime.event_log_compacted");
+    assert_eq!(
+        run_a[0]["event_type"],
+        "stateful_runtime.event_log_compacted"
+    );
     assert_eq!(seqs(&target, "run-a"), [3, 4]);
     assert_eq!(
         target
@@ -134,7 +144,10 @@ fn salvage_and_check(from: &str, to: &str, dir: &Path, record_loss: &Value) {
     let other = target.tenant("other/ws/eu");
     assert_eq!(seqs(&other, "run-b"), [1, 2, 3]);
     assert_eq!(snapshot_ids(&other, "run-b"), ["snap-b"]);
-    assert_eq!(target.ok(&["verify"]).json_lines().last().unwrap()["ok"], true);
+    assert_eq!(
+        target.ok(&["verify"]).json_lines().last().unwrap()["ok"],
+        true
+    );
 
     // A target that now holds streams is refused.
     let again = Cli::new("memory:", dir).fails(&["salvage", "--from", from, "--to", to]);
