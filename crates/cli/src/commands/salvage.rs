@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use crate::{Ctx, report_panic};
 
+/// The columns of a loss in a table.
+const LOSS_COLUMNS: &[&str] = &["loss", "place", "stream", "seqs", "snapshot_id", "reason"];
+
 /// One thing that could not be copied.
 #[derive(Debug, Serialize)]
 struct LossLine<'a> {
@@ -64,10 +67,12 @@ pub async fn run(ctx: &Ctx, args: crate::cli::SalvageArgs) -> Result<()> {
     let report = report.with_context(|| format!("salvaging {} into {}", args.from, args.to))?;
 
     let mut out = ctx.output();
+    out.columns(LOSS_COLUMNS);
     for loss in &report.losses {
         out.emit(&LossLine::from(loss))?;
     }
     out.flush()?;
+    let mut out = ctx.output();
     out.emit(&Summary {
         from: &args.from,
         to: &args.to,
