@@ -114,14 +114,8 @@ pub async fn salvage(from: &str, to: &str) -> Result<SalvageReport> {
 /// # Errors
 /// As [`salvage`], for the source.
 pub async fn scan(url: &StoreUrl) -> Result<SalvageScan> {
-    let raw = match url {
-        #[cfg(feature = "jsonl")]
-        StoreUrl::Jsonl { path, .. } => runstore_jsonl::salvage::scan(path).await,
-        #[cfg(feature = "sqlite")]
-        StoreUrl::Sqlite { path, .. } => runstore_sqlite::salvage::scan(path).await,
-        #[cfg(feature = "redb")]
-        StoreUrl::Redb { path, .. } => runstore_redb::salvage::scan(path).await,
-        _ => return scan_through_api(url).await,
+    let Some(raw) = raw_scan(url).await else {
+        return scan_through_api(url).await;
     };
     match raw {
         Ok(scan) => Ok(scan),
@@ -130,6 +124,25 @@ pub async fn scan(url: &StoreUrl) -> Result<SalvageScan> {
         Err(err @ (Error::InvalidInput { .. } | Error::Locked { .. })) => Err(err),
         Err(err) => scan_through_api(url).await.map_err(|_| err),
     }
+}
+
+/// The backend's raw scan of `url`; `None` when it has none in this build.
+async fn raw_scan(url: &StoreUrl) -> Option<Result<SalvageScan>> {
+    #[cfg(feature = "jsonl")]
+    if let StoreUrl::Jsonl { path, .. } = url {
+        return Some(runstore_jsonl::salvage::scan(path).await);
+    }
+    #[cfg(feature = "sqlite")]
+    if let StoreUrl::Sqlite { path, .. } = url {
+        return Some(runstore_sqlite::salvage::scan(path).await);
+    }
+    #[cfg(feature = "redb")]
+    if let StoreUrl::Redb { path, .. } = url {
+        return Some(runstore_redb::salvage::scan(path).await);
+    }
+    // Used by the arms above, when their features are on.
+    let _ = url;
+    None
 }
 
 async fn scan_through_api(url: &StoreUrl) -> Result<SalvageScan> {
@@ -219,8 +232,7 @@ fn same_store(a: &StoreUrl, b: &StoreUrl) -> bool {
 #[cfg(test)]
 mod tests {
     use runstore_core::{
-        EventId, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-        Tenant,
+        EventId, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord, Tenant,
     };
 
     use super::*;
@@ -303,6 +315,8 @@ mod tests {
     #[cfg(feature = "jsonl")]
     #[tokio::test(flavor = "multi_thread")]
     async fn the_same_store_or_a_full_target_is_refused() {
+        use runstore_core::EventLogExt as _;
+
         let dir = tempfile::tempdir().unwrap();
         let a = format!("jsonl:{}", dir.path().join("a").display());
         let b = format!("jsonl:{}", dir.path().join("b").display());
