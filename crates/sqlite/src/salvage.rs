@@ -68,6 +68,9 @@ pub async fn scan(path: impl AsRef<Path>) -> Result<SalvageScan> {
             "{name} is not a runstore sqlite store: it has no events and snapshots tables"
         )));
     }
+    // One read transaction: the scan sees one state of the file even if
+    // another process writes meanwhile. A failed begin only loses that.
+    let _ = sqlx::query("BEGIN").execute(&mut conn).await;
     let mut scan = ScanBuilder::new();
     let events = Events { path: &name };
     let candidates = events.candidates(&mut conn).await;
@@ -75,6 +78,7 @@ pub async fn scan(path: impl AsRef<Path>) -> Result<SalvageScan> {
     let snapshots = Snapshots { path: &name };
     let candidates = snapshots.candidates(&mut conn).await;
     scan_table(&snapshots, &mut conn, &candidates, &mut scan).await;
+    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
     Ok(scan.finish())
 }
 
