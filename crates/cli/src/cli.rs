@@ -236,7 +236,8 @@ pub struct MigrateArgs {
 /// `salvage`.
 #[derive(Debug, Args)]
 pub struct SalvageArgs {
-    /// The damaged store to copy from; it is only read.
+    /// The damaged store to copy from. JSONL, SQLite and redb files are only
+    /// read; other stores are opened as usual.
     #[arg(long, value_name = "URL")]
     pub from: String,
     /// The store to copy into: new or empty (created when missing).
