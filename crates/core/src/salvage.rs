@@ -292,6 +292,20 @@ pub enum SplitStop {
         /// The repeated id.
         event_id: String,
     },
+    /// The record at `seq` is a second compaction marker; a stream holds at
+    /// most one.
+    SecondMarker {
+        /// The second marker's seq.
+        seq: u64,
+    },
+    /// The compaction marker at `seq` remembers `covered`, a seq an earlier
+    /// record of the stream holds as a live event.
+    CoversLive {
+        /// The marker's seq.
+        seq: u64,
+        /// The live event's seq.
+        covered: u64,
+    },
 }
 
 impl fmt::Display for SplitStop {
@@ -307,36 +321,51 @@ impl fmt::Display for SplitStop {
                 "the record at seq {seq} repeats event id {event_id:?} of an earlier record, so \
                  the copy of the stream stops before it"
             ),
+            Self::SecondMarker { seq } => write!(
+                f,
+                "the record at seq {seq} is a second compaction marker (a stream holds at most \
+                 one), so the copy of the stream stops before it"
+            ),
+            Self::CoversLive { seq, covered } => write!(
+                f,
+                "the compaction marker at seq {seq} remembers seq {covered}, which a live event \
+                 holds, so the copy of the stream stops before the marker"
+            ),
         }
     }
 }
 
 /// The longest prefix of `records` (one stream, ascending seqs) that an
-/// import accepts: every seq from 1 to the prefix's last seq is one of its
-/// records or is covered by one of its compaction markers (a marker's
-/// `compacted_event_ids` lists the seqs it covers), and no event id appears
-/// twice.
+/// import into an empty stream accepts (see
+/// [`plan_import`](crate::append::plan_import)): every seq from 1 to the
+/// prefix's last seq is one of its records or is covered by one of its
+/// compaction markers (a marker's `compacted_event_ids` lists the seqs it
+/// covers); no event id appears twice, live or remembered; at most one
+/// marker; no marker remembers a seq a live event of the prefix holds.
 ///
 /// A marker may cover seqs below records that precede it, so a prefix that
 /// has a gap can become gapless again further on; the longest gapless one is
-/// taken.
+/// taken. A record that breaks one of the other rules ends the search.
 pub fn split_importable(records: &[EventRecord]) -> ImportSplit {
     let mut covered: HashSet<u64> = HashSet::new();
+    let mut live: HashSet<u64> = HashSet::new();
     let mut ids = HashSet::new();
+    let mut marker_seen = false;
     let mut importable = 0;
-    let mut repeated = None;
+    let mut broken = None;
     for (index, record) in records.iter().enumerate() {
         // Marker payloads were checked when the scan took the record.
         let remembered = compacted_ids(record).unwrap_or_default();
-        let repeat = std::iter::once(record.event_id.as_str())
-            .chain(remembered.iter().map(|id| id.event_id.as_str()))
-            .find(|id| !ids.insert((*id).to_owned()));
-        if let Some(id) = repeat {
-            repeated = Some(SplitStop::RepeatedId {
-                seq: record.seq,
-                event_id: id.to_owned(),
-            });
+        if let Some(stop) = breaks_import(record, &remembered, &live, &ids, marker_seen) {
+            broken = Some((index, stop));
             break;
+        }
+        ids.insert(record.event_id.as_str().to_owned());
+        ids.extend(remembered.iter().map(|id| id.event_id.as_str().to_owned()));
+        if record.is_compaction_marker() {
+            marker_seen = true;
+        } else {
+            live.insert(record.seq);
         }
         covered.insert(record.seq);
         covered.extend(
@@ -355,34 +384,67 @@ pub fn split_importable(records: &[EventRecord]) -> ImportSplit {
             stop: None,
         };
     }
-    let gap = || {
-        // Every readable record and marker counted, the first seq nothing
-        // stands for; it lies above the prefix, which is gapless.
-        let mut all: HashSet<u64> = HashSet::new();
-        for record in records {
-            all.insert(record.seq);
-            all.extend(
-                compacted_ids(record)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|id| id.seq),
-            );
+    let stop = match broken {
+        Some((index, stop)) if index == importable => stop,
+        _ => {
+            // Every readable record and marker counted, the first seq
+            // nothing stands for; it lies above the prefix, which is
+            // gapless.
+            let mut all: HashSet<u64> = HashSet::new();
+            for record in records {
+                all.insert(record.seq);
+                all.extend(
+                    compacted_ids(record)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|id| id.seq),
+                );
+            }
+            let from = importable
+                .checked_sub(1)
+                .map_or(1, |last| records[last].seq + 1);
+            let seq = (from..).find(|seq| !all.contains(seq)).unwrap_or(from);
+            SplitStop::Gap { seq }
         }
-        let from = importable
-            .checked_sub(1)
-            .map_or(1, |last| records[last].seq + 1);
-        let seq = (from..).find(|seq| !all.contains(seq)).unwrap_or(from);
-        SplitStop::Gap { seq }
     };
-    let stop = match repeated {
-        Some(SplitStop::RepeatedId { seq, .. })
-            if records.get(importable).is_some_and(|next| next.seq == seq) =>
-        {
-            repeated
-        }
-        _ => Some(gap()),
-    };
-    ImportSplit { importable, stop }
+    ImportSplit {
+        importable,
+        stop: Some(stop),
+    }
+}
+
+/// Which rule other than "no gap" `record` breaks, following the records
+/// before it (their live seqs, their ids, whether one is a marker).
+fn breaks_import(
+    record: &EventRecord,
+    remembered: &[crate::compaction::CompactedId],
+    live: &HashSet<u64>,
+    ids: &HashSet<String>,
+    marker_seen: bool,
+) -> Option<SplitStop> {
+    let mut seen_here = HashSet::new();
+    let repeat = std::iter::once(record.event_id.as_str())
+        .chain(remembered.iter().map(|id| id.event_id.as_str()))
+        .find(|id| ids.contains(*id) || !seen_here.insert(*id));
+    if let Some(id) = repeat {
+        return Some(SplitStop::RepeatedId {
+            seq: record.seq,
+            event_id: id.to_owned(),
+        });
+    }
+    if !record.is_compaction_marker() {
+        return None;
+    }
+    if marker_seen {
+        return Some(SplitStop::SecondMarker { seq: record.seq });
+    }
+    remembered
+        .iter()
+        .find(|id| live.contains(&id.seq))
+        .map(|id| SplitStop::CoversLive {
+            seq: record.seq,
+            covered: id.seq,
+        })
 }
 
 /// Collects what a scan reads, checking every record the same way whatever
@@ -390,9 +452,10 @@ pub fn split_importable(records: &[EventRecord]) -> ImportSplit {
 ///
 /// A record is taken when its tenant context is valid, it names the stream
 /// and seq its storage key says (for stores that key records), its seq is
-/// above 0, a compaction marker's payload parses, and no record with the
-/// same seq in the stream was taken before; otherwise it becomes a
-/// [`LossKind::Record`]. Snapshots likewise.
+/// above 0, a compaction marker's payload parses and remembers only seqs
+/// from 1 to its own, and no record with the same seq in the stream was
+/// taken before; otherwise it becomes a [`LossKind::Record`]. Snapshots
+/// likewise.
 #[derive(Debug, Default)]
 pub struct ScanBuilder {
     streams: BTreeMap<StreamKey, BTreeMap<u64, EventRecord>>,
@@ -450,9 +513,30 @@ impl ScanBuilder {
             ));
             return;
         }
-        if let Err(err) = compacted_ids(&record) {
-            self.losses
-                .push(Loss::record(&place, Some(&key), Some(record.seq), err));
+        let remembered = match compacted_ids(&record) {
+            Ok(remembered) => remembered,
+            Err(err) => {
+                self.losses
+                    .push(Loss::record(&place, Some(&key), Some(record.seq), err));
+                return;
+            }
+        };
+        if let Some(id) = remembered
+            .iter()
+            .find(|id| id.seq == 0 || id.seq > record.seq)
+        {
+            self.losses.push(Loss::record(
+                &place,
+                Some(&key),
+                Some(record.seq),
+                format!(
+                    "the compaction marker remembers event {:?} at seq {}, outside 1 to its own \
+                     seq {}",
+                    id.event_id.as_str(),
+                    id.seq,
+                    record.seq
+                ),
+            ));
             return;
         }
         let seq = record.seq;
@@ -626,6 +710,26 @@ mod tests {
         assert_eq!(split.stop, Some(SplitStop::Gap { seq: 3 }));
     }
 
+    // The import rules besides the gap: one marker per stream, and no
+    // marker over a live event's seq.
+    #[test]
+    fn a_second_marker_or_one_over_a_live_event_stops_the_copy() {
+        let records = vec![marker(&[1]), event(2), marker(&[3]), event(4)];
+        let split = split_importable(&records);
+        assert_eq!(split.importable, 2);
+        assert_eq!(split.stop, Some(SplitStop::SecondMarker { seq: 3 }));
+        let mut over = marker(&[1, 3]);
+        over.payload["compacted_event_ids"][0]["event_id"] = json!("other");
+        over.payload["compacted_event_ids"][0]["seq"] = json!(2);
+        let records = vec![event(1), event(2), over, event(4)];
+        let split = split_importable(&records);
+        assert_eq!(split.importable, 2);
+        assert_eq!(
+            split.stop,
+            Some(SplitStop::CoversLive { seq: 3, covered: 2 })
+        );
+    }
+
     #[test]
     fn a_repeated_id_stops_the_copy() {
         let mut twin = event(3);
@@ -672,12 +776,20 @@ mod tests {
         let mut stranger = event(5);
         stranger.scope.tenant_context.org_id = String::new();
         scan.record("f", None, stranger);
+        let mut beyond = marker(&[5]);
+        beyond.seq = 4;
+        scan.record("h", None, beyond);
         scan.record("g", None, event(6));
         let scan = scan.finish();
         assert_eq!(scan.streams.len(), 1);
         assert_eq!(seqs(&scan.streams[0].records), [1, 6]);
         let places: Vec<&str> = scan.losses.iter().map(|loss| loss.place.as_str()).collect();
-        assert_eq!(places, ["b", "c", "d", "e", "f"]);
+        assert_eq!(places, ["b", "c", "d", "e", "f", "h"]);
+        assert!(
+            scan.losses[5].reason.contains("outside 1 to its own seq 4"),
+            "{}",
+            scan.losses[5]
+        );
         assert!(
             scan.losses[3].to_string().contains("seq 4"),
             "{}",
