@@ -662,6 +662,7 @@ mod tests {
             None,
             &events,
             99,
+            |_| Ok(false),
         )
         .unwrap()
     }

@@ -288,7 +288,11 @@ mod tests {
         async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
             self.inner.list_runs(tenant).await
         }
-        async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+        async fn compact(
+            &self,
+            retention_ms: u64,
+            now_ms: u64,
+        ) -> Result<crate::MaintenanceReport> {
             self.inner.compact(retention_ms, now_ms).await
         }
         async fn streams(&self) -> Result<Vec<StreamKey>> {
@@ -333,7 +337,7 @@ mod tests {
             retention_ms: u64,
             keep_last_per_run: usize,
             now_ms: u64,
-        ) -> Result<usize> {
+        ) -> Result<crate::MaintenanceReport> {
             self.inner
                 .prune(retention_ms, keep_last_per_run, now_ms)
                 .await
