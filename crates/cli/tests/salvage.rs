@@ -53,7 +53,7 @@ fn fill(store: &str, dir: &Path) {
     other.ok_with_stdin(&["snapshot", "put", "--file", "-"], &snapshot.to_string());
     // Seqs 1-3 of run-a are older than 1250 and below the snapshot's seq 4.
     let pruned = cli.ok(&["compact", "--retention-ms", "1000", "--now-ms", "2250"]);
-    assert_eq!(pruned.json(), json!({"pruned": 3}));
+    assert_eq!(pruned.json(), json!({"pruned": 3, "failed": []}));
 }
 
 /// Breaks the JSON of the record of run-a seq 5 (event `a-4`) wherever its
