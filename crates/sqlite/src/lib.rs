@@ -76,6 +76,7 @@
 mod conn;
 mod error;
 mod log;
+pub mod salvage;
 mod schema;
 mod snapshots;
 mod writer;
