@@ -227,7 +227,7 @@ impl Scan<'_> {
 }
 
 /// What the last line of the log, which has no newline, is.
-enum Tail {
+pub(crate) enum Tail {
     /// A whole record that closes its request: kept, its newline added.
     Whole,
     /// What a crash leaves of a write: a record cut short, or a whole record
@@ -238,11 +238,24 @@ enum Tail {
     Damaged(String),
 }
 
-/// Classifies the last line (cut at its first NUL). A crash keeps a prefix
+/// The part of the last line a write put there: up to its first NUL.
+///
+/// The writer never writes NUL (JSON escapes it): a NUL is space a crash
+/// left allocated but unwritten (a whole page, or the sectors of one that did
+/// not reach the disk), so what was written ends before the first one, and
+/// the rest goes with the torn tail.
+pub(crate) fn written_part(line: &[u8]) -> &[u8] {
+    &line[..line
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(line.len())]
+}
+
+/// Classifies the last line (its [`written_part`]). A crash keeps a prefix
 /// of what was written, and the writer writes compact JSON lines starting
 /// with `{` or the continuation byte; a prefix of one is JSON that ends
 /// early, which `serde_json` reports as an end-of-input error.
-fn torn_tail(body: &[u8]) -> Tail {
+pub(crate) fn torn_tail(body: &[u8]) -> Tail {
     match body.first() {
         None => return Tail::Torn,
         Some(&first) if first != b'{' && first != CONTINUED => {
@@ -318,11 +331,7 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         // CONTRACT §17: the last line has no newline.
         line_no += 1;
         repaired = true;
-        // The writer never writes NUL (JSON escapes it): a NUL is space a
-        // crash left allocated but unwritten (a whole page, or the sectors of
-        // one that did not reach the disk), so what was written ends before
-        // the first one, and the rest goes with the torn tail.
-        let body = buf.iter().position(|byte| *byte == 0).unwrap_or(buf.len());
+        let body = written_part(&buf).len();
         match torn_tail(&buf[..body]) {
             Tail::Whole => {
                 // Indexed first, so a record that does not fit its stream
