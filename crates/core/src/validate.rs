@@ -516,7 +516,9 @@ mod tests {
         let limits = Limits::default();
         // payload at level 2: 63 nested arrays reach level 64.
         let ok = event("e").with_payload(nested(MAX_DEPTH - 1));
-        limits.check_append(&ok.run_id, &[ok.clone()]).unwrap();
+        limits
+            .check_append(&ok.run_id, std::slice::from_ref(&ok))
+            .unwrap();
         assert_eq!(json_depth(&serde_json::to_string(&ok).unwrap()), MAX_DEPTH);
         let deep = event("e").with_payload(nested(MAX_DEPTH));
         let err = limits
@@ -590,7 +592,7 @@ mod tests {
         let id = format!("{COMPACTION_ID_PREFIX}abc");
         let taken = event(&id);
         let err = limits
-            .check_append(&taken.run_id, &[taken.clone()])
+            .check_append(&taken.run_id, std::slice::from_ref(&taken))
             .unwrap_err();
         assert!(
             err.to_string().contains("reserved for compaction markers"),
