@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
+    RunId, StreamKey, Tenant,
     append::{plan_append, plan_import},
     compaction::{CompactionPolicy, compacted_ids, merge_marker},
 };
@@ -303,6 +303,7 @@ impl PostgresStore {
             old.as_ref(),
             &pruned,
             policy.now_ms(),
+            |_| Ok(false),
         )?;
         let mut remove: Vec<i64> = Vec::with_capacity(pruned.len() + 1);
         for record in pruned.iter().chain(old.as_ref()) {
@@ -445,9 +446,10 @@ impl EventLog for PostgresStore {
             .collect()
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(report);
         };
         let candidates: Vec<(i64,)> = sqlx::query_as(
             "SELECT DISTINCT stream_id FROM events \
@@ -457,11 +459,10 @@ impl EventLog for PostgresStore {
         .fetch_all(self.pool_ref())
         .await
         .map_err(|err| error::map("finding streams to compact", err))?;
-        let mut pruned = 0;
         for (stream_id,) in candidates {
-            pruned += retrying!(self.compact_once(stream_id, &policy))?;
+            report.removed += retrying!(self.compact_once(stream_id, &policy))?;
         }
-        Ok(pruned)
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    prune_selection, snapshot_order,
+    Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant, prune_selection, snapshot_order,
 };
 
 use crate::{
@@ -185,9 +185,10 @@ impl SnapshotStore for PostgresStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(report);
         }
         let keep = i64::try_from(keep_last_per_run).unwrap_or(i64::MAX);
         let cutoff = keys::clamp_i64(now_ms.saturating_sub(retention_ms));
@@ -202,13 +203,12 @@ impl SnapshotStore for PostgresStore {
         .fetch_all(self.pool_ref())
         .await
         .map_err(|err| error::map("finding snapshots to prune", err))?;
-        let mut deleted = 0;
         for (stream_id,) in candidates {
-            deleted +=
+            report.removed +=
                 retrying(|| self.prune_once(stream_id, retention_ms, keep_last_per_run, now_ms))
                     .await?;
         }
-        Ok(deleted)
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion, path::Path};
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
+    RunId, StreamKey, Tenant,
     append::{check_run, plan_append, plan_import},
     compaction::{CompactionPolicy, compact_stream},
 };
@@ -946,15 +946,16 @@ impl EventLog for S3Store {
         Ok(runs)
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(report);
         };
-        let mut pruned = 0;
         for key in self.streams().await? {
-            pruned += self.inner.compact_one(&key, &policy).await?;
+            let pruned = self.inner.compact_one(&key, &policy).await?;
+            report.record(&key, Ok(pruned));
         }
-        Ok(pruned)
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{ObjectMeta, path::Path};
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection, snapshot_order,
+    Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant, keep_newest, prune_selection, snapshot_order,
 };
 
 use crate::{
@@ -154,9 +154,10 @@ impl SnapshotStore for S3Store {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(report);
         }
         let root = self.inner.keys.snapshots_root();
         let paths = self
@@ -175,23 +176,23 @@ impl SnapshotStore for S3Store {
                 .push((path, snapshot));
         }
         let mut doomed = Vec::new();
-        for (_, mut snapshots) in streams {
+        for (key, mut snapshots) in streams {
             snapshots.sort_by(|a, b| snapshot_order(&a.1, &b.1));
             let ordered: Vec<SnapshotRecord> = snapshots
                 .iter()
                 .map(|(_, snapshot)| snapshot.clone())
                 .collect();
             for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
-                doomed.push(snapshots[index].0.clone());
+                doomed.push((key.clone(), snapshots[index].0.clone()));
+                report.record(&key, Ok(1));
             }
         }
-        let deleted = doomed.len();
         stream::iter(doomed)
-            .map(|path| async move { delete(self.inner.store(), &path).await })
+            .map(|(_, path)| async move { delete(self.inner.store(), &path).await })
             .buffer_unordered(16)
             .try_collect::<()>()
             .await?;
-        Ok(deleted)
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
