@@ -77,6 +77,7 @@ macro_rules! suite {
             maintenance::import_rejects_a_diverging_stream,
             persistence::everything_survives_reopen,
             property::store_matches_the_model,
+            property::store_matches_the_model_under_hostile_input,
             hostile::hostile_tenant_cannot_hurt_another,
             hostile::maintenance_isolates_a_failing_stream,
         );

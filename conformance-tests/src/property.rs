@@ -9,8 +9,12 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestRunner},
 };
 use runstore_core::{
-    Error, EventLogExt, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Store, Tenant,
+    Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Store,
+    Tenant,
+    compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
+    validate::{MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
+use serde_json::json;
 
 use crate::{Harness, eid, event, removed, run, sid, snapshot};
 
@@ -80,7 +84,43 @@ enum Op {
         now: u16,
     },
     Reopen,
+    /// An append whose event breaks one rule (see [`hostile_event`]).
+    Hostile {
+        t: u8,
+        r: u8,
+        id: u8,
+        kind: u8,
+    },
+    /// A batch of ordinary events with one hostile event among them.
+    HostileBatch {
+        t: u8,
+        r: u8,
+        events: Vec<(u8, u16)>,
+        kind: u8,
+    },
+    /// An import after the stream's last seq (see [`import_records`]).
+    Import {
+        t: u8,
+        r: u8,
+        kind: u8,
+    },
+    /// A snapshot that breaks one rule, or a read with extreme bounds.
+    HostileSnapshot {
+        t: u8,
+        r: u8,
+        kind: u8,
+    },
+    ExtremeRead {
+        t: u8,
+        r: u8,
+        kind: u8,
+    },
 }
+
+/// How many kinds [`hostile_event`] knows.
+const HOSTILE_EVENTS: u8 = 8;
+/// How many kinds [`import_records`] knows.
+const IMPORTS: u8 = 6;
 
 fn op() -> impl Strategy<Value = Op> {
     let t = 0..TENANTS;
@@ -110,6 +150,92 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(retention, keep, now)| Op::SnapshotPrune { retention, keep, now }),
         1 => Just(Op::Reopen),
     ]
+}
+
+/// Ordinary operations mixed with a hostile tenant's (CONTRACT §21-§25).
+fn hostile_op() -> impl Strategy<Value = Op> {
+    let t = 0..TENANTS;
+    let r = 0..RUNS;
+    prop_oneof![
+        6 => op(),
+        2 => (t.clone(), r.clone(), 0..IDS, 0..HOSTILE_EVENTS)
+            .prop_map(|(t, r, id, kind)| Op::Hostile { t, r, id, kind }),
+        1 => (t.clone(), r.clone(), vec((0..IDS, 0u16..1_000), 1..4), 0..HOSTILE_EVENTS)
+            .prop_map(|(t, r, events, kind)| Op::HostileBatch { t, r, events, kind }),
+        2 => (t.clone(), r.clone(), 0..IMPORTS).prop_map(|(t, r, kind)| Op::Import { t, r, kind }),
+        1 => (t.clone(), r.clone(), 0u8..4).prop_map(|(t, r, kind)| Op::HostileSnapshot { t, r, kind }),
+        1 => (t, r, 0u8..4).prop_map(|(t, r, kind)| Op::ExtremeRead { t, r, kind }),
+    ]
+}
+
+/// The `kind`-th way an event of `tenant`'s `run_id` breaks a rule.
+fn hostile_event(tenant: &Tenant, run_id: &str, id: u8, kind: u8) -> EventRecord {
+    let mut e = event(tenant, run_id, &format!("e{id}"), 100);
+    match kind {
+        0 => {
+            // The id of the marker a compaction through seq `id` would write.
+            e.event_id = marker_event_id(tenant, &run(run_id), u64::from(id) + 1);
+        }
+        1 => e.event_type = COMPACTION_EVENT_TYPE.to_owned(),
+        2 => e.payload = nested(MAX_DEPTH),
+        3 => e.occurred_at_ms = MAX_TIMESTAMP_MS + 1,
+        4 => {
+            e.extra.insert("seq".to_owned(), json!(0));
+        }
+        5 => {
+            e.scope
+                .tenant_context
+                .extra
+                .insert("deployment_id".to_owned(), json!("deploy"));
+        }
+        6 => {
+            e.scope.extra.insert("tenant_context".to_owned(), json!({}));
+        }
+        _ => {
+            e.event_id = eid(&format!("{COMPACTION_ID_PREFIX}{id}"));
+        }
+    }
+    e
+}
+
+/// `levels` arrays nested around a number.
+fn nested(levels: usize) -> serde_json::Value {
+    let mut value = json!(0);
+    for _ in 0..levels {
+        value = json!([value]);
+    }
+    value
+}
+
+/// The `kind`-th import after `last` into `tenant`'s `run_id`: fresh ids,
+/// a gap, an id the stream may hold, a seq with no room after it, an event
+/// holding the id a later marker would take, a marker.
+fn import_records(tenant: &Tenant, run_id: &str, last: u64, kind: u8) -> Vec<EventRecord> {
+    let at = |seq: u64, id: String, ms: u64| {
+        let mut record = event(tenant, run_id, &id, ms);
+        record.seq = seq;
+        record
+    };
+    let fresh = |n: u64| format!("imported-{last}-{n}");
+    match kind {
+        0 => (1..=3).map(|n| at(last + n, fresh(n), n * 100)).collect(),
+        1 => vec![at(last + 2, fresh(2), 100)],
+        2 => vec![at(last + 1, "e0".to_owned(), 100)],
+        3 => vec![at(MAX_SEQ, fresh(1), 100)],
+        4 => {
+            let clash = marker_event_id(tenant, &run(run_id), last + 1);
+            vec![
+                at(last + 1, fresh(1), 10),
+                at(last + 2, clash.into_string(), 990),
+            ]
+        }
+        _ => {
+            let pruned = [at(last + 1, fresh(1), 10)];
+            let marker = merge_marker(tenant, &run(run_id), None, &pruned, 20, |_| Ok(false))
+                .expect("marker");
+            vec![marker]
+        }
+    }
 }
 
 fn tenant_of(t: u8) -> Tenant {
@@ -228,6 +354,60 @@ async fn apply(store: &dyn Store, op: &Op) -> String {
                 .map(removed),
         ),
         Op::Reopen => "reopen".to_owned(),
+        Op::Hostile { t, r, id, kind } => {
+            let tenant = tenant_of(*t);
+            let e = hostile_event(&tenant, &run_name(*r), *id, *kind);
+            summary(store.append(&tenant, &e).await)
+        }
+        Op::HostileBatch { t, r, events, kind } => {
+            let tenant = tenant_of(*t);
+            let mut batch: Vec<_> = events
+                .iter()
+                .map(|(id, at)| event(&tenant, &run_name(*r), &format!("e{id}"), u64::from(*at)))
+                .collect();
+            let hostile = hostile_event(&tenant, &run_name(*r), events[0].0, *kind);
+            batch.insert(batch.len() / 2, hostile);
+            summary(
+                store
+                    .append_batch(&tenant, &run(&run_name(*r)), &batch, None)
+                    .await,
+            )
+        }
+        Op::Import { t, r, kind } => {
+            let tenant = tenant_of(*t);
+            let run_id = run(&run_name(*r));
+            let last = match store.next_seq(&tenant, &run_id).await {
+                Ok(next) => next - 1,
+                Err(err) => return format!("unexpected error: {err}"),
+            };
+            let records = import_records(&tenant, &run_name(*r), last, *kind);
+            summary(store.import_stream(&tenant, &run_id, &records).await)
+        }
+        Op::HostileSnapshot { t, r, kind } => {
+            let tenant = tenant_of(*t);
+            let mut s = snapshot(&tenant, &run_name(*r), "s-hostile", 1, 1);
+            match kind {
+                0 => s.seq = MAX_SEQ + 1,
+                1 => s.created_at_ms = MAX_TIMESTAMP_MS + 1,
+                2 => s.checkpoint = Some(nested(MAX_DEPTH)),
+                _ => {
+                    s.scope
+                        .tenant_context
+                        .extra
+                        .insert("org_id".to_owned(), json!("other"));
+                }
+            }
+            summary(store.put(&tenant, &s).await)
+        }
+        Op::ExtremeRead { t, r, kind } => {
+            let query = match kind {
+                0 => ReadQuery::all().after(u64::MAX),
+                1 => ReadQuery::all().before(u64::MAX).after(0),
+                2 => ReadQuery::tail(usize::MAX).before(u64::MAX),
+                _ => ReadQuery::all().limit(usize::MAX).before(0),
+            };
+            summary(store.read(&tenant_of(*t), &run(&run_name(*r)), query).await)
+        }
     }
 }
 
@@ -311,5 +491,32 @@ pub async fn store_matches_the_model(h: &Harness) {
     });
     if let Err(err) = result {
         panic!("{}: the store diverged from the model: {err}", h.backend());
+    }
+}
+
+/// CONTRACT §21-§25: the same, with a hostile tenant's operations mixed in:
+/// events and batches that break one rule each, imports with gaps, taken
+/// ids, seqs without room and legacy marker-id clashes, hostile snapshots
+/// and reads with extreme bounds. The backend answers each as the model
+/// does, and stays observably equal to it.
+pub async fn store_matches_the_model_under_hostile_input(h: &Harness) {
+    let cases = h.capabilities().proptest_cases();
+    let handle = tokio::runtime::Handle::current();
+    let harness = h.clone();
+    let result = tokio::task::block_in_place(move || {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner.run(&vec(hostile_op(), 1..30), |ops| {
+            handle.block_on(run_ops(&harness, ops))
+        })
+    });
+    if let Err(err) = result {
+        panic!(
+            "{}: under hostile input the store diverged from the model: {err}",
+            h.backend()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! options: each case opens `db.sqlite` in the case's fresh directory.
 
 use runstore_conformance::{Capabilities, Harness};
+use runstore_core::StreamKey;
 use runstore_sqlite::SqliteStore;
 
 fn harness() -> Harness {
@@ -10,6 +11,32 @@ fn harness() -> Harness {
         Capabilities::persistent(),
         |location| async move { SqliteStore::open(location.dir.join("db.sqlite")).await },
     )
+    .on_damage(|location, stream| damage_marker(location.dir.join("db.sqlite"), stream))
+}
+
+/// Overwrites the payload of `stream`'s compaction marker with something
+/// that is no marker payload, through a connection of its own.
+async fn damage_marker(path: std::path::PathBuf, stream: StreamKey) {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let damaged = sqlx::query(
+        "UPDATE events SET record = json_set(record, '$.payload', \
+         json('{\"compacted_event_ids\":\"damaged\"}')) \
+         WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ? \
+         AND is_marker = 1",
+    )
+    .bind(stream.tenant.org_id())
+    .bind(stream.tenant.workspace_id())
+    .bind(stream.tenant.deployment_id().unwrap_or(""))
+    .bind(stream.run_id.as_str())
+    .execute(&mut conn)
+    .await
+    .expect("damage the marker");
+    assert_eq!(damaged.rows_affected(), 1, "the stream has one marker");
+    conn.close().await.expect("close");
 }
 
 runstore_conformance::suite!(harness());

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            eprintln!("error: {}", causes_once(&err));
             ExitCode::FAILURE
         }
     }
@@ -159,8 +159,26 @@ fn clap_error(err: &clap::Error) -> ExitCode {
     }
 }
 
+/// The error and its causes on one line, each cause once: drivers often
+/// repeat their source's text in their own message, and so do our errors
+/// (`Backend`, `Io`), so a cause already said is not said again.
+fn causes_once(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = one_line(&cause.to_string());
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 /// `text` on one line: line breaks become `; `.
-fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty())
@@ -174,4 +192,35 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|err| err.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Driver;
+
+    impl std::fmt::Display for Driver {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("constraint failed: UNIQUE")
+        }
+    }
+
+    impl std::error::Error for Driver {}
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let store = runstore::Error::Backend {
+            backend: "sqlite",
+            retryable: false,
+            source: Box::new(Driver),
+        };
+        let err = anyhow::Error::new(store).context("compacting");
+        assert_eq!(
+            causes_once(&err),
+            "compacting: sqlite error: constraint failed: UNIQUE"
+        );
+        assert_eq!(format!("{err:#}").matches("UNIQUE").count(), 2);
+    }
 }

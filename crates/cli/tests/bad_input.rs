@@ -305,3 +305,59 @@ fn verify_finds_gaps_and_duplicates() {
     );
     assert_eq!(lines.last().unwrap()["ok"], false);
 }
+
+// CONTRACT §21-§23: what a hostile tenant tried with ordinary commands is
+// refused up front on every backend, and the store stays usable for all.
+#[test]
+fn hostile_input_is_refused_and_the_store_stays_usable() {
+    each_backend(|cli| {
+        let deep = format!("{}0{}", "[".repeat(127), "]".repeat(127));
+        let append = |id: &str, extra: &[&str]| {
+            let mut args = vec!["append", "--run", "r", "--event-id", id, "--type", "t"];
+            args.extend_from_slice(extra);
+            cli.fails(&args)
+        };
+        let err = append("deep", &["--payload", &deep]);
+        assert!(
+            err.contains("payload nests deeper than 64 levels") && err.contains("\"deep\""),
+            "{err}"
+        );
+        let err = append("late", &["--occurred-at-ms", "9223372036854775808"]);
+        assert!(
+            err.contains(
+                "occurred_at_ms 9223372036854775808 is above the limit 9223372036854775807"
+            ),
+            "{err}"
+        );
+        let marker_id = format!("stateful-compaction-{}", "0".repeat(64));
+        let err = append(&marker_id, &[]);
+        assert!(err.contains("reserved for compaction markers"), "{err}");
+        // One bad event fails the whole batch.
+        let deep = format!("{}0{}", "[".repeat(70), "]".repeat(70));
+        let batch = format!(
+            "{{\"event_id\":\"ok\",\"event_type\":\"t\"}}\n\
+             {{\"event_id\":\"b\",\"event_type\":\"t\",\"payload\":{deep}}}\n"
+        );
+        let err = cli.fails_with_stdin(&["append", "--run", "r", "--batch", "-"], &batch);
+        assert!(err.contains("payload nests deeper than 64 levels"), "{err}");
+        // A reference log with a record at the highest u64 seq.
+        let reference = cli.cwd.join("reference");
+        std::fs::create_dir_all(&reference).unwrap();
+        std::fs::write(
+            reference.join("stateful_events.jsonl"),
+            "{\"schema_version\":1,\"event_id\":\"max\",\"run_id\":\"r\",\"seq\":18446744073709551615,\
+             \"event_type\":\"t\",\"occurred_at_ms\":1,\"scope\":{\"tenant_context\":\
+             {\"org_id\":\"local\",\"workspace_id\":\"local\"}},\"payload\":null}\n",
+        )
+        .unwrap();
+        let err = cli.fails(&["import-reference", reference.to_str().unwrap()]);
+        assert!(err.contains("leaves no room to append"), "{err}");
+        // Nothing was written; the store opens and works for everyone.
+        assert_eq!(cli.ok(&["next-seq", "--run", "r"]).json()["next_seq"], 1);
+        let ok = cli.ok(&["append", "--run", "r", "--event-id", "e1", "--type", "t"]);
+        assert_eq!(ok.json()["seq"], 1);
+        let compact = cli.ok(&["compact", "--retention-ms", "1"]).json();
+        assert_eq!(compact["failed"], serde_json::json!([]));
+        assert_eq!(cli.ok(&["verify"]).json()["ok"], true);
+    });
+}

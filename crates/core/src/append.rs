@@ -464,4 +464,121 @@ mod tests {
             }
         ));
     }
+
+    fn at(id: &str, seq: u64) -> EventRecord {
+        let mut record = event(id);
+        record.seq = seq;
+        record
+    }
+
+    fn import(last: u64, records: &[EventRecord], stored: &[(&str, u64)]) -> Result<usize> {
+        let run = RunId::new("r").unwrap();
+        plan_import(&Tenant::local(), &run, last, records, |id| {
+            Ok(stored
+                .iter()
+                .find(|(held, _)| id.as_str() == *held)
+                .map(|(_, seq)| *seq))
+        })
+        .map(<[EventRecord]>::len)
+    }
+
+    fn marker(seqs: &[u64]) -> EventRecord {
+        let pruned: Vec<_> = seqs
+            .iter()
+            .map(|seq| at(&format!("m{seq}"), *seq))
+            .collect();
+        crate::compaction::merge_marker(
+            &Tenant::local(),
+            &RunId::new("r").unwrap(),
+            None,
+            &pruned,
+            9,
+            |_| Ok(false),
+        )
+        .unwrap()
+    }
+
+    fn refused(result: Result<usize>, words: &str) {
+        match result {
+            Err(Error::InvalidInput { reason }) => {
+                assert!(reason.contains(words), "{reason:?} lacks {words:?}");
+                assert!(reason.contains("import of local/local:r"), "{reason}");
+            }
+            other => panic!("expected a refusal naming {words:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn import_keeps_what_append_guarantees() {
+        assert_eq!(import(0, &[at("a", 1), at("b", 2)], &[]).unwrap(), 2);
+        assert_eq!(
+            import(
+                2,
+                &[at("a", 1), at("b", 2), at("c", 3)],
+                &[("a", 1), ("b", 2)]
+            )
+            .unwrap(),
+            1
+        );
+        refused(import(0, &[at("a", 2)], &[]), "seq 1 is missing");
+        refused(import(1, &[at("b", 3)], &[("a", 1)]), "seq 2 is missing");
+        refused(
+            import(1, &[at("a", 2)], &[("a", 1)]),
+            "already holds at seq 1",
+        );
+        refused(import(0, &[at("a", MAX_SEQ)], &[]), "leaves no room");
+        refused(import(0, &[at("a", u64::MAX)], &[]), "leaves no room");
+        refused(import(0, &[at("a", 1), at("a", 2)], &[]), "appears twice");
+        // A marker covers the seqs it remembers; events go on after it.
+        assert_eq!(import(0, &[marker(&[1, 2]), at("c", 3)], &[]).unwrap(), 2);
+        assert_eq!(import(0, &[at("b", 1), marker(&[2])], &[]).unwrap(), 2);
+        refused(
+            import(0, &[marker(&[2]), at("c", 3)], &[]),
+            "seq 1 is missing",
+        );
+        refused(
+            import(0, &[marker(&[1]), marker(&[2])], &[]),
+            "second compaction marker",
+        );
+        refused(
+            import(1, &[marker(&[2])], &[("a", 1)]),
+            "only be imported into an empty",
+        );
+        refused(
+            import(0, &[marker(&[1, 2]), at("m1", 3)], &[]),
+            "appears twice",
+        );
+    }
+
+    #[test]
+    fn append_never_passes_the_highest_seq() {
+        let events = [event("a"), event("b")];
+        let run = events[0].run_id.clone();
+        let plan = plan_append(
+            &Tenant::local(),
+            &run,
+            MAX_SEQ - 1,
+            &events[..1],
+            None,
+            |_| Ok(None),
+        )
+        .unwrap();
+        assert_eq!(plan.outcomes[0].seq, MAX_SEQ);
+        let err = plan_append(&Tenant::local(), &run, MAX_SEQ - 1, &events, None, |_| {
+            Ok(None)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("is full"), "{err}");
+        assert!(
+            plan_append(
+                &Tenant::local(),
+                &run,
+                u64::MAX,
+                &events[..1],
+                None,
+                |_| Ok(None)
+            )
+            .is_err()
+        );
+    }
 }

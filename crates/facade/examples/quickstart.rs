@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let now_ms = 1_000 * (last + 1);
-    let pruned = store.compact(1_500, now_ms).await?;
+    let pruned = store.compact(1_500, now_ms).await?.removed;
     println!("compacted events older than 1.5 s at now={now_ms}: {pruned} pruned");
     for record in store.read(&tenant, &run, ReadQuery::all()).await? {
         let kind = if record.is_compaction_marker() {

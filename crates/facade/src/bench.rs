@@ -687,8 +687,15 @@ impl Workload {
 
         let now_ms = PRELOAD_BASE_MS + per_run + 1;
         let began = Instant::now();
-        let pruned = self.store.compact(1, now_ms).await?;
+        let report = self.store.compact(1, now_ms).await?;
         let took = began.elapsed();
+        if let Some(failure) = report.failed.first() {
+            return Err(Error::corrupt(
+                format!("stream {}", failure.stream),
+                format!("the bench's compaction failed: {}", failure.error),
+            ));
+        }
+        let pruned = report.removed;
         self.progress.report(operation, total, total);
         Ok(OpResult::from_latencies(
             operation,

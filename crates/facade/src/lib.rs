@@ -103,10 +103,10 @@ mod url;
 pub use runstore_core as core;
 pub use runstore_core::{
     AppendOutcome, BoxError, Durability, Error, EventId, EventLog, EventLogExt, EventRecord,
-    MAX_ID_BYTES, MemoryStore, PhaseState, PhaseTransitionRecord, ReadQuery, Result, RunId,
-    RunStatus, SCHEMA_VERSION, Scope, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt,
-    StreamKey, Tenant, TenantContext, WorkflowPhase, append, compaction, keep_newest,
-    prune_selection, snapshot_order, types,
+    MAX_ID_BYTES, MaintenanceReport, MemoryStore, PhaseState, PhaseTransitionRecord, ReadQuery,
+    Result, RunId, RunStatus, SCHEMA_VERSION, Scope, SnapshotId, SnapshotRecord, SnapshotStore,
+    SnapshotStoreExt, StreamFailure, StreamKey, Tenant, TenantContext, WorkflowPhase, append,
+    compaction, keep_newest, prune_selection, snapshot_order, types, validate,
 };
 
 pub use error::OpenError;

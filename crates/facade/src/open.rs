@@ -34,26 +34,48 @@ pub async fn open_url(url: &StoreUrl) -> Result<Store, OpenError> {
     match url {
         StoreUrl::Memory => Ok(Store::new(Backend::Memory, MemoryStore::new())),
         #[cfg(feature = "jsonl")]
-        StoreUrl::Jsonl { path, durability } => {
-            let options = runstore_jsonl::JsonlOptions::default().with_durability(*durability);
+        StoreUrl::Jsonl {
+            path,
+            durability,
+            limits,
+        } => {
+            let options = runstore_jsonl::JsonlOptions::default()
+                .with_durability(*durability)
+                .with_limits(*limits);
             let store = runstore_jsonl::JsonlStore::open_with(path, options).await?;
             Ok(Store::new(Backend::Jsonl, store))
         }
         #[cfg(feature = "sqlite")]
-        StoreUrl::Sqlite { path, durability } => {
-            let options = runstore_sqlite::SqliteOptions::default().with_durability(*durability);
+        StoreUrl::Sqlite {
+            path,
+            durability,
+            limits,
+        } => {
+            let options = runstore_sqlite::SqliteOptions::default()
+                .with_durability(*durability)
+                .with_limits(*limits);
             let store = runstore_sqlite::SqliteStore::open_with(path, options).await?;
             Ok(Store::new(Backend::Sqlite, store))
         }
         #[cfg(feature = "redb")]
-        StoreUrl::Redb { path, durability } => {
-            let options = runstore_redb::RedbOptions::default().with_durability(*durability);
+        StoreUrl::Redb {
+            path,
+            durability,
+            limits,
+        } => {
+            let options = runstore_redb::RedbOptions::default()
+                .with_durability(*durability)
+                .with_limits(*limits);
             let store = runstore_redb::RedbStore::open_with(path, options).await?;
             Ok(Store::new(Backend::Redb, store))
         }
         #[cfg(feature = "s3")]
-        StoreUrl::S3 { bucket, prefix } => {
-            let store = runstore_s3::S3Store::from_env(bucket, prefix)?;
+        StoreUrl::S3 {
+            bucket,
+            prefix,
+            limits,
+        } => {
+            let store = runstore_s3::S3Store::from_env(bucket, prefix)?.with_limits(*limits);
             Ok(Store::new(Backend::S3, store))
         }
         #[cfg(feature = "postgres")]
@@ -61,9 +83,11 @@ pub async fn open_url(url: &StoreUrl) -> Result<Store, OpenError> {
             url,
             schema,
             durability,
+            limits,
         } => {
-            let mut options =
-                runstore_postgres::PostgresOptions::default().with_durability(*durability);
+            let mut options = runstore_postgres::PostgresOptions::default()
+                .with_durability(*durability)
+                .with_limits(*limits);
             if let Some(schema) = schema {
                 options = options.with_schema(schema.clone());
             }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, SnapshotId,
-    SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
+    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
 };
 
 use crate::Backend;
@@ -89,7 +89,7 @@ impl EventLog for Store {
         EventLog::list_runs(&*self.inner, tenant).await
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
         EventLog::compact(&*self.inner, retention_ms, now_ms).await
     }
 
@@ -137,7 +137,7 @@ impl SnapshotStore for Store {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
         SnapshotStore::prune(&*self.inner, retention_ms, keep_last_per_run, now_ms).await
     }
 

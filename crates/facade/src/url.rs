@@ -2,7 +2,7 @@
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
-use runstore_core::Durability;
+use runstore_core::{Durability, validate::Limits};
 
 use crate::OpenError;
 
@@ -119,9 +119,11 @@ impl FromStr for Backend {
 ///
 /// After `jsonl:`, `sqlite:` and `redb:` a leading `//` is dropped, so
 /// `sqlite:///var/db.sqlite` is the absolute path `/var/db.sqlite` and
-/// `sqlite://db.sqlite` the relative one. The file backends take one option
-/// after a `?`: `durability=durable` (the default) or `durability=relaxed`
-/// (no fsync, CONTRACT §16).
+/// `sqlite://db.sqlite` the relative one. The file backends take options
+/// after a `?`, joined by `&`: `durability=durable` (the default) or
+/// `durability=relaxed` (no fsync, CONTRACT §16), and
+/// `max_record_bytes=N`, the largest record the store accepts (CONTRACT §21;
+/// default 4 MiB). S3 and PostgreSQL URLs take `max_record_bytes` too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive] // permit new backends
 pub enum StoreUrl {
@@ -131,6 +133,8 @@ pub enum StoreUrl {
         path: PathBuf,
         /// How hard writes work to survive a crash.
         durability: Durability,
+        /// What the store accepts (`?max_record_bytes=N`).
+        limits: Limits,
     },
     /// A SQLite database file.
     Sqlite {
@@ -138,6 +142,8 @@ pub enum StoreUrl {
         path: PathBuf,
         /// How hard writes work to survive a crash.
         durability: Durability,
+        /// What the store accepts (`?max_record_bytes=N`).
+        limits: Limits,
     },
     /// A redb database file.
     Redb {
@@ -145,6 +151,8 @@ pub enum StoreUrl {
         path: PathBuf,
         /// How hard writes work to survive a crash.
         durability: Durability,
+        /// What the store accepts (`?max_record_bytes=N`).
+        limits: Limits,
     },
     /// A bucket and key prefix on S3 or an S3-compatible server.
     S3 {
@@ -152,6 +160,8 @@ pub enum StoreUrl {
         bucket: String,
         /// The key prefix under which the store lives; may be empty.
         prefix: String,
+        /// What the store accepts (`?max_record_bytes=N`).
+        limits: Limits,
     },
     /// A PostgreSQL database.
     Postgres {
@@ -162,6 +172,8 @@ pub enum StoreUrl {
         schema: Option<String>,
         /// How hard commits work to survive a crash (`?durability=relaxed`).
         durability: Durability,
+        /// What the store accepts (`?max_record_bytes=N`).
+        limits: Limits,
     },
     /// The in-memory model store.
     Memory,
@@ -185,25 +197,45 @@ impl StoreUrl {
         }
         let Some((scheme, rest)) = split_scheme(url) else {
             // A bare path is a JSONL directory.
-            let (path, durability) = file_location(url, url)?;
-            return Ok(StoreUrl::Jsonl { path, durability });
+            let (path, durability, limits) = file_location(url, url)?;
+            return Ok(StoreUrl::Jsonl {
+                path,
+                durability,
+                limits,
+            });
         };
         match scheme.to_ascii_lowercase().as_str() {
             "jsonl" => {
-                let (path, durability) = file_location(url, rest)?;
-                Ok(StoreUrl::Jsonl { path, durability })
+                let (path, durability, limits) = file_location(url, rest)?;
+                Ok(StoreUrl::Jsonl {
+                    path,
+                    durability,
+                    limits,
+                })
             }
             "sqlite" => {
-                let (path, durability) = file_location(url, rest)?;
-                Ok(StoreUrl::Sqlite { path, durability })
+                let (path, durability, limits) = file_location(url, rest)?;
+                Ok(StoreUrl::Sqlite {
+                    path,
+                    durability,
+                    limits,
+                })
             }
             "redb" => {
-                let (path, durability) = file_location(url, rest)?;
-                Ok(StoreUrl::Redb { path, durability })
+                let (path, durability, limits) = file_location(url, rest)?;
+                Ok(StoreUrl::Redb {
+                    path,
+                    durability,
+                    limits,
+                })
             }
             "s3" => {
                 let Some(location) = rest.strip_prefix("//") else {
                     return Err(invalid("expected s3://BUCKET/PREFIX"));
+                };
+                let (location, query) = match location.split_once('?') {
+                    Some((location, query)) => (location, Some(query)),
+                    None => (location, None),
                 };
                 let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
                 if bucket.is_empty() {
@@ -211,14 +243,24 @@ impl StoreUrl {
                         "the bucket name is empty; expected s3://BUCKET/PREFIX",
                     ));
                 }
-                if bucket.contains(['?', '#']) || prefix.contains(['?', '#']) {
+                if bucket.contains('#') || prefix.contains('#') {
                     return Err(invalid(
-                        "s3 URLs take no query or fragment; set the endpoint with AWS_ENDPOINT_URL",
+                        "s3 URLs take no fragment; set the endpoint with AWS_ENDPOINT_URL",
                     ));
+                }
+                let mut limits = Limits::default();
+                for pair in query.into_iter().flat_map(|query| query.split('&')) {
+                    if !limits_option(pair, &mut limits).map_err(|reason| invalid(&reason))? {
+                        return Err(invalid(&format!(
+                            "unknown option {pair:?}; s3 URLs take only max_record_bytes=N \
+                             (set the endpoint with AWS_ENDPOINT_URL)"
+                        )));
+                    }
                 }
                 Ok(StoreUrl::S3 {
                     bucket: bucket.to_owned(),
                     prefix: prefix.trim_matches('/').to_owned(),
+                    limits,
                 })
             }
             "postgres" | "postgresql" => {
@@ -268,22 +310,48 @@ impl FromStr for StoreUrl {
 impl fmt::Display for StoreUrl {
     /// The URL in canonical form; parsing it gives the same `StoreUrl`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = |f: &mut fmt::Formatter<'_>, scheme: &str, path: &PathBuf, durability| {
+        let file = |f: &mut fmt::Formatter<'_>,
+                    scheme: &str,
+                    path: &PathBuf,
+                    durability,
+                    limits: &Limits| {
             write!(f, "{scheme}:{}", path.display())?;
+            let mut separator = '?';
             if durability == Durability::Relaxed {
                 f.write_str("?durability=relaxed")?;
+                separator = '&';
             }
-            Ok(())
+            write_limits(f, separator, limits)
         };
         match self {
-            StoreUrl::Jsonl { path, durability } => file(f, "jsonl", path, *durability),
-            StoreUrl::Sqlite { path, durability } => file(f, "sqlite", path, *durability),
-            StoreUrl::Redb { path, durability } => file(f, "redb", path, *durability),
-            StoreUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            StoreUrl::Jsonl {
+                path,
+                durability,
+                limits,
+            } => file(f, "jsonl", path, *durability, limits),
+            StoreUrl::Sqlite {
+                path,
+                durability,
+                limits,
+            } => file(f, "sqlite", path, *durability, limits),
+            StoreUrl::Redb {
+                path,
+                durability,
+                limits,
+            } => file(f, "redb", path, *durability, limits),
+            StoreUrl::S3 {
+                bucket,
+                prefix,
+                limits,
+            } => {
+                write!(f, "s3://{bucket}/{prefix}")?;
+                write_limits(f, '?', limits)
+            }
             StoreUrl::Postgres {
                 url,
                 schema,
                 durability,
+                limits,
             } => {
                 f.write_str(&redact_password(url))?;
                 let mut separator = if url.contains('?') { '&' } else { '?' };
@@ -293,8 +361,9 @@ impl fmt::Display for StoreUrl {
                 }
                 if *durability == Durability::Relaxed {
                     write!(f, "{separator}durability=relaxed")?;
+                    separator = '&';
                 }
-                Ok(())
+                write_limits(f, separator, limits)
             }
             StoreUrl::Memory => f.write_str("memory:"),
         }
@@ -313,8 +382,36 @@ fn split_scheme(url: &str) -> Option<(&str, &str)> {
     is_scheme.then_some((scheme, rest))
 }
 
+/// Writes `max_record_bytes` when it is not the default.
+fn write_limits(f: &mut fmt::Formatter<'_>, separator: char, limits: &Limits) -> fmt::Result {
+    if *limits != Limits::default() {
+        write!(
+            f,
+            "{separator}max_record_bytes={}",
+            limits.max_record_bytes()
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads `pair` into `limits` when it is `max_record_bytes=N`: `Ok(true)`
+/// when it was, `Ok(false)` for another option.
+fn limits_option(pair: &str, limits: &mut Limits) -> Result<bool, String> {
+    let Some(("max_record_bytes", value)) = pair.split_once('=') else {
+        return Ok(false);
+    };
+    let bytes: usize = value
+        .parse()
+        .map_err(|_| format!("max_record_bytes {value:?} is not a whole number of bytes"))?;
+    *limits = Limits::with_max_record_bytes(bytes).map_err(|err| match err {
+        runstore_core::Error::InvalidInput { reason } => reason,
+        other => other.to_string(),
+    })?;
+    Ok(true)
+}
+
 /// The path and options of a file backend's `rest` (after `scheme:`).
-fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenError> {
+fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability, Limits), OpenError> {
     let invalid = |reason: String| OpenError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -328,7 +425,11 @@ fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenErr
         return Err(invalid("the path is empty".to_owned()));
     }
     let mut durability = Durability::Durable;
+    let mut limits = Limits::default();
     for pair in query.into_iter().flat_map(|query| query.split('&')) {
+        if limits_option(pair, &mut limits).map_err(invalid)? {
+            continue;
+        }
         match pair.split_once('=') {
             Some(("durability", "durable")) => durability = Durability::Durable,
             Some(("durability", "relaxed")) => durability = Durability::Relaxed,
@@ -339,12 +440,13 @@ fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenErr
             }
             _ => {
                 return Err(invalid(format!(
-                    "unknown option {pair:?}; the only option is durability=durable|relaxed"
+                    "unknown option {pair:?}; the options are durability=durable|relaxed \
+                     and max_record_bytes=N"
                 )));
             }
         }
     }
-    Ok((PathBuf::from(path), durability))
+    Ok((PathBuf::from(path), durability, limits))
 }
 
 /// Splits runstore's own options (`schema`, `durability`) off a PostgreSQL
@@ -360,8 +462,12 @@ fn postgres_location(url: &str) -> Result<StoreUrl, OpenError> {
     };
     let mut schema = None;
     let mut durability = Durability::Durable;
+    let mut limits = Limits::default();
     let mut kept = Vec::new();
     for pair in query.into_iter().flat_map(|query| query.split('&')) {
+        if limits_option(pair, &mut limits).map_err(invalid)? {
+            continue;
+        }
         match pair.split_once('=') {
             Some(("schema", name)) => {
                 if name.is_empty() {
@@ -389,6 +495,7 @@ fn postgres_location(url: &str) -> Result<StoreUrl, OpenError> {
         url,
         schema,
         durability,
+        limits,
     })
 }
 
@@ -422,28 +529,32 @@ mod tests {
             parse("jsonl:./data"),
             StoreUrl::Jsonl {
                 path: "./data".into(),
-                durability: Durability::Durable
+                durability: Durability::Durable,
+                limits: Limits::default()
             }
         );
         assert_eq!(
             parse("./data"),
             StoreUrl::Jsonl {
                 path: "./data".into(),
-                durability: Durability::Durable
+                durability: Durability::Durable,
+                limits: Limits::default()
             }
         );
         assert_eq!(
             parse("sqlite:///tmp/a.db?durability=relaxed"),
             StoreUrl::Sqlite {
                 path: "/tmp/a.db".into(),
-                durability: Durability::Relaxed
+                durability: Durability::Relaxed,
+                limits: Limits::default()
             }
         );
         assert_eq!(
             parse("redb://rel.redb"),
             StoreUrl::Redb {
                 path: "rel.redb".into(),
-                durability: Durability::Durable
+                durability: Durability::Durable,
+                limits: Limits::default()
             }
         );
         assert_eq!(parse("C:\\data").backend(), Backend::Jsonl);
@@ -455,14 +566,16 @@ mod tests {
             parse("s3://bucket/some/prefix/"),
             StoreUrl::S3 {
                 bucket: "bucket".into(),
-                prefix: "some/prefix".into()
+                prefix: "some/prefix".into(),
+                limits: Limits::default()
             }
         );
         assert_eq!(
             parse("s3://bucket"),
             StoreUrl::S3 {
                 bucket: "bucket".into(),
-                prefix: String::new()
+                prefix: String::new(),
+                limits: Limits::default()
             }
         );
         let pg = "postgresql://u:secret@localhost:5432/db?sslmode=disable";
@@ -471,7 +584,8 @@ mod tests {
             StoreUrl::Postgres {
                 url: pg.into(),
                 schema: None,
-                durability: Durability::Durable
+                durability: Durability::Durable,
+                limits: Limits::default()
             }
         );
         assert_eq!(
@@ -483,10 +597,38 @@ mod tests {
             StoreUrl::Postgres {
                 url: "postgres://h/db?sslmode=disable".into(),
                 schema: Some("tenant_a".into()),
-                durability: Durability::Relaxed
+                durability: Durability::Relaxed,
+                limits: Limits::default()
             }
         );
         assert_eq!(parse("memory:"), StoreUrl::Memory);
+    }
+
+    #[test]
+    fn max_record_bytes_is_an_option_of_every_store() {
+        let limits = Limits::with_max_record_bytes(1_000).unwrap();
+        assert_eq!(
+            parse("redb:x.redb?max_record_bytes=1000&durability=relaxed"),
+            StoreUrl::Redb {
+                path: "x.redb".into(),
+                durability: Durability::Relaxed,
+                limits
+            }
+        );
+        assert!(matches!(
+            parse("s3://b/p?max_record_bytes=1000"),
+            StoreUrl::S3 { limits: l, .. } if l == limits
+        ));
+        assert!(matches!(
+            parse("postgres://h/db?max_record_bytes=1000&sslmode=disable"),
+            StoreUrl::Postgres { limits: l, url, .. } if l == limits && url == "postgres://h/db?sslmode=disable"
+        ));
+        let err = StoreUrl::parse("jsonl:x?max_record_bytes=0").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_record_bytes 0 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -506,6 +648,11 @@ mod tests {
             "postgres://h/db?schema=",
             "postgres://h/db?durability=fast",
             "memory:x",
+            "jsonl:a?max_record_bytes=0",
+            "sqlite:a?max_record_bytes=lots",
+            "s3://b/p?max_record_bytes=999999999999",
+            "s3://b/p?region=eu",
+            "postgres://h/db?max_record_bytes=-1",
         ] {
             assert!(
                 matches!(StoreUrl::parse(bad), Err(OpenError::InvalidUrl { .. })),
@@ -524,6 +671,10 @@ mod tests {
             "memory:",
             "postgres://h/db?schema=s&durability=relaxed",
             "postgres://h/db?sslmode=disable&schema=s",
+            "jsonl:/tmp/x?max_record_bytes=1024",
+            "sqlite:a.db?durability=relaxed&max_record_bytes=65536",
+            "s3://b/p?max_record_bytes=10",
+            "postgres://h/db?schema=s&max_record_bytes=99",
         ] {
             assert_eq!(parse(&parse(url).to_string()), parse(url), "{url}");
         }

@@ -44,6 +44,60 @@ struct Run<'a> {
 pub struct Pruned {
     /// How many events or snapshots were deleted.
     pub pruned: usize,
+    /// The streams that could not be processed; every other one was.
+    pub failed: Vec<FailedStream>,
+}
+
+/// One stream a maintenance pass could not process.
+#[derive(Serialize)]
+pub struct FailedStream {
+    /// The stream's tenant, `ORG/WORKSPACE[/DEPLOYMENT]`.
+    pub tenant: String,
+    /// The stream's run.
+    pub run_id: String,
+    /// Why it failed.
+    pub error: String,
+}
+
+impl Pruned {
+    /// The output of a maintenance report.
+    pub fn of(report: &runstore::MaintenanceReport) -> Self {
+        Self {
+            pruned: report.removed,
+            failed: report
+                .failed
+                .iter()
+                .map(|failure| FailedStream {
+                    tenant: failure.stream.tenant.to_string(),
+                    run_id: failure.stream.run_id.to_string(),
+                    error: failure.error.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Prints a maintenance report; after it, an error when a stream failed, so
+/// the command exits 1 having done everything it could.
+pub fn emit_report(ctx: &Ctx, report: &runstore::MaintenanceReport, what: &str) -> Result<()> {
+    let mut out = ctx.output();
+    out.emit(&Pruned::of(report))?;
+    out.flush()?;
+    for failure in &report.failed {
+        eprintln!(
+            "error: {what} failed for stream {}: {}",
+            failure.stream,
+            crate::one_line(&failure.error.to_string())
+        );
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{what} failed for {} stream(s), listed above; every other stream was processed",
+            report.failed.len()
+        ))
+    }
 }
 
 /// `append`: one event, or a batch.
@@ -179,11 +233,9 @@ pub async fn runs(ctx: &Ctx) -> Result<()> {
 pub async fn compact(ctx: &Ctx, args: CompactArgs) -> Result<()> {
     let store = ctx.open_store().await?;
     let now = args.now_ms.unwrap_or_else(now_ms);
-    let pruned = store
+    let report = store
         .compact(args.retention_ms, now)
         .await
         .context("compacting")?;
-    let mut out = ctx.output();
-    out.emit(&Pruned { pruned })?;
-    out.flush()
+    emit_report(ctx, &report, "compaction")
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     Ctx,
     cli::SnapshotCommand,
-    commands::events::Pruned,
+    commands::events::emit_report,
     input::{now_ms, parse_snapshots, read_text},
     output::SNAPSHOT_COLUMNS,
 };
@@ -84,11 +84,11 @@ pub async fn run(ctx: &Ctx, command: SnapshotCommand) -> Result<()> {
             now_ms: now,
         } => {
             let store = ctx.open_store().await?;
-            let pruned = store
+            let report = store
                 .prune(retention_ms, keep_last, now.unwrap_or_else(now_ms))
                 .await
                 .context("pruning snapshots")?;
-            out.emit(&Pruned { pruned })?;
+            return emit_report(ctx, &report, "snapshot prune");
         }
     }
     out.flush()
