@@ -603,3 +603,49 @@ async fn every_interruption_point_of_an_import_is_safe() {
         }
     }
 }
+
+/// CONTRACT §26: no part of an error's text repeats.
+fn assert_states_each_cause_once(text: &str) {
+    let parts: Vec<&str> = text.split(": ").collect();
+    for (index, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[index + 1..].contains(part),
+            "{part:?} is stated twice in {text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_request_names_the_stream_and_states_its_cause_once() {
+    let bucket = Arc::new(InMemory::new());
+    populate(&bucket).await;
+    let faulty = Arc::new(Faulty::new(bucket.clone()));
+    // Each request in turn fails: the head read of the round, then the id
+    // lookups of a handle that has nothing cached.
+    for at in 0..3 {
+        let store = S3Store::new(faulty.clone(), "faults").unwrap();
+        faulty.arm(at, Fault::Die);
+        let err = store
+            .append_batch(&tenant(), &run(), &[event(&format!("e{at}"), 1)], None)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(err.is_retryable(), "{text}");
+        assert!(text.contains("stream acme/prod:run-1"), "{text}");
+        assert_eq!(text.matches("injected").count(), 1, "{text}");
+        assert_states_each_cause_once(&text);
+    }
+    // A stream's failure in a compaction's report, likewise.
+    let store = S3Store::new(faulty.clone(), "faults").unwrap();
+    // Requests 0 and 1 list the streams; 2 reads the stream's head.
+    faulty.arm(2, Fault::Die);
+    let report = store
+        .compact(100, 1_000)
+        .await
+        .expect("the streams are listed");
+    assert_eq!(report.failed.len(), 1);
+    let text = report.failed[0].error.to_string();
+    assert!(text.contains("stream acme/prod:run-1"), "{text}");
+    assert_states_each_cause_once(&text);
+    faulty.disarm();
+}
