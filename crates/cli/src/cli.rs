@@ -76,6 +76,10 @@ pub enum Command {
     /// Check the whole store: gapless seqs, unique ids, consistent
     /// compaction markers, readable records. Exits 1 when anything is wrong.
     Verify,
+    /// Copy everything readable out of a damaged store into a new, empty
+    /// one, and report what could not be copied. Exits 1 when anything
+    /// could not be copied.
+    Salvage(SalvageArgs),
     /// Run the standard workload on several backends, side by side.
     Bench(BenchArgs),
 }
@@ -225,6 +229,18 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "URL")]
     pub from: String,
     /// The store to copy into; running the migration again is harmless.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+}
+
+/// `salvage`.
+#[derive(Debug, Args)]
+pub struct SalvageArgs {
+    /// The damaged store to copy from. JSONL, SQLite and redb files are only
+    /// read; other stores are opened as usual.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The store to copy into: new or empty (created when missing).
     #[arg(long, value_name = "URL")]
     pub to: String,
 }

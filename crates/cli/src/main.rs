@@ -51,20 +51,23 @@ pub async fn open_store(url: &str) -> Result<Store> {
     }
 }
 
+/// The panic hook: one `error: internal error: ...` line on stderr.
+pub fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned());
+    let location = info
+        .location()
+        .map(|at| format!(" at {}:{}", at.file(), at.line()))
+        .unwrap_or_default();
+    eprintln!("error: internal error: {}{location}", one_line(&message));
+}
+
 fn main() -> ExitCode {
-    std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_owned());
-        let location = info
-            .location()
-            .map(|at| format!(" at {}:{}", at.file(), at.line()))
-            .unwrap_or_default();
-        eprintln!("error: internal error: {}{location}", one_line(&message));
-    }));
+    std::panic::set_hook(Box::new(report_panic));
 
     let cli = match parse_args() {
         Ok(cli) => cli,
@@ -111,6 +114,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Migrate(args) => commands::migrate::run(&ctx, args).await,
         Command::ImportReference(args) => commands::reference::run(&ctx, args).await,
         Command::Verify => commands::verify::run(&ctx).await,
+        Command::Salvage(args) => commands::salvage::run(&ctx, args).await,
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
     }
 }

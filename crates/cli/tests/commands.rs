@@ -314,11 +314,11 @@ fn compaction_and_snapshots(backend: &str) {
         "{\"run_id\":\"r\",\"snapshot_id\":\"snap-1\",\"seq\":4}\n"
     );
     let compact = cli.ok(&["compact", "--retention-ms", "1000", "--now-ms", "3000"]);
-    assert_eq!(compact.stdout, "{\"pruned\":3}\n");
+    assert_eq!(compact.stdout, "{\"pruned\":3,\"failed\":[]}\n");
     // CONTRACT §8: zero retention does nothing.
     assert_eq!(
         cli.ok(&["compact", "--retention-ms", "0"]).stdout,
-        "{\"pruned\":0}\n"
+        "{\"pruned\":0,\"failed\":[]}\n"
     );
 
     let records = cli.ok(&["read", "--run", "r"]).json_lines();
@@ -410,7 +410,7 @@ fn compaction_and_snapshots(backend: &str) {
         "--now-ms",
         "10000",
     ]);
-    assert_eq!(pruned.stdout, "{\"pruned\":2}\n");
+    assert_eq!(pruned.stdout, "{\"pruned\":2,\"failed\":[]}\n");
     assert_eq!(
         ids(&cli.ok(&["snapshot", "list", "--run", "r"])),
         ["snap-2"]
@@ -425,7 +425,7 @@ fn compaction_and_snapshots(backend: &str) {
             "0"
         ])
         .json(),
-        json!({"pruned": 0})
+        json!({"pruned": 0, "failed": []})
     );
 }
 

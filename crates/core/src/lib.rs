@@ -40,6 +40,7 @@ mod event_log;
 mod ext;
 mod maintenance;
 mod memory;
+pub mod salvage;
 mod snapshot_store;
 mod stream;
 pub mod types;

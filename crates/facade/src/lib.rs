@@ -95,6 +95,7 @@
 pub mod bench;
 mod error;
 mod open;
+pub mod salvage;
 mod store;
 mod url;
 
@@ -111,6 +112,7 @@ pub use runstore_core::{
 
 pub use error::OpenError;
 pub use open::{open, open_url};
+pub use salvage::{SalvageReport, salvage};
 pub use store::Store;
 pub use url::{Backend, StoreUrl};
 

@@ -72,6 +72,7 @@ mod index;
 mod layout;
 mod lock;
 mod recovery;
+pub mod salvage;
 mod snapshots;
 mod writer;
 

@@ -61,6 +61,7 @@
 
 mod error;
 mod log;
+pub mod salvage;
 mod snapshots;
 mod tables;
 mod writer;

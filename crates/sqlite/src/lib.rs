@@ -47,6 +47,13 @@
 //!   Unique keys on (stream, seq) and (stream, event_id) are the last line
 //!   of defence; a violation re-plans, it is never answered as a raw
 //!   database error.
+//! - **Validated at the entry**: every write is checked with
+//!   [`SqliteOptions::limits`] (the core's shared
+//!   `Limits`) before it is queued, so a
+//!   refused request writes nothing and never joins a group.
+//! - **Maintenance per stream**: `compact` and `prune` run up to 16 streams
+//!   per write transaction; a transaction that fails is run again stream by
+//!   stream, so the report names only the streams that fail alone.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of
@@ -69,6 +76,7 @@
 mod conn;
 mod error;
 mod log;
+pub mod salvage;
 mod schema;
 mod snapshots;
 mod writer;
@@ -80,14 +88,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{Durability, Error, Result, StreamKey};
+use runstore_core::{Durability, Error, MaintenanceReport, Result, StreamKey, validate::Limits};
 use tokio::sync::oneshot;
 
 use crate::{
     conn::Readers,
     error::SqliteError,
-    writer::{Job, WriteQueue, Writer},
+    writer::{Job, Maintenance, WriteQueue, Writer},
 };
+
+/// Streams compacted or pruned per write transaction: few enough that the
+/// write lock is not held for long (appends of every process wait for it),
+/// enough to share one sync among several streams.
+const MAINTENANCE_STREAMS_PER_TRANSACTION: usize = 16;
 
 /// How a [`SqliteStore`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +116,10 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// How many read-only connections serve reads. Default 4.
     pub readers: usize,
+    /// What a write may hold (CONTRACT §21-§24): every write is checked
+    /// against it before it reaches the writer, and a refused write writes
+    /// nothing. Default [`Limits::default`] (records up to 4 MiB).
+    pub limits: Limits,
 }
 
 impl Default for SqliteOptions {
@@ -111,6 +128,7 @@ impl Default for SqliteOptions {
             durability: Durability::Durable,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +152,13 @@ impl SqliteOptions {
     #[must_use]
     pub fn with_readers(mut self, readers: usize) -> Self {
         self.readers = readers;
+        self
+    }
+
+    /// Sets [`SqliteOptions::limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -244,11 +269,15 @@ impl SqliteStore {
         &self.inner.readers
     }
 
-    /// The streams `sql` lists (rows of the four key columns), ascending and
-    /// without repeats.
-    async fn list_streams(&self, sql: &str, action: &'static str) -> Result<Vec<StreamKey>> {
+    /// The streams `query` lists (rows of the four key columns), ascending
+    /// and without repeats.
+    async fn list_streams(
+        &self,
+        query: schema::SqlQuery<'_>,
+        action: &'static str,
+    ) -> Result<Vec<StreamKey>> {
         let mut reader = self.readers().get().await?;
-        let rows = sqlx::query(sql)
+        let rows = query
             .fetch_all(reader.conn())
             .await
             .map_err(|err| SqliteError::driver(&self.inner.path, action, err))?;
@@ -260,6 +289,40 @@ impl SqliteStore {
         streams.sort();
         streams.dedup();
         Ok(streams)
+    }
+
+    /// Runs `task` on `streams` (ascending), a few streams per write
+    /// transaction so that the write lock, which the appends of every
+    /// process wait for, is not held for long. Each stream is processed on
+    /// its own (CONTRACT §25): a stream that fails is in the report, and the
+    /// pass goes on.
+    ///
+    /// # Errors
+    /// When the store itself fails (locked past the busy timeout, the
+    /// connection or the file failed); streams compacted by then stay so.
+    async fn maintain(
+        &self,
+        task: Maintenance,
+        streams: &[StreamKey],
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        for chunk in streams.chunks(MAINTENANCE_STREAMS_PER_TRANSACTION) {
+            let (reply, answer) = oneshot::channel();
+            let done = self
+                .submit(
+                    Job::Maintain {
+                        task,
+                        streams: chunk.to_vec(),
+                        reply,
+                    },
+                    answer,
+                )
+                .await?;
+            report.removed += done.removed;
+            report.failed.extend(done.failed);
+        }
+        report.sort();
+        Ok(report)
     }
 
     /// Queues `job` for the writer and waits for its answer.
@@ -305,7 +368,7 @@ async fn migrate(
                 }
                 return Err(SqliteError::Migrate {
                     path: path.clone(),
-                    source,
+                    migrate: source,
                 });
             }
         }

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey, Tenant,
-    append::check_run, compaction::CompactionPolicy,
+    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
+    StreamKey, Tenant, compaction::CompactionPolicy,
 };
 use sqlx::Row as _;
 
@@ -12,13 +12,8 @@ use crate::{
     SqliteStore,
     error::SqliteError,
     schema::{self, bind_stream},
-    writer::{AppendJob, Job, stream_from_row},
+    writer::{AppendJob, Job, Maintenance},
 };
-
-/// Streams compacted per write transaction: few enough that the write lock
-/// is not held for long (appends of every process wait for it), enough to
-/// share one sync among several streams.
-const COMPACT_STREAMS_PER_TRANSACTION: usize = 16;
 
 #[async_trait]
 impl EventLog for SqliteStore {
@@ -35,7 +30,9 @@ impl EventLog for SqliteStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
-        check_run(run_id, events)?;
+        // Before anything is queued: a refused request costs the writer
+        // nothing and writes nothing.
+        self.inner.options.limits.check_append(run_id, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -131,6 +128,8 @@ impl EventLog for SqliteStore {
                 })
             })
             .transpose()?;
+        // A stored seq is at most i64::MAX, so the next one fits a u64 (a
+        // full stream answers 2^63, as the model does).
         Ok(last.unwrap_or(0) + 1)
     }
 
@@ -184,58 +183,43 @@ impl EventLog for SqliteStore {
         Ok(runs)
     }
 
-    /// CONTRACT §8-§11: finds the streams with events older than the
-    /// cutoff, then compacts them in write transactions of up to 16
-    /// streams each, re-reading every stream's state inside its
-    /// transaction.
+    /// CONTRACT §8-§11, §25: finds the streams with events older than the
+    /// cutoff, then compacts them in write transactions of up to 16 streams
+    /// each, re-reading every stream's state inside its transaction. Should
+    /// a transaction fail, its streams are compacted again one by one, so
+    /// only a stream that fails alone is reported as failed.
     ///
     /// # Cancel safety
     /// Every transaction sent is committed or rolled back as a whole.
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(MaintenanceReport::default());
         };
-        let mut streams = {
-            let mut reader = self.readers().get().await?;
-            let rows = sqlx::query(schema::STREAMS_WITH_OLD_EVENTS)
-                .bind(schema::saturating_sql_int(policy.cutoff_ms()))
-                .fetch_all(reader.conn())
-                .await
-                .map_err(|err| {
-                    SqliteError::driver(&self.inner.path, "find streams to compact", err)
-                })?;
-            rows.iter()
-                .map(|row| stream_from_row(row, self.path()))
-                .collect::<Result<Vec<_>>>()?
-        };
-        streams.sort();
-        let mut pruned = 0;
-        for chunk in streams.chunks(COMPACT_STREAMS_PER_TRANSACTION) {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            pruned += self
-                .submit(
-                    Job::Compact {
-                        streams: chunk.to_vec(),
-                        policy,
-                        reply,
-                    },
-                    answer,
-                )
-                .await?;
-        }
-        Ok(pruned)
+        let cutoff = schema::saturating_sql_int(policy.cutoff_ms());
+        let streams = self
+            .list_streams(
+                sqlx::query(schema::STREAMS_WITH_OLD_EVENTS).bind(cutoff),
+                "find streams to compact",
+            )
+            .await?;
+        self.maintain(Maintenance::Compact(policy), &streams).await
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
-        self.list_streams(schema::ALL_STREAMS, "list streams").await
+        self.list_streams(sqlx::query(schema::ALL_STREAMS), "list streams")
+            .await
     }
 
+    /// CONTRACT §23: checked with the store's limits, then planned with
+    /// [`plan_import`](runstore_core::append::plan_import) in the writer's
+    /// transaction.
     async fn import_stream(
         &self,
         tenant: &Tenant,
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
+        self.inner.options.limits.check_import(run_id, records)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.submit(
             Job::Import {
@@ -275,4 +259,85 @@ fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRe
             .zip(&records)
             .all(|(seq, record)| *seq == record.seq);
     matching.then_some(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use runstore_core::{EventLogExt as _, validate::MAX_DEPTH};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        value
+    }
+
+    /// How deep JSON text without strings nests.
+    fn depth(text: &str) -> usize {
+        let (mut depth, mut deepest) = (0_usize, 0);
+        for byte in text.bytes() {
+            match byte {
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    // CONTRACT §22: a record at the deepest nesting the limits allow reads
+    // back through the aggregated window, whose array wraps it one level
+    // deeper, and through the per-row read; `read` would fall back from the
+    // first to the second silently, so each is run here on its own.
+    #[tokio::test]
+    async fn the_deepest_record_reads_through_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        let tenant = Tenant::local();
+        let run = RunId::new("deep").unwrap();
+        let deepest = EventRecord::new(
+            &tenant,
+            run.clone(),
+            EventId::new("deepest").unwrap(),
+            "t",
+            1,
+        )
+        .with_payload(nested(MAX_DEPTH - 1));
+        store.append(&tenant, &deepest).await.unwrap();
+
+        let mut reader = store.readers().get().await.unwrap();
+        let bind = |sql| {
+            bind_stream(sqlx::query(sql), &tenant, run.as_str())
+                .bind(0_i64)
+                .bind(10_i64)
+        };
+        let row = bind(&store.inner.read_sql[0])
+            .fetch_one(reader.conn())
+            .await
+            .unwrap();
+        let text: &str = row.try_get(1).unwrap();
+        assert_eq!(
+            depth(text),
+            MAX_DEPTH + 1,
+            "the window's array adds a level"
+        );
+        let aggregated = parse_window(&row, false).expect("the aggregated window parses");
+        assert_eq!(aggregated[0].payload, deepest.payload);
+
+        let rows = bind(schema::READ_WINDOWS[0])
+            .fetch_all(reader.conn())
+            .await
+            .unwrap();
+        let record = schema::parse_event_row(&rows[0], store.path(), (&tenant, &run)).unwrap();
+        assert_eq!(record, aggregated[0]);
+    }
 }

@@ -136,12 +136,24 @@ pub(crate) const SNAPSHOT_FLOOR: &str = "\
 SELECT MAX(seq) FROM snapshots
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
 
-/// Events of the stream that occurred before `?5` and lie below seq `?6`.
+/// Events of the stream that occurred before `?5`, at seq `?6` or below.
 pub(crate) const PRUNE_CANDIDATES: &str = "\
 SELECT seq, record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
-  AND is_marker = 0 AND occurred_at_ms < ?5 AND seq < ?6
+  AND is_marker = 0 AND occurred_at_ms < ?5 AND seq <= ?6
 ORDER BY seq";
+
+/// The ids from `?5` (inclusive) to `?6` (exclusive) that the stream's
+/// ordinary events hold, live or compacted: with [`prefix_end`], the ids
+/// that start with a prefix. Both are index range scans.
+pub(crate) const HELD_MARKER_IDS: &str = "\
+SELECT event_id FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND event_id >= ?5 AND event_id < ?6 AND is_marker = 0
+UNION
+SELECT event_id FROM compacted_ids
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+  AND event_id >= ?5 AND event_id < ?6";
 
 /// The stream's compaction marker, if any (the first, should there be more).
 pub(crate) const MARKER: &str = "\
@@ -278,6 +290,17 @@ pub(crate) fn stream_from_columns(
         .map_err(|err| Error::corrupt(location(), err))?;
     let run_id = RunId::new(run_id).map_err(|err| Error::corrupt(location(), err))?;
     Ok(StreamKey::new(tenant, run_id))
+}
+
+/// The first text after every text that starts with the ASCII `prefix`, in
+/// SQLite's byte order (`BINARY` collation): the prefix with its last byte
+/// raised by one.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    let last = bytes.last_mut().expect("the prefix is not empty");
+    assert!(*last < 0x7f, "the prefix ends in ASCII below DEL");
+    *last += 1;
+    String::from_utf8(bytes).expect("ASCII stays UTF-8")
 }
 
 /// A u64 field as an SQLite INTEGER (signed 64-bit).

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use runstore_core::{
-    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, snapshot_order,
+    MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    snapshot_order, validate::check_clock,
 };
 use sqlx::Row as _;
 
@@ -10,7 +11,7 @@ use crate::{
     SqliteStore,
     error::SqliteError,
     schema::{self, bind_stream, to_json, to_sql_int},
-    writer::{Job, PutJob},
+    writer::{Job, Maintenance, PutJob},
 };
 
 #[async_trait]
@@ -22,6 +23,7 @@ impl SnapshotStore for SqliteStore {
     /// Once sent, the put is committed or not whether or not the future is
     /// still awaited.
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        self.inner.options.limits.check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let seq = to_sql_int(snapshot.seq, "snapshot seq")?;
@@ -108,33 +110,45 @@ impl SnapshotStore for SqliteStore {
         Ok(snapshots)
     }
 
-    /// CONTRACT §14: one write transaction over every stream with a
-    /// snapshot older than the cutoff, choosing with
-    /// [`prune_selection`](runstore_core::prune_selection).
+    /// CONTRACT §14, §25: finds the streams with a snapshot older than the
+    /// cutoff, then prunes them in write transactions of up to 16 streams
+    /// each, choosing with [`prune_selection`](runstore_core::prune_selection)
+    /// inside the transaction. Should a transaction fail, its streams are
+    /// pruned again one by one, so only a stream that fails alone is
+    /// reported as failed.
     async fn prune(
         &self,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(MaintenanceReport::default());
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.submit(
-            Job::Prune {
+        let cutoff = schema::saturating_sql_int(now_ms.saturating_sub(retention_ms));
+        let streams = self
+            .list_streams(
+                sqlx::query(schema::SNAPSHOT_STREAMS_OLDER_THAN).bind(cutoff),
+                "find streams with old snapshots",
+            )
+            .await?;
+        self.maintain(
+            Maintenance::Prune {
                 retention_ms,
                 keep_last_per_run,
                 now_ms,
-                reply,
             },
-            answer,
+            &streams,
         )
         .await
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
-        self.list_streams(schema::ALL_SNAPSHOT_STREAMS, "list snapshot streams")
-            .await
+        self.list_streams(
+            sqlx::query(schema::ALL_SNAPSHOT_STREAMS),
+            "list snapshot streams",
+        )
+        .await
     }
 }

@@ -25,7 +25,7 @@
 //! retryable error naming the lock.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::Poll,
@@ -33,9 +33,10 @@ use std::{
 };
 
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventRecord, Result, RunId, SnapshotId, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventRecord, MaintenanceReport, Result, RunId, SnapshotId,
+    SnapshotRecord, StreamKey, Tenant,
     append::{plan_append, plan_import},
-    compaction::{CompactionPolicy, compacted_ids, merge_marker},
+    compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
     prune_selection,
 };
 use sqlx::{
@@ -66,18 +67,11 @@ pub(crate) enum Job {
     Append(AppendJob),
     /// `put` of a snapshot.
     Put(PutJob),
-    /// Compaction of some streams, in one transaction.
-    Compact {
+    /// Compaction or snapshot prune of some streams, in one transaction.
+    Maintain {
+        task: Maintenance,
         streams: Vec<StreamKey>,
-        policy: CompactionPolicy,
-        reply: oneshot::Sender<Result<usize>>,
-    },
-    /// Store-wide snapshot prune.
-    Prune {
-        retention_ms: u64,
-        keep_last_per_run: usize,
-        now_ms: u64,
-        reply: oneshot::Sender<Result<usize>>,
+        reply: oneshot::Sender<Result<MaintenanceReport>>,
     },
     /// `import_stream`.
     Import {
@@ -133,11 +127,34 @@ impl Job {
             Self::Put(job) => {
                 let _ = job.reply.send(Err(err));
             }
-            Self::Compact { reply, .. }
-            | Self::Prune { reply, .. }
-            | Self::Import { reply, .. } => {
+            Self::Maintain { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
+            Self::Import { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// Store-wide maintenance, run on a few streams at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Maintenance {
+    /// `compact` (CONTRACT §8-§11).
+    Compact(CompactionPolicy),
+    /// `prune` of snapshots (CONTRACT §14).
+    Prune {
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    },
+}
+
+impl Maintenance {
+    fn action(&self) -> &'static str {
+        match self {
+            Self::Compact(_) => "compact",
+            Self::Prune { .. } => "prune snapshots",
         }
     }
 }
@@ -431,6 +448,18 @@ enum Fail {
     Core(Error),
 }
 
+impl Fail {
+    /// Whether the failure stops a maintenance pass (see
+    /// [`SqliteError::is_store_wide`]) rather than only the streams it was
+    /// processing.
+    fn is_store_wide(&self) -> bool {
+        match self {
+            Self::Db(err) => err.is_store_wide(),
+            Self::Core(_) => false,
+        }
+    }
+}
+
 impl From<Error> for Fail {
     fn from(err: Error) -> Self {
         Self::Core(err)
@@ -524,25 +553,39 @@ impl<'a> EventRow<'a> {
 
 /// Evaluates `$attempt` (an expression using `$writer`, a [`Writer`])
 /// until it succeeds, fails for good, or runs out of retries; maps the final
-/// failure. A macro rather than a function taking an async closure, so that
-/// the leader's future stays provably `Send`.
+/// failure. SQLITE_BUSY is retried until the busy timeout; a unique-key
+/// violation is planned again only with [`Replan::Yes`]. A macro rather than
+/// a function taking an async closure, so that the leader's future stays
+/// provably `Send`.
 macro_rules! retrying {
-    ($writer:ident, $action:expr, $attempt:expr) => {{
+    ($writer:ident, $action:expr, $replan:expr, $attempt:expr) => {{
         let started = Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
             match $attempt {
                 Err(Fail::Db(err)) => {
-                    if $writer.should_retry(&err, started, attempts).await {
+                    if $writer.should_retry(&err, $replan, started, attempts).await {
                         continue;
                     }
-                    break Err(Fail::Db($writer.give_up(err, $action, started, attempts)));
+                    break Err(Fail::Db(
+                        $writer.give_up(err, $action, $replan, started, attempts),
+                    ));
                 }
                 other => break other,
             }
         }
     }};
+}
+
+/// Whether a write that hit a unique key is planned again: a plan made
+/// inside the write transaction should not hit one, so a retry may succeed
+/// where state changed underneath (appends, imports). Maintenance re-reads
+/// the same state and would fail the same way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replan {
+    Yes,
+    No,
 }
 
 /// The writer connection and the statements it has built.
@@ -600,7 +643,13 @@ impl Writer {
 
     /// Whether to retry after `err` on attempt `attempt` of a write started
     /// at `started`; sleeps the backoff first when retrying SQLITE_BUSY.
-    async fn should_retry(&self, err: &SqliteError, started: Instant, attempt: u32) -> bool {
+    async fn should_retry(
+        &self,
+        err: &SqliteError,
+        replan: Replan,
+        started: Instant,
+        attempt: u32,
+    ) -> bool {
         if err.is_busy() {
             if started.elapsed() >= self.busy_timeout {
                 return false;
@@ -608,7 +657,7 @@ impl Writer {
             tokio::time::sleep(backoff(attempt)).await;
             return true;
         }
-        err.is_unique_violation() && attempt < MAX_PLAN_ATTEMPTS
+        replan == Replan::Yes && err.is_unique_violation() && attempt < MAX_PLAN_ATTEMPTS
     }
 
     /// The error a write that gave up answers.
@@ -616,6 +665,7 @@ impl Writer {
         &self,
         err: SqliteError,
         action: &'static str,
+        replan: Replan,
         started: Instant,
         attempts: u32,
     ) -> SqliteError {
@@ -628,12 +678,15 @@ impl Writer {
             };
         }
         match err {
-            SqliteError::Driver { source, .. } if crate::error::is_unique_violation(&source) => {
+            SqliteError::Driver { at, driver, .. }
+                if replan == Replan::Yes && crate::error::is_unique_violation(&driver) =>
+            {
                 SqliteError::UniqueAfterPlan {
                     path: self.path.clone(),
                     action,
+                    at,
                     attempts,
-                    source,
+                    driver,
                 }
             }
             other => other,
@@ -644,7 +697,7 @@ impl Writer {
         let Some(group) = self.try_guarded_group(group).await else {
             return;
         };
-        let result = retrying!(self, "append", self.try_group(&group).await);
+        let result = retrying!(self, "append", Replan::Yes, self.try_group(&group).await);
         match result {
             Ok(answers) => {
                 for (job, answer) in group.into_iter().zip(answers) {
@@ -859,7 +912,14 @@ impl Writer {
                 bind_stream(sqlx::query(schema::INSERT_STREAM), tenant, run_id.as_str())
                     .execute(&mut self.conn)
                     .await
-                    .map_err(db("record a new stream"))?;
+                    .map_err(|err| {
+                        SqliteError::driver_at(
+                            p,
+                            "record a new stream",
+                            format_args!("{tenant}:{run_id}"),
+                            err,
+                        )
+                    })?;
             }
         }
         for job in group {
@@ -875,7 +935,19 @@ impl Writer {
                 .bind(put.record.as_str())
                 .execute(&mut self.conn)
                 .await
-                .map_err(db("store a snapshot"))?;
+                .map_err(|err| {
+                    SqliteError::driver_at(
+                        p,
+                        "store a snapshot",
+                        format_args!(
+                            "{}:{}, snapshot {:?}",
+                            put.tenant,
+                            put.run_id,
+                            put.snapshot_id.as_str()
+                        ),
+                        err,
+                    )
+                })?;
             }
         }
         if rows.is_empty() {
@@ -884,7 +956,15 @@ impl Writer {
                 .await
                 .map_err(db("commit"))?;
         } else {
-            insert_rows(&mut self.conn, &self.insert_sql, p, rows, Commit::WithLast).await?;
+            insert_rows(
+                &mut self.conn,
+                &self.insert_sql,
+                p,
+                "insert events",
+                rows,
+                Commit::WithLast,
+            )
+            .await?;
         }
         for ((tenant, run_id), state) in states {
             if state.last_seq > 0 {
@@ -899,27 +979,13 @@ impl Writer {
 
     async fn run_exclusive(&mut self, job: Job) {
         match job {
-            Job::Compact {
+            Job::Maintain {
+                task,
                 streams,
-                policy,
                 reply,
             } => {
-                let result = retrying!(self, "compact", self.try_compact(&streams, &policy).await);
-                let _ = reply.send(result.map_err(into_error));
-            }
-            Job::Prune {
-                retention_ms,
-                keep_last_per_run,
-                now_ms,
-                reply,
-            } => {
-                let result = retrying!(
-                    self,
-                    "prune snapshots",
-                    self.try_prune(retention_ms, keep_last_per_run, now_ms)
-                        .await
-                );
-                let _ = reply.send(result.map_err(into_error));
+                let report = self.run_maintenance(&task, &streams).await;
+                let _ = reply.send(report);
             }
             Job::Import {
                 tenant,
@@ -930,6 +996,7 @@ impl Writer {
                 let result = retrying!(
                     self,
                     "import a stream",
+                    Replan::Yes,
                     self.try_import(&tenant, &run_id, &records).await
                 );
                 let _ = reply.send(result.map_err(into_error));
@@ -938,157 +1005,96 @@ impl Writer {
         }
     }
 
-    /// Compacts `streams` in one transaction (CONTRACT §8-§11); returns how
-    /// many events were pruned.
-    async fn try_compact(
+    /// Runs `task` on `streams`, each stream on its own (CONTRACT §25):
+    /// first all of them in one transaction; should that fail, each stream
+    /// again in a transaction of its own, so that only a stream that fails
+    /// alone is reported and every other one is processed. A failure of the
+    /// store itself ([`Fail::is_store_wide`]) ends the pass.
+    async fn run_maintenance(
         &mut self,
+        task: &Maintenance,
         streams: &[StreamKey],
-        policy: &CompactionPolicy,
-    ) -> std::result::Result<usize, Fail> {
-        for stream in streams {
-            self.last_seqs.remove(stream);
-        }
-        let path = self.path.clone();
-        let p = &path;
-        let db = |action| move |err| SqliteError::driver(p, action, err);
-        let mut tx = self
-            .conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("begin a compaction transaction"))?;
-        let mut pruned_total = 0;
-        for stream in streams {
-            let (tenant, run) = (&stream.tenant, stream.run_id.as_str());
-            let floor: Option<i64> = bind_stream(sqlx::query(schema::SNAPSHOT_FLOOR), tenant, run)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("read the snapshot floor"))?
-                .try_get(0)
-                .map_err(db("read the snapshot floor"))?;
-            let floor = floor
-                .map(|seq| {
-                    schema::from_sql_int(seq, || {
-                        format!("sqlite store {path}: snapshot seq of {stream}")
-                    })
-                })
-                .transpose()?;
-            let candidates = bind_stream(sqlx::query(schema::PRUNE_CANDIDATES), tenant, run)
-                .bind(schema::saturating_sql_int(policy.cutoff_ms()))
-                .bind(floor.map_or(i64::MAX, schema::saturating_sql_int))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("read compaction candidates"))?;
-            let mut pruned = Vec::with_capacity(candidates.len());
-            for row in &candidates {
-                let record = schema::parse_event_row(row, &path, (tenant, &stream.run_id))?;
-                if policy.prunes(&record, floor) {
-                    pruned.push(record);
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let action = task.action();
+        let fail = match retrying!(
+            self,
+            action,
+            Replan::No,
+            self.try_maintain(task, streams).await
+        ) {
+            Ok(counts) => {
+                for (stream, count) in streams.iter().zip(counts) {
+                    report.record(stream, Ok(count));
                 }
+                return Ok(report);
             }
-            if pruned.is_empty() {
-                continue;
-            }
-            let old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("read the compaction marker"))?
-                .map(|row| schema::parse_event_row(&row, &path, (tenant, &stream.run_id)))
-                .transpose()?;
-            let marker = merge_marker(
-                tenant,
-                &stream.run_id,
-                old_marker.as_ref(),
-                &pruned,
-                policy.now_ms(),
-            )?;
-            let doomed = pruned
-                .iter()
-                .chain(old_marker.as_ref())
-                .map(|record| to_sql_int(record.seq, "seq"))
-                .collect::<Result<Vec<_>>>()?;
-            bind_stream(sqlx::query(schema::DELETE_SEQS), tenant, run)
-                .bind(schema::json_int_array(doomed))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("delete compacted events"))?;
-            let marker_row = EventRow::new(tenant, &stream.run_id, marker)?;
-            insert_rows(
-                &mut tx,
-                &self.insert_sql,
-                &path,
-                vec![marker_row],
-                Commit::Separately,
-            )
-            .await?;
-            insert_compacted_ids(
-                &mut tx,
-                &path,
-                tenant,
-                run,
-                pruned.iter().map(|record| (&record.event_id, record.seq)),
-            )
-            .await?;
-            pruned_total += pruned.len();
+            Err(fail) => fail,
+        };
+        if fail.is_store_wide() {
+            return Err(into_error(fail));
         }
-        tx.commit().await.map_err(db("commit a compaction"))?;
-        Ok(pruned_total)
+        if let [stream] = streams {
+            report.record(stream, Err(into_error(fail)));
+            return Ok(report);
+        }
+        for stream in streams {
+            match retrying!(
+                self,
+                action,
+                Replan::No,
+                self.try_maintain(task, std::slice::from_ref(stream)).await
+            ) {
+                Ok(counts) => report.record(stream, Ok(counts.iter().sum())),
+                Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
+                Err(fail) => report.record(stream, Err(into_error(fail))),
+            }
+        }
+        Ok(report)
     }
 
-    /// Deletes old snapshots store-wide in one transaction (CONTRACT §14).
-    async fn try_prune(
+    /// Runs `task` on `streams` in one transaction; returns each stream's
+    /// count (events pruned, snapshots deleted). On failure the transaction
+    /// is rolled back.
+    async fn try_maintain(
         &mut self,
-        retention_ms: u64,
-        keep_last_per_run: usize,
-        now_ms: u64,
-    ) -> std::result::Result<usize, Fail> {
+        task: &Maintenance,
+        streams: &[StreamKey],
+    ) -> std::result::Result<Vec<usize>, Fail> {
+        if let Maintenance::Compact(_) = task {
+            for stream in streams {
+                self.last_seqs.remove(stream);
+            }
+        }
         let path = self.path.clone();
-        let p = &path;
-        let db = |action| move |err| SqliteError::driver(p, action, err);
-        let cutoff = now_ms.saturating_sub(retention_ms);
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db("begin a prune transaction"))?;
-        // Snapshot times are at most i64::MAX; a larger cutoff selects all.
-        let candidates = match i64::try_from(cutoff) {
-            Ok(cutoff) => sqlx::query(schema::SNAPSHOT_STREAMS_OLDER_THAN).bind(cutoff),
-            Err(_) => sqlx::query(schema::ALL_SNAPSHOT_STREAMS),
+            .map_err(|err| SqliteError::driver(&path, "begin a maintenance transaction", err))?;
+        let mut counts = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let count = match *task {
+                Maintenance::Compact(policy) => {
+                    compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy).await?
+                }
+                Maintenance::Prune {
+                    retention_ms,
+                    keep_last_per_run,
+                    now_ms,
+                } => {
+                    prune_stream(&mut tx, &path, stream, |ordered| {
+                        prune_selection(ordered, retention_ms, keep_last_per_run, now_ms)
+                    })
+                    .await?
+                }
+            };
+            counts.push(count);
         }
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("find streams with old snapshots"))?;
-        let mut deleted = 0;
-        for row in &candidates {
-            let stream = stream_from_row(row, &path)?;
-            let (tenant, run) = (&stream.tenant, stream.run_id.as_str());
-            let rows = bind_stream(sqlx::query(schema::LIST_SNAPSHOTS), tenant, run)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("list snapshots"))?;
-            let mut ordered = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let id: &str = row.try_get(0).map_err(db("list snapshots"))?;
-                let text: &str = row.try_get(1).map_err(db("list snapshots"))?;
-                ordered.push(schema::parse_snapshot(
-                    text,
-                    &path,
-                    (tenant, &stream.run_id),
-                    id,
-                )?);
-            }
-            ordered.sort_by(runstore_core::snapshot_order);
-            for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
-                bind_stream(sqlx::query(schema::DELETE_SNAPSHOT), tenant, run)
-                    .bind(ordered[index].snapshot_id.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("delete a snapshot"))?;
-                deleted += 1;
-            }
-        }
-        tx.commit().await.map_err(db("commit a prune"))?;
-        Ok(deleted)
+        tx.commit()
+            .await
+            .map_err(|err| SqliteError::driver(&path, "commit a maintenance transaction", err))?;
+        Ok(counts)
     }
 
     /// Imports an exported stream in one transaction.
@@ -1100,14 +1106,17 @@ impl Writer {
     ) -> std::result::Result<usize, Fail> {
         let path = self.path.clone();
         let p = &path;
-        let db = |action| move |err| SqliteError::driver(p, action, err);
-        self.last_seqs
-            .remove(&StreamKey::new(tenant.clone(), run_id.clone()));
+        let stream = StreamKey::new(tenant.clone(), run_id.clone());
+        let at = |action| {
+            let stream = &stream;
+            move |err| SqliteError::driver_at(p, action, stream, err)
+        };
+        self.last_seqs.remove(&stream);
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db("begin an import transaction"))?;
+            .map_err(at("begin an import transaction"))?;
         let ids = records
             .iter()
             .map(|record| record.event_id.as_str())
@@ -1123,7 +1132,16 @@ impl Writer {
             .iter()
             .map(|record| EventRow::new(tenant, run_id, record.clone()))
             .collect::<Result<Vec<_>>>()?;
-        match insert_rows(&mut tx, &self.insert_sql, &path, rows, Commit::Separately).await {
+        let inserted = insert_rows(
+            &mut tx,
+            &self.insert_sql,
+            &path,
+            "insert imported events",
+            rows,
+            Commit::Separately,
+        )
+        .await;
+        match inserted {
             Err(err) if err.is_unique_violation() => {
                 return Err(Fail::Core(Error::invalid(format!(
                     "import of {tenant}:{run_id}: an imported event id is already stored at \
@@ -1138,8 +1156,7 @@ impl Writer {
                 insert_compacted_ids(
                     &mut tx,
                     &path,
-                    tenant,
-                    run_id.as_str(),
+                    &stream,
                     ids.iter().map(|id| (&id.event_id, id.seq)),
                 )
                 .await?;
@@ -1149,9 +1166,9 @@ impl Writer {
             bind_stream(sqlx::query(schema::INSERT_STREAM), tenant, run_id.as_str())
                 .execute(&mut *tx)
                 .await
-                .map_err(db("record a new stream"))?;
+                .map_err(at("record a new stream"))?;
         }
-        tx.commit().await.map_err(db("commit an import"))?;
+        tx.commit().await.map_err(at("commit an import"))?;
         Ok(missing.len())
     }
 }
@@ -1196,7 +1213,14 @@ async fn stream_state(
     run_id: &RunId,
     ids: Vec<&str>,
 ) -> std::result::Result<StreamState, Fail> {
-    let db = |err| SqliteError::driver(path, "read the stream's state", err);
+    let db = |err| {
+        SqliteError::driver_at(
+            path,
+            "read the stream's state",
+            format_args!("{tenant}:{run_id}"),
+            err,
+        )
+    };
     let rows = bind_stream(sqlx::query(sql), tenant, run_id.as_str())
         .bind(schema::json_array(ids))
         .fetch_all(&mut *conn)
@@ -1225,11 +1249,13 @@ async fn stream_state(
 }
 
 /// Inserts event rows, up to [`INSERT_CHUNK`] rows per statement; with
-/// [`Commit::WithLast`] the last statement also commits.
+/// [`Commit::WithLast`] the last statement also commits. A failure names
+/// `action` and the failing statement's rows ([`RowSpan`]).
 async fn insert_rows(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
     path: &Arc<str>,
+    action: &'static str,
     mut rows: Vec<EventRow<'_>>,
     commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
@@ -1241,9 +1267,13 @@ async fn insert_rows(
     chunks.push(rows);
     let count = chunks.len();
     for (index, chunk) in chunks.into_iter().enumerate() {
-        if chunk.is_empty() {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
             continue;
-        }
+        };
+        let span = RowSpan {
+            first: (first.tenant, first.run_id, first.seq),
+            last: (last.tenant, last.run_id, last.seq),
+        };
         let sql = if commit == Commit::WithLast && index + 1 == count {
             &insert_sql.commit[chunk.len() - 1]
         } else {
@@ -1256,28 +1286,200 @@ async fn insert_rows(
         query
             .execute(&mut *conn)
             .await
-            .map_err(|err| SqliteError::driver(path, "insert events", err))?;
+            .map_err(|err| SqliteError::driver_at(path, action, span, err))?;
     }
     Ok(())
+}
+
+/// The first and last row of an insert statement, named in its error:
+/// `acme/prod:run-1, seqs 4 to 9`, or both streams when the statement
+/// spans several.
+struct RowSpan<'a> {
+    first: (&'a Tenant, &'a RunId, i64),
+    last: (&'a Tenant, &'a RunId, i64),
+}
+
+impl std::fmt::Display for RowSpan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ((t1, r1, s1), (t2, r2, s2)) = (self.first, self.last);
+        if (t1, r1) != (t2, r2) {
+            write!(f, "{t1}:{r1}, seq {s1} to {t2}:{r2}, seq {s2}")
+        } else if s1 == s2 {
+            write!(f, "{t1}:{r1}, seq {s1}")
+        } else {
+            write!(f, "{t1}:{r1}, seqs {s1} to {s2}")
+        }
+    }
+}
+
+/// Compacts one stream inside the caller's transaction (CONTRACT §8-§11):
+/// re-reads its snapshot floor, candidates and marker, merges the marker and
+/// swaps it in. Returns how many events were pruned.
+async fn compact_stream(
+    conn: &mut SqliteConnection,
+    insert_sql: &InsertSql,
+    path: &Arc<str>,
+    stream: &StreamKey,
+    policy: &CompactionPolicy,
+) -> std::result::Result<usize, Fail> {
+    let (tenant, run_id) = (&stream.tenant, &stream.run_id);
+    let run = run_id.as_str();
+    let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
+    let floor: Option<i64> = bind_stream(sqlx::query(schema::SNAPSHOT_FLOOR), tenant, run)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("read the snapshot floor"))?
+        .try_get(0)
+        .map_err(db("read the snapshot floor"))?;
+    let floor = floor
+        .map(|seq| {
+            schema::from_sql_int(seq, || {
+                format!("sqlite store {path}: snapshot seq of {stream}")
+            })
+        })
+        .transpose()?;
+    // Events below the floor: at most seq floor - 1 (a stored floor is at
+    // most i64::MAX, so this cannot overflow), any seq without a snapshot --
+    // including i64::MAX itself.
+    let highest = floor.map_or(i64::MAX, |floor| schema::saturating_sql_int(floor) - 1);
+    let candidates = bind_stream(sqlx::query(schema::PRUNE_CANDIDATES), tenant, run)
+        .bind(schema::saturating_sql_int(policy.cutoff_ms()))
+        .bind(highest)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("read compaction candidates"))?;
+    let mut pruned = Vec::with_capacity(candidates.len());
+    for row in &candidates {
+        let record = schema::parse_event_row(row, path, (tenant, run_id))?;
+        if policy.prunes(&record, floor) {
+            pruned.push(record);
+        }
+    }
+    if pruned.is_empty() {
+        return Ok(0);
+    }
+    let old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("read the compaction marker"))?
+        .map(|row| schema::parse_event_row(&row, path, (tenant, run_id)))
+        .transpose()?;
+    // The ids in the marker namespace the stream's ordinary events hold,
+    // live or compacted: the new marker must not take one of them.
+    let held = bind_stream(sqlx::query(schema::HELD_MARKER_IDS), tenant, run)
+        .bind(COMPACTION_ID_PREFIX)
+        .bind(schema::prefix_end(COMPACTION_ID_PREFIX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("read the ids in the marker namespace"))?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<std::result::Result<HashSet<String>, _>>()
+        .map_err(db("read the ids in the marker namespace"))?;
+    let marker = merge_marker(
+        tenant,
+        run_id,
+        old_marker.as_ref(),
+        &pruned,
+        policy.now_ms(),
+        |id| Ok(held.contains(id.as_str())),
+    )?;
+    let doomed = pruned
+        .iter()
+        .chain(old_marker.as_ref())
+        .map(|record| to_sql_int(record.seq, "seq"))
+        .collect::<Result<Vec<_>>>()?;
+    bind_stream(sqlx::query(schema::DELETE_SEQS), tenant, run)
+        .bind(schema::json_int_array(doomed))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("delete compacted events"))?;
+    let marker_row = EventRow::new(tenant, run_id, marker)?;
+    insert_rows(
+        conn,
+        insert_sql,
+        path,
+        "write the compaction marker",
+        vec![marker_row],
+        Commit::Separately,
+    )
+    .await?;
+    insert_compacted_ids(
+        conn,
+        path,
+        stream,
+        pruned.iter().map(|record| (&record.event_id, record.seq)),
+    )
+    .await?;
+    Ok(pruned.len())
+}
+
+/// Deletes the snapshots of one stream that `select` picks from them in
+/// snapshot order, inside the caller's transaction (CONTRACT §14). Returns
+/// how many were deleted.
+async fn prune_stream(
+    conn: &mut SqliteConnection,
+    path: &Arc<str>,
+    stream: &StreamKey,
+    select: impl FnOnce(&[SnapshotRecord]) -> Vec<usize>,
+) -> std::result::Result<usize, Fail> {
+    let (tenant, run) = (&stream.tenant, stream.run_id.as_str());
+    let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
+    let rows = bind_stream(sqlx::query(schema::LIST_SNAPSHOTS), tenant, run)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("list snapshots"))?;
+    let mut ordered = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: &str = row.try_get(0).map_err(db("list snapshots"))?;
+        let text: &str = row.try_get(1).map_err(db("list snapshots"))?;
+        ordered.push(schema::parse_snapshot(
+            text,
+            path,
+            (tenant, &stream.run_id),
+            id,
+        )?);
+    }
+    ordered.sort_by(runstore_core::snapshot_order);
+    let doomed = select(&ordered);
+    for &index in &doomed {
+        let id = ordered[index].snapshot_id.as_str();
+        bind_stream(sqlx::query(schema::DELETE_SNAPSHOT), tenant, run)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| {
+                SqliteError::driver_at(
+                    path,
+                    "delete a snapshot",
+                    format_args!("{stream}, snapshot {id:?}"),
+                    err,
+                )
+            })?;
+    }
+    Ok(doomed.len())
 }
 
 /// Remembers compacted ids of a stream, in one statement.
 async fn insert_compacted_ids<'a>(
     conn: &mut SqliteConnection,
     path: &Arc<str>,
-    tenant: &Tenant,
-    run: &str,
+    stream: &StreamKey,
     ids: impl Iterator<Item = (&'a EventId, u64)>,
 ) -> std::result::Result<(), Fail> {
     let pairs = ids
         .map(|(id, seq)| Ok((id.as_str(), to_sql_int(seq, "seq")?)))
         .collect::<Result<Vec<_>>>()?;
     let json = serde_json::to_string(&pairs).expect("pairs of a string and an integer serialize");
-    bind_stream(sqlx::query(schema::INSERT_COMPACTED_IDS), tenant, run)
-        .bind(json)
-        .execute(&mut *conn)
-        .await
-        .map_err(|err| SqliteError::driver(path, "remember compacted ids", err))?;
+    bind_stream(
+        sqlx::query(schema::INSERT_COMPACTED_IDS),
+        &stream.tenant,
+        stream.run_id.as_str(),
+    )
+    .bind(json)
+    .execute(&mut *conn)
+    .await
+    .map_err(|err| SqliteError::driver_at(path, "remember compacted ids", stream, err))?;
     Ok(())
 }
 

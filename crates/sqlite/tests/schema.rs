@@ -95,7 +95,7 @@ async fn compacted_ids_are_indexed_in_their_own_table() {
             .await
             .unwrap();
     }
-    assert_eq!(store.compact(1_000, 5_000).await.unwrap(), 2);
+    assert_eq!(store.compact(1_000, 5_000).await.unwrap().removed, 2);
 
     let mut conn = raw(&path).await;
     let rows = sqlx::query("SELECT event_id, seq FROM compacted_ids ORDER BY seq")
@@ -131,7 +131,7 @@ async fn compacted_ids_are_indexed_in_their_own_table() {
         .append(&tenant, &event(&tenant, "r", "later", 6_000))
         .await
         .unwrap();
-    assert_eq!(store.compact(1, 10_000).await.unwrap(), 2);
+    assert_eq!(store.compact(1, 10_000).await.unwrap().removed, 2);
     let count: i64 = sqlx::query("SELECT COUNT(*) FROM compacted_ids")
         .fetch_one(&mut conn)
         .await

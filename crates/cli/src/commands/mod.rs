@@ -4,5 +4,6 @@ pub mod bench;
 pub mod events;
 pub mod migrate;
 pub mod reference;
+pub mod salvage;
 pub mod snapshot;
 pub mod verify;
