@@ -51,7 +51,7 @@
 //! | Servers | PostgreSQL 11 or newer (tested with 15) |
 //! | Isolation | `READ COMMITTED` (the server default) plus row locks |
 //! | Durability | commits are durable (`synchronous_commit` as configured on the server); [`Durability::Relaxed`] sets it `off` for the store's connections |
-//! | Limits | seqs up to `i64::MAX`; timestamps beyond `i64::MAX` ms are stored exactly but sort as `i64::MAX` |
+//! | Limits | seqs and timestamps up to `i64::MAX`; records as [`PostgresOptions::limits`] allow (4 MiB by default), refused before a connection is taken (CONTRACT §21) |
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

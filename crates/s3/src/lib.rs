@@ -24,6 +24,13 @@
 //! put landed. The seq answered is still the event's one, and nothing is
 //! duplicated (CONTRACT §1-§3; docs/backends/s3.md, "Append").
 //!
+//! Every write is checked against the store's
+//! [`Limits`] before any request
+//! ([`S3Store::with_limits`]; CONTRACT §21-§24). Store-wide `compact` and
+//! `prune` process each stream on its own and report the ones that fail
+//! (CONTRACT §25); an object always belongs to the stream its key names,
+//! never to the one its record claims.
+//!
 //! # Example
 //!
 //! ```
