@@ -246,11 +246,7 @@ impl IdEntry {
         match &self.id {
             Some(id) if id != event_id => Err(Error::corrupt(
                 location,
-                format!(
-                    "id entry names event {:?}, not {:?}",
-                    id.as_str(),
-                    event_id.as_str()
-                ),
+                format!("the entry names event {:?}", id.as_str()),
             )),
             _ => Ok(self.seq),
         }

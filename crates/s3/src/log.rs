@@ -902,7 +902,13 @@ impl Inner {
             .store()
             .list_with_delimiter(Some(dir))
             .await
-            .map_err(|err| request(format!("list the streams under {dir}"), err))?;
+            .map_err(|err| {
+                let what = match tenant {
+                    Some(tenant) => format!("list the streams of tenant {tenant}"),
+                    None => format!("list the streams under {dir}"),
+                };
+                request(what, err)
+            })?;
         let mut keys = Vec::new();
         for prefix in listing.common_prefixes {
             let Some(run_segment) = prefix.parts().last() else {
@@ -925,16 +931,16 @@ impl Inner {
     /// the head there (`None` without a head).
     async fn stream_at(&self, dir: &Path) -> Result<Option<StreamKey>> {
         let path = dir.child("head");
-        let what = format!("the head under {dir}");
-        let Some((bytes, _)) = get(self.store(), &path, &what).await? else {
+        let what = "the head of a stream under a hashed key";
+        let Some((bytes, _)) = get(self.store(), &path, what).await? else {
             return Ok(None);
         };
-        let named: HeadName = from_json(&bytes, &path, &what)?;
-        let key = named.stream().map_err(|err| corrupt(&path, &what, err))?;
+        let named: HeadName = from_json(&bytes, &path, what)?;
+        let key = named.stream().map_err(|err| corrupt(&path, what, err))?;
         if self.keys.stream_dir(&key) != *dir {
             return Err(corrupt(
                 &path,
-                &what,
+                what,
                 format!("the head names stream {key}, whose key is elsewhere"),
             ));
         }
