@@ -20,6 +20,7 @@ fn harness() -> Harness {
 /// `events` value is a flags byte (1 for a marker), `occurred_at_ms` (8
 /// bytes) and the record's JSON (see `runstore_redb`'s tables module).
 fn damage_marker(path: &std::path::Path, stream: &StreamKey) {
+    use redb::ReadableTable as _;
     const EVENTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("events");
     const HEADER: usize = 9;
     let db = redb::Database::open(path).expect("open");

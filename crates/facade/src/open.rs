@@ -155,6 +155,43 @@ mod tests {
         }
     }
 
+    // CONTRACT §21: the URL's max_record_bytes reaches every backend.
+    #[tokio::test]
+    async fn the_url_sets_the_record_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = Tenant::local();
+        let run = RunId::new("r").unwrap();
+        for (scheme, name) in [
+            ("jsonl", "limited"),
+            ("sqlite", "limited.sqlite"),
+            ("redb", "limited.redb"),
+        ] {
+            let backend: Backend = scheme.parse().unwrap();
+            if !backend.is_enabled() {
+                continue;
+            }
+            let path = dir.path().join(name);
+            let store = open(&format!("{scheme}:{}?max_record_bytes=400", path.display()))
+                .await
+                .unwrap();
+            let event = |id: &str, bytes: usize| {
+                EventRecord::new(&tenant, run.clone(), EventId::new(id).unwrap(), "t", 1)
+                    .with_payload(serde_json::json!("x".repeat(bytes)))
+            };
+            let stored = store.append(&tenant, &event("small", 100)).await.unwrap();
+            assert_eq!(stored.seq, 1, "{scheme}");
+            let err = store
+                .append(&tenant, &event("large", 400))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("larger than the limit of 400 bytes"),
+                "{scheme}: {err}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn embedded_backends_open_and_reopen_by_url() {
         let dir = tempfile::tempdir().unwrap();

@@ -11,14 +11,14 @@ use std::{
 };
 
 use runstore_core::{
-    Durability, Error, EventId, EventRecord, Result,
+    Durability, Error, EventId, EventRecord, MaintenanceReport, Result,
     compaction::{CompactionPolicy, StreamCompaction, compact_stream},
 };
 
 use crate::{
-    error::{corrupt_at, io_at},
+    error::io_at,
     fileio::{self, sync_dir},
-    index::{Loc, LogFile},
+    index::{Loc, LogFile, StreamIndex},
     layout::{LOG_FILE, TMP_SUFFIX},
     writer::{MAX_SPAN, Shared},
 };
@@ -31,17 +31,100 @@ struct Settled {
     old_markers: Vec<(EventId, u64)>,
 }
 
+/// One stream's change, computed (and its marker serialized and checked)
+/// before the rewrite starts, so that the rewrite itself can fail only as a
+/// whole (I/O), never because of one stream.
+struct Planned {
+    change: StreamCompaction,
+    settled: Settled,
+    /// The new marker's line, without its newline.
+    marker_line: Vec<u8>,
+}
+
+/// Reads one stream and computes its change; `None` when nothing in it is
+/// old enough. Every failure here is the stream's own (CONTRACT §25).
+fn plan(
+    shared: &Shared,
+    old: &LogFile,
+    stream: &StreamIndex,
+    floor: Option<u64>,
+    policy: &CompactionPolicy,
+) -> Result<Option<Planned>> {
+    let key = &stream.key;
+    let records = stream
+        .locs
+        .iter()
+        .map(|loc| old.read_record(&key.tenant, &key.run_id, loc))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(change) = compact_stream(&key.tenant, &key.run_id, &records, floor, policy)? else {
+        return Ok(None);
+    };
+    // The marker is the one record compaction writes rather than copies: it
+    // passes the same checks as an imported one (CONTRACT §21), so that
+    // nothing in it (a scope taken from an old record) can break a limit.
+    let refuse = |reason: &dyn std::fmt::Display| {
+        Error::corrupt(
+            format_args!("{}, stream {key}", old.path.display()),
+            format_args!(
+                "the compaction marker at seq {} built from the stream's records {reason}",
+                change.marker.seq
+            ),
+        )
+    };
+    match shared
+        .limits
+        .check_import(&key.run_id, std::slice::from_ref(&change.marker))
+    {
+        Ok(()) => {}
+        Err(Error::InvalidInput { reason }) => {
+            return Err(refuse(&format_args!("breaks a limit: {reason}")));
+        }
+        Err(err) => return Err(err),
+    }
+    let marker_line =
+        serde_json::to_vec(&change.marker).map_err(|err| refuse(&format_args!("{err}")))?;
+    if u32::try_from(marker_line.len()).is_err() {
+        return Err(refuse(&"is longer than 4 GiB"));
+    }
+    // Keep only what the index needs afterwards, not the records.
+    let removed = |record: &EventRecord| change.remove_seqs.binary_search(&record.seq).is_ok();
+    let settled = Settled {
+        oldest_ms: records
+            .iter()
+            .filter(|record| !record.is_compaction_marker() && !removed(record))
+            .map(|record| record.occurred_at_ms)
+            .min()
+            .unwrap_or(u64::MAX),
+        old_markers: records
+            .iter()
+            .filter(|record| record.is_compaction_marker() && removed(record))
+            .map(|record| (record.event_id.clone(), record.seq))
+            .collect(),
+    };
+    Ok(Some(Planned {
+        change,
+        settled,
+        marker_line,
+    }))
+}
+
 /// Store-wide compaction (CONTRACT §8-§11): rewrites the log without the
 /// pruned records and old markers, with each compacted stream's new marker
 /// in its place, then swaps the index.
-pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usize> {
+///
+/// A stream that cannot be compacted (an unreadable record, a malformed
+/// marker, a marker that would break a limit) is reported and left as it is;
+/// the others are compacted (CONTRACT §25). Only a failure of the rewrite
+/// itself (I/O) fails the pass.
+pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<MaintenanceReport> {
     if let Some(error) = shared.poisoned() {
         return Err(error);
     }
     let floors = shared.snapshots.floors();
     let state = shared.read_state();
     let old = state.log.clone();
-    let mut changes: HashMap<usize, (StreamCompaction, Settled)> = HashMap::new();
+    let mut report = MaintenanceReport::default();
+    let mut changes: HashMap<usize, Planned> = HashMap::new();
     for (slot, stream) in state.index.streams.iter().enumerate() {
         if stream.oldest_ms >= policy.cutoff_ms() {
             continue;
@@ -50,39 +133,17 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
         if floor.is_some_and(|floor| stream.locs.first().is_none_or(|loc| loc.seq >= floor)) {
             continue;
         }
-        let records = stream
-            .locs
-            .iter()
-            .map(|loc| old.read_record(loc))
-            .collect::<Result<Vec<_>>>()?;
-        if let Some(change) = compact_stream(
-            &stream.key.tenant,
-            &stream.key.run_id,
-            &records,
-            floor,
-            policy,
-        )? {
-            // Keep only what the index needs afterwards, not the records.
-            let removed =
-                |record: &EventRecord| change.remove_seqs.binary_search(&record.seq).is_ok();
-            let settled = Settled {
-                oldest_ms: records
-                    .iter()
-                    .filter(|record| !record.is_compaction_marker() && !removed(record))
-                    .map(|record| record.occurred_at_ms)
-                    .min()
-                    .unwrap_or(u64::MAX),
-                old_markers: records
-                    .iter()
-                    .filter(|record| record.is_compaction_marker() && removed(record))
-                    .map(|record| (record.event_id.clone(), record.seq))
-                    .collect(),
-            };
-            changes.insert(slot, (change, settled));
+        match plan(shared, &old, stream, floor, policy) {
+            Ok(Some(planned)) => {
+                changes.insert(slot, planned);
+            }
+            Ok(None) => {}
+            Err(err) => report.record(&stream.key, Err(err)),
         }
     }
     if changes.is_empty() {
-        return Ok(0);
+        report.sort();
+        return Ok(report);
     }
 
     // Every record in file order, to copy the survivors in that order.
@@ -144,12 +205,13 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
             Ok(())
         };
         for (loc, slot) in order {
-            let removed = changes.get(&slot).and_then(|(change, _)| {
-                change
+            let removed = changes.get(&slot).and_then(|planned| {
+                planned
+                    .change
                     .remove_seqs
                     .binary_search(&loc.seq)
                     .is_ok()
-                    .then_some(change)
+                    .then_some(planned)
             });
             match removed {
                 None => {
@@ -162,22 +224,20 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
                     }
                     run.push((loc, slot));
                 }
-                Some(change) => {
+                Some(planned) => {
                     flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
-                    if change.marker.seq == loc.seq {
-                        let mut line = serde_json::to_vec(&change.marker)
-                            .map_err(|err| corrupt_at(&path, loc.offset, err))?;
-                        let len = u32::try_from(line.len())
-                            .map_err(|_| Error::invalid("marker longer than 4 GiB"))?;
-                        line.push(b'\n');
-                        out.write_all(&line)
+                    if planned.change.marker.seq == loc.seq {
+                        let line = &planned.marker_line;
+                        let len = u32::try_from(line.len()).expect("checked when planned");
+                        out.write_all(line)
+                            .and_then(|()| out.write_all(b"\n"))
                             .map_err(|err| io_at("write", &tmp, err))?;
                         new_locs[slot].push(Loc {
                             seq: loc.seq,
                             offset: position,
                             len,
                         });
-                        position += line.len() as u64;
+                        position += u64::from(len) + 1;
                     }
                 }
             }
@@ -226,15 +286,17 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
     state.log = log.clone();
     state.end = new_end;
     let index = &mut state.index;
-    let mut pruned = 0;
     let mut result = Ok(());
     for (slot, locs) in new_locs.into_iter().enumerate() {
         let stream = &mut index.streams[slot];
         stream.locs = locs;
-        let Some((change, settled)) = changes.remove(&slot) else {
+        let Some(Planned {
+            change, settled, ..
+        }) = changes.remove(&slot)
+        else {
             continue;
         };
-        pruned += change.pruned;
+        report.record(&stream.key, Ok(change.pruned));
         for (event_id, seq) in &settled.old_markers {
             stream.remove_id(event_id.as_str(), *seq, &index.hasher);
             stream.markers.retain(|marker| marker != seq);
@@ -255,5 +317,6 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<usiz
         shared.poison(format!("indexing the compacted log failed: {err}"));
         return Err(err);
     }
-    Ok(pruned)
+    report.sort();
+    Ok(report)
 }

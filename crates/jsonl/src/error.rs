@@ -20,6 +20,16 @@ pub(crate) fn corrupt_at(path: &Path, offset: u64, reason: impl std::fmt::Displa
     Error::corrupt(format!("{} at byte {offset}", path.display()), reason)
 }
 
+/// What `err` says, to go inside another error's reason: its reason
+/// without the kind it would repeat ("invalid input: ", "corrupt data at").
+pub(crate) fn cause(err: &Error) -> String {
+    match err {
+        Error::InvalidInput { reason } => reason.clone(),
+        Error::Corrupt { location, reason } => format!("{location}: {reason}"),
+        other => other.to_string(),
+    }
+}
+
 /// The store at `dir` refuses writes after `reason`.
 pub(crate) fn poisoned(dir: &Path, reason: &str) -> Error {
     Error::Poisoned {

@@ -10,7 +10,7 @@ use std::{
 
 use runstore_core::{Error, EventRecord, Result, SnapshotRecord, Store, StreamKey};
 
-use crate::error::{corrupt_line, io_at};
+use crate::error::{cause, corrupt_line, io_at};
 
 /// The reference's event log file.
 pub const REFERENCE_EVENTS: &str = "stateful_events.jsonl";
@@ -54,7 +54,8 @@ fn read_reference_log(path: &Path, report: &mut ImportReport) -> Result<Grouped>
         let line_no = at as u64 + 1;
         let record: EventRecord = match serde_json::from_slice(line) {
             Ok(record) => record,
-            Err(_) if at == last && !complete => {
+            // A crash leaves a prefix of the last line: JSON that ends early.
+            Err(err) if at == last && !complete && err.is_eof() => {
                 report.torn_tail_skipped = true;
                 continue;
             }
@@ -63,7 +64,7 @@ fn read_reference_log(path: &Path, report: &mut ImportReport) -> Result<Grouped>
         let tenant = record
             .scope
             .tenant()
-            .map_err(|err| corrupt_line(path, line_no, err))?;
+            .map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
         report.records_read += 1;
         grouped
             .entry(StreamKey::new(tenant, record.run_id.clone()))
@@ -147,7 +148,7 @@ pub async fn import_reference(dir: impl AsRef<Path>, store: &dyn Store) -> Resul
                     snapshot.snapshot_id.as_str(),
                     snapshot.run_id.as_str()
                 ),
-                err,
+                cause(&err),
             )
         })?;
         store.put(&tenant, snapshot).await?;

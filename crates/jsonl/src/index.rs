@@ -59,22 +59,53 @@ impl LogFile {
         Ok(bytes)
     }
 
-    /// Reads and parses the record at `loc`.
-    pub(crate) fn read_record(&self, loc: &Loc) -> Result<EventRecord> {
+    /// Reads and parses the record of `tenant`'s `run_id` at `loc`.
+    pub(crate) fn read_record(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        loc: &Loc,
+    ) -> Result<EventRecord> {
         let bytes = self.read_span(std::slice::from_ref(loc))?;
-        self.parse_record(loc, &bytes)
+        self.parse_record(tenant, run_id, loc, &bytes)
     }
 
-    /// Parses the bytes of the record at `loc`, checking its seq.
-    pub(crate) fn parse_record(&self, loc: &Loc, bytes: &[u8]) -> Result<EventRecord> {
-        let record: EventRecord =
-            serde_json::from_slice(bytes).map_err(|err| corrupt_at(&self.path, loc.offset, err))?;
-        if record.seq != loc.seq {
-            return Err(corrupt_at(
+    /// Parses the bytes of the record of `tenant`'s `run_id` at `loc`,
+    /// checking that it is the record the index placed there: its seq, run
+    /// and tenant. A record never answers for another stream than the one
+    /// the index holds it in, whatever its bytes now claim.
+    pub(crate) fn parse_record(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        loc: &Loc,
+        bytes: &[u8],
+    ) -> Result<EventRecord> {
+        let fail = |what: &dyn std::fmt::Display| {
+            corrupt_at(
                 &self.path,
                 loc.offset,
-                format!("expected seq {}, found {}", loc.seq, record.seq),
-            ));
+                format_args!("record of {tenant}:{run_id} at seq {}: {what}", loc.seq),
+            )
+        };
+        let record: EventRecord = serde_json::from_slice(bytes).map_err(|err| fail(&err))?;
+        if record.seq != loc.seq {
+            return Err(fail(&format_args!("the line now holds seq {}", record.seq)));
+        }
+        if record.run_id != *run_id || !tenant.matches(&record.scope.tenant_context) {
+            return Err(fail(&format_args!(
+                "the line now names run {:?} of tenant {}/{}{}",
+                record.run_id.as_str(),
+                record.scope.tenant_context.org_id,
+                record.scope.tenant_context.workspace_id,
+                record
+                    .scope
+                    .tenant_context
+                    .deployment_id
+                    .as_deref()
+                    .map(|deployment| format!("/{deployment}"))
+                    .unwrap_or_default()
+            )));
         }
         Ok(record)
     }

@@ -86,8 +86,10 @@ use std::{
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, compaction::CompactionPolicy,
+    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery,
+    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    compaction::CompactionPolicy,
+    validate::{Limits, check_clock},
 };
 use tokio::{runtime::RuntimeFlavor, sync::oneshot};
 
@@ -109,6 +111,9 @@ pub struct JsonlOptions {
     /// Whether appends and file creations are synced before they return
     /// (CONTRACT §16). Default [`Durability::Durable`].
     pub durability: Durability,
+    /// What every write is checked against before it is queued (CONTRACT
+    /// §21-§24). Default [`Limits::default`].
+    pub limits: Limits,
 }
 
 impl JsonlOptions {
@@ -117,6 +122,14 @@ impl JsonlOptions {
     #[must_use]
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Sets the limits every append, import and snapshot is checked
+    /// against (only the record size can differ from the default).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }
@@ -167,6 +180,7 @@ impl fmt::Debug for JsonlStore {
         f.debug_struct("JsonlStore")
             .field("dir", &self.inner.shared.dir)
             .field("durability", &self.inner.shared.durability)
+            .field("limits", &self.inner.shared.limits)
             .finish_non_exhaustive()
     }
 }
@@ -205,14 +219,16 @@ impl JsonlStore {
         layout::create_dirs(&dir, durability).map_err(|err| io_at("create", &dir, err))?;
         let lock = DirLock::acquire(&dir)?;
         let format = dir.join(FORMAT_FILE);
-        match std::fs::read_to_string(&format) {
-            Ok(found) if found == FORMAT_LINE => {}
+        // Read as bytes: a damaged marker need not be UTF-8, and is
+        // `Corrupt` like any other.
+        match std::fs::read(&format) {
+            Ok(found) if found == FORMAT_LINE.as_bytes() => {}
             Ok(found) => {
                 return Err(Error::corrupt(
                     format.display(),
                     format!(
                         "format marker is {:?}; this version reads {:?}",
-                        found.trim_end(),
+                        String::from_utf8_lossy(&found).trim_end(),
                         FORMAT_LINE.trim_end()
                     ),
                 ));
@@ -246,6 +262,7 @@ impl JsonlStore {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             durability,
+            limits: options.limits,
             state: RwLock::new(LogState {
                 log: Arc::new(log),
                 end: scanned.end,
@@ -323,7 +340,8 @@ impl EventLog for JsonlStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
-        runstore_core::append::check_run(run_id, events)?;
+        // CONTRACT §21: checked before anything is queued.
+        self.inner.shared.limits.check_append(run_id, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -350,11 +368,18 @@ impl EventLog for JsonlStore {
 
     async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
         let state = self.inner.shared.read_state();
-        Ok(state
+        let last = state
             .index
             .stream(tenant, run_id)
-            .map_or(0, index::StreamIndex::last_seq)
-            + 1)
+            .map_or(0, index::StreamIndex::last_seq);
+        // Open refuses seqs above `MAX_SEQ` and writes never pass it, so
+        // this cannot overflow; checked all the same.
+        last.checked_add(1).ok_or_else(|| {
+            Error::corrupt(
+                state.log.path.display(),
+                format!("stream {tenant}:{run_id} ends at seq {last}, which leaves no next seq"),
+            )
+        })
     }
 
     async fn seq_of(
@@ -378,9 +403,9 @@ impl EventLog for JsonlStore {
         Ok(self.inner.shared.read_state().index.runs(tenant))
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(MaintenanceReport::default());
         };
         self.request(|reply| Command::Compact { policy, reply })
             .await
@@ -396,7 +421,8 @@ impl EventLog for JsonlStore {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
-        runstore_core::append::check_run(run_id, records)?;
+        // CONTRACT §23: checked before anything is queued.
+        self.inner.shared.limits.check_import(run_id, records)?;
         if records.is_empty() {
             return Ok(0);
         }
@@ -413,6 +439,8 @@ impl EventLog for JsonlStore {
 #[async_trait]
 impl SnapshotStore for JsonlStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21: checked before the file is written.
+        self.inner.shared.limits.check_snapshot(snapshot)?;
         let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
         self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
             .await
@@ -445,11 +473,12 @@ impl SnapshotStore for JsonlStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         self.blocking(move |shared| {
-            shared
+            Ok(shared
                 .snapshots
-                .prune(retention_ms, keep_last_per_run, now_ms)
+                .prune(retention_ms, keep_last_per_run, now_ms))
         })
         .await
     }
@@ -501,7 +530,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.seq, again.inserted), (3, false));
-        assert_eq!(store.compact(10, 12).await.unwrap(), 2);
+        assert_eq!(store.compact(10, 12).await.unwrap().removed, 2);
         drop(store);
         let store = open(path).await.unwrap().unwrap();
         for (id, seq) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
@@ -549,11 +578,19 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let failed = store.append(&tenant, &event(&tenant, "b", 2)).await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
+        // Each cause is stated once (STYLE 2.3): the action, the file and the
+        // failure, none repeated.
+        let text = failed.unwrap_err().to_string();
+        for part in ["append to", "events.jsonl", "injected sync failure"] {
+            assert_eq!(text.matches(part).count(), 1, "{part} in {text}");
+        }
         let refused = store.append(&tenant, &event(&tenant, "c", 3)).await;
         assert!(
             matches!(refused, Err(Error::Poisoned { .. })),
             "{refused:?}"
         );
+        let text = refused.unwrap_err().to_string();
+        assert_eq!(text.matches("injected sync failure").count(), 1, "{text}");
         let compact = store.compact(1, 100).await;
         assert!(
             matches!(compact, Err(Error::Poisoned { .. })),

@@ -10,11 +10,12 @@ use std::{borrow::Cow, collections::HashMap, hash::BuildHasher};
 use runstore_core::{
     Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
     compaction::{COMPACTION_EVENT_TYPE, compacted_ids},
+    validate::MAX_SEQ,
 };
 use serde::Deserialize;
 
 use crate::{
-    error::{corrupt_line, io_at},
+    error::{cause, corrupt_line, io_at},
     fileio,
     index::{IdHasher, Index, Loc, LogFile},
     writer::CONTINUED,
@@ -150,6 +151,21 @@ impl Scan<'_> {
         self.open_lines.first().map(|(_, offset, _)| *offset)
     }
 
+    /// Checks that the lines of the unfinished batch at the end of the log
+    /// are whole records, as a write cut short by a crash leaves them: a
+    /// crash keeps a prefix of what was written, so every line of it that
+    /// ends in a newline is complete. Anything else is damage, reported
+    /// rather than truncated away with the batch.
+    fn check_open_batch(&self) -> Result<()> {
+        let mut start = 0;
+        for (end, _, line_no) in &self.open_lines {
+            serde_json::from_slice::<EventRecord>(&self.open_batch[start..*end])
+                .map_err(|err| corrupt_line(&self.log.path, *line_no, err))?;
+            start = *end;
+        }
+        Ok(())
+    }
+
     fn index_line(&mut self, bytes: &[u8], offset: u64, line_no: u64) -> Result<()> {
         let path = &self.log.path;
         let record: LightRecord<'_> =
@@ -160,8 +176,20 @@ impl Scan<'_> {
         let slot = self
             .cache
             .slot(&mut self.index, &record)
-            .map_err(|err| corrupt_line(path, line_no, err))?;
+            .map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
         let stream = &mut self.index.streams[slot];
+        if record.seq > MAX_SEQ {
+            // No write reaches it; a stream holding it could not answer
+            // `next_seq` or take another append.
+            return Err(corrupt_line(
+                path,
+                line_no,
+                format!(
+                    "seq {} of stream {} is above the highest seq {MAX_SEQ}",
+                    record.seq, stream.key
+                ),
+            ));
+        }
         if record.seq <= stream.last_seq() {
             return Err(corrupt_line(
                 path,
@@ -188,7 +216,8 @@ impl Scan<'_> {
         if is_marker {
             let full: EventRecord =
                 serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
-            let ids = compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, err))?;
+            let ids =
+                compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
             for id in ids {
                 stream.insert_id(id.event_id.as_str(), id.seq, hasher, self.log)?;
             }
@@ -197,12 +226,60 @@ impl Scan<'_> {
     }
 }
 
+/// What the last line of the log, which has no newline, is.
+pub(crate) enum Tail {
+    /// A whole record that closes its request: kept, its newline added.
+    Whole,
+    /// What a crash leaves of a write: a record cut short, or a whole record
+    /// that is not the last line of its batch. Dropped.
+    Torn,
+    /// Neither: bytes no write cut short could have left, such as a whole
+    /// record followed by more bytes. Reported, never truncated away.
+    Damaged(String),
+}
+
+/// The part of the last line a write put there: up to its first NUL.
+///
+/// The writer never writes NUL (JSON escapes it): a NUL is space a crash
+/// left allocated but unwritten (a whole page, or the sectors of one that did
+/// not reach the disk), so what was written ends before the first one, and
+/// the rest goes with the torn tail.
+pub(crate) fn written_part(line: &[u8]) -> &[u8] {
+    &line[..line
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(line.len())]
+}
+
+/// Classifies the last line (its [`written_part`]). A crash keeps a prefix
+/// of what was written, and the writer writes compact JSON lines starting
+/// with `{` or the continuation byte; a prefix of one is JSON that ends
+/// early, which `serde_json` reports as an end-of-input error.
+pub(crate) fn torn_tail(body: &[u8]) -> Tail {
+    match body.first() {
+        None => return Tail::Torn,
+        Some(&first) if first != b'{' && first != CONTINUED => {
+            return Tail::Damaged(format!(
+                "it starts with byte {first:#04x}, not with a record"
+            ));
+        }
+        Some(_) => {}
+    }
+    match serde_json::from_slice::<EventRecord>(body) {
+        Ok(_) if body[0] == CONTINUED => Tail::Torn,
+        Ok(_) => Tail::Whole,
+        Err(err) if err.is_eof() => Tail::Torn,
+        Err(err) => Tail::Damaged(err.to_string()),
+    }
+}
+
 /// Reads the whole log once: repairs a torn last line and indexes every
 /// record.
 ///
 /// # Errors
 /// [`runstore_core::Error::Corrupt`] naming `<file>:<line>` for any bad line
-/// but a torn last one; `Io`.
+/// but a torn last one (including a last line or an unfinished last batch
+/// that a crash could not have left); `Io`.
 pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> Result<Scanned> {
     let path = &log.path;
     let mut scan = Scan {
@@ -251,29 +328,48 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
     let mut end = buf_offset + buf.len() as u64;
     let mut repaired = false;
     if !buf.is_empty() {
-        // CONTRACT §17: the last line has no newline. Keep it if it is a
-        // whole record that closes its request, drop it if the write was
-        // torn. A whole record starting with the continuation byte is not
-        // the last line of its batch: it goes, with the rest of that batch
-        // (below).
+        // CONTRACT §17: the last line has no newline.
         line_no += 1;
         repaired = true;
-        if buf.first() != Some(&CONTINUED) && serde_json::from_slice::<EventRecord>(&buf).is_ok() {
-            fileio::write_all_at(&log.file, b"\n", end)
-                .map_err(|err| io_at("repair the torn tail of", path, err))?;
-            scan.line(&buf, buf_offset, line_no)?;
-            end += 1;
-        } else {
-            log.file
-                .set_len(buf_offset)
-                .map_err(|err| io_at("truncate the torn tail of", path, err))?;
-            end = buf_offset;
+        let body = written_part(&buf).len();
+        match torn_tail(&buf[..body]) {
+            Tail::Whole => {
+                // Indexed first, so a record that does not fit its stream
+                // leaves the file untouched.
+                scan.line(&buf[..body], buf_offset, line_no)?;
+                let body_end = buf_offset + body as u64;
+                if body < buf.len() {
+                    log.file
+                        .set_len(body_end)
+                        .map_err(|err| io_at("truncate the torn tail of", path, err))?;
+                }
+                fileio::write_all_at(&log.file, b"\n", body_end)
+                    .map_err(|err| io_at("repair the torn tail of", path, err))?;
+                end = body_end + 1;
+            }
+            Tail::Torn => {
+                log.file
+                    .set_len(buf_offset)
+                    .map_err(|err| io_at("truncate the torn tail of", path, err))?;
+                end = buf_offset;
+            }
+            Tail::Damaged(reason) => {
+                return Err(corrupt_line(
+                    path,
+                    line_no,
+                    format!(
+                        "the last line ends without a newline but is not a record cut short \
+                         by a crash: {reason}"
+                    ),
+                ));
+            }
         }
     }
     if let Some(start) = scan.open_batch_start() {
         // The log ends with lines starting with the continuation byte: a
         // batch whose closing line never reached the disk. It is dropped
         // whole, back to the last line that closed a request (CONTRACT §4).
+        scan.check_open_batch()?;
         log.file
             .set_len(start)
             .map_err(|err| io_at("drop the unfinished batch at the end of", path, err))?;

@@ -3,10 +3,11 @@
 //! refuse to open (CONTRACT §17).
 //!
 //! The log is read as the open pass reads it (a torn last line or an
-//! unfinished batch at the end is dropped, as a crash left it), but a bad
-//! line elsewhere becomes a [`Loss`] naming `FILE:LINE` instead of an error,
-//! and the scan goes on. Nothing in the directory is changed: leftover temp
-//! files stay, and the torn tail is not cut off.
+//! unfinished batch at the end is dropped, as a crash left it, by the same
+//! rules), but a bad line elsewhere -- and a last line or unfinished batch
+//! that no crash could have left -- becomes a [`Loss`] naming `FILE:LINE`
+//! instead of an error, and the scan goes on. Nothing in the directory is
+//! changed: leftover temp files stay, and the torn tail is not cut off.
 
 use std::{
     fs::{self, File},
@@ -23,6 +24,7 @@ use crate::{
     error::io_at,
     layout::{self, FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR, SNAPSHOT_SUFFIX},
     lock::DirLock,
+    recovery::{Tail, torn_tail, written_part},
     writer::CONTINUED,
 };
 
@@ -138,29 +140,39 @@ fn scan_log(log: &Path, scan: &mut ScanBuilder) -> Result<()> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed = serde_json::from_slice::<EventRecord>(&bytes).map_err(|err| err.to_string());
         if !complete {
-            // CONTRACT §17: the last line has no newline. A whole record that
-            // closes its request is kept; anything else is a write the crash
-            // cut short, which the store drops at open, with the rest of an
-            // unfinished batch.
-            if parsed.is_ok() && bytes.first() != Some(&CONTINUED) {
-                for line in batch.drain(..) {
-                    take(log, line, scan);
+            // CONTRACT §17: the last line has no newline; it is judged as the
+            // open pass judges it. A whole record that closes its request is
+            // kept; a write the crash cut short is dropped, with the rest of
+            // an unfinished batch (below). Anything else is damage: the
+            // batch it closes is read, and the line is a loss.
+            let body = written_part(&bytes);
+            let parsed = match torn_tail(body) {
+                Tail::Torn => break,
+                Tail::Whole => {
+                    serde_json::from_slice::<EventRecord>(body).map_err(|err| err.to_string())
                 }
-                take(
-                    log,
-                    Line {
-                        number,
-                        parsed,
-                        hint: None,
-                    },
-                    scan,
-                );
+                Tail::Damaged(reason) => Err(format!(
+                    "the last line ends without a newline but is not a record cut short by a \
+                     crash: {reason}"
+                )),
+            };
+            for line in batch.drain(..) {
+                take(log, line, scan);
             }
-            batch.clear();
+            let hint = parsed.is_err().then(|| line_hint(body)).flatten();
+            take(
+                log,
+                Line {
+                    number,
+                    parsed,
+                    hint,
+                },
+                scan,
+            );
             break;
         }
+        let parsed = serde_json::from_slice::<EventRecord>(&bytes).map_err(|err| err.to_string());
         let hint = parsed.is_err().then(|| line_hint(&bytes)).flatten();
         let line = Line {
             number,
@@ -177,7 +189,14 @@ fn scan_log(log: &Path, scan: &mut ScanBuilder) -> Result<()> {
         take(log, line, scan);
     }
     // Lines of a batch whose last line never reached the disk: the open
-    // pass drops them whole (CONTRACT §4), and so does salvage.
+    // pass drops them whole (CONTRACT §4), and so does salvage, if each is a
+    // whole record as a crash leaves them. If one is not, the open pass
+    // refuses the store; salvage reads the batch and names that line.
+    if batch.iter().any(|line| line.parsed.is_err()) {
+        for line in batch {
+            take(log, line, scan);
+        }
+    }
     Ok(())
 }
 
@@ -480,6 +499,40 @@ mod tests {
         let scan = scan(&dir).await.unwrap();
         assert!(scan.losses.is_empty(), "{:?}", scan.losses);
         assert_eq!(seqs(&scan, "b"), [1, 2]);
+    }
+
+    // A last line or unfinished batch no crash could have left: the open pass
+    // refuses the store, and salvage reads the batch and names the line.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_damaged_tail_costs_only_its_line() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("store");
+        store(&dir).await;
+        let intact = fs::read(dir.join(LOG_FILE)).unwrap();
+        let mut b3 = event("b", "b3");
+        b3.seq = 3;
+        let line = serde_json::to_string(&b3).unwrap();
+        let damaged_tail = [
+            // A whole record followed by another byte instead of its newline.
+            format!(" {line}\n{line}x"),
+            // An unfinished batch whose second line is not a record.
+            format!(" {line}\n {{not json\n"),
+        ];
+        for tail in &damaged_tail {
+            let mut bytes = intact.clone();
+            bytes.extend_from_slice(tail.as_bytes());
+            fs::write(dir.join(LOG_FILE), &bytes).unwrap();
+            let err = JsonlStore::open(&dir).await.unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            let scan = scan(&dir).await.unwrap();
+            assert_eq!(seqs(&scan, "b"), [1, 2, 3], "{tail}");
+            assert_eq!(scan.losses.len(), 1, "{:?}", scan.losses);
+            assert_eq!(
+                scan.losses[0].place,
+                format!("{}:9", dir.join(LOG_FILE).display())
+            );
+            assert_eq!(fs::read(dir.join(LOG_FILE)).unwrap(), bytes, "unchanged");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

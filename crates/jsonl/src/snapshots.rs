@@ -13,12 +13,12 @@ use std::{
 };
 
 use runstore_core::{
-    Durability, Error, Result, RunId, RunStatus, SnapshotId, SnapshotRecord, StreamKey, Tenant,
-    keep_newest, prune_selection,
+    Durability, Error, MaintenanceReport, Result, RunId, RunStatus, SnapshotId, SnapshotRecord,
+    StreamKey, Tenant, keep_newest, prune_selection,
 };
 
 use crate::{
-    error::io_at,
+    error::{cause, io_at},
     layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
 };
 
@@ -96,7 +96,7 @@ impl Snapshots {
                     let tenant = snapshot
                         .scope
                         .tenant()
-                        .map_err(|err| Error::corrupt(file.display(), err))?;
+                        .map_err(|err| Error::corrupt(file.display(), cause(&err)))?;
                     let expected = root
                         .join(layout::tenant_dir(&tenant))
                         .join(layout::run_dir(&snapshot.run_id))
@@ -242,15 +242,19 @@ impl Snapshots {
     }
 
     /// Deletes snapshots older than the retention, keeping the newest
-    /// `keep_last_per_run` of each stream (CONTRACT §14).
+    /// `keep_last_per_run` of each stream (CONTRACT §14). Each stream is
+    /// pruned on its own: one whose files cannot be deleted or synced is
+    /// reported with what was deleted before the failure, and the others
+    /// are pruned (CONTRACT §25).
     pub(crate) fn prune(
         &self,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> MaintenanceReport {
+        let mut report = MaintenanceReport::default();
         if retention_ms == 0 {
-            return Ok(0);
+            return report;
         }
         let _all: Vec<MutexGuard<'_, ()>> = self
             .stripes
@@ -262,10 +266,9 @@ impl Snapshots {
             })
             .collect();
         // The stripes keep every put out until the end; the index lock is
-        // held only to choose and, after the deletes, to forget.
-        let index = self.lock();
-        let mut doomed: Vec<(StreamKey, SnapshotId)> = Vec::new();
-        for (stream, snapshots) in index.iter() {
+        // held only to choose and, after each stream's deletes, to forget.
+        let mut doomed: Vec<(StreamKey, Vec<SnapshotId>)> = Vec::new();
+        for (stream, snapshots) in self.lock().iter() {
             let order = ordered(snapshots);
             // `prune_selection` decides by order and `created_at_ms` only;
             // stand-ins carry exactly those, so no file is read.
@@ -282,49 +285,57 @@ impl Snapshots {
                     )
                 })
                 .collect();
-            for at in prune_selection(&stand_ins, retention_ms, keep_last_per_run, now_ms) {
-                doomed.push((stream.clone(), order[at].0.clone()));
+            let ids: Vec<SnapshotId> =
+                prune_selection(&stand_ins, retention_ms, keep_last_per_run, now_ms)
+                    .into_iter()
+                    .map(|at| order[at].0.clone())
+                    .collect();
+            if !ids.is_empty() {
+                doomed.push((stream.clone(), ids));
             }
         }
-        drop(index);
-        let mut touched: Vec<PathBuf> = Vec::new();
+        // `doomed` follows the index's order: ascending by stream.
+        for (stream, ids) in doomed {
+            let (deleted, outcome) = self.delete(&stream, &ids);
+            {
+                let mut index = self.lock();
+                if let Some(stream_snapshots) = index.get_mut(&stream) {
+                    for snapshot_id in &ids[..deleted] {
+                        stream_snapshots.remove(snapshot_id);
+                    }
+                    if stream_snapshots.is_empty() {
+                        index.remove(&stream);
+                    }
+                }
+            }
+            report.record(&stream, Ok(deleted));
+            if let Err(err) = outcome {
+                report.record(&stream, Err(err));
+            }
+        }
+        report
+    }
+
+    /// Deletes `ids` of `stream` in order; returns how many are gone and
+    /// whether all of them are, durably.
+    fn delete(&self, stream: &StreamKey, ids: &[SnapshotId]) -> (usize, Result<()>) {
+        let dir = self.run_dir(&stream.tenant, &stream.run_id);
         let mut deleted = 0;
-        let mut failure = None;
-        for (stream, snapshot_id) in &doomed {
-            let dir = self.run_dir(&stream.tenant, &stream.run_id);
+        for snapshot_id in ids {
             let path = dir.join(layout::snapshot_file(snapshot_id));
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => {
-                    failure = Some(io_at("delete snapshot", &path, err));
-                    break;
-                }
+                Err(err) => return (deleted, Err(io_at("delete snapshot", &path, err))),
             }
             deleted += 1;
-            if !touched.contains(&dir) {
-                touched.push(dir);
-            }
         }
+        if self.durability == Durability::Durable
+            && let Err(err) = layout::sync_dir(&dir)
         {
-            let mut index = self.lock();
-            for (stream, snapshot_id) in &doomed[..deleted] {
-                let stream_snapshots = index.get_mut(stream).expect("selected from the index");
-                stream_snapshots.remove(snapshot_id);
-                if stream_snapshots.is_empty() {
-                    index.remove(stream);
-                }
-            }
+            return (deleted, Err(io_at("sync", &dir, err)));
         }
-        if let Some(err) = failure {
-            return Err(err);
-        }
-        if self.durability == Durability::Durable {
-            for dir in &touched {
-                layout::sync_dir(dir).map_err(|err| io_at("sync", dir, err))?;
-            }
-        }
-        Ok(doomed.len())
+        (deleted, Ok(()))
     }
 
     /// Every stream with a snapshot, ascending.

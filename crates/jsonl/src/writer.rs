@@ -13,9 +13,11 @@ use std::{
 };
 
 use runstore_core::{
-    AppendOutcome, Durability, Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant,
+    AppendOutcome, Durability, Error, EventId, EventRecord, MaintenanceReport, Result, RunId,
+    StreamKey, Tenant,
     append::{plan_append, plan_import},
     compaction::{CompactionPolicy, compacted_ids},
+    validate::Limits,
 };
 use tokio::sync::oneshot;
 
@@ -53,6 +55,8 @@ pub(crate) struct LogState {
 pub(crate) struct Shared {
     pub(crate) dir: std::path::PathBuf,
     pub(crate) durability: Durability,
+    /// What writes are checked against; compaction checks its markers too.
+    pub(crate) limits: Limits,
     pub(crate) state: RwLock<LogState>,
     pub(crate) poison: Mutex<Option<String>>,
     pub(crate) snapshots: Snapshots,
@@ -146,7 +150,7 @@ impl Shared {
                 let from =
                     usize::try_from(loc.offset - span[0].offset).expect("a span fits in memory");
                 let to = from + loc.len as usize;
-                records.push(log.parse_record(loc, &bytes[from..to])?);
+                records.push(log.parse_record(tenant, run_id, loc, &bytes[from..to])?);
             }
             start = stop;
         }
@@ -171,7 +175,7 @@ pub(crate) enum Command {
     },
     Compact {
         policy: CompactionPolicy,
-        reply: oneshot::Sender<Result<usize>>,
+        reply: oneshot::Sender<Result<MaintenanceReport>>,
     },
 }
 
@@ -326,10 +330,10 @@ impl Group<'_> {
             let compacted = if record.is_compaction_marker() {
                 match compacted_ids(&record) {
                     Ok(ids) => ids.into_iter().map(|id| (id.event_id, id.seq)).collect(),
+                    // `plan_import` read every marker it let through; this
+                    // is the same error, should it ever differ.
                     Err(err) => {
-                        result = Err(Error::invalid(format!(
-                            "malformed compaction marker: {err}"
-                        )));
+                        result = Err(err);
                         break;
                     }
                 }
@@ -432,7 +436,10 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
                 Command::Append { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                Command::Import { reply, .. } | Command::Compact { reply, .. } => {
+                Command::Import { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Command::Compact { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -519,14 +526,14 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
     bytes.clear();
     *scratch = bytes;
     if let Err(err) = written {
-        let reason = format!("append to {} failed: {err}", log.path.display());
-        shared.poison(reason.clone());
-        let kind = err.kind();
+        shared.poison(format!("append to {} failed: {err}", log.path.display()));
+        // Each request gets its own copy of the one failure, stated once.
+        let (kind, text) = (err.kind(), err.to_string());
         let error = || {
             io_at(
                 "append to",
                 &log.path,
-                std::io::Error::new(kind, reason.clone()),
+                std::io::Error::new(kind, text.clone()),
             )
         };
         for answer in answers {

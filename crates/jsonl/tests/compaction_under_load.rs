@@ -48,7 +48,7 @@ async fn appends_and_reads_racing_compaction_stay_gapless() {
         tokio::spawn(async move {
             let mut pruned = 0;
             for now in (20..=PER_RUN).step_by(10) {
-                pruned += store.compact(10, now).await.unwrap();
+                pruned += store.compact(10, now).await.unwrap().removed;
                 tokio::task::yield_now().await;
             }
             pruned
@@ -58,7 +58,7 @@ async fn appends_and_reads_racing_compaction_stay_gapless() {
         task.await.unwrap();
     }
     let mut pruned = compactor.await.unwrap();
-    pruned += store.compact(10, PER_RUN + 10).await.unwrap();
+    pruned += store.compact(10, PER_RUN + 10).await.unwrap().removed;
     assert_eq!(pruned as u64, RUNS * PER_RUN);
 
     let store = Arc::into_inner(store).unwrap();

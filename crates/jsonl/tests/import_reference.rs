@@ -37,7 +37,7 @@ async fn a_reference_directory_imports_with_seqs_markers_and_snapshots() {
         event(&acme, "run-a", "a1", 1),
         event(&acme, "run-a", "a2", 2),
     ];
-    let marker = merge_marker(&acme, &run_a, None, pruned.iter(), 5_000).unwrap();
+    let marker = merge_marker(&acme, &run_a, None, pruned.iter(), 5_000, |_| Ok(false)).unwrap();
     let mut lines = vec![
         serde_json::to_string(&marker).unwrap(),
         serde_json::to_string(&event(&other, "run-a", "same-id", 1)).unwrap(),

@@ -137,6 +137,13 @@ async fn an_unknown_format_version_is_refused() {
         JsonlStore::open(&dir).await,
         Err(Error::Corrupt { .. })
     ));
+    // Found by the damage property test: a marker that is not UTF-8 is
+    // `Corrupt` too, not an I/O error.
+    fs::write(dir.join("FORMAT"), b"\x80untime-jsonl 1\n").unwrap();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, .. }) => assert!(location.ends_with("FORMAT")),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -165,7 +172,7 @@ async fn compaction_rewrites_the_log_and_reopens_the_same() {
         record.run_id = other.clone();
         store.append(&tenant, &record).await.unwrap();
     }
-    assert_eq!(store.compact(5, 10).await.unwrap(), 10);
+    assert_eq!(store.compact(5, 10).await.unwrap().removed, 10);
     let before = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
     assert_eq!(
         before.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -339,7 +346,7 @@ async fn batch_lines_in_the_middle_of_the_log_are_ordinary_records() {
         old.occurred_at_ms = 0;
         store.append(&tenant, &old).await.unwrap();
     }
-    assert_eq!(store.compact(5, 10).await.unwrap(), 2);
+    assert_eq!(store.compact(5, 10).await.unwrap().removed, 2);
     let after = store.read(&tenant, &run(), ReadQuery::all()).await.unwrap();
     assert_eq!(&after[..5], &records[..]);
     drop(store);
@@ -354,4 +361,143 @@ async fn batch_lines_in_the_middle_of_the_log_are_ordinary_records() {
             .all(|line| !line.starts_with(b" ")),
         "no line starts with a space after compaction"
     );
+}
+
+/// CONTRACT §4, §17: a crash keeps a prefix of a write, so a whole record
+/// followed by bytes other than its newline is no torn write: it is
+/// `Corrupt`, and the batch it closes is not truncated away with it.
+#[tokio::test]
+async fn a_whole_last_record_followed_by_other_bytes_is_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let log = dir.join("events.jsonl");
+    let mut damaged = full.clone();
+    *damaged.last_mut().unwrap() = b'x';
+    fs::write(&log, &damaged).unwrap();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, reason }) => {
+            assert!(location.ends_with("events.jsonl:4"), "{location}");
+            assert!(reason.contains("trailing characters"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&log).unwrap(), damaged, "nothing truncated");
+}
+
+/// A line of an unfinished batch at the end that is not a whole record is
+/// damage, not a write cut short (those lines ended in their newline):
+/// `Corrupt`, and nothing is truncated.
+#[tokio::test]
+async fn an_unfinished_batch_with_a_damaged_line_is_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let log = dir.join("events.jsonl");
+    // The batch's closing line loses its `{` to the continuation byte: the
+    // log now seems to end in an unfinished batch of three lines.
+    let closing = full[..full.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap()
+        + 1;
+    let mut damaged = full.clone();
+    damaged[closing] = b' ';
+    fs::write(&log, &damaged).unwrap();
+    match JsonlStore::open(&dir).await {
+        Err(Error::Corrupt { location, .. }) => {
+            assert!(location.ends_with("events.jsonl:4"), "{location}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&log).unwrap(), damaged, "nothing truncated");
+}
+
+/// Space a crash left allocated but unwritten reads as NUL bytes (after the
+/// last line, or where sectors of its page did not reach the disk); the
+/// writer never writes NUL, so the last line ends at its first NUL, and what
+/// precedes it is judged as the last line.
+#[tokio::test]
+async fn nul_bytes_in_the_last_line_are_part_of_the_torn_tail() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let full = store_with_batch(&dir).await;
+    let log = dir.join("events.jsonl");
+    let cases: [(Vec<u8>, &[u64]); 4] = [
+        ([&full[..], &[0; 9]].concat(), &[1, 2, 3, 4]),
+        ([&full[..full.len() - 1], &[0; 3]].concat(), &[1, 2, 3, 4]),
+        ([&full[..full.len() - 20], &[0; 20]].concat(), &[1]),
+        (
+            [
+                &full[..full.len() - 30],
+                &[0; 10],
+                &full[full.len() - 20..full.len() - 1],
+            ]
+            .concat(),
+            &[1],
+        ),
+    ];
+    for (bytes, expected) in cases {
+        fs::write(&log, &bytes).unwrap();
+        assert_eq!(seqs(&dir).await, expected);
+        let repaired = fs::read(&log).unwrap();
+        assert!(!repaired.contains(&0), "the NULs are gone");
+        assert!(repaired.ends_with(b"}\n"));
+    }
+}
+
+/// CONTRACT §21: no write reaches a seq above `MAX_SEQ`; a line holding one
+/// is `Corrupt` at open, so no stream is left that could not answer
+/// `next_seq` or take an append.
+#[tokio::test]
+async fn a_seq_above_the_highest_is_corrupt() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a"]).await;
+    let log = dir.join("events.jsonl");
+    for seq in [runstore_core::validate::MAX_SEQ + 1, u64::MAX] {
+        let mut record = event("b");
+        record.seq = seq;
+        let mut text = fs::read_to_string(&log).unwrap();
+        let keep = text.find('\n').unwrap() + 1;
+        text.truncate(keep);
+        text.push_str(&serde_json::to_string(&record).unwrap());
+        text.push('\n');
+        fs::write(&log, &text).unwrap();
+        match JsonlStore::open(&dir).await {
+            Err(Error::Corrupt { location, reason }) => {
+                assert!(location.ends_with("events.jsonl:2"), "{location}");
+                assert!(reason.contains(&format!("seq {seq}")), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// Errors state each cause once (STYLE 2.3): a malformed marker or tenant
+/// found at open is one `Corrupt` naming the line, with the inner error's
+/// reason, not its kind again.
+#[tokio::test]
+async fn a_bad_marker_or_tenant_at_open_is_stated_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    store_with(&dir, &["a"]).await;
+    let log = dir.join("events.jsonl");
+    let clean = fs::read_to_string(&log).unwrap();
+    let mut marker = event("m");
+    marker.seq = 2;
+    marker.event_type = runstore_core::compaction::COMPACTION_EVENT_TYPE.to_owned();
+    marker.payload = serde_json::json!({ "compacted_event_ids": "damaged" });
+    let mut no_org = serde_json::to_value(event("o")).unwrap();
+    no_org["seq"] = 2.into();
+    no_org["scope"]["tenant_context"]["org_id"] = "".into();
+    for line in [serde_json::to_string(&marker).unwrap(), no_org.to_string()] {
+        fs::write(&log, format!("{clean}{line}\n")).unwrap();
+        let err = JsonlStore::open(&dir).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Corrupt { .. }), "{text}");
+        assert!(text.contains("events.jsonl:2: "), "{text}");
+        assert_eq!(text.matches("corrupt data").count(), 1, "{text}");
+        assert!(!text.contains("invalid input"), "{text}");
+    }
 }

@@ -69,7 +69,7 @@ mod writer;
 use std::{fmt, path::Path, sync::Arc};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
-use runstore_core::{Error, Result};
+use runstore_core::{Error, Result, validate::Limits};
 
 pub use runstore_core::Durability;
 
@@ -94,6 +94,9 @@ pub struct RedbOptions {
     pub cache_size: Option<usize>,
     /// The most write requests one group commit takes. Default 1,024.
     pub max_batch: usize,
+    /// What every write is checked against before it is queued (CONTRACT
+    /// §21-§24). Default [`Limits::default`].
+    pub limits: Limits,
 }
 
 impl Default for RedbOptions {
@@ -102,6 +105,7 @@ impl Default for RedbOptions {
             durability: Durability::Durable,
             cache_size: None,
             max_batch: 1024,
+            limits: Limits::default(),
         }
     }
 }
@@ -127,6 +131,14 @@ impl RedbOptions {
         self.max_batch = max_batch.max(1);
         self
     }
+
+    /// Sets the limits every append, import and snapshot is checked
+    /// against (only the record size can differ from the default).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A runstore backed by one redb file.
@@ -143,6 +155,11 @@ pub struct RedbStore {
 struct Inner {
     path: Arc<Path>,
     durability: Durability,
+    limits: Limits,
+    /// A stream whose compaction or prune writes fail as redb would, to
+    /// test the stream-by-stream retry.
+    #[cfg(test)]
+    maintenance_fault: std::sync::Mutex<Option<Vec<u8>>>,
     db: Arc<Database>,
     // Declared last: dropped after `db`'s reference, it stops and joins the
     // writer thread, which holds the last other reference, so the file is
@@ -155,6 +172,7 @@ impl fmt::Debug for RedbStore {
         f.debug_struct("RedbStore")
             .field("path", &self.inner.path)
             .field("durability", &self.inner.durability)
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +211,9 @@ impl RedbStore {
             inner: Arc::new(Inner {
                 path,
                 durability: options.durability,
+                limits: options.limits,
+                #[cfg(test)]
+                maintenance_fault: std::sync::Mutex::new(None),
                 db,
                 writer,
             }),
@@ -229,6 +250,27 @@ impl RedbStore {
 
     fn writer(&self) -> &Writer {
         &self.inner.writer
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The stream key whose compaction or prune writes fail (tests only;
+    /// `None` otherwise).
+    fn maintenance_fault(&self) -> Option<Vec<u8>> {
+        #[cfg(test)]
+        {
+            self.inner
+                .maintenance_fault
+                .lock()
+                .expect("not poisoned")
+                .clone()
+        }
+        #[cfg(not(test))]
+        {
+            None
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
-    append::{check_run, plan_append_owned, plan_import},
+    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
+    RunId, StreamKey, Tenant,
+    append::{plan_append_owned, plan_import},
     compaction::{CompactionPolicy, compacted_ids, merge_marker},
+    validate::Limits,
 };
 
 use crate::{
@@ -190,6 +191,7 @@ fn import(
 /// One stream's compaction, computed before anything is written.
 struct Change {
     stream: Vec<u8>,
+    key: StreamKey,
     /// The pruned events' seqs, ascending.
     pruned: Vec<u64>,
     old_marker: Option<(EventId, u64)>,
@@ -201,7 +203,9 @@ fn compact_stream(
     tables: &LogTables<'_, '_>,
     snapshots: &SnapshotTables<'_, '_>,
     stream: Vec<u8>,
+    key: StreamKey,
     policy: &CompactionPolicy,
+    limits: &Limits,
 ) -> Result<Option<Change>, Failure> {
     let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
@@ -211,8 +215,8 @@ fn compact_stream(
     // One pass: the header says which records matter, and only those are
     // parsed.
     for entry in tables.events.range(first.as_slice()..=last.as_slice())? {
-        let (key, value) = entry?;
-        let seq = seq_of_event_key(&stream, key.value())?;
+        let (entry_key, value) = entry?;
+        let seq = seq_of_event_key(&stream, entry_key.value())?;
         let (is_marker, occurred_at_ms) = event_header(value.value()).ok_or_else(|| {
             Error::corrupt(
                 format!(
@@ -231,79 +235,147 @@ fn compact_stream(
     if pruned.is_empty() {
         return Ok(None);
     }
-    let (key, _) = decode_stream(&stream)?;
-    let marker = merge_marker(
-        &key.tenant,
-        &key.run_id,
-        old_marker.as_ref(),
-        &pruned,
-        policy.now_ms(),
-    )?;
+    let old = old_marker
+        .as_ref()
+        .map(|marker| (marker.event_id.clone(), marker.seq));
+    let mut failed = None;
+    // `ids` holds every id of the stream: its events', live or pruned, and
+    // the old marker's own, which the new marker replaces and so does not
+    // count as held.
+    let marker = {
+        let mut seq_of = lookup(&*tables.ids, &stream, &mut failed);
+        merge_marker(
+            &key.tenant,
+            &key.run_id,
+            old_marker.as_ref(),
+            &pruned,
+            policy.now_ms(),
+            |id| {
+                Ok(seq_of(id)?.is_some_and(|seq| {
+                    old.as_ref()
+                        .is_none_or(|(marker_id, marker_seq)| marker_id != id || *marker_seq != seq)
+                }))
+            },
+        )
+    };
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    let marker = marker?;
+    // The marker is a record compaction writes: it passes the checks an
+    // imported one does (CONTRACT §21), so nothing taken from old records
+    // into it can break a limit.
+    if let Err(err) = limits.check_import(&key.run_id, std::slice::from_ref(&marker)) {
+        let reason = match err {
+            Error::InvalidInput { reason } => reason,
+            other => other.to_string(),
+        };
+        return Err(Error::corrupt(
+            format!("events table, stream {key}"),
+            format!(
+                "the compaction marker at seq {} built from the stream's records breaks a limit: \
+                 {reason}",
+                marker.seq
+            ),
+        )
+        .into());
+    }
     let marker_bytes = encode_event(&marker)?;
     Ok(Some(Change {
         pruned: pruned.iter().map(|record| record.seq).collect(),
-        old_marker: old_marker.map(|record| (record.event_id, record.seq)),
+        old_marker: old,
         stream,
+        key,
         marker,
         marker_bytes,
     }))
 }
 
-fn compact(tables: &mut WriteTables<'_>, policy: &CompactionPolicy) -> Result<usize, Failure> {
-    let (tables, snapshots) = tables.all()?;
-    let streams = tables
-        .heads
-        .iter()?
-        .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
+/// Writes one stream's compaction.
+fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure> {
+    let stream = change.stream.as_slice();
+    // The pruned ids stay in `ids`: the marker remembers them.
+    let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
+        return Ok(());
+    };
+    let (low, high) = (event_key(stream, low), event_key(stream, high));
+    let doomed = &change.pruned;
+    tables
+        .events
+        .retain_in(low.as_slice()..=high.as_slice(), |key: &[u8], _| {
+            let seq = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key.get(at..))
+                .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+                .map(u64::from_be_bytes);
+            seq.is_none_or(|seq| doomed.binary_search(&seq).is_err())
+        })?;
+    if let Some((event_id, seq)) = &change.old_marker {
+        tables.events.remove(event_key(stream, *seq).as_slice())?;
+        let key = join(stream, event_id.as_str().as_bytes());
+        let points_here = tables
+            .ids
+            .get(key.as_slice())?
+            .is_some_and(|guard| guard.value() == *seq);
+        if points_here {
+            tables.ids.remove(key.as_slice())?;
+        }
+    }
+    let key = event_key(stream, change.marker.seq);
+    tables
+        .events
+        .insert(key.as_slice(), change.marker_bytes.as_slice())?;
+    // `merge_marker` chose an id no event of the stream holds.
+    let key = join(stream, change.marker.event_id.as_str().as_bytes());
+    tables.ids.insert(key.as_slice(), change.marker.seq)?;
+    Ok(())
+}
+
+/// Compacts every stream, or only `only`, in the writer's transaction.
+///
+/// A stream that cannot be compacted (an unreadable record, a malformed
+/// marker) is reported and left as it is; the others are compacted
+/// (CONTRACT §25). A redb failure fails the transaction, and with it the
+/// pass (the caller then retries stream by stream).
+fn compact(
+    tables: &mut WriteTables<'_>,
+    policy: &CompactionPolicy,
+    limits: &Limits,
+    only: Option<Vec<u8>>,
+    fault: Option<&[u8]>,
+) -> Result<MaintenanceReport, Failure> {
+    let (mut tables, snapshots) = tables.all()?;
+    let streams = match only {
+        Some(stream) => vec![stream],
+        None => tables
+            .heads
+            .iter()?
+            .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut report = MaintenanceReport::default();
     // Every stream's change is computed before the first write, so a
-    // malformed marker anywhere refuses the whole pass and writes nothing.
+    // refusal writes nothing of its stream.
     let mut changes = Vec::new();
     for stream in streams {
-        if let Some(change) = compact_stream(&tables, &snapshots, stream, policy)? {
-            changes.push(change);
+        let (key, _) = decode_stream(&stream)?;
+        match compact_stream(&tables, &snapshots, stream, key.clone(), policy, limits) {
+            Ok(Some(change)) => changes.push(change),
+            Ok(None) => {}
+            Err(Failure::Rejected(err)) => report.record(&key, Err(err)),
+            Err(failure) => return Err(failure),
         }
     }
-    let mut pruned = 0;
     for change in changes {
-        let stream = change.stream.as_slice();
-        // The pruned ids stay in `ids`: the marker remembers them.
-        let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
-            continue;
-        };
-        let (low, high) = (event_key(stream, low), event_key(stream, high));
-        let doomed = &change.pruned;
-        tables
-            .events
-            .retain_in(low.as_slice()..=high.as_slice(), |key: &[u8], _| {
-                let seq = key
-                    .len()
-                    .checked_sub(8)
-                    .and_then(|at| key.get(at..))
-                    .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
-                    .map(u64::from_be_bytes);
-                seq.is_none_or(|seq| doomed.binary_search(&seq).is_err())
-            })?;
-        if let Some((event_id, seq)) = &change.old_marker {
-            tables.events.remove(event_key(stream, *seq).as_slice())?;
-            let key = join(stream, event_id.as_str().as_bytes());
-            let points_here = tables
-                .ids
-                .get(key.as_slice())?
-                .is_some_and(|guard| guard.value() == *seq);
-            if points_here {
-                tables.ids.remove(key.as_slice())?;
-            }
+        if fault == Some(change.stream.as_slice()) {
+            return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
         }
-        let key = event_key(stream, change.marker.seq);
-        tables
-            .events
-            .insert(key.as_slice(), change.marker_bytes.as_slice())?;
-        let key = join(stream, change.marker.event_id.as_str().as_bytes());
-        tables.ids.insert(key.as_slice(), change.marker.seq)?;
-        pruned += change.pruned.len();
+        apply(&mut tables, &change)?;
+        report.record(&change.key, Ok(change.pruned.len()));
     }
-    Ok(pruned)
+    report.sort();
+    Ok(report)
 }
 
 fn decode_entry(stream: &[u8], key: &[u8], value: &[u8]) -> Result<EventRecord, Failure> {
@@ -350,7 +422,8 @@ impl EventLog for RedbStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
-        check_run(run_id, events)?;
+        // CONTRACT §21: checked before anything is queued.
+        self.limits().check_append(run_id, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -410,7 +483,16 @@ impl EventLog for RedbStore {
         let stream = stream_key(tenant, run_id);
         self.read_txn(move |txn| {
             let heads = txn.open_table(HEADS)?;
-            Ok(head(&heads, &stream)? + 1)
+            let last = head(&heads, &stream)?;
+            // Writes never pass `MAX_SEQ`; a head above it came from
+            // elsewhere, and at `u64::MAX` it has no next seq.
+            last.checked_add(1).ok_or_else(|| {
+                Error::corrupt(
+                    format!("heads table, {}", tables::describe_stream(&stream)),
+                    format!("last seq {last} leaves no next seq"),
+                )
+                .into()
+            })
         })
         .await
     }
@@ -445,13 +527,55 @@ impl EventLog for RedbStore {
         .await
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(MaintenanceReport::default());
         };
-        self.writer()
-            .submit(move |tables| compact(tables, &policy))
-            .await
+        let limits = *self.limits();
+        let fault = self.maintenance_fault();
+        let whole = self
+            .writer()
+            .submit(move |tables| compact(tables, &policy, &limits, None, fault.as_deref()))
+            .await;
+        match whole {
+            Err(err) if !matches!(err, Error::Poisoned { .. }) => {}
+            answer => return answer,
+        }
+        // The pass shares one transaction, and redb failed it: retried
+        // stream by stream, so that only a stream whose own writes fail is
+        // reported (CONTRACT §25).
+        let streams = self
+            .read_txn(|txn| {
+                let heads = txn.open_table(HEADS)?;
+                let mut streams = Vec::new();
+                for entry in heads.iter()? {
+                    let (key, _) = entry?;
+                    let stream = key.value().to_vec();
+                    streams.push((decode_stream(&stream)?.0, stream));
+                }
+                Ok(streams)
+            })
+            .await?;
+        let mut report = MaintenanceReport::default();
+        for (key, stream) in streams {
+            let fault = self.maintenance_fault();
+            let one = self
+                .writer()
+                .submit(move |tables| {
+                    compact(tables, &policy, &limits, Some(stream), fault.as_deref())
+                })
+                .await;
+            match one {
+                Ok(one) => {
+                    report.removed += one.removed;
+                    report.failed.extend(one.failed);
+                }
+                Err(err @ Error::Poisoned { .. }) => return Err(err),
+                Err(err) => report.record(&key, Err(err)),
+            }
+        }
+        report.sort();
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
@@ -471,7 +595,8 @@ impl EventLog for RedbStore {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
-        check_run(run_id, records)?;
+        // CONTRACT §23: checked before anything is queued.
+        self.limits().check_import(run_id, records)?;
         if records.is_empty() {
             return Ok(0);
         }
@@ -497,5 +622,181 @@ mod tests {
         assert_eq!(seq_bounds(&ReadQuery::all().after(4).before(5)), None);
         assert_eq!(seq_bounds(&ReadQuery::all().before(0)), None);
         assert_eq!(seq_bounds(&ReadQuery::all().after(u64::MAX)), None);
+    }
+
+    use runstore_core::{EventLogExt, validate::MAX_DEPTH};
+    use serde_json::{Value, json};
+
+    use crate::RedbOptions;
+
+    fn tenant() -> Tenant {
+        Tenant::new("org", "ws", None).unwrap()
+    }
+
+    fn event(run: &str, id: &str, seq: u64, at: u64) -> EventRecord {
+        let mut record = EventRecord::new(
+            &tenant(),
+            RunId::new(run).unwrap(),
+            EventId::new(id).unwrap(),
+            "t",
+            at,
+        );
+        record.seq = seq;
+        record
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(0);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        value
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> RedbStore {
+        let options = RedbOptions::default().with_durability(runstore_core::Durability::Relaxed);
+        RedbStore::open_with(dir.path().join("store.redb"), options)
+            .await
+            .unwrap()
+    }
+
+    /// Stores `records` as an older version or another tool could have:
+    /// straight into the tables, past every check.
+    fn store_raw(store: &RedbStore, records: &[EventRecord]) {
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut ids = txn.open_table(IDS).unwrap();
+            let mut heads = txn.open_table(HEADS).unwrap();
+            for record in records {
+                let stream = stream_key(&tenant(), &record.run_id);
+                let key = event_key(&stream, record.seq);
+                let value = encode_event(record).unwrap();
+                events.insert(key.as_slice(), value.as_slice()).unwrap();
+                let key = join(&stream, record.event_id.as_str().as_bytes());
+                ids.insert(key.as_slice(), record.seq).unwrap();
+                heads.insert(stream.as_slice(), record.seq).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn corrupt<T: std::fmt::Debug>(result: Result<T>) -> (String, String) {
+        match result {
+            Err(Error::Corrupt { location, reason }) => (location, reason),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    /// A pass in one transaction that redb fails is retried stream by
+    /// stream: only the stream whose own writes fail is reported (CONTRACT
+    /// §25), and it is left as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_compaction_is_retried_stream_by_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        for r in ["a", "b-stuck", "c"] {
+            for n in 1..=2 {
+                store
+                    .append(&t, &event(r, &format!("{r}{n}"), 0, 10))
+                    .await
+                    .unwrap();
+            }
+        }
+        let stuck = stream_key(&t, &RunId::new("b-stuck").unwrap());
+        *store.inner.maintenance_fault.lock().unwrap() = Some(stuck);
+        let report = store.compact(5, 100).await.unwrap();
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with("org/ws:b-stuck: redb error"),
+            "{failed:?}"
+        );
+        assert_eq!(report.removed, 4, "the other streams were compacted");
+        for (r, records) in [("a", 1), ("b-stuck", 2), ("c", 1)] {
+            let read = store
+                .read(&t, &RunId::new(r).unwrap(), ReadQuery::all())
+                .await
+                .unwrap();
+            assert_eq!(read.len(), records, "{r}");
+        }
+        *store.inner.maintenance_fault.lock().unwrap() = None;
+        assert_eq!(store.compact(5, 100).await.unwrap().removed, 2);
+    }
+
+    /// A head at `u64::MAX` (an older version's import) has no next seq:
+    /// `next_seq` answers `Corrupt` naming the stream instead of
+    /// overflowing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_head_at_the_last_u64_has_no_next_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        store_raw(&store, &[event("full", "e", u64::MAX, 10)]);
+        let run = RunId::new("full").unwrap();
+        let (location, reason) = corrupt(store.next_seq(&tenant(), &run).await);
+        assert_eq!(location, "heads table, stream org/ws:full");
+        assert!(reason.contains(&u64::MAX.to_string()), "{reason}");
+        let refused = store.append(&tenant(), &event("full", "f", 0, 10)).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidInput { .. })),
+            "{refused:?}"
+        );
+    }
+
+    /// A payload too deep to parse (an older version acknowledged 127
+    /// levels) reads as `Corrupt` naming the stream and seq; compaction
+    /// reports that stream and compacts the others.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stored_record_too_deep_to_read_is_corrupt_naming_stream_and_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut deep = event("deep", "d2", 2, 10);
+        deep.payload = nested(127);
+        store_raw(
+            &store,
+            &[event("deep", "d1", 1, 10), deep, event("fine", "f1", 1, 10)],
+        );
+        let run = RunId::new("deep").unwrap();
+        let (location, reason) = corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
+        assert_eq!(location, "events table, stream org/ws:deep, seq 2");
+        assert!(reason.contains("recursion limit"), "{reason}");
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, 1);
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("org/ws:deep: "), "{failed:?}");
+        assert!(failed[0].contains("seq 2"), "{failed:?}");
+    }
+
+    /// The marker compaction writes passes the write checks: a stream whose
+    /// first pruned event has a scope beyond the depth limit (an older
+    /// version's record) is reported and left as it was.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compaction_checks_the_marker_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut legacy = event("legacy", "l1", 1, 10);
+        legacy
+            .scope
+            .extra
+            .insert("trace".into(), nested(MAX_DEPTH + 5));
+        store_raw(
+            &store,
+            &[
+                legacy,
+                event("legacy", "l2", 2, 10),
+                event("fine", "f1", 1, 10),
+            ],
+        );
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, 1);
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("org/ws:legacy: "), "{failed:?}");
+        assert!(failed[0].contains("scope.trace nests deeper"), "{failed:?}");
+        let run = RunId::new("legacy").unwrap();
+        let left = store.read(&tenant(), &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(left.len(), 2, "left as it was");
     }
 }

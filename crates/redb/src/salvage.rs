@@ -500,7 +500,8 @@ mod tests {
         // Events of `a` at seq 1 and 2 occurred at 1 and 2: below the cutoff
         // 3 and below the newest snapshot's seq 4; `b`'s too (it has no
         // snapshot).
-        store.compact(10, 13).await.unwrap();
+        let report = store.compact(10, 13).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.failed);
         drop(store);
     }
 

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use redb::ReadableTable;
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection,
+    Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant, keep_newest, prune_selection, validate::check_clock,
 };
 
 use crate::{
@@ -126,34 +126,76 @@ fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKe
     Ok(streams)
 }
 
+/// A snapshot's `snapshots` key and its `snapshot_order` key.
+type SnapshotKeys = (Vec<u8>, Vec<u8>);
+
+/// The snapshots `prune` deletes from `stream`.
+fn doomed(
+    tables: &SnapshotTables<'_, '_>,
+    stream: &[u8],
+    retention_ms: u64,
+    keep_last_per_run: usize,
+    now_ms: u64,
+) -> Result<Vec<SnapshotKeys>, Failure> {
+    let keys = order_keys(&*tables.order, stream, None)?;
+    let ordered = list(&*tables.snapshots, &*tables.order, stream, None)?;
+    Ok(
+        prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
+            .into_iter()
+            .map(|index| {
+                let snapshot_key = join(stream, ordered[index].snapshot_id.as_str().as_bytes());
+                (snapshot_key, keys[index].clone())
+            })
+            .collect(),
+    )
+}
+
+/// Prunes every stream, or only `only`, in the writer's transaction. A
+/// stream whose snapshots cannot be read is reported and left as it is; the
+/// others are pruned (CONTRACT §25).
 fn prune(
     tables: &mut WriteTables<'_>,
     retention_ms: u64,
     keep_last_per_run: usize,
     now_ms: u64,
-) -> Result<usize, Failure> {
+    only: Option<StreamKey>,
+    fault: Option<&[u8]>,
+) -> Result<MaintenanceReport, Failure> {
     let tables = tables.snapshots()?;
-    let mut doomed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for stream in streams(&*tables.order)? {
-        let stream = stream_key(&stream.tenant, &stream.run_id);
-        let keys = order_keys(&*tables.order, &stream, None)?;
-        let ordered = list(&*tables.snapshots, &*tables.order, &stream, None)?;
-        for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
-            let snapshot_key = join(&stream, ordered[index].snapshot_id.as_str().as_bytes());
-            doomed.push((snapshot_key, keys[index].clone()));
+    let streams = match only {
+        Some(stream) => vec![stream],
+        None => streams(&*tables.order)?,
+    };
+    let mut report = MaintenanceReport::default();
+    let mut selected = Vec::new();
+    for stream in streams {
+        let key = stream_key(&stream.tenant, &stream.run_id);
+        match doomed(&tables, &key, retention_ms, keep_last_per_run, now_ms) {
+            Ok(keys) => selected.push((stream, key, keys)),
+            Err(Failure::Rejected(err)) => report.record(&stream, Err(err)),
+            Err(failure) => return Err(failure),
         }
     }
     // Nothing is written above this line.
-    for (snapshot_key, order_key) in &doomed {
-        tables.snapshots.remove(snapshot_key.as_slice())?;
-        tables.order.remove(order_key.as_slice())?;
+    for (stream, key, keys) in selected {
+        if fault == Some(key.as_slice()) && !keys.is_empty() {
+            return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
+        }
+        for (snapshot_key, order_key) in &keys {
+            tables.snapshots.remove(snapshot_key.as_slice())?;
+            tables.order.remove(order_key.as_slice())?;
+        }
+        report.record(&stream, Ok(keys.len()));
     }
-    Ok(doomed.len())
+    report.sort();
+    Ok(report)
 }
 
 #[async_trait]
 impl SnapshotStore for RedbStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21: checked before anything is queued.
+        self.limits().check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let bytes = encode_snapshot(&snapshot)?;
@@ -212,13 +254,60 @@ impl SnapshotStore for RedbStore {
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(MaintenanceReport::default());
         }
-        self.writer()
-            .submit(move |tables| prune(tables, retention_ms, keep_last_per_run, now_ms))
-            .await
+        let fault = self.maintenance_fault();
+        let whole = self
+            .writer()
+            .submit(move |tables| {
+                prune(
+                    tables,
+                    retention_ms,
+                    keep_last_per_run,
+                    now_ms,
+                    None,
+                    fault.as_deref(),
+                )
+            })
+            .await;
+        match whole {
+            Err(err) if !matches!(err, Error::Poisoned { .. }) => {}
+            answer => return answer,
+        }
+        // The pass shares one transaction, and redb failed it: retried
+        // stream by stream, so that only a stream whose own writes fail is
+        // reported (CONTRACT §25).
+        let mut report = MaintenanceReport::default();
+        for stream in self.snapshot_streams().await? {
+            let key = stream.clone();
+            let fault = self.maintenance_fault();
+            let one = self
+                .writer()
+                .submit(move |tables| {
+                    prune(
+                        tables,
+                        retention_ms,
+                        keep_last_per_run,
+                        now_ms,
+                        Some(key),
+                        fault.as_deref(),
+                    )
+                })
+                .await;
+            match one {
+                Ok(one) => {
+                    report.removed += one.removed;
+                    report.failed.extend(one.failed);
+                }
+                Err(err @ Error::Poisoned { .. }) => return Err(err),
+                Err(err) => report.record(&stream, Err(err)),
+            }
+        }
+        report.sort();
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
@@ -227,5 +316,104 @@ impl SnapshotStore for RedbStore {
             streams(&order)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase as _;
+    use runstore_core::{Durability, RunStatus};
+
+    use super::*;
+    use crate::RedbOptions;
+
+    fn snapshot(run: &str, id: &str, at: u64) -> SnapshotRecord {
+        SnapshotRecord::new(
+            &Tenant::local(),
+            RunId::new(run).unwrap(),
+            SnapshotId::new(id).unwrap(),
+            at,
+            at,
+            RunStatus::Running,
+        )
+    }
+
+    async fn store_with_snapshots(dir: &tempfile::TempDir) -> RedbStore {
+        let options = RedbOptions::default().with_durability(Durability::Relaxed);
+        let store = RedbStore::open_with(dir.path().join("store.redb"), options)
+            .await
+            .unwrap();
+        for run in ["a", "b-bad", "c"] {
+            for (id, at) in [("s1", 1), ("s2", 2), ("s3", 3)] {
+                store
+                    .put(&Tenant::local(), &snapshot(run, id, at))
+                    .await
+                    .unwrap();
+            }
+        }
+        store
+    }
+
+    fn failed(report: &MaintenanceReport) -> Vec<String> {
+        report.failed.iter().map(ToString::to_string).collect()
+    }
+
+    /// CONTRACT §25: a stream whose snapshot cannot be read is reported and
+    /// keeps its snapshots; the others are pruned.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn prune_isolates_a_stream_with_an_unreadable_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_snapshots(&dir).await;
+        let bad = stream_key(&Tenant::local(), &RunId::new("b-bad").unwrap());
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut snapshots = txn.open_table(SNAPSHOTS).unwrap();
+            let key = join(&bad, b"s2");
+            let mut value = snapshots.get(key.as_slice()).unwrap().unwrap().value()[..16].to_vec();
+            value.extend_from_slice(b"{not json");
+            snapshots.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let report = store.prune(1, 1, 100).await.unwrap();
+        let failed = failed(&report);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with(
+                "local/local:b-bad: corrupt data at snapshots table, stream local/local:b-bad, \
+                 snapshot \"s2\": "
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(report.removed, 4);
+        let txn = store.inner.db.begin_read().unwrap();
+        let order = txn.open_table(SNAPSHOT_ORDER).unwrap();
+        assert_eq!(order_keys(&order, &bad, None).unwrap().len(), 3, "kept");
+    }
+
+    /// A prune in one transaction that redb fails is retried stream by
+    /// stream: only the stream whose own writes fail is reported.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_prune_is_retried_stream_by_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_snapshots(&dir).await;
+        let bad = stream_key(&Tenant::local(), &RunId::new("b-bad").unwrap());
+        *store.inner.maintenance_fault.lock().unwrap() = Some(bad);
+        let report = store.prune(1, 1, 100).await.unwrap();
+        let failed = failed(&report);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].starts_with("local/local:b-bad: redb error"),
+            "{failed:?}"
+        );
+        assert_eq!(report.removed, 4);
+        let run = RunId::new("b-bad").unwrap();
+        assert_eq!(
+            store
+                .list(&Tenant::local(), &run, None)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
     }
 }

@@ -200,9 +200,18 @@ pub(crate) fn decode_stream(key: &[u8]) -> Result<(StreamKey, usize), Failure> {
     let Some((org, workspace, deployment, run)) = parts else {
         return Err(bad("truncated or malformed".to_owned()));
     };
-    let tenant = Tenant::new(org, workspace, deployment).map_err(|err| bad(err.to_string()))?;
-    let run_id = RunId::new(run).map_err(|err| bad(err.to_string()))?;
+    let tenant = Tenant::new(org, workspace, deployment).map_err(|err| bad(cause(err)))?;
+    let run_id = RunId::new(run).map_err(|err| bad(cause(err)))?;
     Ok((StreamKey::new(tenant, run_id), reader.at))
+}
+
+/// What `err` says, to go inside a `Corrupt` reason without repeating its
+/// kind.
+fn cause(err: runstore_core::Error) -> String {
+    match err {
+        runstore_core::Error::InvalidInput { reason } => reason,
+        other => other.to_string(),
+    }
 }
 
 /// An `events` value: flags, `occurred_at_ms`, JSON.
@@ -274,10 +283,14 @@ pub(crate) fn decode_snapshot(key: &[u8], value: &[u8]) -> Result<SnapshotRecord
             serde_json::from_slice::<SnapshotRecord>(json).map_err(|err| err.to_string())
         });
     parsed.map_err(|reason| {
-        Failure::Rejected(runstore_core::Error::corrupt(
-            format!("snapshots table, {}", describe_stream(key)),
-            reason,
-        ))
+        let location = match decode_stream(key) {
+            Ok((stream, len)) => format!(
+                "snapshots table, stream {stream}, snapshot {:?}",
+                String::from_utf8_lossy(&key[len..])
+            ),
+            Err(_) => format!("snapshots table, key {key:02x?}"),
+        };
+        Failure::Rejected(runstore_core::Error::corrupt(location, reason))
     })
 }
 
