@@ -31,6 +31,11 @@ fn harness() -> Harness {
         let url = drop_url.clone();
         async move { drop_schema(&url, &location.name).await }
     });
+    let damage_url = url.clone().unwrap_or_default();
+    let harness = harness.on_damage(move |location, stream| {
+        let url = damage_url.clone();
+        async move { damage_marker(&url, &location.name, &stream).await }
+    });
     match url {
         Some(_) => harness,
         None => harness.missing_service(format!("{URL_VAR} is not set")),
@@ -53,6 +58,38 @@ async fn drop_schema(url: &str, schema: &str) {
         .execute(&mut connection)
         .await
         .expect("drop a case's schema");
+}
+
+/// Overwrites the payload of `stream`'s compaction marker with something
+/// that is not a marker payload (docs/backends/postgres.md, "Schema").
+async fn damage_marker(url: &str, schema: &str, stream: &runstore_core::StreamKey) {
+    use sqlx::Connection;
+    assert!(
+        schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "schema names come from the harness"
+    );
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to damage a stream");
+    let damaged = sqlx::query(&format!(
+        "UPDATE \"{schema}\".events e \
+         SET record = (e.record::jsonb || '{{\"payload\": {{\"not\": \"a marker payload\"}}}}')::text \
+         FROM \"{schema}\".streams s \
+         WHERE e.stream_id = s.stream_id AND e.is_marker \
+         AND s.org_id = $1 AND s.workspace_id = $2 AND s.has_deployment = $3 \
+         AND s.deployment_id = $4 AND s.run_id = $5"
+    ))
+    .bind(stream.tenant.org_id())
+    .bind(stream.tenant.workspace_id())
+    .bind(stream.tenant.deployment_id().is_some())
+    .bind(stream.tenant.deployment_id().unwrap_or(""))
+    .bind(stream.run_id.as_str())
+    .execute(&mut connection)
+    .await
+    .expect("damage the marker");
+    assert_eq!(damaged.rows_affected(), 1, "{stream} holds one marker");
 }
 
 runstore_conformance::suite!(harness());

@@ -111,10 +111,11 @@ impl TxError {
         matches!(self, Self::Sql(_, err) if is_retryable_in_tx(err))
     }
 
-    /// The error to return to the caller.
-    pub(crate) fn into_error(self) -> Error {
+    /// The error to return to the caller; a driver's names `stream`
+    /// (`tenant:run`), the stream the transaction worked on.
+    pub(crate) fn into_error(self, stream: &(dyn std::fmt::Display + Sync)) -> Error {
         match self {
-            Self::Sql(doing, err) => map(doing, err),
+            Self::Sql(doing, err) => map(&format!("{doing} for stream {stream}"), err),
             Self::Store(err) => err,
         }
     }
@@ -135,3 +136,23 @@ impl<T> SqlContext<T> for Result<T, sqlx::Error> {
 /// How many times a transaction runs before its retryable failure is
 /// returned.
 pub(crate) const TX_ATTEMPTS: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // CONTRACT §26: the driver's text once, after what the store was doing
+    // and for which stream.
+    #[test]
+    fn a_driver_error_is_stated_once_with_its_stream() {
+        let err =
+            TxError::Sql("inserting events", sqlx::Error::PoolTimedOut).into_error(&"org/ws:run-1");
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "postgres error: inserting events for stream org/ws:run-1: \
+             pool timed out while waiting for an open connection"
+        );
+        assert!(err.is_retryable());
+    }
+}

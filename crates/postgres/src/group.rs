@@ -73,16 +73,17 @@ impl Drop for WorkerGuard {
 }
 
 /// Runs a transaction attempt until it succeeds, fails with a contract
-/// outcome, or has failed retryably `TX_ATTEMPTS` times.
+/// outcome, or has failed retryably `TX_ATTEMPTS` times; a driver's error
+/// names `$stream`, the stream the transaction worked on.
 macro_rules! retrying {
-    ($attempt:expr) => {{
+    ($stream:expr, $attempt:expr) => {{
         let mut tries = 0;
         loop {
             tries += 1;
             match $attempt.await {
                 Ok(value) => break Ok(value),
                 Err(err) if err.retry_in_tx() && tries < $crate::error::TX_ATTEMPTS => continue,
-                Err(err) => break Err(err.into_error()),
+                Err(err) => break Err(err.into_error($stream)),
             }
         }
     }};
@@ -154,7 +155,7 @@ impl PostgresStore {
             .await
             .during("beginning a group append")?;
         let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
-        let mut last = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        let mut last = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
         let all: Vec<EventRecord> = group
             .iter()
             .flat_map(|p| p.events.iter().cloned())
@@ -162,7 +163,7 @@ impl PostgresStore {
         let mut known = if last == 0 {
             HashMap::new()
         } else {
-            known_ids(&mut tx, stream_id, &distinct_ids(&all)).await?
+            known_ids(&mut tx, stream_id, cols, &distinct_ids(&all)).await?
         };
         let mut new_records = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
@@ -180,7 +181,11 @@ impl PostgresStore {
                     for record in &plan.new_records {
                         known.insert(record.event_id.as_str().to_owned(), record.seq);
                     }
-                    last += plan.new_records.len() as u64;
+                    // The plan numbers new records from `last` on, and
+                    // never past MAX_SEQ.
+                    if let Some(record) = plan.new_records.last() {
+                        last = record.seq;
+                    }
                     new_records.extend(plan.new_records);
                     answers.push(Ok(plan.outcomes));
                 }
@@ -202,19 +207,22 @@ impl PostgresStore {
         let cols = StreamCols::new(tenant, run_id);
         if group.len() == 1 {
             let pending = group.pop().expect("a group of one");
-            let answer = retrying!(self.append_once(
-                tenant,
-                run_id,
+            let answer = retrying!(
                 &cols,
-                &pending.events,
-                pending.expected_last_seq
-            ));
+                self.append_once(
+                    tenant,
+                    run_id,
+                    &cols,
+                    &pending.events,
+                    pending.expected_last_seq
+                )
+            );
             // The requester may have gone away; its request is done anyway.
             let _ = pending.reply.send(answer);
             return;
         }
         let together: Result<Vec<Answer>> =
-            retrying!(self.append_group_once(tenant, run_id, &cols, &group));
+            retrying!(&cols, self.append_group_once(tenant, run_id, &cols, &group));
         match together {
             Ok(answers) => {
                 for (pending, answer) in group.into_iter().zip(answers) {
@@ -225,13 +233,16 @@ impl PostgresStore {
             // gets its own outcome or error.
             Err(_) => {
                 for pending in group {
-                    let answer = retrying!(self.append_once(
-                        tenant,
-                        run_id,
+                    let answer = retrying!(
                         &cols,
-                        &pending.events,
-                        pending.expected_last_seq
-                    ));
+                        self.append_once(
+                            tenant,
+                            run_id,
+                            &cols,
+                            &pending.events,
+                            pending.expected_last_seq
+                        )
+                    );
                     let _ = pending.reply.send(answer);
                 }
             }

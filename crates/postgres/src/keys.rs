@@ -35,6 +35,18 @@ impl<'a> StreamCols<'a> {
     }
 }
 
+/// Names the stream as [`StreamKey`] does (`org/workspace[/deployment]:run`),
+/// for errors.
+impl std::fmt::Display for StreamCols<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.org_id, self.workspace_id)?;
+        if self.has_deployment {
+            write!(f, "/{}", self.deployment_id)?;
+        }
+        write!(f, ":{}", self.run_id)
+    }
+}
+
 /// SHA-256 over org, workspace and deployment, each NUL-terminated; the
 /// deployment is preceded by a presence byte, so an absent deployment
 /// differs from every present one. Ids hold no NUL, so this is injective.
@@ -115,6 +127,15 @@ mod tests {
         assert_ne!(a.tenant_hash, b.tenant_hash);
         assert!(!a.has_deployment && a.deployment_id.is_empty());
         assert!(b.has_deployment && b.deployment_id == "d");
+    }
+
+    #[test]
+    fn columns_name_the_stream_as_its_key_does() {
+        let run = RunId::new("r").unwrap();
+        for tenant in [tenant(None), tenant(Some("d"))] {
+            let key = StreamKey::new(tenant.clone(), run.clone());
+            assert_eq!(StreamCols::new(&tenant, &run).to_string(), key.to_string());
+        }
     }
 
     #[test]

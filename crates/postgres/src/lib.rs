@@ -51,7 +51,7 @@
 //! | Servers | PostgreSQL 11 or newer (tested with 15) |
 //! | Isolation | `READ COMMITTED` (the server default) plus row locks |
 //! | Durability | commits are durable (`synchronous_commit` as configured on the server); [`Durability::Relaxed`] sets it `off` for the store's connections |
-//! | Limits | seqs up to `i64::MAX`; timestamps beyond `i64::MAX` ms are stored exactly but sort as `i64::MAX` |
+//! | Limits | seqs and timestamps up to `i64::MAX`; records as [`PostgresOptions::limits`] allow (4 MiB by default), refused before a connection is taken (CONTRACT §21) |
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
@@ -66,7 +66,7 @@ mod streams;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use runstore_core::{Durability, Result};
+use runstore_core::{Durability, Result, validate::Limits};
 use sqlx::PgPool;
 
 /// The schema a store uses unless [`PostgresOptions::with_schema`] says otherwise.
@@ -89,6 +89,9 @@ pub struct PostgresOptions {
     /// How long an operation waits for a pooled connection before failing
     /// with a retryable `Backend` error (default 30 s).
     pub acquire_timeout: Duration,
+    /// What a write may carry (CONTRACT §21-§24), checked before a
+    /// connection is taken. Default [`Limits::default`].
+    pub limits: Limits,
 }
 
 impl Default for PostgresOptions {
@@ -98,6 +101,7 @@ impl Default for PostgresOptions {
             durability: Durability::Durable,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }
@@ -130,6 +134,13 @@ impl PostgresOptions {
         self.acquire_timeout = acquire_timeout;
         self
     }
+
+    /// Sets the limits every write is checked against (CONTRACT §21).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A runstore on PostgreSQL: both traits over one connection pool.
@@ -145,6 +156,7 @@ pub struct PostgresStore {
 struct Inner {
     pool: PgPool,
     schema: String,
+    limits: Limits,
     /// Appends waiting for their stream's group commit (speed only).
     appends: group::Queues,
 }
@@ -153,6 +165,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema)
+            .field("limits", &self.inner.limits)
             .field("pool_size", &self.inner.pool.size())
             .finish()
     }
@@ -182,6 +195,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 schema: options.schema,
+                limits: options.limits,
                 appends: group::Queues::default(),
             }),
         })
@@ -204,14 +218,20 @@ impl PostgresStore {
         self.inner.pool.close().await;
     }
 
+    /// The limits every write is checked against.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
     fn pool_ref(&self) -> &PgPool {
         &self.inner.pool
     }
 
-    /// Where a record lives, for `Corrupt` errors.
-    fn location(&self, table: &str, stream_id: i64, key: impl fmt::Display) -> String {
+    /// Where a record lives, for `Corrupt` errors: the table, the stream
+    /// (`tenant:run`) and the row (`seq 5`, `snapshot "s1"`).
+    fn location(&self, table: &str, stream: &dyn fmt::Display, row: impl fmt::Display) -> String {
         format!(
-            "postgres {}.{table} stream {stream_id} {key}",
+            "postgres {}.{table} of stream {stream}, {row}",
             self.inner.schema
         )
     }
@@ -241,11 +261,15 @@ mod tests {
 
     #[test]
     fn options_default_and_setters() {
+        let limits = Limits::with_max_record_bytes(100).unwrap();
         let options = PostgresOptions::default()
             .with_schema("s1")
             .with_durability(Durability::Relaxed)
-            .with_max_connections(0);
+            .with_max_connections(0)
+            .with_limits(limits);
         assert_eq!(options.schema, "s1");
+        assert_eq!(options.limits, limits);
+        assert_eq!(PostgresOptions::default().limits, Limits::default());
         assert_eq!(options.durability, Durability::Relaxed);
         assert_eq!(options.max_connections, 1);
         assert_eq!(PostgresOptions::default().schema, DEFAULT_SCHEMA);

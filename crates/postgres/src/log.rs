@@ -1,13 +1,16 @@
 //! [`EventLog`] on PostgreSQL.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
+    RunId, StreamKey, Tenant,
     append::{plan_append, plan_import},
-    compaction::{CompactionPolicy, compacted_ids, merge_marker},
+    compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
 };
 use sqlx::PgConnection;
 
@@ -104,10 +107,12 @@ impl EventRows {
     }
 }
 
-/// The seqs under which `ids` are stored in the stream, live or compacted.
+/// The seqs under which `ids` are stored in the stream `stream` (its id and
+/// name), live or compacted.
 pub(crate) async fn known_ids(
     conn: &mut PgConnection,
     stream_id: i64,
+    stream: &(dyn fmt::Display + Sync),
     ids: &[&str],
 ) -> Result<HashMap<String, u64>, TxError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(KNOWN_IDS)
@@ -118,7 +123,7 @@ pub(crate) async fn known_ids(
         .during("looking up event ids")?;
     let mut known = HashMap::with_capacity(rows.len());
     for (id, seq) in rows {
-        let seq = keys::to_u64(|| format!("postgres stream {stream_id} event {id:?}"), seq)?;
+        let seq = keys::to_u64(|| format!("postgres stream {stream} event {id:?}"), seq)?;
         // Live ids come first; a live id wins over a remembered one.
         known.entry(id).or_insert(seq);
     }
@@ -133,12 +138,9 @@ pub(crate) fn distinct_ids(records: &[EventRecord]) -> Vec<&str> {
 }
 
 impl PostgresStore {
-    fn decode_event(&self, stream_id: i64, seq: i64, text: &str) -> Result<EventRecord> {
+    fn decode_event(&self, stream: &dyn fmt::Display, seq: i64, text: &str) -> Result<EventRecord> {
         serde_json::from_str(text).map_err(|err| {
-            Error::corrupt(
-                self.location("events", stream_id, format!("seq {seq}")),
-                err,
-            )
+            Error::corrupt(self.location("events", stream, format!("seq {seq}")), err)
         })
     }
 
@@ -157,12 +159,12 @@ impl PostgresStore {
             .await
             .during("beginning an append")?;
         let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
-        let last_seq = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        let last_seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
         // Ids are only ever stored in a stream that has a last seq.
         let known = if last_seq == 0 {
             HashMap::new()
         } else {
-            known_ids(&mut tx, stream_id, &distinct_ids(events)).await?
+            known_ids(&mut tx, stream_id, cols, &distinct_ids(events)).await?
         };
         let plan = plan_append(tenant, run_id, last_seq, events, expected_last_seq, |id| {
             Ok(known.get(id.as_str()).copied())
@@ -192,30 +194,21 @@ impl PostgresStore {
             .await
             .during("beginning an import")?;
         let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
-        let last_seq = keys::to_u64(|| self.location("streams", stream_id, "last_seq"), last_seq)?;
+        let last_seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
+        // Every id the import brings is looked up (a marker is imported only
+        // into an empty stream, which holds none of the ids it remembers).
         let known = if last_seq == 0 {
             HashMap::new()
         } else {
-            known_ids(&mut tx, stream_id, &distinct_ids(records)).await?
+            known_ids(&mut tx, stream_id, cols, &distinct_ids(records)).await?
         };
+        // CONTRACT §23: ids new to the stream, live or compacted; no gap.
         let missing = plan_import(tenant, run_id, last_seq, records, |id| {
             Ok(known.get(id.as_str()).copied())
         })?;
         if missing.is_empty() {
             tx.rollback().await.during("ending a read-only import")?;
             return Ok(0);
-        }
-        if let Some(clash) = missing
-            .iter()
-            .find(|r| known.contains_key(r.event_id.as_str()))
-        {
-            return Err(Error::invalid(format!(
-                "import of {tenant}:{run_id}: event {:?} at seq {} is already stored at seq {}",
-                clash.event_id.as_str(),
-                clash.seq,
-                known[clash.event_id.as_str()]
-            ))
-            .into());
         }
         match EventRows::new(missing)?.insert(&mut tx, stream_id).await {
             Err(TxError::Sql(_, err))
@@ -233,10 +226,11 @@ impl PostgresStore {
     }
 
     /// Compacts one stream in one transaction; returns how many events it
-    /// pruned.
+    /// pruned. `key` names the stream whose row is `stream_id`.
     async fn compact_once(
         &self,
         stream_id: i64,
+        key: &StreamKey,
         policy: &CompactionPolicy,
     ) -> Result<usize, TxError> {
         let mut tx = self
@@ -244,15 +238,11 @@ impl PostgresStore {
             .begin()
             .await
             .during("beginning a compaction")?;
-        let head: (String, String, bool, String, String) = sqlx::query_as(
-            "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id \
-             FROM streams WHERE stream_id = $1 FOR NO KEY UPDATE",
-        )
-        .bind(stream_id)
-        .fetch_one(&mut *tx)
-        .await
-        .during("locking a stream row for compaction")?;
-        let key = keys::stream_key(head.0, head.1, head.2, head.3, head.4)?;
+        sqlx::query("SELECT 1 FROM streams WHERE stream_id = $1 FOR NO KEY UPDATE")
+            .bind(stream_id)
+            .execute(&mut *tx)
+            .await
+            .during("locking a stream row for compaction")?;
         // The compaction floor is the seq of the stream's newest snapshot.
         let (floor,): (Option<i64>,) =
             sqlx::query_as("SELECT max(seq) FROM snapshots WHERE stream_id = $1")
@@ -261,7 +251,7 @@ impl PostgresStore {
                 .await
                 .during("reading the compaction floor")?;
         let floor = floor
-            .map(|seq| keys::to_u64(|| self.location("snapshots", stream_id, "seq"), seq))
+            .map(|seq| keys::to_u64(|| self.location("snapshots", key, "seq"), seq))
             .transpose()?;
         // The SQL filter is a superset (timestamps saturate); the shared
         // rule decides on the records.
@@ -278,7 +268,7 @@ impl PostgresStore {
         .during("reading events to compact")?;
         let mut pruned = Vec::with_capacity(rows.len());
         for (seq, text) in &rows {
-            let record = self.decode_event(stream_id, *seq, text)?;
+            let record = self.decode_event(key, *seq, text)?;
             if policy.prunes(&record, floor) {
                 pruned.push(record);
             }
@@ -295,15 +285,41 @@ impl PostgresStore {
         .await
         .during("reading the compaction marker")?;
         let old = old
-            .map(|(seq, text)| self.decode_event(stream_id, seq, &text))
+            .map(|(seq, text)| self.decode_event(key, seq, &text))
             .transpose()?;
+        // CONTRACT §22: the marker never takes an id an ordinary event of the
+        // stream holds. Appends refuse the marker namespace, so only events
+        // imported from older stores can hold such ids: fetch those once.
+        let held: Vec<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM events \
+             WHERE stream_id = $1 AND NOT is_marker AND starts_with(event_id, $2)",
+        )
+        .bind(stream_id)
+        .bind(COMPACTION_ID_PREFIX)
+        .fetch_all(&mut *tx)
+        .await
+        .during("reading ids in the marker namespace")?;
+        let held: HashSet<String> = held.into_iter().map(|(id,)| id).collect();
         let marker = merge_marker(
             &key.tenant,
             &key.run_id,
             old.as_ref(),
             &pruned,
             policy.now_ms(),
-        )?;
+            |id| Ok(held.contains(id.as_str())),
+        )
+        .map_err(|err| match (err, &old) {
+            // Only the old marker's payload can be malformed: name its row.
+            (Error::Corrupt { reason, .. }, Some(old)) => Error::corrupt(
+                self.location(
+                    "events",
+                    key,
+                    format_args!("the compaction marker at seq {}", old.seq),
+                ),
+                reason,
+            ),
+            (other, _) => other,
+        })?;
         let mut remove: Vec<i64> = Vec::with_capacity(pruned.len() + 1);
         for record in pruned.iter().chain(old.as_ref()) {
             remove.push(keys::to_i64("seq", record.seq)?);
@@ -329,6 +345,31 @@ impl PostgresStore {
         tx.commit().await.during("committing a compaction")?;
         Ok(pruned.len())
     }
+
+    /// The streams that hold an ordinary event at or before `cutoff_ms`
+    /// (a superset of those a compaction prunes), with their row ids.
+    async fn compaction_candidates(&self, cutoff_ms: u64) -> Result<Vec<(i64, StreamKey)>> {
+        let rows: Vec<(i64, String, String, bool, String, String)> = sqlx::query_as(
+            "SELECT s.stream_id, s.org_id, s.workspace_id, s.has_deployment, s.deployment_id, \
+                    s.run_id \
+             FROM streams s \
+             JOIN (SELECT DISTINCT stream_id FROM events \
+                   WHERE NOT is_marker AND occurred_at_ms <= $1) c USING (stream_id) \
+             ORDER BY s.stream_id",
+        )
+        .bind(keys::clamp_i64(cutoff_ms))
+        .fetch_all(self.pool_ref())
+        .await
+        .map_err(|err| error::map("finding streams to compact", err))?;
+        rows.into_iter()
+            .map(|(stream_id, org, workspace, has, deployment, run)| {
+                Ok((
+                    stream_id,
+                    keys::stream_key(org, workspace, has, deployment, run)?,
+                ))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -340,6 +381,8 @@ impl EventLog for PostgresStore {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
+        // CONTRACT §21-§24: before a connection is taken or work queued.
+        self.inner.limits.check_append(run_id, events)?;
         if events.is_empty() {
             // Nothing to write; still answer a conflict as the contract says.
             return plan_append(tenant, run_id, 0, events, None, |_| Ok(None))
@@ -372,10 +415,10 @@ impl EventLog for PostgresStore {
             .bind(limit)
             .fetch_all(self.pool_ref())
             .await
-            .map_err(|err| error::map("reading events", err))?;
+            .map_err(|err| error::map(&format!("reading events of stream {cols}"), err))?;
         let mut records = rows
             .iter()
-            .map(|(stream_id, seq, text)| self.decode_event(*stream_id, *seq, text))
+            .map(|(_, seq, text)| self.decode_event(&cols, *seq, text))
             .collect::<Result<Vec<_>>>()?;
         if query.tail {
             records.reverse();
@@ -391,15 +434,20 @@ impl EventLog for PostgresStore {
                 .bind(&cols.key_hash)
                 .fetch_optional(self.pool_ref())
                 .await
-                .map_err(|err| error::map("reading the last seq", err))?;
+                .map_err(|err| {
+                    error::map(&format!("reading the last seq of stream {cols}"), err)
+                })?;
         let last = match row {
-            Some((last,)) => keys::to_u64(
-                || format!("postgres {}.streams last_seq", self.schema()),
-                last,
-            )?,
+            Some((last,)) => keys::to_u64(|| self.location("streams", &cols, "last_seq"), last)?,
             None => 0,
         };
-        Ok(last + 1)
+        // A BIGINT holds at most i64::MAX, so the next seq always fits.
+        last.checked_add(1).ok_or_else(|| {
+            Error::corrupt(
+                self.location("streams", &cols, "last_seq"),
+                format!("last seq {last} leaves no next seq"),
+            )
+        })
     }
 
     async fn seq_of(
@@ -420,9 +468,17 @@ impl EventLog for PostgresStore {
             .bind(event_id.as_str())
             .fetch_optional(self.pool_ref())
             .await
-            .map_err(|err| error::map("looking up an event id", err))?;
-        row.map(|(seq, _)| keys::to_u64(|| format!("postgres {}.events seq", self.schema()), seq))
-            .transpose()
+            .map_err(|err| {
+                error::map(
+                    &format!("looking up event {:?} in stream {cols}", event_id.as_str()),
+                    err,
+                )
+            })?;
+        row.map(|(seq, _)| {
+            let row = format!("event {:?}", event_id.as_str());
+            keys::to_u64(|| self.location("events", &cols, row), seq)
+        })
+        .transpose()
     }
 
     async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
@@ -432,7 +488,7 @@ impl EventLog for PostgresStore {
         .bind(keys::tenant_hash(tenant))
         .fetch_all(self.pool_ref())
         .await
-        .map_err(|err| error::map("listing runs", err))?;
+        .map_err(|err| error::map(&format!("listing the runs of tenant {tenant}"), err))?;
         rows.into_iter()
             .map(|(run,)| {
                 RunId::new(run.clone()).map_err(|err| {
@@ -445,23 +501,20 @@ impl EventLog for PostgresStore {
             .collect()
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    /// CONTRACT §8-§11, §25: each stream is compacted in a transaction of
+    /// its own; one that fails is in the report, left as it was, and the
+    /// pass goes on.
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(report);
         };
-        let candidates: Vec<(i64,)> = sqlx::query_as(
-            "SELECT DISTINCT stream_id FROM events \
-             WHERE NOT is_marker AND occurred_at_ms <= $1 ORDER BY stream_id",
-        )
-        .bind(keys::clamp_i64(policy.cutoff_ms()))
-        .fetch_all(self.pool_ref())
-        .await
-        .map_err(|err| error::map("finding streams to compact", err))?;
-        let mut pruned = 0;
-        for (stream_id,) in candidates {
-            pruned += retrying!(self.compact_once(stream_id, &policy))?;
+        for (stream_id, key) in self.compaction_candidates(policy.cutoff_ms()).await? {
+            let step = retrying!(&key, self.compact_once(stream_id, &key, &policy));
+            report.record(&key, step);
         }
-        Ok(pruned)
+        report.sort();
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
@@ -486,13 +539,12 @@ impl EventLog for PostgresStore {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
-        for record in records {
-            keys::to_i64("seq", record.seq)?;
-        }
+        // CONTRACT §23: before a connection is taken.
+        self.inner.limits.check_import(run_id, records)?;
         if records.is_empty() {
             return Ok(0);
         }
         let cols = StreamCols::new(tenant, run_id);
-        retrying!(self.import_once(tenant, run_id, &cols, records))
+        retrying!(&cols, self.import_once(tenant, run_id, &cols, records))
     }
 }

@@ -1,9 +1,11 @@
 //! [`SnapshotStore`] on PostgreSQL.
 
+use std::fmt;
+
 use async_trait::async_trait;
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    prune_selection, snapshot_order,
+    Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant, prune_selection, snapshot_order, validate::check_clock,
 };
 
 use crate::{
@@ -21,13 +23,13 @@ const UPSERT: &str = "INSERT INTO snapshots (stream_id, snapshot_id, seq, create
 impl PostgresStore {
     fn decode_snapshot(
         &self,
-        stream_id: i64,
+        stream: &dyn fmt::Display,
         snapshot_id: &str,
         text: &str,
     ) -> Result<SnapshotRecord> {
         serde_json::from_str(text).map_err(|err| {
             Error::corrupt(
-                self.location("snapshots", stream_id, format!("snapshot {snapshot_id:?}")),
+                self.location("snapshots", stream, format!("snapshot {snapshot_id:?}")),
                 err,
             )
         })
@@ -58,9 +60,11 @@ impl PostgresStore {
     }
 
     /// Prunes one stream's snapshots in one transaction, its rows locked.
+    /// `key` names the stream whose row is `stream_id`.
     async fn prune_once(
         &self,
         stream_id: i64,
+        key: &StreamKey,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
@@ -76,7 +80,7 @@ impl PostgresStore {
         .during("reading snapshots to prune")?;
         let mut ordered = rows
             .iter()
-            .map(|(id, text)| self.decode_snapshot(stream_id, id, text))
+            .map(|(id, text)| self.decode_snapshot(key, id, text))
             .collect::<Result<Vec<_>>>()?;
         // Saturated timestamps may tie in SQL; the shared order decides.
         ordered.sort_by(snapshot_order);
@@ -100,8 +104,8 @@ impl PostgresStore {
 }
 
 /// Runs `attempt` until it succeeds, fails with a contract outcome, or has
-/// failed retryably [`TX_ATTEMPTS`] times.
-async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+/// failed retryably [`TX_ATTEMPTS`] times; a driver's error names `stream`.
+async fn retrying<T, F, Fut>(stream: &(dyn fmt::Display + Sync), mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TxError>>,
@@ -112,7 +116,7 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(err) if err.retry_in_tx() && tries < TX_ATTEMPTS => {}
-            Err(err) => return Err(err.into_error()),
+            Err(err) => return Err(err.into_error(stream)),
         }
     }
 }
@@ -120,12 +124,14 @@ where
 #[async_trait]
 impl SnapshotStore for PostgresStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21-§24: before a connection is taken.
+        self.inner.limits.check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let text = serde_json::to_string(&snapshot)
             .map_err(|err| Error::invalid(format!("snapshot is not serialisable: {err}")))?;
         let cols = StreamCols::new(tenant, &snapshot.run_id);
-        retrying(|| self.put_once(&cols, &snapshot, &text)).await
+        retrying(&cols, || self.put_once(&cols, &snapshot, &text)).await
     }
 
     async fn get(
@@ -144,8 +150,14 @@ impl SnapshotStore for PostgresStore {
         .bind(snapshot_id.as_str())
         .fetch_optional(self.pool_ref())
         .await
-        .map_err(|err| error::map("reading a snapshot", err))?;
-        row.map(|(stream_id, text)| self.decode_snapshot(stream_id, snapshot_id.as_str(), &text))
+        .map_err(|err| {
+            let doing = format!(
+                "reading snapshot {:?} of stream {cols}",
+                snapshot_id.as_str()
+            );
+            error::map(&doing, err)
+        })?;
+        row.map(|(_, text)| self.decode_snapshot(&cols, snapshot_id.as_str(), &text))
             .transpose()
     }
 
@@ -169,46 +181,58 @@ impl SnapshotStore for PostgresStore {
         .bind(limit)
         .fetch_all(self.pool_ref())
         .await
-        .map_err(|err| error::map("listing snapshots", err))?;
+        .map_err(|err| error::map(&format!("listing the snapshots of stream {cols}"), err))?;
         let mut list = rows
             .iter()
             .rev()
-            .map(|(stream_id, id, text)| self.decode_snapshot(*stream_id, id, text))
+            .map(|(_, id, text)| self.decode_snapshot(&cols, id, text))
             .collect::<Result<Vec<_>>>()?;
         // Saturated timestamps may tie in SQL; the shared order decides.
         list.sort_by(snapshot_order);
         Ok(list)
     }
 
+    /// CONTRACT §14, §25: each stream is pruned in a transaction of its
+    /// own; one that fails is in the report, left as it was, and the pass
+    /// goes on.
     async fn prune(
         &self,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
+        let mut report = MaintenanceReport::default();
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(report);
         }
         let keep = i64::try_from(keep_last_per_run).unwrap_or(i64::MAX);
         let cutoff = keys::clamp_i64(now_ms.saturating_sub(retention_ms));
         // Streams with more snapshots than they keep and one old enough;
         // the shared rule decides per stream.
-        let candidates: Vec<(i64,)> = sqlx::query_as(
-            "SELECT stream_id FROM snapshots GROUP BY stream_id \
-             HAVING count(*) > $1 AND min(created_at_ms) <= $2 ORDER BY stream_id",
+        let candidates: Vec<(i64, String, String, bool, String, String)> = sqlx::query_as(
+            "SELECT s.stream_id, s.org_id, s.workspace_id, s.has_deployment, s.deployment_id, \
+                    s.run_id \
+             FROM streams s \
+             JOIN (SELECT stream_id FROM snapshots GROUP BY stream_id \
+                   HAVING count(*) > $1 AND min(created_at_ms) <= $2) c USING (stream_id) \
+             ORDER BY s.stream_id",
         )
         .bind(keep)
         .bind(cutoff)
         .fetch_all(self.pool_ref())
         .await
         .map_err(|err| error::map("finding snapshots to prune", err))?;
-        let mut deleted = 0;
-        for (stream_id,) in candidates {
-            deleted +=
-                retrying(|| self.prune_once(stream_id, retention_ms, keep_last_per_run, now_ms))
-                    .await?;
+        for (stream_id, org, workspace, has, deployment, run) in candidates {
+            let key = keys::stream_key(org, workspace, has, deployment, run)?;
+            let step = retrying(&key, || {
+                self.prune_once(stream_id, &key, retention_ms, keep_last_per_run, now_ms)
+            })
+            .await;
+            report.record(&key, step);
         }
-        Ok(deleted)
+        report.sort();
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

@@ -49,7 +49,8 @@ pub(crate) fn contended(what: impl Into<String>) -> Error {
 pub(crate) struct Contended(String);
 
 /// Rebuilds an error for each caller of a shared round (errors are not
-/// `Clone`), keeping its kind and retryability.
+/// `Clone`), keeping its kind, retryability and text: a `Backend` error's
+/// text is its source's, so the copy does not say "s3 error" twice.
 pub(crate) fn share(err: &Error) -> Error {
     match err {
         Error::InvalidInput { reason } => Error::invalid(reason),
@@ -58,6 +59,26 @@ pub(crate) fn share(err: &Error) -> Error {
             actual: *actual,
         },
         Error::Corrupt { location, reason } => Error::corrupt(location, reason),
+        Error::Io { context, source } => Error::io(
+            context,
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        Error::Locked { resource } => Error::Locked {
+            resource: resource.clone(),
+        },
+        Error::Poisoned { store, reason } => Error::Poisoned {
+            store: store.clone(),
+            reason: reason.clone(),
+        },
+        Error::Backend {
+            backend,
+            retryable,
+            source,
+        } => Error::Backend {
+            backend,
+            retryable: *retryable,
+            source: Box::new(Shared(source.to_string())),
+        },
         other if other.is_retryable() => Error::transient(BACKEND, Shared(other.to_string())),
         other => Error::backend(BACKEND, Shared(other.to_string())),
     }
@@ -67,3 +88,42 @@ pub(crate) fn share(err: &Error) -> Error {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Shared(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // CONTRACT §26: every caller of a shared round gets the error as the
+    // round saw it, with each cause stated once.
+    #[test]
+    fn a_shared_error_keeps_its_text_kind_and_retryability() {
+        let original = request(
+            "get the head of stream o/w:r",
+            object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        );
+        let shared = share(&original);
+        assert_eq!(shared.to_string(), original.to_string());
+        assert_eq!(
+            shared.to_string().matches("s3 error").count(),
+            1,
+            "{shared}"
+        );
+        assert!(shared.is_retryable());
+        let corrupt = Error::corrupt("p/head (the head of stream o/w:r)", "bad");
+        assert_eq!(share(&corrupt).to_string(), corrupt.to_string());
+        let conflict = Error::Conflict {
+            expected: u64::MAX,
+            actual: 3,
+        };
+        assert!(matches!(
+            share(&conflict),
+            Error::Conflict {
+                expected: u64::MAX,
+                actual: 3
+            }
+        ));
+    }
+}

@@ -62,6 +62,31 @@ pub(crate) struct Head {
     pub(crate) commits: Vec<String>,
 }
 
+/// The fields of a head that name its stream: read on their own when a
+/// listing must learn a stream from a head under a hashed key, so that a
+/// head damaged elsewhere still names the stream whose compaction fails.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeadName {
+    org_id: String,
+    workspace_id: String,
+    #[serde(default)]
+    deployment_id: Option<String>,
+    run_id: RunId,
+}
+
+impl HeadName {
+    /// The stream the head names.
+    pub(crate) fn stream(self) -> Result<StreamKey> {
+        let tenant = Tenant::new(self.org_id, self.workspace_id, self.deployment_id)?;
+        Ok(StreamKey::new(tenant, self.run_id))
+    }
+}
+
+/// How the head of `key` is named in errors.
+pub(crate) fn head_what(key: &StreamKey) -> String {
+    format!("the head of stream {key}")
+}
+
 impl Head {
     /// The head of a stream that holds nothing yet.
     pub(crate) fn empty(key: &StreamKey) -> Self {
@@ -93,20 +118,14 @@ impl Head {
     /// Checks that a head read from `key`'s location names `key` (a hashed
     /// key segment could in theory collide).
     pub(crate) fn check(&self, key: &StreamKey, location: &impl std::fmt::Display) -> Result<()> {
+        let fail =
+            |reason: String| Error::corrupt(format!("{location} ({})", head_what(key)), reason);
         if self.format != FORMAT {
-            return Err(Error::corrupt(
-                location,
-                format!("head format {} is not {FORMAT}", self.format),
-            ));
+            return Err(fail(format!("head format {} is not {FORMAT}", self.format)));
         }
-        if self.stream()? != *key {
-            return Err(Error::corrupt(
-                location,
-                format!(
-                    "head names stream {} but was read for {key}",
-                    self.stream()?
-                ),
-            ));
+        let named = self.stream().map_err(|err| fail(err.to_string()))?;
+        if named != *key {
+            return Err(fail(format!("the head names stream {named}")));
         }
         Ok(())
     }
@@ -227,11 +246,7 @@ impl IdEntry {
         match &self.id {
             Some(id) if id != event_id => Err(Error::corrupt(
                 location,
-                format!(
-                    "id entry names event {:?}, not {:?}",
-                    id.as_str(),
-                    event_id.as_str()
-                ),
+                format!("the entry names event {:?}", id.as_str()),
             )),
             _ => Ok(self.seq),
         }

@@ -24,6 +24,13 @@
 //! put landed. The seq answered is still the event's one, and nothing is
 //! duplicated (CONTRACT §1-§3; docs/backends/s3.md, "Append").
 //!
+//! Every write is checked against the store's
+//! [`Limits`] before any request
+//! ([`S3Store::with_limits`]; CONTRACT §21-§24). Store-wide `compact` and
+//! `prune` process each stream on its own and report the ones that fail
+//! (CONTRACT §25); an object always belongs to the stream its key names,
+//! never to the one its record claims.
+//!
 //! # Example
 //!
 //! ```
@@ -73,7 +80,7 @@ use std::{
 };
 
 use object_store::{ObjectStore, aws::AmazonS3Builder};
-use runstore_core::{Result, StreamKey};
+use runstore_core::{Result, StreamKey, validate::Limits};
 
 use crate::{keys::Keys, log::StreamState};
 
@@ -87,6 +94,8 @@ pub struct S3Store {
 struct Inner {
     store: Arc<dyn ObjectStore>,
     keys: Keys,
+    /// What a write may carry (CONTRACT §21-§24), checked before any request.
+    limits: Limits,
     /// Per-stream append queues and caches of this handle (speed only).
     streams: Mutex<HashMap<StreamKey, Arc<StreamState>>>,
 }
@@ -96,6 +105,7 @@ impl fmt::Debug for S3Store {
         f.debug_struct("S3Store")
             .field("store", &self.inner.store.to_string())
             .field("prefix", &self.inner.keys.root().as_ref())
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -114,9 +124,37 @@ impl S3Store {
             inner: Arc::new(Inner {
                 store,
                 keys: Keys::new(prefix.as_ref())?,
+                limits: Limits::default(),
                 streams: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// This store enforcing `limits` on every write (CONTRACT §21) instead
+    /// of [`Limits::default`]. Meant right after construction: clones made
+    /// before keep the limits they had.
+    #[must_use]
+    pub fn with_limits(self, limits: Limits) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.limits = limits;
+                inner
+            }
+            Err(shared) => Inner {
+                store: shared.store.clone(),
+                keys: shared.keys.clone(),
+                limits,
+                streams: Mutex::new(HashMap::new()),
+            },
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The limits this store enforces on writes.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
     }
 
     /// A store in `bucket` under `prefix`, configured from the environment

@@ -10,20 +10,23 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion, path::Path};
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
-    append::{check_run, plan_append, plan_import},
-    compaction::{CompactionPolicy, compact_stream},
+    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
+    RunId, StreamKey, Tenant,
+    append::{plan_append, plan_import},
+    compaction::{CompactionPolicy, compact_stream, compacted_ids},
 };
 use tokio::sync::oneshot;
 
 use crate::{
     Inner, S3Store, backoff,
-    error::{contended, share},
-    head::{FLUSH_RECORDS, Head, IdCache, IdEntry, MarkerRef, SegmentRef, index_entries},
+    error::{contended, request, share},
+    head::{
+        FLUSH_RECORDS, Head, HeadName, IdCache, IdEntry, MarkerRef, SegmentRef, head_what,
+        index_entries,
+    },
     keys::{decode_id, decode_tenant},
     new_token,
-    objects::{Put, delete, from_json, get, get_json, put, put_conditional, to_json},
+    objects::{Put, corrupt, delete, from_json, get, get_json, put, put_conditional, to_json},
 };
 
 /// Rounds a writer runs before answering a retryable "contended" error.
@@ -105,6 +108,39 @@ fn flush_due(local: &Local) -> bool {
         .is_some_and(|loaded| loaded.version.is_some() && loaded.head.needs_flush())
 }
 
+/// How a segment is named in errors.
+fn segment_what(key: &StreamKey, segment: &SegmentRef) -> String {
+    format!(
+        "the segment of stream {key} holding seqs {} to {}",
+        segment.first, segment.last
+    )
+}
+
+/// How an id index entry is named in errors.
+fn id_what(key: &StreamKey, id: &EventId) -> String {
+    format!("the id entry of event {:?} in stream {key}", id.as_str())
+}
+
+/// Checks the payload of every marker among `records`; a malformed one is
+/// `Corrupt` naming the object `at()` (its key and what it is) and the seq.
+fn check_markers(records: &[EventRecord], at: impl Fn() -> (Path, String)) -> Result<()> {
+    for record in records {
+        if let Err(err) = compacted_ids(record) {
+            let reason = match err {
+                Error::Corrupt { reason, .. } | Error::InvalidInput { reason } => reason,
+                other => other.to_string(),
+            };
+            let (path, what) = at();
+            return Err(corrupt(
+                &path,
+                &what,
+                format!("the compaction marker at seq {}: {reason}", record.seq),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn overlaps(segment: &SegmentRef, query: &ReadQuery) -> bool {
     query.after_seq.is_none_or(|after| segment.last > after)
         && query.before_seq.is_none_or(|before| segment.first < before)
@@ -119,7 +155,7 @@ impl Inner {
     /// GETs the stream's head.
     async fn load(&self, key: &StreamKey) -> Result<Loaded> {
         let path = self.keys.head(key);
-        match get_json::<Head>(self.store(), &path).await? {
+        match get_json::<Head>(self.store(), &path, &head_what(key)).await? {
             Some((head, version)) => {
                 head.check(key, &path)?;
                 Ok(Loaded {
@@ -142,8 +178,9 @@ impl Inner {
         version: Option<UpdateVersion>,
     ) -> Result<Put> {
         let path = self.keys.head(key);
-        let bytes = to_json(head, &path)?;
-        put_conditional(self.store(), &path, bytes, version).await
+        let what = head_what(key);
+        let bytes = to_json(head, &what)?;
+        put_conditional(self.store(), &path, &what, bytes, version).await
     }
 
     /// The seqs the id index holds for `ids` (`None` = not stored).
@@ -155,8 +192,9 @@ impl Inner {
         stream::iter(ids)
             .map(|id| async move {
                 let path = self.keys.id_entry(key, &id);
-                let seq = match get_json::<IdEntry>(self.store(), &path).await? {
-                    Some((entry, _)) => Some(entry.seq_for(&id, &path)?),
+                let what = id_what(key, &id);
+                let seq = match get_json::<IdEntry>(self.store(), &path, &what).await? {
+                    Some((entry, _)) => Some(entry.seq_for(&id, &format!("{path} ({what})"))?),
                     None => None,
                 };
                 Ok::<_, Error>((id, seq))
@@ -199,9 +237,10 @@ impl Inner {
         stream::iter(entries)
             .map(|(id, seq)| async move {
                 let path = self.keys.id_entry(key, &id);
+                let what = id_what(key, &id);
                 let entry = IdEntry { seq, id: Some(id) };
-                let bytes = to_json(&entry, &path)?;
-                put_conditional(self.store(), &path, bytes, None)
+                let bytes = to_json(&entry, &what)?;
+                put_conditional(self.store(), &path, &what, bytes, None)
                     .await
                     .map(drop)
             })
@@ -219,11 +258,12 @@ impl Inner {
         let segment = SegmentRef {
             first: records.first().map_or(0, |record| record.seq),
             last: records.last().map_or(0, |record| record.seq),
-            count: records.len() as u64,
+            count: u64::try_from(records.len()).unwrap_or(u64::MAX),
             token: new_token(),
         };
         let path = self.segment_path(key, &segment);
-        put(self.store(), &path, to_json(&records, &path)?).await?;
+        let what = segment_what(key, &segment);
+        put(self.store(), &path, &what, to_json(&records, &what)?).await?;
         Ok((segment, path))
     }
 
@@ -235,14 +275,16 @@ impl Inner {
         segment: &SegmentRef,
     ) -> Result<Option<Vec<EventRecord>>> {
         let path = self.segment_path(key, segment);
-        match get(self.store(), &path).await? {
-            Some((bytes, _)) => Ok(Some(from_json(&bytes, &path)?)),
+        let what = segment_what(key, segment);
+        match get(self.store(), &path, &what).await? {
+            Some((bytes, _)) => Ok(Some(from_json(&bytes, &path, &what)?)),
             None => Ok(None),
         }
     }
 
     /// Every record of the stream `head` describes, ascending; `None` when a
-    /// segment vanished.
+    /// segment vanished. Every marker's payload is checked here, so that a
+    /// malformed one is reported with the object that holds it.
     async fn all_records(&self, key: &StreamKey, head: &Head) -> Result<Option<Vec<EventRecord>>> {
         let segments: Vec<Option<Vec<EventRecord>>> = stream::iter(head.segments.clone())
             .map(|segment| async move { self.read_segment(key, &segment).await })
@@ -250,12 +292,16 @@ impl Inner {
             .try_collect()
             .await?;
         let mut records = Vec::new();
-        for segment in segments {
-            let Some(segment) = segment else {
+        for (segment, part) in head.segments.iter().zip(segments) {
+            let Some(part) = part else {
                 return Ok(None);
             };
-            records.extend(segment);
+            check_markers(&part, || {
+                (self.segment_path(key, segment), segment_what(key, segment))
+            })?;
+            records.extend(part);
         }
+        check_markers(&head.buffer, || (self.keys.head(key), head_what(key)))?;
         records.extend(head.buffer.iter().cloned());
         Ok(Some(records))
     }
@@ -285,7 +331,10 @@ impl Inner {
         while head.segments.len() >= 2 {
             let n = head.segments.len();
             let (older, newer) = (&head.segments[n - 2], &head.segments[n - 1]);
-            if older.count >= 2 * newer.count || older.count + newer.count > SEGMENT_MAX {
+            // Counts come from a stored head: saturate rather than trust them.
+            if older.count >= newer.count.saturating_mul(2)
+                || older.count.saturating_add(newer.count) > SEGMENT_MAX
+            {
                 break;
             }
             let (Some(mut merged), Some(tail)) = (
@@ -308,7 +357,7 @@ impl Inner {
     /// Best-effort deletes of objects no head names any more.
     async fn delete_all(&self, paths: Vec<Path>) {
         let _ = stream::iter(paths)
-            .map(|path| async move { delete(self.store(), &path).await })
+            .map(|path| async move { delete(self.store(), &path, "an unreferenced object").await })
             .buffer_unordered(PARALLEL)
             .collect::<Vec<_>>()
             .await;
@@ -447,7 +496,11 @@ impl Inner {
                         for record in &plan.new_records {
                             planned.insert(record.event_id.clone(), record.seq);
                         }
-                        last += plan.new_records.len() as u64;
+                        // The plan numbers new records from `last` on, and
+                        // never past MAX_SEQ.
+                        if let Some(record) = plan.new_records.last() {
+                            last = record.seq;
+                        }
                         new_records.extend(plan.new_records);
                         answers.push(Ok(plan.outcomes));
                     }
@@ -668,7 +721,8 @@ impl Inner {
         let mut next = loaded.head;
         next.remember(&new_token());
         let path = self.keys.head(key);
-        let bytes = to_json(&next, &path)?;
+        let what = head_what(key);
+        let bytes = to_json(&next, &what)?;
         let mode = PutOptions::from(PutMode::Update(version));
         match self
             .store()
@@ -682,10 +736,7 @@ impl Inner {
                 | object_store::Error::NotImplemented
                 | object_store::Error::NotSupported { .. },
             ) => Ok(()),
-            Err(err) => Err(crate::error::request(
-                format!("conditional put {path}"),
-                err,
-            )),
+            Err(err) => Err(request(format!("put {what} conditionally"), err)),
         }
     }
 
@@ -780,7 +831,6 @@ impl Inner {
     /// nothing changed in between), flushing as appends do. Id index entries
     /// are only ever written for committed records.
     async fn import(&self, key: &StreamKey, records: &[EventRecord]) -> Result<usize> {
-        check_run(&key.run_id, records)?;
         let state = self.stream_state(key);
         let mut local = state.leader.lock().await;
         let mut written = 0;
@@ -791,11 +841,17 @@ impl Inner {
             };
             local.ids.catch_up(&loaded.head)?;
             let last = loaded.head.last_seq;
-            let ids = records
-                .iter()
-                .filter(|record| record.seq <= last)
-                .map(|record| record.event_id.clone())
-                .collect();
+            // Every id the import brings is looked up: one at or below the
+            // last seq must be stored at its seq, any other must be new to
+            // the stream, live or compacted (CONTRACT §23). A stream that
+            // does not exist yet holds none.
+            let mut ids = Vec::new();
+            if loaded.version.is_some() {
+                for record in records {
+                    ids.push(record.event_id.clone());
+                    ids.extend(compacted_ids(record)?.into_iter().map(|id| id.event_id));
+                }
+            }
             let known = self.resolve(key, &loaded.head, &local.ids, ids).await?;
             let head = &loaded.head;
             let missing = plan_import(&key.tenant, &key.run_id, last, records, |id| {
@@ -833,14 +889,26 @@ impl Inner {
         Err(contended(format!("import into {key}")))
     }
 
-    /// The run ids under a tenant's directory; hashed segments are resolved
-    /// through the stream's head.
+    /// The streams under a tenant's directory `dir` (`P/ev/<tenant>/`).
+    /// A stream is the one its key names: decoded from the key, or, under a
+    /// hashed segment, the one its head names once the head is checked to
+    /// live at that stream's key. What a record claims never decides it.
+    ///
+    /// # Errors
+    /// `Corrupt` for a head under a hashed key that names no stream, or a
+    /// stream whose key is elsewhere: the list of streams cannot be read.
     async fn runs_under(&self, tenant: Option<&Tenant>, dir: &Path) -> Result<Vec<StreamKey>> {
         let listing = self
             .store()
             .list_with_delimiter(Some(dir))
             .await
-            .map_err(|err| crate::error::request(format!("list {dir}"), err))?;
+            .map_err(|err| {
+                let what = match tenant {
+                    Some(tenant) => format!("list the streams of tenant {tenant}"),
+                    None => format!("list the streams under {dir}"),
+                };
+                request(what, err)
+            })?;
         let mut keys = Vec::new();
         for prefix in listing.common_prefixes {
             let Some(run_segment) = prefix.parts().last() else {
@@ -850,14 +918,33 @@ impl Inner {
             match (tenant, decoded) {
                 (Some(tenant), Some(run_id)) => keys.push(StreamKey::new(tenant.clone(), run_id)),
                 _ => {
-                    let path = prefix.child("head");
-                    if let Some((head, _)) = get_json::<Head>(self.store(), &path).await? {
-                        keys.push(head.stream()?);
+                    if let Some(key) = self.stream_at(&prefix).await? {
+                        keys.push(key);
                     }
                 }
             }
         }
         Ok(keys)
+    }
+
+    /// The stream whose directory `dir` is under a hashed key segment, from
+    /// the head there (`None` without a head).
+    async fn stream_at(&self, dir: &Path) -> Result<Option<StreamKey>> {
+        let path = dir.child("head");
+        let what = "the head of a stream under a hashed key";
+        let Some((bytes, _)) = get(self.store(), &path, what).await? else {
+            return Ok(None);
+        };
+        let named: HeadName = from_json(&bytes, &path, what)?;
+        let key = named.stream().map_err(|err| corrupt(&path, what, err))?;
+        if self.keys.stream_dir(&key) != *dir {
+            return Err(corrupt(
+                &path,
+                what,
+                format!("the head names stream {key}, whose key is elsewhere"),
+            ));
+        }
+        Ok(Some(key))
     }
 }
 
@@ -875,7 +962,8 @@ impl EventLog for S3Store {
         events: &[EventRecord],
         expected_last_seq: Option<u64>,
     ) -> Result<Vec<AppendOutcome>> {
-        check_run(run_id, events)?;
+        // CONTRACT §21-§24: before anything is queued or requested.
+        self.inner.limits.check_append(run_id, events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -904,13 +992,15 @@ impl EventLog for S3Store {
     }
 
     async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
-        Ok(self
-            .inner
-            .load(&key_of(tenant, run_id))
-            .await?
-            .head
-            .last_seq
-            + 1)
+        let key = key_of(tenant, run_id);
+        let last = self.inner.load(&key).await?.head.last_seq;
+        last.checked_add(1).ok_or_else(|| {
+            corrupt(
+                &self.inner.keys.head(&key),
+                &head_what(&key),
+                format!("last_seq {last} leaves no next seq"),
+            )
+        })
     }
 
     async fn seq_of(
@@ -946,15 +1036,17 @@ impl EventLog for S3Store {
         Ok(runs)
     }
 
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<usize> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms) else {
-            return Ok(0);
+    /// CONTRACT §8-§11, §25: each stream is compacted on its own; one that
+    /// fails is in the report and the pass goes on.
+    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
+            return Ok(report);
         };
-        let mut pruned = 0;
         for key in self.streams().await? {
-            pruned += self.inner.compact_one(&key, &policy).await?;
+            report.record(&key, self.inner.compact_one(&key, &policy).await);
         }
-        Ok(pruned)
+        Ok(report)
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {
@@ -964,7 +1056,7 @@ impl EventLog for S3Store {
             .store()
             .list_with_delimiter(Some(&root))
             .await
-            .map_err(|err| crate::error::request(format!("list {root}"), err))?;
+            .map_err(|err| request("list the tenants with streams", err))?;
         let mut keys = Vec::new();
         for dir in listing.common_prefixes {
             let tenant = dir
@@ -984,6 +1076,8 @@ impl EventLog for S3Store {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize> {
+        // CONTRACT §23: before anything is requested.
+        self.inner.limits.check_import(run_id, records)?;
         self.inner.import(&key_of(tenant, run_id), records).await
     }
 }

@@ -1,4 +1,9 @@
 //! The few request shapes the store uses, with their outcomes typed.
+//!
+//! Each takes `what`, the object in the store's own terms ("the head of
+//! stream acme/prod:run-42"), for its errors. A request error states `what`
+//! and then `object_store`'s error, which names the key or URL itself; a
+//! `Corrupt` error names the key once, followed by `what`.
 
 use bytes::Bytes;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, path::Path};
@@ -15,27 +20,33 @@ pub(crate) enum Put {
     Lost,
 }
 
-/// Serializes `value` to JSON bytes.
-pub(crate) fn to_json(value: &impl Serialize, what: &Path) -> Result<Bytes> {
+/// Serializes `value` (`what`) to JSON bytes.
+pub(crate) fn to_json(value: &impl Serialize, what: &str) -> Result<Bytes> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|err| Error::invalid(format!("encode {what}: {err}")))
+        .map_err(|err| Error::invalid(format!("cannot encode {what}: {err}")))
 }
 
-/// Parses JSON read from `path`.
-pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|err| Error::corrupt(path, err))
+/// Parses JSON read from `path`, which holds `what`.
+pub(crate) fn from_json<T: DeserializeOwned>(bytes: &[u8], path: &Path, what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| corrupt(path, what, err))
+}
+
+/// A `Corrupt` error for `path`, which holds `what`.
+pub(crate) fn corrupt(path: &Path, what: &str, reason: impl std::fmt::Display) -> Error {
+    Error::corrupt(format!("{path} ({what})"), reason)
 }
 
 /// GETs `path`: its bytes and version, or `None` when absent.
 pub(crate) async fn get(
     store: &dyn ObjectStore,
     path: &Path,
+    what: &str,
 ) -> Result<Option<(Bytes, UpdateVersion)>> {
     let result = match store.get(path).await {
         Ok(result) => result,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(err) => return Err(request(format!("get {path}"), err)),
+        Err(err) => return Err(request(format!("get {what}"), err)),
     };
     let version = UpdateVersion {
         e_tag: result.meta.e_tag.clone(),
@@ -44,7 +55,7 @@ pub(crate) async fn get(
     let bytes = result
         .bytes()
         .await
-        .map_err(|err| request(format!("read {path}"), err))?;
+        .map_err(|err| request(format!("read {what}"), err))?;
     Ok(Some((bytes, version)))
 }
 
@@ -52,9 +63,10 @@ pub(crate) async fn get(
 pub(crate) async fn get_json<T: DeserializeOwned>(
     store: &dyn ObjectStore,
     path: &Path,
+    what: &str,
 ) -> Result<Option<(T, UpdateVersion)>> {
-    match get(store, path).await? {
-        Some((bytes, version)) => Ok(Some((from_json(&bytes, path)?, version))),
+    match get(store, path, what).await? {
+        Some((bytes, version)) => Ok(Some((from_json(&bytes, path, what)?, version))),
         None => Ok(None),
     }
 }
@@ -64,6 +76,7 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
 pub(crate) async fn put_conditional(
     store: &dyn ObjectStore,
     path: &Path,
+    what: &str,
     bytes: Bytes,
     version: Option<UpdateVersion>,
 ) -> Result<Put> {
@@ -79,23 +92,28 @@ pub(crate) async fn put_conditional(
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => Ok(Put::Lost),
-        Err(err) => Err(request(format!("conditional put {path}"), err)),
+        Err(err) => Err(request(format!("put {what} conditionally"), err)),
     }
 }
 
 /// PUTs `bytes` at `path`, replacing what is there.
-pub(crate) async fn put(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
+pub(crate) async fn put(
+    store: &dyn ObjectStore,
+    path: &Path,
+    what: &str,
+    bytes: Bytes,
+) -> Result<()> {
     store
         .put(path, PutPayload::from(bytes))
         .await
         .map(drop)
-        .map_err(|err| request(format!("put {path}"), err))
+        .map_err(|err| request(format!("put {what}"), err))
 }
 
 /// Deletes `path`; an absent object is fine.
-pub(crate) async fn delete(store: &dyn ObjectStore, path: &Path) -> Result<()> {
+pub(crate) async fn delete(store: &dyn ObjectStore, path: &Path, what: &str) -> Result<()> {
     match store.delete(path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(err) => Err(request(format!("delete {path}"), err)),
+        Err(err) => Err(request(format!("delete {what}"), err)),
     }
 }

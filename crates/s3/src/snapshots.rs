@@ -1,5 +1,9 @@
 //! Snapshots: one object per `(tenant, run_id, snapshot_id)`
 //! (docs/backends/s3.md, "Snapshots").
+//!
+//! A snapshot belongs to the stream its key names, never to the one its
+//! record claims: a record whose claims disagree with its key is `Corrupt`
+//! for that stream, and store-wide work groups objects by key.
 
 use std::collections::BTreeMap;
 
@@ -7,61 +11,84 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{ObjectMeta, path::Path};
 use runstore_core::{
-    Error, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection, snapshot_order,
+    MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    keep_newest, prune_selection, snapshot_order, validate::check_clock,
 };
 
 use crate::{
     Inner, S3Store,
     error::request,
     keys::{decode_id, decode_tenant},
-    objects::{delete, from_json, get, put, to_json},
+    objects::{corrupt, delete, from_json, get, put, to_json},
 };
 
+/// How a snapshot is named in errors.
+fn snapshot_what(key: &StreamKey, snapshot_id: &SnapshotId) -> String {
+    format!("snapshot {:?} of stream {key}", snapshot_id.as_str())
+}
+
+/// The stream a snapshot record claims, for errors.
+fn claimed(snapshot: &SnapshotRecord) -> String {
+    match snapshot.scope.tenant() {
+        Ok(tenant) => format!("{tenant}:{}", snapshot.run_id),
+        Err(_) => format!("run {:?} of no valid tenant", snapshot.run_id.as_str()),
+    }
+}
+
 impl Inner {
-    /// Reads one snapshot object and checks it is the one its key names.
-    async fn read_snapshot(
-        &self,
-        path: &Path,
-        expected: Option<(&Tenant, &RunId)>,
-    ) -> Result<Option<SnapshotRecord>> {
-        let Some((bytes, _)) = get(self.store(), path).await? else {
+    /// Reads the object at `path`, which the key layout makes a snapshot of
+    /// `key`, and checks that it is: it names `key`'s tenant and run and
+    /// lives at its own snapshot id's key.
+    async fn read_snapshot(&self, path: &Path, key: &StreamKey) -> Result<Option<SnapshotRecord>> {
+        let what = format!("a snapshot of stream {key}");
+        let Some((bytes, _)) = get(self.store(), path, &what).await? else {
             return Ok(None);
         };
-        let snapshot: SnapshotRecord = from_json(&bytes, path)?;
-        if let Some((tenant, run_id)) = expected
-            && (snapshot.run_id != *run_id || !tenant.matches(&snapshot.scope.tenant_context))
-        {
-            return Err(Error::corrupt(
+        let snapshot: SnapshotRecord = from_json(&bytes, path, &what)?;
+        if snapshot.run_id != key.run_id || !key.tenant.matches(&snapshot.scope.tenant_context) {
+            return Err(corrupt(
                 path,
+                &what,
+                format!("the snapshot claims stream {}", claimed(&snapshot)),
+            ));
+        }
+        if self
+            .keys
+            .snapshot(&key.tenant, &key.run_id, &snapshot.snapshot_id)
+            != *path
+        {
+            return Err(corrupt(
+                path,
+                &what,
                 format!(
-                    "snapshot names run {:?} of another stream than {tenant}:{run_id}",
-                    snapshot.run_id.as_str()
+                    "the snapshot names id {:?}, whose key is elsewhere",
+                    snapshot.snapshot_id.as_str()
                 ),
             ));
         }
         Ok(Some(snapshot))
     }
 
-    /// Every object under `dir`.
-    async fn list_all(&self, dir: &Path) -> Result<Vec<ObjectMeta>> {
+    /// Every object under `dir` (`what` names it for errors).
+    async fn list_all(&self, dir: &Path, what: &str) -> Result<Vec<ObjectMeta>> {
         self.store()
             .list(Some(dir))
             .try_collect()
             .await
-            .map_err(|err| request(format!("list {dir}"), err))
+            .map_err(|err| request(format!("list {what}"), err))
     }
 
-    /// Reads the snapshots at `paths`, skipping ones deleted meanwhile.
+    /// Reads the snapshots of `key` at `paths`, skipping ones deleted
+    /// meanwhile.
     async fn read_snapshots(
         &self,
         paths: Vec<Path>,
-        expected: Option<(&Tenant, &RunId)>,
+        key: &StreamKey,
     ) -> Result<Vec<(Path, SnapshotRecord)>> {
         let read: Vec<(Path, Option<SnapshotRecord>)> = stream::iter(paths)
             .map(|path| async move {
-                let snapshot = self.read_snapshot(&path, expected).await?;
-                Ok::<_, Error>((path, snapshot))
+                let snapshot = self.read_snapshot(&path, key).await?;
+                Ok::<_, runstore_core::Error>((path, snapshot))
             })
             .buffered(16)
             .try_collect()
@@ -78,15 +105,16 @@ impl Inner {
         tenant: &Tenant,
         run_id: &RunId,
     ) -> Result<Vec<SnapshotRecord>> {
+        let key = StreamKey::new(tenant.clone(), run_id.clone());
         let dir = self.keys.snapshot_dir(tenant, run_id);
         let paths = self
-            .list_all(&dir)
+            .list_all(&dir, &format!("the snapshots of stream {key}"))
             .await?
             .into_iter()
             .map(|meta| meta.location)
             .collect();
         let mut snapshots: Vec<SnapshotRecord> = self
-            .read_snapshots(paths, Some((tenant, run_id)))
+            .read_snapshots(paths, &key)
             .await?
             .into_iter()
             .map(|(_, snapshot)| snapshot)
@@ -94,23 +122,134 @@ impl Inner {
         snapshots.sort_by(snapshot_order);
         Ok(snapshots)
     }
+
+    /// Every stream with a snapshot object, with the keys of its objects,
+    /// grouped by the stream directory the keys name.
+    ///
+    /// # Errors
+    /// A listing that fails; `Corrupt` for a directory under a hashed key in
+    /// which no snapshot names the stream the key names: the list of
+    /// streams cannot be read.
+    async fn snapshot_dirs(&self) -> Result<Vec<(StreamKey, Vec<Path>)>> {
+        // A recursive listing names only existing objects; some servers keep
+        // emptied "directories" that a delimiter listing would still show.
+        let root = self.keys.snapshots_root();
+        let mut dirs: BTreeMap<(String, String), Vec<Path>> = BTreeMap::new();
+        for meta in self.list_all(&root, "the snapshots").await? {
+            let Some(rest) = meta.location.prefix_match(&root) else {
+                continue;
+            };
+            let parts: Vec<String> = rest.map(|part| part.as_ref().to_owned()).collect();
+            if let [tenant, run, _] = parts.as_slice() {
+                dirs.entry((tenant.clone(), run.clone()))
+                    .or_default()
+                    .push(meta.location);
+            }
+        }
+        let mut streams = Vec::with_capacity(dirs.len());
+        for ((tenant, run), paths) in dirs {
+            let decoded = decode_tenant(&tenant)
+                .zip(decode_id(&run).and_then(|run| RunId::new(run).ok()))
+                .map(|(tenant, run_id)| StreamKey::new(tenant, run_id));
+            let key = match decoded {
+                Some(key) => key,
+                None => {
+                    self.hashed_snapshot_stream(&root, &tenant, &run, &paths)
+                        .await?
+                }
+            };
+            streams.push((key, paths));
+        }
+        Ok(streams)
+    }
+
+    /// The stream of a snapshot directory under a hashed key segment: the
+    /// one a snapshot there claims, once its claims are checked to give
+    /// that very key.
+    async fn hashed_snapshot_stream(
+        &self,
+        root: &Path,
+        tenant: &str,
+        run: &str,
+        paths: &[Path],
+    ) -> Result<StreamKey> {
+        let what = "a snapshot under a hashed key";
+        for path in paths {
+            let Some((bytes, _)) = get(self.store(), path, what).await? else {
+                continue;
+            };
+            let Ok(snapshot) = serde_json::from_slice::<SnapshotRecord>(&bytes) else {
+                continue;
+            };
+            let Ok(claimed_tenant) = snapshot.scope.tenant() else {
+                continue;
+            };
+            if self
+                .keys
+                .snapshot(&claimed_tenant, &snapshot.run_id, &snapshot.snapshot_id)
+                == *path
+            {
+                return Ok(StreamKey::new(claimed_tenant, snapshot.run_id));
+            }
+        }
+        let dir = root.child(tenant).child(run);
+        Err(corrupt(
+            &dir,
+            "a directory of snapshots under a hashed key",
+            "no snapshot in it names the stream its key names",
+        ))
+    }
+
+    /// Prunes one stream's snapshots (CONTRACT §14); how many it deleted.
+    async fn prune_stream(
+        &self,
+        key: &StreamKey,
+        paths: Vec<Path>,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        let mut snapshots = self.read_snapshots(paths, key).await?;
+        snapshots.sort_by(|a, b| snapshot_order(&a.1, &b.1));
+        let ordered: Vec<SnapshotRecord> = snapshots
+            .iter()
+            .map(|(_, snapshot)| snapshot.clone())
+            .collect();
+        let doomed: Vec<(Path, String)> =
+            prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
+                .into_iter()
+                .map(|index| {
+                    let (path, snapshot) = &snapshots[index];
+                    (path.clone(), snapshot_what(key, &snapshot.snapshot_id))
+                })
+                .collect();
+        let deleted = doomed.len();
+        stream::iter(doomed)
+            .map(|(path, what)| async move { delete(self.store(), &path, &what).await })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
+        Ok(deleted)
+    }
 }
 
 #[async_trait]
 impl SnapshotStore for S3Store {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21-§24: before anything is requested.
+        self.inner.limits.check_snapshot(snapshot)?;
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
+        let key = StreamKey::new(tenant.clone(), snapshot.run_id.clone());
         let path = self
             .inner
             .keys
             .snapshot(tenant, &snapshot.run_id, &snapshot.snapshot_id);
-        put(self.inner.store(), &path, to_json(&snapshot, &path)?).await?;
+        let what = snapshot_what(&key, &snapshot.snapshot_id);
+        put(self.inner.store(), &path, &what, to_json(&snapshot, &what)?).await?;
         // CONTRACT §8: a compaction planned without this snapshot must not
         // commit once the put has returned.
-        self.inner
-            .mark_snapshot(&StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
-            .await
+        self.inner.mark_snapshot(&key).await
     }
 
     async fn get(
@@ -120,21 +259,10 @@ impl SnapshotStore for S3Store {
         snapshot_id: &SnapshotId,
     ) -> Result<Option<SnapshotRecord>> {
         let path = self.inner.keys.snapshot(tenant, run_id, snapshot_id);
-        let snapshot = self
-            .inner
-            .read_snapshot(&path, Some((tenant, run_id)))
-            .await?;
-        match snapshot {
-            Some(snapshot) if snapshot.snapshot_id != *snapshot_id => Err(Error::corrupt(
-                &path,
-                format!(
-                    "holds snapshot {:?}, not {:?}",
-                    snapshot.snapshot_id.as_str(),
-                    snapshot_id.as_str()
-                ),
-            )),
-            other => Ok(other),
-        }
+        let key = StreamKey::new(tenant.clone(), run_id.clone());
+        // The read checks the snapshot lives at its own id's key, so it is
+        // the one asked for.
+        self.inner.read_snapshot(&path, &key).await
     }
 
     async fn list(
@@ -149,83 +277,40 @@ impl SnapshotStore for S3Store {
         ))
     }
 
+    /// CONTRACT §14, §25: snapshots are grouped by the stream their keys
+    /// name; each stream is pruned on its own, and one that fails (a
+    /// snapshot that cannot be read, or claims another stream) is in the
+    /// report, untouched, while the pass goes on.
     async fn prune(
         &self,
         retention_ms: u64,
         keep_last_per_run: usize,
         now_ms: u64,
-    ) -> Result<usize> {
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
+        let mut report = MaintenanceReport::default();
         if retention_ms == 0 {
-            return Ok(0);
+            return Ok(report);
         }
-        let root = self.inner.keys.snapshots_root();
-        let paths = self
-            .inner
-            .list_all(&root)
-            .await?
-            .into_iter()
-            .map(|meta| meta.location)
-            .collect();
-        let mut streams: BTreeMap<StreamKey, Vec<(Path, SnapshotRecord)>> = BTreeMap::new();
-        for (path, snapshot) in self.inner.read_snapshots(paths, None).await? {
-            let tenant = snapshot.scope.tenant()?;
-            streams
-                .entry(StreamKey::new(tenant, snapshot.run_id.clone()))
-                .or_default()
-                .push((path, snapshot));
+        for (key, paths) in self.inner.snapshot_dirs().await? {
+            let step = self
+                .inner
+                .prune_stream(&key, paths, retention_ms, keep_last_per_run, now_ms)
+                .await;
+            report.record(&key, step);
         }
-        let mut doomed = Vec::new();
-        for (_, mut snapshots) in streams {
-            snapshots.sort_by(|a, b| snapshot_order(&a.1, &b.1));
-            let ordered: Vec<SnapshotRecord> = snapshots
-                .iter()
-                .map(|(_, snapshot)| snapshot.clone())
-                .collect();
-            for index in prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms) {
-                doomed.push(snapshots[index].0.clone());
-            }
-        }
-        let deleted = doomed.len();
-        stream::iter(doomed)
-            .map(|path| async move { delete(self.inner.store(), &path).await })
-            .buffer_unordered(16)
-            .try_collect::<()>()
-            .await?;
-        Ok(deleted)
+        report.sort();
+        Ok(report)
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
-        // A recursive listing names only existing objects; some servers keep
-        // emptied "directories" that a delimiter listing would still show.
-        let root = self.inner.keys.snapshots_root();
-        let mut dirs: BTreeMap<(String, String), Path> = BTreeMap::new();
-        for meta in self.inner.list_all(&root).await? {
-            let Some(rest) = meta.location.prefix_match(&root) else {
-                continue;
-            };
-            let parts: Vec<String> = rest.map(|part| part.as_ref().to_owned()).collect();
-            if let [tenant, run, _] = parts.as_slice() {
-                dirs.entry((tenant.clone(), run.clone()))
-                    .or_insert(meta.location);
-            }
-        }
-        let mut keys = Vec::new();
-        for ((tenant, run), sample) in dirs {
-            let tenant = decode_tenant(&tenant);
-            let run_id = decode_id(&run).and_then(|run| RunId::new(run).ok());
-            match (tenant, run_id) {
-                (Some(tenant), Some(run_id)) => keys.push(StreamKey::new(tenant, run_id)),
-                _ => {
-                    // A hashed segment: the stored record names the stream.
-                    if let Some(snapshot) = self.inner.read_snapshot(&sample, None).await? {
-                        keys.push(StreamKey::new(
-                            snapshot.scope.tenant()?,
-                            snapshot.run_id.clone(),
-                        ));
-                    }
-                }
-            }
-        }
+        let mut keys: Vec<StreamKey> = self
+            .inner
+            .snapshot_dirs()
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         keys.sort();
         keys.dedup();
         Ok(keys)

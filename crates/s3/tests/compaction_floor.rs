@@ -104,7 +104,9 @@ async fn compact_with(step: Interleave) -> (usize, Vec<EventRecord>) {
         .unwrap();
     let compactor = S3Store::new(interleaving.clone(), "floor").unwrap();
     *interleaving.hook.armed.lock().unwrap() = Some(step);
-    let pruned = compactor.compact(100, 1_000).await.unwrap();
+    let report = compactor.compact(100, 1_000).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failed);
+    let pruned = report.removed;
     assert!(
         interleaving.hook.armed.lock().unwrap().is_none(),
         "the interleaving ran"

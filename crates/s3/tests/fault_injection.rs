@@ -396,8 +396,9 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
         .read(&tenant(), &run(), ReadQuery::all())
         .await
         .unwrap();
-    let pruned = clean(&reference).compact(100, 1_000).await.unwrap();
-    assert_eq!(pruned, 255);
+    let report = clean(&reference).compact(100, 1_000).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failed);
+    assert_eq!(report.removed, 255);
     let after = clean(&reference)
         .read(&tenant(), &run(), ReadQuery::all())
         .await
@@ -408,11 +409,12 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
     let probe_bucket = faulty_probe.inner.clone();
     populate(&probe_bucket).await;
     faulty_probe.arm(usize::MAX, Fault::Fail);
-    S3Store::new(faulty_probe.clone(), "faults")
+    let report = S3Store::new(faulty_probe.clone(), "faults")
         .unwrap()
         .compact(100, 1_000)
         .await
         .unwrap();
+    assert!(report.is_clean(), "{:?}", report.failed);
     let total = faulty_probe.seen();
 
     for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die] {
@@ -422,7 +424,14 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
             let faulty = Arc::new(Faulty::new(bucket.clone()));
             let store = S3Store::new(faulty.clone(), "faults").unwrap();
             faulty.arm(at, fault);
-            let result = store.compact(100, 1_000).await;
+            // The stream's failure is in the report; the pass itself fails
+            // only when the streams cannot be listed.
+            let result = store.compact(100, 1_000).await.and_then(|report| {
+                match report.failed.into_iter().next() {
+                    Some(failure) => Err(failure.error),
+                    None => Ok(report.removed),
+                }
+            });
             if let Err(err) = &result {
                 assert!(err.is_retryable(), "{fault:?} at {at}: {err}");
             }
@@ -436,7 +445,8 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
                 assert_eq!(now, after, "{fault:?} at {at}: acknowledged");
             }
             // Finishing the job from another process converges.
-            other.compact(100, 1_000).await.unwrap();
+            let report = other.compact(100, 1_000).await.unwrap();
+            assert!(report.is_clean(), "{fault:?} at {at}: {:?}", report.failed);
             let done = other
                 .read(&tenant(), &run(), ReadQuery::all())
                 .await
@@ -519,7 +529,8 @@ async fn every_interruption_point_of_an_import_is_safe() {
     let source = Arc::new(InMemory::new());
     populate(&source).await;
     let exporter = clean(&source);
-    exporter.compact(100, 1_000).await.unwrap();
+    let report = exporter.compact(100, 1_000).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.failed);
     let more: Vec<_> = (0..139)
         .map(|i| event(&format!("late-{i}"), 5_000))
         .collect();
@@ -591,4 +602,50 @@ async fn every_interruption_point_of_an_import_is_safe() {
             assert!(!dup[1].inserted);
         }
     }
+}
+
+/// CONTRACT §26: no part of an error's text repeats.
+fn assert_states_each_cause_once(text: &str) {
+    let parts: Vec<&str> = text.split(": ").collect();
+    for (index, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[index + 1..].contains(part),
+            "{part:?} is stated twice in {text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_request_names_the_stream_and_states_its_cause_once() {
+    let bucket = Arc::new(InMemory::new());
+    populate(&bucket).await;
+    let faulty = Arc::new(Faulty::new(bucket.clone()));
+    // Each request in turn fails: the head read of the round, then the id
+    // lookups of a handle that has nothing cached.
+    for at in 0..3 {
+        let store = S3Store::new(faulty.clone(), "faults").unwrap();
+        faulty.arm(at, Fault::Die);
+        let err = store
+            .append_batch(&tenant(), &run(), &[event(&format!("e{at}"), 1)], None)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(err.is_retryable(), "{text}");
+        assert!(text.contains("stream acme/prod:run-1"), "{text}");
+        assert_eq!(text.matches("injected").count(), 1, "{text}");
+        assert_states_each_cause_once(&text);
+    }
+    // A stream's failure in a compaction's report, likewise.
+    let store = S3Store::new(faulty.clone(), "faults").unwrap();
+    // Requests 0 and 1 list the streams; 2 reads the stream's head.
+    faulty.arm(2, Fault::Die);
+    let report = store
+        .compact(100, 1_000)
+        .await
+        .expect("the streams are listed");
+    assert_eq!(report.failed.len(), 1);
+    let text = report.failed[0].error.to_string();
+    assert!(text.contains("stream acme/prod:run-1"), "{text}");
+    assert_states_each_cause_once(&text);
+    faulty.disarm();
 }

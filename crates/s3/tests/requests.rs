@@ -235,3 +235,35 @@ async fn reading_the_tail_fetches_only_the_tail() {
         "reads never list"
     );
 }
+
+#[tokio::test]
+async fn an_import_looks_up_each_id_it_brings() {
+    let recording = Arc::new(Recording::default());
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    let events: Vec<_> = (0..200).map(|i| event(format!("e{i}"))).collect();
+    store
+        .append_batch(&tenant(), &run(), &events, None)
+        .await
+        .unwrap();
+    settle(&store).await;
+    recording.take();
+    // A handle that knows nothing of the flushed records looks up each id
+    // the import brings (CONTRACT §23), then commits with one head put.
+    let cold = S3Store::new(recording.clone(), "p").unwrap();
+    let records: Vec<_> = (201..=203)
+        .map(|seq| {
+            let mut record = event(format!("imported-{seq}"));
+            record.seq = seq;
+            record
+        })
+        .collect();
+    assert_eq!(
+        cold.import_stream(&tenant(), &run(), &records)
+            .await
+            .unwrap(),
+        3
+    );
+    let log = recording.take();
+    assert_eq!(verbs(&log), ["GET", "GET", "GET", "GET", "PUT"], "{log:?}");
+    assert_eq!(log.iter().filter(|line| line.contains("/ids/")).count(), 3);
+}
