@@ -12,6 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Backends map their driver errors into this enum once, at their boundary;
 /// callers match on variants, never on messages.
+///
+/// Each message says its cause once (CONTRACT §26): `Io` and `Backend` write
+/// the underlying error into their own text, so they do not also return it
+/// from [`std::error::Error::source`] (a chain printer would say it twice);
+/// match the variant to reach it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -49,13 +54,12 @@ pub enum Error {
     },
 
     /// An I/O operation failed.
-    #[error("i/o error while {context}: {source}")]
+    #[error("i/o error while {context}: {error}")]
     Io {
         /// What the store was doing, naming the file.
         context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error, already in this error's message.
+        error: std::io::Error,
     },
 
     /// A previous write failed in a way that leaves the handle unsafe to
@@ -69,15 +73,14 @@ pub enum Error {
     },
 
     /// The backend's driver or server failed.
-    #[error("{backend} error: {source}")]
+    #[error("{backend} error: {error}")]
     Backend {
         /// Which backend (`"sqlite"`, `"s3"`, ...).
         backend: &'static str,
         /// Whether the same request may succeed when retried unchanged.
         retryable: bool,
-        /// The driver's error.
-        #[source]
-        source: BoxError,
+        /// The driver's error, already in this error's message.
+        error: BoxError,
     },
 }
 
@@ -93,7 +96,7 @@ impl Error {
     pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Self::Io {
             context: context.to_string(),
-            source,
+            error: source,
         }
     }
 
@@ -110,7 +113,7 @@ impl Error {
         Self::Backend {
             backend,
             retryable: false,
-            source: source.into(),
+            error: source.into(),
         }
     }
 
@@ -119,7 +122,7 @@ impl Error {
         Self::Backend {
             backend,
             retryable: true,
-            source: source.into(),
+            error: source.into(),
         }
     }
 
@@ -130,13 +133,32 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Backend { retryable, .. } => *retryable,
-            Self::Io { source, .. } => matches!(
-                source.kind(),
+            Self::Io { error, .. } => matches!(
+                error.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
                     | std::io::ErrorKind::WouldBlock
             ),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // CONTRACT §26: a chain printer (anyhow's `{:#}`) says each cause once.
+    #[test]
+    fn causes_are_said_once() {
+        let backend = Error::backend("sqlite", "UNIQUE constraint failed");
+        assert!(std::error::Error::source(&backend).is_none());
+        assert_eq!(
+            backend.to_string(),
+            "sqlite error: UNIQUE constraint failed"
+        );
+        let io = Error::io("writing x", std::io::Error::other("disk full"));
+        assert!(std::error::Error::source(&io).is_none());
+        assert_eq!(io.to_string(), "i/o error while writing x: disk full");
     }
 }

@@ -59,9 +59,9 @@ pub(crate) fn share(err: &Error) -> Error {
             actual: *actual,
         },
         Error::Corrupt { location, reason } => Error::corrupt(location, reason),
-        Error::Io { context, source } => Error::io(
+        Error::Io { context, error } => Error::io(
             context,
-            std::io::Error::new(source.kind(), source.to_string()),
+            std::io::Error::new(error.kind(), error.to_string()),
         ),
         Error::Locked { resource } => Error::Locked {
             resource: resource.clone(),
@@ -73,11 +73,11 @@ pub(crate) fn share(err: &Error) -> Error {
         Error::Backend {
             backend,
             retryable,
-            source,
+            error,
         } => Error::Backend {
             backend,
             retryable: *retryable,
-            source: Box::new(Shared(source.to_string())),
+            error: Box::new(Shared(error.to_string())),
         },
         other if other.is_retryable() => Error::transient(BACKEND, Shared(other.to_string())),
         other => Error::backend(BACKEND, Shared(other.to_string())),

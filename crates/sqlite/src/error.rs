@@ -229,7 +229,7 @@ impl From<SqliteError> for Error {
                 Error::Backend {
                     backend: BACKEND,
                     retryable,
-                    source: Box::new(other),
+                    error: Box::new(other),
                 }
             }
         }
@@ -242,6 +242,6 @@ pub(crate) fn shared(err: &Arc<SqliteError>) -> Error {
     Error::Backend {
         backend: BACKEND,
         retryable: err.retryable(),
-        source: Box::new(err.clone()),
+        error: Box::new(err.clone()),
     }
 }
