@@ -476,22 +476,7 @@ async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseE
 /// prunes, and reopens, over 2 tenants x 3 runs x 8 ids, leave the backend
 /// observably equal to the model after every step.
 pub async fn store_matches_the_model(h: &Harness) {
-    let cases = h.capabilities().proptest_cases();
-    let handle = tokio::runtime::Handle::current();
-    let harness = h.clone();
-    let result = tokio::task::block_in_place(move || {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner.run(&vec(op(), 1..30), |ops| {
-            handle.block_on(run_ops(&harness, ops))
-        })
-    });
-    if let Err(err) = result {
-        panic!("{}: the store diverged from the model: {err}", h.backend());
-    }
+    check_against_the_model(h, op(), "").await;
 }
 
 /// CONTRACT §21-§25: the same, with a hostile tenant's operations mixed in:
@@ -500,6 +485,16 @@ pub async fn store_matches_the_model(h: &Harness) {
 /// and reads with extreme bounds. The backend answers each as the model
 /// does, and stays observably equal to it.
 pub async fn store_matches_the_model_under_hostile_input(h: &Harness) {
+    check_against_the_model(h, hostile_op(), "under hostile input ").await;
+}
+
+/// Runs the property test: sequences of 1 to 29 operations drawn from
+/// `ops`, each compared with the model after every step.
+async fn check_against_the_model(
+    h: &Harness,
+    ops: impl Strategy<Value = Op> + Send + 'static,
+    what: &str,
+) {
     let cases = h.capabilities().proptest_cases();
     let handle = tokio::runtime::Handle::current();
     let harness = h.clone();
@@ -509,13 +504,13 @@ pub async fn store_matches_the_model_under_hostile_input(h: &Harness) {
             failure_persistence: None,
             ..Config::default()
         });
-        runner.run(&vec(hostile_op(), 1..30), |ops| {
+        runner.run(&vec(ops, 1..30), |ops| {
             handle.block_on(run_ops(&harness, ops))
         })
     });
     if let Err(err) = result {
         panic!(
-            "{}: under hostile input the store diverged from the model: {err}",
+            "{}: {what}the store diverged from the model: {err}",
             h.backend()
         );
     }
