@@ -104,7 +104,7 @@ fn everyday_commands(cli: &Cli) {
     assert_eq!(
         cli.ok(&["compact", "--retention-ms", "10", "--now-ms", "100"])
             .json(),
-        json!({"pruned": 2})
+        json!({"pruned": 2, "failed": []})
     );
     let records = cli.ok(&["read", "--run", "r"]).json_lines();
     assert_eq!(records.len(), 2);
