@@ -40,7 +40,11 @@ fn damage_marker(file: &Path, first_id: &str) {
         .filter(|(_, window)| *window == needle.as_bytes())
         .map(|(at, _)| at)
         .collect();
-    assert!(!places.is_empty(), "the marker is not in {}", file.display());
+    assert!(
+        !places.is_empty(),
+        "the marker is not in {}",
+        file.display()
+    );
     for at in places {
         bytes[at + 19] = b'z';
     }

@@ -217,11 +217,14 @@ async fn a_constraint_error_fails_only_its_stream() {
     for part in ["acme/prod:run-bad", "seq 4", "(sqlite code 2067)"] {
         assert!(text.contains(part), "{part:?} missing from {text}");
     }
-    // Below the store's error nothing repeats it: the driver's error is
-    // stated in the text, not chained again as a source.
-    let source = std::error::Error::source(error).expect("the backend error has a source");
-    assert_eq!(source.to_string().matches(cause).count(), 1, "{source}");
-    assert!(source.source().is_none(), "{:?}", source.source());
+    // Nothing below the store's error repeats it: the driver's error is
+    // stated in the text, not chained again as a source (CONTRACT §26).
+    assert!(std::error::Error::source(error).is_none());
+    let Error::Backend { error: driver, .. } = error else {
+        unreachable!("matched above")
+    };
+    assert_eq!(driver.to_string().matches(cause).count(), 1, "{driver}");
+    assert!(driver.source().is_none(), "{:?}", driver.source());
 }
 
 // A stream whose snapshots cannot be read fails its prune alone.
