@@ -14,7 +14,8 @@ use crate::{Backend, OpenError, StoreUrl};
 /// When an invariant fails: another error; the canonical form
 /// ([`StoreUrl`]'s `Display`) does not parse, or parses to another
 /// `StoreUrl` (but for a PostgreSQL password, which it redacts), or is not
-/// a fixed point; `FromStr` disagrees with [`StoreUrl::parse`]; the
+/// a fixed point; a bare path (no scheme, no `?`) parses to another path;
+/// `FromStr` disagrees with [`StoreUrl::parse`]; the
 /// backend's name does not parse back to the backend.
 pub fn check_url(url: &str) -> Result<StoreUrl, OpenError> {
     let parsed = match StoreUrl::parse(url) {
@@ -41,6 +42,21 @@ pub fn check_url(url: &str) -> Result<StoreUrl, OpenError> {
         Some(backend),
         "the name of {backend:?}"
     );
+    if !url.contains('?')
+        && !url.trim().is_empty()
+        && matches!(parsed, StoreUrl::Jsonl { .. })
+        && !url.to_ascii_lowercase().starts_with("jsonl:")
+    {
+        // A bare path is the JSONL directory at exactly that path.
+        assert_eq!(
+            parsed,
+            StoreUrl::Jsonl {
+                path: url.into(),
+                durability: runstore_core::Durability::Durable,
+            },
+            "the bare path {url:?}"
+        );
+    }
     let shown = parsed.to_string();
     let again = StoreUrl::parse(&shown)
         .unwrap_or_else(|err| panic!("{url:?} shows as {shown:?}, which fails: {err}"));

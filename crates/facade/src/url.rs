@@ -184,8 +184,9 @@ impl StoreUrl {
             return Err(invalid("the URL is empty"));
         }
         let Some((scheme, rest)) = split_scheme(url) else {
-            // A bare path is a JSONL directory.
-            let (path, durability) = file_location(url, url)?;
+            // A bare path is a JSONL directory, taken as it is: only a
+            // scheme's `//` is dropped.
+            let (path, durability) = file_path(url, url)?;
             return Ok(StoreUrl::Jsonl { path, durability });
         };
         match scheme.to_ascii_lowercase().as_str() {
@@ -269,7 +270,10 @@ impl fmt::Display for StoreUrl {
     /// The URL in canonical form; parsing it gives the same `StoreUrl`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let file = |f: &mut fmt::Formatter<'_>, scheme: &str, path: &PathBuf, durability| {
-            write!(f, "{scheme}:{}", path.display())?;
+            let path = path.display().to_string();
+            // Parsing drops a `//` after the scheme; a path's own survives.
+            let slashes = if path.starts_with("//") { "//" } else { "" };
+            write!(f, "{scheme}:{slashes}{path}")?;
             if durability == Durability::Relaxed {
                 f.write_str("?durability=relaxed")?;
             }
@@ -315,11 +319,15 @@ fn split_scheme(url: &str) -> Option<(&str, &str)> {
 
 /// The path and options of a file backend's `rest` (after `scheme:`).
 fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenError> {
+    file_path(url, rest.strip_prefix("//").unwrap_or(rest))
+}
+
+/// The path and options of `PATH[?durability=...]`.
+fn file_path(url: &str, rest: &str) -> Result<(PathBuf, Durability), OpenError> {
     let invalid = |reason: String| OpenError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
     let (path, query) = match rest.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
@@ -511,6 +519,36 @@ mod tests {
                 matches!(StoreUrl::parse(bad), Err(OpenError::InvalidUrl { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn leading_slashes_survive_parse_and_display() {
+        // Found by the store_url fuzz target: `////` parsed to the path `//`,
+        // shown as `jsonl://`, which does not parse.
+        assert_eq!(
+            parse("////"),
+            StoreUrl::Jsonl {
+                path: "////".into(),
+                durability: Durability::Durable
+            }
+        );
+        // A bare path is taken as it is; only a scheme's `//` is dropped.
+        assert_eq!(
+            parse("//srv/share"),
+            StoreUrl::Jsonl {
+                path: "//srv/share".into(),
+                durability: Durability::Durable
+            }
+        );
+        for url in [
+            "////",
+            "//srv/share",
+            "jsonl:////x",
+            "sqlite:////x?durability=relaxed",
+        ] {
+            let shown = parse(url).to_string();
+            assert_eq!(parse(&shown), parse(url), "{url} shows as {shown}");
         }
     }
 
