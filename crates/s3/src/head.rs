@@ -99,13 +99,12 @@ impl Head {
                 format!("head format {} is not {FORMAT}", self.format),
             ));
         }
-        if self.stream()? != *key {
+        // Stored data naming an invalid stream is corrupt, not bad input.
+        let stream = self.stream().map_err(|err| Error::corrupt(location, err))?;
+        if stream != *key {
             return Err(Error::corrupt(
                 location,
-                format!(
-                    "head names stream {} but was read for {key}",
-                    self.stream()?
-                ),
+                format!("head names stream {stream} but was read for {key}"),
             ));
         }
         Ok(())
@@ -335,6 +334,20 @@ mod tests {
         assert_eq!(legacy.seq_for(&other, &"ids/h").unwrap(), 3);
         let written = serde_json::to_value(&entry).unwrap();
         assert_eq!(written, serde_json::json!({"seq": 7, "id": "mine"}));
+    }
+
+    #[test]
+    fn a_head_naming_an_invalid_tenant_is_corrupt() {
+        // Found by the s3_head fuzz target: a stored head with an empty
+        // org_id made reads answer InvalidInput, as if the caller erred.
+        let key = StreamKey::new(Tenant::local(), RunId::new("r").unwrap());
+        let mut head = Head::empty(&key);
+        head.org_id = String::new();
+        assert!(matches!(
+            head.check(&key, &"ev/h/head"),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(Head::empty(&key).check(&key, &"ev/h/head").is_ok());
     }
 
     #[test]

@@ -852,7 +852,7 @@ impl Inner {
                 _ => {
                     let path = prefix.child("head");
                     if let Some((head, _)) = get_json::<Head>(self.store(), &path).await? {
-                        keys.push(head.stream()?);
+                        keys.push(head.stream().map_err(|err| Error::corrupt(&path, err))?);
                     }
                 }
             }
