@@ -6,7 +6,6 @@
 
 mod cli;
 mod commands;
-mod input;
 mod output;
 
 use std::{io, process::ExitCode};
@@ -14,6 +13,8 @@ use std::{io, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind, parser::ValueSource};
 use runstore::{OpenError, Store, Tenant};
+// Parsing lives in the library target, where the fuzz targets reach it.
+use runstore_cli::input;
 
 use crate::{
     cli::{Cli, Command, Format},

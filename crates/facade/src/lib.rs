@@ -94,6 +94,8 @@
 
 pub mod bench;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod open;
 pub mod salvage;
 mod store;

@@ -196,8 +196,9 @@ impl StoreUrl {
             return Err(invalid("the URL is empty"));
         }
         let Some((scheme, rest)) = split_scheme(url) else {
-            // A bare path is a JSONL directory.
-            let (path, durability, limits) = file_location(url, url)?;
+            // A bare path is a JSONL directory, taken as it is: only a
+            // scheme's `//` is dropped.
+            let (path, durability, limits) = file_path(url, url)?;
             return Ok(StoreUrl::Jsonl {
                 path,
                 durability,
@@ -315,7 +316,10 @@ impl fmt::Display for StoreUrl {
                     path: &PathBuf,
                     durability,
                     limits: &Limits| {
-            write!(f, "{scheme}:{}", path.display())?;
+            let path = path.display().to_string();
+            // Parsing drops a `//` after the scheme; a path's own survives.
+            let slashes = if path.starts_with("//") { "//" } else { "" };
+            write!(f, "{scheme}:{slashes}{path}")?;
             let mut separator = '?';
             if durability == Durability::Relaxed {
                 f.write_str("?durability=relaxed")?;
@@ -412,11 +416,15 @@ fn limits_option(pair: &str, limits: &mut Limits) -> Result<bool, String> {
 
 /// The path and options of a file backend's `rest` (after `scheme:`).
 fn file_location(url: &str, rest: &str) -> Result<(PathBuf, Durability, Limits), OpenError> {
+    file_path(url, rest.strip_prefix("//").unwrap_or(rest))
+}
+
+/// The path and options of `PATH[?durability=...&max_record_bytes=N]`.
+fn file_path(url: &str, rest: &str) -> Result<(PathBuf, Durability, Limits), OpenError> {
     let invalid = |reason: String| OpenError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
     let (path, query) = match rest.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
@@ -658,6 +666,38 @@ mod tests {
                 matches!(StoreUrl::parse(bad), Err(OpenError::InvalidUrl { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn leading_slashes_survive_parse_and_display() {
+        // Found by the store_url fuzz target: `////` parsed to the path `//`,
+        // shown as `jsonl://`, which does not parse.
+        assert_eq!(
+            parse("////"),
+            StoreUrl::Jsonl {
+                path: "////".into(),
+                durability: Durability::Durable,
+                limits: Limits::default()
+            }
+        );
+        // A bare path is taken as it is; only a scheme's `//` is dropped.
+        assert_eq!(
+            parse("//srv/share"),
+            StoreUrl::Jsonl {
+                path: "//srv/share".into(),
+                durability: Durability::Durable,
+                limits: Limits::default()
+            }
+        );
+        for url in [
+            "////",
+            "//srv/share",
+            "jsonl:////x",
+            "sqlite:////x?durability=relaxed",
+        ] {
+            let shown = parse(url).to_string();
+            assert_eq!(parse(&shown), parse(url), "{url} shows as {shown}");
         }
     }
 

@@ -67,6 +67,8 @@
 mod compact;
 mod error;
 mod fileio;
+#[doc(hidden)]
+pub mod fuzzing;
 mod import;
 mod index;
 mod layout;

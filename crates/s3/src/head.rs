@@ -353,6 +353,20 @@ mod tests {
     }
 
     #[test]
+    fn a_head_naming_an_invalid_tenant_is_corrupt() {
+        // Found by the s3_head fuzz target: a stored head with an empty
+        // org_id made reads answer InvalidInput, as if the caller erred.
+        let key = StreamKey::new(Tenant::local(), RunId::new("r").unwrap());
+        let mut head = Head::empty(&key);
+        head.org_id = String::new();
+        assert!(matches!(
+            head.check(&key, &"ev/h/head"),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(Head::empty(&key).check(&key, &"ev/h/head").is_ok());
+    }
+
+    #[test]
     fn a_flush_rebases_onto_appended_records_only() {
         let base = head(&[1, 2]);
         let mut flushed = base.clone();

@@ -89,25 +89,31 @@ pub(crate) fn tenant_segment(tenant: &Tenant) -> String {
 }
 
 /// Decodes a `v` segment of one id; `None` for a hashed or foreign segment.
+///
+/// Only the segment the store writes for an id decodes: an escape it would
+/// not write (`_6b` for `k`, upper-case hex) or an over-long plain form
+/// names no stream, and callers fall back to the objects under it.
 pub(crate) fn decode_id(segment: &str) -> Option<String> {
     let escaped = segment.strip_prefix('v')?;
     if escaped.contains('.') {
         return None;
     }
-    unescape(escaped)
+    unescape(escaped).filter(|id| id_segment(id) == segment)
 }
 
-/// Decodes a `v` tenant segment; `None` for a hashed or foreign segment.
+/// Decodes a `v` tenant segment; `None` for a hashed or foreign segment,
+/// and (as [`decode_id`]) for any segment the store would not write.
 pub(crate) fn decode_tenant(segment: &str) -> Option<Tenant> {
     let escaped = segment.strip_prefix('v')?;
     let parts: Vec<String> = escaped.split('.').map(unescape).collect::<Option<_>>()?;
-    match parts.as_slice() {
+    let tenant = match parts.as_slice() {
         [org, workspace] => Tenant::new(org.clone(), workspace.clone(), None).ok(),
         [org, workspace, deployment] => {
             Tenant::new(org.clone(), workspace.clone(), Some(deployment.clone())).ok()
         }
         _ => None,
-    }
+    }?;
+    (tenant_segment(&tenant) == segment).then_some(tenant)
 }
 
 /// The key layout under one store prefix.
@@ -233,6 +239,24 @@ mod tests {
             assert!(seen.insert(segment.clone()), "{id} collides");
             assert_eq!(decode_id(&segment).as_deref(), Some(id));
         }
+    }
+
+    #[test]
+    fn only_segments_the_store_writes_decode() {
+        // Found by the s3_head fuzz target: `v_6b` decoded to `k`, whose
+        // segment is `vk`, so a listing named a run that has no objects.
+        for foreign in ["v_6b", "v_2F", "v_+f", "va_2d"] {
+            assert_eq!(decode_id(foreign), None, "{foreign}");
+        }
+        assert_eq!(decode_id(&format!("v{}", "a".repeat(200))), None);
+        assert_eq!(decode_tenant("v_6f.w"), None);
+        assert_eq!(decode_tenant("vo.W"), None);
+        assert_eq!(decode_id("vk").as_deref(), Some("k"));
+        assert_eq!(decode_id("va_2fb").as_deref(), Some("a/b"));
+        assert_eq!(
+            decode_tenant("vo.w"),
+            Some(Tenant::new("o", "w", None).unwrap())
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 mod keys;
 mod log;
