@@ -310,7 +310,7 @@ pub fn check_snapshot(dir: &Path, bytes: &[u8]) -> Result<SnapshotRecord> {
         .tenant()
         .expect("the tree opened, so the snapshot's tenant is valid");
     let key = StreamKey::new(tenant.clone(), snapshot.run_id.clone());
-    assert_eq!(snapshots.streams(), [key.clone()], "snapshot streams");
+    assert_eq!(snapshots.streams(), [key], "snapshot streams");
     let got = snapshots
         .get(&tenant, &snapshot.run_id, &snapshot.snapshot_id)
         .unwrap_or_else(|err| panic!("get after open: {err:?}"));
@@ -322,7 +322,11 @@ pub fn check_snapshot(dir: &Path, bytes: &[u8]) -> Result<SnapshotRecord> {
     let listed = snapshots
         .list(&tenant, &snapshot.run_id, None)
         .unwrap_or_else(|err| panic!("list after open: {err:?}"));
-    assert_eq!(listed, [snapshot.clone()], "list answers other snapshots");
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&snapshot),
+        "list answers other snapshots"
+    );
     // Put back through the store: the file is re-encoded by `put`.
     snapshots
         .put(&tenant, &snapshot)

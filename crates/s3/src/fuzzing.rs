@@ -313,7 +313,11 @@ pub async fn check_snapshot(bytes: &[u8]) -> Result<Option<SnapshotRecord>> {
         .list(&tenant, &run, None)
         .await
         .unwrap_or_else(|err| panic!("list after get: {err:?}"));
-    assert_eq!(listed, [snapshot.clone()], "list answers other snapshots");
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&snapshot),
+        "list answers other snapshots"
+    );
     let key = StreamKey::new(tenant.clone(), run.clone());
     let streams = store
         .snapshot_streams()
