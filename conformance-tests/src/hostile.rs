@@ -69,6 +69,7 @@ enum Attempt {
     NextSeq(&'static str),
     Import(&'static str, Vec<EventRecord>),
     Put(SnapshotRecord),
+    List(&'static str, Option<usize>),
     Compact(u64, u64),
     Prune(u64, usize, u64),
 }
@@ -96,6 +97,7 @@ async fn try_on(store: &dyn Store, b: &Tenant, attempt: &Attempt) -> String {
             answer("import", store.import_stream(b, &run(r), records).await)
         }
         Attempt::Put(s) => answer("put", store.put(b, s).await),
+        Attempt::List(r, limit) => answer("list", store.list(b, &run(r), *limit).await),
         Attempt::Compact(retention, now) => {
             answer("compact", report(store.compact(*retention, *now).await))
         }
@@ -408,6 +410,14 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
             Attempt::Put(
                 snapshot(b, "b-run", "s-deepest", 1, 10).with_checkpoint(nested(MAX_DEPTH - 1)),
             ),
+        ),
+        (
+            "list snapshots with a limit of usize::MAX",
+            Attempt::List("b-run", Some(usize::MAX)),
+        ),
+        (
+            "list snapshots with a limit of 0",
+            Attempt::List("b-run", Some(0)),
         ),
         // Maintenance with a clock past the limit.
         ("compact at u64::MAX", Attempt::Compact(1, u64::MAX)),
