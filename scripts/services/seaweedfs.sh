@@ -14,8 +14,11 @@
 
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
 # SEAWEEDFS_PORT is the S3 port; the server's other listeners take the nine
-# ports after it. Unset, a free block of ten ports is chosen, so several test
-# runs on one machine do not collide.
+# ports after it. Unset, a free block of ten ports is chosen below the
+# kernel's ephemeral range (where outgoing connections, weed's own during
+# startup included, take their ports), so several test runs on one machine do
+# not collide; a chosen block that still loses a port is retried with
+# another, up to three times.
 SEAWEEDFS_BUCKET="${SEAWEEDFS_BUCKET:-runstore-test}"
 
 _seaweedfs_log() { echo "seaweedfs: $*" >&2; }
@@ -44,8 +47,14 @@ _seaweedfs_install() {
 _seaweedfs_free_base() {
     "${PYTHON:-python3}" - <<'PY'
 import random, socket
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral_low = 32768
+top = max(ephemeral_low - 10, 11000)
 for _ in range(200):
-    base = random.randrange(20000, 40000, 10)
+    base = random.randrange(10000, top, 10)
     sockets = []
     try:
         for port in range(base, base + 10):
@@ -74,6 +83,24 @@ start_seaweedfs() {
         _seaweedfs_log "RUNSTORE_S3_ENDPOINT is set (${RUNSTORE_S3_ENDPOINT}); not starting a server"
         return 0
     fi
+    _seaweedfs_install || return 1
+    local attempt status
+    for attempt in 1 2 3; do
+        _seaweedfs_launch
+        status=$?
+        # 2: a chosen port block lost a port between the check and the bind.
+        [ "$status" -eq 2 ] || break
+        _seaweedfs_log "port block ${SEAWEEDFS_PORT} was taken meanwhile (attempt $attempt); choosing another"
+        stop_seaweedfs
+    done
+    [ "$status" -eq 0 ] || { stop_seaweedfs; return 1; }
+    _seaweedfs_bucket
+}
+
+# Starts weed on SEAWEEDFS_PORT (choosing a block when unset) and waits until
+# it answers: 0 when it does, 2 when weed exited because a port of a chosen
+# block was in use, 1 for any other failure.
+_seaweedfs_launch() {
     if [ -z "${SEAWEEDFS_PORT:-}" ]; then
         SEAWEEDFS_PORT="$(_seaweedfs_free_base)" || return 1
         SEAWEEDFS_PORT_CHOSEN=1
@@ -82,7 +109,6 @@ start_seaweedfs() {
         _seaweedfs_log "port ${SEAWEEDFS_PORT} on 127.0.0.1 is already in use"
         return 1
     fi
-    _seaweedfs_install || return 1
     local p="$SEAWEEDFS_PORT"
     SEAWEEDFS_DIR="$(mktemp -d /tmp/runstore-seaweedfs.XXXXXX)" || return 1
     mkdir -p "$SEAWEEDFS_DIR/data" "$SEAWEEDFS_DIR/logs"
@@ -103,19 +129,26 @@ start_seaweedfs() {
     local waited=0
     until _seaweedfs_answers; do
         if ! kill -0 "$SEAWEEDFS_PID" 2>/dev/null; then
+            if [ -n "${SEAWEEDFS_PORT_CHOSEN:-}" ] \
+                && grep -qE "address already in use|is not available" "$SEAWEEDFS_DIR/weed.out"; then
+                return 2
+            fi
             _seaweedfs_log "weed exited during startup; output:"
             tail -n 30 "$SEAWEEDFS_DIR/weed.out" >&2
-            stop_seaweedfs
             return 1
         fi
         if [ "$waited" -ge 120 ]; then
             _seaweedfs_log "no answer on 127.0.0.1:${SEAWEEDFS_PORT} after 60 s"
-            stop_seaweedfs
             return 1
         fi
         sleep 0.5
         waited=$((waited + 1))
     done
+    return 0
+}
+
+# Makes sure the bucket exists and exports what the tests read.
+_seaweedfs_bucket() {
     # The -bucket flag creates the bucket; make sure it exists before tests
     # run (a PUT of an existing bucket answers 409, which is fine).
     local tries=0 code
