@@ -9,21 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# shellcheck source=scripts/services/seaweedfs.sh
-source scripts/services/seaweedfs.sh
-# shellcheck source=scripts/services/postgres.sh
-source scripts/services/postgres.sh
-
-cleanup() {
-    local status=$?
-    stop_seaweedfs || true
-    stop_postgres || true
-    exit "$status"
-}
-trap cleanup EXIT INT TERM
-
-start_seaweedfs
-start_postgres
+# shellcheck source=scripts/services/all.sh
+source scripts/services/all.sh
+start_services
 
 # Skipping a backend is for local runs without services, never for this script.
 unset RUNSTORE_ALLOW_MISSING_SERVICES

@@ -5,6 +5,11 @@
 #   ...tests...
 #   stop_postgres    # stops what start_postgres started; call it from a trap
 #
+# crash_postgres stops the server with `pg_ctl stop -m immediate` (no
+# checkpoint, crash recovery at the next start) and restart_postgres starts it
+# again on the same data directory and port (the server-fault runs of
+# scripts/crash.sh).
+#
 # With RUNSTORE_POSTGRES_URL already set, start_postgres uses that server and
 # starts nothing. Otherwise it creates a throwaway cluster: data and socket
 # directory under /tmp, owned by the postgres user (initdb refuses root),
@@ -17,6 +22,7 @@ _RUNSTORE_PG_STARTED=""
 _RUNSTORE_PG_DATA=""
 _RUNSTORE_PG_BIN=""
 _RUNSTORE_PG_USER=""
+_RUNSTORE_PG_OPTS=""
 
 _pg_log() { echo "postgres.sh: $*" >&2; }
 
@@ -124,6 +130,7 @@ start_postgres() {
     # connections for parallel test cases, each with its own pool.
     local opts="-c listen_addresses=127.0.0.1 -c port=$port"
     opts+=" -c unix_socket_directories=$_RUNSTORE_PG_DATA/socket -c max_connections=300"
+    _RUNSTORE_PG_OPTS="$opts"
     if ! _pg_as "$_RUNSTORE_PG_BIN/pg_ctl" -D "$_RUNSTORE_PG_DATA/data" \
         -l "$_RUNSTORE_PG_DATA/server.log" -o "$opts" -w -t 60 start >/dev/null; then
         _pg_log "pg_ctl start failed; server log:"
@@ -148,6 +155,32 @@ start_postgres() {
 
     export RUNSTORE_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
     _pg_log "PostgreSQL $("$_RUNSTORE_PG_BIN/postgres" --version | awk '{print $3}') ready at $RUNSTORE_POSTGRES_URL"
+}
+
+# Stops the cluster the way a crash would: `pg_ctl stop -m immediate`.
+crash_postgres() {
+    if [[ -z "$_RUNSTORE_PG_STARTED" ]]; then
+        _pg_log "crash_postgres: no cluster of ours is running"
+        return 1
+    fi
+    _pg_as "$_RUNSTORE_PG_BIN/pg_ctl" -D "$_RUNSTORE_PG_DATA/data" -m immediate -w -t 60 stop >/dev/null ||
+        { _pg_log "pg_ctl stop -m immediate failed"; return 1; }
+    _pg_log "stopped with -m immediate"
+}
+
+# Starts the crashed cluster again (crash recovery runs) on the same port.
+restart_postgres() {
+    if [[ -z "$_RUNSTORE_PG_STARTED" ]]; then
+        _pg_log "restart_postgres: no cluster of ours to restart"
+        return 1
+    fi
+    if ! _pg_as "$_RUNSTORE_PG_BIN/pg_ctl" -D "$_RUNSTORE_PG_DATA/data" \
+        -l "$_RUNSTORE_PG_DATA/server.log" -o "$_RUNSTORE_PG_OPTS" -w -t 60 start >/dev/null; then
+        _pg_log "pg_ctl start after the crash failed; server log:"
+        tail -n 30 "$_RUNSTORE_PG_DATA/server.log" >&2
+        return 1
+    fi
+    _pg_log "restarted after crash recovery"
 }
 
 stop_postgres() {

@@ -11,6 +11,9 @@
 # set, it does nothing (an external server is in use).
 # stop_seaweedfs stops it (SIGTERM, then SIGKILL after a timeout) and removes
 # the data directory.
+# kill_seaweedfs SIGKILLs the running server and leaves its data directory;
+# restart_seaweedfs starts it again on the same directory and ports (the
+# server-fault runs of scripts/crash.sh).
 
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
 # SEAWEEDFS_PORT is the S3 port; the server's other listeners take the nine
@@ -110,7 +113,10 @@ _seaweedfs_launch() {
         return 1
     fi
     local p="$SEAWEEDFS_PORT"
-    SEAWEEDFS_DIR="$(mktemp -d /tmp/runstore-seaweedfs.XXXXXX)" || return 1
+    # A restart keeps the data directory; a first start makes one.
+    if [ -z "${SEAWEEDFS_DIR:-}" ]; then
+        SEAWEEDFS_DIR="$(mktemp -d /tmp/runstore-seaweedfs.XXXXXX)" || return 1
+    fi
     mkdir -p "$SEAWEEDFS_DIR/data" "$SEAWEEDFS_DIR/logs"
     # Without AWS_ACCESS_KEY_ID in its own environment, weed accepts any
     # credentials; keep the caller's keys away from it.
@@ -124,7 +130,7 @@ _seaweedfs_launch() {
         -volume.port=$((p + 6)) -volume.port.grpc=$((p + 7)) \
         -admin.port=$((p + 8)) -admin.port.grpc=$((p + 9)) \
         -bucket="${SEAWEEDFS_BUCKET}" \
-        >"$SEAWEEDFS_DIR/weed.out" 2>&1 &
+        >>"$SEAWEEDFS_DIR/weed.out" 2>&1 &
     SEAWEEDFS_PID=$!
     local waited=0
     until _seaweedfs_answers; do
@@ -177,6 +183,34 @@ _seaweedfs_bucket() {
     export AWS_ALLOW_HTTP=true
     SEAWEEDFS_STARTED=1
     _seaweedfs_log "up at $RUNSTORE_S3_ENDPOINT (pid $SEAWEEDFS_PID, bucket $RUNSTORE_S3_BUCKET)"
+}
+
+# SIGKILLs the server (no shutdown of any kind) and waits until it is gone;
+# the data directory stays for restart_seaweedfs.
+kill_seaweedfs() {
+    if [ -z "${SEAWEEDFS_PID:-}" ]; then
+        _seaweedfs_log "kill_seaweedfs: no server of ours is running"
+        return 1
+    fi
+    kill -KILL "$SEAWEEDFS_PID" 2>/dev/null
+    wait "$SEAWEEDFS_PID" 2>/dev/null
+    SEAWEEDFS_PID=""
+    _seaweedfs_log "killed (SIGKILL)"
+}
+
+# Starts the server again on the data directory and ports of the killed one
+# and waits until it answers.
+restart_seaweedfs() {
+    if [ -z "${SEAWEEDFS_DIR:-}" ] || [ -z "${SEAWEEDFS_PORT:-}" ]; then
+        _seaweedfs_log "restart_seaweedfs: no killed server to restart"
+        return 1
+    fi
+    local port
+    for port in $(seq "$SEAWEEDFS_PORT" $((SEAWEEDFS_PORT + 9))); do
+        rm -f /tmp/seaweedfs-*-"$port".sock
+    done
+    _seaweedfs_launch || return 1
+    _seaweedfs_log "restarted on $SEAWEEDFS_DIR (pid $SEAWEEDFS_PID)"
 }
 
 stop_seaweedfs() {
