@@ -34,8 +34,12 @@
 //! so a store closed cleanly is durable.
 //!
 //! Every other method, the lock methods included, is the wrapped backend's.
+//!
+//! [`discard_unfinished_create`] is for every mode: it empties a file that
+//! a power cut or a kill left in the middle of redb's creation of a new
+//! database, which redb would otherwise refuse on every later open.
 
-use std::{fmt, ops::Bound};
+use std::{fmt, io, ops::Bound};
 
 use redb::{BackendError, StorageBackend};
 
@@ -117,6 +121,65 @@ impl<B: StorageBackend> StorageBackend for UnsyncedBackend<B> {
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.inner.query_lock_range(start, end)
     }
+}
+
+/// The bytes at the start of a redb file that hold its magic number, the
+/// last thing redb writes when it creates a database.
+const MAGIC_LEN: usize = 9;
+/// The header page: all an unfinished creation has written.
+const HEADER_PAGE: u64 = 4096;
+/// redb's lock bytes (its `docs/design.md`, "lock bytes"): every handle
+/// holds a lock in this range while the database is open. The range ends
+/// where the bytes reserved to the backend begin.
+const LOCK_BYTES: (Bound<u64>, Bound<u64>) =
+    (Bound::Included(1 << 62), Bound::Excluded((1 << 62) + 896));
+
+/// Empties `backend` when it holds an unfinished creation of a redb
+/// database, so that redb creates the database again; returns whether it
+/// did.
+///
+/// redb creates a database by sizing the file, writing and syncing its
+/// header without the magic number, then writing the magic number. A power
+/// cut or a kill in between leaves a file that is not empty and has no
+/// magic number, which redb refuses ("Not a redb database") on every open,
+/// although it never held a commit. Such a file is recognised narrowly: the
+/// magic number's bytes are zero and so is every byte after the header
+/// page; any other file is left to redb. It is not touched while another
+/// handle holds redb's locks on it (a creation in progress), where the
+/// backend can tell.
+///
+/// # Errors
+/// The backend's I/O errors.
+pub(crate) fn discard_unfinished_create<B: StorageBackend>(backend: &B) -> io::Result<bool> {
+    let len = backend.len()?;
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut magic = [0u8; MAGIC_LEN];
+    let head = usize::try_from(len).map_or(MAGIC_LEN, |len| len.min(MAGIC_LEN));
+    backend.read(0, &mut magic[..head])?;
+    if magic.iter().any(|byte| *byte != 0) {
+        return Ok(false);
+    }
+    if backend
+        .query_lock_range(LOCK_BYTES.0, LOCK_BYTES.1)
+        .unwrap_or(false)
+    {
+        return Ok(false);
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at = HEADER_PAGE;
+    while at < len {
+        let take = usize::try_from(len - at).map_or(chunk.len(), |left| left.min(chunk.len()));
+        backend.read(at, &mut chunk[..take])?;
+        if chunk[..take].iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        at += take as u64;
+    }
+    backend.set_len(0)?;
+    backend.sync_data()?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@
 //!   never syncs: an answered write is in the file, so it survives a killed
 //!   process, but a power loss may lose recent commits or leave a file that
 //!   does not open (see [`RedbOptions::durability`]).
+//! - A file left by a creation that a power cut or a kill interrupted
+//!   (sized, but without redb's magic number and with nothing past its
+//!   header page) is emptied and created again instead of being refused on
+//!   every open.
 //! - The file is locked while open: a second process (or a second open in
 //!   this one) gets [`Error::Locked`] naming the file. The lock is released
 //!   when the last clone of the handle is dropped.
@@ -81,7 +85,7 @@ use runstore_core::{Error, Result, validate::Limits};
 pub use runstore_core::Durability;
 
 use crate::{
-    backend::UnsyncedBackend,
+    backend::{UnsyncedBackend, discard_unfinished_create},
     error::{Failure, task_failed},
     tables::{EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS},
     writer::Writer,
@@ -243,18 +247,10 @@ impl RedbStore {
         let path: Arc<Path> = Arc::from(name.as_ref());
         let open_path = Arc::clone(&path);
         let open_options = options.clone();
-        let db = tokio::task::spawn_blocking(move || {
-            let builder = builder(&open_options);
-            let created = match open_options.durability {
-                Durability::Durable => builder.create_with_backend(backend),
-                Durability::Relaxed => builder.create_with_backend(UnsyncedBackend::new(backend)),
-            };
-            let db = created.map_err(|err| Failure::from(err).into_error(&open_path))?;
-            init_tables(&db, &open_path).map_err(|failure| failure.into_error(&open_path))?;
-            Ok::<_, Error>(db)
-        })
-        .await
-        .map_err(task_failed)??;
+        let db =
+            tokio::task::spawn_blocking(move || open_backend(backend, &open_path, &open_options))
+                .await
+                .map_err(task_failed)??;
         Self::start(path, db, options)
     }
 
@@ -351,25 +347,16 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
     let existed = path
         .try_exists()
         .map_err(|err| Error::io(format!("checking redb store {}", path.display()), err))?;
-    let builder = builder(options);
-    let db = match options.durability {
-        Durability::Durable => builder.create(path),
-        Durability::Relaxed => {
-            // What `Builder::create` opens, behind the backend that skips
-            // the syncs.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|err| Error::io(format!("opening redb store {}", path.display()), err))?;
-            FileBackend::new(file)
-                .and_then(|file| builder.create_with_backend(UnsyncedBackend::new(file)))
-        }
-    }
-    .map_err(|err| Failure::from(err).into_error(path))?;
-    init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
+    // What `Builder::create` opens.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|err| Error::io(format!("opening redb store {}", path.display()), err))?;
+    let backend = FileBackend::new(file).map_err(|err| Failure::from(err).into_error(path))?;
+    let db = open_backend(backend, path, options)?;
     if !existed && options.durability == Durability::Durable {
         // A bare file name lives in the current directory.
         sync_dir(parent.unwrap_or(Path::new("."))).map_err(|err| {
@@ -379,6 +366,32 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
             )
         })?;
     }
+    Ok(db)
+}
+
+/// Opens the database on `backend` (behind [`UnsyncedBackend`] in relaxed
+/// mode), after emptying an unfinished creation, and creates the tables.
+fn open_backend<B: StorageBackend>(
+    backend: B,
+    path: &Path,
+    options: &RedbOptions,
+) -> Result<Database> {
+    discard_unfinished_create(&backend).map_err(|err| {
+        Error::io(
+            format!(
+                "checking for an unfinished creation of redb store {}",
+                path.display()
+            ),
+            err,
+        )
+    })?;
+    let builder = builder(options);
+    let created = match options.durability {
+        Durability::Durable => builder.create_with_backend(backend),
+        Durability::Relaxed => builder.create_with_backend(UnsyncedBackend::new(backend)),
+    };
+    let db = created.map_err(|err| Failure::from(err).into_error(path))?;
+    init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
     Ok(db)
 }
 
