@@ -14,9 +14,16 @@
 //!   writers; writes go to one writer thread that groups every request queued
 //!   behind a commit into the next write transaction (*group commit*), so
 //!   concurrent appenders share fsyncs.
-//! - Commits are durable by default (CONTRACT §16); choosing
-//!   [`Durability::Relaxed`] with [`RedbOptions::with_durability`] maps to
-//!   redb's non-durable commits.
+//! - Commits are durable by default (CONTRACT §16): each group commit is
+//!   synced before its requests are answered. [`Durability::Relaxed`]
+//!   (chosen with [`RedbOptions::with_durability`]) commits the same way but
+//!   never syncs: an answered write is in the file, so it survives a killed
+//!   process, but a power loss may lose recent commits or leave a file that
+//!   does not open (see [`RedbOptions::durability`]).
+//! - A file left by a creation that a power cut or a kill interrupted
+//!   (sized, but without redb's magic number and with nothing past its
+//!   header page) is emptied and created again instead of being refused on
+//!   every open.
 //! - The file is locked while open: a second process (or a second open in
 //!   this one) gets [`Error::Locked`] naming the file. The lock is released
 //!   when the last clone of the handle is dropped.
@@ -59,6 +66,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod backend;
 mod error;
 mod log;
 pub mod salvage;
@@ -68,12 +76,16 @@ mod writer;
 
 use std::{fmt, path::Path, sync::Arc};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{
+    Builder, Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
+    backends::FileBackend,
+};
 use runstore_core::{Error, Result, validate::Limits};
 
 pub use runstore_core::Durability;
 
 use crate::{
+    backend::{UnsyncedBackend, discard_unfinished_create},
     error::{Failure, task_failed},
     tables::{EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS},
     writer::Writer,
@@ -82,12 +94,21 @@ use crate::{
 /// How a [`RedbStore`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedbOptions {
-    /// Whether commits are synced (CONTRACT §16). [`Durability::Durable`]
-    /// by default; [`Durability::Relaxed`] uses redb's non-durable commits:
-    /// a write that returned `Ok` survives a clean close, but a killed
-    /// process or a power loss may lose the commits made since the last
-    /// durable one (one commit in 1,024 is made durable anyway, so redb can
-    /// reuse freed pages).
+    /// Whether commits are synced (CONTRACT §16).
+    ///
+    /// - [`Durability::Durable`] (the default): every group commit is
+    ///   synced (`fdatasync`) before its requests are answered, so a write
+    ///   that returned `Ok` survives a killed process and a power loss.
+    /// - [`Durability::Relaxed`]: every group commit writes its pages and
+    ///   the file's header into the file before its requests are answered,
+    ///   but nothing is synced until the last handle is dropped. A write
+    ///   that returned `Ok` survives a killed process (the operating system
+    ///   holds it); a power loss or a crash of the machine may lose any
+    ///   commit made since the store was opened or last closed cleanly, and
+    ///   may leave a file that fails to open with `Corrupt`, because the
+    ///   disk then holds whichever of the unsynced pages the kernel wrote
+    ///   back. Meant for bulk loads and tests; a clean close (dropping the
+    ///   last handle) syncs the file once, making everything durable.
     pub durability: Durability,
     /// redb's page cache, in bytes. `None` keeps redb's default (1 GiB, a
     /// ceiling, not an allocation).
@@ -111,7 +132,11 @@ impl Default for RedbOptions {
 }
 
 impl RedbOptions {
-    /// Sets the durability mode.
+    /// Sets the durability mode: [`Durability::Durable`] syncs every
+    /// commit; [`Durability::Relaxed`] writes every commit into the file but
+    /// syncs only when the last handle is dropped, so an acknowledged write
+    /// survives a killed process but not a power loss, which may also leave
+    /// the file unopenable (see [`RedbOptions::durability`]).
     #[must_use]
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -200,6 +225,37 @@ impl RedbStore {
         let db = tokio::task::spawn_blocking(move || open_database(&open_path, &open_options))
             .await
             .map_err(task_failed)??;
+        Self::start(path, db, options)
+    }
+
+    /// Opens (creating if it is empty) the store held by `backend`, a redb
+    /// [`StorageBackend`], with `options`; `name` stands for the file in
+    /// errors and [`RedbStore::path`]. In relaxed mode the backend's
+    /// `sync_data` is called only on close, as for a file.
+    ///
+    /// For tests that run the store on storage of their own (a simulated
+    /// disk); not part of the supported API.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`], without the directory handling.
+    #[doc(hidden)]
+    pub async fn open_with_backend<B: StorageBackend>(
+        backend: B,
+        name: impl AsRef<Path>,
+        options: RedbOptions,
+    ) -> Result<Self> {
+        let path: Arc<Path> = Arc::from(name.as_ref());
+        let open_path = Arc::clone(&path);
+        let open_options = options.clone();
+        let db =
+            tokio::task::spawn_blocking(move || open_backend(backend, &open_path, &open_options))
+                .await
+                .map_err(task_failed)??;
+        Self::start(path, db, options)
+    }
+
+    /// Starts the writer of the opened `db`.
+    fn start(path: Arc<Path>, db: Database, options: RedbOptions) -> Result<Self> {
         let db = Arc::new(db);
         let writer = Writer::start(
             Arc::clone(&db),
@@ -291,14 +347,16 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
     let existed = path
         .try_exists()
         .map_err(|err| Error::io(format!("checking redb store {}", path.display()), err))?;
-    let mut builder = Database::builder();
-    if let Some(bytes) = options.cache_size {
-        builder.set_cache_size(bytes);
-    }
-    let db = builder
-        .create(path)
-        .map_err(|err| Failure::from(err).into_error(path))?;
-    init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
+    // What `Builder::create` opens.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|err| Error::io(format!("opening redb store {}", path.display()), err))?;
+    let backend = FileBackend::new(file).map_err(|err| Failure::from(err).into_error(path))?;
+    let db = open_backend(backend, path, options)?;
     if !existed && options.durability == Durability::Durable {
         // A bare file name lives in the current directory.
         sync_dir(parent.unwrap_or(Path::new("."))).map_err(|err| {
@@ -309,6 +367,41 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
         })?;
     }
     Ok(db)
+}
+
+/// Opens the database on `backend` (behind [`UnsyncedBackend`] in relaxed
+/// mode), after emptying an unfinished creation, and creates the tables.
+fn open_backend<B: StorageBackend>(
+    backend: B,
+    path: &Path,
+    options: &RedbOptions,
+) -> Result<Database> {
+    discard_unfinished_create(&backend).map_err(|err| {
+        Error::io(
+            format!(
+                "checking for an unfinished creation of redb store {}",
+                path.display()
+            ),
+            err,
+        )
+    })?;
+    let builder = builder(options);
+    let created = match options.durability {
+        Durability::Durable => builder.create_with_backend(backend),
+        Durability::Relaxed => builder.create_with_backend(UnsyncedBackend::new(backend)),
+    };
+    let db = created.map_err(|err| Failure::from(err).into_error(path))?;
+    init_tables(&db, path).map_err(|failure| failure.into_error(path))?;
+    Ok(db)
+}
+
+/// redb's builder with the options' cache size.
+fn builder(options: &RedbOptions) -> Builder {
+    let mut builder = Database::builder();
+    if let Some(bytes) = options.cache_size {
+        builder.set_cache_size(bytes);
+    }
+    builder
 }
 
 fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {

@@ -6,7 +6,7 @@
 //! then answers each. Appends that arrive while a commit is syncing therefore
 //! share the next commit: 64 concurrent appenders pay for a handful of
 //! fsyncs, not 64 (CONTRACT §3, §16). A transaction opens only the tables
-//! its requests touch, and after a lone non-durable commit the writer polls
+//! its requests touch, and after a lone unsynced (relaxed) commit the writer polls
 //! its queue briefly before sleeping (see [`SPIN`]).
 //!
 //! A request that is refused (a conflict, invalid input) writes nothing and
@@ -29,10 +29,6 @@ use crate::{
     error::{self, Failure},
     tables::{EVENTS, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
 };
-
-/// In relaxed mode, every this many commits one is made durable anyway, so
-/// that redb can reuse the pages freed since the last durable commit.
-const RELAXED_SYNC_EVERY: u64 = 1024;
 
 type EventsTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
 type SeqTable<'t> = Table<'t, &'static [u8], u64>;
@@ -200,7 +196,6 @@ impl Writer {
                     path: thread_path,
                     durability,
                     max_batch: max_batch.max(1),
-                    commits: 0,
                 };
                 loop_state.run(&receiver);
             })
@@ -273,7 +268,7 @@ impl Drop for Writer {
 /// A lone caller that gets its answer usually sends its next request within
 /// a few tens of microseconds; polling for that long lets the writer pick it
 /// up at once instead of going through a futex sleep and wake-up, which costs
-/// about as much again as a non-durable commit. The poll runs at most once
+/// about as much again as an unsynced commit. The poll runs at most once
 /// per commit, so an idle store never spins, and a loaded one spends at most
 /// this long per commit on it. After a durable commit it does not run: the
 /// fsync dwarfs the wake-up, and a spinning writer could hold back a caller
@@ -305,7 +300,6 @@ struct WriterLoop {
     path: PathBuf,
     durability: Durability,
     max_batch: usize,
-    commits: u64,
 }
 
 impl WriterLoop {
@@ -329,13 +323,14 @@ impl WriterLoop {
     }
 
     /// Runs every job of `batch` in one transaction, commits, and answers.
-    /// Returns whether the commit was a durable one.
+    /// Returns whether the commit was synced.
+    ///
+    /// Every commit is redb's `Durability::Immediate`: its pages and header
+    /// are written to the backend before it returns. In relaxed mode the
+    /// backend skips the sync ([`crate::backend`]), so the commit is in the
+    /// operating system's page cache, safe from a killed process.
     fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) -> bool {
-        let durable = match self.durability {
-            Durability::Durable => true,
-            Durability::Relaxed => (self.commits + 1).is_multiple_of(RELAXED_SYNC_EVERY),
-        };
-        let outcome = self.run_batch(batch, durable);
+        let outcome = self.run_batch(batch);
         let outcome = outcome.map_err(Arc::new);
         for job in batch.drain(..) {
             let committed = match &outcome {
@@ -344,14 +339,11 @@ impl WriterLoop {
             };
             job.finish(committed);
         }
-        durable
+        self.durability == Durability::Durable
     }
 
-    fn run_batch(&mut self, batch: &mut [Box<dyn Job>], durable: bool) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)?;
-        }
+    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
         {
             let mut tables = WriteTables::new(&txn);
             for job in batch.iter_mut() {
@@ -359,7 +351,6 @@ impl WriterLoop {
             }
         }
         txn.commit()?;
-        self.commits += 1;
         Ok(())
     }
 }
