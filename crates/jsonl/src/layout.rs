@@ -110,6 +110,15 @@ pub(crate) fn snapshot_file(snapshot_id: &SnapshotId) -> String {
     file
 }
 
+/// The directory that holds `path`'s entry: its parent, `.` for a bare
+/// name, `None` for a root.
+pub(crate) fn parent_dir(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
 /// Creates `dir` and any missing parents; with [`Durability::Durable`], syncs
 /// the parent of every directory it created.
 pub(crate) fn create_dirs(io: &Io, dir: &Path, durability: Durability) -> io::Result<()> {
@@ -125,7 +134,7 @@ pub(crate) fn create_dirs(io: &Io, dir: &Path, durability: Durability) -> io::Re
         Err(err) => return Err(err),
     }
     if durability == Durability::Durable
-        && let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty())
+        && let Some(parent) = parent_dir(dir)
     {
         io.sync_dir(parent)?;
     }

@@ -265,16 +265,24 @@ impl JsonlStore {
             Err(err) => return Err(io_at("remove", &leftover, err)),
         }
         let path = dir.join(LOG_FILE);
-        let existed = path.exists();
         let file = io
             .open(&path, fileio::log_options().create(true).truncate(false))
             .map_err(|err| io_at("open", &path, err))?;
-        if !existed && durability == Durability::Durable {
-            io.sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
-        }
         let log = LogFile { file, path };
         let scanned = recovery::scan(io, &log, hasher, durability)?;
         let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability, io.clone())?;
+        if durability == Durability::Durable {
+            // The directory's entries (the log, `FORMAT`, `snapshots`) and
+            // its own entry in its parent are synced at every open, not only
+            // when this open created them: a process killed before its
+            // syncs leaves them in the page cache, where this handle would
+            // find them and build on them (CONTRACT §16).
+            if let Some(parent) = layout::parent_dir(&dir) {
+                io.sync_dir(parent)
+                    .map_err(|err| io_at("sync", parent, err))?;
+            }
+            io.sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
+        }
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             durability,

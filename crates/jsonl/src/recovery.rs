@@ -331,11 +331,9 @@ pub(crate) fn scan(
         buf_offset += start as u64;
     }
     let mut end = buf_offset + buf.len() as u64;
-    let mut repaired = false;
     if !buf.is_empty() {
         // CONTRACT §17: the last line has no newline.
         line_no += 1;
-        repaired = true;
         let body = written_part(&buf).len();
         match torn_tail(&buf[..body]) {
             Tail::Whole => {
@@ -376,9 +374,12 @@ pub(crate) fn scan(
         io.set_len(&log.file, path, start)
             .map_err(|err| io_at("drop the unfinished batch at the end of", path, err))?;
         end = start;
-        repaired = true;
     }
-    if repaired && durability == Durability::Durable {
+    if durability == Durability::Durable {
+        // Synced whether or not it was repaired: what was read may be
+        // writes of a process killed before it synced them, still only in
+        // the page cache, and this handle answers retries of those records
+        // without writing (CONTRACT §16).
         io.sync_data(&log.file, path)
             .map_err(|err| io_at("sync", path, err))?;
     }

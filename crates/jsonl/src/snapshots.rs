@@ -72,7 +72,9 @@ fn read_snapshot(path: &Path) -> Result<Option<SnapshotRecord>> {
 
 impl Snapshots {
     /// Indexes the snapshot tree under `root`, removing temp files a crash
-    /// left behind.
+    /// left behind. With [`Durability::Durable`], syncs `root` and every
+    /// tenant directory, so that the directories a put relies on are on
+    /// disk even if a killed process created them and never synced them.
     ///
     /// # Errors
     /// `Corrupt` for an unreadable snapshot or one whose file name does not
@@ -81,6 +83,10 @@ impl Snapshots {
         create_dirs(&io, &root, durability).map_err(|err| io_at("create", &root, err))?;
         let mut index: BTreeMap<StreamKey, StreamSnapshots> = BTreeMap::new();
         for tenant_dir in list_dir(&root)? {
+            if durability == Durability::Durable && tenant_dir.is_dir() {
+                io.sync_dir(&tenant_dir)
+                    .map_err(|err| io_at("sync", &tenant_dir, err))?;
+            }
             for run_dir in list_dir(&tenant_dir)? {
                 for file in list_dir(&run_dir)? {
                     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -126,6 +132,10 @@ impl Snapshots {
                         );
                 }
             }
+        }
+        if durability == Durability::Durable {
+            io.sync_dir(&root)
+                .map_err(|err| io_at("sync", &root, err))?;
         }
         Ok(Self {
             root,

@@ -35,6 +35,15 @@
 //! (`get`, `latest`), every acknowledged prune stays done; and the store
 //! takes a new append.
 //!
+//! A second test kills the workload's process before each of its syncs
+//! (its unsynced operations stay in the page cache, where a new handle
+//! sees them), opens a new handle on that state, which resends every event
+//! the killed one sent, appends and puts a snapshot in each stream, and
+//! cuts power after the resent events' acknowledgement and at the end,
+//! the killed process's unsynced operations still in flight. What either
+//! handle acknowledged must be there: a handle must not build on what it
+//! found without syncing it.
+//!
 //! The seed is fixed (`RUNSTORE_POWER_LOSS_SEED` overrides it). Run with
 //! `cargo test -p runstore-jsonl --test power_loss -- --nocapture` to see
 //! the counts.
@@ -615,6 +624,44 @@ impl Workload {
         }
     }
 
+    /// Sends every event of `earlier` sent before its trace position `kill`
+    /// again, one batch per stream: those acknowledged before it answer
+    /// their seq; every answer is recorded as this handle's.
+    async fn resend(&mut self, earlier: &Expected, kill: usize) {
+        assert!(self.expected.streams.is_empty());
+        for (key, sent) in &earlier.streams {
+            let entries: Vec<&Sent> = sent.values().filter(|entry| entry.sent < kill).collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let events: Vec<EventRecord> =
+                entries.iter().map(|entry| entry.event.clone()).collect();
+            let at = self.recorder.len();
+            let outcomes = self
+                .store()
+                .append_batch(&key.0, &key.1, &events, None)
+                .await
+                .unwrap();
+            let ack = self.recorder.len();
+            let stream = self.expected.streams.entry(key.clone()).or_default();
+            for (entry, outcome) in entries.iter().zip(outcomes) {
+                if let Some((seq, acked)) = entry.ack
+                    && acked <= kill
+                {
+                    assert_eq!((outcome.seq, outcome.inserted), (seq, false));
+                }
+                stream.insert(
+                    entry.event.event_id.clone(),
+                    Sent {
+                        event: entry.event.clone(),
+                        sent: at,
+                        ack: Some((outcome.seq, ack)),
+                    },
+                );
+            }
+        }
+    }
+
     /// Sends an acknowledged event again: the answer is its seq, and
     /// nothing is written.
     async fn retry(&mut self, key: &Key) {
@@ -970,9 +1017,63 @@ async fn check(store: &JsonlStore, expected: &Expected, cut: usize) -> Result<()
 fn describe(op: &Op) -> String {
     match op {
         Op::SyncData(path) => format!("sync of {}", path.display()),
+        Op::SyncDir(path) if path.as_os_str().is_empty() => "sync of the root".to_owned(),
         Op::SyncDir(path) => format!("sync of directory {}", path.display()),
         other => format!("{other:?}"),
     }
+}
+
+/// The sync points of `ops` from `from` on, and its end: where power is cut.
+fn cut_points(ops: &[Op], steps: &[Step], from: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = (from..ops.len())
+        .filter(|&at| matches!(steps[at].action, Action::Sync))
+        .collect();
+    cuts.push(ops.len());
+    cuts
+}
+
+/// Rebuilds, opens and checks every crash state (of the `only` variant,
+/// if given) of every cut in `cuts`; panics naming the first failure.
+/// Answers how many states of each variant were checked.
+async fn check_cuts(
+    ops: &[Op],
+    cuts: &[usize],
+    only: Option<Variant>,
+    expected: &Expected,
+    rng: &mut Rng,
+    scratch: &Path,
+    label: &str,
+) -> BTreeMap<Variant, usize> {
+    let steps = resolve(ops);
+    let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
+    for (number, &cut) in cuts.iter().enumerate() {
+        let at = ops
+            .get(cut)
+            .map_or_else(|| "the end of the trace".to_owned(), describe);
+        for (variant, what, crash) in crashes(ops, &steps, cut, rng) {
+            if only.is_some_and(|only| only != variant) {
+                continue;
+            }
+            *counts.entry(variant).or_default() += 1;
+            let root = scratch.join(format!("cut-{number}-{variant:?}"));
+            fs::create_dir(&root).unwrap();
+            Image::build(ops, &steps, &crash).write(&root);
+            let context = format!(
+                "{label}, cut {number} of {} (before op {cut}: {at}), {variant:?}: {what}",
+                cuts.len()
+            );
+            let store = match JsonlStore::open(root.join("store")).await {
+                Ok(store) => store,
+                Err(err) => panic!("{context}: open failed: {err}"),
+            };
+            if let Err(failure) = check(&store, expected, cut).await {
+                panic!("{context}: {failure}");
+            }
+            drop(store);
+            fs::remove_dir_all(&root).unwrap();
+        }
+    }
+    counts
 }
 
 /// CONTRACT §16, §17: at every sync of the workload, and at its end, every
@@ -983,38 +1084,19 @@ async fn power_loss_at_every_sync_keeps_everything_acknowledged() {
     let mut rng = Rng(seed);
     let live = tempfile::tempdir().unwrap();
     let (ops, expected) = run_workload(live.path(), Rng(rng.next())).await;
-    let steps = resolve(&ops);
-    let mut cuts: Vec<usize> = (0..ops.len())
-        .filter(|&at| matches!(steps[at].action, Action::Sync))
-        .collect();
-    cuts.push(ops.len());
-
+    let cuts = cut_points(&ops, &resolve(&ops), 0);
     let scratch = tempfile::tempdir().unwrap();
-    let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
-    for (number, &cut) in cuts.iter().enumerate() {
-        let at = ops
-            .get(cut)
-            .map_or_else(|| "the end of the trace".to_owned(), describe);
-        for (variant, what, crash) in crashes(&ops, &steps, cut, &mut rng) {
-            *counts.entry(variant).or_default() += 1;
-            let root = scratch.path().join(format!("cut-{number}-{variant:?}"));
-            fs::create_dir(&root).unwrap();
-            Image::build(&ops, &steps, &crash).write(&root);
-            let context = format!(
-                "seed {seed}, cut {number} of {} (before op {cut}: {at}), {variant:?}: {what}",
-                cuts.len()
-            );
-            let store = match JsonlStore::open(root.join("store")).await {
-                Ok(store) => store,
-                Err(err) => panic!("{context}: open failed: {err}"),
-            };
-            if let Err(failure) = check(&store, &expected, cut).await {
-                panic!("{context}: {failure}");
-            }
-            drop(store);
-            fs::remove_dir_all(&root).unwrap();
-        }
-    }
+    let label = format!("seed {seed}");
+    let counts = check_cuts(
+        &ops,
+        &cuts,
+        None,
+        &expected,
+        &mut rng,
+        scratch.path(),
+        &label,
+    )
+    .await;
     let states: usize = counts.values().sum();
     eprintln!(
         "power loss: {} ops, {} cut points, {states} crash states {counts:?}, seed {seed}",
@@ -1029,6 +1111,141 @@ async fn power_loss_at_every_sync_keeps_everything_acknowledged() {
             "{counts:?}"
         );
     }
+}
+
+/// What the first workload was told, as of a kill after its first `kill`
+/// operations, followed by what the next handle was told (its trace
+/// positions shifted by `kill`).
+fn after_kill(first: &Expected, kill: usize, next: Expected) -> Expected {
+    let mut merged = Expected::default();
+    for (key, sent) in &first.streams {
+        let stream = merged.streams.entry(key.clone()).or_default();
+        for (id, entry) in sent.iter().filter(|(_, entry)| entry.sent < kill) {
+            let mut entry = entry.clone();
+            entry.ack = entry.ack.filter(|(_, ack)| *ack <= kill);
+            stream.insert(id.clone(), entry);
+        }
+    }
+    for (key, changes) in &first.snapshots {
+        let kept: Vec<SnapshotChange> = changes
+            .iter()
+            .filter(|change| change.sent < kill)
+            .map(|change| SnapshotChange {
+                ack: if change.ack <= kill {
+                    change.ack
+                } else {
+                    usize::MAX
+                },
+                ..change.clone()
+            })
+            .collect();
+        if !kept.is_empty() {
+            merged.snapshots.insert(key.clone(), kept);
+        }
+    }
+    for (key, sent) in next.streams {
+        let stream = merged.streams.entry(key).or_default();
+        for (id, mut entry) in sent {
+            entry.sent += kill;
+            entry.ack = entry.ack.map(|(seq, ack)| (seq, ack + kill));
+            // A resent event was sent first by the killed process, and
+            // acknowledged by it if it was.
+            if let Some(first) = stream.get(&id) {
+                entry.sent = first.sent;
+                entry.ack = first.ack.or(entry.ack);
+            }
+            stream.insert(id, entry);
+        }
+    }
+    for (key, changes) in next.snapshots {
+        let all = merged.snapshots.entry(key).or_default();
+        all.extend(changes.into_iter().map(|change| SnapshotChange {
+            sent: change.sent + kill,
+            ack: change.ack + kill,
+            ..change
+        }));
+    }
+    merged
+}
+
+/// CONTRACT §16: a process killed at any point keeps its unsynced writes
+/// only in the page cache. A new handle opened on that state must make
+/// what it relies on durable before it acknowledges: power cut at every
+/// sync of the new handle (the killed one's unsynced operations still in
+/// flight), every crash state holds everything acknowledged by either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_then_power_loss_keeps_what_the_next_handle_acknowledged() {
+    let seed = seed();
+    let mut rng = Rng(seed ^ 0x6b11);
+    let live = tempfile::tempdir().unwrap();
+    let (first, expected) = run_workload(live.path(), Rng(rng.next())).await;
+    let steps = resolve(&first);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
+    let kills = cut_points(&first, &steps, 0);
+    for (number, &kill) in kills.iter().enumerate() {
+        // Killed before the operation at `kill`: everything before it is
+        // in the page cache, which the next handle sees.
+        let root = scratch.path().join(format!("kill-{number}"));
+        fs::create_dir(&root).unwrap();
+        let all = Crash {
+            keep: (0..kill).collect(),
+            torn: None,
+        };
+        Image::build(&first, &steps, &all).write(&root);
+        let recorder = Recorder::new(&root);
+        let mut next = Workload {
+            dir: root.join("store"),
+            recorder: recorder.clone(),
+            store: None,
+            expected: Expected::default(),
+            clock: 1_000_000,
+            next_id: 1_000_000,
+            rng: Rng(rng.next()),
+        };
+        next.open().await;
+        next.resend(&expected, kill).await;
+        let resent = kill + recorder.len();
+        for key in streams() {
+            next.append_batch(&key, 1).await;
+            next.put(&key, "after-kill").await;
+        }
+        drop(next.store.take());
+        let mut ops = first[..kill].to_vec();
+        ops.extend(recorder.ops());
+        let expected = after_kill(&expected, kill, next.expected);
+        let syncs = cut_points(&ops, &resolve(&ops), kill);
+        let at = first
+            .get(kill)
+            .map_or_else(|| "the end".to_owned(), describe);
+        let label = format!(
+            "seed {seed}, killed before op {kill} of {} ({at})",
+            first.len()
+        );
+        // Power is cut at the first sync after the resent events were
+        // acknowledged (a later sync of the log would make the killed
+        // process's writes durable too, hiding a missing one), with none
+        // of the operations in flight; and at the end, in every variant.
+        let after_resend = syncs
+            .iter()
+            .copied()
+            .find(|&at| at >= resent)
+            .expect("the end is a cut point");
+        let end = ops.len();
+        for (cuts, only) in [(vec![after_resend], Some(Variant::None)), (vec![end], None)] {
+            let found = check_cuts(&ops, &cuts, only, &expected, &mut rng, &root, &label).await;
+            for (variant, count) in found {
+                *counts.entry(variant).or_default() += count;
+            }
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+    let states: usize = counts.values().sum();
+    eprintln!(
+        "kill then power loss: {} kill points, {states} crash states {counts:?}, seed {seed}",
+        kills.len()
+    );
+    assert!(kills.len() >= 40, "{} kill points", kills.len());
 }
 
 /// The model itself: an entry is durable only after its directory's sync,
