@@ -54,7 +54,8 @@
 //! # Durability
 //!
 //! [`Durability::Durable`] (the default) syncs the log before an append
-//! returns and syncs directories on create and rename (CONTRACT §16);
+//! returns, syncs directories on create and rename, and at open syncs the
+//! log and directories it found (CONTRACT §16);
 //! [`Durability::Relaxed`] skips the per-append sync. A torn last line is
 //! repaired at open; any other unreadable line is
 //! [`Error::Corrupt`] (CONTRACT §17). After a
