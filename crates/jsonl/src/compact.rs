@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    fs::{self, OpenOptions},
     io::{BufWriter, Write},
     sync::Arc,
 };
@@ -17,7 +16,7 @@ use runstore_core::{
 
 use crate::{
     error::io_at,
-    fileio::{self, sync_dir},
+    fileio::{self, SeqWriter},
     index::{Loc, LogFile, StreamIndex},
     layout::{LOG_FILE, TMP_SUFFIX},
     writer::{MAX_SPAN, Shared},
@@ -163,20 +162,18 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
         .collect();
     drop(state);
 
+    let io = &shared.io;
     let path = shared.dir.join(LOG_FILE);
     let tmp = shared.dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
     let written = (|| -> Result<u64> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
+        let file = io
+            .create_truncated(&tmp)
             .map_err(|err| io_at("create", &tmp, err))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(1 << 20, io.writer(file, &tmp));
         let mut position = 0u64;
         let mut run: Vec<(Loc, usize)> = Vec::new();
         let flush_run = |run: &mut Vec<(Loc, usize)>,
-                         out: &mut BufWriter<fs::File>,
+                         out: &mut BufWriter<SeqWriter<'_>>,
                          position: &mut u64,
                          new_locs: &mut Vec<Vec<Loc>>|
          -> Result<()> {
@@ -245,29 +242,32 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
         flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
         let file = out
             .into_inner()
-            .map_err(|err| io_at("write", &tmp, err.into_error()))?;
-        file.sync_data().map_err(|err| io_at("sync", &tmp, err))?;
+            .map_err(|err| io_at("write", &tmp, err.into_error()))?
+            .into_file();
+        io.sync_data(&file, &tmp)
+            .map_err(|err| io_at("sync", &tmp, err))?;
         Ok(position)
     })();
     let new_end = match written {
         Ok(end) => end,
         Err(err) => {
-            let _ = fs::remove_file(&tmp);
+            let _ = io.remove_file(&tmp);
             return Err(err);
         }
     };
-    fs::rename(&tmp, &path).map_err(|err| {
-        let _ = fs::remove_file(&tmp);
+    io.rename(&tmp, &path).map_err(|err| {
+        let _ = io.remove_file(&tmp);
         io_at("replace", &path, err)
     })?;
     // From here the file on disk is the compacted one: the index must follow
     // it, and any failure leaves the handle unfit for writing.
     let finish = (|| -> Result<Arc<LogFile>> {
         if shared.durability == Durability::Durable {
-            sync_dir(&shared.dir).map_err(|err| io_at("sync", &shared.dir, err))?;
+            io.sync_dir(&shared.dir)
+                .map_err(|err| io_at("sync", &shared.dir, err))?;
         }
-        let file = fileio::log_options()
-            .open(&path)
+        let file = io
+            .open(&path, &fileio::log_options())
             .map_err(|err| io_at("reopen", &path, err))?;
         Ok(Arc::new(LogFile {
             file,

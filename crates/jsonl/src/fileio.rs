@@ -1,10 +1,39 @@
-//! Positioned reads and writes, directory syncs and the log's open options,
-//! per platform. Everything else in the crate is platform-neutral.
+//! Every file operation of the crate that changes what is on disk, and the
+//! positioned reads, per platform. Everything else in the crate is
+//! platform-neutral.
+//!
+//! What goes through here, and nowhere else: creating a directory or a
+//! file, writing (positioned, or in sequence through [`Io::writer`]),
+//! setting a file's length, syncing a file's data or a directory's entries,
+//! renaming and removing. Every module that changes the store directory --
+//! the writer thread's group commit ([`crate::writer`]), compaction
+//! ([`crate::compact`]), atomic file replacement and directory creation
+//! ([`crate::layout`]), snapshots ([`crate::snapshots`]), the torn tail
+//! repair at open ([`crate::recovery`]), the lock file ([`crate::lock`])
+//! and the open itself -- calls these methods of the store's [`Io`] rather
+//! than `std::fs`.
+//!
+//! Why: power loss keeps what was synced and an arbitrary part of the rest,
+//! so whether an acknowledged write survives depends on the exact order of
+//! writes, syncs and renames. Routing them through one place lets a test
+//! see that order. An [`IoObserver`] handed in with
+//! `JsonlOptions::with_io_observer` is told of each operation right after it
+//! succeeded, in the order they happened; `tests/power_loss.rs` replays the
+//! trace to build the directory a power cut at each sync would leave. A
+//! store without an observer (every production store) does exactly the
+//! same system calls, plus one branch per operation; the only extra call is
+//! an existence check before an open that may create a file, made only when
+//! an observer is set (to tell it whether the file was created).
+//!
+//! Reads, and opens that create nothing, do not change the disk and are not
+//! reported.
 
 use std::{
-    fs::{File, OpenOptions},
-    io,
+    fmt,
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
     path::Path,
+    sync::Arc,
 };
 
 /// Reads at `offset` without moving any shared cursor; returns how many
@@ -41,43 +70,279 @@ pub(crate) fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) ->
     Ok(())
 }
 
-/// Writes all of `buf` at `offset`.
-pub(crate) fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        #[cfg(unix)]
-        let written = std::os::unix::fs::FileExt::write_at(file, buf, offset);
-        #[cfg(windows)]
-        let written = std::os::windows::fs::FileExt::seek_write(file, buf, offset);
-        match written {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the file accepted no more bytes",
-                ));
-            }
-            Ok(count) => {
-                buf = &buf[count..];
-                offset += count as u64;
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
+/// One operation that changed the disk, as an [`IoObserver`] is told of it.
+/// Paths are as the store used them: under the directory it was opened on.
+///
+/// Deliberately exhaustive: an observer that models the disk must handle
+/// every kind, so a new one fails its build instead of going unmodelled.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp<'a> {
+    /// A directory was created: a new entry in its parent.
+    CreateDir {
+        /// The new directory.
+        path: &'a Path,
+    },
+    /// An empty file was created: a new entry in its parent.
+    CreateFile {
+        /// The new file.
+        path: &'a Path,
+    },
+    /// `bytes` were written at `offset` of the file at `path`.
+    Write {
+        /// The file written to.
+        path: &'a Path,
+        /// Where the bytes went.
+        offset: u64,
+        /// What was written.
+        bytes: &'a [u8],
+    },
+    /// The file at `path` was cut or extended to `len` bytes.
+    SetLen {
+        /// The file.
+        path: &'a Path,
+        /// Its new length.
+        len: u64,
+    },
+    /// The file's data, and the length needed to read it, reached the disk
+    /// (`fdatasync`).
+    SyncData {
+        /// The file synced.
+        path: &'a Path,
+    },
+    /// The directory's entries (files created, renamed or removed in it)
+    /// reached the disk.
+    SyncDir {
+        /// The directory synced.
+        path: &'a Path,
+    },
+    /// The entry `from` was renamed to `to`, replacing any entry there.
+    Rename {
+        /// The old name.
+        from: &'a Path,
+        /// The new name.
+        to: &'a Path,
+    },
+    /// The entry of the file at `path` was removed.
+    Remove {
+        /// The file removed.
+        path: &'a Path,
+    },
 }
 
-/// Syncs a directory, so that entries created or renamed in it survive
-/// power loss. On Windows, where a directory cannot be opened as a file,
-/// NTFS journals the entries themselves and this does nothing.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
+/// Told of every operation of a store that changed the disk (see the
+/// module docs of `fileio.rs`), for tests that model power loss.
+///
+/// Called on the thread that did the operation, right after it succeeded;
+/// an operation that failed is not reported. It must not call back into
+/// the store.
+#[doc(hidden)]
+pub trait IoObserver: Send + Sync + 'static {
+    /// Takes one operation.
+    fn observe(&self, op: IoOp<'_>);
+}
+
+/// The store's file operations: `std::fs`, reported to an observer when
+/// one is set. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Io {
+    observer: Option<Arc<dyn IoObserver>>,
+}
+
+impl fmt::Debug for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Io")
+            .field("observed", &self.observer.is_some())
+            .finish()
     }
-    #[cfg(windows)]
-    {
-        let _ = dir;
+}
+
+impl PartialEq for Io {
+    /// Equal when both report to the same observer, or neither reports.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.observer, &other.observer) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Io {}
+
+impl Io {
+    /// File operations reported to `observer`.
+    pub(crate) fn observed(observer: Arc<dyn IoObserver>) -> Self {
+        Self {
+            observer: Some(observer),
+        }
+    }
+
+    fn report(&self, op: IoOp<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.observe(op);
+        }
+    }
+
+    /// Whether opening `path` with a `create` flag would create it; asked
+    /// only when someone is told.
+    fn would_create(&self, path: &Path) -> bool {
+        self.observer.is_some() && !path.exists()
+    }
+
+    /// Opens `path` with `options`, which may create it (never truncate
+    /// it).
+    pub(crate) fn open(&self, path: &Path, options: &OpenOptions) -> io::Result<File> {
+        let create = self.would_create(path);
+        let file = options.open(path)?;
+        if create {
+            self.report(IoOp::CreateFile { path });
+        }
+        Ok(file)
+    }
+
+    /// Creates `path` for writing, or empties the file there.
+    pub(crate) fn create_truncated(&self, path: &Path) -> io::Result<File> {
+        let create = self.would_create(path);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        if create {
+            self.report(IoOp::CreateFile { path });
+        } else {
+            self.report(IoOp::SetLen { path, len: 0 });
+        }
+        Ok(file)
+    }
+
+    /// Creates the directory `path` (its parent must exist).
+    pub(crate) fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)?;
+        self.report(IoOp::CreateDir { path });
         Ok(())
+    }
+
+    /// Writes all of `buf` at `offset` of `file`, which is open at `path`.
+    pub(crate) fn write_all_at(
+        &self,
+        file: &File,
+        path: &Path,
+        mut buf: &[u8],
+        mut offset: u64,
+    ) -> io::Result<()> {
+        while !buf.is_empty() {
+            #[cfg(unix)]
+            let written = std::os::unix::fs::FileExt::write_at(file, buf, offset);
+            #[cfg(windows)]
+            let written = std::os::windows::fs::FileExt::seek_write(file, buf, offset);
+            match written {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the file accepted no more bytes",
+                    ));
+                }
+                Ok(count) => {
+                    self.report(IoOp::Write {
+                        path,
+                        offset,
+                        bytes: &buf[..count],
+                    });
+                    buf = &buf[count..];
+                    offset += count as u64;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer appending to `file` (open at `path`, its cursor at 0) with
+    /// ordinary sequential writes.
+    pub(crate) fn writer<'a>(&'a self, file: File, path: &'a Path) -> SeqWriter<'a> {
+        SeqWriter {
+            io: self,
+            file,
+            path,
+            offset: 0,
+        }
+    }
+
+    /// Sets the length of `file`, open at `path`.
+    pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        file.set_len(len)?;
+        self.report(IoOp::SetLen { path, len });
+        Ok(())
+    }
+
+    /// Syncs the data of `file`, open at `path` (`fdatasync`).
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+        file.sync_data()?;
+        self.report(IoOp::SyncData { path });
+        Ok(())
+    }
+
+    /// Syncs a directory, so that entries created, renamed or removed in it
+    /// survive power loss. On Windows, where a directory cannot be opened
+    /// as a file, NTFS journals the entries themselves and this does
+    /// nothing.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            File::open(dir)?.sync_all()?;
+        }
+        self.report(IoOp::SyncDir { path: dir });
+        Ok(())
+    }
+
+    /// Renames `from` to `to`, replacing `to`.
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)?;
+        self.report(IoOp::Rename { from, to });
+        Ok(())
+    }
+
+    /// Removes the file `path`.
+    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)?;
+        self.report(IoOp::Remove { path });
+        Ok(())
+    }
+}
+
+/// Sequential writes to a file, each reported with its offset. Wrapped in
+/// a `BufWriter` by its users.
+pub(crate) struct SeqWriter<'a> {
+    io: &'a Io,
+    file: File,
+    path: &'a Path,
+    offset: u64,
+}
+
+impl SeqWriter<'_> {
+    /// The file, once everything is written.
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl Write for SeqWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let count = (&self.file).write(buf)?;
+        self.io.report(IoOp::Write {
+            path: self.path,
+            offset: self.offset,
+            bytes: &buf[..count],
+        });
+        self.offset += count as u64;
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&self.file).flush()
     }
 }
 

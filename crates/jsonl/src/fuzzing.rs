@@ -12,6 +12,7 @@ use runstore_core::{Durability, Error, EventRecord, ReadQuery, Result, SnapshotR
 
 use crate::{
     JsonlOptions, JsonlStore,
+    fileio::Io,
     index::IdHasher,
     layout::{self, FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR},
     snapshots::Snapshots,
@@ -297,7 +298,7 @@ pub fn check_snapshot(dir: &Path, bytes: &[u8]) -> Result<SnapshotRecord> {
     let parent = file.parent().expect("a snapshot file has a directory");
     fs::create_dir_all(parent).map_err(|err| io_err("create", parent, err))?;
     fs::write(&file, bytes).map_err(|err| io_err("write", &file, err))?;
-    let snapshots = match Snapshots::open(root.clone(), Durability::Relaxed) {
+    let snapshots = match Snapshots::open(root.clone(), Durability::Relaxed, Io::default()) {
         Ok(snapshots) => snapshots,
         Err(err) => {
             assert_corrupt(&err, "opening the snapshot tree");
@@ -332,7 +333,7 @@ pub fn check_snapshot(dir: &Path, bytes: &[u8]) -> Result<SnapshotRecord> {
         .put(&tenant, &snapshot)
         .unwrap_or_else(|err| panic!("put of a snapshot read back: {err:?}"));
     drop(snapshots);
-    let reopened = Snapshots::open(root, Durability::Relaxed)
+    let reopened = Snapshots::open(root, Durability::Relaxed, Io::default())
         .unwrap_or_else(|err| panic!("the tree fails after a put: {err:?}"));
     let got = reopened
         .get(&tenant, &snapshot.run_id, &snapshot.snapshot_id)

@@ -9,13 +9,14 @@
 //! ```
 
 use std::{
-    fs::{self, OpenOptions},
     io::{self, Write},
     path::Path,
 };
 
 use runstore_core::{Durability, RunId, SnapshotId, Tenant};
 use sha2::{Digest, Sha256};
+
+use crate::fileio::Io;
 
 /// The format marker file.
 pub(crate) const FORMAT_FILE: &str = "FORMAT";
@@ -109,26 +110,33 @@ pub(crate) fn snapshot_file(snapshot_id: &SnapshotId) -> String {
     file
 }
 
-pub(crate) use crate::fileio::sync_dir;
+/// The directory that holds `path`'s entry: its parent, `.` for a bare
+/// name, `None` for a root.
+pub(crate) fn parent_dir(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
 
 /// Creates `dir` and any missing parents; with [`Durability::Durable`], syncs
 /// the parent of every directory it created.
-pub(crate) fn create_dirs(dir: &Path, durability: Durability) -> io::Result<()> {
+pub(crate) fn create_dirs(io: &Io, dir: &Path, durability: Durability) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        create_dirs(parent, durability)?;
+        create_dirs(io, parent, durability)?;
     }
-    match fs::create_dir(dir) {
+    match io.create_dir(dir) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(err) => return Err(err),
     }
     if durability == Durability::Durable
-        && let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty())
+        && let Some(parent) = parent_dir(dir)
     {
-        sync_dir(parent)?;
+        io.sync_dir(parent)?;
     }
     Ok(())
 }
@@ -140,6 +148,7 @@ pub(crate) fn create_dirs(dir: &Path, durability: Durability) -> io::Result<()> 
 /// The file's data is synced in both modes: a rename published before its
 /// data could otherwise leave an empty file after power loss.
 pub(crate) fn write_atomic(
+    io: &Io,
     dir: &Path,
     name: &str,
     bytes: &[u8],
@@ -147,23 +156,20 @@ pub(crate) fn write_atomic(
 ) -> io::Result<()> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut file = io.writer(io.create_truncated(&tmp)?, &tmp);
         file.write_all(bytes)?;
-        file.sync_data()?;
+        let file = file.into_file();
+        io.sync_data(&file, &tmp)?;
         drop(file);
-        fs::rename(&tmp, dir.join(name))
+        io.rename(&tmp, &dir.join(name))
     })();
     if let Err(err) = result {
         // Best effort: a leftover temp file is also removed at the next open.
-        let _ = fs::remove_file(&tmp);
+        let _ = io.remove_file(&tmp);
         return Err(err);
     }
     if durability == Durability::Durable {
-        sync_dir(dir)?;
+        io.sync_dir(dir)?;
     }
     Ok(())
 }

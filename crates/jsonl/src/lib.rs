@@ -54,7 +54,8 @@
 //! # Durability
 //!
 //! [`Durability::Durable`] (the default) syncs the log before an append
-//! returns and syncs directories on create and rename (CONTRACT §16);
+//! returns, syncs directories on create and rename, and at open syncs the
+//! log and directories it found (CONTRACT §16);
 //! [`Durability::Relaxed`] skips the per-append sync. A torn last line is
 //! repaired at open; any other unreadable line is
 //! [`Error::Corrupt`] (CONTRACT §17). After a
@@ -95,6 +96,8 @@ use runstore_core::{
 };
 use tokio::{runtime::RuntimeFlavor, sync::oneshot};
 
+#[doc(hidden)]
+pub use fileio::{IoObserver, IoOp};
 pub use import::{ImportReport, import_reference};
 pub use index::IndexStats;
 
@@ -116,6 +119,8 @@ pub struct JsonlOptions {
     /// What every write is checked against before it is queued (CONTRACT
     /// §21-§24). Default [`Limits::default`].
     pub limits: Limits,
+    /// Every change to the disk goes through this (see `fileio.rs`).
+    io: fileio::Io,
 }
 
 impl JsonlOptions {
@@ -132,6 +137,17 @@ impl JsonlOptions {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Reports every operation that changes the disk to `observer`, in the
+    /// order they happen (for tests that model power loss; see
+    /// `tests/power_loss.rs`). Stores opened with these options do the same
+    /// I/O as without.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_io_observer(mut self, observer: Arc<dyn IoObserver>) -> Self {
+        self.io = fileio::Io::observed(observer);
         self
     }
 }
@@ -218,8 +234,9 @@ impl JsonlStore {
 
     fn open_blocking(dir: PathBuf, options: &JsonlOptions, hasher: IdHasher) -> Result<Self> {
         let durability = options.durability;
-        layout::create_dirs(&dir, durability).map_err(|err| io_at("create", &dir, err))?;
-        let lock = DirLock::acquire(&dir)?;
+        let io = &options.io;
+        layout::create_dirs(io, &dir, durability).map_err(|err| io_at("create", &dir, err))?;
+        let lock = DirLock::acquire(io, &dir)?;
         let format = dir.join(FORMAT_FILE);
         // Read as bytes: a damaged marker need not be UTF-8, and is
         // `Corrupt` like any other.
@@ -236,34 +253,41 @@ impl JsonlStore {
                 ));
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                layout::write_atomic(&dir, FORMAT_FILE, FORMAT_LINE.as_bytes(), durability)
+                layout::write_atomic(io, &dir, FORMAT_FILE, FORMAT_LINE.as_bytes(), durability)
                     .map_err(|err| io_at("write", &format, err))?;
             }
             Err(err) => return Err(io_at("read", &format, err)),
         }
         // A compaction that crashed before its rename left only a temp file.
         let leftover = dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
-        match std::fs::remove_file(&leftover) {
+        match io.remove_file(&leftover) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(io_at("remove", &leftover, err)),
         }
         let path = dir.join(LOG_FILE);
-        let existed = path.exists();
-        let file = fileio::log_options()
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let file = io
+            .open(&path, fileio::log_options().create(true).truncate(false))
             .map_err(|err| io_at("open", &path, err))?;
-        if !existed && durability == Durability::Durable {
-            layout::sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
-        }
         let log = LogFile { file, path };
-        let scanned = recovery::scan(&log, hasher, durability)?;
-        let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability)?;
+        let scanned = recovery::scan(io, &log, hasher, durability)?;
+        let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability, io.clone())?;
+        if durability == Durability::Durable {
+            // The directory's entries (the log, `FORMAT`, `snapshots`) and
+            // its own entry in its parent are synced at every open, not only
+            // when this open created them: a process killed before its
+            // syncs leaves them in the page cache, where this handle would
+            // find them and build on them (CONTRACT §16).
+            if let Some(parent) = layout::parent_dir(&dir) {
+                io.sync_dir(parent)
+                    .map_err(|err| io_at("sync", parent, err))?;
+            }
+            io.sync_dir(&dir).map_err(|err| io_at("sync", &dir, err))?;
+        }
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             durability,
+            io: io.clone(),
             limits: options.limits,
             state: RwLock::new(LogState {
                 log: Arc::new(log),

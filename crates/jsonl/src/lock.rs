@@ -8,7 +8,7 @@ use std::{
 
 use runstore_core::{Error, Result};
 
-use crate::{error::io_at, layout::LOCK_FILE};
+use crate::{error::io_at, fileio::Io, layout::LOCK_FILE};
 
 /// An exclusive lock on `<dir>/LOCK`, released when dropped (or when the
 /// process dies).
@@ -26,14 +26,17 @@ impl DirLock {
     /// # Errors
     /// [`Error::Locked`] naming `dir` when another handle holds it;
     /// [`Error::Io`] when the lock file cannot be opened.
-    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+    pub(crate) fn acquire(io: &Io, dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let file = io
+            .open(
+                &path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+            )
             .map_err(|err| io_at("open lock file", &path, err))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     error::{cause, corrupt_line, io_at},
-    fileio,
+    fileio::{self, Io},
     index::{IdHasher, Index, Loc, LogFile},
     writer::CONTINUED,
 };
@@ -280,7 +280,12 @@ pub(crate) fn torn_tail(body: &[u8]) -> Tail {
 /// [`runstore_core::Error::Corrupt`] naming `<file>:<line>` for any bad line
 /// but a torn last one (including a last line or an unfinished last batch
 /// that a crash could not have left); `Io`.
-pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> Result<Scanned> {
+pub(crate) fn scan(
+    io: &Io,
+    log: &LogFile,
+    hasher: IdHasher,
+    durability: Durability,
+) -> Result<Scanned> {
     let path = &log.path;
     let mut scan = Scan {
         log,
@@ -326,11 +331,9 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         buf_offset += start as u64;
     }
     let mut end = buf_offset + buf.len() as u64;
-    let mut repaired = false;
     if !buf.is_empty() {
         // CONTRACT §17: the last line has no newline.
         line_no += 1;
-        repaired = true;
         let body = written_part(&buf).len();
         match torn_tail(&buf[..body]) {
             Tail::Whole => {
@@ -339,17 +342,15 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
                 scan.line(&buf[..body], buf_offset, line_no)?;
                 let body_end = buf_offset + body as u64;
                 if body < buf.len() {
-                    log.file
-                        .set_len(body_end)
+                    io.set_len(&log.file, path, body_end)
                         .map_err(|err| io_at("truncate the torn tail of", path, err))?;
                 }
-                fileio::write_all_at(&log.file, b"\n", body_end)
+                io.write_all_at(&log.file, path, b"\n", body_end)
                     .map_err(|err| io_at("repair the torn tail of", path, err))?;
                 end = body_end + 1;
             }
             Tail::Torn => {
-                log.file
-                    .set_len(buf_offset)
+                io.set_len(&log.file, path, buf_offset)
                     .map_err(|err| io_at("truncate the torn tail of", path, err))?;
                 end = buf_offset;
             }
@@ -370,15 +371,16 @@ pub(crate) fn scan(log: &LogFile, hasher: IdHasher, durability: Durability) -> R
         // batch whose closing line never reached the disk. It is dropped
         // whole, back to the last line that closed a request (CONTRACT §4).
         scan.check_open_batch()?;
-        log.file
-            .set_len(start)
+        io.set_len(&log.file, path, start)
             .map_err(|err| io_at("drop the unfinished batch at the end of", path, err))?;
         end = start;
-        repaired = true;
     }
-    if repaired && durability == Durability::Durable {
-        log.file
-            .sync_data()
+    if durability == Durability::Durable {
+        // Synced whether or not it was repaired: what was read may be
+        // writes of a process killed before it synced them, still only in
+        // the page cache, and this handle answers retries of those records
+        // without writing (CONTRACT §16).
+        io.sync_data(&log.file, path)
             .map_err(|err| io_at("sync", path, err))?;
     }
     let mut index = scan.index;

@@ -22,6 +22,7 @@ use runstore_core::{
 
 use crate::{
     error::io_at,
+    fileio::Io,
     layout::{self, FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR, SNAPSHOT_SUFFIX},
     lock::DirLock,
     recovery::{Tail, torn_tail, written_part},
@@ -71,7 +72,7 @@ fn scan_blocking(dir: &Path) -> Result<SalvageScan> {
             ),
         ));
     }
-    let _lock = match DirLock::acquire(dir) {
+    let _lock = match DirLock::acquire(&Io::default(), dir) {
         Ok(lock) => Some(lock),
         Err(err @ Error::Locked { .. }) => return Err(err),
         Err(_) => None,

@@ -19,6 +19,7 @@ use runstore_core::{
 
 use crate::{
     error::{cause, io_at},
+    fileio::Io,
     layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
 };
 
@@ -36,6 +37,7 @@ type StreamSnapshots = BTreeMap<SnapshotId, Meta>;
 pub(crate) struct Snapshots {
     root: PathBuf,
     durability: Durability,
+    io: Io,
     index: Mutex<BTreeMap<StreamKey, StreamSnapshots>>,
     /// Writers of one stream take its stripe, so that a stream's file
     /// replacements and index updates happen in the same order while other
@@ -70,20 +72,26 @@ fn read_snapshot(path: &Path) -> Result<Option<SnapshotRecord>> {
 
 impl Snapshots {
     /// Indexes the snapshot tree under `root`, removing temp files a crash
-    /// left behind.
+    /// left behind. With [`Durability::Durable`], syncs `root` and every
+    /// tenant directory, so that the directories a put relies on are on
+    /// disk even if a killed process created them and never synced them.
     ///
     /// # Errors
     /// `Corrupt` for an unreadable snapshot or one whose file name does not
     /// match its record; `Io`.
-    pub(crate) fn open(root: PathBuf, durability: Durability) -> Result<Self> {
-        create_dirs(&root, durability).map_err(|err| io_at("create", &root, err))?;
+    pub(crate) fn open(root: PathBuf, durability: Durability, io: Io) -> Result<Self> {
+        create_dirs(&io, &root, durability).map_err(|err| io_at("create", &root, err))?;
         let mut index: BTreeMap<StreamKey, StreamSnapshots> = BTreeMap::new();
         for tenant_dir in list_dir(&root)? {
+            if durability == Durability::Durable && tenant_dir.is_dir() {
+                io.sync_dir(&tenant_dir)
+                    .map_err(|err| io_at("sync", &tenant_dir, err))?;
+            }
             for run_dir in list_dir(&tenant_dir)? {
                 for file in list_dir(&run_dir)? {
                     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if name.ends_with(TMP_SUFFIX) {
-                        fs::remove_file(&file)
+                        io.remove_file(&file)
                             .map_err(|err| io_at("remove temp file", &file, err))?;
                         continue;
                     }
@@ -125,9 +133,14 @@ impl Snapshots {
                 }
             }
         }
+        if durability == Durability::Durable {
+            io.sync_dir(&root)
+                .map_err(|err| io_at("sync", &root, err))?;
+        }
         Ok(Self {
             root,
             durability,
+            io,
             index: Mutex::new(index),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: std::hash::RandomState::new(),
@@ -184,8 +197,8 @@ impl Snapshots {
         let dir = self.run_dir(tenant, &snapshot.run_id);
         let name = layout::snapshot_file(&snapshot.snapshot_id);
         let _stream = self.stripe(tenant, &snapshot.run_id);
-        create_dirs(&dir, self.durability).map_err(|err| io_at("create", &dir, err))?;
-        write_atomic(&dir, &name, &bytes, self.durability)
+        create_dirs(&self.io, &dir, self.durability).map_err(|err| io_at("create", &dir, err))?;
+        write_atomic(&self.io, &dir, &name, &bytes, self.durability)
             .map_err(|err| io_at("write snapshot", &dir.join(&name), err))?;
         self.lock()
             .entry(StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
@@ -323,7 +336,7 @@ impl Snapshots {
         let mut deleted = 0;
         for snapshot_id in ids {
             let path = dir.join(layout::snapshot_file(snapshot_id));
-            match fs::remove_file(&path) {
+            match self.io.remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
                 Err(err) => return (deleted, Err(io_at("delete snapshot", &path, err))),
@@ -331,7 +344,7 @@ impl Snapshots {
             deleted += 1;
         }
         if self.durability == Durability::Durable
-            && let Err(err) = layout::sync_dir(&dir)
+            && let Err(err) = self.io.sync_dir(&dir)
         {
             return (deleted, Err(io_at("sync", &dir, err)));
         }

@@ -55,6 +55,8 @@ pub(crate) struct LogState {
 pub(crate) struct Shared {
     pub(crate) dir: std::path::PathBuf,
     pub(crate) durability: Durability,
+    /// Every change to the disk goes through this.
+    pub(crate) io: fileio::Io,
     /// What writes are checked against; compaction checks its markers too.
     pub(crate) limits: Limits,
     pub(crate) state: RwLock<LogState>,
@@ -509,20 +511,23 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         }
         return;
     }
-    let written = fileio::write_all_at(&log.file, &bytes, end).and_then(|()| {
-        #[cfg(test)]
-        if shared
-            .fail_next_sync
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return Err(std::io::Error::other("injected sync failure"));
-        }
-        if shared.durability == Durability::Durable {
-            log.file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
+    let written = shared
+        .io
+        .write_all_at(&log.file, &log.path, &bytes, end)
+        .and_then(|()| {
+            #[cfg(test)]
+            if shared
+                .fail_next_sync
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(std::io::Error::other("injected sync failure"));
+            }
+            if shared.durability == Durability::Durable {
+                shared.io.sync_data(&log.file, &log.path)
+            } else {
+                Ok(())
+            }
+        });
     bytes.clear();
     *scratch = bytes;
     if let Err(err) = written {
