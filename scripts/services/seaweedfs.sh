@@ -192,8 +192,9 @@ kill_seaweedfs() {
         _seaweedfs_log "kill_seaweedfs: no server of ours is running"
         return 1
     fi
-    kill -KILL "$SEAWEEDFS_PID" 2>/dev/null
-    wait "$SEAWEEDFS_PID" 2>/dev/null
+    kill -KILL "$SEAWEEDFS_PID" 2>/dev/null || true
+    # The status of a killed child is 137; callers may run with `set -e`.
+    wait "$SEAWEEDFS_PID" 2>/dev/null || true
     SEAWEEDFS_PID=""
     _seaweedfs_log "killed (SIGKILL)"
 }

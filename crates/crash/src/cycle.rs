@@ -121,6 +121,7 @@ fn kill(running: &mut Running, dir: &Path) -> Result<bool> {
 /// Makes the directory, checks the `runstore` binary is there, and builds
 /// the runtime the checks run on.
 fn prepare(common: &Common) -> Result<tokio::runtime::Runtime> {
+    runstore::StoreUrl::parse(&common.store)?;
     fs::create_dir_all(&common.dir)
         .with_context(|| format!("creating {}", common.dir.display()))?;
     if !common.runstore.is_file() {
