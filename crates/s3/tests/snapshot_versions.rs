@@ -70,7 +70,7 @@ async fn a_snapshot_stored_without_a_version_is_read_replaced_and_pruned() {
     );
     assert_eq!(
         store.list(&tenant(), &run(), None).await.unwrap(),
-        [old.clone()]
+        std::slice::from_ref(&old)
     );
     assert_eq!(
         store.latest(&tenant(), &run()).await.unwrap(),
