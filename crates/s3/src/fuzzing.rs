@@ -20,7 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     S3Store,
     head::{Head, IdEntry},
-    keys::{Keys, decode_id, decode_tenant, id_segment, tenant_segment},
+    keys::{Keys, SnapshotVersion, decode_id, decode_tenant, id_segment, tenant_segment},
     objects::{from_json, to_json},
 };
 
@@ -256,10 +256,10 @@ pub async fn check_head(bytes: &[u8]) -> Result<Vec<EventRecord>> {
     Ok(all)
 }
 
-/// Stores `bytes` as a snapshot object: under the key its record belongs at
-/// when the bytes decode as a [`SnapshotRecord`] of a valid tenant, else
-/// under a fixed key; then reads it back through [`S3Store`] (`get`,
-/// `list`, `snapshot_streams`) and puts it back.
+/// Stores `bytes` as a snapshot object: under the legacy (unversioned) key
+/// its record belongs at when the bytes decode as a [`SnapshotRecord`] of a
+/// valid tenant, else under a fixed key; then reads it back through
+/// [`S3Store`] (`get`, `list`, `snapshot_streams`) and puts it back.
 ///
 /// # Errors
 /// The error `get` gave (always `Corrupt`).
@@ -291,7 +291,15 @@ pub async fn check_snapshot(bytes: &[u8]) -> Result<Option<SnapshotRecord>> {
     };
     let keys = Keys::new("").expect("the root prefix is valid");
     let bucket = Arc::new(InMemory::new());
-    put(&bucket, &keys.snapshot(&tenant, &run, &snapshot_id), bytes).await;
+    // The key a snapshot had before keys carried versions: the one data
+    // from outside the store, or from an older version of it, is found at.
+    let legacy = SnapshotVersion::legacy();
+    put(
+        &bucket,
+        &keys.snapshot(&tenant, &run, &snapshot_id, &legacy),
+        bytes,
+    )
+    .await;
     let store = S3Store::new(bucket, "").expect("the root prefix is valid");
     let got = match store.get(&tenant, &run, &snapshot_id).await {
         Ok(got) => got,

@@ -196,15 +196,86 @@ impl Keys {
         ])
     }
 
-    /// One snapshot.
+    /// One version of a snapshot: `<id>` for the legacy version,
+    /// `<id>.<number:020>.<token>` for any other.
     pub(crate) fn snapshot(
         &self,
         tenant: &Tenant,
         run_id: &RunId,
         snapshot_id: &SnapshotId,
+        version: &SnapshotVersion,
     ) -> Path {
         self.snapshot_dir(tenant, run_id)
-            .child(id_segment(snapshot_id.as_str()))
+            .child(version.name(&id_segment(snapshot_id.as_str())))
+    }
+}
+
+/// Which put of a snapshot id wrote an object: every put writes a key of
+/// its own, never written before or again, and the greatest version of an
+/// id is its snapshot. Versions order by number, then token; the legacy
+/// version (an object written before keys carried versions, at the bare id
+/// segment) is number 0 with no token, so it is older than any other.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SnapshotVersion {
+    number: u64,
+    token: String,
+}
+
+impl SnapshotVersion {
+    /// The version of an object at the bare id segment.
+    pub(crate) fn legacy() -> Self {
+        Self {
+            number: 0,
+            token: String::new(),
+        }
+    }
+
+    /// The version a put writes when the greatest version of its id it
+    /// listed is `newest` (`None` when it listed none): the next number,
+    /// with `token` (random, so that no two puts share a key).
+    pub(crate) fn after(newest: Option<&Self>, token: String) -> Self {
+        let number = newest.map_or(1, |newest| newest.number.saturating_add(1));
+        Self { number, token }
+    }
+
+    /// The object name of this version of the id whose segment is
+    /// `id_segment`.
+    fn name(&self, id_segment: &str) -> String {
+        if self.token.is_empty() {
+            id_segment.to_owned()
+        } else {
+            format!("{id_segment}.{:020}.{}", self.number, self.token)
+        }
+    }
+
+    /// Splits the last segment of a snapshot key into the id segment and
+    /// the version. Id segments never contain `.`, so a name without one is
+    /// the legacy version of that id, and one with one is
+    /// `<id>.<number:020>.<token>`. A name of neither form is returned
+    /// whole as the legacy version of an id segment no id has, so reading
+    /// it is `Corrupt` as any object at a key that does not name its id.
+    pub(crate) fn parse(name: &str) -> (&str, Self) {
+        let versioned = name.split_once('.').and_then(|(id, rest)| {
+            let (number, token) = rest.split_once('.')?;
+            let valid = number.len() == 20
+                && number.bytes().all(|byte| byte.is_ascii_digit())
+                && !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
+            if !valid {
+                return None;
+            }
+            let number = number.parse().ok()?;
+            Some((
+                id,
+                Self {
+                    number,
+                    token: token.to_owned(),
+                },
+            ))
+        });
+        versioned.unwrap_or((name, Self::legacy()))
     }
 }
 
@@ -267,6 +338,42 @@ mod tests {
         assert!(a.starts_with('h') && a.len() == 65);
         assert_ne!(a, b);
         assert_eq!(decode_id(&a), None);
+    }
+
+    #[test]
+    fn snapshot_versions_round_trip_and_order() {
+        let keys = Keys::new("p").unwrap();
+        let tenant = Tenant::new("o", "w", None).unwrap();
+        let run = RunId::new("r").unwrap();
+        let id = SnapshotId::new("s.1").unwrap();
+        let legacy = SnapshotVersion::legacy();
+        let first = SnapshotVersion::after(None, "b0".into());
+        let second = SnapshotVersion::after(Some(&first), "a1".into());
+        let tied = SnapshotVersion::after(Some(&first), "a2".into());
+        assert!(legacy < first && first < second && second < tied);
+        assert_eq!(SnapshotVersion::after(Some(&legacy), "c".into()).number, 1);
+        for version in [&legacy, &first, &second, &tied] {
+            let path = keys.snapshot(&tenant, &run, &id, version);
+            let name = path.filename().unwrap();
+            let (segment, parsed) = SnapshotVersion::parse(name);
+            assert_eq!(segment, id_segment(id.as_str()), "{name}");
+            assert_eq!(&parsed, version, "{name}");
+        }
+        assert_eq!(
+            keys.snapshot(&tenant, &run, &id, &legacy).filename(),
+            Some("vs_2e1")
+        );
+        // Names of neither form are whole, legacy, and match no id.
+        for foreign in [
+            "vs.1.a",
+            "vs.00000000000000000001.",
+            "vs.00000000000000000001.A",
+        ] {
+            assert_eq!(
+                SnapshotVersion::parse(foreign),
+                (foreign, SnapshotVersion::legacy())
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,11 @@
-//! Snapshots: one object per `(tenant, run_id, snapshot_id)`
+//! Snapshots: one object per put of a `(tenant, run_id, snapshot_id)`, at a
+//! key no other put uses; the greatest version of an id is its snapshot
 //! (docs/backends/s3.md, "Snapshots").
+//!
+//! A put writes a new version and then deletes the older ones it listed; a
+//! prune deletes only versions it listed: older ones first, then newest
+//! ones it read and chose. Since no key is ever written twice, a prune
+//! never deletes a version written after it listed the stream.
 //!
 //! A snapshot belongs to the stream its key names, never to the one its
 //! record claims: a record whose claims disagree with its key is `Corrupt`
@@ -17,14 +23,47 @@ use runstore_core::{
 
 use crate::{
     Inner, S3Store,
-    error::request,
-    keys::{decode_id, decode_tenant},
+    error::{contended, request},
+    keys::{SnapshotVersion, decode_id, decode_tenant, id_segment},
+    new_token,
     objects::{corrupt, delete, from_json, get, put, to_json},
 };
+
+/// How many times a read lists a stream again after the newest version of
+/// an id it listed was deleted before it could be read (a newer version
+/// replaced it, or a prune removed it).
+const READ_ATTEMPTS: u32 = 8;
 
 /// How a snapshot is named in errors.
 fn snapshot_what(key: &StreamKey, snapshot_id: &SnapshotId) -> String {
     format!("snapshot {:?} of stream {key}", snapshot_id.as_str())
+}
+
+/// One object of a stream's snapshot directory: a version of one id.
+struct Stored {
+    path: Path,
+    version: SnapshotVersion,
+}
+
+/// A stream's snapshot objects by id segment, each id's versions oldest
+/// first: the last is the id's snapshot, the others are replaced versions
+/// that the put which replaced them has not deleted (yet).
+fn by_id(paths: Vec<Path>) -> BTreeMap<String, Vec<Stored>> {
+    let mut ids: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
+    for path in paths {
+        let (segment, version) = {
+            let name = path.filename().unwrap_or_default();
+            let (segment, version) = SnapshotVersion::parse(name);
+            (segment.to_owned(), version)
+        };
+        ids.entry(segment)
+            .or_default()
+            .push(Stored { path, version });
+    }
+    for versions in ids.values_mut() {
+        versions.sort_by(|a, b| a.version.cmp(&b.version));
+    }
+    ids
 }
 
 /// The stream a snapshot record claims, for errors.
@@ -38,7 +77,7 @@ fn claimed(snapshot: &SnapshotRecord) -> String {
 impl Inner {
     /// Reads the object at `path`, which the key layout makes a snapshot of
     /// `key`, and checks that it is: it names `key`'s tenant and run and
-    /// lives at its own snapshot id's key.
+    /// lives at a key of its own snapshot id.
     async fn read_snapshot(&self, path: &Path, key: &StreamKey) -> Result<Option<SnapshotRecord>> {
         let what = format!("a snapshot of stream {key}");
         let Some((bytes, _)) = get(self.store(), path, &what).await? else {
@@ -52,9 +91,10 @@ impl Inner {
                 format!("the snapshot claims stream {}", claimed(&snapshot)),
             ));
         }
+        let (_, version) = SnapshotVersion::parse(path.filename().unwrap_or_default());
         if self
             .keys
-            .snapshot(&key.tenant, &key.run_id, &snapshot.snapshot_id)
+            .snapshot(&key.tenant, &key.run_id, &snapshot.snapshot_id, &version)
             != *path
         {
             return Err(corrupt(
@@ -99,28 +139,78 @@ impl Inner {
             .collect())
     }
 
-    /// A stream's snapshots in [`snapshot_order`].
-    pub(crate) async fn snapshots_of(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-    ) -> Result<Vec<SnapshotRecord>> {
-        let key = StreamKey::new(tenant.clone(), run_id.clone());
-        let dir = self.keys.snapshot_dir(tenant, run_id);
+    /// The objects of a stream's snapshot directory, by id.
+    async fn stream_objects(&self, key: &StreamKey) -> Result<BTreeMap<String, Vec<Stored>>> {
+        let dir = self.keys.snapshot_dir(&key.tenant, &key.run_id);
         let paths = self
             .list_all(&dir, &format!("the snapshots of stream {key}"))
             .await?
             .into_iter()
             .map(|meta| meta.location)
             .collect();
-        let mut snapshots: Vec<SnapshotRecord> = self
-            .read_snapshots(paths, &key)
-            .await?
-            .into_iter()
-            .map(|(_, snapshot)| snapshot)
-            .collect();
-        snapshots.sort_by(snapshot_order);
-        Ok(snapshots)
+        Ok(by_id(paths))
+    }
+
+    /// A stream's snapshots (the newest version of each id) in
+    /// [`snapshot_order`].
+    ///
+    /// # Errors
+    /// A retryable error when, [`READ_ATTEMPTS`] times over, a version
+    /// listed as the newest of its id was deleted before it was read.
+    pub(crate) async fn snapshots_of(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let key = StreamKey::new(tenant.clone(), run_id.clone());
+        for _ in 0..READ_ATTEMPTS {
+            let newest: Vec<Path> = self
+                .stream_objects(&key)
+                .await?
+                .into_values()
+                .filter_map(|mut versions| versions.pop().map(|stored| stored.path))
+                .collect();
+            let listed = newest.len();
+            let mut snapshots: Vec<SnapshotRecord> = self
+                .read_snapshots(newest, &key)
+                .await?
+                .into_iter()
+                .map(|(_, snapshot)| snapshot)
+                .collect();
+            if snapshots.len() == listed {
+                snapshots.sort_by(snapshot_order);
+                return Ok(snapshots);
+            }
+        }
+        Err(contended(format!("read the snapshots of stream {key}")))
+    }
+
+    /// The snapshot `snapshot_id` of `key`: the newest version of the id.
+    ///
+    /// # Errors
+    /// As [`Inner::snapshots_of`].
+    async fn snapshot(
+        &self,
+        key: &StreamKey,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let segment = id_segment(snapshot_id.as_str());
+        for _ in 0..READ_ATTEMPTS {
+            let newest = self
+                .stream_objects(key)
+                .await?
+                .remove(&segment)
+                .and_then(|mut versions| versions.pop());
+            let Some(newest) = newest else {
+                return Ok(None);
+            };
+            // The read checks the snapshot lives at a key of its own id, so
+            // it is the one asked for.
+            if let Some(snapshot) = self.read_snapshot(&newest.path, key).await? {
+                return Ok(Some(snapshot));
+            }
+        }
+        Err(contended(snapshot_what(key, snapshot_id)))
     }
 
     /// Every stream with a snapshot object, with the keys of its objects,
@@ -184,10 +274,13 @@ impl Inner {
             let Ok(claimed_tenant) = snapshot.scope.tenant() else {
                 continue;
             };
-            if self
-                .keys
-                .snapshot(&claimed_tenant, &snapshot.run_id, &snapshot.snapshot_id)
-                == *path
+            let (_, version) = SnapshotVersion::parse(path.filename().unwrap_or_default());
+            if self.keys.snapshot(
+                &claimed_tenant,
+                &snapshot.run_id,
+                &snapshot.snapshot_id,
+                &version,
+            ) == *path
             {
                 return Ok(StreamKey::new(claimed_tenant, snapshot.run_id));
             }
@@ -200,7 +293,13 @@ impl Inner {
         ))
     }
 
-    /// Prunes one stream's snapshots (CONTRACT §14); how many it deleted.
+    /// Prunes one stream's snapshots (CONTRACT §14) from the objects a
+    /// listing found at `paths`; how many snapshots it deleted.
+    ///
+    /// Only listed objects are deleted: replaced versions (not counted),
+    /// then the newest versions the selection chose, each one read here.
+    /// A version written after the listing has a key of its own, so no put
+    /// acknowledged after the listing is touched.
     async fn prune_stream(
         &self,
         key: &StreamKey,
@@ -209,7 +308,16 @@ impl Inner {
         keep_last_per_run: usize,
         now_ms: u64,
     ) -> Result<usize> {
-        let mut snapshots = self.read_snapshots(paths, key).await?;
+        let mut newest = Vec::new();
+        let mut replaced = Vec::new();
+        for (_, mut versions) in by_id(paths) {
+            newest.extend(versions.pop().map(|stored| stored.path));
+            replaced.extend(versions.into_iter().map(|stored| stored.path));
+        }
+        // A newest version deleted since the listing (by a put that
+        // replaced it, or another prune) is left out of the selection,
+        // which then only keeps more.
+        let mut snapshots = self.read_snapshots(newest, key).await?;
         snapshots.sort_by(|a, b| snapshot_order(&a.1, &b.1));
         let ordered: Vec<SnapshotRecord> = snapshots
             .iter()
@@ -224,12 +332,38 @@ impl Inner {
                 })
                 .collect();
         let deleted = doomed.len();
+        // Replaced versions go first: once an id's newest version is
+        // deleted, no older version of it that this prune listed is left
+        // to stand in for it.
+        let replaced_what = format!("a replaced version of a snapshot of stream {key}");
+        stream::iter(replaced)
+            .map(|path| {
+                let what = replaced_what.as_str();
+                async move { delete(self.store(), &path, what).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
         stream::iter(doomed)
             .map(|(path, what)| async move { delete(self.store(), &path, &what).await })
             .buffer_unordered(16)
             .try_collect::<()>()
             .await?;
         Ok(deleted)
+    }
+
+    /// Deletes versions of a snapshot that a newer one replaced: garbage
+    /// only, as readers take the newest, so a failed delete leaves it for
+    /// the next put of the id or the next prune.
+    async fn delete_replaced(&self, key: &StreamKey, snapshot_id: &SnapshotId, old: Vec<Stored>) {
+        let what = format!("a replaced version of {}", snapshot_what(key, snapshot_id));
+        let what = what.as_str();
+        stream::iter(old)
+            .for_each_concurrent(16, |stored| async move {
+                // Garbage left by a failed delete costs storage only.
+                delete(self.store(), &stored.path, what).await.ok();
+            })
+            .await;
     }
 }
 
@@ -241,15 +375,29 @@ impl SnapshotStore for S3Store {
         let mut snapshot = snapshot.clone();
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let key = StreamKey::new(tenant.clone(), snapshot.run_id.clone());
-        let path = self
-            .inner
-            .keys
-            .snapshot(tenant, &snapshot.run_id, &snapshot.snapshot_id);
         let what = snapshot_what(&key, &snapshot.snapshot_id);
-        put(self.inner.store(), &path, &what, to_json(&snapshot, &what)?).await?;
+        let bytes = to_json(&snapshot, &what)?;
+        // A new key, after every version of the id listed here: a prune
+        // that listed the stream before never deletes it.
+        let old = self
+            .inner
+            .stream_objects(&key)
+            .await?
+            .remove(&id_segment(snapshot.snapshot_id.as_str()))
+            .unwrap_or_default();
+        let version = SnapshotVersion::after(old.last().map(|stored| &stored.version), new_token());
+        let path =
+            self.inner
+                .keys
+                .snapshot(tenant, &snapshot.run_id, &snapshot.snapshot_id, &version);
+        put(self.inner.store(), &path, &what, bytes).await?;
         // CONTRACT §8: a compaction planned without this snapshot must not
         // commit once the put has returned.
-        self.inner.mark_snapshot(&key).await
+        self.inner.mark_snapshot(&key).await?;
+        self.inner
+            .delete_replaced(&key, &snapshot.snapshot_id, old)
+            .await;
+        Ok(())
     }
 
     async fn get(
@@ -258,11 +406,8 @@ impl SnapshotStore for S3Store {
         run_id: &RunId,
         snapshot_id: &SnapshotId,
     ) -> Result<Option<SnapshotRecord>> {
-        let path = self.inner.keys.snapshot(tenant, run_id, snapshot_id);
         let key = StreamKey::new(tenant.clone(), run_id.clone());
-        // The read checks the snapshot lives at its own id's key, so it is
-        // the one asked for.
-        self.inner.read_snapshot(&path, &key).await
+        self.inner.snapshot(&key, snapshot_id).await
     }
 
     async fn list(

@@ -18,7 +18,10 @@ use object_store::{
     GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
 };
-use runstore_core::{EventId, EventLog, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{
+    EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
+    SnapshotStore, Tenant,
+};
 use runstore_s3::S3Store;
 
 /// Records each request as `"<verb> <path>"`.
@@ -266,4 +269,72 @@ async fn an_import_looks_up_each_id_it_brings() {
     let log = recording.take();
     assert_eq!(verbs(&log), ["GET", "GET", "GET", "GET", "PUT"], "{log:?}");
     assert_eq!(log.iter().filter(|line| line.contains("/ids/")).count(), 3);
+}
+
+fn snapshot(run_id: RunId, id: &str, seq: u64, created_at_ms: u64) -> SnapshotRecord {
+    SnapshotRecord::new(
+        &tenant(),
+        run_id,
+        SnapshotId::new(id).unwrap(),
+        seq,
+        created_at_ms,
+        RunStatus::Running,
+    )
+}
+
+#[tokio::test]
+async fn snapshot_requests() {
+    let recording = Arc::new(Recording::default());
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    store
+        .append_batch(&tenant(), &run(), &[event("e0".into())], None)
+        .await
+        .unwrap();
+    recording.take();
+
+    // A put lists the stream's snapshots (to number its version), writes
+    // its own key, and changes the head (CONTRACT §8).
+    store
+        .put(&tenant(), &snapshot(run(), "s", 1, 10))
+        .await
+        .unwrap();
+    let log = recording.take();
+    assert_eq!(verbs(&log), ["LIST", "PUT", "GET", "PUT"], "{log:?}");
+    // Replacing a snapshot also deletes the version it replaced.
+    store
+        .put(&tenant(), &snapshot(run(), "s", 2, 20))
+        .await
+        .unwrap();
+    let log = recording.take();
+    assert_eq!(
+        verbs(&log),
+        ["LIST", "PUT", "GET", "PUT", "DELETE"],
+        "{log:?}"
+    );
+    // A stream without events has no head to change.
+    let other = RunId::new("no-events").unwrap();
+    store
+        .put(&tenant(), &snapshot(other.clone(), "s", 1, 10))
+        .await
+        .unwrap();
+    let log = recording.take();
+    assert_eq!(verbs(&log), ["LIST", "PUT", "GET"], "{log:?}");
+
+    let id = SnapshotId::new("s").unwrap();
+    let got = store.get(&tenant(), &run(), &id).await.unwrap();
+    assert_eq!(got.map(|snapshot| snapshot.seq), Some(2));
+    assert_eq!(verbs(&recording.take()), ["LIST", "GET"], "get");
+    assert_eq!(store.list(&tenant(), &run(), None).await.unwrap().len(), 1);
+    assert_eq!(verbs(&recording.take()), ["LIST", "GET"], "list");
+
+    // Prune: one LIST of every snapshot, then stream by stream a GET per
+    // snapshot and a DELETE per snapshot it removes.
+    let report = store.prune(100, 0, 1_000).await.unwrap();
+    assert_eq!(report.removed, 2);
+    let log = recording.take();
+    assert_eq!(
+        verbs(&log),
+        ["LIST", "GET", "DELETE", "GET", "DELETE"],
+        "{log:?}"
+    );
 }
