@@ -68,6 +68,7 @@ macro_rules! suite {
             snapshots::snapshot_list_orders_by_seq_and_keeps_newest,
             snapshots::snapshots_are_tenant_scoped,
             snapshots::snapshot_prune_keeps_newest_per_run,
+            snapshots::snapshot_put_racing_prune_is_kept,
             snapshots::snapshot_ids_with_path_characters_stay_distinct,
             snapshots::legacy_snapshots_are_hydrated,
             tenancy::tenants_never_see_each_other,

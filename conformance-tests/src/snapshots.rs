@@ -228,6 +228,68 @@ pub async fn snapshot_prune_keeps_newest_per_run(h: &Harness) {
     );
 }
 
+/// CONTRACT §14: a `put` that returned `Ok` is never undone by a
+/// concurrent `prune`. Each round stores an old snapshot under each of 24
+/// ids, then puts a fresh snapshot of every id while prunes run whose
+/// retention covers the old ones and never a fresh one; afterwards every
+/// id reads back its fresh snapshot, through `get`, `list` and `latest`.
+pub async fn snapshot_put_racing_prune_is_kept(h: &Harness) {
+    const IDS: u64 = 24;
+    const ROUNDS: u64 = 4;
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let t = tenant(1);
+    let r = run("run-a");
+    for round in 0..ROUNDS {
+        for n in 0..IDS {
+            store
+                .put(&t, &snapshot(&t, "run-a", &format!("s{n}"), n + 1, 100))
+                .await
+                .expect("put an old snapshot");
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..IDS {
+            let (store, t) = (store.clone(), t.clone());
+            tasks.spawn(async move {
+                let fresh = snapshot(&t, "run-a", &format!("s{n}"), 1_000 + round, 10_000)
+                    .with_checkpoint(json!({ "round": round, "id": n }));
+                store.put(&t, &fresh).await.expect("put a fresh snapshot");
+            });
+        }
+        for _ in 0..3 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                // Cutoff 10_000 - 5_000: the old snapshots (100) are past it,
+                // the fresh ones (10_000) never.
+                removed(store.prune(5_000, 0, 10_000).await.expect("prune"));
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.expect("a racing task");
+        }
+        let listed = store.list(&t, &r, None).await.expect("list");
+        assert_eq!(
+            listed.len(),
+            usize::try_from(IDS).expect("small"),
+            "round {round}: every id keeps one snapshot: {:?}",
+            snapshot_seqs(&listed)
+        );
+        for n in 0..IDS {
+            let got = store
+                .get(&t, &r, &sid(&format!("s{n}")))
+                .await
+                .expect("get");
+            assert_eq!(
+                got.map(|snapshot| (snapshot.seq, snapshot.created_at_ms)),
+                Some((1_000 + round, 10_000)),
+                "round {round}: the acknowledged fresh put of s{n} was undone"
+            );
+        }
+        let latest = store.latest(&t, &r).await.expect("latest");
+        assert_eq!(latest.map(|snapshot| snapshot.seq), Some(1_000 + round));
+    }
+}
+
 /// CONTRACT §19, the reference's path tests: ids with path characters,
 /// case differences, dots and great length stay distinct and retrievable.
 pub async fn snapshot_ids_with_path_characters_stay_distinct(h: &Harness) {
