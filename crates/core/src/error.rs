@@ -1,9 +1,14 @@
 //! The one error type every store returns (CONTRACT §18).
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// A boxed error from a backend's driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A driver's error as [`Error::Backend`] holds it: shared, so that an
+/// [`Error`] is `Clone` and one failure of a group commit reaches every
+/// waiter of the group as the same error (see [`crate::group`]).
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with [`Error`] as its default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,7 +22,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the underlying error into their own text, so they do not also return it
 /// from [`std::error::Error::source`] (a chain printer would say it twice);
 /// match the variant to reach it.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone` is cheap: the underlying errors of `Io` and `Backend` are shared
+/// behind an [`Arc`], so a copy given to each waiter of a failed group
+/// commit points at the one failure.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The caller passed something the contract rejects: an empty or oversized
@@ -59,7 +68,7 @@ pub enum Error {
         /// What the store was doing, naming the file.
         context: String,
         /// The underlying error, already in this error's message.
-        error: std::io::Error,
+        error: Arc<std::io::Error>,
     },
 
     /// A previous write failed in a way that leaves the handle unsafe to
@@ -80,7 +89,7 @@ pub enum Error {
         /// Whether the same request may succeed when retried unchanged.
         retryable: bool,
         /// The driver's error, already in this error's message.
-        error: BoxError,
+        error: SharedError,
     },
 }
 
@@ -96,7 +105,7 @@ impl Error {
     pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
         Self::Io {
             context: context.to_string(),
-            error: source,
+            error: Arc::new(source),
         }
     }
 
@@ -113,7 +122,7 @@ impl Error {
         Self::Backend {
             backend,
             retryable: false,
-            error: source.into(),
+            error: SharedError::from(source.into()),
         }
     }
 
@@ -122,7 +131,17 @@ impl Error {
         Self::Backend {
             backend,
             retryable: true,
-            error: source.into(),
+            error: SharedError::from(source.into()),
+        }
+    }
+
+    /// An [`Error::Backend`] holding an error that is already shared (the
+    /// failure of a group commit, handed to each of its waiters).
+    pub fn backend_shared(backend: &'static str, retryable: bool, error: SharedError) -> Self {
+        Self::Backend {
+            backend,
+            retryable,
+            error,
         }
     }
 

@@ -38,6 +38,7 @@ pub mod compaction;
 mod error;
 mod event_log;
 mod ext;
+pub mod group;
 mod maintenance;
 mod memory;
 pub mod salvage;
@@ -46,7 +47,7 @@ mod stream;
 pub mod types;
 pub mod validate;
 
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, SharedError};
 pub use event_log::EventLog;
 pub use ext::{EventLogExt, SnapshotStoreExt};
 pub use maintenance::{MaintenanceReport, StreamFailure};

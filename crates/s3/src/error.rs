@@ -48,46 +48,11 @@ pub(crate) fn contended(what: impl Into<String>) -> Error {
 #[error("{0}: too many concurrent writers, gave up; retry")]
 pub(crate) struct Contended(String);
 
-/// Rebuilds an error for each caller of a shared round (errors are not
-/// `Clone`), keeping its kind, retryability and text: a `Backend` error's
-/// text is its source's, so the copy does not say "s3 error" twice.
+/// The error of one shared round, for each of its callers: errors are
+/// `Clone`, sharing the one failure.
 pub(crate) fn share(err: &Error) -> Error {
-    match err {
-        Error::InvalidInput { reason } => Error::invalid(reason),
-        Error::Conflict { expected, actual } => Error::Conflict {
-            expected: *expected,
-            actual: *actual,
-        },
-        Error::Corrupt { location, reason } => Error::corrupt(location, reason),
-        Error::Io { context, error } => Error::io(
-            context,
-            std::io::Error::new(error.kind(), error.to_string()),
-        ),
-        Error::Locked { resource } => Error::Locked {
-            resource: resource.clone(),
-        },
-        Error::Poisoned { store, reason } => Error::Poisoned {
-            store: store.clone(),
-            reason: reason.clone(),
-        },
-        Error::Backend {
-            backend,
-            retryable,
-            error,
-        } => Error::Backend {
-            backend,
-            retryable: *retryable,
-            error: Box::new(Shared(error.to_string())),
-        },
-        other if other.is_retryable() => Error::transient(BACKEND, Shared(other.to_string())),
-        other => Error::backend(BACKEND, Shared(other.to_string())),
-    }
+    err.clone()
 }
-
-/// The message of an error shared by every caller of one round.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Shared(String);
 
 #[cfg(test)]
 mod tests {

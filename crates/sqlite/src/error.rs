@@ -226,11 +226,7 @@ impl From<SqliteError> for Error {
             ),
             other => {
                 let retryable = other.retryable();
-                Error::Backend {
-                    backend: BACKEND,
-                    retryable,
-                    error: Box::new(other),
-                }
+                Error::backend_shared(BACKEND, retryable, Arc::new(other))
             }
         }
     }
@@ -239,9 +235,5 @@ impl From<SqliteError> for Error {
 /// The same failure answered to every request of a group commit: the error
 /// is shared, each caller gets its own [`Error::Backend`] pointing at it.
 pub(crate) fn shared(err: &Arc<SqliteError>) -> Error {
-    Error::Backend {
-        backend: BACKEND,
-        retryable: err.retryable(),
-        error: Box::new(err.clone()),
-    }
+    Error::backend_shared(BACKEND, err.retryable(), err.clone())
 }

@@ -1,0 +1,397 @@
+//! Group commit, once: the queue of waiting requests, the budget of one
+//! group, and the answers.
+//!
+//! Every backend commits concurrent writes in groups: requests that arrive
+//! while a commit is in flight wait, and the next commit takes them all (up
+//! to a budget), so many writers share one sync or one transaction
+//! (CONTRACT §3, §16). What differs between backends is only the commit
+//! step itself; the pieces around it live here.
+//!
+//! # The two modes
+//!
+//! - **A writer that owns the queue** (JSONL, redb): one thread receives
+//!   requests on a channel, takes the first, drains what else is queued
+//!   with [`drain`] (up to a [`Budget`]), runs the group in one commit and
+//!   answers each request. A request that did not fit the budget is carried
+//!   to the next group, never dropped.
+//! - **A leader that is the first waiter** (SQLite, S3, PostgreSQL): there
+//!   is no thread; a request [`join`](Queue::join)s its stream's [`Queue`],
+//!   and the one that finds no group running leads: it
+//!   [`take`](Queue::take)s a group (its own request and whatever waits),
+//!   commits it, answers it, and [`step_down`](Queue::step_down) tells it
+//!   whether to lead the next group or stop. The others wait on their
+//!   [`Answer`]. A backend whose leader may be cancelled (a dropped future)
+//!   runs the leader's loop in a task of its own, so that waiting requests
+//!   are always answered.
+//!
+//! # Answers
+//!
+//! Each request carries a [`Reply`]; its caller waits on the matching
+//! [`Answer`] ([`reply`] makes both). When the group commits, each request
+//! gets its own outcome; a request refused on its own (a conflict, invalid
+//! input) gets its refusal whatever became of the group ([`settle`]). When
+//! the commit fails, every request of the group gets the same error
+//! ([`fail_all`]): [`Error`] is `Clone`, its driver error shared behind an
+//! `Arc`, so each waiter holds the one failure, kind, retryability and text
+//! unchanged. An answer whose sender is gone (a writer that stopped, a
+//! leader task that panicked) becomes the error the backend names in
+//! [`Answer::wait`], never a hang.
+
+use std::{collections::VecDeque, sync::Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::{Error, Result};
+
+/// Where one request's answer goes. Sending to a caller that stopped
+/// waiting (a dropped future) is not an error: the write stands either way.
+#[derive(Debug)]
+pub struct Reply<T>(oneshot::Sender<Result<T>>);
+
+impl<T> Reply<T> {
+    /// Answers the request.
+    pub fn send(self, answer: Result<T>) {
+        let _ = self.0.send(answer);
+    }
+}
+
+/// What a request's caller waits on.
+#[derive(Debug)]
+pub struct Answer<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Answer<T> {
+    /// The request's answer; `gone` names the failure when whoever held
+    /// the [`Reply`] dropped it unanswered.
+    ///
+    /// # Errors
+    /// The request's own error, or `gone()`.
+    pub async fn wait(self, gone: impl FnOnce() -> Error) -> Result<T> {
+        self.0.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// A reply and the answer its caller waits on.
+pub fn reply<T>() -> (Reply<T>, Answer<T>) {
+    let (sender, receiver) = oneshot::channel();
+    (Reply(sender), Answer(receiver))
+}
+
+/// The answer of one request of a group: its own refusal stands whatever
+/// became of the group (it wrote nothing); otherwise the group's failure,
+/// or its own value once the group committed. `own` is `None` only for a
+/// request the failed group never reached.
+///
+/// # Errors
+/// The request's refusal, or the group's failure.
+pub fn settle<T>(own: Option<Result<T>>, group: &Result<()>) -> Result<T> {
+    match (own, group) {
+        (Some(Err(refused)), _) => Err(refused),
+        (_, Err(failed)) => Err(failed.clone()),
+        (Some(Ok(value)), Ok(())) => Ok(value),
+        (None, Ok(())) => Err(Error::invalid(
+            "a request of a committed group was never run (a backend bug)",
+        )),
+    }
+}
+
+/// Answers every reply with the same failure.
+pub fn fail_all<T>(replies: impl IntoIterator<Item = Reply<T>>, error: &Error) {
+    for reply in replies {
+        reply.send(Err(error.clone()));
+    }
+}
+
+/// How much one group may hold. A request larger than the budget forms a
+/// group of its own; no request is ever split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// At most this many requests (at least 1).
+    pub requests: usize,
+    /// At most this many events (or other units the backend counts).
+    pub events: usize,
+}
+
+impl Budget {
+    /// A budget of `requests` requests and `events` events.
+    pub fn new(requests: usize, events: usize) -> Self {
+        Self {
+            requests: requests.max(1),
+            events,
+        }
+    }
+
+    /// Whether a group holding `requests` requests and `events` events
+    /// can take one more request of `more` events. The first request is
+    /// always taken.
+    pub fn admits(&self, requests: usize, events: usize, more: usize) -> bool {
+        requests == 0 || (requests < self.requests && events.saturating_add(more) <= self.events)
+    }
+}
+
+/// Writer-thread mode: a group starting with `first` (or with the request
+/// carried over from the last group, which then comes before `first`),
+/// filled from what is queued on `queue` without waiting, up to `budget`.
+/// The first queued request that does not fit is left in `carry` for the
+/// next group. `size` counts a request's events.
+pub fn drain<R>(
+    first: R,
+    queue: &std::sync::mpsc::Receiver<R>,
+    carry: &mut Option<R>,
+    budget: Budget,
+    size: impl Fn(&R) -> usize,
+) -> Vec<R> {
+    let mut group = Vec::new();
+    let mut events = 0;
+    let mut next = carry.take().into_iter().chain(std::iter::once(first));
+    let mut pending: VecDeque<R> = next.by_ref().collect();
+    loop {
+        let request = match pending.pop_front() {
+            Some(request) => request,
+            None => match queue.try_recv() {
+                Ok(request) => request,
+                Err(_) => break,
+            },
+        };
+        let more = size(&request);
+        if !budget.admits(group.len(), events, more) {
+            // Kept for the next group, in order before anything behind it.
+            pending.push_front(request);
+            break;
+        }
+        events = events.saturating_add(more);
+        group.push(request);
+    }
+    // At most one request can be left: the carried one and `first` are
+    // never both refused, since the first request of a group always fits.
+    *carry = pending.pop_front();
+    debug_assert!(
+        pending.is_empty(),
+        "at most one request waits for the next group"
+    );
+    group
+}
+
+/// Leader mode: the requests waiting for one stream's next group, and
+/// whether a leader is running.
+#[derive(Debug)]
+pub struct Queue<R> {
+    state: Mutex<State<R>>,
+}
+
+#[derive(Debug)]
+struct State<R> {
+    waiting: VecDeque<R>,
+    leading: bool,
+}
+
+impl<R> Default for Queue<R> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                waiting: VecDeque::new(),
+                leading: false,
+            }),
+        }
+    }
+}
+
+impl<R> Queue<R> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<R>> {
+        // Every change under the lock is one push, take or flag; a panic
+        // elsewhere cannot leave it half-done.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `request`; `true` when no leader was running and the caller
+    /// now leads (it must [`take`](Self::take) and commit until
+    /// [`step_down`](Self::step_down) says stop).
+    pub fn join(&self, request: R) -> bool {
+        let mut state = self.state();
+        state.waiting.push_back(request);
+        !std::mem::replace(&mut state.leading, true)
+    }
+
+    /// The leader's next group: the waiting requests in arrival order, up
+    /// to `budget` (`size` counts a request's events). Empty only when
+    /// nothing waits.
+    pub fn take(&self, budget: Budget, size: impl Fn(&R) -> usize) -> Vec<R> {
+        let mut state = self.state();
+        let mut group = Vec::new();
+        let mut events = 0;
+        while let Some(request) = state.waiting.front() {
+            let more = size(request);
+            if !budget.admits(group.len(), events, more) {
+                break;
+            }
+            events = events.saturating_add(more);
+            group.extend(state.waiting.pop_front());
+        }
+        group
+    }
+
+    /// After a group: `true` when requests wait and the leader must lead
+    /// the next group; `false` when none waits and the leadership is given
+    /// up (the next request to join leads).
+    pub fn step_down(&self) -> bool {
+        let mut state = self.state();
+        if state.waiting.is_empty() {
+            state.leading = false;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Ends a leader that cannot go on (it panicked, or its task was
+    /// cancelled): gives up the leadership and answers nothing; returns the
+    /// waiting requests so the backend can fail them ([`fail_all`]).
+    pub fn abandon(&self) -> Vec<R> {
+        let mut state = self.state();
+        state.leading = false;
+        state.waiting.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn a_budget_always_admits_the_first_request() {
+        let budget = Budget::new(2, 10);
+        assert!(
+            budget.admits(0, 0, 50),
+            "a large request forms its own group"
+        );
+        assert!(budget.admits(1, 4, 6));
+        assert!(!budget.admits(1, 4, 7), "events over the budget");
+        assert!(!budget.admits(2, 0, 0), "requests over the budget");
+        assert_eq!(Budget::new(0, 0).requests, 1);
+    }
+
+    #[test]
+    fn drain_fills_a_group_and_carries_what_does_not_fit() {
+        let (sender, queue) = mpsc::channel();
+        for size in [3, 3, 5, 1] {
+            sender.send(size).unwrap();
+        }
+        let mut carry = None;
+        let budget = Budget::new(10, 8);
+        let first = queue.recv().unwrap();
+        assert_eq!(
+            drain(first, &queue, &mut carry, budget, |size| *size),
+            vec![3, 3]
+        );
+        assert_eq!(carry, Some(5), "the request that did not fit waits");
+        let first = queue.recv().unwrap();
+        assert_eq!(
+            drain(first, &queue, &mut carry, budget, |size| *size),
+            vec![5, 1],
+            "the carried request comes first"
+        );
+        assert_eq!(carry, None);
+        drop(sender);
+        assert!(queue.recv().is_err());
+    }
+
+    #[test]
+    fn drain_never_drops_a_request_larger_than_the_budget() {
+        let (sender, queue) = mpsc::channel();
+        sender.send(20).unwrap();
+        sender.send(30).unwrap();
+        let mut carry = None;
+        let budget = Budget::new(4, 8);
+        let first = queue.recv().unwrap();
+        assert_eq!(
+            drain(first, &queue, &mut carry, budget, |size| *size),
+            vec![20]
+        );
+        assert_eq!(carry, Some(30));
+        let (_, empty) = mpsc::channel::<usize>();
+        let carried = carry.take().unwrap();
+        assert_eq!(
+            drain(carried, &empty, &mut carry, budget, |size| *size),
+            vec![30]
+        );
+        assert_eq!(carry, None);
+    }
+
+    #[test]
+    fn the_first_to_join_leads_until_nothing_waits() {
+        let queue = Queue::default();
+        assert!(queue.join(1), "the first request leads");
+        assert!(!queue.join(2), "a second one waits");
+        assert!(!queue.join(3));
+        let budget = Budget::new(2, 100);
+        assert_eq!(queue.take(budget, |_| 1), vec![1, 2]);
+        assert!(queue.step_down(), "3 still waits: lead again");
+        assert_eq!(queue.take(budget, |_| 1), vec![3]);
+        assert!(!queue.step_down(), "nothing waits: leadership given up");
+        assert!(queue.join(4), "the next request leads again");
+    }
+
+    #[test]
+    fn an_abandoned_queue_hands_back_its_waiting_requests() {
+        let queue = Queue::default();
+        assert!(queue.join("a"));
+        assert!(!queue.join("b"));
+        assert_eq!(queue.abandon(), vec!["a", "b"]);
+        assert!(queue.join("c"), "a new leader can start");
+    }
+
+    #[tokio::test]
+    async fn every_waiter_gets_the_one_failure() {
+        let (replies, answers): (Vec<Reply<u64>>, Vec<Answer<u64>>) =
+            (0..3).map(|_| reply()).unzip();
+        let failure = Error::transient("test", std::io::Error::other("disk on fire"));
+        fail_all(replies, &failure);
+        for answer in answers {
+            let err = answer.wait(|| Error::invalid("gone")).await.unwrap_err();
+            assert!(err.is_retryable());
+            assert_eq!(err.to_string(), failure.to_string());
+            let (Error::Backend { error: got, .. }, Error::Backend { error: sent, .. }) =
+                (&err, &failure)
+            else {
+                panic!("a Backend error: {err:?}");
+            };
+            assert!(
+                std::sync::Arc::ptr_eq(got, sent),
+                "the same failure, shared"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_reply_is_the_named_error_not_a_hang() {
+        let (reply, answer) = reply::<u64>();
+        drop(reply);
+        let err = answer
+            .wait(|| Error::invalid("the writer stopped"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the writer stopped"));
+    }
+
+    #[test]
+    fn a_refusal_stands_whatever_became_of_the_group() {
+        let failed: Result<()> = Err(Error::backend("test", std::io::Error::other("boom")));
+        let refused = Err::<u64, _>(Error::Conflict {
+            expected: 1,
+            actual: 2,
+        });
+        assert!(matches!(
+            settle(Some(refused), &failed),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            settle(Some(Ok(3)), &failed),
+            Err(Error::Backend { .. })
+        ));
+        assert_eq!(settle(Some(Ok(3)), &Ok(())).unwrap(), 3);
+        assert!(settle::<u64>(None, &failed).is_err());
+    }
+}
