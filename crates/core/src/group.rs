@@ -128,11 +128,20 @@ impl Budget {
     }
 }
 
-/// Writer-thread mode: a group starting with `first` (or with the request
-/// carried over from the last group, which then comes before `first`),
-/// filled from what is queued on `queue` without waiting, up to `budget`.
-/// The first queued request that does not fit is left in `carry` for the
-/// next group. `size` counts a request's events.
+/// Writer-thread mode: a group starting with `first`, filled from what is
+/// queued on `queue` without waiting, up to `budget`. The first queued
+/// request that does not fit is left in `carry`; the writer takes it as the
+/// next group's first request before waiting on the queue again (a request
+/// still in `carry` comes before `first`). `size` counts a request's
+/// events. The loop:
+///
+/// ```ignore
+/// let mut carry = None;
+/// while let Some(first) = carry.take().or_else(|| queue.recv().ok()) {
+///     let group = group::drain(first, &queue, &mut carry, budget, |request| request.events());
+///     // commit the group, answer each request
+/// }
+/// ```
 pub fn drain<R>(
     first: R,
     queue: &std::sync::mpsc::Receiver<R>,

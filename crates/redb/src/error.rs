@@ -1,6 +1,6 @@
 //! redb's errors, mapped once into [`runstore_core::Error`] (CONTRACT §18).
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use runstore_core::Error;
 
@@ -27,7 +27,7 @@ impl Failure {
     /// The public error, naming the store's file.
     pub(crate) fn into_error(self, path: &Path) -> Error {
         match self {
-            Self::Redb(err) => map(path, Arc::new(err)),
+            Self::Redb(err) => map(path, err),
             Self::Rejected(err) => err,
         }
     }
@@ -61,20 +61,16 @@ from_redb!(
     redb::SetDurabilityError,
 );
 
-/// Maps a redb error into the public error, naming the store's file.
-///
-/// Takes the error shared, so that every request of a failed group commit
-/// gets its own copy.
-pub(crate) fn map(path: &Path, err: Arc<redb::Error>) -> Error {
+/// Maps a redb error into the public error, naming the store's file. A
+/// failed group commit maps its error once; every request of the group
+/// gets a clone ([`runstore_core::group`]).
+pub(crate) fn map(path: &Path, err: redb::Error) -> Error {
     let file = path.display();
-    match &*err {
+    match err {
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => Error::Locked {
             resource: file.to_string(),
         },
-        redb::Error::Io(io) => Error::io(
-            format!("accessing redb store {file}"),
-            std::io::Error::new(io.kind(), io.to_string()),
-        ),
+        redb::Error::Io(io) => Error::io(format!("accessing redb store {file}"), io),
         redb::Error::Corrupted(reason) => Error::corrupt(format!("redb store {file}"), reason),
         redb::Error::PreviousIo | redb::Error::TransactionPoisoned => Error::Poisoned {
             store: file.to_string(),
@@ -83,11 +79,6 @@ pub(crate) fn map(path: &Path, err: Arc<redb::Error>) -> Error {
         redb::Error::WouldBlock => Error::transient(BACKEND, err),
         _ => Error::backend(BACKEND, err),
     }
-}
-
-/// The error of a request whose shared transaction failed.
-pub(crate) fn batch_failed(path: &Path, err: &Arc<redb::Error>) -> Error {
-    map(path, Arc::clone(err))
 }
 
 /// The error of a request sent to a writer that is no longer running.
@@ -111,7 +102,7 @@ mod tests {
     fn already_open_is_locked_naming_the_file() {
         let err = map(
             Path::new("/data/runs.redb"),
-            Arc::new(redb::Error::DatabaseAlreadyOpen),
+            redb::Error::DatabaseAlreadyOpen,
         );
         match err {
             Error::Locked { resource } => assert_eq!(resource, "/data/runs.redb"),
@@ -122,7 +113,7 @@ mod tests {
     #[test]
     fn io_failures_keep_their_kind() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow disk");
-        let err = map(Path::new("x.redb"), Arc::new(redb::Error::Io(io)));
+        let err = map(Path::new("x.redb"), redb::Error::Io(io));
         assert!(err.is_retryable(), "{err}");
         assert!(err.to_string().contains("x.redb"), "{err}");
     }

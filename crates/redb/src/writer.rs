@@ -22,8 +22,10 @@ use std::{
 };
 
 use redb::{Database, Key, Table, TableDefinition, Value, WriteTransaction};
-use runstore_core::{Durability, Error, Result};
-use tokio::sync::oneshot;
+use runstore_core::{
+    Durability, Error, Result,
+    group::{self, Budget, Reply},
+};
 
 use crate::{
     error::{self, Failure},
@@ -125,13 +127,13 @@ trait Job: Send {
     fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), redb::Error>;
 
     /// Answers the caller once the batch committed (`Ok`) or failed.
-    fn finish(self: Box<Self>, committed: Result<(), Error>);
+    fn finish(self: Box<Self>, committed: &Result<(), Error>);
 }
 
 struct Task<T, F> {
     work: Option<F>,
     answer: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
+    reply: Reply<T>,
 }
 
 impl<T, F> Job for Task<T, F>
@@ -149,17 +151,10 @@ where
         Ok(())
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), Error>) {
-        let answer = match (committed, self.answer) {
-            // A refused request wrote nothing whatever became of the batch.
-            (_, Some(Err(refused))) => Err(refused),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(err), _) => Err(err),
-            (Ok(()), None) => unreachable!("a committed batch ran every job"),
-        };
-        // The caller may have stopped waiting (a dropped future); the write
-        // stands either way.
-        let _ = self.reply.send(answer);
+    fn finish(self: Box<Self>, committed: &Result<(), Error>) {
+        // A refused request wrote nothing whatever became of the batch; the
+        // caller may have stopped waiting, and the write stands either way.
+        self.reply.send(group::settle(self.answer, committed));
     }
 }
 
@@ -225,7 +220,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteTables<'_>) -> Result<T, Failure> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = group::reply();
         let job = Box::new(Task {
             work: Some(work),
             answer: None,
@@ -235,7 +230,7 @@ impl Writer {
         sender
             .send(job)
             .map_err(|_| error::writer_gone(&self.path))?;
-        answer.await.map_err(|_| error::writer_gone(&self.path))?
+        answer.wait(|| error::writer_gone(&self.path)).await
     }
 }
 
@@ -304,16 +299,11 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn run(&mut self, receiver: &mpsc::Receiver<Box<dyn Job>>) {
-        let mut batch: Vec<Box<dyn Job>> = Vec::new();
+        let budget = Budget::new(self.max_batch, usize::MAX);
+        let mut carry = None;
         let mut spin = false;
-        while let Some(first) = next_job(receiver, spin) {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+        while let Some(first) = carry.take().or_else(|| next_job(receiver, spin)) {
+            let mut batch = group::drain(first, receiver, &mut carry, budget, |_| 1);
             // A batch of several means callers are queueing on their own;
             // polling would only split the next batch.
             let lone = batch.len() == 1;
@@ -331,13 +321,9 @@ impl WriterLoop {
     /// operating system's page cache, safe from a killed process.
     fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) -> bool {
         let outcome = self.run_batch(batch);
-        let outcome = outcome.map_err(Arc::new);
+        let committed = outcome.map_err(|err| error::map(&self.path, err));
         for job in batch.drain(..) {
-            let committed = match &outcome {
-                Ok(()) => Ok(()),
-                Err(err) => Err(error::batch_failed(&self.path, err)),
-            };
-            job.finish(committed);
+            job.finish(&committed);
         }
         self.durability == Durability::Durable
     }
