@@ -15,14 +15,15 @@
 //!   answers each request. A request that did not fit the budget is carried
 //!   to the next group, never dropped.
 //! - **A leader that is the first waiter** (SQLite, S3, PostgreSQL): there
-//!   is no thread; a request [`join`](Queue::join)s its stream's [`Queue`],
-//!   and the one that finds no group running leads: it
-//!   [`take`](Queue::take)s a group (its own request and whatever waits),
-//!   commits it, answers it, and [`step_down`](Queue::step_down) tells it
-//!   whether to lead the next group or stop. The others wait on their
-//!   [`Answer`]. A backend whose leader may be cancelled (a dropped future)
-//!   runs the leader's loop in a task of its own, so that waiting requests
-//!   are always answered.
+//!   is no thread; a request [`join`](Queues::join)s its stream's queue in
+//!   [`Queues`], and the one that finds no leader running leads: it takes
+//!   groups with [`next_group`](Queues::next_group) (its own request and
+//!   whatever waits), commits and answers each, until the next group is
+//!   empty, which ends its leadership under the same lock a new request
+//!   joins under. The others wait on their [`Answer`]. A backend whose
+//!   leader may be cancelled (a dropped future) runs the leader's loop in a
+//!   task of its own, so that waiting requests are always answered, and
+//!   [`abandon`](Queues::abandon)s the queue if that task panics.
 //!
 //! # Answers
 //!
@@ -37,7 +38,11 @@
 //! leader task that panicked) becomes the error the backend names in
 //! [`Answer::wait`], never a hang.
 
-use std::{collections::VecDeque, sync::Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+    sync::Mutex,
+};
 
 use tokio::sync::oneshot;
 
@@ -180,86 +185,81 @@ pub fn drain<R>(
     group
 }
 
-/// Leader mode: the requests waiting for one stream's next group, and
-/// whether a leader is running.
+/// Leader mode: the requests waiting for each stream's next group (or any
+/// other key a backend groups by). A key has an entry exactly while its
+/// leader runs, so a request that finds no entry starts one.
 #[derive(Debug)]
-pub struct Queue<R> {
-    state: Mutex<State<R>>,
+pub struct Queues<K, R> {
+    map: Mutex<HashMap<K, VecDeque<R>>>,
 }
 
-#[derive(Debug)]
-struct State<R> {
-    waiting: VecDeque<R>,
-    leading: bool,
-}
-
-impl<R> Default for Queue<R> {
+impl<K, R> Default for Queues<K, R> {
     fn default() -> Self {
         Self {
-            state: Mutex::new(State {
-                waiting: VecDeque::new(),
-                leading: false,
-            }),
+            map: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl<R> Queue<R> {
-    fn state(&self) -> std::sync::MutexGuard<'_, State<R>> {
-        // Every change under the lock is one push, take or flag; a panic
+impl<K: Hash + Eq + Clone, R> Queues<K, R> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, VecDeque<R>>> {
+        // Every change under the lock is one push, take or removal; a panic
         // elsewhere cannot leave it half-done.
-        self.state
+        self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues `request`; `true` when no leader was running and the caller
-    /// now leads (it must [`take`](Self::take) and commit until
-    /// [`step_down`](Self::step_down) says stop).
-    pub fn join(&self, request: R) -> bool {
-        let mut state = self.state();
-        state.waiting.push_back(request);
-        !std::mem::replace(&mut state.leading, true)
+    /// Queues `request` under `key`; `true` when no leader was running for
+    /// the key and the caller now leads: it takes groups with
+    /// [`next_group`](Self::next_group), commits and answers each, until
+    /// that answers an empty group.
+    pub fn join(&self, key: &K, request: R) -> bool {
+        let mut map = self.map();
+        match map.get_mut(key) {
+            Some(waiting) => {
+                waiting.push_back(request);
+                false
+            }
+            None => {
+                map.insert(key.clone(), VecDeque::from([request]));
+                true
+            }
+        }
     }
 
-    /// The leader's next group: the waiting requests in arrival order, up
-    /// to `budget` (`size` counts a request's events). Empty only when
-    /// nothing waits.
-    pub fn take(&self, budget: Budget, size: impl Fn(&R) -> usize) -> Vec<R> {
-        let mut state = self.state();
+    /// The leader's next group under `key`: the waiting requests in arrival
+    /// order, up to `budget` (`size` counts a request's events). Empty when
+    /// nothing waits; the leadership then ends in the same step, under the
+    /// same lock that [`join`](Self::join) takes, so no request is left
+    /// without a leader.
+    pub fn next_group(&self, key: &K, budget: Budget, size: impl Fn(&R) -> usize) -> Vec<R> {
+        let mut map = self.map();
+        let Some(waiting) = map.get_mut(key) else {
+            return Vec::new();
+        };
         let mut group = Vec::new();
         let mut events = 0;
-        while let Some(request) = state.waiting.front() {
+        while let Some(request) = waiting.front() {
             let more = size(request);
             if !budget.admits(group.len(), events, more) {
                 break;
             }
             events = events.saturating_add(more);
-            group.extend(state.waiting.pop_front());
+            group.extend(waiting.pop_front());
+        }
+        if group.is_empty() {
+            map.remove(key);
         }
         group
     }
 
-    /// After a group: `true` when requests wait and the leader must lead
-    /// the next group; `false` when none waits and the leadership is given
-    /// up (the next request to join leads).
-    pub fn step_down(&self) -> bool {
-        let mut state = self.state();
-        if state.waiting.is_empty() {
-            state.leading = false;
-            false
-        } else {
-            true
-        }
-    }
-
     /// Ends a leader that cannot go on (it panicked, or its task was
-    /// cancelled): gives up the leadership and answers nothing; returns the
-    /// waiting requests so the backend can fail them ([`fail_all`]).
-    pub fn abandon(&self) -> Vec<R> {
-        let mut state = self.state();
-        state.leading = false;
-        state.waiting.drain(..).collect()
+    /// cancelled): removes the key's entry and returns its waiting
+    /// requests, for the backend to fail ([`fail_all`]) or drop (their
+    /// callers then get the error they named in [`Answer::wait`]).
+    pub fn abandon(&self, key: &K) -> Vec<R> {
+        self.map().remove(key).map(Vec::from).unwrap_or_default()
     }
 }
 
@@ -331,25 +331,30 @@ mod tests {
 
     #[test]
     fn the_first_to_join_leads_until_nothing_waits() {
-        let queue = Queue::default();
-        assert!(queue.join(1), "the first request leads");
-        assert!(!queue.join(2), "a second one waits");
-        assert!(!queue.join(3));
+        let queues = Queues::default();
+        assert!(queues.join(&"a", 1), "the first request leads");
+        assert!(!queues.join(&"a", 2), "a second one waits");
+        assert!(!queues.join(&"a", 3));
+        assert!(queues.join(&"b", 9), "another key has a leader of its own");
         let budget = Budget::new(2, 100);
-        assert_eq!(queue.take(budget, |_| 1), vec![1, 2]);
-        assert!(queue.step_down(), "3 still waits: lead again");
-        assert_eq!(queue.take(budget, |_| 1), vec![3]);
-        assert!(!queue.step_down(), "nothing waits: leadership given up");
-        assert!(queue.join(4), "the next request leads again");
+        assert_eq!(queues.next_group(&"a", budget, |_| 1), vec![1, 2]);
+        assert!(!queues.join(&"a", 4), "the leader still runs");
+        assert_eq!(queues.next_group(&"a", budget, |_| 1), vec![3, 4]);
+        assert!(queues.next_group(&"a", budget, |_| 1).is_empty());
+        assert!(
+            queues.join(&"a", 5),
+            "leadership ended with the empty group"
+        );
+        assert_eq!(queues.next_group(&"b", budget, |_| 1), vec![9]);
     }
 
     #[test]
     fn an_abandoned_queue_hands_back_its_waiting_requests() {
-        let queue = Queue::default();
-        assert!(queue.join("a"));
-        assert!(!queue.join("b"));
-        assert_eq!(queue.abandon(), vec!["a", "b"]);
-        assert!(queue.join("c"), "a new leader can start");
+        let queues = Queues::default();
+        assert!(queues.join(&(), "a"));
+        assert!(!queues.join(&(), "b"));
+        assert_eq!(queues.abandon(&()), vec!["a", "b"]);
+        assert!(queues.join(&(), "c"), "a new leader can start");
     }
 
     #[tokio::test]

@@ -7,15 +7,13 @@
 //! COMMITTED` transaction -- so other handles and other machines are
 //! serialised by the database as before (CONTRACT §3).
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, MutexGuard},
-};
+use std::collections::HashMap;
 
 use runstore_core::{
-    AppendOutcome, Error, EventRecord, Result, RunId, Tenant, append::plan_append,
+    AppendOutcome, Error, EventRecord, Result, RunId, Tenant,
+    append::plan_append,
+    group::{self, Budget, Reply},
 };
-use tokio::sync::oneshot;
 
 use crate::{
     PostgresStore,
@@ -32,28 +30,15 @@ const MAX_GROUP_EVENTS: usize = 1_000;
 type Answer = Result<Vec<AppendOutcome>>;
 
 /// One append request waiting for its stream's worker.
-struct Pending {
+pub(crate) struct Pending {
     events: Vec<EventRecord>,
     expected_last_seq: Option<u64>,
-    reply: oneshot::Sender<Answer>,
+    reply: Reply<Vec<AppendOutcome>>,
 }
 
 /// The waiting requests of each stream with an active worker, by key hash.
 /// A stream has an entry exactly while its worker runs.
-#[derive(Default)]
-pub(crate) struct Queues {
-    map: Mutex<HashMap<Vec<u8>, Vec<Pending>>>,
-}
-
-impl Queues {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Vec<Pending>>> {
-        // Every change under this lock is a single push, take or remove,
-        // so a panic elsewhere cannot leave it half-done.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+pub(crate) type Queues = group::Queues<Vec<u8>, Pending>;
 
 /// Removes the stream's entry if its worker ends abnormally (a panic), so
 /// the waiting requests fail instead of hanging and later ones start a new
@@ -67,7 +52,9 @@ struct WorkerGuard {
 impl Drop for WorkerGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.store.inner.appends.lock().remove(&self.key);
+            // Dropping the waiting requests answers each with the error
+            // `append_grouped` names for a worker that stopped.
+            drop(self.store.inner.appends.abandon(&self.key));
         }
     }
 }
@@ -104,26 +91,13 @@ impl PostgresStore {
         expected_last_seq: Option<u64>,
     ) -> Answer {
         let key = StreamCols::new(tenant, run_id).key_hash;
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = group::reply();
         let pending = Pending {
             events: events.to_vec(),
             expected_last_seq,
             reply,
         };
-        let start_worker = {
-            let mut map = self.inner.appends.lock();
-            match map.get_mut(&key) {
-                Some(queue) => {
-                    queue.push(pending);
-                    false
-                }
-                None => {
-                    map.insert(key.clone(), vec![pending]);
-                    true
-                }
-            }
-        };
-        if start_worker {
+        if self.inner.appends.join(&key, pending) {
             let guard = WorkerGuard {
                 store: self.clone(),
                 key,
@@ -131,12 +105,14 @@ impl PostgresStore {
             };
             tokio::spawn(drain(guard, tenant.clone(), run_id.clone()));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::transient(
-                BACKEND,
-                "the append worker stopped before answering; the append may or may not be stored",
-            ))
-        })
+        answer
+            .wait(|| {
+                Error::transient(
+                    BACKEND,
+                    "the append worker stopped before answering; the append may or may not be stored",
+                )
+            })
+            .await
     }
 
     /// Writes one group in one transaction; answers each request in order.
@@ -218,7 +194,7 @@ impl PostgresStore {
                 )
             );
             // The requester may have gone away; its request is done anyway.
-            let _ = pending.reply.send(answer);
+            pending.reply.send(answer);
             return;
         }
         let together: Result<Vec<Answer>> =
@@ -226,7 +202,7 @@ impl PostgresStore {
         match together {
             Ok(answers) => {
                 for (pending, answer) in group.into_iter().zip(answers) {
-                    let _ = pending.reply.send(answer);
+                    pending.reply.send(answer);
                 }
             }
             // The group failed as a whole: run each request alone, so each
@@ -243,7 +219,7 @@ impl PostgresStore {
                             pending.expected_last_seq
                         )
                     );
-                    let _ = pending.reply.send(answer);
+                    pending.reply.send(answer);
                 }
             }
         }
@@ -254,29 +230,18 @@ impl PostgresStore {
 /// is empty, then removes the stream's entry (under the same lock that
 /// requests are queued under, so none is left behind).
 async fn drain(mut guard: WorkerGuard, tenant: Tenant, run_id: RunId) {
+    let budget = Budget::new(usize::MAX, MAX_GROUP_EVENTS);
     loop {
-        let group: Vec<Pending> = {
-            let mut map = guard.store.inner.appends.lock();
-            let Some(queue) = map.get_mut(&guard.key) else {
-                guard.done = true;
-                return;
-            };
-            if queue.is_empty() {
-                map.remove(&guard.key);
-                guard.done = true;
-                return;
-            }
-            let mut events = 0;
-            let mut take = 0;
-            for pending in queue.iter() {
-                if take > 0 && events + pending.events.len() > MAX_GROUP_EVENTS {
-                    break;
-                }
-                events += pending.events.len();
-                take += 1;
-            }
-            queue.drain(..take).collect()
-        };
+        let group =
+            guard
+                .store
+                .inner
+                .appends
+                .next_group(&guard.key, budget, |pending: &Pending| pending.events.len());
+        if group.is_empty() {
+            guard.done = true;
+            return;
+        }
         guard.store.append_group(&tenant, &run_id, group).await;
     }
 }
