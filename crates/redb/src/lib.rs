@@ -371,11 +371,29 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
 
 /// Opens the database on `backend` (behind [`UnsyncedBackend`] in relaxed
 /// mode), after emptying an unfinished creation, and creates the tables.
+///
+/// In durable mode the backend is synced first, before anything is read
+/// from it (CONTRACT §16). A process killed after writing a commit but
+/// before syncing it leaves that commit in the operating system's page
+/// cache, and redb's recovery accepts it when its checksums are right; a
+/// read or a retry answered from it would rest on writes a power loss can
+/// still drop. For a file, `fdatasync` on this descriptor writes back every
+/// dirty page of the file, whichever process wrote it, so after this sync
+/// everything the open can see is on the disk. (redb 4 also syncs while it
+/// opens a database for writing; this sync does not rely on that.)
 fn open_backend<B: StorageBackend>(
     backend: B,
     path: &Path,
     options: &RedbOptions,
 ) -> Result<Database> {
+    if options.durability == Durability::Durable {
+        backend.sync_data().map_err(|err| {
+            Error::io(
+                format!("syncing redb store {} before opening it", path.display()),
+                err,
+            )
+        })?;
+    }
     discard_unfinished_create(&backend).map_err(|err| {
         Error::io(
             format!(
