@@ -15,7 +15,9 @@
 //!   behind a commit into the next write transaction (*group commit*), so
 //!   concurrent appenders share fsyncs.
 //! - Commits are durable by default (CONTRACT §16): each group commit is
-//!   synced before its requests are answered. [`Durability::Relaxed`]
+//!   synced before its requests are answered, and an open syncs the file
+//!   before redb reads it, so nothing it answers rests on a killed
+//!   process's unsynced commit. [`Durability::Relaxed`]
 //!   (chosen with [`RedbOptions::with_durability`]) commits the same way but
 //!   never syncs: an answered write is in the file, so it survives a killed
 //!   process, but a power loss may lose recent commits or leave a file that
@@ -98,7 +100,10 @@ pub struct RedbOptions {
     ///
     /// - [`Durability::Durable`] (the default): every group commit is
     ///   synced (`fdatasync`) before its requests are answered, so a write
-    ///   that returned `Ok` survives a killed process and a power loss.
+    ///   that returned `Ok` survives a killed process and a power loss; the
+    ///   open syncs the file before redb reads it, so a commit a killed
+    ///   process wrote but never synced is on the disk before the store
+    ///   answers anything about it.
     /// - [`Durability::Relaxed`]: every group commit writes its pages and
     ///   the file's header into the file before its requests are answered,
     ///   but nothing is synced until the last handle is dropped. A write
@@ -230,8 +235,9 @@ impl RedbStore {
 
     /// Opens (creating if it is empty) the store held by `backend`, a redb
     /// [`StorageBackend`], with `options`; `name` stands for the file in
-    /// errors and [`RedbStore::path`]. In relaxed mode the backend's
-    /// `sync_data` is called only on close, as for a file.
+    /// errors and [`RedbStore::path`]. In durable mode the backend's
+    /// `sync_data` is called first, before redb reads it; in relaxed mode
+    /// only on close, as for a file.
     ///
     /// For tests that run the store on storage of their own (a simulated
     /// disk); not part of the supported API.

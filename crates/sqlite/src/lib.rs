@@ -67,8 +67,11 @@
 //!   [`SqliteOptions::busy_timeout`] a write fails with a retryable
 //!   [`Error::Backend`] naming the lock.
 //! - **Durability** (CONTRACT §16): WAL with `synchronous = FULL` by default
-//!   (each commit syncs the WAL); [`Durability::Relaxed`] uses `NORMAL`
-//!   (a commit survives a killed process, not necessarily power loss).
+//!   (each commit syncs the WAL, and an open syncs the `-wal` and database
+//!   files it finds before answering anything, so nothing it answers rests
+//!   on a killed process's unsynced frames); [`Durability::Relaxed`] uses
+//!   `NORMAL` and syncs nothing at open (a commit survives a killed
+//!   process, not necessarily power loss).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
