@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runstore_core::{Durability, EventId, EventLog, EventLogExt, EventRecord, RunId, Tenant};
+use runstore_core::{Durability, EventId, EventLog, EventRecord, RunId, Tenant};
 use runstore_sqlite::{SqliteOptions, SqliteStore};
 
 fn event(tenant: &Tenant, run: &RunId, n: u64) -> EventRecord {
