@@ -15,7 +15,9 @@
 //!   behind a commit into the next write transaction (*group commit*), so
 //!   concurrent appenders share fsyncs.
 //! - Commits are durable by default (CONTRACT §16): each group commit is
-//!   synced before its requests are answered. [`Durability::Relaxed`]
+//!   synced before its requests are answered, and an open syncs the file
+//!   before redb reads it, so nothing it answers rests on a killed
+//!   process's unsynced commit. [`Durability::Relaxed`]
 //!   (chosen with [`RedbOptions::with_durability`]) commits the same way but
 //!   never syncs: an answered write is in the file, so it survives a killed
 //!   process, but a power loss may lose recent commits or leave a file that
@@ -98,7 +100,10 @@ pub struct RedbOptions {
     ///
     /// - [`Durability::Durable`] (the default): every group commit is
     ///   synced (`fdatasync`) before its requests are answered, so a write
-    ///   that returned `Ok` survives a killed process and a power loss.
+    ///   that returned `Ok` survives a killed process and a power loss; the
+    ///   open syncs the file before redb reads it, so a commit a killed
+    ///   process wrote but never synced is on the disk before the store
+    ///   answers anything about it.
     /// - [`Durability::Relaxed`]: every group commit writes its pages and
     ///   the file's header into the file before its requests are answered,
     ///   but nothing is synced until the last handle is dropped. A write
@@ -230,8 +235,9 @@ impl RedbStore {
 
     /// Opens (creating if it is empty) the store held by `backend`, a redb
     /// [`StorageBackend`], with `options`; `name` stands for the file in
-    /// errors and [`RedbStore::path`]. In relaxed mode the backend's
-    /// `sync_data` is called only on close, as for a file.
+    /// errors and [`RedbStore::path`]. In durable mode the backend's
+    /// `sync_data` is called first, before redb reads it; in relaxed mode
+    /// only on close, as for a file.
     ///
     /// For tests that run the store on storage of their own (a simulated
     /// disk); not part of the supported API.
@@ -371,11 +377,29 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
 
 /// Opens the database on `backend` (behind [`UnsyncedBackend`] in relaxed
 /// mode), after emptying an unfinished creation, and creates the tables.
+///
+/// In durable mode the backend is synced first, before anything is read
+/// from it (CONTRACT §16). A process killed after writing a commit but
+/// before syncing it leaves that commit in the operating system's page
+/// cache, and redb's recovery accepts it when its checksums are right; a
+/// read or a retry answered from it would rest on writes a power loss can
+/// still drop. For a file, `fdatasync` on this descriptor writes back every
+/// dirty page of the file, whichever process wrote it, so after this sync
+/// everything the open can see is on the disk. (redb 4 also syncs while it
+/// opens a database for writing; this sync does not rely on that.)
 fn open_backend<B: StorageBackend>(
     backend: B,
     path: &Path,
     options: &RedbOptions,
 ) -> Result<Database> {
+    if options.durability == Durability::Durable {
+        backend.sync_data().map_err(|err| {
+            Error::io(
+                format!("syncing redb store {} before opening it", path.display()),
+                err,
+            )
+        })?;
+    }
     discard_unfinished_create(&backend).map_err(|err| {
         Error::io(
             format!(

@@ -67,8 +67,11 @@
 //!   [`SqliteOptions::busy_timeout`] a write fails with a retryable
 //!   [`Error::Backend`] naming the lock.
 //! - **Durability** (CONTRACT §16): WAL with `synchronous = FULL` by default
-//!   (each commit syncs the WAL); [`Durability::Relaxed`] uses `NORMAL`
-//!   (a commit survives a killed process, not necessarily power loss).
+//!   (each commit syncs the WAL, and an open syncs the `-wal` and database
+//!   files it finds before answering anything, so nothing it answers rests
+//!   on a killed process's unsynced frames); [`Durability::Relaxed`] uses
+//!   `NORMAL` and syncs nothing at open (a commit survives a killed
+//!   process, not necessarily power loss).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
@@ -181,6 +184,8 @@ struct Inner {
     readers: Readers,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
+    /// The files the open synced ([`sync_database_files`]).
+    open_synced: Vec<PathBuf>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -206,7 +211,14 @@ impl SqliteStore {
     /// `path`, applies the embedded migrations and starts the writer.
     ///
     /// With [`Durability::Durable`] the parent directory is synced after
-    /// open, so a newly created file's directory entry survives power loss.
+    /// open, so a newly created file's directory entry survives power loss,
+    /// and so are the database file and its `-wal` file (when there is
+    /// one), before the store answers anything: a process killed after
+    /// writing a commit's WAL frames but before syncing them leaves frames
+    /// that this open's WAL recovery accepts, and a read or a retry
+    /// answered from them would otherwise rest on writes a power loss can
+    /// still drop (CONTRACT §16). [`Durability::Relaxed`] syncs nothing at
+    /// open.
     ///
     /// # Errors
     /// `Io` when the directory cannot be created or synced; `Backend` when
@@ -232,12 +244,17 @@ impl SqliteStore {
         let writer_options = conn::writer_options(&file, options.durability, options.busy_timeout);
         let mut conn = conn::connect(&name, &writer_options, options.busy_timeout).await?;
         migrate(&name, &mut conn, options.busy_timeout).await?;
+        let mut open_synced = Vec::new();
         if options.durability == Durability::Durable {
             let dir = parent.unwrap_or_else(|| PathBuf::from("."));
             let shown = dir.display().to_string();
             run_blocking(move || sync_dir(&dir))
                 .await
                 .map_err(|err| Error::io(format!("sync the directory {shown}"), err))?;
+            let synced_file = file.clone();
+            open_synced = run_blocking(move || sync_database_files(&synced_file))
+                .await
+                .map_err(|err| Error::io(format!("sync the files of database {name}"), err))?;
         }
         let writes = WriteQueue::new(
             Writer::new(conn, name.clone(), options.busy_timeout),
@@ -251,6 +268,7 @@ impl SqliteStore {
                 writes,
                 readers,
                 read_sql: schema::READ_WINDOWS.map(schema::aggregated_read),
+                open_synced,
             }),
         })
     }
@@ -263,6 +281,15 @@ impl SqliteStore {
     /// The options the store was opened with.
     pub fn options(&self) -> &SqliteOptions {
         &self.inner.options
+    }
+
+    /// The files this handle's open synced, in order: the `-wal` file when
+    /// there was one, then the database file; empty in relaxed mode.
+    ///
+    /// For tests of the open's syncs; not part of the supported API.
+    #[doc(hidden)]
+    pub fn open_synced(&self) -> &[PathBuf] {
+        &self.inner.open_synced
     }
 
     fn readers(&self) -> &Readers {
@@ -373,6 +400,39 @@ async fn migrate(
             }
         }
     }
+}
+
+/// Syncs the data of the database's `-wal` file, when there is one, and of
+/// the database file; returns the paths it synced, in that order.
+///
+/// Called by a durable open once its connection is open (SQLite's WAL
+/// recovery has read the WAL) and before the store answers anything. A
+/// process killed between writing a commit's frames and syncing the WAL
+/// leaves frames in the page cache only, yet the recovery accepts every
+/// frame up to the last valid commit frame; a killed checkpoint may
+/// likewise leave database pages unsynced. `fdatasync` on any descriptor
+/// of a file writes back every dirty page of it, whichever process wrote
+/// it, so after this everything the open found is on the disk.
+fn sync_database_files(file: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut synced = Vec::with_capacity(2);
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    match std::fs::OpenOptions::new().write(true).open(&wal) {
+        Ok(opened) => {
+            opened.sync_data()?;
+            synced.push(wal);
+        }
+        // No WAL: the last connection to close checkpointed it and removed it.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)?
+        .sync_data()?;
+    synced.push(file.to_path_buf());
+    Ok(synced)
 }
 
 /// Runs blocking file-system work off the async executor.

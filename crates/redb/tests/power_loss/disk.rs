@@ -48,6 +48,8 @@ pub enum Op {
 #[derive(Default)]
 struct State {
     image: Vec<u8>,
+    /// What the disk held durably when the log began.
+    base: Vec<u8>,
     log: Vec<Op>,
 }
 
@@ -73,10 +75,36 @@ impl SimDisk {
     pub fn with_image(image: Vec<u8>) -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
+                base: image.clone(),
                 image,
                 log: Vec::new(),
             })),
         }
+    }
+
+    /// The disk a process killed before a sync leaves to the next one:
+    /// `durable` on the disk, and `pending`, the operations issued since
+    /// that sync, still in the page cache. The process sees `durable` with
+    /// `pending` applied; the log starts with `pending`, unsynced, so a
+    /// later power cut (see [`sync_points_from`] with [`SimDisk::base`])
+    /// may drop them.
+    pub fn after_kill(durable: &[u8], pending: &[Op]) -> Self {
+        let mut image = durable.to_vec();
+        for op in pending {
+            apply(&mut image, op);
+        }
+        Self {
+            state: Arc::new(Mutex::new(State {
+                image,
+                base: durable.to_vec(),
+                log: pending.to_vec(),
+            })),
+        }
+    }
+
+    /// What the disk held durably when its log began.
+    pub fn base(&self) -> Vec<u8> {
+        self.lock().base.clone()
     }
 
     /// How many operations the disk has seen so far.
@@ -246,8 +274,14 @@ impl SyncPoint<'_> {
 }
 
 /// Calls `visit` at every sync of `log`, in order.
-pub fn sync_points(log: &[Op], mut visit: impl FnMut(SyncPoint<'_>)) {
-    let mut durable = Vec::new();
+pub fn sync_points(log: &[Op], visit: impl FnMut(SyncPoint<'_>)) {
+    sync_points_from(&[], log, visit);
+}
+
+/// Calls `visit` at every sync of `log`, in order, on a disk that held
+/// `base` durably when the log began.
+pub fn sync_points_from(base: &[u8], log: &[Op], mut visit: impl FnMut(SyncPoint<'_>)) {
+    let mut durable = base.to_vec();
     let mut since = 0;
     for (at, op) in log.iter().enumerate() {
         if matches!(op, Op::Sync) {

@@ -12,6 +12,15 @@
 //!   the log and every [`disk::Loss`] (pending writes dropped, a random
 //!   prefix kept, a random subset kept, all kept with the last one torn),
 //!   the image the cut leaves is opened as a store and checked.
+//! - `a_durable_open_syncs_what_a_killed_process_left`: the workload is
+//!   killed just before each of its syncs, leaving the writes since the
+//!   previous sync in the page cache; a new handle opens on that disk,
+//!   finds the killed call's events, answers a read and a retry of each,
+//!   and power is then cut at every sync of the new handle and after its
+//!   last answer: every answer it gave must survive.
+//! - `a_durable_open_syncs_before_it_writes_and_a_relaxed_one_never_does`:
+//!   the store's own sync at open, which the test above cannot tell from
+//!   the syncs redb makes while it opens a database, comes first.
 //! - `relaxed_store_survives_a_kill_after_every_write`: relaxed mode never
 //!   syncs, so a killed process leaves every write issued before it; the
 //!   workload is cut after every single write and checked the same way.
@@ -28,7 +37,7 @@ mod disk;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use disk::{Loss, Op, Rng, SimDisk, image_after, sync_points};
+use disk::{Loss, Op, Rng, SimDisk, image_after, sync_points, sync_points_from};
 use runstore_core::{
     Durability, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, Tenant,
@@ -515,6 +524,186 @@ async fn relaxed_store_survives_a_kill_after_every_write() {
     report("kills", kills.len(), &failures);
 }
 
+/// One answer a handle gave: event `id` of `stream` is stored at `seq`,
+/// answered once the disk had seen `acked` operations.
+struct Answer {
+    stream: usize,
+    id: EventId,
+    seq: u64,
+    acked: usize,
+}
+
+/// Opens `image` and checks that every answer given once at most `cut`
+/// operations were issued still holds.
+async fn check_answers(
+    image: Vec<u8>,
+    script: &Script,
+    answers: &[Answer],
+    cut: usize,
+) -> Result<(), String> {
+    let store =
+        RedbStore::open_with_backend(SimDisk::with_image(image), NAME, RedbOptions::default())
+            .await
+            .map_err(|err| format!("the store does not open: {err}"))?;
+    for answer in answers.iter().filter(|answer| answer.acked <= cut) {
+        let (tenant, run) = &script.streams[answer.stream];
+        let seq = store
+            .seq_of(tenant, run, &answer.id)
+            .await
+            .map_err(|err| format!("stream {}: seq_of: {err}", answer.stream))?;
+        if seq != Some(answer.seq) {
+            return Err(format!(
+                "stream {}: {} was answered at seq {} (after op {}), is {seq:?}",
+                answer.stream, answer.id, answer.seq, answer.acked
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A process killed before a sync leaves its unsynced commit in the page
+/// cache, where the next open finds it. What that open answers about it --
+/// a read, or a retry told "already stored at seq N" -- must not be lost to
+/// a power cut that follows (CONTRACT §16): a durable open makes what it
+/// found durable before it answers anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_open_syncs_what_a_killed_process_left() {
+    let disk = SimDisk::default();
+    let script = Workload::start(&disk, Durability::Durable)
+        .await
+        .run()
+        .await;
+    let log = disk.log();
+    let mut kills = Vec::new();
+    sync_points(&log, |point| {
+        if point
+            .pending
+            .iter()
+            .any(|op| matches!(op, Op::Write { .. }))
+        {
+            kills.push((point.at, point.durable.to_vec(), point.pending.to_vec()));
+        }
+    });
+    let mut rng = Rng::new(0x5eed_0018);
+    let (mut cuts, mut answered, mut failures) = (0, 0, Vec::new());
+    for (at, durable, pending) in &kills {
+        let next = SimDisk::after_kill(durable, pending);
+        let store = RedbStore::open_with_backend(next.clone(), NAME, RedbOptions::default())
+            .await
+            .unwrap_or_else(|err| panic!("killed before op {at}: the store opens: {err}"));
+        // The events of the calls the killed process had not answered.
+        let mut answers = Vec::new();
+        for event in script.events.iter().filter(|event| event.acked > *at) {
+            let (tenant, run) = &script.streams[event.stream];
+            let id = &event.record.event_id;
+            let Some(seq) = store.seq_of(tenant, run, id).await.expect("seq_of") else {
+                continue;
+            };
+            answers.push(Answer {
+                stream: event.stream,
+                id: id.clone(),
+                seq,
+                acked: next.ops(),
+            });
+            let mut again = event.record.clone();
+            again.seq = 0;
+            let outcome = store
+                .append_batch(tenant, run, &[again], None)
+                .await
+                .expect("retry");
+            assert_eq!(
+                (outcome[0].seq, outcome[0].inserted),
+                (seq, false),
+                "killed before op {at}: the retry of {id} answers its seq"
+            );
+            answers.push(Answer {
+                stream: event.stream,
+                id: id.clone(),
+                seq,
+                acked: next.ops(),
+            });
+        }
+        drop(store);
+        answered += answers.len();
+        // A sync appended to the log stands for a cut after the last
+        // operation.
+        let mut after = next.log();
+        after.push(Op::Sync);
+        let mut images = Vec::new();
+        sync_points_from(&next.base(), &after, |point| {
+            for loss in Loss::ALL {
+                images.push((point.at, loss, point.power_loss(loss, &mut rng)));
+            }
+        });
+        for (cut, loss, image) in images {
+            cuts += 1;
+            if let Err(why) = check_answers(image, &script, &answers, cut).await {
+                failures.push(format!(
+                    "killed before op {at}, then cut at op {cut} of the next handle, {loss:?}: {why}"
+                ));
+            }
+        }
+    }
+    assert!(answered > 0, "some killed call had left its events");
+    println!(
+        "{} kills, {answered} answers after them, {cuts} cuts checked",
+        kills.len()
+    );
+    report("cuts after a kill", cuts, &failures);
+}
+
+/// The store syncs the disk before redb sees it in durable mode, and not at
+/// all in relaxed mode: the first operation of a durable open on a disk
+/// that a killed process left is a sync (redb's own open writes its header
+/// before it syncs), and a relaxed open issues none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_open_syncs_before_it_writes_and_a_relaxed_one_never_does() {
+    let disk = SimDisk::default();
+    let store = RedbStore::open_with_backend(disk.clone(), NAME, RedbOptions::default())
+        .await
+        .expect("open on the simulated disk");
+    let tenant = Tenant::local();
+    let run = RunId::new("run").expect("run id");
+    let event = EventRecord::new(&tenant, run.clone(), EventId::new("e").expect("id"), "t", 1);
+    store
+        .append_batch(&tenant, &run, &[event], None)
+        .await
+        .expect("append");
+    let log = disk.log();
+    drop(store);
+    let last_sync = log
+        .iter()
+        .rposition(|op| matches!(op, Op::Sync))
+        .expect("the append synced");
+    // Killed before the sync of its last commit: the writes since the
+    // sync before it are pending.
+    let since = log[..last_sync]
+        .iter()
+        .rposition(|op| matches!(op, Op::Sync))
+        .expect("an earlier sync")
+        + 1;
+    let durable = image_after(&log, since);
+    for durability in [Durability::Durable, Durability::Relaxed] {
+        let next = SimDisk::after_kill(&durable, &log[since..last_sync]);
+        let skip = next.ops();
+        let options = RedbOptions::default().with_durability(durability);
+        let store = RedbStore::open_with_backend(next.clone(), NAME, options)
+            .await
+            .expect("the store opens");
+        let opened = next.log()[skip..].to_vec();
+        drop(store);
+        let syncs = opened.iter().filter(|op| matches!(op, Op::Sync)).count();
+        match durability {
+            Durability::Durable => assert!(
+                matches!(opened.first(), Some(Op::Sync)),
+                "a durable open syncs first ({} ops, {syncs} syncs)",
+                opened.len()
+            ),
+            Durability::Relaxed => assert_eq!(syncs, 0, "a relaxed open never syncs"),
+        }
+    }
+}
+
 /// The image of a store's file cut during its creation: redb has sized the
 /// file and synced the header, but not yet written the magic number.
 async fn unfinished_create() -> Vec<u8> {
@@ -524,10 +713,17 @@ async fn unfinished_create() -> Vec<u8> {
         .expect("open on the simulated disk");
     drop(store);
     let log = disk.log();
-    let first_sync = log
+    // The first sync after a write: a durable open syncs the empty disk
+    // before redb creates the database.
+    let first_write = log
         .iter()
-        .position(|op| matches!(op, Op::Sync))
-        .expect("the creation syncs");
+        .position(|op| !matches!(op, Op::Sync))
+        .expect("the creation writes");
+    let first_sync = first_write
+        + log[first_write..]
+            .iter()
+            .position(|op| matches!(op, Op::Sync))
+            .expect("the creation syncs");
     let image = image_after(&log, first_sync);
     assert!(image.len() > 4096, "the file was sized");
     assert!(
