@@ -16,7 +16,8 @@
 # lost an acknowledged write or found any other problem, leaving its
 # acknowledgement files under CRASH_DIR (default a fresh temporary directory)
 # for inspection. `--quick` runs 25 kills per store and one fault per server.
-# Naming `kills` or `faults` after the options runs only that part.
+# Naming parts after the options runs only those: `kills` (every store),
+# one store's name (`jsonl`, `sqlite-relaxed`, `s3`, ...), `faults`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,7 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 
 # kills NAME URL WRITERS KILLS
 kills() {
+    wants kills || wants "$1" || return 0
     step "kills: $1"
     "$crash" kills --store "$2" --dir "$CRASH_DIR/$1" --writers "$3" --kills "$4" \
         --seed "${CRASH_SEED:-$RANDOM}" --runstore "$bin/runstore"
@@ -53,17 +55,15 @@ kills() {
 
 pg() { echo "${RUNSTORE_POSTGRES_URL}?schema=crash_$1_$$${2:-}"; }
 
-if wants kills; then
-    kills jsonl "jsonl:$CRASH_DIR/jsonl/store" 1 "$KILLS"
-    kills jsonl-relaxed "jsonl:$CRASH_DIR/jsonl-relaxed/store?durability=relaxed" 1 "$KILLS"
-    kills sqlite "sqlite:$CRASH_DIR/sqlite/store.db" 2 "$KILLS"
-    kills sqlite-relaxed "sqlite:$CRASH_DIR/sqlite-relaxed/store.db?durability=relaxed" 2 "$KILLS"
-    kills redb "redb:$CRASH_DIR/redb/store.redb" 1 "$KILLS"
-    kills redb-relaxed "redb:$CRASH_DIR/redb-relaxed/store.redb?durability=relaxed" 1 "$KILLS"
-    kills s3 "s3://$RUNSTORE_S3_BUCKET/crash-kills-$$" 3 "$SERVICE_KILLS"
-    kills postgres "$(pg kills)" 3 "$SERVICE_KILLS"
-    kills postgres-relaxed "$(pg kills_relaxed "&durability=relaxed")" 3 "$SERVICE_KILLS"
-fi
+kills jsonl "jsonl:$CRASH_DIR/jsonl/store" 1 "$KILLS"
+kills jsonl-relaxed "jsonl:$CRASH_DIR/jsonl-relaxed/store?durability=relaxed" 1 "$KILLS"
+kills sqlite "sqlite:$CRASH_DIR/sqlite/store.db" 2 "$KILLS"
+kills sqlite-relaxed "sqlite:$CRASH_DIR/sqlite-relaxed/store.db?durability=relaxed" 2 "$KILLS"
+kills redb "redb:$CRASH_DIR/redb/store.redb" 1 "$KILLS"
+kills redb-relaxed "redb:$CRASH_DIR/redb-relaxed/store.redb?durability=relaxed" 1 "$KILLS"
+kills s3 "s3://$RUNSTORE_S3_BUCKET/crash-kills-$$" 3 "$SERVICE_KILLS"
+kills postgres "$(pg kills)" 3 "$SERVICE_KILLS"
+kills postgres-relaxed "$(pg kills_relaxed "&durability=relaxed")" 3 "$SERVICE_KILLS"
 
 # fault NAME URL BREAK RESTART [--expect-errors]: a 24 s load of three
 # writers; the server is broken 6 s in and started again 4 s later.
