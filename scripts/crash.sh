@@ -45,12 +45,13 @@ start_services
 
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)" >&2; }
 
-# kills NAME URL WRITERS KILLS
+# kills NAME URL WRITERS KILLS [MAX_MS]: each writer is killed 20 ms to
+# MAX_MS (default 400) after its start.
 kills() {
     wants kills || wants "$1" || return 0
     step "kills: $1"
     "$crash" kills --store "$2" --dir "$CRASH_DIR/$1" --writers "$3" --kills "$4" \
-        --seed "${CRASH_SEED:-$RANDOM}" --runstore "$bin/runstore"
+        --max-ms "${5:-400}" --seed "${CRASH_SEED:-$RANDOM}" --runstore "$bin/runstore"
 }
 
 pg() { echo "${RUNSTORE_POSTGRES_URL}?schema=crash_$1_$$${2:-}"; }
@@ -61,9 +62,11 @@ kills sqlite "sqlite:$CRASH_DIR/sqlite/store.db" 2 "$KILLS"
 kills sqlite-relaxed "sqlite:$CRASH_DIR/sqlite-relaxed/store.db?durability=relaxed" 2 "$KILLS"
 kills redb "redb:$CRASH_DIR/redb/store.redb" 1 "$KILLS"
 kills redb-relaxed "redb:$CRASH_DIR/redb-relaxed/store.redb?durability=relaxed" 1 "$KILLS"
-kills s3 "s3://$RUNSTORE_S3_BUCKET/crash-kills-$$" 3 "$SERVICE_KILLS"
-kills postgres "$(pg kills)" 3 "$SERVICE_KILLS"
-kills postgres-relaxed "$(pg kills_relaxed "&durability=relaxed")" 3 "$SERVICE_KILLS"
+# A request to a server takes milliseconds, not microseconds: the writers
+# of S3 and PostgreSQL live up to 1.2 s, so that each gets work done.
+kills s3 "s3://$RUNSTORE_S3_BUCKET/crash-kills-$$" 3 "$SERVICE_KILLS" 1200
+kills postgres "$(pg kills)" 3 "$SERVICE_KILLS" 1200
+kills postgres-relaxed "$(pg kills_relaxed "&durability=relaxed")" 3 "$SERVICE_KILLS" 1200
 
 # fault NAME URL BREAK RESTART [--expect-errors]: a 24 s load of three
 # writers; the server is broken 6 s in and started again 4 s later.

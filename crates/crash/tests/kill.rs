@@ -23,8 +23,9 @@ fn kills() -> u32 {
         .unwrap_or(DEFAULT_KILLS)
 }
 
-/// Runs the kill loop on `url` with `writers` processes at a time.
-fn run(url: &str, writers: u32, dir: &Path, seed: u64) {
+/// Runs the kill loop on `url` with `writers` processes at a time, each
+/// killed 20 to `max_ms` ms after its start.
+fn run(url: &str, writers: u32, max_ms: u64, dir: &Path, seed: u64) {
     let output = Command::new(env!("CARGO_BIN_EXE_runstore-crash"))
         .arg("kills")
         .args(["--store", url])
@@ -32,6 +33,7 @@ fn run(url: &str, writers: u32, dir: &Path, seed: u64) {
         .arg(dir.join("acks"))
         .args(["--writers", &writers.to_string()])
         .args(["--kills", &kills().to_string()])
+        .args(["--max-ms", &max_ms.to_string()])
         .args(["--seed", &seed.to_string()])
         .output()
         .expect("run runstore-crash");
@@ -56,7 +58,7 @@ fn run(url: &str, writers: u32, dir: &Path, seed: u64) {
 fn file_case(scheme: &str, file: &str, query: &str, writers: u32, seed: u64) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("{scheme}:{}{query}", dir.path().join(file).display());
-    run(&url, writers, dir.path(), seed);
+    run(&url, writers, 400, dir.path(), seed);
 }
 
 /// A service URL from `var`, or `None` after a loud SKIPPED when missing
@@ -116,7 +118,8 @@ fn s3_three_writers() {
     service("RUNSTORE_S3_ENDPOINT", "s3_three_writers");
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("s3://{bucket}/{}", unique("s3"));
-    run(&url, 3, dir.path(), 41);
+    // A request to a server takes milliseconds: writers live up to 1.2 s.
+    run(&url, 3, 1_200, dir.path(), 41);
 }
 
 fn postgres_case(case: &str, relaxed: bool, seed: u64) {
@@ -129,7 +132,7 @@ fn postgres_case(case: &str, relaxed: bool, seed: u64) {
         url.push_str("&durability=relaxed");
     }
     let dir = tempfile::tempdir().expect("a temp dir");
-    run(&url, 3, dir.path(), seed);
+    run(&url, 3, 1_200, dir.path(), seed);
 }
 
 #[test]
