@@ -1,9 +1,10 @@
 //! The JSON-lines backend of runstore: plain files in one directory, the
 //! embedded default.
 //!
-//! [`JsonlStore`] implements [`EventLog`] and [`SnapshotStore`] over an
-//! append-only log of JSON lines (the reference record format) and one JSON
-//! file per snapshot. An index built once at open answers appends,
+//! [`JsonlStore`] implements [`EventLog`](runstore_core::EventLog) and
+//! [`SnapshotStore`](runstore_core::SnapshotStore) over an append-only log
+//! of JSON lines (the reference record format) and one JSON file per
+//! snapshot. An index built once at open answers appends,
 //! duplicate checks, `next_seq` and `seq_of` from memory, and reads of a
 //! window touch only that window's bytes. Concurrent appends are committed
 //! together by one writer thread with one sync.
@@ -74,6 +75,7 @@ mod import;
 mod index;
 mod layout;
 mod lock;
+mod log;
 mod recovery;
 pub mod salvage;
 mod snapshots;
@@ -87,13 +89,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use async_trait::async_trait;
-use runstore_core::{
-    AppendOutcome, Durability, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery,
-    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    compaction::CompactionPolicy,
-    validate::{Limits, check_clock},
-};
+use runstore_core::{Durability, Error, Result, validate::Limits};
 use tokio::{runtime::RuntimeFlavor, sync::oneshot};
 
 #[doc(hidden)]
@@ -357,166 +353,12 @@ impl JsonlStore {
     }
 }
 
-#[async_trait]
-impl EventLog for JsonlStore {
-    async fn append_batch(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        events: &[EventRecord],
-        expected_last_seq: Option<u64>,
-    ) -> Result<Vec<AppendOutcome>> {
-        // CONTRACT §21: checked before anything is queued.
-        self.inner.shared.limits.check_append(run_id, events)?;
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.request(|reply| Command::Append {
-            tenant: tenant.clone(),
-            run_id: run_id.clone(),
-            events: events.to_vec(),
-            expected_last_seq,
-            reply,
-        })
-        .await
-    }
-
-    async fn read(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        query: ReadQuery,
-    ) -> Result<Vec<EventRecord>> {
-        let (tenant, run_id) = (tenant.clone(), run_id.clone());
-        self.blocking(move |shared| shared.read(&tenant, &run_id, query))
-            .await
-    }
-
-    async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
-        let state = self.inner.shared.read_state();
-        let last = state
-            .index
-            .stream(tenant, run_id)
-            .map_or(0, index::StreamIndex::last_seq);
-        // Open refuses seqs above `MAX_SEQ` and writes never pass it, so
-        // this cannot overflow; checked all the same.
-        last.checked_add(1).ok_or_else(|| {
-            Error::corrupt(
-                state.log.path.display(),
-                format!("stream {tenant}:{run_id} ends at seq {last}, which leaves no next seq"),
-            )
-        })
-    }
-
-    async fn seq_of(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        event_id: &EventId,
-    ) -> Result<Option<u64>> {
-        let (tenant, run_id, event_id) = (tenant.clone(), run_id.clone(), event_id.clone());
-        self.blocking(move |shared| {
-            let state = shared.read_state();
-            match state.index.stream(&tenant, &run_id) {
-                Some(stream) => stream.seq_of(event_id.as_str(), &state.index.hasher, &state.log),
-                None => Ok(None),
-            }
-        })
-        .await
-    }
-
-    async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
-        Ok(self.inner.shared.read_state().index.runs(tenant))
-    }
-
-    async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
-        let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
-            return Ok(MaintenanceReport::default());
-        };
-        self.request(|reply| Command::Compact { policy, reply })
-            .await
-    }
-
-    async fn streams(&self) -> Result<Vec<StreamKey>> {
-        Ok(self.inner.shared.read_state().index.keys())
-    }
-
-    async fn import_stream(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        records: &[EventRecord],
-    ) -> Result<usize> {
-        // CONTRACT §23: checked before anything is queued.
-        self.inner.shared.limits.check_import(run_id, records)?;
-        if records.is_empty() {
-            return Ok(0);
-        }
-        self.request(|reply| Command::Import {
-            tenant: tenant.clone(),
-            run_id: run_id.clone(),
-            records: records.to_vec(),
-            reply,
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for JsonlStore {
-    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
-        // CONTRACT §21: checked before the file is written.
-        self.inner.shared.limits.check_snapshot(snapshot)?;
-        let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
-        self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
-            .await
-    }
-
-    async fn get(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        snapshot_id: &SnapshotId,
-    ) -> Result<Option<SnapshotRecord>> {
-        let (tenant, run_id, snapshot_id) = (tenant.clone(), run_id.clone(), snapshot_id.clone());
-        self.blocking(move |shared| shared.snapshots.get(&tenant, &run_id, &snapshot_id))
-            .await
-    }
-
-    async fn list(
-        &self,
-        tenant: &Tenant,
-        run_id: &RunId,
-        limit: Option<usize>,
-    ) -> Result<Vec<SnapshotRecord>> {
-        let (tenant, run_id) = (tenant.clone(), run_id.clone());
-        self.blocking(move |shared| shared.snapshots.list(&tenant, &run_id, limit))
-            .await
-    }
-
-    async fn prune(
-        &self,
-        retention_ms: u64,
-        keep_last_per_run: usize,
-        now_ms: u64,
-    ) -> Result<MaintenanceReport> {
-        check_clock(now_ms)?;
-        self.blocking(move |shared| {
-            Ok(shared
-                .snapshots
-                .prune(retention_ms, keep_last_per_run, now_ms))
-        })
-        .await
-    }
-
-    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
-        self.blocking(|shared| Ok(shared.snapshots.streams())).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use runstore_core::{EventLogExt, compaction::COMPACTION_EVENT_TYPE};
+    use runstore_core::{
+        EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
+        compaction::COMPACTION_EVENT_TYPE,
+    };
 
     use super::*;
 

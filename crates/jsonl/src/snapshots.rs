@@ -2,6 +2,11 @@
 //! `snapshots/<tenant>/<run>/<snapshot>.json` (names from
 //! [`crate::layout`]), written atomically, with an in-memory index of each
 //! stream's snapshots built at open (CONTRACT §12-§15).
+//!
+//! [`Snapshots`] holds the files and the index; compaction reads each
+//! stream's floor from it. [`SnapshotStore`] for [`JsonlStore`], at the end
+//! of this file, checks a put against the store's limits and runs every
+//! call on a blocking task: snapshots do not go through the writer thread.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -12,12 +17,14 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
+use async_trait::async_trait;
 use runstore_core::{
     Durability, Error, MaintenanceReport, Result, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    StreamKey, Tenant, keep_newest, prune_selection,
+    SnapshotStore, StreamKey, Tenant, keep_newest, prune_selection, validate::check_clock,
 };
 
 use crate::{
+    JsonlStore,
     error::{cause, io_at},
     fileio::Io,
     layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
@@ -385,4 +392,56 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     paths.sort();
     Ok(paths)
+}
+
+#[async_trait]
+impl SnapshotStore for JsonlStore {
+    async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
+        // CONTRACT §21: checked before the file is written.
+        self.inner.shared.limits.check_snapshot(snapshot)?;
+        let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
+        self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
+            .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        snapshot_id: &SnapshotId,
+    ) -> Result<Option<SnapshotRecord>> {
+        let (tenant, run_id, snapshot_id) = (tenant.clone(), run_id.clone(), snapshot_id.clone());
+        self.blocking(move |shared| shared.snapshots.get(&tenant, &run_id, &snapshot_id))
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        limit: Option<usize>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let (tenant, run_id) = (tenant.clone(), run_id.clone());
+        self.blocking(move |shared| shared.snapshots.list(&tenant, &run_id, limit))
+            .await
+    }
+
+    async fn prune(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<MaintenanceReport> {
+        check_clock(now_ms)?;
+        self.blocking(move |shared| {
+            Ok(shared
+                .snapshots
+                .prune(retention_ms, keep_last_per_run, now_ms))
+        })
+        .await
+    }
+
+    async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
+        self.blocking(|shared| Ok(shared.snapshots.streams())).await
+    }
 }

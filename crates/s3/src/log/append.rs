@@ -1,0 +1,240 @@
+//! Append rounds: the per-stream queue of `append_batch` calls and the
+//! rounds that commit them (docs/backends/s3.md, "Append").
+//!
+//! A call queues on its stream's [`StreamState`]; the caller that takes the
+//! stream's leader slot runs one round for everything queued
+//! ([`Inner::append`]), which plans every request against the head and
+//! commits them all with one conditional head put. A flush that falls due
+//! runs after the answers are sent ([`super::flush`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use runstore_core::{AppendOutcome, EventId, EventRecord, Result, StreamKey, append::plan_append};
+use tokio::sync::oneshot;
+
+use super::{Loaded, Local};
+use crate::{
+    Inner, backoff,
+    error::{contended, share},
+    new_token,
+    objects::Put,
+};
+
+/// Rounds a writer runs before answering a retryable "contended" error.
+const APPEND_ATTEMPTS: u32 = 64;
+
+/// One queued `append_batch` call.
+struct Pending {
+    events: Vec<EventRecord>,
+    expected: Option<u64>,
+    reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+}
+
+/// A handle's per-stream append queue and leader slot.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    queue: Mutex<Vec<Pending>>,
+    pub(super) leader: Arc<tokio::sync::Mutex<Local>>,
+}
+
+impl StreamState {
+    fn push(&self, pending: Pending) {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(pending);
+    }
+
+    fn drain(&self) -> Vec<Pending> {
+        std::mem::take(
+            &mut *self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl Inner {
+    /// Queues the call on `state` and waits for its answer. The first caller
+    /// to take the stream's leader slot runs one round for everything
+    /// queued, on a task of its own when on a Tokio runtime, so cancelling
+    /// the leader's call never drops the other callers' answers: each caller
+    /// gets the outcome of the round that committed its events, `inserted`
+    /// included (CONTRACT §1). A flush that falls due runs on that task
+    /// after the answers are sent, keeping the slot, so no caller waits for
+    /// it.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        key: &StreamKey,
+        events: &[EventRecord],
+        expected: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let state = self.stream_state(key);
+        // An answer is dropped only when its round never ran to the end (a
+        // panic, or a cancelled leader off a Tokio runtime); the call then
+        // queues again (appends are idempotent by id, CONTRACT §2).
+        for _ in 0..APPEND_ATTEMPTS {
+            let (reply, mut answer) = oneshot::channel();
+            state.push(Pending {
+                events: events.to_vec(),
+                expected,
+                reply,
+            });
+            tokio::select! {
+                biased;
+                result = &mut answer => match result {
+                    Ok(result) => return result,
+                    Err(_) => continue,
+                },
+                local = state.leader.clone().lock_owned() => {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => {
+                            let inner = self.clone();
+                            let key = key.clone();
+                            let state = state.clone();
+                            runtime.spawn(async move { inner.lead(&key, &state, local).await });
+                        }
+                        // Not on a Tokio runtime: run the round (and a due
+                        // flush) before answering.
+                        Err(_) => self.lead(key, &state, local).await,
+                    }
+                    match answer.await {
+                        Ok(result) => return result,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+        Err(contended(format!("append to {key}")))
+    }
+
+    /// Holding the leader slot: one round for everything queued on `state`,
+    /// then a flush if one fell due.
+    async fn lead(
+        &self,
+        key: &StreamKey,
+        state: &StreamState,
+        mut local: tokio::sync::OwnedMutexGuard<Local>,
+    ) {
+        let batch = state.drain();
+        if !batch.is_empty() {
+            self.round(key, &mut local, batch).await;
+        }
+        self.maybe_flush(key, &mut local).await;
+    }
+
+    /// One protocol round for `batch`.
+    async fn round(&self, key: &StreamKey, local: &mut Local, batch: Vec<Pending>) {
+        let token = new_token();
+        match self.commit(key, local, &batch, &token).await {
+            Ok(answers) => {
+                for (pending, answer) in batch.into_iter().zip(answers) {
+                    let _ = pending.reply.send(answer);
+                }
+            }
+            Err(err) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(share(&err)));
+                }
+            }
+        }
+    }
+
+    /// Plans every request of `batch` against the head and commits them with
+    /// one conditional head put (docs/backends/s3.md, "Append").
+    async fn commit(
+        &self,
+        key: &StreamKey,
+        local: &mut Local,
+        batch: &[Pending],
+        token: &str,
+    ) -> Result<Vec<Result<Vec<AppendOutcome>>>> {
+        for attempt in 0..APPEND_ATTEMPTS {
+            let loaded = match local.head.take() {
+                Some(loaded) => loaded,
+                None => self.load(key).await?,
+            };
+            local.ids.catch_up(&loaded.head)?;
+            let covered = local.ids.covers(&loaded.head);
+            let mut ids = Vec::new();
+            for pending in batch {
+                ids.extend(pending.events.iter().map(|event| event.event_id.clone()));
+            }
+            let known = self.resolve(key, &loaded.head, &local.ids, ids).await?;
+            let head = &loaded.head;
+            let mut last = head.last_seq;
+            let mut planned: HashMap<EventId, u64> = HashMap::new();
+            let mut new_records = Vec::new();
+            let mut answers = Vec::with_capacity(batch.len());
+            for pending in batch {
+                let plan = plan_append(
+                    &key.tenant,
+                    &key.run_id,
+                    last,
+                    &pending.events,
+                    pending.expected,
+                    |id| {
+                        if let Some(seq) = planned.get(id) {
+                            return Ok(Some(*seq));
+                        }
+                        if let Some(seq) = head.find(id)? {
+                            return Ok(Some(seq));
+                        }
+                        Ok(known.get(id).copied().flatten())
+                    },
+                );
+                match plan {
+                    Ok(plan) => {
+                        for record in &plan.new_records {
+                            planned.insert(record.event_id.clone(), record.seq);
+                        }
+                        // The plan numbers new records from `last` on, and
+                        // never past MAX_SEQ.
+                        if let Some(record) = plan.new_records.last() {
+                            last = record.seq;
+                        }
+                        new_records.extend(plan.new_records);
+                        answers.push(Ok(plan.outcomes));
+                    }
+                    Err(err) => answers.push(Err(err)),
+                }
+            }
+            if new_records.is_empty() {
+                local.head = Some(loaded);
+                return Ok(answers);
+            }
+            let mut next = loaded.head.clone();
+            next.buffer.extend(new_records.iter().cloned());
+            next.last_seq = last;
+            next.remember(token);
+            match self.put_head(key, &next, loaded.version.clone()).await? {
+                Put::Done(version) => {
+                    if covered {
+                        local.ids.extend(&new_records, last)?;
+                    }
+                    local.head = Some(Loaded {
+                        head: next,
+                        version: Some(version),
+                    });
+                    return Ok(answers);
+                }
+                Put::Lost => {
+                    let current = self.load(key).await?;
+                    let landed = current.head.has_commit(token);
+                    local.head = Some(current);
+                    if landed {
+                        // An earlier attempt of this very put succeeded
+                        // (the client retried it after a lost response).
+                        return Ok(answers);
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(contended(format!("append to {key}")))
+    }
+}

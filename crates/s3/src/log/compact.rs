@@ -1,0 +1,150 @@
+//! Compaction of one stream (docs/backends/s3.md, "Compaction"), and the
+//! head change by which a snapshot put keeps a compaction that started
+//! before it from committing ([`Inner::mark_snapshot`], CONTRACT §8).
+//!
+//! A compaction rewrites every segment and commits through
+//! [`Inner::commit_rebasing`] ([`super::flush`]), reading the snapshot floor
+//! again before it replays onto a newer head.
+
+use object_store::{PutMode, PutOptions, PutPayload};
+use runstore_core::{
+    EventRecord, Result, StreamKey,
+    compaction::{CompactionPolicy, compact_stream},
+};
+
+use super::{MAINTENANCE_ATTEMPTS, Work};
+use crate::{
+    Inner, backoff,
+    error::{contended, request},
+    head::{MarkerRef, head_what, index_entries},
+    new_token,
+    objects::to_json,
+};
+
+/// Records per segment written by compaction.
+const COMPACTED_SEGMENT: usize = 4_096;
+
+impl Inner {
+    /// Changes the stream's head (a new commit token, nothing else) after a
+    /// snapshot of it was stored, so that a compaction that read the head
+    /// before the snapshot existed cannot commit on it (see
+    /// [`Inner::compact_one`]). A lost race is as good: the head changed
+    /// after the snapshot was stored. A stream without a head has nothing to
+    /// compact, and a store without conditional updates cannot commit a
+    /// compaction, so neither needs the change.
+    pub(crate) async fn mark_snapshot(&self, key: &StreamKey) -> Result<()> {
+        let loaded = self.load(key).await?;
+        let Some(version) = loaded.version else {
+            return Ok(());
+        };
+        let mut next = loaded.head;
+        next.remember(&new_token());
+        let path = self.keys.head(key);
+        let what = head_what(key);
+        let bytes = to_json(&next, &what)?;
+        let mode = PutOptions::from(PutMode::Update(version));
+        match self
+            .store()
+            .put_opts(&path, PutPayload::from(bytes), mode)
+            .await
+        {
+            Ok(_)
+            | Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotImplemented
+                | object_store::Error::NotSupported { .. },
+            ) => Ok(()),
+            Err(err) => Err(request(format!("put {what} conditionally"), err)),
+        }
+    }
+
+    /// The newest snapshot's seq of a stream: its compaction floor.
+    pub(super) async fn snapshot_floor(&self, key: &StreamKey) -> Result<Option<u64>> {
+        Ok(self
+            .snapshots_of(&key.tenant, &key.run_id)
+            .await?
+            .last()
+            .map(|snapshot| snapshot.seq))
+    }
+
+    /// Compacts one stream (docs/backends/s3.md, "Compaction").
+    ///
+    /// The floor is read after the head the commit conditionally replaces,
+    /// and again after every head a rebase would replace: a snapshot `put`
+    /// changes the head once its object is stored ([`Inner::mark_snapshot`]),
+    /// so a put that returned before the commit either is seen by that read
+    /// or makes the conditional put lose (CONTRACT §8).
+    pub(super) async fn compact_one(
+        &self,
+        key: &StreamKey,
+        policy: &CompactionPolicy,
+    ) -> Result<usize> {
+        let state = self.stream_state(key);
+        let mut local = state.leader.lock().await;
+        let token = new_token();
+        for attempt in 0..MAINTENANCE_ATTEMPTS {
+            local.head = None;
+            let loaded = self.load(key).await?;
+            if loaded.version.is_none() {
+                return Ok(0);
+            }
+            let floor = self.snapshot_floor(key).await?;
+            let Some(records) = self.all_records(key, &loaded.head).await? else {
+                continue;
+            };
+            let Some(change) = compact_stream(&key.tenant, &key.run_id, &records, floor, policy)?
+            else {
+                local.head = Some(loaded);
+                return Ok(0);
+            };
+            let mut kept: Vec<EventRecord> = records
+                .into_iter()
+                .filter(|record| change.remove_seqs.binary_search(&record.seq).is_err())
+                .collect();
+            let at = kept.partition_point(|record| record.seq < change.marker.seq);
+            kept.insert(at, change.marker);
+            self.write_ids(key, index_entries(&loaded.head.buffer)?)
+                .await?;
+            let mut next = loaded.head.clone();
+            next.buffer.clear();
+            next.segments.clear();
+            next.flushed_through = next.last_seq;
+            next.markers = kept
+                .iter()
+                .filter(|record| record.is_compaction_marker())
+                .map(|record| MarkerRef {
+                    seq: record.seq,
+                    event_id: record.event_id.clone(),
+                })
+                .collect();
+            next.remember(&token);
+            let mut work = Work {
+                created: Vec::new(),
+                replaced: loaded
+                    .head
+                    .segments
+                    .iter()
+                    .map(|segment| self.segment_path(key, segment))
+                    .collect(),
+            };
+            for chunk in kept.chunks(COMPACTED_SEGMENT) {
+                let (segment, path) = self.write_segment(key, chunk).await?;
+                next.segments.push(segment);
+                work.created.push(path);
+            }
+            let removes = Some(change.remove_seqs.as_slice());
+            match self
+                .commit_rebasing(key, &loaded, next, &work, removes)
+                .await?
+            {
+                Some(done) => {
+                    local.head = Some(done);
+                    return Ok(change.pruned);
+                }
+                None => backoff(attempt).await,
+            }
+        }
+        Err(contended(format!("compact {key}")))
+    }
+}

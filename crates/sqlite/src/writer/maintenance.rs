@@ -1,0 +1,268 @@
+//! Maintenance: compaction and snapshot prune, a few streams per
+//! transaction.
+//!
+//! [`Writer::run_maintenance`] runs a task on its streams in one
+//! transaction and, should that fail, on each stream alone, so that only the
+//! streams that fail are reported (CONTRACT §25). [`compact_stream`] and
+//! [`prune_stream`] are the work on one stream inside that transaction.
+
+use std::{collections::HashSet, sync::Arc};
+
+use runstore_core::{
+    MaintenanceReport, Result, SnapshotRecord, StreamKey,
+    compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker},
+    prune_selection,
+};
+use sqlx::{Connection, Row as _, SqliteConnection};
+
+use super::{
+    Maintenance, Writer,
+    retry::{Fail, Replan, into_error, retrying},
+    rows::{Commit, EventRow, InsertSql, insert_compacted_ids, insert_rows},
+};
+use crate::{
+    error::SqliteError,
+    schema::{self, bind_stream, to_sql_int},
+};
+
+impl Writer {
+    /// Runs `task` on `streams`, each stream on its own (CONTRACT §25):
+    /// first all of them in one transaction; should that fail, each stream
+    /// again in a transaction of its own, so that only a stream that fails
+    /// alone is reported and every other one is processed. A failure of the
+    /// store itself ([`Fail::is_store_wide`]) ends the pass.
+    pub(super) async fn run_maintenance(
+        &mut self,
+        task: &Maintenance,
+        streams: &[StreamKey],
+    ) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let action = task.action();
+        let fail = match retrying!(
+            self,
+            action,
+            Replan::No,
+            self.try_maintain(task, streams).await
+        ) {
+            Ok(counts) => {
+                for (stream, count) in streams.iter().zip(counts) {
+                    report.record(stream, Ok(count));
+                }
+                return Ok(report);
+            }
+            Err(fail) => fail,
+        };
+        if fail.is_store_wide() {
+            return Err(into_error(fail));
+        }
+        if let [stream] = streams {
+            report.record(stream, Err(into_error(fail)));
+            return Ok(report);
+        }
+        for stream in streams {
+            match retrying!(
+                self,
+                action,
+                Replan::No,
+                self.try_maintain(task, std::slice::from_ref(stream)).await
+            ) {
+                Ok(counts) => report.record(stream, Ok(counts.iter().sum())),
+                Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
+                Err(fail) => report.record(stream, Err(into_error(fail))),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs `task` on `streams` in one transaction; returns each stream's
+    /// count (events pruned, snapshots deleted). On failure the transaction
+    /// is rolled back.
+    async fn try_maintain(
+        &mut self,
+        task: &Maintenance,
+        streams: &[StreamKey],
+    ) -> std::result::Result<Vec<usize>, Fail> {
+        if let Maintenance::Compact(_) = task {
+            for stream in streams {
+                self.last_seqs.remove(stream);
+            }
+        }
+        let path = self.path.clone();
+        let mut tx = self
+            .conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|err| SqliteError::driver(&path, "begin a maintenance transaction", err))?;
+        let mut counts = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let count = match *task {
+                Maintenance::Compact(policy) => {
+                    compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy).await?
+                }
+                Maintenance::Prune {
+                    retention_ms,
+                    keep_last_per_run,
+                    now_ms,
+                } => {
+                    prune_stream(&mut tx, &path, stream, |ordered| {
+                        prune_selection(ordered, retention_ms, keep_last_per_run, now_ms)
+                    })
+                    .await?
+                }
+            };
+            counts.push(count);
+        }
+        tx.commit()
+            .await
+            .map_err(|err| SqliteError::driver(&path, "commit a maintenance transaction", err))?;
+        Ok(counts)
+    }
+}
+
+/// Compacts one stream inside the caller's transaction (CONTRACT §8-§11):
+/// re-reads its snapshot floor, candidates and marker, merges the marker and
+/// swaps it in. Returns how many events were pruned.
+async fn compact_stream(
+    conn: &mut SqliteConnection,
+    insert_sql: &InsertSql,
+    path: &Arc<str>,
+    stream: &StreamKey,
+    policy: &CompactionPolicy,
+) -> std::result::Result<usize, Fail> {
+    let (tenant, run_id) = (&stream.tenant, &stream.run_id);
+    let run = run_id.as_str();
+    let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
+    let floor: Option<i64> = bind_stream(sqlx::query(schema::SNAPSHOT_FLOOR), tenant, run)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("read the snapshot floor"))?
+        .try_get(0)
+        .map_err(db("read the snapshot floor"))?;
+    let floor = floor
+        .map(|seq| {
+            schema::from_sql_int(seq, || {
+                format!("sqlite store {path}: snapshot seq of {stream}")
+            })
+        })
+        .transpose()?;
+    // Events below the floor: at most seq floor - 1 (a stored floor is at
+    // most i64::MAX, so this cannot overflow), any seq without a snapshot --
+    // including i64::MAX itself.
+    let highest = floor.map_or(i64::MAX, |floor| schema::saturating_sql_int(floor) - 1);
+    let candidates = bind_stream(sqlx::query(schema::PRUNE_CANDIDATES), tenant, run)
+        .bind(schema::saturating_sql_int(policy.cutoff_ms()))
+        .bind(highest)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("read compaction candidates"))?;
+    let mut pruned = Vec::with_capacity(candidates.len());
+    for row in &candidates {
+        let record = schema::parse_event_row(row, path, (tenant, run_id))?;
+        if policy.prunes(&record, floor) {
+            pruned.push(record);
+        }
+    }
+    if pruned.is_empty() {
+        return Ok(0);
+    }
+    let old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("read the compaction marker"))?
+        .map(|row| schema::parse_event_row(&row, path, (tenant, run_id)))
+        .transpose()?;
+    // The ids in the marker namespace the stream's ordinary events hold,
+    // live or compacted: the new marker must not take one of them.
+    let held = bind_stream(sqlx::query(schema::HELD_MARKER_IDS), tenant, run)
+        .bind(COMPACTION_ID_PREFIX)
+        .bind(schema::prefix_end(COMPACTION_ID_PREFIX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("read the ids in the marker namespace"))?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<std::result::Result<HashSet<String>, _>>()
+        .map_err(db("read the ids in the marker namespace"))?;
+    let marker = merge_marker(
+        tenant,
+        run_id,
+        old_marker.as_ref(),
+        &pruned,
+        policy.now_ms(),
+        |id| Ok(held.contains(id.as_str())),
+    )?;
+    let doomed = pruned
+        .iter()
+        .chain(old_marker.as_ref())
+        .map(|record| to_sql_int(record.seq, "seq"))
+        .collect::<Result<Vec<_>>>()?;
+    bind_stream(sqlx::query(schema::DELETE_SEQS), tenant, run)
+        .bind(schema::json_int_array(doomed))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("delete compacted events"))?;
+    let marker_row = EventRow::new(tenant, run_id, marker)?;
+    insert_rows(
+        conn,
+        insert_sql,
+        path,
+        "write the compaction marker",
+        vec![marker_row],
+        Commit::Separately,
+    )
+    .await?;
+    insert_compacted_ids(
+        conn,
+        path,
+        stream,
+        pruned.iter().map(|record| (&record.event_id, record.seq)),
+    )
+    .await?;
+    Ok(pruned.len())
+}
+
+/// Deletes the snapshots of one stream that `select` picks from them in
+/// snapshot order, inside the caller's transaction (CONTRACT §14). Returns
+/// how many were deleted.
+async fn prune_stream(
+    conn: &mut SqliteConnection,
+    path: &Arc<str>,
+    stream: &StreamKey,
+    select: impl FnOnce(&[SnapshotRecord]) -> Vec<usize>,
+) -> std::result::Result<usize, Fail> {
+    let (tenant, run) = (&stream.tenant, stream.run_id.as_str());
+    let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
+    let rows = bind_stream(sqlx::query(schema::LIST_SNAPSHOTS), tenant, run)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("list snapshots"))?;
+    let mut ordered = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: &str = row.try_get(0).map_err(db("list snapshots"))?;
+        let text: &str = row.try_get(1).map_err(db("list snapshots"))?;
+        ordered.push(schema::parse_snapshot(
+            text,
+            path,
+            (tenant, &stream.run_id),
+            id,
+        )?);
+    }
+    ordered.sort_by(runstore_core::snapshot_order);
+    let doomed = select(&ordered);
+    for &index in &doomed {
+        let id = ordered[index].snapshot_id.as_str();
+        bind_stream(sqlx::query(schema::DELETE_SNAPSHOT), tenant, run)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| {
+                SqliteError::driver_at(
+                    path,
+                    "delete a snapshot",
+                    format_args!("{stream}, snapshot {id:?}"),
+                    err,
+                )
+            })?;
+    }
+    Ok(doomed.len())
+}

@@ -1,0 +1,233 @@
+//! The writer: one connection that runs every write of the store.
+//!
+//! Writes arrive as [`Job`]s on a [`WriteQueue`]. Appends and snapshot puts
+//! waiting together are run as one group in one `BEGIN IMMEDIATE`
+//! transaction and committed once (group commit): with 64 concurrent
+//! appenders, one sync serves many appends. Each request is planned on its
+//! own ([`plan_append`](runstore_core::append::plan_append)), so one
+//! request's `Conflict` never affects another's; a failure of the
+//! transaction itself fails every request of the group, and nothing of it is
+//! written. A group of appends to one stream the writer has seen takes a
+//! shorter, guarded path (see [`Writer::try_guarded_group`]).
+//!
+//! The request that finds the queue without a leader starts one and drives
+//! it until its own answer arrives, so an uncontended write runs on the
+//! caller's thread; a leader with more to do is then handed to the store's
+//! own thread (see [`queue`]), which runs it until the queue is empty. sqlx
+//! runs the connection's statements on its worker thread; a leader only
+//! awaits them, so no executor is ever blocked.
+//!
+//! `BEGIN IMMEDIATE` takes SQLite's write lock before anything is read, so
+//! the stream state a plan sees cannot change before the commit, in this
+//! process or any other (CONTRACT §3). SQLITE_BUSY from another process
+//! holding the lock is waited out by SQLite's busy handler and retried here
+//! until the busy timeout has passed; then the requests fail with a
+//! retryable error naming the lock.
+//!
+//! This file holds the requests ([`Job`]) and the [`Writer`]; each job it
+//! runs has a file of its own:
+//!
+//! - [`queue`]: the queue, its leaders and the store's own thread.
+//! - [`general`]: a group in one `BEGIN IMMEDIATE` transaction.
+//! - [`guarded`]: a group of appends to one remembered stream, in one
+//!   guarded statement.
+//! - [`maintenance`]: compaction and snapshot prune.
+//! - [`import`]: an exported stream written in one transaction.
+//!
+//! and what they share:
+//!
+//! - [`state`]: a stream's state inside a transaction, and planning against
+//!   it.
+//! - [`rows`]: event rows, binding and inserting them.
+//! - [`retry`]: failures inside a transaction, and retrying them.
+
+mod general;
+mod guarded;
+mod import;
+mod maintenance;
+mod queue;
+mod retry;
+mod rows;
+mod state;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use runstore_core::{
+    AppendOutcome, Error, EventRecord, MaintenanceReport, Result, RunId, SnapshotId, StreamKey,
+    Tenant, compaction::CompactionPolicy,
+};
+use sqlx::SqliteConnection;
+use tokio::sync::oneshot;
+
+pub(crate) use self::{
+    queue::{WriteQueue, answered},
+    rows::stream_from_row,
+};
+use self::{
+    retry::{Replan, into_error, retrying},
+    rows::InsertSql,
+};
+use crate::schema::{self, INSERT_CHUNK};
+
+/// One write request.
+pub(crate) enum Job {
+    /// `append_batch`.
+    Append(AppendJob),
+    /// `put` of a snapshot.
+    Put(PutJob),
+    /// Compaction or snapshot prune of some streams, in one transaction.
+    Maintain {
+        task: Maintenance,
+        streams: Vec<StreamKey>,
+        reply: oneshot::Sender<Result<MaintenanceReport>>,
+    },
+    /// `import_stream`.
+    Import {
+        tenant: Tenant,
+        run_id: RunId,
+        records: Vec<EventRecord>,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+}
+
+/// An `append_batch` request.
+pub(crate) struct AppendJob {
+    pub(crate) tenant: Tenant,
+    pub(crate) run_id: RunId,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) expected_last_seq: Option<u64>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+}
+
+/// A snapshot `put`: its key, order columns and record, serialized with
+/// the tenant already stamped.
+pub(crate) struct PutJob {
+    pub(crate) tenant: Tenant,
+    pub(crate) run_id: RunId,
+    pub(crate) snapshot_id: SnapshotId,
+    pub(crate) seq: i64,
+    pub(crate) created_at_ms: i64,
+    pub(crate) record: String,
+    pub(crate) reply: oneshot::Sender<Result<()>>,
+}
+
+impl Job {
+    /// Whether the job may share a group transaction.
+    fn groupable(&self) -> bool {
+        matches!(self, Self::Append(_) | Self::Put(_))
+    }
+
+    /// How many events the job writes at most.
+    fn weight(&self) -> usize {
+        match self {
+            Self::Append(job) => job.events.len(),
+            _ => 1,
+        }
+    }
+
+    /// Answers the job with `err` without running it.
+    fn fail(self, err: Error) {
+        // A caller that stopped waiting needs no answer.
+        match self {
+            Self::Append(job) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Self::Put(job) => {
+                let _ = job.reply.send(Err(err));
+            }
+            Self::Maintain { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Self::Import { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// Store-wide maintenance, run on a few streams at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Maintenance {
+    /// `compact` (CONTRACT §8-§11).
+    Compact(CompactionPolicy),
+    /// `prune` of snapshots (CONTRACT §14).
+    Prune {
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    },
+}
+
+impl Maintenance {
+    fn action(&self) -> &'static str {
+        match self {
+            Self::Compact(_) => "compact",
+            Self::Prune { .. } => "prune snapshots",
+        }
+    }
+}
+
+/// The writer connection and the statements it has built.
+pub(crate) struct Writer {
+    conn: SqliteConnection,
+    path: Arc<str>,
+    busy_timeout: Duration,
+    /// `insert_sql[n - 1]` inserts `n` event rows; see [`InsertSql`].
+    insert_sql: InsertSql,
+    /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
+    begin_and_state_sql: String,
+    /// `guarded_sql[n - 1]` is [`schema::guarded_insert_events_sql`] of `n`
+    /// rows.
+    guarded_sql: Vec<String>,
+    /// The last seq of streams as this writer's own commits left them. A
+    /// hint for the guarded path only: another process may have appended
+    /// since, which the guard detects.
+    last_seqs: HashMap<StreamKey, u64>,
+}
+
+impl Writer {
+    /// A writer over `conn`, an open connection with the writer's settings.
+    pub(crate) fn new(conn: SqliteConnection, path: Arc<str>, busy_timeout: Duration) -> Self {
+        Self {
+            conn,
+            path,
+            busy_timeout,
+            insert_sql: InsertSql::new(),
+            begin_and_state_sql: format!("BEGIN IMMEDIATE;\n{}", schema::STREAM_STATE),
+            guarded_sql: (1..=INSERT_CHUNK)
+                .map(schema::guarded_insert_events_sql)
+                .collect(),
+            last_seqs: HashMap::new(),
+        }
+    }
+
+    /// Runs a job that has a transaction of its own: maintenance
+    /// ([`maintenance`]) or an import ([`import`]).
+    async fn run_exclusive(&mut self, job: Job) {
+        match job {
+            Job::Maintain {
+                task,
+                streams,
+                reply,
+            } => {
+                let report = self.run_maintenance(&task, &streams).await;
+                let _ = reply.send(report);
+            }
+            Job::Import {
+                tenant,
+                run_id,
+                records,
+                reply,
+            } => {
+                let result = retrying!(
+                    self,
+                    "import a stream",
+                    Replan::Yes,
+                    self.try_import(&tenant, &run_id, &records).await
+                );
+                let _ = reply.send(result.map_err(into_error));
+            }
+            Job::Append(_) | Job::Put(_) => unreachable!("appends and puts run in groups"),
+        }
+    }
+}
