@@ -89,8 +89,12 @@ use std::{
     thread::JoinHandle,
 };
 
-use runstore_core::{Durability, Error, Result, validate::Limits};
-use tokio::{runtime::RuntimeFlavor, sync::oneshot};
+use runstore_core::{
+    Durability, Error, Result,
+    group::{self, Reply},
+    validate::Limits,
+};
+use tokio::runtime::RuntimeFlavor;
 
 #[doc(hidden)]
 pub use fileio::{IoObserver, IoOp};
@@ -327,11 +331,8 @@ impl JsonlStore {
         self.inner.shared.read_state().index.stats()
     }
 
-    async fn request<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
-    ) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
+    async fn request<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, answer) = group::reply();
         let shared = &self.inner.shared;
         self.inner
             .requests
@@ -339,7 +340,7 @@ impl JsonlStore {
             .expect("the sender lives until the store is dropped")
             .send(command(reply))
             .map_err(|_| writer_gone(&shared.dir))?;
-        answer.await.map_err(|_| writer_gone(&shared.dir))?
+        answer.wait(|| writer_gone(&shared.dir)).await
     }
 
     async fn blocking<T: Send + 'static>(

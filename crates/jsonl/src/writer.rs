@@ -17,9 +17,9 @@ use runstore_core::{
     StreamKey, Tenant,
     append::{plan_append, plan_import},
     compaction::{CompactionPolicy, compacted_ids},
+    group::Reply,
     validate::Limits,
 };
-use tokio::sync::oneshot;
 
 use crate::{
     error::{io_at, poisoned},
@@ -167,17 +167,17 @@ pub(crate) enum Command {
         run_id: RunId,
         events: Vec<EventRecord>,
         expected_last_seq: Option<u64>,
-        reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+        reply: Reply<Vec<AppendOutcome>>,
     },
     Import {
         tenant: Tenant,
         run_id: RunId,
         records: Vec<EventRecord>,
-        reply: oneshot::Sender<Result<usize>>,
+        reply: Reply<usize>,
     },
     Compact {
         policy: CompactionPolicy,
-        reply: oneshot::Sender<Result<MaintenanceReport>>,
+        reply: Reply<MaintenanceReport>,
     },
 }
 
@@ -192,7 +192,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
             match command {
                 Command::Compact { policy, reply } => {
                     commit(shared, std::mem::take(&mut group), &mut scratch);
-                    let _ = reply.send(crate::compact::compact(shared, &policy));
+                    reply.send(crate::compact::compact(shared, &policy));
                 }
                 other => group.push(other),
             }
@@ -239,28 +239,18 @@ fn remember(ids: &mut HashMap<EventId, u64>, record: &NewRecord) {
 }
 
 enum Answer {
-    Append(
-        oneshot::Sender<Result<Vec<AppendOutcome>>>,
-        Vec<AppendOutcome>,
-    ),
-    Import(oneshot::Sender<Result<usize>>, usize),
+    Append(Reply<Vec<AppendOutcome>>, Vec<AppendOutcome>),
+    Import(Reply<usize>, usize),
 }
 
 impl Answer {
-    fn send(self, error: Option<&dyn Fn() -> Error>) {
-        match (self, error) {
-            (Self::Append(reply, outcomes), None) => {
-                let _ = reply.send(Ok(outcomes));
-            }
-            (Self::Import(reply, written), None) => {
-                let _ = reply.send(Ok(written));
-            }
-            (Self::Append(reply, _), Some(error)) => {
-                let _ = reply.send(Err(error()));
-            }
-            (Self::Import(reply, _), Some(error)) => {
-                let _ = reply.send(Err(error()));
-            }
+    /// Answers the request: its outcome, or the group's failure.
+    fn send(self, failure: Option<&Error>) {
+        match (self, failure) {
+            (Self::Append(reply, outcomes), None) => reply.send(Ok(outcomes)),
+            (Self::Import(reply, written), None) => reply.send(Ok(written)),
+            (Self::Append(reply, _), Some(error)) => reply.send(Err(error.clone())),
+            (Self::Import(reply, _), Some(error)) => reply.send(Err(error.clone())),
         }
     }
 }
@@ -431,19 +421,12 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
     if group.is_empty() {
         return;
     }
-    if shared.poisoned().is_some() {
-        let error = || shared.poisoned().expect("checked above");
+    if let Some(error) = shared.poisoned() {
         for command in group {
             match command {
-                Command::Append { reply, .. } => {
-                    let _ = reply.send(Err(error()));
-                }
-                Command::Import { reply, .. } => {
-                    let _ = reply.send(Err(error()));
-                }
-                Command::Compact { reply, .. } => {
-                    let _ = reply.send(Err(error()));
-                }
+                Command::Append { reply, .. } => reply.send(Err(error.clone())),
+                Command::Import { reply, .. } => reply.send(Err(error.clone())),
+                Command::Compact { reply, .. } => reply.send(Err(error.clone())),
             }
         }
         return;
@@ -471,9 +454,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
             } => {
                 match planned.append(&tenant, &run_id, &events, expected_last_seq) {
                     Ok(outcomes) => answers.push(Answer::Append(reply, outcomes)),
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
+                    Err(err) => reply.send(Err(err)),
                 }
                 requests_spent.push(events);
             }
@@ -484,12 +465,10 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
                 reply,
             } => match planned.import(&tenant, &run_id, &records) {
                 Ok(written) => answers.push(Answer::Import(reply, written)),
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                }
+                Err(err) => reply.send(Err(err)),
             },
             Command::Compact { reply, .. } => {
-                let _ = reply.send(Err(Error::invalid("compaction is not part of a group")));
+                reply.send(Err(Error::invalid("compaction is not part of a group")));
             }
         }
     }
@@ -532,15 +511,8 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
     *scratch = bytes;
     if let Err(err) = written {
         shared.poison(format!("append to {} failed: {err}", log.path.display()));
-        // Each request gets its own copy of the one failure, stated once.
-        let (kind, text) = (err.kind(), err.to_string());
-        let error = || {
-            io_at(
-                "append to",
-                &log.path,
-                std::io::Error::new(kind, text.clone()),
-            )
-        };
+        // Each request gets a clone of the one failure, stated once.
+        let error = io_at("append to", &log.path, err);
         for answer in answers {
             answer.send(Some(&error));
         }
@@ -556,7 +528,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         Err(err) => {
             let reason = format!("indexing appended records failed: {err}");
             shared.poison(reason);
-            let error = || shared.poisoned().expect("just poisoned");
+            let error = shared.poisoned().expect("just poisoned");
             for answer in answers {
                 answer.send(Some(&error));
             }
