@@ -73,6 +73,27 @@ impl<T> Answer<T> {
     pub async fn wait(self, gone: impl FnOnce() -> Error) -> Result<T> {
         self.0.await.unwrap_or_else(|_| Err(gone()))
     }
+
+    /// The request's answer, or `None` when the [`Reply`] was dropped
+    /// unanswered: for a backend that sends such a request again (appends
+    /// are idempotent by id) instead of failing it. Cancel safe: a dropped
+    /// call leaves the answer to the next.
+    pub async fn recv(&mut self) -> Option<Result<T>> {
+        self.await
+    }
+}
+
+/// Polling an answer directly (a backend that drives its leader while it
+/// waits) gives what [`Answer::recv`] gives.
+impl<T> Future for Answer<T> {
+    type Output = Option<Result<T>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
 }
 
 /// A reply and the answer its caller waits on.

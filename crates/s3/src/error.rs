@@ -48,12 +48,6 @@ pub(crate) fn contended(what: impl Into<String>) -> Error {
 #[error("{0}: too many concurrent writers, gave up; retry")]
 pub(crate) struct Contended(String);
 
-/// The error of one shared round, for each of its callers: errors are
-/// `Clone`, sharing the one failure.
-pub(crate) fn share(err: &Error) -> Error {
-    err.clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,7 +63,7 @@ mod tests {
                 source: "connection reset".into(),
             },
         );
-        let shared = share(&original);
+        let shared = original.clone();
         assert_eq!(shared.to_string(), original.to_string());
         assert_eq!(
             shared.to_string().matches("s3 error").count(),
@@ -78,13 +72,13 @@ mod tests {
         );
         assert!(shared.is_retryable());
         let corrupt = Error::corrupt("p/head (the head of stream o/w:r)", "bad");
-        assert_eq!(share(&corrupt).to_string(), corrupt.to_string());
+        assert_eq!(corrupt.clone().to_string(), corrupt.to_string());
         let conflict = Error::Conflict {
             expected: u64::MAX,
             actual: 3,
         };
         assert!(matches!(
-            share(&conflict),
+            conflict.clone(),
             Error::Conflict {
                 expected: u64::MAX,
                 actual: 3

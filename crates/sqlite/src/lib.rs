@@ -91,8 +91,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{Durability, Error, MaintenanceReport, Result, StreamKey, validate::Limits};
-use tokio::sync::oneshot;
+use runstore_core::{
+    Durability, Error, MaintenanceReport, Result, StreamKey, group::Answer, validate::Limits,
+};
 
 use crate::{
     conn::Readers,
@@ -334,7 +335,7 @@ impl SqliteStore {
     ) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         for chunk in streams.chunks(MAINTENANCE_STREAMS_PER_TRANSACTION) {
-            let (reply, answer) = oneshot::channel();
+            let (reply, answer) = runstore_core::group::reply();
             let done = self
                 .submit(
                     Job::Maintain {
@@ -353,13 +354,14 @@ impl SqliteStore {
     }
 
     /// Queues `job` for the writer and waits for its answer.
-    async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+    async fn submit<T>(&self, job: Job, answer: Answer<T>) -> Result<T> {
         let leader = self.inner.writes.submit(job)?;
-        writer::answered(leader, answer)
-            .await
-            .map_err(|_| SqliteError::LeaderCancelled {
+        writer::answered(leader, answer).await.unwrap_or_else(|| {
+            Err(SqliteError::LeaderCancelled {
                 path: self.inner.path.clone(),
-            })?
+            }
+            .into())
+        })
     }
 }
 

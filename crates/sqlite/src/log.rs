@@ -36,7 +36,7 @@ impl EventLog for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = runstore_core::group::reply();
         self.submit(
             Job::Append(AppendJob {
                 tenant: tenant.clone(),
@@ -220,7 +220,7 @@ impl EventLog for SqliteStore {
         records: &[EventRecord],
     ) -> Result<usize> {
         self.inner.options.limits.check_import(run_id, records)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = runstore_core::group::reply();
         self.submit(
             Job::Import {
                 tenant: tenant.clone(),

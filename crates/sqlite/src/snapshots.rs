@@ -31,7 +31,7 @@ impl SnapshotStore for SqliteStore {
         let record = to_json(&snapshot, || {
             format!("serialize snapshot {:?}", snapshot.snapshot_id.as_str())
         })?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = runstore_core::group::reply();
         self.submit(
             Job::Put(PutJob {
                 tenant: tenant.clone(),

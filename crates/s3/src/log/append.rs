@@ -12,16 +12,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use runstore_core::{AppendOutcome, EventId, EventRecord, Result, StreamKey, append::plan_append};
-use tokio::sync::oneshot;
+use runstore_core::{
+    AppendOutcome, EventId, EventRecord, Result, StreamKey,
+    append::plan_append,
+    group::{self, Reply},
+};
 
 use super::{Loaded, Local};
-use crate::{
-    Inner, backoff,
-    error::{contended, share},
-    new_token,
-    objects::Put,
-};
+use crate::{Inner, backoff, error::contended, new_token, objects::Put};
 
 /// Rounds a writer runs before answering a retryable "contended" error.
 const APPEND_ATTEMPTS: u32 = 64;
@@ -30,7 +28,7 @@ const APPEND_ATTEMPTS: u32 = 64;
 struct Pending {
     events: Vec<EventRecord>,
     expected: Option<u64>,
-    reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    reply: Reply<Vec<AppendOutcome>>,
 }
 
 /// A handle's per-stream append queue and leader slot.
@@ -78,7 +76,7 @@ impl Inner {
         // panic, or a cancelled leader off a Tokio runtime); the call then
         // queues again (appends are idempotent by id, CONTRACT §2).
         for _ in 0..APPEND_ATTEMPTS {
-            let (reply, mut answer) = oneshot::channel();
+            let (reply, mut answer) = group::reply();
             state.push(Pending {
                 events: events.to_vec(),
                 expected,
@@ -86,9 +84,9 @@ impl Inner {
             });
             tokio::select! {
                 biased;
-                result = &mut answer => match result {
-                    Ok(result) => return result,
-                    Err(_) => continue,
+                result = answer.recv() => match result {
+                    Some(result) => return result,
+                    None => continue,
                 },
                 local = state.leader.clone().lock_owned() => {
                     match tokio::runtime::Handle::try_current() {
@@ -102,9 +100,9 @@ impl Inner {
                         // flush) before answering.
                         Err(_) => self.lead(key, &state, local).await,
                     }
-                    match answer.await {
-                        Ok(result) => return result,
-                        Err(_) => continue,
+                    match answer.recv().await {
+                        Some(result) => return result,
+                        None => continue,
                     }
                 }
             }
@@ -133,14 +131,10 @@ impl Inner {
         match self.commit(key, local, &batch, &token).await {
             Ok(answers) => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
-                    let _ = pending.reply.send(answer);
+                    pending.reply.send(answer);
                 }
             }
-            Err(err) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(share(&err)));
-                }
-            }
+            Err(err) => group::fail_all(batch.into_iter().map(|pending| pending.reply), &err),
         }
     }
 

@@ -60,10 +60,10 @@ impl Writer {
                         (Job::Append(job), Answer::Append(result)) => {
                             // The caller may have stopped waiting; the write
                             // stands either way.
-                            let _ = job.reply.send(result);
+                            job.reply.send(result);
                         }
                         (Job::Put(job), Answer::Put) => {
-                            let _ = job.reply.send(Ok(()));
+                            job.reply.send(Ok(()));
                         }
                         _ => unreachable!("answers follow the group's order"),
                     }

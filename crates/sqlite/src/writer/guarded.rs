@@ -122,7 +122,7 @@ impl Writer {
             if let Job::Append(job) = job {
                 // The caller may have stopped waiting; the write stands
                 // either way.
-                let _ = job.reply.send(Ok(outcomes));
+                job.reply.send(Ok(outcomes));
             }
         }
         None

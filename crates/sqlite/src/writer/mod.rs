@@ -53,11 +53,10 @@ mod state;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use runstore_core::{
-    AppendOutcome, Error, EventRecord, MaintenanceReport, Result, RunId, SnapshotId, StreamKey,
-    Tenant, compaction::CompactionPolicy,
+    AppendOutcome, Error, EventRecord, MaintenanceReport, RunId, SnapshotId, StreamKey, Tenant,
+    compaction::CompactionPolicy, group::Reply,
 };
 use sqlx::SqliteConnection;
-use tokio::sync::oneshot;
 
 pub(crate) use self::{
     queue::{WriteQueue, answered},
@@ -79,14 +78,14 @@ pub(crate) enum Job {
     Maintain {
         task: Maintenance,
         streams: Vec<StreamKey>,
-        reply: oneshot::Sender<Result<MaintenanceReport>>,
+        reply: Reply<MaintenanceReport>,
     },
     /// `import_stream`.
     Import {
         tenant: Tenant,
         run_id: RunId,
         records: Vec<EventRecord>,
-        reply: oneshot::Sender<Result<usize>>,
+        reply: Reply<usize>,
     },
 }
 
@@ -96,7 +95,7 @@ pub(crate) struct AppendJob {
     pub(crate) run_id: RunId,
     pub(crate) events: Vec<EventRecord>,
     pub(crate) expected_last_seq: Option<u64>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    pub(crate) reply: Reply<Vec<AppendOutcome>>,
 }
 
 /// A snapshot `put`: its key, order columns and record, serialized with
@@ -108,7 +107,7 @@ pub(crate) struct PutJob {
     pub(crate) seq: i64,
     pub(crate) created_at_ms: i64,
     pub(crate) record: String,
-    pub(crate) reply: oneshot::Sender<Result<()>>,
+    pub(crate) reply: Reply<()>,
 }
 
 impl Job {
@@ -130,16 +129,16 @@ impl Job {
         // A caller that stopped waiting needs no answer.
         match self {
             Self::Append(job) => {
-                let _ = job.reply.send(Err(err));
+                job.reply.send(Err(err));
             }
             Self::Put(job) => {
-                let _ = job.reply.send(Err(err));
+                job.reply.send(Err(err));
             }
             Self::Maintain { reply, .. } => {
-                let _ = reply.send(Err(err));
+                reply.send(Err(err));
             }
             Self::Import { reply, .. } => {
-                let _ = reply.send(Err(err));
+                reply.send(Err(err));
             }
         }
     }
@@ -211,7 +210,7 @@ impl Writer {
                 reply,
             } => {
                 let report = self.run_maintenance(&task, &streams).await;
-                let _ = reply.send(report);
+                reply.send(report);
             }
             Job::Import {
                 tenant,
@@ -225,7 +224,7 @@ impl Writer {
                     Replan::Yes,
                     self.try_import(&tenant, &run_id, &records).await
                 );
-                let _ = reply.send(result.map_err(into_error));
+                reply.send(result.map_err(into_error));
             }
             Job::Append(_) | Job::Put(_) => unreachable!("appends and puts run in groups"),
         }

@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use runstore_core::group::{Answer, Budget};
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 
@@ -46,20 +47,16 @@ fn next_batch(jobs: &mut VecDeque<Job>) -> Option<Batch> {
     if !first.groupable() {
         return Some(Batch::Exclusive(first));
     }
+    let budget = Budget::new(MAX_GROUP_REQUESTS, MAX_GROUP_EVENTS);
     let mut weight = first.weight();
     let mut group = vec![first];
-    while group.len() < MAX_GROUP_REQUESTS && weight < MAX_GROUP_EVENTS {
-        match jobs.pop_front() {
-            Some(job) if job.groupable() => {
-                weight += job.weight();
-                group.push(job);
-            }
-            Some(job) => {
-                jobs.push_front(job);
-                break;
-            }
-            None => break,
+    while let Some(job) = jobs.pop_front() {
+        if !job.groupable() || !budget.admits(group.len(), weight, job.weight()) {
+            jobs.push_front(job);
+            break;
         }
+        weight += job.weight();
+        group.push(job);
     }
     Some(Batch::Group(group))
 }
@@ -258,11 +255,11 @@ impl Drop for Leader {
 }
 
 /// Waits for `answer`, driving `leader` (if the caller started one)
-/// meanwhile.
+/// meanwhile; `None` when the request's reply was dropped unanswered.
 pub(crate) async fn answered<T>(
     mut leader: Option<Leader>,
-    mut answer: oneshot::Receiver<T>,
-) -> std::result::Result<T, oneshot::error::RecvError> {
+    mut answer: Answer<T>,
+) -> Option<runstore_core::Result<T>> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(reply) = Pin::new(&mut answer).poll(cx) {
             return Poll::Ready(reply);
