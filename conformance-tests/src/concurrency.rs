@@ -1,10 +1,13 @@
 //! Concurrent appends to one stream (CONTRACT §3, §4).
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
-use runstore_core::{AppendOutcome, EventLog, EventLogExt, EventRecord, ReadQuery, Store};
+use runstore_core::{
+    AppendOutcome, EventLog, EventLogExt, EventRecord, ReadQuery, Store, StreamKey,
+    check::StreamCheck,
+};
 
-use crate::{Harness, event, run, tenant};
+use crate::{Harness, event, run, support, tenant};
 
 /// The ids task `task` appends: its own ids plus, for one in five, an id
 /// another task also appends (so about 20% of appends are cross-task
@@ -21,48 +24,30 @@ fn task_ids(task: usize, tasks: usize, per_task: usize) -> Vec<String> {
         .collect()
 }
 
-/// Checks the stream after concurrent appends: seqs exactly 1..n, each id
-/// once, and every answer (first or duplicate) naming the stored seq.
-async fn check_stream(store: &Arc<dyn Store>, answers: Vec<(String, AppendOutcome)>) {
+/// Checks tenant 1's `run_id` after concurrent appends with the shared
+/// stream checker, read through `store`: seqs exactly 1..n (nothing is
+/// compacted), each id once, every answer (first or duplicate) naming the
+/// stored seq, one inserting answer per stored event, and `next_seq` n + 1.
+pub(crate) async fn check_raced_stream(
+    store: &Arc<dyn Store>,
+    run_id: &str,
+    answers: &[(String, AppendOutcome)],
+) -> StreamCheck {
     let t = tenant(1);
+    let key = StreamKey::new(t.clone(), run(run_id));
     let records = store
-        .read(&t, &run("hot"), ReadQuery::all())
+        .read(&t, &key.run_id, ReadQuery::all())
         .await
         .expect("read");
-    let expected: Vec<u64> = (1..=records.len() as u64).collect();
-    let got: Vec<u64> = records.iter().map(|record| record.seq).collect();
-    assert_eq!(got, expected, "seqs must be exactly 1..n");
-    let mut stored: HashMap<&str, u64> = HashMap::new();
-    for record in &records {
-        assert!(
-            stored
-                .insert(record.event_id.as_str(), record.seq)
-                .is_none(),
-            "event {} stored twice",
-            record.event_id
-        );
-    }
-    let mut inserted = 0;
-    for (id, outcome) in &answers {
-        assert_eq!(
-            stored.get(id.as_str()),
-            Some(&outcome.seq),
-            "answer for {id} names seq {} but the stream disagrees",
-            outcome.seq
-        );
-        inserted += usize::from(outcome.inserted);
-    }
-    assert_eq!(
-        inserted,
-        records.len(),
-        "exactly one answer per stored event says inserted"
+    let check = support::assert_sound_stream(&key, &records);
+    assert_eq!(check.compacted, 0, "nothing was compacted");
+    support::assert_each_event_inserted_once(
+        &check,
+        answers.iter().map(|(id, outcome)| (id.as_str(), outcome)),
     );
-    let distinct: std::collections::HashSet<_> = answers.iter().map(|(id, _)| id).collect();
-    assert_eq!(distinct.len(), records.len(), "every distinct id is stored");
-    assert_eq!(
-        store.next_seq(&t, &run("hot")).await.expect("next_seq"),
-        records.len() as u64 + 1
-    );
+    let next = store.next_seq(&t, &key.run_id).await.expect("next_seq");
+    assert_eq!(check.check_next_seq(next), None);
+    check
 }
 
 /// CONTRACT §3: many tasks appending single events to one stream, with
@@ -92,7 +77,7 @@ pub async fn concurrent_appends_are_gapless_and_unique(h: &Harness) {
     for handle in handles {
         answers.extend(handle.await.expect("task"));
     }
-    check_stream(instance.store(), answers).await;
+    check_raced_stream(instance.store(), "hot", &answers).await;
 }
 
 /// CONTRACT §3, §4: the same with batches of 10, whose ids overlap across
@@ -134,7 +119,7 @@ pub async fn concurrent_batches_are_gapless_and_unique(h: &Harness) {
     for handle in handles {
         answers.extend(handle.await.expect("task"));
     }
-    check_stream(instance.store(), answers).await;
+    check_raced_stream(instance.store(), "hot", &answers).await;
 }
 
 /// CONTRACT §2, §3: the same event appended by many tasks at once is stored

@@ -54,6 +54,13 @@ pub struct Capabilities {
     /// Property test cases; `None` reads [`PROPTEST_CASES_VAR`] or uses
     /// [`DEFAULT_PROPTEST_CASES`].
     pub proptest_cases: Option<u32>,
+    /// Several handles may be open on one location at once and append to
+    /// one stream concurrently ([`Instance::open_again`] opens another):
+    /// SQLite, S3, PostgreSQL.
+    pub shared_writers: bool,
+    /// A second open of a location while a handle on it is open answers
+    /// `Locked`: JSONL, redb.
+    pub exclusive_open: bool,
 }
 
 impl Capabilities {
@@ -64,6 +71,26 @@ impl Capabilities {
             concurrency_events: 2_000,
             concurrency_tasks: 64,
             proptest_cases: None,
+            shared_writers: false,
+            exclusive_open: false,
+        }
+    }
+
+    /// These capabilities with [`shared_writers`](Self::shared_writers).
+    #[must_use]
+    pub fn with_shared_writers(self) -> Self {
+        Self {
+            shared_writers: true,
+            ..self
+        }
+    }
+
+    /// These capabilities with [`exclusive_open`](Self::exclusive_open).
+    #[must_use]
+    pub fn with_exclusive_open(self) -> Self {
+        Self {
+            exclusive_open: true,
+            ..self
         }
     }
 
@@ -183,6 +210,17 @@ impl Harness {
         true
     }
 
+    /// Opens a store at `location`, as [`Instance::open_again`] does, without
+    /// registering it for cleanup: for a child process that works on its
+    /// parent's location.
+    ///
+    /// # Errors
+    /// Whatever the backend's open returns.
+    #[doc(hidden)]
+    pub async fn open_at(&self, location: Location) -> Result<Arc<dyn Store>> {
+        (self.open)(location).await
+    }
+
     /// Runs the cleanup for every location opened so far.
     #[doc(hidden)]
     pub async fn cleanup(&self) {
@@ -220,19 +258,8 @@ impl Harness {
         let Some(reason) = &self.missing_service else {
             return true;
         };
-        if std::env::var_os(ALLOW_MISSING_SERVICES).is_some() {
-            eprintln!(
-                "SKIPPED {}::{case}: {reason} ({ALLOW_MISSING_SERVICES} is set)",
-                self.backend
-            );
-            false
-        } else {
-            panic!(
-                "{} conformance cannot run: {reason}. Run scripts/test.sh, which starts the \
-                 services, or set {ALLOW_MISSING_SERVICES}=1 to skip it knowingly",
-                self.backend
-            );
-        }
+        crate::support::missing_service(&format!("{}::{case}", self.backend), reason);
+        false
     }
 
     /// Prints that `case` does not apply to this backend, and why.

@@ -16,13 +16,22 @@
 //! runstore_conformance::suite!(harness());
 //! ```
 //!
+//! Invoke [`suite!`] at the root of the test crate: cases that need a second
+//! process run the test binary again, filtered to the ignored
+//! `conformance_child_process` test it stamps.
+//!
 //! Cases panic on the first broken expectation, naming what differed.
+//!
+//! What a backend's own tests need besides the cases (a service URL or a
+//! loud failure, a child process, the stream checker, a forwarding
+//! `ObjectStore`) is in [`support`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod compaction;
 pub mod concurrency;
 pub mod events;
 mod fixtures;
+pub mod handles;
 mod harness;
 pub mod hostile;
 pub mod idempotency;
@@ -30,6 +39,7 @@ pub mod maintenance;
 pub mod persistence;
 pub mod property;
 pub mod snapshots;
+pub mod support;
 pub mod tenancy;
 
 pub use fixtures::*;
@@ -59,6 +69,8 @@ macro_rules! suite {
             concurrency::concurrent_appends_are_gapless_and_unique,
             concurrency::concurrent_batches_are_gapless_and_unique,
             concurrency::concurrent_duplicate_writes_store_once,
+            handles::several_handles_append_to_one_stream_gapless_and_unique,
+            handles::a_second_open_is_locked_until_the_handle_is_dropped,
             compaction::compaction_prunes_old_events_and_keeps_next_seq,
             compaction::compaction_with_zero_retention_does_nothing,
             compaction::compaction_keeps_the_tail_from_the_newest_snapshot,
@@ -81,7 +93,17 @@ macro_rules! suite {
             property::store_matches_the_model_under_hostile_input,
             hostile::hostile_tenant_cannot_hurt_another,
             hostile::maintenance_isolates_a_failing_stream,
+            handles::two_processes_append_to_one_stream_gapless_and_unique,
         );
+
+        /// The second process of the suite's cross-process case; the case
+        /// runs this test binary again filtered to it.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        #[ignore = "the child process of a conformance case; run by it"]
+        async fn conformance_child_process() {
+            let harness: $crate::Harness = $harness;
+            $crate::handles::child_process(&harness).await;
+        }
     };
 }
 

@@ -4,7 +4,7 @@ use runstore_conformance::{Capabilities, Harness};
 use runstore_core::{EventRecord, StreamKey};
 
 fn harness() -> Harness {
-    Harness::new("jsonl", Capabilities::persistent(), |location| async move {
+    Harness::new("jsonl", Capabilities::persistent().with_exclusive_open(), |location| async move {
         runstore_jsonl::JsonlStore::open(location.dir.join("store")).await
     })
     .on_damage(|location, stream| async move {

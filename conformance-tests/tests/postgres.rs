@@ -15,17 +15,21 @@ const URL_VAR: &str = "RUNSTORE_POSTGRES_URL";
 fn harness() -> Harness {
     let url = std::env::var(URL_VAR).ok().filter(|url| !url.is_empty());
     let open_url = url.clone().unwrap_or_default();
-    let harness = Harness::new("postgres", Capabilities::persistent(), move |location| {
-        let url = open_url.clone();
-        async move {
-            // A small pool per store: cases run in parallel and the
-            // property test opens many stores.
-            let options = PostgresOptions::default()
-                .with_schema(location.name)
-                .with_max_connections(8);
-            PostgresStore::connect_with(&url, options).await
-        }
-    });
+    let harness = Harness::new(
+        "postgres",
+        Capabilities::persistent().with_shared_writers(),
+        move |location| {
+            let url = open_url.clone();
+            async move {
+                // A small pool per store: cases run in parallel and the
+                // property test opens many stores.
+                let options = PostgresOptions::default()
+                    .with_schema(location.name)
+                    .with_max_connections(8);
+                PostgresStore::connect_with(&url, options).await
+            }
+        },
+    );
     let drop_url = url.clone().unwrap_or_default();
     let harness = harness.on_cleanup(move |location| {
         let url = drop_url.clone();

@@ -4,7 +4,7 @@ use runstore_conformance::{Capabilities, Harness};
 use runstore_core::{EventRecord, StreamKey};
 
 fn harness() -> Harness {
-    Harness::new("redb", Capabilities::persistent(), |location| async move {
+    Harness::new("redb", Capabilities::persistent().with_exclusive_open(), |location| async move {
         runstore_redb::RedbStore::open(location.dir.join("store.redb")).await
     })
     .on_damage(|location, stream| async move {

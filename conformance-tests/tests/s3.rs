@@ -25,11 +25,15 @@ fn harness() -> Harness {
     };
     let at = endpoint.clone();
     let open_bucket = bucket.clone();
-    let harness = Harness::new("s3", Capabilities::persistent(), move |location| {
-        let bucket = open_bucket.clone().unwrap_or_default();
-        let endpoint = at.clone();
-        async move { S3Store::from_env_with_endpoint(bucket, endpoint, location.name) }
-    });
+    let harness = Harness::new(
+        "s3",
+        Capabilities::persistent().with_shared_writers(),
+        move |location| {
+            let bucket = open_bucket.clone().unwrap_or_default();
+            let endpoint = at.clone();
+            async move { S3Store::from_env_with_endpoint(bucket, endpoint, location.name) }
+        },
+    );
     let harness = harness.on_damage(move |location, stream| {
         let bucket = bucket.clone().unwrap_or_default();
         let endpoint = endpoint.clone();

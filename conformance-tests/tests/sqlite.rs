@@ -8,7 +8,7 @@ use runstore_sqlite::SqliteStore;
 fn harness() -> Harness {
     Harness::new(
         "sqlite",
-        Capabilities::persistent(),
+        Capabilities::persistent().with_shared_writers(),
         |location| async move { SqliteStore::open(location.dir.join("db.sqlite")).await },
     )
     .on_damage(|location, stream| damage_marker(location.dir.join("db.sqlite"), stream))

@@ -11,22 +11,8 @@
 mod common;
 
 use common::{Cli, dataset};
+use runstore_conformance::support;
 use serde_json::json;
-
-/// The env var's value, or `None` (skip) when services may be missing.
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var_os("RUNSTORE_ALLOW_MISSING_SERVICES").is_some() => {
-            eprintln!("SKIPPED: {var} is not set (RUNSTORE_ALLOW_MISSING_SERVICES is set)");
-            None
-        }
-        _ => panic!(
-            "{var} is not set: start the services (scripts/test.sh does) or set \
-             RUNSTORE_ALLOW_MISSING_SERVICES=1 to skip this test knowingly"
-        ),
-    }
-}
 
 /// A name no earlier run used: `[a-z0-9_]`, so it serves as an S3 prefix
 /// and a PostgreSQL schema.
@@ -45,14 +31,16 @@ fn unique_name(dir: &tempfile::TempDir, label: &str) -> String {
 
 #[cfg(feature = "s3")]
 fn s3_url(dir: &tempfile::TempDir, label: &str) -> Option<String> {
-    service("RUNSTORE_S3_ENDPOINT")?;
-    let bucket = service("RUNSTORE_S3_BUCKET")?;
+    let [_, bucket] = support::service_urls(
+        ["RUNSTORE_S3_ENDPOINT", "RUNSTORE_S3_BUCKET"],
+        &format!("services::{label}"),
+    )?;
     Some(format!("s3://{bucket}/{}", unique_name(dir, label)))
 }
 
 #[cfg(feature = "postgres")]
 fn postgres_url(dir: &tempfile::TempDir, label: &str) -> Option<String> {
-    let url = service("RUNSTORE_POSTGRES_URL")?;
+    let url = support::service_url("RUNSTORE_POSTGRES_URL", &format!("services::{label}"))?;
     let separator = if url.contains('?') { '&' } else { '?' };
     Some(format!(
         "{url}{separator}schema={}",

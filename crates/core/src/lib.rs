@@ -34,6 +34,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod append;
+pub mod check;
 pub mod compaction;
 mod error;
 mod event_log;

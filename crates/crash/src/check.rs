@@ -1,7 +1,8 @@
 //! The checks after a kill (or after a server-fault load), on the store as
 //! the next process finds it:
 //!
-//! 1. every stream holds each seq from 1 to its last exactly once, live or
+//! 1. (the shared stream checker, `runstore_core::check`) every stream holds
+//!    each seq from 1 to its last exactly once, live or
 //!    remembered by its compaction marker, with each id once, and
 //!    `next_seq` is the last seq + 1;
 //! 2. every acknowledged event is there at its acknowledged seq (live, or
@@ -21,7 +22,7 @@
 //!    acknowledged writes after its last error (it recovered by itself).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     path::Path,
     process::Command,
     time::Duration,
@@ -29,7 +30,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use runstore::{
-    EventId, EventLog as _, EventLogExt as _, ReadQuery, SnapshotStore as _, Store, compaction,
+    EventId, EventLog as _, EventLogExt as _, ReadQuery, SnapshotStore as _, Store, StreamKey,
+    core::check,
 };
 use serde::Serialize;
 
@@ -214,8 +216,9 @@ async fn open(url: &str) -> Result<Store> {
 
 type Streams = BTreeMap<(u8, usize), HashMap<String, u64>>;
 
-/// Reads every stream of the workload; checks it is gapless with unique
-/// ids, and answers each stream's ids with their seqs.
+/// Reads every stream of the workload; checks it with the shared stream
+/// checker (gapless, unique ids, one sound marker, `next_seq` the last seq
+/// + 1), and answers each stream's ids, live or compacted, with their seqs.
 async fn read_streams(store: &Store, report: &mut Report) -> Result<Streams> {
     let mut streams = Streams::new();
     for (t, r, tenant, run) in workload::streams()? {
@@ -223,46 +226,19 @@ async fn read_streams(store: &Store, report: &mut Report) -> Result<Streams> {
             .read(&tenant, &run, ReadQuery::all())
             .await
             .with_context(|| format!("reading tenant {t} run-{r}"))?;
-        let mut ids: HashMap<String, u64> = HashMap::new();
-        let mut seqs: HashSet<u64> = HashSet::new();
-        let mut last = 0;
-        for record in &records {
-            last = last.max(record.seq);
-            let held: Vec<(String, u64)> = if record.is_compaction_marker() {
-                compaction::compacted_ids(record)
-                    .with_context(|| format!("marker of tenant {t} run-{r}"))?
-                    .into_iter()
-                    .map(|id| (id.event_id.as_str().to_owned(), id.seq))
-                    .collect()
-            } else {
-                vec![(record.event_id.as_str().to_owned(), record.seq)]
-            };
-            for (id, seq) in held {
-                if !seqs.insert(seq) {
-                    report
-                        .problems
-                        .push(format!("tenant {t} run-{r}: seq {seq} is held twice"));
-                }
-                if let Some(other) = ids.insert(id.clone(), seq) {
-                    report.problems.push(format!(
-                        "tenant {t} run-{r}: id {id} is stored at seqs {other} and {seq}"
-                    ));
-                }
-            }
-        }
-        let covered = u64::try_from(seqs.len()).unwrap_or(u64::MAX);
-        if covered != last {
-            report.problems.push(format!(
-                "tenant {t} run-{r}: {covered} seqs held but the last is {last}: a gap"
-            ));
-        }
+        let key = StreamKey::new(tenant.clone(), run.clone());
+        let checked = check::check_stream(&key, &records);
         let next = store.next_seq(&tenant, &run).await?;
-        if next != last + 1 {
-            report.problems.push(format!(
-                "tenant {t} run-{r}: next_seq is {next} but the last seq is {last}"
-            ));
+        for problem in checked.problems.iter().chain(&checked.check_next_seq(next)) {
+            let at = problem
+                .seq
+                .map(|seq| format!(" (seq {seq})"))
+                .unwrap_or_default();
+            report
+                .problems
+                .push(format!("tenant {t} run-{r}: {problem}{at}"));
         }
-        streams.insert((t, r), ids);
+        streams.insert((t, r), checked.ids);
     }
     Ok(streams)
 }

@@ -64,16 +64,7 @@ fn file_case(scheme: &str, file: &str, query: &str, writers: u32, seed: u64) {
 /// A service URL from `var`, or `None` after a loud SKIPPED when missing
 /// services are allowed; panics otherwise.
 fn service(var: &str, case: &str) -> Option<String> {
-    match std::env::var(var).ok().filter(|value| !value.is_empty()) {
-        Some(value) => Some(value),
-        None if std::env::var_os("RUNSTORE_ALLOW_MISSING_SERVICES").is_some() => {
-            eprintln!(
-                "SKIPPED kill::{case}: {var} is not set (RUNSTORE_ALLOW_MISSING_SERVICES is set)"
-            );
-            None
-        }
-        None => panic!("{var} is not set: start the service (scripts/test.sh does) or set it"),
-    }
+    runstore_conformance::support::service_url(var, &format!("kill::{case}"))
 }
 
 fn unique(case: &str) -> String {
@@ -112,10 +103,12 @@ fn redb_relaxed() {
 
 #[test]
 fn s3_three_writers() {
-    let Some(bucket) = service("RUNSTORE_S3_BUCKET", "s3_three_writers") else {
+    let Some([_, bucket]) = runstore_conformance::support::service_urls(
+        ["RUNSTORE_S3_ENDPOINT", "RUNSTORE_S3_BUCKET"],
+        "kill::s3_three_writers",
+    ) else {
         return;
     };
-    service("RUNSTORE_S3_ENDPOINT", "s3_three_writers");
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("s3://{bucket}/{}", unique("s3"));
     // A request to a server takes milliseconds: writers live up to 1.2 s.

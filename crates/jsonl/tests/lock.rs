@@ -4,8 +4,7 @@
 //! copies of this process's descriptors, lock files included, which would
 //! make a concurrent reopen in another test see `Locked`.
 
-use std::process::Command;
-
+use runstore_conformance::support;
 use runstore_core::Error;
 use runstore_jsonl::JsonlStore;
 
@@ -37,11 +36,7 @@ async fn child_process_opens_the_store() {
 }
 
 fn run_child(dir: &std::path::Path) -> (Option<i32>, String) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", CHILD, "--nocapture", "--ignored"])
-        .env(CHILD_DIR, dir)
-        .output()
-        .unwrap();
+    let output = support::rerun_as_child(CHILD, [(CHILD_DIR, dir)]).unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -14,20 +14,7 @@ use runstore_core::{
 use runstore_postgres::{PostgresOptions, PostgresStore};
 
 fn server_url() -> Option<String> {
-    match std::env::var("RUNSTORE_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("RUNSTORE_ALLOW_MISSING_SERVICES").is_some() => {
-            eprintln!(
-                "SKIPPED postgres maintenance test: RUNSTORE_POSTGRES_URL is not set \
-                 (RUNSTORE_ALLOW_MISSING_SERVICES is set)"
-            );
-            None
-        }
-        _ => panic!(
-            "RUNSTORE_POSTGRES_URL is not set: run scripts/test.sh, which starts PostgreSQL, \
-             or set RUNSTORE_ALLOW_MISSING_SERVICES=1 to skip this test knowingly"
-        ),
-    }
+    runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres maintenance test")
 }
 
 async fn connect(url: &str, name: &str) -> PostgresStore {

@@ -8,7 +8,9 @@
 //! without dropping the store. The parent then reopens the file and finds
 //! every reported event.
 
-use std::{path::Path, process::Command};
+use std::{ffi::OsStr, path::Path};
+
+use runstore_conformance::support;
 
 use runstore_core::{
     Durability, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
@@ -25,12 +27,11 @@ fn run_id() -> RunId {
 }
 
 fn run_child(path: &Path, mode: &str) -> Vec<u64> {
-    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args(["--exact", CHILD, "--nocapture", "--ignored"])
-        .env(PATH_VAR, path)
-        .env(MODE_VAR, mode)
-        .output()
-        .expect("spawn the child process");
+    let output = support::rerun_as_child(
+        CHILD,
+        [(PATH_VAR, path.as_os_str()), (MODE_VAR, OsStr::new(mode))],
+    )
+    .expect("spawn the child process");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         !output.status.success(),

@@ -3,10 +3,12 @@
 //!
 //! The other process is this test binary again, running only the ignored
 //! `child_opens_the_store` case with the path and the expected outcome in
-//! environment variables.
+//! environment variables. A second open in the same process is the
+//! conformance suite's `a_second_open_is_locked_until_the_handle_is_dropped`.
 
-use std::{path::Path, process::Command};
+use std::{ffi::OsStr, path::Path};
 
+use runstore_conformance::support;
 use runstore_core::{Error, EventId, EventLog, EventLogExt, EventRecord, RunId, Tenant};
 use runstore_redb::RedbStore;
 
@@ -17,12 +19,14 @@ const CHILD: &str = "child_opens_the_store";
 /// Runs `CHILD` in a new process against `path`, expecting `expect`
 /// (`locked` or `open`); returns its stdout.
 fn run_child(path: &Path, expect: &str) -> String {
-    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args(["--exact", CHILD, "--nocapture", "--ignored"])
-        .env(PATH_VAR, path)
-        .env(EXPECT_VAR, expect)
-        .output()
-        .expect("spawn the child process");
+    let output = support::rerun_as_child(
+        CHILD,
+        [
+            (PATH_VAR, path.as_os_str()),
+            (EXPECT_VAR, OsStr::new(expect)),
+        ],
+    )
+    .expect("spawn the child process");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -57,19 +61,6 @@ async fn a_second_process_gets_locked_until_the_handle_is_dropped() {
     drop(clone);
     let stdout = run_child(&path, "open");
     assert!(stdout.contains("child: opened, next seq 2"), "{stdout}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_open_in_this_process_is_locked_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.redb");
-    let _store = RedbStore::open(&path).await.unwrap();
-    match RedbStore::open(&path).await {
-        Err(Error::Locked { resource }) => {
-            assert!(resource.contains("runs.redb"), "{resource}");
-        }
-        other => panic!("expected Locked, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,11 @@
 //! round that committed its events, `inserted = true` included
 //! (CONTRACT §1, §2).
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use common::{Hooked, PutHook};
-use object_store::{ObjectStore, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path};
+use object_store::{ObjectStore, memory::InMemory};
+use runstore_conformance::support::object_store::{Forwarding, Hooks, Request};
 use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
 use runstore_s3::S3Store;
 use tokio::sync::{Semaphore, mpsc};
@@ -22,20 +20,14 @@ struct Gated {
 }
 
 #[async_trait]
-impl PutHook for Gated {
-    async fn put(
-        &self,
-        inner: &Arc<InMemory>,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let result = inner.put_opts(location, payload, opts).await;
-        if location.filename() == Some("head") {
+impl Hooks for Gated {
+    async fn after(&self, _inner: &Arc<dyn ObjectStore>, request: Request<'_>) {
+        if let Request::Put { location, .. } = request
+            && location.filename() == Some("head")
+        {
             let _ = self.landed.send(());
             self.gate.acquire().await.expect("gate open").forget();
         }
-        result
     }
 }
 
@@ -54,13 +46,13 @@ fn event(id: &str) -> EventRecord {
 #[tokio::test]
 async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     let (landed, mut landings) = mpsc::unbounded_channel();
-    let gated = Arc::new(Hooked {
-        inner: Arc::new(InMemory::new()),
-        hook: Gated {
+    let gated = Arc::new(Forwarding::new(
+        Arc::new(InMemory::new()),
+        Gated {
             landed,
             gate: Semaphore::new(0),
         },
-    });
+    ));
     let store = S3Store::new(gated.clone(), "cancel").unwrap();
     let append = |id: &'static str| {
         let store = store.clone();
@@ -75,7 +67,7 @@ async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = append("c");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    gated.hook.gate.add_permits(1);
+    gated.hooks().gate.add_permits(1);
     assert_eq!(a.await.unwrap().unwrap().seq, 1);
 
     // The second round's head put (holding `b` and `c`) lands; its leader
@@ -83,7 +75,7 @@ async fn a_cancelled_leader_does_not_change_its_followers_answers() {
     landings.recv().await.unwrap();
     b.abort();
     assert!(b.await.unwrap_err().is_cancelled());
-    gated.hook.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    gated.hooks().gate.add_permits(Semaphore::MAX_PERMITS / 2);
 
     let outcome = c.await.unwrap().unwrap();
     assert!(outcome.inserted, "{outcome:?}");

@@ -2,15 +2,11 @@
 //! is honoured: nothing at or above the snapshot's seq is pruned
 //! (CONTRACT §8; docs/backends/s3.md, "Compaction").
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use common::{Hooked, PutHook};
-use object_store::{
-    ObjectStore, PutMode, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
-};
+use object_store::{ObjectStore, PutMode, memory::InMemory};
+use runstore_conformance::support::object_store::{Forwarding, Hooks, Request, Verdict};
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
     SnapshotStore, Tenant,
@@ -33,14 +29,11 @@ struct Interleaving {
 }
 
 #[async_trait]
-impl PutHook for Interleaving {
-    async fn put(
-        &self,
-        inner: &Arc<InMemory>,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
+impl Hooks for Interleaving {
+    async fn before(&self, inner: &Arc<dyn ObjectStore>, request: Request<'_>) -> Verdict {
+        let Request::Put { location, opts } = request else {
+            return Verdict::Pass;
+        };
         let is_head_update =
             matches!(opts.mode, PutMode::Update(_)) && location.filename() == Some("head");
         if is_head_update {
@@ -59,7 +52,7 @@ impl PutHook for Interleaving {
                 }
             }
         }
-        inner.put_opts(location, payload, opts).await
+        Verdict::Pass
     }
 }
 
@@ -90,12 +83,12 @@ fn snapshot(seq: u64) -> SnapshotRecord {
 /// what the compaction pruned and the stream afterwards.
 async fn compact_with(step: Interleave) -> (usize, Vec<EventRecord>) {
     let bucket = Arc::new(InMemory::new());
-    let interleaving = Arc::new(Hooked {
-        inner: bucket.clone(),
-        hook: Interleaving {
+    let interleaving = Arc::new(Forwarding::new(
+        bucket.clone(),
+        Interleaving {
             armed: Mutex::new(None),
         },
-    });
+    ));
     let writer = S3Store::new(bucket.clone(), "floor").unwrap();
     let events: Vec<_> = (1..=10).map(|i| event(&format!("e{i}"), 10)).collect();
     writer
@@ -103,12 +96,12 @@ async fn compact_with(step: Interleave) -> (usize, Vec<EventRecord>) {
         .await
         .unwrap();
     let compactor = S3Store::new(interleaving.clone(), "floor").unwrap();
-    *interleaving.hook.armed.lock().unwrap() = Some(step);
+    *interleaving.hooks().armed.lock().unwrap() = Some(step);
     let report = compactor.compact(100, 1_000).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.failed);
     let pruned = report.removed;
     assert!(
-        interleaving.hook.armed.lock().unwrap().is_none(),
+        interleaving.hooks().armed.lock().unwrap().is_none(),
         "the interleaving ran"
     );
     let records = writer

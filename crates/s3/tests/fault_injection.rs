@@ -8,8 +8,6 @@
 
 use std::{
     collections::HashMap,
-    fmt,
-    ops::Range,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -18,13 +16,14 @@ use std::{
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::{StreamExt, stream::BoxStream};
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
+use object_store::{ObjectStore, memory::InMemory};
+use runstore_conformance::support::{
+    self,
+    object_store::{Forwarding, Hooks, Request, Verdict, injected},
 };
-use runstore_core::{AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{
+    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, RunId, StreamKey, Tenant,
+};
 use runstore_s3::S3Store;
 
 /// What happens to the chosen request.
@@ -40,46 +39,26 @@ enum Fault {
     Delay,
 }
 
-/// An `InMemory` whose `at`-th request (counted from 0) suffers `fault`.
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<InMemory>,
+/// The hooks of a [`Faulty`] store: the `at`-th request (counted from 0)
+/// of those counted (puts, gets, deletes, lists) suffers `fault`.
+#[derive(Debug, Default)]
+struct Faults {
     seen: AtomicUsize,
     rule: Mutex<Option<(usize, Fault)>>,
 }
 
-impl fmt::Display for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
+/// An `InMemory` whose requests go through [`Faults`].
+type Faulty = Forwarding<Faults>;
+
+fn faulty(inner: Arc<InMemory>) -> Arc<Faulty> {
+    Arc::new(Forwarding::new(inner, Faults::default()))
 }
 
 fn timeout_error() -> object_store::Error {
-    object_store::Error::Generic {
-        store: "Faulty",
-        source: Box::new(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "injected: request timed out",
-        )),
-    }
+    injected("injected: request timed out")
 }
 
-/// What the wrapper does with the current request.
-enum Action {
-    Pass,
-    Fail,
-    LoseResponse,
-}
-
-impl Faulty {
-    fn new(inner: Arc<InMemory>) -> Self {
-        Self {
-            inner,
-            seen: AtomicUsize::new(0),
-            rule: Mutex::new(None),
-        }
-    }
-
+impl Faults {
     /// Arms `fault` at the `at`-th request from now.
     fn arm(&self, at: usize, fault: Fault) {
         self.seen.store(0, Ordering::SeqCst);
@@ -94,107 +73,30 @@ impl Faulty {
     fn seen(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
     }
-
-    async fn action(&self) -> Action {
-        let n = self.seen.fetch_add(1, Ordering::SeqCst);
-        let rule = *self.rule.lock().unwrap();
-        match rule {
-            Some((at, Fault::Fail)) if n == at => Action::Fail,
-            Some((at, Fault::LoseResponse)) if n == at => Action::LoseResponse,
-            Some((at, Fault::Die)) if n >= at => Action::Fail,
-            Some((at, Fault::Delay)) if n == at => {
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                Action::Pass
-            }
-            _ => Action::Pass,
-        }
-    }
 }
 
 #[async_trait]
-impl ObjectStore for Faulty {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        match self.action().await {
-            Action::Fail => Err(timeout_error()),
-            Action::LoseResponse => {
-                self.inner.put_opts(location, payload, opts).await?;
-                Err(timeout_error())
-            }
-            Action::Pass => self.inner.put_opts(location, payload, opts).await,
-        }
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        match self.action().await {
-            Action::Fail | Action::LoseResponse => Err(timeout_error()),
-            Action::Pass => self.inner.get_opts(location, options).await,
-        }
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        match self.action().await {
-            Action::Fail => Err(timeout_error()),
-            Action::LoseResponse => {
-                self.inner.delete(location).await?;
-                Err(timeout_error())
-            }
-            Action::Pass => self.inner.delete(location).await,
-        }
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+impl Hooks for Faults {
+    async fn before(&self, _inner: &Arc<dyn ObjectStore>, request: Request<'_>) -> Verdict {
+        // A lost response needs a request that changes something.
+        let writes = match request {
+            Request::Put { .. } | Request::Delete { .. } => true,
+            Request::Get { .. } | Request::List { .. } | Request::ListWithDelimiter { .. } => false,
+            _ => return Verdict::Pass,
+        };
         let n = self.seen.fetch_add(1, Ordering::SeqCst);
         let rule = *self.rule.lock().unwrap();
-        let fails = match rule {
-            Some((at, Fault::Fail | Fault::LoseResponse)) => n == at,
-            Some((at, Fault::Die)) => n >= at,
-            _ => false,
-        };
-        if fails {
-            futures::stream::once(async { Err(timeout_error()) }).boxed()
-        } else {
-            self.inner.list(prefix)
+        match rule {
+            Some((at, Fault::Fail)) if n == at => Verdict::Fail(timeout_error()),
+            Some((at, Fault::LoseResponse)) if n == at && writes => Verdict::Lose(timeout_error()),
+            Some((at, Fault::LoseResponse)) if n == at => Verdict::Fail(timeout_error()),
+            Some((at, Fault::Die)) if n >= at => Verdict::Fail(timeout_error()),
+            Some((at, Fault::Delay)) if n == at && !request.is_list() => {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Verdict::Pass
+            }
+            _ => Verdict::Pass,
         }
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        match self.action().await {
-            Action::Fail | Action::LoseResponse => Err(timeout_error()),
-            Action::Pass => self.inner.list_with_delimiter(prefix).await,
-        }
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
     }
 }
 
@@ -236,32 +138,19 @@ async fn settle(store: &S3Store) {
     store.import_stream(&tenant(), &run(), &[]).await.unwrap();
 }
 
-/// Checks the stream: seqs exactly 1..n, each id once; returns id -> seq.
+/// Checks the stream with the shared stream checker: seqs exactly 1..n
+/// (nothing is compacted), each id once, `next_seq` n + 1; returns
+/// id -> seq.
 async fn check_stream(store: &S3Store) -> HashMap<String, u64> {
     let records = store
         .read(&tenant(), &run(), ReadQuery::all())
         .await
         .unwrap();
-    let seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=records.len() as u64).collect::<Vec<_>>(),
-        "gapless seqs"
-    );
-    let mut ids = HashMap::new();
-    for record in &records {
-        assert!(
-            ids.insert(record.event_id.as_str().to_owned(), record.seq)
-                .is_none(),
-            "{} stored twice",
-            record.event_id
-        );
-    }
-    assert_eq!(
-        store.next_seq(&tenant(), &run()).await.unwrap(),
-        records.len() as u64 + 1
-    );
-    ids
+    let check = support::assert_sound_stream(&StreamKey::new(tenant(), run()), &records);
+    assert_eq!(check.compacted, 0, "gapless seqs, nothing compacted");
+    let next = store.next_seq(&tenant(), &run()).await.unwrap();
+    assert_eq!(check.check_next_seq(next), None);
+    check.ids
 }
 
 /// The interruption points to test among `total` requests: every request
@@ -295,15 +184,15 @@ fn check_answers(answers: &[AppendOutcome], stored: &HashMap<String, u64>) {
 async fn requests_of_one_append() -> usize {
     let bucket = Arc::new(InMemory::new());
     populate(&bucket).await;
-    let faulty = Arc::new(Faulty::new(bucket.clone()));
+    let faulty = faulty(bucket.clone());
     let store = S3Store::new(faulty.clone(), "faults").unwrap();
-    faulty.arm(usize::MAX, Fault::Fail);
+    faulty.hooks().arm(usize::MAX, Fault::Fail);
     store
         .append_batch(&tenant(), &run(), &request(), None)
         .await
         .unwrap();
     settle(&store).await;
-    faulty.seen()
+    faulty.hooks().seen()
 }
 
 #[tokio::test]
@@ -317,9 +206,9 @@ async fn every_interruption_point_of_an_append_is_safe() {
         for at in points(total) {
             let bucket = Arc::new(InMemory::new());
             populate(&bucket).await;
-            let faulty = Arc::new(Faulty::new(bucket.clone()));
+            let faulty = faulty(bucket.clone());
             let writer = S3Store::new(faulty.clone(), "faults").unwrap();
-            faulty.arm(at, fault);
+            faulty.hooks().arm(at, fault);
             let first = writer
                 .append_batch(&tenant(), &run(), &request(), None)
                 .await;
@@ -364,7 +253,7 @@ async fn every_interruption_point_of_an_append_is_safe() {
                     inserted: true
                 }
             );
-            faulty.disarm();
+            faulty.hooks().disarm();
             let again = writer
                 .append_batch(&tenant(), &run(), &request(), None)
                 .await
@@ -405,25 +294,25 @@ async fn every_interruption_point_of_a_compaction_leaves_old_or_new() {
         .unwrap();
     assert_eq!(after.len(), 1, "one marker remains");
 
-    let faulty_probe = Arc::new(Faulty::new(Arc::new(InMemory::new())));
-    let probe_bucket = faulty_probe.inner.clone();
+    let probe_bucket = Arc::new(InMemory::new());
+    let faulty_probe = faulty(probe_bucket.clone());
     populate(&probe_bucket).await;
-    faulty_probe.arm(usize::MAX, Fault::Fail);
+    faulty_probe.hooks().arm(usize::MAX, Fault::Fail);
     let report = S3Store::new(faulty_probe.clone(), "faults")
         .unwrap()
         .compact(100, 1_000)
         .await
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.failed);
-    let total = faulty_probe.seen();
+    let total = faulty_probe.hooks().seen();
 
     for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die] {
         for at in points(total) {
             let bucket = Arc::new(InMemory::new());
             populate(&bucket).await;
-            let faulty = Arc::new(Faulty::new(bucket.clone()));
+            let faulty = faulty(bucket.clone());
             let store = S3Store::new(faulty.clone(), "faults").unwrap();
-            faulty.arm(at, fault);
+            faulty.hooks().arm(at, fault);
             // The stream's failure is in the report; the pass itself fails
             // only when the streams cannot be listed.
             let result = store.compact(100, 1_000).await.and_then(|report| {
@@ -486,7 +375,7 @@ async fn two_processes_with_delays_and_failures_never_duplicate() {
     for writer in 0..2usize {
         let bucket = bucket.clone();
         tasks.push(tokio::spawn(async move {
-            let faulty = Arc::new(Faulty::new(bucket));
+            let faulty = faulty(bucket);
             let store = S3Store::new(faulty.clone(), "faults").unwrap();
             let mut answers = Vec::new();
             for i in 0..150usize {
@@ -498,7 +387,7 @@ async fn two_processes_with_delays_and_failures_never_duplicate() {
                     1 => Fault::Fail,
                     _ => Fault::LoseResponse,
                 };
-                faulty.arm(3 + (i + writer) % 5, fault);
+                faulty.hooks().arm(3 + (i + writer) % 5, fault);
                 let id = format!("e{}", (i * 7 + writer * 3) % 200);
                 let batch = [event(&id, 1)];
                 let outcome = loop {
@@ -544,8 +433,8 @@ async fn every_interruption_point_of_an_import_is_safe() {
         .unwrap();
     assert_eq!(export.len(), 140);
 
-    let probe = Arc::new(Faulty::new(Arc::new(InMemory::new())));
-    probe.arm(usize::MAX, Fault::Fail);
+    let probe = faulty(Arc::new(InMemory::new()));
+    probe.hooks().arm(usize::MAX, Fault::Fail);
     let probe_store = S3Store::new(probe.clone(), "faults").unwrap();
     assert_eq!(
         probe_store
@@ -554,14 +443,14 @@ async fn every_interruption_point_of_an_import_is_safe() {
             .unwrap(),
         140
     );
-    let total = probe.seen();
+    let total = probe.hooks().seen();
 
     for fault in [Fault::Fail, Fault::LoseResponse, Fault::Die] {
         for at in points(total) {
             let bucket = Arc::new(InMemory::new());
-            let faulty = Arc::new(Faulty::new(bucket.clone()));
+            let faulty = faulty(bucket.clone());
             let importer = S3Store::new(faulty.clone(), "faults").unwrap();
-            faulty.arm(at, fault);
+            faulty.hooks().arm(at, fault);
             if let Err(err) = importer.import_stream(&tenant(), &run(), &export).await {
                 assert!(err.is_retryable(), "{fault:?} at {at}: {err}");
             }
@@ -619,12 +508,12 @@ fn assert_states_each_cause_once(text: &str) {
 async fn a_failed_request_names_the_stream_and_states_its_cause_once() {
     let bucket = Arc::new(InMemory::new());
     populate(&bucket).await;
-    let faulty = Arc::new(Faulty::new(bucket.clone()));
+    let faulty = faulty(bucket.clone());
     // Each request in turn fails: the head read of the round, then the id
     // lookups of a handle that has nothing cached.
     for at in 0..3 {
         let store = S3Store::new(faulty.clone(), "faults").unwrap();
-        faulty.arm(at, Fault::Die);
+        faulty.hooks().arm(at, Fault::Die);
         let err = store
             .append_batch(&tenant(), &run(), &[event(&format!("e{at}"), 1)], None)
             .await
@@ -638,7 +527,7 @@ async fn a_failed_request_names_the_stream_and_states_its_cause_once() {
     // A stream's failure in a compaction's report, likewise.
     let store = S3Store::new(faulty.clone(), "faults").unwrap();
     // Requests 0 and 1 list the streams; 2 reads the stream's head.
-    faulty.arm(2, Fault::Die);
+    faulty.hooks().arm(2, Fault::Die);
     let report = store
         .compact(100, 1_000)
         .await
@@ -647,5 +536,5 @@ async fn a_failed_request_names_the_stream_and_states_its_cause_once() {
     let text = report.failed[0].error.to_string();
     assert!(text.contains("stream acme/prod:run-1"), "{text}");
     assert_states_each_cause_once(&text);
-    faulty.disarm();
+    faulty.hooks().disarm();
 }

@@ -9,16 +9,15 @@
 //! `RUNSTORE_ALLOW_MISSING_SERVICES` is set.
 
 use std::{
-    fmt,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
+use object_store::{ObjectStore, memory::InMemory};
+use runstore_conformance::support::{
+    self,
+    object_store::{Forwarding, Hooks, Request, Verdict},
 };
 use runstore_core::{
     RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
@@ -35,11 +34,10 @@ enum Held {
     SnapshotGet,
 }
 
-/// `InMemory` whose first request of one kind waits, once it has been
-/// made, until the test releases it; every other request passes straight
-/// through, the held one included once released.
-struct Gated {
-    inner: InMemory,
+/// The hooks of a [`Gated`] store: the first request of one kind waits,
+/// once it has been made, until the test releases it; every other request
+/// passes straight through, the held one included once released.
+struct Gate {
     held: Held,
     /// Signalled when the held request arrives.
     arrived: Notify,
@@ -47,18 +45,23 @@ struct Gated {
     release: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
-impl Gated {
-    fn new(held: Held) -> (Arc<Self>, oneshot::Sender<()>) {
-        let (release, receiver) = oneshot::channel();
-        let gated = Arc::new(Self {
-            inner: InMemory::new(),
-            held,
-            arrived: Notify::new(),
-            release: Mutex::new(Some(receiver)),
-        });
-        (gated, release)
-    }
+/// `InMemory` behind a [`Gate`].
+type Gated = Forwarding<Gate>;
 
+fn gated(held: Held) -> (Arc<Gated>, oneshot::Sender<()>) {
+    let (release, receiver) = oneshot::channel();
+    let gate = Gate {
+        held,
+        arrived: Notify::new(),
+        release: Mutex::new(Some(receiver)),
+    };
+    (
+        Arc::new(Forwarding::new(Arc::new(InMemory::new()), gate)),
+        release,
+    )
+}
+
+impl Gate {
     /// Waits here if this is the held request.
     async fn gate(&self, kind: Held) {
         if kind != self.held {
@@ -72,67 +75,19 @@ impl Gated {
     }
 }
 
-impl fmt::Debug for Gated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Gated")
-    }
-}
-
-impl fmt::Display for Gated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Gated")
-    }
-}
-
 #[async_trait]
-impl ObjectStore for Gated {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        if location.parts().any(|part| part.as_ref() == "snap") {
-            self.gate(Held::SnapshotGet).await;
+impl Hooks for Gate {
+    async fn before(&self, _inner: &Arc<dyn ObjectStore>, request: Request<'_>) -> Verdict {
+        match request {
+            Request::Get { location, .. }
+                if location.parts().any(|part| part.as_ref() == "snap") =>
+            {
+                self.gate(Held::SnapshotGet).await;
+            }
+            Request::Delete { .. } => self.gate(Held::Delete).await,
+            _ => {}
         }
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.gate(Held::Delete).await;
-        self.inner.delete(location).await
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
+        Verdict::Pass
     }
 }
 
@@ -162,11 +117,11 @@ fn snapshot(id: &str, seq: u64, created_at_ms: u64) -> SnapshotRecord {
 /// acknowledged while the prune ran, after the prune listed the stream:
 /// the prune must not remove it.
 async fn a_put_during_a_prune_survives(held: Held) {
-    let (gated, release) = Gated::new(held);
+    let (gated, release) = gated(held);
     let store = S3Store::new(gated.clone(), "p").unwrap();
     store.put(&tenant(), &snapshot("s", 1, 10)).await.unwrap();
 
-    let arrived = gated.arrived.notified();
+    let arrived = gated.hooks().arrived.notified();
     let prune = tokio::spawn({
         let store = store.clone();
         async move { store.prune(100, 0, 1_000).await }
@@ -214,23 +169,11 @@ async fn a_put_between_a_prunes_listing_and_its_read_survives() {
 }
 
 fn server() -> Option<(String, String)> {
-    let endpoint = std::env::var("RUNSTORE_S3_ENDPOINT").ok();
-    let bucket = std::env::var("RUNSTORE_S3_BUCKET").ok();
-    match (endpoint, bucket) {
-        (Some(endpoint), Some(bucket)) => Some((endpoint, bucket)),
-        _ if std::env::var_os("RUNSTORE_ALLOW_MISSING_SERVICES").is_some() => {
-            eprintln!(
-                "SKIPPED s3 prune/put race: RUNSTORE_S3_ENDPOINT / RUNSTORE_S3_BUCKET are not \
-                 set (RUNSTORE_ALLOW_MISSING_SERVICES is set)"
-            );
-            None
-        }
-        _ => panic!(
-            "s3 prune/put race test cannot run: RUNSTORE_S3_ENDPOINT / RUNSTORE_S3_BUCKET are \
-             not set. Start the server with scripts/services/seaweedfs.sh, or set \
-             RUNSTORE_ALLOW_MISSING_SERVICES=1 to skip it knowingly"
-        ),
-    }
+    support::service_urls(
+        ["RUNSTORE_S3_ENDPOINT", "RUNSTORE_S3_BUCKET"],
+        "s3 prune/put race",
+    )
+    .map(|[endpoint, bucket]| (endpoint, bucket))
 }
 
 /// A random number below `bound`.

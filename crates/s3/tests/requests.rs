@@ -2,22 +2,14 @@
 //! counted on `InMemory`: an append of a warm handle is one conditional put,
 //! and reading the tail never lists or fetches the whole stream.
 
-use std::{
-    fmt,
-    ops::Range,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, memory::InMemory, path::Path,
-};
+use object_store::{ObjectStore, memory::InMemory};
+use runstore_conformance::support::object_store::{Forwarding, Hooks, Request, Verdict};
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
     SnapshotStore, Tenant,
@@ -26,85 +18,37 @@ use runstore_s3::S3Store;
 
 /// Records each request as `"<verb> <path>"`.
 #[derive(Debug, Default)]
-struct Recording {
-    inner: InMemory,
+struct Recorder {
     log: Mutex<Vec<String>>,
     lists: AtomicUsize,
 }
 
-impl fmt::Display for Recording {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Recording")
-    }
-}
-
-impl Recording {
-    fn note(&self, verb: &str, path: &Path) {
-        self.log.lock().unwrap().push(format!("{verb} {path}"));
-    }
-
+impl Recorder {
     fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.log.lock().unwrap())
     }
 }
 
 #[async_trait]
-impl ObjectStore for Recording {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.note("PUT", location);
-        self.inner.put_opts(location, payload, opts).await
+impl Hooks for Recorder {
+    async fn before(&self, _inner: &Arc<dyn ObjectStore>, request: Request<'_>) -> Verdict {
+        if request.is_list() {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+        }
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", request.verb(), request.path()));
+        Verdict::Pass
     }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.note("MULTIPART", location);
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.note("GET", location);
-        self.inner.get_opts(location, options).await
-    }
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.note("GET", location);
-        self.inner.get_ranges(location, ranges).await
-    }
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.note("DELETE", location);
-        self.inner.delete(location).await
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.note("LIST", prefix.unwrap_or(&Path::default()));
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.note("LIST", prefix.unwrap_or(&Path::default()));
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.note("COPY", to);
-        self.inner.copy(from, to).await
-    }
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.note("COPY", to);
-        self.inner.copy_if_not_exists(from, to).await
-    }
+}
+
+/// An `InMemory` whose requests a [`Recorder`] records.
+fn recording() -> Arc<Forwarding<Recorder>> {
+    Arc::new(Forwarding::new(
+        Arc::new(InMemory::new()),
+        Recorder::default(),
+    ))
 }
 
 fn tenant() -> Tenant {
@@ -134,14 +78,14 @@ fn verbs(log: &[String]) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_warm_append_is_one_conditional_put() {
-    let recording = Arc::new(Recording::default());
+    let recording = recording();
     let store = S3Store::new(recording.clone(), "p").unwrap();
     store
         .append_batch(&tenant(), &run(), &[event("e0".into())], None)
         .await
         .unwrap();
     assert_eq!(
-        verbs(&recording.take()),
+        verbs(&recording.hooks().take()),
         ["GET", "PUT"],
         "first append: head GET + create"
     );
@@ -150,14 +94,18 @@ async fn a_warm_append_is_one_conditional_put() {
             .append_batch(&tenant(), &run(), &[event(format!("e{i}"))], None)
             .await
             .unwrap();
-        assert_eq!(verbs(&recording.take()), ["PUT"], "append {i}");
+        assert_eq!(verbs(&recording.hooks().take()), ["PUT"], "append {i}");
     }
     let batch: Vec<_> = (100..127).map(|i| event(format!("e{i}"))).collect();
     store
         .append_batch(&tenant(), &run(), &batch, None)
         .await
         .unwrap();
-    assert_eq!(verbs(&recording.take()), ["PUT"], "a batch is one put");
+    assert_eq!(
+        verbs(&recording.hooks().take()),
+        ["PUT"],
+        "a batch is one put"
+    );
     // The append that fills the buffer also flushes it: 128 id entries, one
     // segment, one head put.
     store
@@ -165,7 +113,7 @@ async fn a_warm_append_is_one_conditional_put() {
         .await
         .unwrap();
     settle(&store).await;
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(log.len(), 1 + 128 + 1 + 1, "{log:?}");
     // A new handle (another process) needs the head and the id entries.
     let cold = S3Store::new(recording.clone(), "p").unwrap();
@@ -177,13 +125,13 @@ async fn a_warm_append_is_one_conditional_put() {
     )
     .await
     .unwrap();
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(verbs(&log), ["GET", "GET", "GET", "PUT"], "{log:?}");
 }
 
 #[tokio::test]
 async fn reading_the_tail_fetches_only_the_tail() {
-    let recording = Arc::new(Recording::default());
+    let recording = recording();
     let store = S3Store::new(recording.clone(), "p").unwrap();
     for b in 0..40 {
         let batch: Vec<_> = (0..100).map(|i| event(format!("b{b}-{i}"))).collect();
@@ -193,8 +141,8 @@ async fn reading_the_tail_fetches_only_the_tail() {
             .unwrap();
     }
     settle(&store).await;
-    recording.take();
-    let lists = recording.lists.load(Ordering::SeqCst);
+    recording.hooks().take();
+    let lists = recording.hooks().lists.load(Ordering::SeqCst);
 
     let tail = store
         .read(&tenant(), &run(), ReadQuery::tail(5))
@@ -204,7 +152,7 @@ async fn reading_the_tail_fetches_only_the_tail() {
         tail.iter().map(|r| r.seq).collect::<Vec<_>>(),
         [3996, 3997, 3998, 3999, 4000]
     );
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert!(log.len() <= 2, "tail of 5: {log:?}");
 
     let tail = store
@@ -212,7 +160,7 @@ async fn reading_the_tail_fetches_only_the_tail() {
         .await
         .unwrap();
     assert_eq!(tail.len(), 300);
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert!(log.len() <= 4, "tail of 300 from 4,000: {log:?}");
 
     let window = store
@@ -220,10 +168,10 @@ async fn reading_the_tail_fetches_only_the_tail() {
         .await
         .unwrap();
     assert_eq!(window.first().unwrap().seq, 3_901);
-    assert!(recording.take().len() <= 3);
+    assert!(recording.hooks().take().len() <= 3);
 
     assert_eq!(store.next_seq(&tenant(), &run()).await.unwrap(), 4_001);
-    assert_eq!(recording.take().len(), 1);
+    assert_eq!(recording.hooks().take().len(), 1);
     assert_eq!(
         store
             .seq_of(&tenant(), &run(), &EventId::new("b3-7").unwrap())
@@ -231,9 +179,9 @@ async fn reading_the_tail_fetches_only_the_tail() {
             .unwrap(),
         Some(308)
     );
-    assert_eq!(verbs(&recording.take()), ["GET", "GET"]);
+    assert_eq!(verbs(&recording.hooks().take()), ["GET", "GET"]);
     assert_eq!(
-        recording.lists.load(Ordering::SeqCst),
+        recording.hooks().lists.load(Ordering::SeqCst),
         lists,
         "reads never list"
     );
@@ -241,7 +189,7 @@ async fn reading_the_tail_fetches_only_the_tail() {
 
 #[tokio::test]
 async fn an_import_looks_up_each_id_it_brings() {
-    let recording = Arc::new(Recording::default());
+    let recording = recording();
     let store = S3Store::new(recording.clone(), "p").unwrap();
     let events: Vec<_> = (0..200).map(|i| event(format!("e{i}"))).collect();
     store
@@ -249,7 +197,7 @@ async fn an_import_looks_up_each_id_it_brings() {
         .await
         .unwrap();
     settle(&store).await;
-    recording.take();
+    recording.hooks().take();
     // A handle that knows nothing of the flushed records looks up each id
     // the import brings (CONTRACT §23), then commits with one head put.
     let cold = S3Store::new(recording.clone(), "p").unwrap();
@@ -266,7 +214,7 @@ async fn an_import_looks_up_each_id_it_brings() {
             .unwrap(),
         3
     );
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(verbs(&log), ["GET", "GET", "GET", "GET", "PUT"], "{log:?}");
     assert_eq!(log.iter().filter(|line| line.contains("/ids/")).count(), 3);
 }
@@ -284,13 +232,13 @@ fn snapshot(run_id: RunId, id: &str, seq: u64, created_at_ms: u64) -> SnapshotRe
 
 #[tokio::test]
 async fn snapshot_requests() {
-    let recording = Arc::new(Recording::default());
+    let recording = recording();
     let store = S3Store::new(recording.clone(), "p").unwrap();
     store
         .append_batch(&tenant(), &run(), &[event("e0".into())], None)
         .await
         .unwrap();
-    recording.take();
+    recording.hooks().take();
 
     // A put lists the stream's snapshots (to number its version), writes
     // its own key, and changes the head (CONTRACT §8).
@@ -298,14 +246,14 @@ async fn snapshot_requests() {
         .put(&tenant(), &snapshot(run(), "s", 1, 10))
         .await
         .unwrap();
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(verbs(&log), ["LIST", "PUT", "GET", "PUT"], "{log:?}");
     // Replacing a snapshot also deletes the version it replaced.
     store
         .put(&tenant(), &snapshot(run(), "s", 2, 20))
         .await
         .unwrap();
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(
         verbs(&log),
         ["LIST", "PUT", "GET", "PUT", "DELETE"],
@@ -317,21 +265,21 @@ async fn snapshot_requests() {
         .put(&tenant(), &snapshot(other.clone(), "s", 1, 10))
         .await
         .unwrap();
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(verbs(&log), ["LIST", "PUT", "GET"], "{log:?}");
 
     let id = SnapshotId::new("s").unwrap();
     let got = store.get(&tenant(), &run(), &id).await.unwrap();
     assert_eq!(got.map(|snapshot| snapshot.seq), Some(2));
-    assert_eq!(verbs(&recording.take()), ["LIST", "GET"], "get");
+    assert_eq!(verbs(&recording.hooks().take()), ["LIST", "GET"], "get");
     assert_eq!(store.list(&tenant(), &run(), None).await.unwrap().len(), 1);
-    assert_eq!(verbs(&recording.take()), ["LIST", "GET"], "list");
+    assert_eq!(verbs(&recording.hooks().take()), ["LIST", "GET"], "list");
 
     // Prune: one LIST of every snapshot, then stream by stream a GET per
     // snapshot and a DELETE per snapshot it removes.
     let report = store.prune(100, 0, 1_000).await.unwrap();
     assert_eq!(report.removed, 2);
-    let log = recording.take();
+    let log = recording.hooks().take();
     assert_eq!(
         verbs(&log),
         ["LIST", "GET", "DELETE", "GET", "DELETE"],

@@ -1,0 +1,176 @@
+//! Helpers for backends' own tests, for what the suite cannot express as a
+//! case: a service's URL or a loud failure, this test binary run again as a
+//! child process, the shared stream checker with the assertions tests make
+//! of it, and (feature `object_store`) a forwarding `ObjectStore` with hooks.
+//!
+//! Users of the stores never need these; a backend's `tests/` directory
+//! takes `runstore-conformance` as a dev-dependency (with
+//! `default-features = false`, so no other backend is built) and calls them.
+
+#[cfg(feature = "object_store")]
+pub mod object_store;
+
+use std::{
+    collections::HashSet,
+    ffi::OsStr,
+    io,
+    process::{Command, Output},
+};
+
+pub use runstore_core::check::{Problem, ProblemKind, StreamCheck, check_stream};
+use runstore_core::{AppendOutcome, EventRecord, StreamKey};
+
+use crate::ALLOW_MISSING_SERVICES;
+
+/// Environment variable set in a child started by [`child_command`] or
+/// [`rerun_as_child`]: the name of the test it runs.
+pub const CHILD_VAR: &str = "RUNSTORE_TEST_CHILD";
+
+/// The value of the environment variable `var` naming a service (a server
+/// URL, a bucket), for the test or case `case`.
+///
+/// When `var` is unset or empty: with [`ALLOW_MISSING_SERVICES`] set, prints
+/// `SKIPPED {case}: {var} is not set (...)` on stderr (CI fails a run that
+/// prints a line starting `SKIPPED `) and answers `None`, so the test returns
+/// early and passes; without it, panics saying how to start the service.
+pub fn service_url(var: &str, case: &str) -> Option<String> {
+    service_urls([var], case).map(|[url]| url)
+}
+
+/// [`service_url`] for several variables at once (an S3 endpoint and its
+/// bucket): all of them, or `None` after one loud line naming the missing.
+pub fn service_urls<const N: usize>(vars: [&str; N], case: &str) -> Option<[String; N]> {
+    let values = vars.map(|var| std::env::var(var).ok().filter(|value| !value.is_empty()));
+    let missing: Vec<&str> = vars
+        .iter()
+        .zip(&values)
+        .filter(|(_, value)| value.is_none())
+        .map(|(var, _)| *var)
+        .collect();
+    if missing.is_empty() {
+        return Some(values.map(Option::unwrap_or_default));
+    }
+    let verb = if missing.len() == 1 { "is" } else { "are" };
+    missing_service(case, &format!("{} {verb} not set", missing.join(" / ")));
+    None
+}
+
+/// Says that `case` cannot run because its service is missing (`reason`):
+/// a loud `SKIPPED` line when [`ALLOW_MISSING_SERVICES`] is set, else a
+/// panic saying how to start the service.
+pub fn missing_service(case: &str, reason: &str) {
+    if std::env::var_os(ALLOW_MISSING_SERVICES).is_some() {
+        eprintln!("SKIPPED {case}: {reason} ({ALLOW_MISSING_SERVICES} is set)");
+    } else {
+        panic!(
+            "{case} cannot run: {reason}. Run scripts/test.sh, which starts the services, or \
+             set {ALLOW_MISSING_SERVICES}=1 to skip it knowingly"
+        );
+    }
+}
+
+/// A command that runs this test binary again, filtered to exactly the test
+/// `test` (which must be `#[ignore]`d, so that ordinary runs skip it), with
+/// `--nocapture`, [`CHILD_VAR`] set to `test`, and `env` added. Spawn it to
+/// run alongside the parent; [`rerun_as_child`] runs it to the end.
+///
+/// # Errors
+/// When the path of this test binary cannot be found.
+pub fn child_command<K, V>(test: &str, env: impl IntoIterator<Item = (K, V)>) -> io::Result<Command>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["--exact", test, "--nocapture", "--ignored"])
+        .env(CHILD_VAR, test)
+        .envs(env);
+    Ok(command)
+}
+
+/// Runs [`child_command`] to the end and answers its status and output.
+///
+/// # Errors
+/// When the child cannot be started.
+pub fn rerun_as_child<K, V>(test: &str, env: impl IntoIterator<Item = (K, V)>) -> io::Result<Output>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    child_command(test, env)?.output()
+}
+
+/// Whether this process is a child started by [`child_command`].
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// Checks `key`'s stream, read in full, with [`check_stream`] and answers
+/// the check.
+///
+/// # Panics
+/// Naming every problem, when there is any.
+pub fn assert_sound_stream(key: &StreamKey, records: &[EventRecord]) -> StreamCheck {
+    let check = check_stream(key, records);
+    if !check.is_clean() {
+        let problems: Vec<String> = check
+            .problems
+            .iter()
+            .map(|problem| match problem.seq {
+                Some(seq) => format!("seq {seq}: {problem}"),
+                None => problem.to_string(),
+            })
+            .collect();
+        panic!("stream {key} is not sound:\n  {}", problems.join("\n  "));
+    }
+    check
+}
+
+/// Checks that every answer `(event id, outcome)` names the seq the stream
+/// holds the id at.
+///
+/// # Panics
+/// At the first answer that does not.
+pub fn assert_answers_name_stored_seqs<'a>(
+    check: &StreamCheck,
+    answers: impl IntoIterator<Item = (&'a str, &'a AppendOutcome)>,
+) {
+    for (id, outcome) in answers {
+        assert_eq!(
+            check.ids.get(id),
+            Some(&outcome.seq),
+            "the answer for {id} names seq {} but the stream disagrees",
+            outcome.seq
+        );
+    }
+}
+
+/// Checks the answers of appends that raced on a stream nothing else wrote
+/// to: each names the stored seq, exactly one answer per stored event says
+/// `inserted`, and every id answered is stored.
+///
+/// # Panics
+/// At the first broken expectation.
+pub fn assert_each_event_inserted_once<'a>(
+    check: &StreamCheck,
+    answers: impl IntoIterator<Item = (&'a str, &'a AppendOutcome)> + Clone,
+) {
+    assert_answers_name_stored_seqs(check, answers.clone());
+    let inserted = answers
+        .clone()
+        .into_iter()
+        .filter(|(_, outcome)| outcome.inserted)
+        .count();
+    assert_eq!(
+        inserted,
+        check.live(),
+        "exactly one answer per stored event says inserted"
+    );
+    let distinct: HashSet<&str> = answers.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        distinct.len(),
+        check.ids.len(),
+        "every distinct id is stored"
+    );
+}
