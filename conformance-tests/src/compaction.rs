@@ -2,7 +2,7 @@
 
 use runstore_core::{
     EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store,
-    compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
+    raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
     validate::MAX_TIMESTAMP_MS,
 };
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use runstore_core::{
     AppendOutcome, EventLog, EventLogExt, EventRecord, ReadQuery, Store, StreamKey,
-    check::StreamCheck,
+    raw::check::StreamCheck,
 };
 
 use crate::{Harness, event, run, support, tenant};

@@ -272,7 +272,7 @@ pub async fn append_rejects_an_event_of_another_run(h: &Harness) {
         1
     );
     let mut forged = event(&t, "run-a", "forged-marker", 1);
-    forged.event_type = runstore_core::compaction::COMPACTION_EVENT_TYPE.to_owned();
+    forged.event_type = runstore_core::raw::compaction::COMPACTION_EVENT_TYPE.to_owned();
     let err = store
         .append(&t, &forged)
         .await

@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, MaintenanceReport, MemoryStore, ReadQuery, Result,
     SnapshotRecord, SnapshotStore, Store, Tenant,
-    compaction::{
+    raw::compaction::{
         COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, compacted_ids, marker_event_id, merge_marker,
     },
     validate::{DEFAULT_MAX_RECORD_BYTES, MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},

@@ -11,7 +11,7 @@ use proptest::{
 use runstore_core::{
     Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Store,
     Tenant,
-    compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
+    raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
     validate::{MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
 use serde_json::json;

@@ -17,7 +17,7 @@ use std::{
     process::{Command, Output},
 };
 
-pub use runstore_core::check::{Problem, ProblemKind, StreamCheck, check_stream};
+pub use runstore_core::raw::check::{Problem, ProblemKind, StreamCheck, check_stream};
 use runstore_core::{AppendOutcome, EventRecord, StreamKey};
 
 use crate::ALLOW_MISSING_SERVICES;

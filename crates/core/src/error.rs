@@ -7,7 +7,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A driver's error as [`Error::Backend`] holds it: shared, so that an
 /// [`Error`] is `Clone` and one failure of a group commit reaches every
-/// waiter of the group as the same error (see [`crate::group`]).
+/// waiter of the group as the same error (see [`crate::raw::group`]).
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with [`Error`] as its default error.

@@ -91,7 +91,7 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// Store-wide compaction (CONTRACT §8-§11): prunes events older than
     /// `now_ms - retention_ms` below the seq of their stream's newest
     /// snapshot, leaving one merged marker per stream built by
-    /// [`merge_marker`](crate::compaction::merge_marker). `retention_ms == 0`
+    /// [`merge_marker`](crate::raw::compaction::merge_marker). `retention_ms == 0`
     /// does nothing.
     ///
     /// Each stream is processed on its own (CONTRACT §25): the report counts
@@ -122,7 +122,7 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// Returns how many records were written. Import guarantees what append
     /// guarantees (CONTRACT §23): see
     /// [`Limits::check_import`](crate::validate::Limits::check_import) and
-    /// [`plan_import`](crate::append::plan_import).
+    /// [`plan_import`](crate::raw::append::plan_import).
     ///
     /// # Errors
     /// `InvalidInput` when the records break a limit, are not one gapless

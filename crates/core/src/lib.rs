@@ -33,15 +33,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod append;
-pub mod check;
-pub mod compaction;
 mod error;
 mod event_log;
 mod ext;
-pub mod group;
 mod maintenance;
 mod memory;
+pub mod raw;
 pub mod salvage;
 mod snapshot_store;
 mod stream;
@@ -53,7 +50,7 @@ pub use event_log::EventLog;
 pub use ext::{EventLogExt, SnapshotStoreExt};
 pub use maintenance::{MaintenanceReport, StreamFailure};
 pub use memory::MemoryStore;
-pub use snapshot_store::{SnapshotStore, keep_newest, prune_selection, snapshot_order};
+pub use snapshot_store::SnapshotStore;
 pub use stream::StreamKey;
 pub use types::{
     event::{EventRecord, SCHEMA_VERSION},

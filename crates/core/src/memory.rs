@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use crate::{
     AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
     SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    append::{plan_append, plan_import},
-    compaction::{CompactionPolicy, compact_stream, compacted_ids},
-    snapshot_store::{keep_newest, prune_selection, snapshot_order},
+    raw::{
+        append::{plan_append, plan_import},
+        compaction::{CompactionPolicy, compact_stream, compacted_ids},
+        snapshots::{keep_newest, prune_selection, snapshot_order},
+    },
     validate::{Limits, check_clock},
 };
 

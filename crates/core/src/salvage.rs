@@ -23,7 +23,7 @@ use std::{
     ops::RangeInclusive,
 };
 
-use crate::{EventRecord, SnapshotId, SnapshotRecord, StreamKey, compaction::compacted_ids};
+use crate::{EventRecord, SnapshotId, SnapshotRecord, StreamKey, raw::compaction::compacted_ids};
 
 mod api;
 
@@ -337,7 +337,7 @@ impl fmt::Display for SplitStop {
 
 /// The longest prefix of `records` (one stream, ascending seqs) that an
 /// import into an empty stream accepts (see
-/// [`plan_import`](crate::append::plan_import)): every seq from 1 to the
+/// [`plan_import`](crate::raw::append::plan_import)): every seq from 1 to the
 /// prefix's last seq is one of its records or is covered by one of its
 /// compaction markers (a marker's `compacted_event_ids` lists the seqs it
 /// covers); no event id appears twice, live or remembered; at most one
@@ -417,7 +417,7 @@ pub fn split_importable(records: &[EventRecord]) -> ImportSplit {
 /// before it (their live seqs, their ids, whether one is a marker).
 fn breaks_import(
     record: &EventRecord,
-    remembered: &[crate::compaction::CompactedId],
+    remembered: &[crate::raw::compaction::CompactedId],
     live: &HashSet<u64>,
     ids: &HashSet<String>,
     marker_seen: bool,
@@ -639,7 +639,7 @@ mod tests {
     use super::*;
     use crate::{
         EventId, RunId, Tenant,
-        compaction::{COMPACTION_EVENT_TYPE, merge_marker},
+        raw::compaction::{COMPACTION_EVENT_TYPE, merge_marker},
     };
 
     fn event(seq: u64) -> EventRecord {

@@ -1,7 +1,7 @@
 //! The snapshot store an implementor provides, and the ordering rules every
 //! backend shares.
 
-use std::{cmp::Ordering, fmt::Debug, sync::Arc};
+use std::{fmt::Debug, sync::Arc};
 
 use async_trait::async_trait;
 
@@ -37,7 +37,7 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
         snapshot_id: &SnapshotId,
     ) -> Result<Option<SnapshotRecord>>;
 
-    /// The stream's snapshots in [`snapshot_order`]; a `limit` (other than
+    /// The stream's snapshots in [`snapshot_order`](crate::raw::snapshots::snapshot_order); a `limit` (other than
     /// `None` or 0) keeps the newest `limit` (CONTRACT §13).
     ///
     /// # Errors
@@ -52,7 +52,7 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// Store-wide: deletes snapshots created before `now_ms - retention_ms`,
     /// always keeping the newest `keep_last_per_run` of each stream
     /// (CONTRACT §14). `retention_ms == 0` deletes nothing. See
-    /// [`prune_selection`].
+    /// [`prune_selection`](crate::raw::snapshots::prune_selection).
     ///
     /// Each stream is processed on its own (CONTRACT §25): the report counts
     /// the snapshots deleted and names every stream that failed, with its
@@ -74,44 +74,6 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// # Errors
     /// `Io`, `Backend`.
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>>;
-}
-
-/// The order of a stream's snapshots, oldest first: by `seq`, then
-/// `created_at_ms`, then `snapshot_id` (byte order). The newest is last.
-pub fn snapshot_order(a: &SnapshotRecord, b: &SnapshotRecord) -> Ordering {
-    (a.seq, a.created_at_ms, a.snapshot_id.as_str()).cmp(&(
-        b.seq,
-        b.created_at_ms,
-        b.snapshot_id.as_str(),
-    ))
-}
-
-/// Keeps the newest `limit` of snapshots already in [`snapshot_order`].
-pub fn keep_newest<T>(mut ordered: Vec<T>, limit: Option<usize>) -> Vec<T> {
-    if let Some(limit) = limit.filter(|limit| *limit > 0)
-        && ordered.len() > limit
-    {
-        ordered.drain(..ordered.len() - limit);
-    }
-    ordered
-}
-
-/// Which of one stream's snapshots (in [`snapshot_order`]) a prune deletes:
-/// returns their indexes.
-pub fn prune_selection(
-    ordered: &[SnapshotRecord],
-    retention_ms: u64,
-    keep_last_per_run: usize,
-    now_ms: u64,
-) -> Vec<usize> {
-    if retention_ms == 0 {
-        return Vec::new();
-    }
-    let cutoff = now_ms.saturating_sub(retention_ms);
-    let protected_from = ordered.len().saturating_sub(keep_last_per_run);
-    (0..protected_from)
-        .filter(|index| ordered[*index].created_at_ms < cutoff)
-        .collect()
 }
 
 macro_rules! forward_snapshot_store {

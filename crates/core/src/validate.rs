@@ -6,14 +6,14 @@
 //!
 //! - [`Limits::check_append`] in `append_batch`, on the request as given;
 //! - [`Limits::check_import`] in `import_stream`, then
-//!   [`plan_import`](crate::append::plan_import), which checks what import
+//!   [`plan_import`](crate::raw::append::plan_import), which checks what import
 //!   owes the stream (no id twice, no gap, room to append);
 //! - [`Limits::check_snapshot`] in `put`;
 //! - [`check_clock`] on `now_ms` in `compact` and `prune`.
 //!
 //! Each check writes nothing and answers [`Error::InvalidInput`] naming the
 //! record, the field and the limit. Seq assignment is checked by the planners:
-//! [`plan_append`](crate::append::plan_append) refuses to go past [`MAX_SEQ`].
+//! [`plan_append`](crate::raw::append::plan_append) refuses to go past [`MAX_SEQ`].
 //!
 //! The limits make everything a store acknowledges readable on every backend:
 //! seqs and timestamps fit a signed 64-bit column (SQLite, PostgreSQL), and a
@@ -26,8 +26,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    Error, EventRecord, Result, RunId, SnapshotRecord, append::check_run,
-    compaction::COMPACTION_ID_PREFIX, types::phase::PhaseTransitionRecord,
+    Error, EventRecord, Result, RunId, SnapshotRecord, raw::append::check_run,
+    raw::compaction::COMPACTION_ID_PREFIX, types::phase::PhaseTransitionRecord,
 };
 
 /// The deepest a record's JSON may nest, counting the record object itself as
@@ -432,7 +432,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        EventId, RunStatus, SnapshotId, Tenant, WorkflowPhase, compaction::COMPACTION_EVENT_TYPE,
+        EventId, RunStatus, SnapshotId, Tenant, WorkflowPhase,
+        raw::compaction::COMPACTION_EVENT_TYPE,
     };
 
     fn event(id: &str) -> EventRecord {

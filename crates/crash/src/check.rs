@@ -1,7 +1,7 @@
 //! The checks after a kill (or after a server-fault load), on the store as
 //! the next process finds it:
 //!
-//! 1. (the shared stream checker, `runstore_core::check`) every stream holds
+//! 1. (the shared stream checker, `runstore_core::raw::check`) every stream holds
 //!    each seq from 1 to its last exactly once, live or
 //!    remembered by its compaction marker, with each id once, and
 //!    `next_seq` is the last seq + 1;
@@ -31,7 +31,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use runstore::{
     EventId, EventLog as _, EventLogExt as _, ReadQuery, SnapshotStore as _, Store, StreamKey,
-    core::check,
+    core::raw::check,
 };
 use serde::Serialize;
 

@@ -108,8 +108,8 @@ pub use runstore_core::{
     AppendOutcome, BoxError, Durability, Error, EventId, EventLog, EventLogExt, EventRecord,
     MAX_ID_BYTES, MaintenanceReport, MemoryStore, PhaseState, PhaseTransitionRecord, ReadQuery,
     Result, RunId, RunStatus, SCHEMA_VERSION, Scope, SnapshotId, SnapshotRecord, SnapshotStore,
-    SnapshotStoreExt, StreamFailure, StreamKey, Tenant, TenantContext, WorkflowPhase, append,
-    compaction, keep_newest, prune_selection, snapshot_order, types, validate,
+    SnapshotStoreExt, StreamFailure, StreamKey, Tenant, TenantContext, WorkflowPhase, types,
+    validate,
 };
 
 pub use error::OpenError;

@@ -11,7 +11,7 @@ use std::{
 
 use runstore_core::{
     Durability, Error, EventId, EventRecord, MaintenanceReport, Result,
-    compaction::{CompactionPolicy, StreamCompaction, compact_stream},
+    raw::compaction::{CompactionPolicy, StreamCompaction, compact_stream},
 };
 
 use crate::{

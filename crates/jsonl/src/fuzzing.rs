@@ -10,7 +10,7 @@ use std::{fs, io, path::Path};
 
 use runstore_core::{
     Durability, Error, EventRecord, ReadQuery, Result, SnapshotRecord, StreamKey,
-    check::ProblemKind,
+    raw::check::ProblemKind,
 };
 
 use crate::{
@@ -101,7 +101,7 @@ fn check_stream(store: &JsonlStore, key: &StreamKey, records: &[EventRecord]) {
     // hand: seqs ascend, every record belongs to the stream, and next_seq
     // follows the last. (A hand-written log may have gaps or repeated ids,
     // which open accepts and the other checks of `runstore verify` name.)
-    let check = runstore_core::check::check_stream(key, records);
+    let check = runstore_core::raw::check::check_stream(key, records);
     let next = shared
         .read_state()
         .index

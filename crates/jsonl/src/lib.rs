@@ -91,7 +91,7 @@ use std::{
 
 use runstore_core::{
     Durability, Error, Result,
-    group::{self, Reply},
+    raw::group::{self, Reply},
     validate::Limits,
 };
 use tokio::runtime::RuntimeFlavor;
@@ -358,7 +358,7 @@ impl JsonlStore {
 mod tests {
     use runstore_core::{
         EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
-        compaction::COMPACTION_EVENT_TYPE,
+        raw::compaction::COMPACTION_EVENT_TYPE,
     };
 
     use super::*;

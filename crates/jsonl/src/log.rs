@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, StreamKey, Tenant, compaction::CompactionPolicy,
+    RunId, StreamKey, Tenant, raw::compaction::CompactionPolicy,
 };
 
 use crate::{JsonlStore, index, writer::Command};

@@ -9,7 +9,7 @@ use std::{borrow::Cow, collections::HashMap, hash::BuildHasher};
 
 use runstore_core::{
     Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
-    compaction::{COMPACTION_EVENT_TYPE, compacted_ids},
+    raw::compaction::{COMPACTION_EVENT_TYPE, compacted_ids},
     validate::MAX_SEQ,
 };
 use serde::Deserialize;

@@ -20,7 +20,8 @@ use std::{
 use async_trait::async_trait;
 use runstore_core::{
     Durability, Error, MaintenanceReport, Result, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, StreamKey, Tenant, keep_newest, prune_selection, validate::check_clock,
+    SnapshotStore, StreamKey, Tenant, raw::snapshots::keep_newest, raw::snapshots::prune_selection,
+    validate::check_clock,
 };
 
 use crate::{

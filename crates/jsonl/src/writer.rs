@@ -15,9 +15,9 @@ use std::{
 use runstore_core::{
     AppendOutcome, Durability, Error, EventId, EventRecord, MaintenanceReport, Result, RunId,
     StreamKey, Tenant,
-    append::{plan_append, plan_import},
-    compaction::{CompactionPolicy, compacted_ids},
-    group::Reply,
+    raw::append::{plan_append, plan_import},
+    raw::compaction::{CompactionPolicy, compacted_ids},
+    raw::group::Reply,
     validate::Limits,
 };
 

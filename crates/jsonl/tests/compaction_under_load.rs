@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
-    compaction::marker_payload,
+    raw::compaction::marker_payload,
 };
 use runstore_jsonl::JsonlStore;
 

@@ -5,7 +5,7 @@ use std::fs;
 
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant, WorkflowPhase, compaction::merge_marker,
+    SnapshotStore, Tenant, WorkflowPhase, raw::compaction::merge_marker,
 };
 use runstore_jsonl::{JsonlStore, import_reference};
 use serde_json::json;

@@ -57,7 +57,7 @@ use std::{
 
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
-    SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant, compaction::compacted_ids,
+    SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant, raw::compaction::compacted_ids,
 };
 use runstore_jsonl::{IoObserver, IoOp, JsonlOptions, JsonlStore};
 use serde_json::json;

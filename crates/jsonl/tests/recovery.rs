@@ -486,7 +486,7 @@ async fn a_bad_marker_or_tenant_at_open_is_stated_once() {
     let clean = fs::read_to_string(&log).unwrap();
     let mut marker = event("m");
     marker.seq = 2;
-    marker.event_type = runstore_core::compaction::COMPACTION_EVENT_TYPE.to_owned();
+    marker.event_type = runstore_core::raw::compaction::COMPACTION_EVENT_TYPE.to_owned();
     marker.payload = serde_json::json!({ "compacted_event_ids": "damaged" });
     let mut no_org = serde_json::to_value(event("o")).unwrap();
     no_org["seq"] = 2.into();

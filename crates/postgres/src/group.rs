@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use runstore_core::{
     AppendOutcome, Error, EventRecord, Result, RunId, Tenant,
-    append::plan_append,
-    group::{self, Budget, Reply},
+    raw::append::plan_append,
+    raw::group::{self, Budget, Reply},
 };
 
 use crate::{

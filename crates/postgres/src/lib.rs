@@ -6,7 +6,7 @@
 //! [`SnapshotStore`](runstore_core::SnapshotStore). Correctness under
 //! concurrency comes from the database alone (CONTRACT §3): every append
 //! locks its stream's row in the `streams` table inside a `READ COMMITTED`
-//! transaction, plans with [`runstore_core::append::plan_append`], writes the
+//! transaction, plans with [`runstore_core::raw::append::plan_append`], writes the
 //! new events and the new last seq, and commits. Concurrent appends to one
 //! stream through one handle share such a transaction (group commit, for
 //! speed only). Compaction (CONTRACT §8-§11) rewrites one stream per

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
     RunId, StreamKey, Tenant,
-    append::{plan_append, plan_import},
-    compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
+    raw::append::{plan_append, plan_import},
+    raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
 };
 use sqlx::PgConnection;
 

@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use runstore_core::{
     Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
-    Tenant, prune_selection, snapshot_order, validate::check_clock,
+    Tenant, raw::snapshots::prune_selection, raw::snapshots::snapshot_order, validate::check_clock,
 };
 
 use crate::{

@@ -9,7 +9,7 @@
 
 use runstore_core::{
     Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, RunId, RunStatus,
-    SnapshotId, SnapshotRecord, SnapshotStore, Tenant, compaction::marker_event_id,
+    SnapshotId, SnapshotRecord, SnapshotStore, Tenant, raw::compaction::marker_event_id,
 };
 use runstore_postgres::{PostgresOptions, PostgresStore};
 

@@ -63,7 +63,7 @@ from_redb!(
 
 /// Maps a redb error into the public error, naming the store's file. A
 /// failed group commit maps its error once; every request of the group
-/// gets a clone ([`runstore_core::group`]).
+/// gets a clone ([`runstore_core::raw::group`]).
 pub(crate) fn map(path: &Path, err: redb::Error) -> Error {
     let file = path.display();
     match err {

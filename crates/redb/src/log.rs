@@ -5,8 +5,8 @@ use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
     RunId, StreamKey, Tenant,
-    append::{plan_append_owned, plan_import},
-    compaction::{CompactionPolicy, compacted_ids, merge_marker},
+    raw::append::{plan_append_owned, plan_import},
+    raw::compaction::{CompactionPolicy, compacted_ids, merge_marker},
     validate::Limits,
 };
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use redb::ReadableTable;
 use runstore_core::{
     Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
-    Tenant, keep_newest, prune_selection, validate::check_clock,
+    Tenant, raw::snapshots::keep_newest, raw::snapshots::prune_selection, validate::check_clock,
 };
 
 use crate::{

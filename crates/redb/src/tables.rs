@@ -18,7 +18,7 @@
 //!
 //! Big-endian seqs make one stream's events one contiguous key range in seq
 //! order, and `snapshot_order` sorts exactly as
-//! [`snapshot_order`](runstore_core::snapshot_order) does, so a stream's
+//! [`snapshot_order`](runstore_core::raw::snapshots::snapshot_order) does, so a stream's
 //! newest snapshot is the last key of its range.
 
 use redb::TableDefinition;

@@ -24,7 +24,7 @@ use std::{
 use redb::{Database, Key, Table, TableDefinition, Value, WriteTransaction};
 use runstore_core::{
     Durability, Error, Result,
-    group::{self, Budget, Reply},
+    raw::group::{self, Budget, Reply},
 };
 
 use crate::{

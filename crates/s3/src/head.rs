@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use runstore_core::{
-    Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant, compaction::compacted_ids,
+    Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant, raw::compaction::compacted_ids,
 };
 use serde::{Deserialize, Serialize};
 

@@ -18,7 +18,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{ObjectMeta, path::Path};
 use runstore_core::{
     MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    keep_newest, prune_selection, snapshot_order, validate::check_clock,
+    raw::snapshots::keep_newest, raw::snapshots::prune_selection, raw::snapshots::snapshot_order,
+    validate::check_clock,
 };
 
 use crate::{

@@ -318,7 +318,7 @@ async fn prunes_racing_puts_of_the_same_ids_on_a_real_server() {
             );
             expected.push(got);
         }
-        expected.sort_by(runstore_core::snapshot_order);
+        expected.sort_by(runstore_core::raw::snapshots::snapshot_order);
         assert_eq!(listed, expected, "round {round}: list agrees with get");
         let latest = reader.latest(&tenant(), &run()).await.unwrap();
         assert_eq!(latest.as_ref(), expected.last(), "round {round}: latest");

@@ -38,7 +38,7 @@
 //!   transactions. Appends and snapshot puts that are waiting together share
 //!   one transaction and one commit (group commit); each request is planned
 //!   on its own with the core's
-//!   [`plan_append`](runstore_core::append::plan_append). A group of appends
+//!   [`plan_append`](runstore_core::raw::append::plan_append). A group of appends
 //!   to one stream the writer has written before is planned against the
 //!   last seq it left and written by one guarded `INSERT` that writes
 //!   nothing if the stream has moved on or an id is compacted; other groups
@@ -92,7 +92,7 @@ use std::{
 };
 
 use runstore_core::{
-    Durability, Error, MaintenanceReport, Result, StreamKey, group::Answer, validate::Limits,
+    Durability, Error, MaintenanceReport, Result, StreamKey, raw::group::Answer, validate::Limits,
 };
 
 use crate::{
@@ -335,7 +335,7 @@ impl SqliteStore {
     ) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         for chunk in streams.chunks(MAINTENANCE_STREAMS_PER_TRANSACTION) {
-            let (reply, answer) = runstore_core::group::reply();
+            let (reply, answer) = runstore_core::raw::group::reply();
             let done = self
                 .submit(
                     Job::Maintain {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use runstore_core::{
     AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    StreamKey, Tenant, compaction::CompactionPolicy,
+    StreamKey, Tenant, raw::compaction::CompactionPolicy,
 };
 use sqlx::Row as _;
 
@@ -36,7 +36,7 @@ impl EventLog for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, answer) = runstore_core::group::reply();
+        let (reply, answer) = runstore_core::raw::group::reply();
         self.submit(
             Job::Append(AppendJob {
                 tenant: tenant.clone(),
@@ -211,7 +211,7 @@ impl EventLog for SqliteStore {
     }
 
     /// CONTRACT §23: checked with the store's limits, then planned with
-    /// [`plan_import`](runstore_core::append::plan_import) in the writer's
+    /// [`plan_import`](runstore_core::raw::append::plan_import) in the writer's
     /// transaction.
     async fn import_stream(
         &self,
@@ -220,7 +220,7 @@ impl EventLog for SqliteStore {
         records: &[EventRecord],
     ) -> Result<usize> {
         self.inner.options.limits.check_import(run_id, records)?;
-        let (reply, answer) = runstore_core::group::reply();
+        let (reply, answer) = runstore_core::raw::group::reply();
         self.submit(
             Job::Import {
                 tenant: tenant.clone(),

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use runstore_core::{
     MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    snapshot_order, validate::check_clock,
+    raw::snapshots::snapshot_order, validate::check_clock,
 };
 use sqlx::Row as _;
 
@@ -31,7 +31,7 @@ impl SnapshotStore for SqliteStore {
         let record = to_json(&snapshot, || {
             format!("serialize snapshot {:?}", snapshot.snapshot_id.as_str())
         })?;
-        let (reply, answer) = runstore_core::group::reply();
+        let (reply, answer) = runstore_core::raw::group::reply();
         self.submit(
             Job::Put(PutJob {
                 tenant: tenant.clone(),
@@ -112,7 +112,7 @@ impl SnapshotStore for SqliteStore {
 
     /// CONTRACT §14, §25: finds the streams with a snapshot older than the
     /// cutoff, then prunes them in write transactions of up to 16 streams
-    /// each, choosing with [`prune_selection`](runstore_core::prune_selection)
+    /// each, choosing with [`prune_selection`](runstore_core::raw::snapshots::prune_selection)
     /// inside the transaction. Should a transaction fail, its streams are
     /// pruned again one by one, so only a stream that fails alone is
     /// reported as failed.

@@ -8,7 +8,7 @@ use std::path::Path;
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventLogExt, EventRecord, MemoryStore, ReadQuery,
     RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
-    compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX},
+    raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX},
     validate::{Limits, MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
 use runstore_sqlite::{SqliteOptions, SqliteStore};

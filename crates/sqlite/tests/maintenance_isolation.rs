@@ -8,7 +8,7 @@ use std::path::Path;
 use runstore_core::{
     Error, EventId, EventLog, EventLogExt, EventRecord, MaintenanceReport, ReadQuery, RunId,
     RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    compaction::{COMPACTION_ID_PREFIX, marker_event_id},
+    raw::compaction::{COMPACTION_ID_PREFIX, marker_event_id},
 };
 use runstore_sqlite::SqliteStore;
 use sqlx::{ConnectOptions as _, SqliteConnection, sqlite::SqliteConnectOptions};

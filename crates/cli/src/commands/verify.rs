@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
 use runstore::{
-    EventLog as _, EventRecord, ReadQuery, SnapshotStore as _, Store, StreamKey, core::check,
+    EventLog as _, EventRecord, ReadQuery, SnapshotStore as _, Store, StreamKey, core::raw::check,
 };
 use serde::Serialize;
 
@@ -160,7 +160,7 @@ async fn read_all(store: &Store, key: &StreamKey) -> runstore::Result<Vec<EventR
 }
 
 /// The checks of one stream (CONTRACT §1-§3, §7, §9), by the shared
-/// stream checker (`runstore_core::check`), and its `next_seq`.
+/// stream checker (`runstore_core::raw::check`), and its `next_seq`.
 async fn check_stream(
     store: &Store,
     key: &StreamKey,

@@ -103,6 +103,6 @@ impl EventRecord {
 
     /// Whether this record is a compaction marker (CONTRACT §9).
     pub fn is_compaction_marker(&self) -> bool {
-        self.event_type == crate::compaction::COMPACTION_EVENT_TYPE
+        self.event_type == crate::raw::compaction::COMPACTION_EVENT_TYPE
     }
 }

@@ -41,7 +41,7 @@ use disk::{Loss, Op, Rng, SimDisk, image_after, sync_points, sync_points_from};
 use runstore_core::{
     Durability, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, Tenant,
-    compaction::{CompactionPolicy, compacted_ids, marker_payload},
+    raw::compaction::{CompactionPolicy, compacted_ids, marker_payload},
 };
 use runstore_redb::{RedbOptions, RedbStore};
 

@@ -14,8 +14,8 @@ use std::{
 
 use runstore_core::{
     AppendOutcome, EventId, EventRecord, Result, StreamKey,
-    append::plan_append,
-    group::{self, Reply},
+    raw::append::plan_append,
+    raw::group::{self, Reply},
 };
 
 use super::{Loaded, Local};

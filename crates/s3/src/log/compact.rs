@@ -9,7 +9,7 @@
 use object_store::{PutMode, PutOptions, PutPayload};
 use runstore_core::{
     EventRecord, Result, StreamKey,
-    compaction::{CompactionPolicy, compact_stream},
+    raw::compaction::{CompactionPolicy, compact_stream},
 };
 
 use super::{MAINTENANCE_ATTEMPTS, Work};

@@ -3,7 +3,7 @@
 //! puts and flushed as appends are.
 
 use runstore_core::{
-    EventRecord, Result, StreamKey, append::plan_import, compaction::compacted_ids,
+    EventRecord, Result, StreamKey, raw::append::plan_import, raw::compaction::compacted_ids,
 };
 
 use super::{Loaded, MAINTENANCE_ATTEMPTS};

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use object_store::{UpdateVersion, path::Path};
 use runstore_core::{
     AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    StreamKey, Tenant, compaction::CompactionPolicy,
+    StreamKey, Tenant, raw::compaction::CompactionPolicy,
 };
 
 pub(crate) use self::append::StreamState;

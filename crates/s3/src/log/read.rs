@@ -7,7 +7,9 @@
 
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::path::Path;
-use runstore_core::{Error, EventRecord, ReadQuery, Result, StreamKey, compaction::compacted_ids};
+use runstore_core::{
+    Error, EventRecord, ReadQuery, Result, StreamKey, raw::compaction::compacted_ids,
+};
 
 use super::io::segment_what;
 use crate::{

@@ -7,8 +7,8 @@
 //! ([`Writer::run_exclusive`]).
 
 use runstore_core::{
-    Error, EventRecord, Result, RunId, StreamKey, Tenant, append::plan_import,
-    compaction::compacted_ids,
+    Error, EventRecord, Result, RunId, StreamKey, Tenant, raw::append::plan_import,
+    raw::compaction::compacted_ids,
 };
 use sqlx::Connection;
 

@@ -10,8 +10,8 @@ use std::{collections::HashSet, sync::Arc};
 
 use runstore_core::{
     MaintenanceReport, Result, SnapshotRecord, StreamKey,
-    compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker},
-    prune_selection,
+    raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker},
+    raw::snapshots::prune_selection,
 };
 use sqlx::{Connection, Row as _, SqliteConnection};
 
@@ -247,7 +247,7 @@ async fn prune_stream(
             id,
         )?);
     }
-    ordered.sort_by(runstore_core::snapshot_order);
+    ordered.sort_by(runstore_core::raw::snapshots::snapshot_order);
     let doomed = select(&ordered);
     for &index in &doomed {
         let id = ordered[index].snapshot_id.as_str();

@@ -4,7 +4,7 @@
 //! waiting together are run as one group in one `BEGIN IMMEDIATE`
 //! transaction and committed once (group commit): with 64 concurrent
 //! appenders, one sync serves many appends. Each request is planned on its
-//! own ([`plan_append`](runstore_core::append::plan_append)), so one
+//! own ([`plan_append`](runstore_core::raw::append::plan_append)), so one
 //! request's `Conflict` never affects another's; a failure of the
 //! transaction itself fails every request of the group, and nothing of it is
 //! written. A group of appends to one stream the writer has seen takes a
@@ -54,7 +54,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use runstore_core::{
     AppendOutcome, Error, EventRecord, MaintenanceReport, RunId, SnapshotId, StreamKey, Tenant,
-    compaction::CompactionPolicy, group::Reply,
+    raw::compaction::CompactionPolicy, raw::group::Reply,
 };
 use sqlx::SqliteConnection;
 

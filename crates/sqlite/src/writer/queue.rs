@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use runstore_core::group::{Answer, Budget};
+use runstore_core::raw::group::{Answer, Budget};
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 

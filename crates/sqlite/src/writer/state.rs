@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use runstore_core::{AppendOutcome, Result, RunId, Tenant, append::plan_append};
+use runstore_core::{AppendOutcome, Result, RunId, Tenant, raw::append::plan_append};
 use sqlx::{Row as _, SqliteConnection};
 
 use super::{AppendJob, retry::Fail, rows::EventRow};

@@ -10,7 +10,7 @@
 //! when it is not the last seq + 1.
 //!
 //! ```
-//! use runstore_core::{EventId, EventRecord, RunId, StreamKey, Tenant, check::check_stream};
+//! use runstore_core::{EventId, EventRecord, RunId, StreamKey, Tenant, raw::check::check_stream};
 //!
 //! let tenant = Tenant::local();
 //! let key = StreamKey::new(tenant.clone(), RunId::new("run-1")?);
@@ -56,7 +56,7 @@ use std::{
 
 use crate::{
     EventRecord, StreamKey,
-    compaction::{COMPACTION_SOURCE, marker_payload},
+    raw::compaction::{COMPACTION_SOURCE, marker_payload},
 };
 
 /// One thing found wrong with a stream, at `seq` when it concerns one.
@@ -433,7 +433,7 @@ mod tests {
     use super::*;
     use crate::{
         EventId, RunId, Tenant,
-        compaction::{COMPACTION_EVENT_TYPE, CompactedId, CompactionPayload},
+        raw::compaction::{COMPACTION_EVENT_TYPE, CompactedId, CompactionPayload},
     };
 
     fn key() -> StreamKey {

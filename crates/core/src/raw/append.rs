@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
-    AppendOutcome, Error, EventId, EventRecord, Result, RunId, Tenant, compaction::compacted_ids,
-    validate::MAX_SEQ,
+    AppendOutcome, Error, EventId, EventRecord, Result, RunId, Tenant,
+    raw::compaction::compacted_ids, validate::MAX_SEQ,
 };
 
 /// What an append request must write and answer.
@@ -487,7 +487,7 @@ mod tests {
             .iter()
             .map(|seq| at(&format!("m{seq}"), *seq))
             .collect();
-        crate::compaction::merge_marker(
+        crate::raw::compaction::merge_marker(
             &Tenant::local(),
             &RunId::new("r").unwrap(),
             None,
