@@ -38,6 +38,18 @@ pub trait BareLoop {
     /// # Panics
     /// When the driver fails; a bench has no one to return an error to.
     fn run(&mut self, bench: &Bench, n: u64) -> OpResult;
+
+    /// The bare counterpart of a batch append, with its label: `batches`
+    /// writes of `size` rows each, one durable commit per write; `None`
+    /// for a driver without one.
+    fn batch(
+        &mut self,
+        _bench: &Bench,
+        _batches: u64,
+        _size: u64,
+    ) -> Option<(&'static str, OpResult)> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -382,6 +394,47 @@ impl BarePostgres {
             latencies,
         ))
     }
+
+    /// `batches` inserts of `size` rows each (`INSERT ... SELECT ...
+    /// UNNEST`), each its own transaction; `events` of the result counts
+    /// rows.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub async fn insert_rows(&mut self, batches: u64, size: u64) -> sqlx::Result<OpResult> {
+        let body = bare_body();
+        let sql = format!(
+            "INSERT INTO \"{}\".bare (run_id, event_id, body) \
+             SELECT 'bare-run', id, body::jsonb FROM UNNEST($1::TEXT[], $2::TEXT[]) AS u(id, body)",
+            self.schema
+        );
+        let bodies = vec![body; usize::try_from(size).unwrap_or(0)];
+        let mut latencies = Vec::with_capacity(usize::try_from(batches).unwrap_or(0));
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..batches {
+            let ids: Vec<String> = (0..size)
+                .map(|_| {
+                    self.next += 1;
+                    format!("e-{}", self.next)
+                })
+                .collect();
+            let began = Instant::now();
+            sqlx::query(&sql)
+                .bind(&ids)
+                .bind(&bodies)
+                .execute(&self.pool)
+                .await?;
+            let took = began.elapsed();
+            elapsed += took;
+            latencies.push(took);
+        }
+        Ok(OpResult::from_latencies(
+            Operation::BareInsert,
+            batches.saturating_mul(size),
+            elapsed,
+            latencies,
+        ))
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -392,6 +445,18 @@ impl BareLoop for BarePostgres {
 
     fn run(&mut self, bench: &Bench, n: u64) -> OpResult {
         bench.block_on(self.insert(n)).expect("bare insert")
+    }
+
+    fn batch(
+        &mut self,
+        bench: &Bench,
+        batches: u64,
+        size: u64,
+    ) -> Option<(&'static str, OpResult)> {
+        let result = bench
+            .block_on(self.insert_rows(batches, size))
+            .expect("bare batch insert");
+        Some(("bare multi-row insert loop", result))
     }
 }
 
@@ -459,6 +524,22 @@ impl BareLoop for BareObjectPut {
     }
 }
 
+/// An event of the bench tenant shaped like the workload's (about 100
+/// bytes of payload), in `run` with id `id`, occurred at `at_ms`.
+///
+/// # Panics
+/// When `run` or `id` is not a valid id.
+pub fn bench_event(run: &str, id: &str, at_ms: u64) -> EventRecord {
+    let tenant = runstore::bench::bench_tenant();
+    let run = runstore_core::RunId::new(run).expect("a valid run id");
+    let id = runstore_core::EventId::new(id).expect("a valid event id");
+    EventRecord::new(&tenant, run, id, "bench.live", at_ms).with_payload(serde_json::json!({
+        "step": 0,
+        "status": "ok",
+        "detail": "benchmark event with a short human-readable detail",
+    }))
+}
+
 /// A record body of the size the workload's events serialize to.
 #[cfg(any(
     feature = "sqlite",
@@ -467,13 +548,7 @@ impl BareLoop for BareObjectPut {
     feature = "s3"
 ))]
 fn bare_body() -> String {
-    let tenant = runstore::bench::bench_tenant();
-    let run = runstore_core::RunId::new("bare-run").expect("a valid id");
-    let id = runstore_core::EventId::new("e-0").expect("a valid id");
-    let event = EventRecord::new(&tenant, run, id, "bench.live", 0)
-        .with_payload(serde_json::json!({"step": 0, "status": "ok",
-            "detail": "benchmark event with a short human-readable detail"}));
-    serde_json::to_string(&event).expect("a record serializes")
+    serde_json::to_string(&bench_event("bare-run", "e-0", 0)).expect("a record serializes")
 }
 
 #[cfg(test)]

@@ -31,6 +31,19 @@ pub struct Targets {
     pub bytes_per_event: Option<f64>,
 }
 
+/// How the spread-appenders figure spreads its appenders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// Handles on the write store (separate pools or clients, as separate
+    /// nodes would have); appender `i` uses handle `i % handles`.
+    pub handles: usize,
+    /// Appender tasks.
+    pub tasks: u64,
+    /// Whether each appender writes a stream of its own (else all write
+    /// one).
+    pub own_streams: bool,
+}
+
 /// One backend: every figure of the standard run goes through these
 /// methods, so one benchmark body measures every engine.
 pub trait Engine {
@@ -70,6 +83,12 @@ pub trait Engine {
     /// Concurrent appender tasks.
     fn concurrency(&self) -> u64 {
         64
+    }
+
+    /// Appenders spread over several handles (and streams) for one more
+    /// write figure; `None` for engines without it.
+    fn spread(&self) -> Option<Spread> {
+        None
     }
 
     /// Whether the store lives on the local disk, so that the raw

@@ -247,6 +247,16 @@ impl Engine for Postgres {
         3
     }
 
+    fn spread(&self) -> Option<crate::engine::Spread> {
+        // The same 64 appenders and 4 pools, each on a stream of its own:
+        // no group commit to share.
+        Some(crate::engine::Spread {
+            handles: 4,
+            tasks: 64,
+            own_streams: true,
+        })
+    }
+
     fn bare(&self, bench: &crate::Bench) -> Option<Box<dyn crate::BareLoop>> {
         let schema = location_name(&bench.path("bare"));
         let bare = bench
@@ -374,6 +384,16 @@ impl Engine for S3 {
 
     fn concurrency(&self) -> u64 {
         16
+    }
+
+    fn spread(&self) -> Option<crate::engine::Spread> {
+        // 4 clients (as 4 machines would be) x 4 appenders on one stream:
+        // their head PUTs race and the losers retry.
+        Some(crate::engine::Spread {
+            handles: 4,
+            tasks: 16,
+            own_streams: false,
+        })
     }
 
     fn local_disk(&self) -> bool {

@@ -514,3 +514,142 @@ pub fn compact<E: Engine>(s: &mut Session<'_, E>, reader: &Workload) {
         0.0,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Figures only some engines have.
+
+/// Batches against the bare driver's multi-row insert of the same size, in
+/// rounds of their own (engines whose bare loop has one).
+pub fn batch_vs_bare<E: Engine>(
+    s: &mut Session<'_, E>,
+    writer: &Workload,
+    bare: Option<&mut (dyn BareLoop + 'static)>,
+) {
+    let bench = s.bench;
+    let size = s.config.batch_size;
+    let Some(bare) = bare else {
+        return;
+    };
+    let Some((label, _probe)) = bare.batch(bench, 1, size) else {
+        return;
+    };
+    let mut batch = Windowed::new(1, 100_000, |n| {
+        bench
+            .block_on(writer.batch_append(n))
+            .expect("batch append")
+    });
+    let mut bare_batch = Windowed::new(1, 100_000, |n| {
+        bare.batch(bench, n, size)
+            .map(|(_, result)| result)
+            .expect("the bare loop has a batch")
+    });
+    interleave(
+        bench.rounds,
+        bench.window,
+        &mut [&mut batch, &mut bare_batch],
+    );
+    s.table.ratio(
+        &format!("batch of {size}"),
+        batch.tally(),
+        label,
+        bare_batch.tally(),
+        Target::None,
+    );
+}
+
+/// Appenders spread over several handles of the write store, on one stream
+/// or a stream each, retrying retryable errors (engines with a
+/// [`Spread`](crate::engine::Spread)).
+pub fn spread_append<E: Engine>(s: &mut Session<'_, E>) {
+    let Some(spread) = s.engine.spread() else {
+        return;
+    };
+    let bench = s.bench;
+    let path = s.path("write");
+    let handles: Vec<_> = (0..spread.handles.max(1))
+        .map(|_| s.open(&path, bench.write_durability))
+        .collect();
+    let next = AtomicU64::new(0);
+    let mut side = Windowed::new(1, 100_000, |per_task| {
+        bench.block_on(spread_round(&handles, spread, per_task, &next))
+    });
+    interleave(bench.rounds, bench.window, &mut [&mut side]);
+    s.table.rate(
+        &format!(
+            "{} appenders over {} handles, {}",
+            spread.tasks,
+            handles.len(),
+            if spread.own_streams {
+                "a stream each"
+            } else {
+                "one stream"
+            }
+        ),
+        side.tally(),
+        Target::None,
+    );
+}
+
+/// `Operation::ConcurrentAppend` of [`spread_append`]: `per_task` appends
+/// by each task, each retried until it is not a retryable error.
+async fn spread_round(
+    handles: &[Arc<dyn Store>],
+    spread: crate::engine::Spread,
+    per_task: u64,
+    next: &AtomicU64,
+) -> OpResult {
+    use runstore_core::EventLogExt as _;
+    let tenant = runstore::bench::bench_tenant();
+    let tasks: Vec<_> = (0..spread.tasks)
+        .map(|task| {
+            let slot = usize::try_from(task).unwrap_or(0) % handles.len();
+            let run = if spread.own_streams {
+                format!("bench-spread-{task}")
+            } else {
+                "bench-spread".to_owned()
+            };
+            let events: Vec<_> = (0..per_task)
+                .map(|_| {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    crate::baseline::bench_event(&run, &format!("spread-{n}"), LIVE_MS)
+                })
+                .collect();
+            (Arc::clone(&handles[slot]), tenant.clone(), events)
+        })
+        .collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .map(|(store, tenant, events)| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(events.len());
+                for event in &events {
+                    let began = Instant::now();
+                    loop {
+                        match store.append(&tenant, event).await {
+                            Ok(_) => break,
+                            Err(err) if err.is_retryable() => {}
+                            Err(err) => panic!("spread append: {err}"),
+                        }
+                    }
+                    latencies.push(began.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("an appender task"));
+    }
+    OpResult::from_latencies(
+        runstore::bench::Operation::ConcurrentAppend,
+        spread.tasks.saturating_mul(per_task),
+        start.elapsed(),
+        latencies,
+    )
+}
+
+/// `occurred_at_ms` of the spread appenders' events: far after the
+/// preloaded events, as the workload's own write events are.
+const LIVE_MS: u64 = 4_000_000_000_000;

@@ -39,12 +39,14 @@ pub fn run_standard<E: Engine>(
 
     let writer = figures::writer(&s);
     figures::write_micro(&mut s, &writer, bare.as_deref_mut());
-    let rounds = figures::write_rounds(&s, &writer, bare);
+    let rounds = figures::write_rounds(&s, &writer, bare.as_deref_mut());
     figures::single_append(&mut s, &rounds);
     figures::concurrent_append(&mut s, &rounds);
     figures::batch_append(&mut s, &rounds);
     figures::requests_per_event(&mut s, &rounds);
     figures::disk_range(&mut s, &rounds);
+    figures::batch_vs_bare(&mut s, &writer, bare);
+    figures::spread_append(&mut s);
     drop(writer);
 
     let path = figures::preload(&mut s);
