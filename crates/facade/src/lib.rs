@@ -65,9 +65,9 @@
 //! - `s3`: `runstore::s3`, any S3-compatible bucket; many writers on many machines.
 //! - `postgres`: `runstore::postgres`, PostgreSQL via sqlx; many application nodes.
 //!
-//! One more, not a backend: `bench` adds [`bench`], the standard workload that
-//! `runstore bench` and the benches crate run (off by default; it brings in
-//! `futures`, `serde`, `tempfile` and tokio's runtime).
+//! One more, not a backend: `bench` adds `runstore::bench`, the standard
+//! workload that `runstore bench` and the benches crate run (off by default;
+//! it brings in `futures`, `serde`, `tempfile` and tokio's runtime).
 //!
 //! This build enables:
 #![cfg_attr(feature = "jsonl", doc = "- `jsonl`")]
