@@ -54,7 +54,8 @@
 //!
 //! # Features
 //!
-//! Each feature pulls in only its backend and re-exports it as a module.
+//! Each backend feature pulls in only its backend and re-exports it as a
+//! module.
 //!
 //! - `jsonl` (default): `runstore::jsonl`, the embedded default; one directory of
 //!   JSON-lines files in the reference record format.
@@ -63,6 +64,10 @@
 //! - `redb`: `runstore::redb`, one redb file; embedded, pure Rust.
 //! - `s3`: `runstore::s3`, any S3-compatible bucket; many writers on many machines.
 //! - `postgres`: `runstore::postgres`, PostgreSQL via sqlx; many application nodes.
+//!
+//! One more, not a backend: `bench` adds `runstore::bench`, the standard
+//! workload that `runstore bench` and the benches crate run (off by default;
+//! it brings in `futures`, `serde`, `tempfile` and tokio's runtime).
 //!
 //! This build enables:
 #![cfg_attr(feature = "jsonl", doc = "- `jsonl`")]
@@ -92,6 +97,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "bench")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bench")))]
 pub mod bench;
 mod error;
 #[doc(hidden)]

@@ -1,0 +1,655 @@
+//! The figures of the standard run, one function each, over any
+//! [`Engine`]. Each adds its rows to the session's [`RatioTable`] (and its
+//! criterion benchmarks, where it has some); [`crate::run_standard`] calls
+//! them in order.
+
+use std::{
+    cell::RefCell,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use runstore::bench::{OpResult, Workload, WorkloadConfig};
+use runstore_core::{Durability, Store};
+
+use crate::{
+    Bench,
+    baseline::{BareLoop, Fdatasync, SyncFile, dir_bytes},
+    engine::{Engine, open_store},
+    footprint::{OpenFootprint, open_in_child},
+    rounds::{Round, Tally, Windowed, interleave, median, scaled},
+    table::{RatioTable, Target, human},
+};
+
+/// Opens timed for the table's open figure.
+const OPENS: usize = 3;
+
+/// What the figures of one engine share: the sizes, criterion and the table.
+pub struct Session<'a, E> {
+    /// Runtime, sizes and scratch directory.
+    pub bench: &'a Bench,
+    /// The engine measured.
+    pub engine: &'a E,
+    /// The workload's sizes, with the engine's concurrency.
+    pub config: WorkloadConfig,
+    /// Criterion, configured from the command line.
+    pub criterion: Criterion,
+    /// The table printed at the end.
+    pub table: RatioTable,
+}
+
+impl<'a, E: Engine> Session<'a, E> {
+    /// A session of `engine` with `bench`'s sizes and an empty table.
+    pub fn new(bench: &'a Bench, engine: &'a E) -> Self {
+        Self {
+            bench,
+            engine,
+            config: WorkloadConfig {
+                concurrency: engine.concurrency(),
+                ..bench.config()
+            },
+            criterion: bench.criterion(),
+            table: RatioTable::new(format!("{}: {}", engine.name(), bench.describe())),
+        }
+    }
+
+    /// Where the store of `role` (`write`, `read`) lives.
+    pub fn path(&self, role: &str) -> PathBuf {
+        self.bench
+            .path(&format!("{role}-{}", self.engine.location()))
+    }
+
+    /// Opens the store at `path`.
+    pub fn open(&self, path: &Path, durability: Durability) -> Arc<dyn Store> {
+        open_store(self.bench, self.engine, path, durability)
+    }
+
+    /// Criterion's summary, then the table.
+    pub fn finish(mut self) {
+        self.criterion.final_summary();
+        self.table.note(
+            "ratios compare figures measured in alternating windows of the same run; \
+             the machine is shared (other builds running), so absolute figures are noisy",
+        );
+        self.table.print();
+    }
+}
+
+fn target(ratio: Option<f64>) -> Target {
+    ratio.map_or(Target::None, Target::RatioAtLeast)
+}
+
+// ---------------------------------------------------------------------------
+// Writes, into a fresh store.
+
+/// The workload over a fresh write store (durable unless the bench says
+/// otherwise), with the engine's extra handles for the concurrent
+/// appenders.
+pub fn writer<E: Engine>(s: &Session<'_, E>) -> Workload {
+    let path = s.path("write");
+    let durability = s.bench.write_durability;
+    let store = s.open(&path, durability);
+    let handles = (0..s.engine.extra_handles())
+        .map(|_| s.open(&path, durability))
+        .collect();
+    Workload::new(store, s.config).with_handles(handles)
+}
+
+/// Criterion's write figures: `raw_fdatasync` (local disks), `bare_insert`
+/// (engines with a bare loop), `single_append`, `concurrent_<n>`,
+/// `batch_<size>`.
+pub fn write_micro<E: Engine>(
+    s: &mut Session<'_, E>,
+    writer: &Workload,
+    mut bare: Option<&mut (dyn BareLoop + 'static)>,
+) {
+    let bench = s.bench;
+    let concurrency = s.config.concurrency;
+    let mut group = s.criterion.benchmark_group(s.engine.name());
+    group.throughput(Throughput::Elements(1));
+    if s.engine.local_disk() {
+        let mut file = SyncFile::new(bench.dir.path());
+        group.bench_function("raw_fdatasync", |b| {
+            b.iter_custom(|iters| file.sync_n(iters))
+        });
+    }
+    if let Some(bare) = bare.as_mut() {
+        group.bench_function("bare_insert", |b| {
+            b.iter_custom(|iters| bare.run(bench, iters).elapsed())
+        });
+    }
+    group.bench_function("single_append", |b| {
+        b.iter_custom(|iters| {
+            let result = bench.block_on(writer.single_append(iters));
+            result.expect("single append").elapsed()
+        });
+    });
+    group.bench_function(format!("concurrent_{concurrency}"), |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(concurrency);
+            let result = bench
+                .block_on(writer.concurrent_append(per_task))
+                .expect("concurrent append");
+            scaled(&result, result.events, iters)
+        });
+    });
+    group.throughput(Throughput::Elements(s.config.batch_size));
+    group.bench_function(format!("batch_{}", s.config.batch_size), |b| {
+        b.iter_custom(|iters| {
+            let result = bench.block_on(writer.batch_append(iters));
+            result.expect("batch append").elapsed()
+        });
+    });
+    group.finish();
+}
+
+/// The interleaved rounds of the write figures and their baselines.
+#[derive(Debug, Clone)]
+pub struct WriteRounds {
+    /// The raw `fdatasync` loop (local disks).
+    pub fdatasync: Option<Tally>,
+    /// The bare driver loop, with its label.
+    pub bare: Option<(&'static str, Tally)>,
+    /// Single-task appends.
+    pub single: Tally,
+    /// Concurrent appenders.
+    pub concurrent: Tally,
+    /// Batches.
+    pub batch: Tally,
+    /// Requests per event of single, concurrent and batch appends (engines
+    /// that count requests).
+    pub requests: Option<[f64; 3]>,
+}
+
+/// The store requests each call of one side made, read from the engine's
+/// counter around the call.
+struct RequestLog<'a> {
+    counter: Option<&'a AtomicU64>,
+    /// Requests of each call, the probe first (see [`Windowed`]).
+    calls: RefCell<Vec<u64>>,
+}
+
+impl<'a> RequestLog<'a> {
+    fn new(counter: Option<&'a AtomicU64>) -> Self {
+        Self {
+            counter,
+            calls: RefCell::default(),
+        }
+    }
+
+    fn count(&self, op: impl FnOnce() -> OpResult) -> OpResult {
+        let read = || self.counter.map_or(0, |c| c.load(Ordering::Relaxed));
+        let before = read();
+        let result = op();
+        self.calls.borrow_mut().push(read() - before);
+        result
+    }
+
+    /// Requests per event over the recorded rounds. The probe is not in the
+    /// tally, so its requests are left out too.
+    fn per_event(&self, tally: &Tally) -> f64 {
+        let requests: u64 = self.calls.borrow().iter().skip(1).sum();
+        requests as f64 / tally.events().max(1) as f64
+    }
+}
+
+/// Rounds of: the raw `fdatasync` loop (local disks), the bare driver loop,
+/// single appends, concurrent appends and batches, each side sized from its
+/// previous pace to fill the window.
+pub fn write_rounds<E: Engine>(
+    s: &Session<'_, E>,
+    writer: &Workload,
+    bare: Option<&mut (dyn BareLoop + 'static)>,
+) -> WriteRounds {
+    let bench = s.bench;
+    let mut fsync = Fdatasync::new(bench, bench.dir.path());
+    let mut bare = bare.map(|bare| {
+        let label = bare.label();
+        (
+            label,
+            Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
+        )
+    });
+    let logs = [(); 3].map(|()| RequestLog::new(s.engine.requests()));
+    let [single_log, concurrent_log, batch_log] = &logs;
+    let mut single = Windowed::new(5, 1_000_000, |n| {
+        single_log.count(|| {
+            bench
+                .block_on(writer.single_append(n))
+                .expect("single append")
+        })
+    });
+    let mut concurrent = Windowed::new(1, 100_000, |per_task| {
+        concurrent_log.count(|| {
+            bench
+                .block_on(writer.concurrent_append(per_task))
+                .expect("concurrent append")
+        })
+    });
+    let mut batch = Windowed::new(1, 100_000, |n| {
+        batch_log.count(|| {
+            bench
+                .block_on(writer.batch_append(n))
+                .expect("batch append")
+        })
+    });
+    {
+        let mut sides: Vec<&mut dyn Round> = Vec::new();
+        if s.engine.local_disk() {
+            sides.push(&mut fsync);
+        }
+        if let Some((_, bare)) = bare.as_mut() {
+            sides.push(bare);
+        }
+        sides.push(&mut single);
+        sides.push(&mut concurrent);
+        sides.push(&mut batch);
+        interleave(bench.rounds, bench.window, &mut sides);
+    }
+    let (single, concurrent, batch) = (
+        single.tally().clone(),
+        concurrent.tally().clone(),
+        batch.tally().clone(),
+    );
+    WriteRounds {
+        fdatasync: s.engine.local_disk().then(|| fsync.tally().clone()),
+        bare: bare.map(|(label, bare)| (label, bare.tally().clone())),
+        requests: s.engine.requests().map(|_| {
+            [
+                single_log.per_event(&single),
+                concurrent_log.per_event(&concurrent),
+                batch_log.per_event(&batch),
+            ]
+        }),
+        single,
+        concurrent,
+        batch,
+    }
+}
+
+/// Single durable appends against the raw `fdatasync` rate and the bare
+/// driver loop of the same rounds (or alone, without either).
+pub fn single_append<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
+    let targets = s.engine.targets();
+    let figure = "single durable append";
+    if let Some(fsync) = &rounds.fdatasync {
+        s.table.ratio(
+            figure,
+            &rounds.single,
+            "raw fdatasync",
+            fsync,
+            target(targets.single_vs_fdatasync),
+        );
+    }
+    if let Some((label, bare)) = &rounds.bare {
+        s.table.ratio(
+            figure,
+            &rounds.single,
+            label,
+            bare,
+            target(targets.single_vs_bare),
+        );
+    }
+    if rounds.fdatasync.is_none() && rounds.bare.is_none() {
+        s.table.rate(figure, &rounds.single, Target::None);
+    }
+}
+
+/// Concurrent appenders against single-task appends of the same rounds.
+pub fn concurrent_append<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
+    s.table.ratio(
+        &format!("{} concurrent appenders", s.config.concurrency),
+        &rounds.concurrent,
+        "single-task append",
+        &rounds.single,
+        target(s.engine.targets().concurrent_vs_single),
+    );
+}
+
+/// Batches: their rate, and on a local disk their share of what the disk
+/// allows (a durable batch needs at least one sync, so at most batch size x
+/// the raw sync rate, measured in the same rounds).
+pub fn batch_append<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
+    let batch_size = s.config.batch_size;
+    s.table.rate(
+        &format!("batch of {batch_size}"),
+        &rounds.batch,
+        s.engine
+            .targets()
+            .batch_rate
+            .map_or(Target::None, Target::RateAtLeast),
+    );
+    let Some(fsync) = &rounds.fdatasync else {
+        return;
+    };
+    let ceiling = Tally {
+        rounds: fsync
+            .rounds
+            .iter()
+            .map(|round| OpResult {
+                events: round.events * batch_size,
+                events_per_sec: round.events_per_sec * batch_size as f64,
+                ..round.clone()
+            })
+            .collect(),
+    };
+    s.table.ratio(
+        &format!("batch of {batch_size} (vs the disk)"),
+        &rounds.batch,
+        &format!("{batch_size} x raw fdatasync"),
+        &ceiling,
+        Target::None,
+    );
+}
+
+/// Store requests per event of each write figure (engines that count them).
+pub fn requests_per_event<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
+    let Some([single, concurrent, batch]) = rounds.requests else {
+        return;
+    };
+    let text = format!(
+        "single {single:.2}, {} concurrent {concurrent:.2}, batch of {} {batch:.3}",
+        s.config.concurrency, s.config.batch_size,
+    );
+    s.table.custom(
+        "requests per event",
+        text,
+        "counted at the object store client".to_owned(),
+        None,
+        Target::None,
+        0.0,
+    );
+}
+
+/// A note of how far the disk's raw sync rate swung across the rounds.
+pub fn disk_range<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
+    if let Some(fsync) = &rounds.fdatasync {
+        let (low, high) = fsync.rate_range();
+        s.table.note(format!(
+            "raw fdatasync of this disk ranged {}..{}/s across the rounds",
+            human(low),
+            human(high)
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The preloaded store.
+
+/// Loads the read store through a relaxed handle and returns its path.
+pub fn preload<E: Engine>(s: &mut Session<'_, E>) -> PathBuf {
+    let path = s.path("read");
+    let relaxed = s.open(&path, Durability::Relaxed);
+    let preload = s
+        .bench
+        .block_on(Workload::new(relaxed, s.config).preload())
+        .expect("preload");
+    s.table.custom(
+        "preload (relaxed, batches of 1000)",
+        format!("{} ev/s", human(preload.events_per_sec)),
+        format!("{} events in {:.1} s", preload.events, preload.elapsed_secs),
+        None,
+        Target::None,
+        0.0,
+    );
+    path
+}
+
+/// Resident memory an open of the store at `path` adds, measured in a fresh
+/// child process (no allocator leftovers of this one).
+pub fn open_memory<E: Engine>(s: &mut Session<'_, E>, path: &Path) -> OpenFootprint {
+    let footprint = open_in_child(path);
+    let per_event = footprint.rss_bytes as f64 / s.config.events.max(1) as f64;
+    s.table.custom(
+        "open memory (fresh process)",
+        format!("{per_event:.0} B/ev"),
+        format!("{} MiB RSS added", footprint.rss_bytes / (1 << 20)),
+        None,
+        s.engine
+            .targets()
+            .bytes_per_event
+            .map_or(Target::None, Target::BytesAtMost),
+        per_event,
+    );
+    footprint
+}
+
+/// The durable open of the store at `path`: criterion's `open`, and the
+/// table's median of a few opens of its own (so that the row exists whatever
+/// criterion's filter selected), against the engine's plain parse of the
+/// same data where it has one.
+pub fn open<E: Engine>(s: &mut Session<'_, E>, path: &Path, footprint: &OpenFootprint) {
+    let (bench, engine) = (s.bench, s.engine);
+    let open_once = || {
+        let start = Instant::now();
+        let store = open_store(bench, engine, path, Durability::Durable);
+        let took = start.elapsed();
+        drop(store);
+        took
+    };
+    {
+        let mut group = s.criterion.benchmark_group(s.engine.name());
+        group.sampling_mode(SamplingMode::Flat);
+        group.throughput(Throughput::Elements(s.config.events));
+        group.bench_function("open", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| open_once()).sum::<Duration>());
+        });
+        group.finish();
+    }
+    let open_secs = median((0..OPENS).map(|_| open_once().as_secs_f64()));
+    let Some((records, parse_time)) = s.engine.parse_baseline(path) else {
+        s.table.custom(
+            "open",
+            format!("{open_secs:.3} s"),
+            format!("child process: {:.3} s", footprint.open_secs),
+            None,
+            Target::None,
+            0.0,
+        );
+        return;
+    };
+    let ratio = parse_time.as_secs_f64() / open_secs.max(f64::MIN_POSITIVE);
+    s.table.custom(
+        "open (index rebuild)",
+        format!("{open_secs:.3} s (median of {OPENS})"),
+        format!(
+            "plain serde_json parse {:.3} s ({} records, {} MiB)",
+            parse_time.as_secs_f64(),
+            records,
+            dir_bytes(path) / (1 << 20)
+        ),
+        Some(ratio),
+        target(s.engine.targets().open_vs_parse),
+        ratio,
+    );
+}
+
+/// Tail reads of the preloaded store: criterion's `read_tail_<n>`, then
+/// rounds for the table's latency row.
+pub fn read_tail<E: Engine>(s: &mut Session<'_, E>, reader: &Workload) {
+    let bench = s.bench;
+    let tail = s.config.tail;
+    {
+        let mut group = s.criterion.benchmark_group(s.engine.name());
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("read_tail_{tail}"), |b| {
+            b.iter_custom(|iters| {
+                let result = bench.block_on(reader.read_tail(iters));
+                result.expect("tail read").elapsed()
+            });
+        });
+        group.finish();
+    }
+    let mut reads = Windowed::new(10, 1_000_000, |n| {
+        bench.block_on(reader.read_tail(n)).expect("tail read")
+    });
+    interleave(bench.rounds, bench.window, &mut [&mut reads]);
+    s.table.latency(
+        &format!("read tail-{tail} at {} events", s.config.events),
+        reads.tally(),
+        s.engine
+            .targets()
+            .read_tail_ms
+            .map_or(Target::None, Target::MillisAtMost),
+    );
+}
+
+/// One store-wide compaction of the preloaded store.
+pub fn compact<E: Engine>(s: &mut Session<'_, E>, reader: &Workload) {
+    let result = s.bench.block_on(reader.compact()).expect("compaction");
+    s.table.custom(
+        "compact (one store-wide pass)",
+        format!("{} ev/s pruned", human(result.events_per_sec)),
+        format!(
+            "{} events pruned in {:.2} s",
+            result.events, result.elapsed_secs
+        ),
+        None,
+        Target::None,
+        0.0,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Figures only some engines have.
+
+/// Batches against the bare driver's multi-row insert of the same size, in
+/// rounds of their own (engines whose bare loop has one).
+pub fn batch_vs_bare<E: Engine>(
+    s: &mut Session<'_, E>,
+    writer: &Workload,
+    bare: Option<&mut (dyn BareLoop + 'static)>,
+) {
+    let bench = s.bench;
+    let size = s.config.batch_size;
+    let Some(bare) = bare else {
+        return;
+    };
+    let Some((label, _probe)) = bare.batch(bench, 1, size) else {
+        return;
+    };
+    let mut batch = Windowed::new(1, 100_000, |n| {
+        bench
+            .block_on(writer.batch_append(n))
+            .expect("batch append")
+    });
+    let mut bare_batch = Windowed::new(1, 100_000, |n| {
+        bare.batch(bench, n, size)
+            .map(|(_, result)| result)
+            .expect("the bare loop has a batch")
+    });
+    interleave(
+        bench.rounds,
+        bench.window,
+        &mut [&mut batch, &mut bare_batch],
+    );
+    s.table.ratio(
+        &format!("batch of {size}"),
+        batch.tally(),
+        label,
+        bare_batch.tally(),
+        Target::None,
+    );
+}
+
+/// Appenders spread over several handles of the write store, on one stream
+/// or a stream each, retrying retryable errors (engines with a
+/// [`Spread`](crate::engine::Spread)).
+pub fn spread_append<E: Engine>(s: &mut Session<'_, E>) {
+    let Some(spread) = s.engine.spread() else {
+        return;
+    };
+    let bench = s.bench;
+    let path = s.path("write");
+    let handles: Vec<_> = (0..spread.handles.max(1))
+        .map(|_| s.open(&path, bench.write_durability))
+        .collect();
+    let next = AtomicU64::new(0);
+    let mut side = Windowed::new(1, 100_000, |per_task| {
+        bench.block_on(spread_round(&handles, spread, per_task, &next))
+    });
+    interleave(bench.rounds, bench.window, &mut [&mut side]);
+    s.table.rate(
+        &format!(
+            "{} appenders over {} handles, {}",
+            spread.tasks,
+            handles.len(),
+            if spread.own_streams {
+                "a stream each"
+            } else {
+                "one stream"
+            }
+        ),
+        side.tally(),
+        Target::None,
+    );
+}
+
+/// `Operation::ConcurrentAppend` of [`spread_append`]: `per_task` appends
+/// by each task, each retried until it is not a retryable error.
+async fn spread_round(
+    handles: &[Arc<dyn Store>],
+    spread: crate::engine::Spread,
+    per_task: u64,
+    next: &AtomicU64,
+) -> OpResult {
+    use runstore_core::EventLogExt as _;
+    let tenant = runstore::bench::bench_tenant();
+    let tasks: Vec<_> = (0..spread.tasks)
+        .map(|task| {
+            let slot = usize::try_from(task).unwrap_or(0) % handles.len();
+            let run = if spread.own_streams {
+                format!("bench-spread-{task}")
+            } else {
+                "bench-spread".to_owned()
+            };
+            let events: Vec<_> = (0..per_task)
+                .map(|_| {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    crate::baseline::bench_event(&run, &format!("spread-{n}"), LIVE_MS)
+                })
+                .collect();
+            (Arc::clone(&handles[slot]), tenant.clone(), events)
+        })
+        .collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .map(|(store, tenant, events)| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(events.len());
+                for event in &events {
+                    let began = Instant::now();
+                    loop {
+                        match store.append(&tenant, event).await {
+                            Ok(_) => break,
+                            Err(err) if err.is_retryable() => {}
+                            Err(err) => panic!("spread append: {err}"),
+                        }
+                    }
+                    latencies.push(began.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("an appender task"));
+    }
+    OpResult::from_latencies(
+        runstore::bench::Operation::ConcurrentAppend,
+        spread.tasks.saturating_mul(per_task),
+        start.elapsed(),
+        latencies,
+    )
+}
+
+/// `occurred_at_ms` of the spread appenders' events: far after the
+/// preloaded events, as the workload's own write events are.
+const LIVE_MS: u64 = 4_000_000_000_000;
