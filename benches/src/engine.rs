@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{Durability, Result, Store};
+use runstore_core::{Durability, Result, Storage};
 
 use crate::{Bench, baseline::BareLoop};
 
@@ -66,10 +66,10 @@ pub trait Engine {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>>;
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>>;
 
     /// Opens the store in the fresh child process of the memory figure.
-    fn open_in_child(&self, path: &Path) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    fn open_in_child(&self, path: &Path) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         self.open(path, Durability::Durable)
     }
 
@@ -135,7 +135,7 @@ pub fn open_store<E: Engine>(
     engine: &E,
     path: &Path,
     durability: Durability,
-) -> Arc<dyn Store> {
+) -> Arc<dyn Storage> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match bench.block_on(engine.open(path, durability)) {

@@ -17,7 +17,7 @@ use std::{future::Future, sync::Arc};
     feature = "postgres",
     feature = "s3"
 ))]
-use runstore_core::{Durability, Result, Store};
+use runstore_core::{Durability, Result, Storage};
 
 #[cfg(any(
     feature = "jsonl",
@@ -48,9 +48,9 @@ pub fn location_name(path: &Path) -> String {
 
 /// An embedded store's open, as the trait's handle.
 #[cfg(any(feature = "jsonl", feature = "sqlite", feature = "redb"))]
-async fn embedded<S: Store + 'static>(
+async fn embedded<S: Storage + 'static>(
     open: impl Future<Output = Result<S>>,
-) -> Result<Arc<dyn Store>> {
+) -> Result<Arc<dyn Storage>> {
     Ok(Arc::new(open.await?))
 }
 
@@ -75,7 +75,7 @@ impl Engine for Jsonl {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         use runstore_jsonl::{JsonlOptions, JsonlStore};
         embedded(JsonlStore::open_with(
             path,
@@ -121,7 +121,7 @@ impl Engine for Sqlite {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         use runstore_sqlite::{SqliteOptions, SqliteStore};
         embedded(SqliteStore::open_with(
             path,
@@ -170,7 +170,7 @@ impl Engine for Redb {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         use runstore_redb::{RedbOptions, RedbStore};
         embedded(RedbStore::open_with(
             path,
@@ -232,14 +232,16 @@ impl Engine for Postgres {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         use runstore_postgres::{PostgresOptions, PostgresStore};
         let options = PostgresOptions::default()
             .with_schema(location_name(path))
             .with_durability(durability)
             .with_max_connections(16);
         let url = self.url.clone();
-        async move { Ok(Arc::new(PostgresStore::connect_with(&url, options).await?) as Arc<dyn Store>) }
+        async move {
+            Ok(Arc::new(PostgresStore::connect_with(&url, options).await?) as Arc<dyn Storage>)
+        }
     }
 
     fn extra_handles(&self) -> usize {
@@ -335,9 +337,9 @@ impl S3 {
         &self,
         client: Arc<dyn object_store::ObjectStore>,
         path: &Path,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> + use<> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> + use<> {
         let store = runstore_s3::S3Store::new(client, s3_prefix(path));
-        async move { Ok(Arc::new(store?) as Arc<dyn Store>) }
+        async move { Ok(Arc::new(store?) as Arc<dyn Storage>) }
     }
 }
 
@@ -367,7 +369,7 @@ impl Engine for S3 {
         &self,
         path: &Path,
         durability: Durability,
-    ) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    ) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         let client: Arc<dyn object_store::ObjectStore> = match durability {
             Durability::Durable => Arc::new(crate::counting::CountingStore::new(
                 self.client(),
@@ -378,7 +380,7 @@ impl Engine for S3 {
         self.store(client, path)
     }
 
-    fn open_in_child(&self, path: &Path) -> impl Future<Output = Result<Arc<dyn Store>>> {
+    fn open_in_child(&self, path: &Path) -> impl Future<Output = Result<Arc<dyn Storage>>> {
         self.store(self.client(), path)
     }
 

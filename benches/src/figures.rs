@@ -15,7 +15,7 @@ use std::{
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use runstore::bench::{OpResult, Workload, WorkloadConfig};
-use runstore_core::{Durability, Store};
+use runstore_core::{Durability, Storage};
 
 use crate::{
     Bench,
@@ -65,7 +65,7 @@ impl<'a, E: Engine> Session<'a, E> {
     }
 
     /// Opens the store at `path`.
-    pub fn open(&self, path: &Path, durability: Durability) -> Arc<dyn Store> {
+    pub fn open(&self, path: &Path, durability: Durability) -> Arc<dyn Storage> {
         open_store(self.bench, self.engine, path, durability)
     }
 
@@ -593,7 +593,7 @@ pub fn spread_append<E: Engine>(s: &mut Session<'_, E>) {
 /// `Operation::ConcurrentAppend` of [`spread_append`]: `per_task` appends
 /// by each task, each retried until it is not a retryable error.
 async fn spread_round(
-    handles: &[Arc<dyn Store>],
+    handles: &[Arc<dyn Storage>],
     spread: crate::engine::Spread,
     per_task: u64,
     next: &AtomicU64,

@@ -1,7 +1,7 @@
 //! Compaction (CONTRACT §8-§10).
 
 use runstore_core::{
-    EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store,
+    EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Storage,
     raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
     validate::MAX_TIMESTAMP_MS,
 };
@@ -212,7 +212,7 @@ pub async fn compaction_keeps_streams_and_tenants_independent(h: &Harness) {
     assert_eq!(ids(&fresh), vec!["f-1"]);
 }
 
-async fn marker_scenario(store: &dyn Store) -> Vec<Vec<u8>> {
+async fn marker_scenario(store: &dyn Storage) -> Vec<Vec<u8>> {
     let t = runstore_core::Tenant::new("org", "ws", Some("dep".into())).expect("tenant");
     let r = run("run-m");
     for n in 1..=5u64 {

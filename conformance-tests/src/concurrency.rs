@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use runstore_core::{
-    AppendOutcome, EventLog, EventLogExt, EventRecord, ReadQuery, Store, StreamKey,
+    AppendOutcome, EventLog, EventLogExt, EventRecord, ReadQuery, Storage, StreamKey,
     raw::check::StreamCheck,
 };
 
@@ -29,7 +29,7 @@ fn task_ids(task: usize, tasks: usize, per_task: usize) -> Vec<String> {
 /// compacted), each id once, every answer (first or duplicate) naming the
 /// stored seq, one inserting answer per stored event, and `next_seq` n + 1.
 pub(crate) async fn check_raced_stream(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn Storage>,
     run_id: &str,
     answers: &[(String, AppendOutcome)],
 ) -> StreamCheck {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use runstore_core::{AppendOutcome, Error, EventLog, EventLogExt, EventRecord, Store};
+use runstore_core::{AppendOutcome, Error, EventLog, EventLogExt, EventRecord, Storage};
 
 use crate::{Harness, Location, concurrency::check_raced_stream, event, run, support, tenant};
 
@@ -45,7 +45,7 @@ fn task_batches(handle: usize, task: usize) -> Vec<Vec<String>> {
 /// Appends `batch` until it is answered; a retryable error (another handle
 /// won a race the backend lets the caller retry) is retried, as a caller
 /// would.
-async fn append_answered(store: &Arc<dyn Store>, batch: &[EventRecord]) -> Vec<AppendOutcome> {
+async fn append_answered(store: &Arc<dyn Storage>, batch: &[EventRecord]) -> Vec<AppendOutcome> {
     let t = tenant(1);
     loop {
         match store.append_batch(&t, &run("shared"), batch, None).await {
@@ -206,7 +206,7 @@ fn answers_file(dir: &Path, role: &str) -> PathBuf {
 
 /// Appends `role`'s ids through `store` with [`PROCESS_TASKS`] tasks and
 /// answers `(id, outcome)` for each.
-async fn append_as(store: &Arc<dyn Store>, role: &str) -> Vec<(String, AppendOutcome)> {
+async fn append_as(store: &Arc<dyn Storage>, role: &str) -> Vec<(String, AppendOutcome)> {
     let mut tasks = Vec::new();
     for task in 0..PROCESS_TASKS {
         let store = store.clone();

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use runstore_core::{Result, Store, StreamKey};
+use runstore_core::{Result, Storage, StreamKey};
 
 /// Environment variable that lets a run skip backends whose service is not
 /// configured. Never set in CI: there a missing service fails the run.
@@ -35,7 +35,7 @@ pub struct Location {
     pub name: String,
 }
 
-type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send>>;
+type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Storage>>> + Send>>;
 type OpenFn = Arc<dyn Fn(Location) -> OpenFuture + Send + Sync>;
 type CleanupFn = Arc<dyn Fn(Location) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 type DamageFn =
@@ -141,11 +141,11 @@ impl Harness {
     where
         F: Fn(Location) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<S>> + Send + 'static,
-        S: Store,
+        S: Storage,
     {
         let open = Arc::new(move |location: Location| -> OpenFuture {
             let future = open(location);
-            Box::pin(async move { Ok(Arc::new(future.await?) as Arc<dyn Store>) })
+            Box::pin(async move { Ok(Arc::new(future.await?) as Arc<dyn Storage>) })
         });
         Self {
             backend,
@@ -217,7 +217,7 @@ impl Harness {
     /// # Errors
     /// Whatever the backend's open returns.
     #[doc(hidden)]
-    pub async fn open_at(&self, location: Location) -> Result<Arc<dyn Store>> {
+    pub async fn open_at(&self, location: Location) -> Result<Arc<dyn Storage>> {
         (self.open)(location).await
     }
 
@@ -299,7 +299,7 @@ impl Harness {
 
 /// One store under test, at its own location.
 pub struct Instance {
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Storage>>,
     location: Location,
     open: OpenFn,
     _dir: tempfile::TempDir,
@@ -315,7 +315,7 @@ impl fmt::Debug for Instance {
 
 impl Instance {
     /// The open store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn Storage> {
         self.store.as_ref().expect("the store is open")
     }
 
@@ -353,7 +353,7 @@ impl Instance {
     ///
     /// # Errors
     /// Whatever the backend's open returns (for example `Locked`).
-    pub async fn open_again(&self) -> Result<Arc<dyn Store>> {
+    pub async fn open_again(&self) -> Result<Arc<dyn Storage>> {
         (self.open)(self.location.clone()).await
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Debug;
 
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, MaintenanceReport, MemoryStore, ReadQuery, Result,
-    SnapshotRecord, SnapshotStore, Store, Tenant,
+    SnapshotRecord, SnapshotStore, Storage, Tenant,
     raw::compaction::{
         COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, compacted_ids, marker_event_id, merge_marker,
     },
@@ -74,7 +74,7 @@ enum Attempt {
     Prune(u64, usize, u64),
 }
 
-async fn try_on(store: &dyn Store, b: &Tenant, attempt: &Attempt) -> String {
+async fn try_on(store: &dyn Storage, b: &Tenant, attempt: &Attempt) -> String {
     match attempt {
         Attempt::Append(e) => answer("append", store.append(b, e).await),
         Attempt::Batch(events) => answer(
@@ -431,7 +431,7 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
 }
 
 /// Everything tenant A can observe, as JSON text: byte for byte.
-async fn observe_a(store: &dyn Store, a: &Tenant) -> Vec<String> {
+async fn observe_a(store: &dyn Storage, a: &Tenant) -> Vec<String> {
     let mut seen = Vec::new();
     let runs = store.list_runs(a).await.expect("list_runs");
     seen.push(format!("{runs:?}"));
@@ -463,7 +463,7 @@ async fn observe_a(store: &dyn Store, a: &Tenant) -> Vec<String> {
 }
 
 /// Tenant A's ordinary life, applied to the backend and the model alike.
-async fn a_lives(store: &dyn Store, a: &Tenant) {
+async fn a_lives(store: &dyn Storage, a: &Tenant) {
     for n in 1..=5u64 {
         store
             .append(a, &event(a, "a-run", &format!("a{n}"), n * 100))
@@ -568,7 +568,7 @@ pub async fn hostile_tenant_cannot_hurt_another(h: &Harness) {
 
 /// B's imported stream whose event holds the id the marker would have taken:
 /// after compaction no two records share an id, and each id's seq is its own.
-async fn check_clash_stream(store: &dyn Store, b: &Tenant) {
+async fn check_clash_stream(store: &dyn Storage, b: &Tenant) {
     let r = run("b-clash");
     let records = store.read(b, &r, ReadQuery::all()).await.expect("read");
     let marker = records

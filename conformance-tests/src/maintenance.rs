@@ -2,7 +2,7 @@
 //! §10, and the maintenance calls of the traits).
 
 use runstore_core::{
-    Error, EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Store, StreamKey,
+    Error, EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Storage, StreamKey,
 };
 
 use crate::{Harness, eid, event, removed, run, snapshot, tenant};
@@ -46,7 +46,7 @@ pub async fn streams_and_snapshot_streams_list_everything(h: &Harness) {
     );
 }
 
-async fn history(store: &dyn Store) {
+async fn history(store: &dyn Storage) {
     let t = tenant(1);
     for n in 1..=6u64 {
         store

@@ -9,7 +9,7 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestRunner},
 };
 use runstore_core::{
-    Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Store,
+    Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Storage,
     Tenant,
     raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
     validate::{MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
@@ -259,7 +259,7 @@ fn summary<T: Debug>(result: Result<T>) -> String {
     }
 }
 
-async fn apply(store: &dyn Store, op: &Op) -> String {
+async fn apply(store: &dyn Storage, op: &Op) -> String {
     match op {
         Op::Append { t, r, id, at } => {
             let tenant = tenant_of(*t);
@@ -413,7 +413,7 @@ async fn apply(store: &dyn Store, op: &Op) -> String {
 
 /// Everything observable through the tenant-scoped calls and the
 /// store-wide listings.
-async fn observe(store: &dyn Store) -> Vec<String> {
+async fn observe(store: &dyn Storage) -> Vec<String> {
     let mut seen = vec![
         summary(store.streams().await),
         summary(store.snapshot_streams().await),

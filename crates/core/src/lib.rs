@@ -61,11 +61,13 @@ pub use types::{
     tenant::{Scope, Tenant, TenantContext},
 };
 
-/// Both traits in one object: what a backend's store type is, and what
-/// `runstore::open` returns. Implemented for every type that implements both.
-pub trait Store: EventLog + SnapshotStore {}
+/// Both traits in one object: what a backend's store type is, held as
+/// `Arc<dyn Storage>` by the facade's `Store` handle (the one type named
+/// `Store`, which `runstore::open` returns) and by the conformance suite.
+/// Implemented for every type that implements both.
+pub trait Storage: EventLog + SnapshotStore {}
 
-impl<T: EventLog + SnapshotStore + ?Sized> Store for T {}
+impl<T: EventLog + SnapshotStore + ?Sized> Storage for T {}
 
 /// How hard a write works to survive a crash (CONTRACT §16).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

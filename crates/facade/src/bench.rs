@@ -1,6 +1,6 @@
 //! The standard workload, run against any store.
 //!
-//! One body of operations over `Arc<dyn Store>`, so every backend is measured
+//! One body of operations over `Arc<dyn Storage>`, so every backend is measured
 //! by the same code: the `runstore bench` command runs it on each backend
 //! named, and the criterion benches in `benches/` call the same methods.
 //!
@@ -28,10 +28,10 @@
 //! ```
 //! use std::sync::Arc;
 //! use runstore::bench::{Workload, WorkloadConfig};
-//! use runstore_core::{MemoryStore, Store};
+//! use runstore_core::{MemoryStore, Storage};
 //! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 //! # rt.block_on(async {
-//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
 //! let config = WorkloadConfig { events: 1_000, runs: 10, ..WorkloadConfig::default() };
 //! let report = Workload::new(store, config).run().await?;
 //! assert_eq!(report.results.len(), 6);
@@ -53,7 +53,7 @@ use std::{
 use futures::{StreamExt as _, stream};
 use runstore_core::{
     Error, EventId, EventLogExt as _, EventRecord, ReadQuery, Result, RunId, RunStatus, SnapshotId,
-    SnapshotRecord, Store, Tenant,
+    SnapshotRecord, Storage, Tenant,
 };
 use serde::{Deserialize, Serialize};
 
@@ -328,19 +328,19 @@ impl fmt::Debug for Progress {
 /// store reopened.
 #[derive(Debug)]
 pub struct Workload {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Storage>,
     tenant: Tenant,
     config: WorkloadConfig,
     progress: Progress,
     next_id: Arc<AtomicU64>,
     /// Further handles on the same store for the concurrent appenders.
-    handles: Vec<Arc<dyn Store>>,
+    handles: Vec<Arc<dyn Storage>>,
     instance: String,
 }
 
 impl Workload {
     /// The workload over `store` with the given sizes, reporting no progress.
-    pub fn new(store: Arc<dyn Store>, config: WorkloadConfig) -> Self {
+    pub fn new(store: Arc<dyn Storage>, config: WorkloadConfig) -> Self {
         Self {
             store,
             tenant: bench_tenant(),
@@ -357,7 +357,7 @@ impl Workload {
     /// separate processes or nodes would be: each handle must be another
     /// connection to the same store (for example another connection pool).
     #[must_use]
-    pub fn with_handles(mut self, handles: Vec<Arc<dyn Store>>) -> Self {
+    pub fn with_handles(mut self, handles: Vec<Arc<dyn Storage>>) -> Self {
         self.handles = handles;
         self
     }
@@ -375,7 +375,7 @@ impl Workload {
     }
 
     /// The store under test.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn Storage> {
         &self.store
     }
 
@@ -706,7 +706,7 @@ impl Workload {
     }
 
     /// The handle of concurrent appender `index`.
-    fn handle(&self, index: usize) -> &Arc<dyn Store> {
+    fn handle(&self, index: usize) -> &Arc<dyn Storage> {
         match index % (self.handles.len() + 1) {
             0 => &self.store,
             other => &self.handles[other - 1],
@@ -876,7 +876,7 @@ mod tests {
         }
     }
 
-    fn memory() -> Arc<dyn Store> {
+    fn memory() -> Arc<dyn Storage> {
         Arc::new(MemoryStore::new())
     }
 

@@ -108,7 +108,7 @@ pub mod salvage;
 mod store;
 mod url;
 
-/// The core crate: traits, types and shared rules (`runstore::core::Store` is
+/// The core crate: traits, types and shared rules (`runstore::core::Storage` is
 /// the trait both halves of a store make up).
 pub use runstore_core as core;
 pub use runstore_core::{

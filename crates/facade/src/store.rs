@@ -19,12 +19,12 @@ use crate::Backend;
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    inner: Arc<dyn runstore_core::Store>,
+    inner: Arc<dyn runstore_core::Storage>,
 }
 
 impl Store {
     /// Wraps a backend's store.
-    pub fn new(backend: Backend, store: impl runstore_core::Store) -> Self {
+    pub fn new(backend: Backend, store: impl runstore_core::Storage) -> Self {
         Self {
             backend,
             inner: Arc::new(store),
@@ -32,7 +32,7 @@ impl Store {
     }
 
     /// Wraps a store already shared behind an `Arc`.
-    pub fn from_arc(backend: Backend, store: Arc<dyn runstore_core::Store>) -> Self {
+    pub fn from_arc(backend: Backend, store: Arc<dyn runstore_core::Storage>) -> Self {
         Self {
             backend,
             inner: store,
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// The backend's store as a trait object.
-    pub fn as_dyn(&self) -> &Arc<dyn runstore_core::Store> {
+    pub fn as_dyn(&self) -> &Arc<dyn runstore_core::Storage> {
         &self.inner
     }
 }
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn handles_are_send_sync_clone_and_both_traits() {
         // CONTRACT §20, checked at compile time.
-        fn assert_handle<T: Send + Sync + Clone + std::fmt::Debug + runstore_core::Store>() {}
+        fn assert_handle<T: Send + Sync + Clone + std::fmt::Debug + runstore_core::Storage>() {}
         assert_handle::<Store>();
         fn assert_send<T: Send>(_: &T) {}
         let store = Store::new(Backend::Memory, runstore_core::MemoryStore::new());

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use runstore_core::{Error, EventRecord, Result, SnapshotRecord, Store, StreamKey};
+use runstore_core::{Error, EventRecord, Result, SnapshotRecord, Storage, StreamKey};
 
 use crate::error::{cause, corrupt_line, io_at};
 
@@ -123,7 +123,7 @@ fn read_reference_snapshots(root: &Path) -> Result<Vec<SnapshotRecord>> {
 /// `Corrupt` for an unreadable record or snapshot; `InvalidInput` when a
 /// stream's records are not strictly ascending by seq or disagree with what
 /// `store` holds; whatever `store` returns.
-pub async fn import_reference(dir: impl AsRef<Path>, store: &dyn Store) -> Result<ImportReport> {
+pub async fn import_reference(dir: impl AsRef<Path>, store: &dyn Storage) -> Result<ImportReport> {
     let dir = dir.as_ref().to_path_buf();
     let (report, grouped, snapshots) = tokio::task::spawn_blocking(move || {
         let mut report = ImportReport::default();

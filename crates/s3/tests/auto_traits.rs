@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
-use runstore_core::{EventLog, ReadQuery, RunId, SnapshotStore, Store, Tenant};
+use runstore_core::{EventLog, ReadQuery, RunId, SnapshotStore, Storage, Tenant};
 use runstore_s3::S3Store;
 
-fn is_store<T: Store + Clone + Send + Sync + std::fmt::Debug + 'static>(_: &T) {}
+fn is_store<T: Storage + Clone + Send + Sync + std::fmt::Debug + 'static>(_: &T) {}
 fn is_send<T: Send>(_: &T) {}
 
 #[test]
@@ -20,5 +20,5 @@ fn handles_and_futures_are_send_and_sync() {
     is_send(&store.read(&tenant, &run, ReadQuery::all()));
     is_send(&store.compact(1, 2));
     is_send(&store.prune(1, 1, 2));
-    let _: Arc<dyn Store> = Arc::new(store);
+    let _: Arc<dyn Storage> = Arc::new(store);
 }
