@@ -185,8 +185,9 @@ struct Inner {
     readers: Readers,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
-    /// The files the open synced ([`sync_database_files`]).
-    open_synced: Vec<PathBuf>,
+    /// What the durable open's checkpoint answered: (busy, frames in the
+    /// WAL, frames checkpointed); `None` in relaxed mode.
+    open_checkpoint: Option<(i64, i64, i64)>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -213,13 +214,23 @@ impl SqliteStore {
     ///
     /// With [`Durability::Durable`] the parent directory is synced after
     /// open, so a newly created file's directory entry survives power loss,
-    /// and so are the database file and its `-wal` file (when there is
-    /// one), before the store answers anything: a process killed after
-    /// writing a commit's WAL frames but before syncing them leaves frames
-    /// that this open's WAL recovery accepts, and a read or a retry
-    /// answered from them would otherwise rest on writes a power loss can
-    /// still drop (CONTRACT §16). [`Durability::Relaxed`] syncs nothing at
-    /// open.
+    /// and the open checkpoints the WAL it found (`PRAGMA
+    /// wal_checkpoint(PASSIVE)`) before the store answers anything: a
+    /// process killed after writing a commit's WAL frames but before
+    /// syncing them leaves frames that this open's WAL recovery accepts,
+    /// and a read or a retry answered from them would otherwise rest on
+    /// writes a power loss can still drop (CONTRACT §16). SQLite syncs the
+    /// WAL before it copies frames into the database file, and the database
+    /// file before it records them as copied, so the found frames are on
+    /// the disk once the checkpoint has copied them; a reader of another
+    /// process holding an older snapshot can keep a passive checkpoint from
+    /// copying (and so from syncing) the frames after its snapshot.
+    ///
+    /// The sync goes through SQLite's own connection on purpose: closing
+    /// any other descriptor of the database file would drop every POSIX
+    /// lock this process holds on it, SQLite's included, and another
+    /// process could then take this one's connections for gone and reset
+    /// the WAL under them. [`Durability::Relaxed`] syncs nothing at open.
     ///
     /// # Errors
     /// `Io` when the directory cannot be created or synced; `Backend` when
@@ -245,17 +256,21 @@ impl SqliteStore {
         let writer_options = conn::writer_options(&file, options.durability, options.busy_timeout);
         let mut conn = conn::connect(&name, &writer_options, options.busy_timeout).await?;
         migrate(&name, &mut conn, options.busy_timeout).await?;
-        let mut open_synced = Vec::new();
+        let mut open_checkpoint = None;
         if options.durability == Durability::Durable {
             let dir = parent.unwrap_or_else(|| PathBuf::from("."));
             let shown = dir.display().to_string();
             run_blocking(move || sync_dir(&dir))
                 .await
                 .map_err(|err| Error::io(format!("sync the directory {shown}"), err))?;
-            let synced_file = file.clone();
-            open_synced = run_blocking(move || sync_database_files(&synced_file))
-                .await
-                .map_err(|err| Error::io(format!("sync the files of database {name}"), err))?;
+            open_checkpoint = Some(
+                sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|err| {
+                        SqliteError::driver(&name, "checkpoint the WAL found at open", err)
+                    })?,
+            );
         }
         let writes = WriteQueue::new(
             Writer::new(conn, name.clone(), options.busy_timeout),
@@ -269,7 +284,7 @@ impl SqliteStore {
                 writes,
                 readers,
                 read_sql: schema::READ_WINDOWS.map(schema::aggregated_read),
-                open_synced,
+                open_checkpoint,
             }),
         })
     }
@@ -284,13 +299,14 @@ impl SqliteStore {
         &self.inner.options
     }
 
-    /// The files this handle's open synced, in order: the `-wal` file when
-    /// there was one, then the database file; empty in relaxed mode.
+    /// What the durable open's `PRAGMA wal_checkpoint(PASSIVE)` answered:
+    /// (busy, frames in the WAL, frames checkpointed); `None` in relaxed
+    /// mode.
     ///
     /// For tests of the open's syncs; not part of the supported API.
     #[doc(hidden)]
-    pub fn open_synced(&self) -> &[PathBuf] {
-        &self.inner.open_synced
+    pub fn open_checkpoint(&self) -> Option<(i64, i64, i64)> {
+        self.inner.open_checkpoint
     }
 
     fn readers(&self) -> &Readers {
@@ -402,39 +418,6 @@ async fn migrate(
             }
         }
     }
-}
-
-/// Syncs the data of the database's `-wal` file, when there is one, and of
-/// the database file; returns the paths it synced, in that order.
-///
-/// Called by a durable open once its connection is open (SQLite's WAL
-/// recovery has read the WAL) and before the store answers anything. A
-/// process killed between writing a commit's frames and syncing the WAL
-/// leaves frames in the page cache only, yet the recovery accepts every
-/// frame up to the last valid commit frame; a killed checkpoint may
-/// likewise leave database pages unsynced. `fdatasync` on any descriptor
-/// of a file writes back every dirty page of it, whichever process wrote
-/// it, so after this everything the open found is on the disk.
-fn sync_database_files(file: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut synced = Vec::with_capacity(2);
-    let mut wal = file.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
-    match std::fs::OpenOptions::new().write(true).open(&wal) {
-        Ok(opened) => {
-            opened.sync_data()?;
-            synced.push(wal);
-        }
-        // No WAL: the last connection to close checkpointed it and removed it.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err),
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(file)?
-        .sync_data()?;
-    synced.push(file.to_path_buf());
-    Ok(synced)
 }
 
 /// Runs blocking file-system work off the async executor.

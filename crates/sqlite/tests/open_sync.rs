@@ -1,6 +1,7 @@
-//! CONTRACT §16 at open: a durable open syncs the database's `-wal` file
-//! and the database file before it answers anything; a relaxed open syncs
-//! neither.
+//! CONTRACT §16 at open: a durable open makes the WAL it finds durable
+//! before it answers anything, by checkpointing it through SQLite's own
+//! connection (SQLite syncs the WAL before copying frames and the database
+//! file before recording them as copied); a relaxed open does not.
 //!
 //! A process killed after writing a commit's WAL frames but before syncing
 //! the WAL leaves the frames in the page cache, and the next open's WAL
@@ -8,10 +9,10 @@
 //! store's database and `-wal` files (without its `-shm`, as a killed
 //! process's stale one would be rebuilt): the copies are written and never
 //! synced, as the killed process's writes were. Power loss cannot be
-//! simulated under SQLite here, so the test checks what the open synced
-//! ([`SqliteStore::open_synced`]) and that the open answered from the
-//! copied WAL: a read of the killed store's events and a retry of one,
-//! answered "already stored at seq N".
+//! simulated under SQLite here, so the test checks that the open's
+//! checkpoint copied every frame it found ([`SqliteStore::open_checkpoint`])
+//! and that the open answered from the copied WAL: a read of the killed
+//! store's events and a retry of one, answered "already stored at seq N".
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ fn copy_leftovers(db: &Path, dir: &Path) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_durable_open_syncs_the_wal_it_finds_and_a_relaxed_open_does_not() {
+async fn a_durable_open_checkpoints_the_wal_it_finds_and_a_relaxed_open_does_not() {
     let live_dir = tempfile::tempdir().expect("temp dir");
     let live_path = live_dir.path().join("db.sqlite");
     let live = SqliteStore::open(&live_path).await.expect("open");
@@ -63,11 +64,17 @@ async fn a_durable_open_syncs_the_wal_it_finds_and_a_relaxed_open_does_not() {
             SqliteStore::open_with(&path, SqliteOptions::default().with_durability(durability))
                 .await
                 .expect("open the leftovers");
-        let expected = match durability {
-            Durability::Durable => vec![with_suffix(&path, "-wal"), path.clone()],
-            Durability::Relaxed => Vec::new(),
-        };
-        assert_eq!(store.open_synced(), expected, "{durability:?}");
+        match (durability, store.open_checkpoint()) {
+            (Durability::Durable, Some((busy, frames, copied))) => {
+                assert_eq!(busy, 0, "nothing blocks the checkpoint");
+                assert!(frames > 0, "the open found the killed store's frames");
+                assert_eq!(copied, frames, "every frame found was copied and synced");
+            }
+            (Durability::Relaxed, None) => {}
+            (durability, checkpoint) => {
+                panic!("{durability:?} open checkpointed {checkpoint:?}")
+            }
+        }
 
         // The open answers from the WAL it found: a read, and a retry.
         for (n, sent) in events.iter().enumerate() {
