@@ -8,7 +8,8 @@
 //! renaming and removing. Every module that changes the store directory --
 //! the writer thread's group commit ([`crate::writer`]), compaction
 //! ([`crate::compact`]), atomic file replacement and directory creation
-//! ([`crate::layout`]), snapshots ([`crate::snapshots`]), the torn tail
+//! (the `runstore_fs` steps, run on [`Io`] through its
+//! [`runstore_fs::DurableFs`] implementation), snapshots ([`crate::snapshots`]), the torn tail
 //! repair at open ([`crate::recovery`]), the lock file ([`crate::lock`])
 //! and the open itself -- calls these methods of the store's [`Io`] rather
 //! than `std::fs`.
@@ -290,10 +291,7 @@ impl Io {
     /// as a file, NTFS journals the entries themselves and this does
     /// nothing.
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            File::open(dir)?.sync_all()?;
-        }
+        runstore_fs::sync_dir(dir)?;
         self.report(IoOp::SyncDir { path: dir });
         Ok(())
     }
@@ -310,6 +308,36 @@ impl Io {
         fs::remove_file(path)?;
         self.report(IoOp::Remove { path });
         Ok(())
+    }
+}
+
+/// The durable steps of `runstore_fs` on the store's operations, each
+/// reported like the rest.
+impl runstore_fs::DurableFs for Io {
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        Io::create_dir(self, path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        Io::sync_dir(self, dir)
+    }
+
+    fn write_new(&self, path: &Path, bytes: &[u8]) -> io::Result<File> {
+        let mut file = self.writer(self.create_truncated(path)?, path);
+        file.write_all(bytes)?;
+        Ok(file.into_file())
+    }
+
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+        Io::sync_data(self, file, path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        Io::rename(self, from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        Io::remove_file(self, path)
     }
 }
 

@@ -125,14 +125,13 @@ fn read_reference_snapshots(root: &Path) -> Result<Vec<SnapshotRecord>> {
 /// `store` holds; whatever `store` returns.
 pub async fn import_reference(dir: impl AsRef<Path>, store: &dyn Storage) -> Result<ImportReport> {
     let dir = dir.as_ref().to_path_buf();
-    let (report, grouped, snapshots) = tokio::task::spawn_blocking(move || {
+    let (report, grouped, snapshots) = runstore_fs::run_blocking(crate::BACKEND, move || {
         let mut report = ImportReport::default();
         let grouped = read_reference_log(&dir.join(REFERENCE_EVENTS), &mut report)?;
         let snapshots = read_reference_snapshots(&dir.join(REFERENCE_SNAPSHOTS))?;
         Ok::<_, Error>((report, grouped, snapshots))
     })
-    .await
-    .map_err(|err| Error::backend("jsonl", err))??;
+    .await?;
     let mut report = report;
     report.streams = grouped.len();
     for (stream, records) in &grouped {

@@ -1,5 +1,6 @@
-//! The store directory: file names, the id-to-file-name mapping
-//! (CONTRACT §19) and the only helpers that create or replace files.
+//! The store directory: file names and the id-to-file-name mapping
+//! (CONTRACT §19). Directories are created and files replaced atomically by
+//! the steps of `runstore_fs`, run through the store's [`crate::fileio::Io`].
 //!
 //! ```text
 //! <dir>/FORMAT                      "runstore-jsonl 1\n"
@@ -8,15 +9,8 @@
 //! <dir>/snapshots/<tenant>/<run>/<snapshot>.json
 //! ```
 
-use std::{
-    io::{self, Write},
-    path::Path,
-};
-
-use runstore_core::{Durability, RunId, SnapshotId, Tenant};
+use runstore_core::{RunId, SnapshotId, Tenant};
 use sha2::{Digest, Sha256};
-
-use crate::fileio::Io;
 
 /// The format marker file.
 pub(crate) const FORMAT_FILE: &str = "FORMAT";
@@ -28,8 +22,9 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const LOG_FILE: &str = "events.jsonl";
 /// The snapshot tree.
 pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
-/// Suffix of a file being written before its atomic rename.
-pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of a file being written before its atomic rename (the one
+/// `runstore_fs::write_atomic` uses).
+pub(crate) const TMP_SUFFIX: &str = runstore_fs::TMP_SUFFIX;
 /// Suffix of a snapshot file.
 pub(crate) const SNAPSHOT_SUFFIX: &str = ".json";
 
@@ -108,70 +103,6 @@ pub(crate) fn snapshot_file(snapshot_id: &SnapshotId) -> String {
     let mut file = name("s", &[snapshot_id.as_str()]);
     file.push_str(SNAPSHOT_SUFFIX);
     file
-}
-
-/// The directory that holds `path`'s entry: its parent, `.` for a bare
-/// name, `None` for a root.
-pub(crate) fn parent_dir(path: &Path) -> Option<&Path> {
-    match path.parent() {
-        Some(parent) if parent.as_os_str().is_empty() => Some(Path::new(".")),
-        other => other,
-    }
-}
-
-/// Creates `dir` and any missing parents; with [`Durability::Durable`], syncs
-/// the parent of every directory it created.
-pub(crate) fn create_dirs(io: &Io, dir: &Path, durability: Durability) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        create_dirs(io, parent, durability)?;
-    }
-    match io.create_dir(dir) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(err) => return Err(err),
-    }
-    if durability == Durability::Durable
-        && let Some(parent) = parent_dir(dir)
-    {
-        io.sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// Replaces `dir/name` with `bytes` atomically: writes `name.tmp`, syncs it,
-/// renames it over `name` and (with [`Durability::Durable`]) syncs `dir`.
-/// A crash leaves the old file or the new one, never a mix (CONTRACT §11).
-///
-/// The file's data is synced in both modes: a rename published before its
-/// data could otherwise leave an empty file after power loss.
-pub(crate) fn write_atomic(
-    io: &Io,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    durability: Durability,
-) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let result = (|| {
-        let mut file = io.writer(io.create_truncated(&tmp)?, &tmp);
-        file.write_all(bytes)?;
-        let file = file.into_file();
-        io.sync_data(&file, &tmp)?;
-        drop(file);
-        io.rename(&tmp, &dir.join(name))
-    })();
-    if let Err(err) = result {
-        // Best effort: a leftover temp file is also removed at the next open.
-        let _ = io.remove_file(&tmp);
-        return Err(err);
-    }
-    if durability == Durability::Durable {
-        io.sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ use runstore_core::{
     raw::group::{self, Reply},
     validate::Limits,
 };
+use runstore_fs::run_blocking;
 use tokio::runtime::RuntimeFlavor;
 
 #[doc(hidden)]
@@ -203,9 +204,8 @@ impl fmt::Debug for JsonlStore {
     }
 }
 
-fn join_error(err: tokio::task::JoinError) -> Error {
-    Error::backend("jsonl", err)
-}
+/// The backend name a failed blocking task's error carries.
+pub(crate) const BACKEND: &str = "jsonl";
 
 impl JsonlStore {
     /// Opens (creating if needed) the store in `dir` with durable writes.
@@ -227,15 +227,16 @@ impl JsonlStore {
     /// As [`JsonlStore::open`].
     pub async fn open_with(dir: impl AsRef<Path>, options: JsonlOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, &options, IdHasher::new()))
-            .await
-            .map_err(join_error)?
+        run_blocking(BACKEND, move || {
+            Self::open_blocking(dir, &options, IdHasher::new())
+        })
+        .await
     }
 
     fn open_blocking(dir: PathBuf, options: &JsonlOptions, hasher: IdHasher) -> Result<Self> {
         let durability = options.durability;
         let io = &options.io;
-        layout::create_dirs(io, &dir, durability).map_err(|err| io_at("create", &dir, err))?;
+        runstore_fs::create_dirs(io, &dir, durability).map_err(|err| io_at("create", &dir, err))?;
         let lock = DirLock::acquire(io, &dir)?;
         let format = dir.join(FORMAT_FILE);
         // Read as bytes: a damaged marker need not be UTF-8, and is
@@ -253,8 +254,14 @@ impl JsonlStore {
                 ));
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                layout::write_atomic(io, &dir, FORMAT_FILE, FORMAT_LINE.as_bytes(), durability)
-                    .map_err(|err| io_at("write", &format, err))?;
+                runstore_fs::write_atomic(
+                    io,
+                    &dir,
+                    FORMAT_FILE,
+                    FORMAT_LINE.as_bytes(),
+                    durability,
+                )
+                .map_err(|err| io_at("write", &format, err))?;
             }
             Err(err) => return Err(io_at("read", &format, err)),
         }
@@ -278,7 +285,7 @@ impl JsonlStore {
             // when this open created them: a process killed before its
             // syncs leaves them in the page cache, where this handle would
             // find them and build on them (CONTRACT §16).
-            if let Some(parent) = layout::parent_dir(&dir) {
+            if let Some(parent) = runstore_fs::parent_dir(&dir) {
                 io.sync_dir(parent)
                     .map_err(|err| io_at("sync", parent, err))?;
             }
@@ -348,9 +355,7 @@ impl JsonlStore {
         work: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || work(&shared))
-            .await
-            .map_err(join_error)?
+        run_blocking(BACKEND, move || work(&shared)).await
     }
 }
 

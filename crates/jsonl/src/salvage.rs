@@ -44,9 +44,7 @@ use crate::{
 /// when the log cannot be opened at all.
 pub async fn scan(dir: impl AsRef<Path>) -> Result<SalvageScan> {
     let dir = dir.as_ref().to_path_buf();
-    tokio::task::spawn_blocking(move || scan_blocking(&dir))
-        .await
-        .map_err(|err| Error::backend("jsonl", err))?
+    runstore_fs::run_blocking(crate::BACKEND, move || scan_blocking(&dir)).await
 }
 
 fn scan_blocking(dir: &Path) -> Result<SalvageScan> {

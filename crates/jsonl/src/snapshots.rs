@@ -23,12 +23,13 @@ use runstore_core::{
     SnapshotStore, StreamKey, Tenant, raw::snapshots::keep_newest, raw::snapshots::prune_selection,
     validate::check_clock,
 };
+use runstore_fs::{create_dirs, write_atomic};
 
 use crate::{
     JsonlStore,
     error::{cause, io_at},
     fileio::Io,
-    layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX, create_dirs, write_atomic},
+    layout::{self, SNAPSHOT_SUFFIX, TMP_SUFFIX},
 };
 
 /// What the index keeps of a snapshot: its place in `snapshot_order`.

@@ -89,11 +89,6 @@ pub(crate) fn writer_gone(path: &Path) -> Error {
     }
 }
 
-/// The error of a blocking task that panicked or was cancelled.
-pub(crate) fn task_failed(err: tokio::task::JoinError) -> Error {
-    Error::backend(BACKEND, err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,12 +83,13 @@ use redb::{
     backends::FileBackend,
 };
 use runstore_core::{Error, Result, validate::Limits};
+use runstore_fs::{StdFs, run_blocking};
 
 pub use runstore_core::Durability;
 
 use crate::{
     backend::{UnsyncedBackend, discard_unfinished_create},
-    error::{Failure, task_failed},
+    error::{BACKEND, Failure},
     tables::{EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS},
     writer::Writer,
 };
@@ -227,9 +228,7 @@ impl RedbStore {
         let path: Arc<Path> = Arc::from(path.as_ref());
         let open_path = Arc::clone(&path);
         let open_options = options.clone();
-        let db = tokio::task::spawn_blocking(move || open_database(&open_path, &open_options))
-            .await
-            .map_err(task_failed)??;
+        let db = run_blocking(BACKEND, move || open_database(&open_path, &open_options)).await?;
         Self::start(path, db, options)
     }
 
@@ -253,10 +252,10 @@ impl RedbStore {
         let path: Arc<Path> = Arc::from(name.as_ref());
         let open_path = Arc::clone(&path);
         let open_options = options.clone();
-        let db =
-            tokio::task::spawn_blocking(move || open_backend(backend, &open_path, &open_options))
-                .await
-                .map_err(task_failed)??;
+        let db = run_blocking(BACKEND, move || {
+            open_backend(backend, &open_path, &open_options)
+        })
+        .await?;
         Self::start(path, db, options)
     }
 
@@ -300,14 +299,13 @@ impl RedbStore {
     {
         let db = Arc::clone(&self.inner.db);
         let path = Arc::clone(&self.inner.path);
-        tokio::task::spawn_blocking(move || {
+        run_blocking(BACKEND, move || {
             let txn = db
                 .begin_read()
                 .map_err(|err| Failure::from(err).into_error(&path))?;
             work(&txn).map_err(|failure| failure.into_error(&path))
         })
         .await
-        .map_err(task_failed)?
     }
 
     fn writer(&self) -> &Writer {
@@ -343,7 +341,7 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty());
     if let Some(parent) = parent {
-        create_dirs(parent, options.durability).map_err(|err| {
+        runstore_fs::create_dirs(&StdFs, parent, options.durability).map_err(|err| {
             Error::io(
                 format!("creating the directory of redb store {}", path.display()),
                 err,
@@ -365,7 +363,7 @@ fn open_database(path: &Path, options: &RedbOptions) -> Result<Database> {
     let db = open_backend(backend, path, options)?;
     if !existed && options.durability == Durability::Durable {
         // A bare file name lives in the current directory.
-        sync_dir(parent.unwrap_or(Path::new("."))).map_err(|err| {
+        runstore_fs::sync_dir(parent.unwrap_or(Path::new("."))).map_err(|err| {
             Error::io(
                 format!("syncing the directory of new redb store {}", path.display()),
                 err,
@@ -452,48 +450,6 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
         }
     }
     txn.commit()?;
-    Ok(())
-}
-
-/// Creates `dir` and its missing ancestors. In durable mode the parent of
-/// each directory it creates is synced, so a new path survives power loss
-/// level by level (CONTRACT §16).
-fn create_dirs(dir: &Path, durability: Durability) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.as_os_str().is_empty() && !at.is_dir() {
-        missing.push(at);
-        match at.parent() {
-            Some(parent) => at = parent,
-            None => break,
-        }
-    }
-    for created in missing.into_iter().rev() {
-        match std::fs::create_dir(created) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-        if durability == Durability::Durable {
-            let parent = created
-                .parent()
-                .filter(|parent| !parent.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            sync_dir(parent)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    // Directories cannot be opened for syncing here; the file system
-    // journals directory entries itself.
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use runstore_core::{
 };
 
 use crate::{
-    error::{Failure, task_failed},
+    error::{BACKEND, Failure},
     tables::{
         EVENTS, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS, decode_event, decode_snapshot,
         decode_stream, event_key, join, seq_of_event_key, split_order_key,
@@ -41,9 +41,7 @@ use crate::{
 /// needs redb's repair, which only a writable open runs).
 pub async fn scan(path: impl AsRef<Path>) -> Result<SalvageScan> {
     let path = path.as_ref().to_path_buf();
-    tokio::task::spawn_blocking(move || scan_blocking(&path))
-        .await
-        .map_err(task_failed)?
+    runstore_fs::run_blocking(BACKEND, move || scan_blocking(&path)).await
 }
 
 fn scan_blocking(path: &Path) -> Result<SalvageScan> {

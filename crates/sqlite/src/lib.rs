@@ -95,9 +95,11 @@ use runstore_core::{
     Durability, Error, MaintenanceReport, Result, StreamKey, raw::group::Answer, validate::Limits,
 };
 
+use runstore_fs::{StdFs, run_blocking};
+
 use crate::{
     conn::Readers,
-    error::SqliteError,
+    error::{BACKEND, SqliteError},
     writer::{Job, Maintenance, WriteQueue, Writer},
 };
 
@@ -247,11 +249,12 @@ impl SqliteStore {
         if let Some(parent) = &parent {
             let dir = parent.clone();
             let durability = options.durability;
-            run_blocking(move || create_dirs(&dir, durability))
-                .await
-                .map_err(|err| {
-                    Error::io(format!("create the directory {}", parent.display()), err)
-                })?;
+            run_blocking(BACKEND, move || {
+                runstore_fs::create_dirs(&StdFs, &dir, durability).map_err(|err| {
+                    Error::io(format!("create the directory {}", dir.display()), err)
+                })
+            })
+            .await?;
         }
         let writer_options = conn::writer_options(&file, options.durability, options.busy_timeout);
         let mut conn = conn::connect(&name, &writer_options, options.busy_timeout).await?;
@@ -259,10 +262,11 @@ impl SqliteStore {
         let mut open_checkpoint = None;
         if options.durability == Durability::Durable {
             let dir = parent.unwrap_or_else(|| PathBuf::from("."));
-            let shown = dir.display().to_string();
-            run_blocking(move || sync_dir(&dir))
-                .await
-                .map_err(|err| Error::io(format!("sync the directory {shown}"), err))?;
+            run_blocking(BACKEND, move || {
+                runstore_fs::sync_dir(&dir)
+                    .map_err(|err| Error::io(format!("sync the directory {}", dir.display()), err))
+            })
+            .await?;
             open_checkpoint = Some(
                 sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
                     .fetch_one(&mut conn)
@@ -417,59 +421,5 @@ async fn migrate(
                 });
             }
         }
-    }
-}
-
-/// Runs blocking file-system work off the async executor.
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(std::io::Error::other)?
-}
-
-/// Syncs a directory, so entries created in it survive power loss.
-/// Creates `dir` and its missing ancestors. In durable mode the parent of
-/// each directory it creates is synced, so a new path survives power loss
-/// level by level (CONTRACT §16).
-fn create_dirs(dir: &Path, durability: Durability) -> std::io::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.as_os_str().is_empty() && !at.is_dir() {
-        missing.push(at);
-        match at.parent() {
-            Some(parent) => at = parent,
-            None => break,
-        }
-    }
-    for created in missing.into_iter().rev() {
-        match std::fs::create_dir(created) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err),
-        }
-        if durability == Durability::Durable {
-            let parent = created
-                .parent()
-                .filter(|parent| !parent.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            sync_dir(parent)?;
-        }
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened for syncing here; NTFS journals its
-        // metadata.
-        let _ = dir;
-        Ok(())
     }
 }
