@@ -293,6 +293,37 @@ pub fn check_clock(now_ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// How deep JSON `text` nests, as a parser counts it: the most arrays and
+/// objects open at once, brackets inside strings not counted. Tests compare
+/// it with [`MAX_DEPTH`] on encoded records and stored objects; text that
+/// closes more than it opened counts from zero again.
+#[doc(hidden)]
+#[must_use]
+pub fn text_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &byte in text {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn event_label(event: &EventRecord) -> String {
     format!(
         "event {:?} of run {:?}",
@@ -520,7 +551,7 @@ mod tests {
         limits
             .check_append(&ok.run_id, std::slice::from_ref(&ok))
             .unwrap();
-        assert_eq!(json_depth(&serde_json::to_string(&ok).unwrap()), MAX_DEPTH);
+        assert_eq!(text_depth(&serde_json::to_vec(&ok).unwrap()), MAX_DEPTH);
         let deep = event("e").with_payload(nested(MAX_DEPTH));
         let err = limits
             .check_append(&deep.run_id, std::slice::from_ref(&deep))
@@ -537,37 +568,11 @@ mod tests {
             .extra
             .insert("x".into(), nested(MAX_DEPTH - 2));
         assert_eq!(
-            json_depth(&serde_json::to_string(&scoped).unwrap()),
+            text_depth(&serde_json::to_vec(&scoped).unwrap()),
             MAX_DEPTH + 1
         );
         let err = limits.check_event(&scoped).unwrap_err();
         assert!(err.to_string().contains("scope.tenant_context.x"), "{err}");
-    }
-
-    /// The nesting depth of JSON text, as a parser counts it.
-    fn json_depth(text: &str) -> usize {
-        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-        for byte in text.bytes() {
-            if in_string {
-                match (escaped, byte) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match byte {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b']' | b'}' => depth -= 1,
-                _ => {}
-            }
-        }
-        deepest
     }
 
     #[test]

@@ -12,7 +12,8 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, memory::InMemory, path::Path};
 use runstore_core::{
     Error, EventId, EventLog, EventRecord, ReadQuery, RunId, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant, validate::MAX_DEPTH,
+    SnapshotStore, Tenant,
+    validate::{MAX_DEPTH, text_depth},
 };
 use runstore_s3::S3Store;
 use serde_json::{Value, json};
@@ -44,32 +45,6 @@ fn nested(levels: usize) -> Value {
     value
 }
 
-/// How deep JSON text nests, as a parser counts it.
-fn depth_of(text: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-    for &byte in text {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth -= 1,
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// A handle with nothing cached: another process.
 fn fresh(bucket: &Arc<InMemory>) -> S3Store {
     S3Store::new(bucket.clone(), "depth").unwrap()
@@ -89,7 +64,7 @@ async fn deepest_object(bucket: &InMemory, name: &str) -> usize {
             .any(|part| part.as_ref() == name || path.filename() == Some(name))
     }) {
         let bytes = bucket.get(path).await.unwrap().bytes().await.unwrap();
-        deepest = deepest.max(depth_of(&bytes));
+        deepest = deepest.max(text_depth(&bytes));
     }
     deepest
 }
@@ -98,7 +73,7 @@ async fn deepest_object(bucket: &InMemory, name: &str) -> usize {
 fn deepest_event(run_id: &str, id: &str, at: u64) -> EventRecord {
     let record = event(run_id, id, at).with_payload(nested(MAX_DEPTH - 1));
     assert_eq!(
-        depth_of(&serde_json::to_vec(&record).unwrap()),
+        text_depth(&serde_json::to_vec(&record).unwrap()),
         MAX_DEPTH,
         "the record nests exactly at the limit"
     );
@@ -164,7 +139,7 @@ async fn a_marker_at_the_depth_limit_reads_back_from_segment_and_head() {
         .tenant_context
         .extra
         .insert("deep".into(), nested(MAX_DEPTH - 3));
-    assert_eq!(depth_of(&serde_json::to_vec(&scoped).unwrap()), MAX_DEPTH);
+    assert_eq!(text_depth(&serde_json::to_vec(&scoped).unwrap()), MAX_DEPTH);
     store
         .append_batch(
             &tenant(),
@@ -180,7 +155,7 @@ async fn a_marker_at_the_depth_limit_reads_back_from_segment_and_head() {
     let compacted = read_all(&fresh(&bucket), "marked").await;
     assert!(compacted[0].is_compaction_marker());
     assert_eq!(
-        depth_of(&serde_json::to_vec(&compacted[0]).unwrap()),
+        text_depth(&serde_json::to_vec(&compacted[0]).unwrap()),
         MAX_DEPTH
     );
 
