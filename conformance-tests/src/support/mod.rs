@@ -1,7 +1,8 @@
 //! Helpers for backends' own tests, for what the suite cannot express as a
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
-//! of it, and (feature `object_store`) a forwarding `ObjectStore` with hooks.
+//! of it, a replay of a fuzz target's checked-in corpus, and (feature
+//! `object_store`) a forwarding `ObjectStore` with hooks.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
@@ -14,6 +15,8 @@ use std::{
     collections::HashSet,
     ffi::OsStr,
     io,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -104,6 +107,54 @@ where
 /// Whether this process is a child started by [`child_command`].
 pub fn is_child() -> bool {
     std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// Every file of the fuzz target `target`'s checked-in corpus and seeds
+/// (`fuzz/corpus/<target>` and `fuzz/seeds/<target>` at the workspace root),
+/// sorted.
+///
+/// # Panics
+/// When either directory cannot be read, or both are empty.
+pub fn corpus_inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "seeds"] {
+        let dir = fuzz.join(dir).join(target);
+        for entry in
+            std::fs::read_dir(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        {
+            files.push(
+                entry
+                    .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+                    .path(),
+            );
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no corpus for {target}");
+    files
+}
+
+/// Runs `check` on the bytes of every input of the fuzz target `target`
+/// ([`corpus_inputs`]), so the checked-in corpus keeps passing the
+/// invariants the fuzz target asserts on the stable toolchain.
+///
+/// # Panics
+/// After every input ran, naming each input whose `check` panicked.
+pub fn replay_corpus(target: &str, check: impl Fn(&[u8])) {
+    let failed: Vec<String> = corpus_inputs(target)
+        .into_iter()
+        .filter(|file| {
+            let bytes =
+                std::fs::read(file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+            catch_unwind(AssertUnwindSafe(|| check(&bytes))).is_err()
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "inputs that fail their invariants: {failed:#?}"
+    );
 }
 
 /// Checks `key`'s stream, read in full, with [`check_stream`] and answers
