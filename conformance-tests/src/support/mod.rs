@@ -1,15 +1,19 @@
 //! Helpers for backends' own tests, for what the suite cannot express as a
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
-//! of it, a replay of a fuzz target's checked-in corpus, and (feature
-//! `object_store`) a forwarding `ObjectStore` with hooks.
+//! of it, a replay of a fuzz target's checked-in corpus, a seeded generator
+//! ([`rng::Rng`]), and (feature `object_store`) a forwarding `ObjectStore`
+//! with hooks.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
 //! `default-features = false`, so no other backend is built) and calls them.
+//! The kill harness `runstore-crash`, never published, draws from
+//! [`rng::Rng`] the same way.
 
 #[cfg(feature = "object_store")]
 pub mod object_store;
+pub mod rng;
 
 use std::{
     collections::HashSet,
