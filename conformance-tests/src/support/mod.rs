@@ -2,8 +2,8 @@
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
 //! of it, a replay of a fuzz target's checked-in corpus, a seeded generator
-//! ([`rng::Rng`]), and (feature `object_store`) a forwarding `ObjectStore`
-//! with hooks.
+//! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
+//! (feature `object_store`) a forwarding `ObjectStore` with hooks.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
@@ -14,6 +14,7 @@
 #[cfg(feature = "object_store")]
 pub mod object_store;
 pub mod rng;
+pub mod salvage;
 
 use std::{
     collections::HashSet,

@@ -355,6 +355,7 @@ fn unescape(escaped: &str) -> Option<String> {
 mod tests {
     use std::io::Write as _;
 
+    use runstore_conformance::support::salvage::seqs;
     use runstore_core::{
         EventId, EventLog, EventLogExt, RunStatus, SnapshotId, SnapshotStore,
         salvage::{LossKind, split_importable},
@@ -418,14 +419,6 @@ mod tests {
         let mut text = lines.join("\n");
         text.push('\n');
         fs::write(dir.join(LOG_FILE), text).unwrap();
-    }
-
-    fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
-        scan.streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == run)
-            .map(|stream| stream.records.iter().map(|r| r.seq).collect())
-            .unwrap_or_default()
     }
 
     #[tokio::test(flavor = "multi_thread")]

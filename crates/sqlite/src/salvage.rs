@@ -606,6 +606,7 @@ impl Table for Snapshots<'_> {
 mod tests {
     use std::fs;
 
+    use runstore_conformance::support::salvage::{find_once, overwrite, seqs};
     use runstore_core::{
         EventId, EventLog, EventLogExt, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotStore,
         Tenant, salvage::LossKind,
@@ -665,33 +666,6 @@ mod tests {
             .await
             .unwrap();
         sqlx::Connection::close(conn).await.unwrap();
-    }
-
-    /// The offset of the only occurrence of `needle` in the file.
-    fn find_once(path: &Path, needle: &str) -> usize {
-        let bytes = fs::read(path).unwrap();
-        let found: Vec<usize> = bytes
-            .windows(needle.len())
-            .enumerate()
-            .filter(|(_, window)| *window == needle.as_bytes())
-            .map(|(at, _)| at)
-            .collect();
-        assert_eq!(found.len(), 1, "{needle} found at {found:?}");
-        found[0]
-    }
-
-    fn overwrite(path: &Path, at: usize, with: &[u8]) {
-        let mut bytes = fs::read(path).unwrap();
-        bytes[at..at + with.len()].copy_from_slice(with);
-        fs::write(path, bytes).unwrap();
-    }
-
-    fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
-        scan.streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == run)
-            .map(|stream| stream.records.iter().map(|r| r.seq).collect())
-            .unwrap_or_default()
     }
 
     #[tokio::test(flavor = "multi_thread")]
