@@ -49,14 +49,7 @@ fn answer<T: Debug>(what: &str, result: Result<T>) -> String {
 }
 
 fn report(result: Result<MaintenanceReport>) -> Result<(usize, Vec<String>)> {
-    result.map(|report| {
-        let failed = report
-            .failed
-            .iter()
-            .map(|failure| failure.stream.to_string())
-            .collect();
-        (report.removed, failed)
-    })
+    result.map(|report| (report.removed, crate::support::failed_streams(&report)))
 }
 
 /// One thing tenant B tries.

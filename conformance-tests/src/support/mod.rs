@@ -1,9 +1,11 @@
 //! Helpers for backends' own tests, for what the suite cannot express as a
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
-//! of it, a replay of a fuzz target's checked-in corpus, a seeded generator
-//! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
-//! (feature `object_store`) a forwarding `ObjectStore` with hooks.
+//! of it, the failed streams of a maintenance report and the check that an
+//! error states each cause once, a replay of a fuzz target's checked-in
+//! corpus, a seeded generator ([`rng::Rng`]), the file surgery of salvage
+//! tests ([`salvage`]), and (feature `object_store`) a forwarding
+//! `ObjectStore` with hooks.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
@@ -26,7 +28,7 @@ use std::{
 };
 
 pub use runstore_core::raw::check::{Problem, ProblemKind, StreamCheck, check_stream};
-use runstore_core::{AppendOutcome, EventRecord, StreamKey};
+use runstore_core::{AppendOutcome, EventRecord, MaintenanceReport, StreamKey};
 
 use crate::ALLOW_MISSING_SERVICES;
 
@@ -229,4 +231,29 @@ pub fn assert_each_event_inserted_once<'a>(
         check.ids.len(),
         "every distinct id is stored"
     );
+}
+
+/// The streams a maintenance pass reports as failed, as their display
+/// strings, in the report's order.
+pub fn failed_streams(report: &MaintenanceReport) -> Vec<String> {
+    report
+        .failed
+        .iter()
+        .map(|failure| failure.stream.to_string())
+        .collect()
+}
+
+/// Checks CONTRACT §26 on an error's text: no part of it (the pieces
+/// between `": "`) is stated twice.
+///
+/// # Panics
+/// Naming the first part stated again.
+pub fn assert_states_each_cause_once(text: &str) {
+    let parts: Vec<&str> = text.split(": ").collect();
+    for (index, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[index + 1..].contains(part),
+            "{part:?} is stated twice in {text:?}"
+        );
+    }
 }
