@@ -4,7 +4,7 @@
 
 use std::{fs, path::Path};
 
-use runstore_core::salvage::SalvageScan;
+use runstore_core::salvage::{Loss, LossKind, SalvageScan};
 
 /// The offset of the only occurrence of `needle` in the file at `path`.
 ///
@@ -46,4 +46,31 @@ pub fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
         .find(|stream| stream.key.run_id.as_str() == run)
         .map(|stream| stream.records.iter().map(|r| r.seq).collect())
         .unwrap_or_default()
+}
+
+/// The ids of the snapshots `scan` read, in its order.
+pub fn snapshot_ids(scan: &SalvageScan) -> Vec<&str> {
+    scan.snapshots
+        .iter()
+        .map(|s| s.snapshot_id.as_str())
+        .collect()
+}
+
+/// Checks that `loss` is the loss of the record at `seq`, named by `place`.
+///
+/// # Panics
+/// When it is not.
+pub fn assert_record_loss(loss: &Loss, seq: u64, place: &str) {
+    assert_eq!(loss.kind, LossKind::Record);
+    assert_eq!(loss.seqs, [seq..=seq]);
+    assert_eq!(loss.place, place);
+}
+
+/// Checks that `loss` is the loss of the snapshot `snapshot_id`.
+///
+/// # Panics
+/// When it is not.
+pub fn assert_snapshot_loss(loss: &Loss, snapshot_id: &str) {
+    assert_eq!(loss.kind, LossKind::Snapshot);
+    assert_eq!(loss.snapshot_id.as_deref(), Some(snapshot_id));
 }
