@@ -3,9 +3,9 @@
 //! child process, the shared stream checker with the assertions tests make
 //! of it, the failed streams of a maintenance report and the check that an
 //! error states each cause once, a replay of a fuzz target's checked-in
-//! corpus, a seeded generator ([`rng::Rng`]), the file surgery of salvage
-//! tests ([`salvage`]), and (feature `object_store`) a forwarding
-//! `ObjectStore` with hooks.
+//! corpus, builders of plain records ([`records`]), a seeded generator
+//! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
+//! (feature `object_store`) a forwarding `ObjectStore` with hooks.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
@@ -15,6 +15,7 @@
 
 #[cfg(feature = "object_store")]
 pub mod object_store;
+pub mod records;
 pub mod rng;
 pub mod salvage;
 

@@ -7,10 +7,11 @@
 //! Needs `RUNSTORE_POSTGRES_URL`; fails without it unless
 //! `RUNSTORE_ALLOW_MISSING_SERVICES` is set.
 
+use runstore_conformance::support::records::{event, run, tenant};
 use runstore_conformance::support::{assert_states_each_cause_once, failed_streams};
 use runstore_core::{
-    Error, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant, raw::compaction::marker_event_id,
+    Error, EventLog, EventRecord, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
+    Tenant, raw::compaction::marker_event_id,
 };
 use runstore_postgres::{PostgresOptions, PostgresStore};
 
@@ -40,18 +41,6 @@ async fn drop_schema(store: &PostgresStore) {
         .await
         .unwrap();
     store.close().await;
-}
-
-fn tenant(org: &str) -> Tenant {
-    Tenant::new(org, "prod", None).unwrap()
-}
-
-fn run(name: &str) -> RunId {
-    RunId::new(name).unwrap()
-}
-
-fn event(t: &Tenant, run_id: &str, id: &str, at: u64) -> EventRecord {
-    EventRecord::new(t, run(run_id), EventId::new(id).unwrap(), "step", at)
 }
 
 #[tokio::test]

@@ -9,24 +9,13 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
 use runstore_conformance::support::failed_streams;
+use runstore_conformance::support::records::{event, run, tenant};
 use runstore_core::{
-    Error, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, StreamKey, Tenant,
+    Error, EventLog, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant,
 };
 use runstore_s3::S3Store;
 use serde_json::{Value, json};
-
-fn tenant(org: &str) -> Tenant {
-    Tenant::new(org, "prod", None).unwrap()
-}
-
-fn run(name: &str) -> RunId {
-    RunId::new(name).unwrap()
-}
-
-fn event(t: &Tenant, run_id: &str, id: &str, at: u64) -> EventRecord {
-    EventRecord::new(t, run(run_id), EventId::new(id).unwrap(), "step", at)
-}
 
 fn snapshot(t: &Tenant, run_id: &str, id: &str, seq: u64, at: u64) -> SnapshotRecord {
     SnapshotRecord::new(
