@@ -1,8 +1,8 @@
 //! Helpers for backends' own tests, for what the suite cannot express as a
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
-//! of it, the failed streams of a maintenance report and the check that an
-//! error states each cause once, a replay of a fuzz target's checked-in
+//! of it, the failed streams of a maintenance report, the check that an
+//! error states each cause once and the parts of a `Corrupt` error, a replay of a fuzz target's checked-in
 //! corpus, builders of plain records ([`records`]), a seeded generator
 //! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
 //! (feature `object_store`) a forwarding `ObjectStore` with hooks.
@@ -22,14 +22,14 @@ pub mod salvage;
 use std::{
     collections::HashSet,
     ffi::OsStr,
-    io,
+    fmt, io,
     panic::{AssertUnwindSafe, catch_unwind},
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 pub use runstore_core::raw::check::{Problem, ProblemKind, StreamCheck, check_stream};
-use runstore_core::{AppendOutcome, EventRecord, MaintenanceReport, StreamKey};
+use runstore_core::{AppendOutcome, Error, EventRecord, MaintenanceReport, Result, StreamKey};
 
 use crate::ALLOW_MISSING_SERVICES;
 
@@ -256,5 +256,16 @@ pub fn assert_states_each_cause_once(text: &str) {
             !parts[index + 1..].contains(part),
             "{part:?} is stated twice in {text:?}"
         );
+    }
+}
+
+/// The location and reason of the [`Error::Corrupt`] `result` holds.
+///
+/// # Panics
+/// When `result` holds anything else.
+pub fn expect_corrupt<T: fmt::Debug>(result: Result<T>) -> (String, String) {
+    match result {
+        Err(Error::Corrupt { location, reason }) => (location, reason),
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }

@@ -6,8 +6,9 @@
 
 use std::{fs, path::Path};
 
+use runstore_conformance::support::expect_corrupt;
 use runstore_core::{
-    Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
+    EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, Tenant, validate::MAX_DEPTH,
 };
 use runstore_jsonl::JsonlStore;
@@ -47,13 +48,6 @@ async fn store_of(dir: &Path, records: &[EventRecord]) {
     fs::write(dir.join("events.jsonl"), text).unwrap();
 }
 
-fn corrupt(result: Result<impl std::fmt::Debug, Error>) -> (String, String) {
-    match result {
-        Err(Error::Corrupt { location, reason }) => (location, reason),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
-}
-
 /// A payload 127 levels deep (the limit is 64; `serde_json` reads 128 in
 /// all) stored by an older version: open indexes the line without building
 /// the payload, and every read of the record is `Corrupt` naming the file,
@@ -77,7 +71,7 @@ async fn a_stored_record_too_deep_to_read_is_corrupt_where_read() {
     )
     .await;
     let store = JsonlStore::open(&dir).await.unwrap();
-    let (location, reason) = corrupt(store.read(&a, &run("deep"), ReadQuery::all()).await);
+    let (location, reason) = expect_corrupt(store.read(&a, &run("deep"), ReadQuery::all()).await);
     let offset = fs::read_to_string(dir.join("events.jsonl"))
         .unwrap()
         .lines()
@@ -203,7 +197,7 @@ async fn a_snapshot_claiming_another_tenant_is_corrupt() {
     claimed["scope"]["tenant_context"]["org_id"] = json!(b.org_id());
     claimed["scope"]["tenant_context"]["workspace_id"] = json!(b.workspace_id());
     fs::write(&file, serde_json::to_vec(&claimed).unwrap()).unwrap();
-    let (location, reason) = corrupt(JsonlStore::open(&dir).await);
+    let (location, reason) = expect_corrupt(JsonlStore::open(&dir).await);
     assert_eq!(location, file.display().to_string());
     assert!(reason.contains("org-2/ws-2"), "{reason}");
 }
@@ -226,7 +220,7 @@ async fn a_line_changed_behind_the_handle_never_answers_for_another_stream() {
         .unwrap()
         .replace("\"run-a\"", "\"run-b\"");
     fs::write(&log, changed).unwrap();
-    let (location, reason) = corrupt(store.read(&a, &run("run-a"), ReadQuery::all()).await);
+    let (location, reason) = expect_corrupt(store.read(&a, &run("run-a"), ReadQuery::all()).await);
     assert!(location.ends_with("events.jsonl at byte 0"), "{location}");
     assert!(reason.contains("\"run-b\""), "{reason}");
 }

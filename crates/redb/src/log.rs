@@ -610,6 +610,8 @@ impl EventLog for RedbStore {
 
 #[cfg(test)]
 mod tests {
+    use runstore_conformance::support::expect_corrupt;
+
     use super::*;
 
     #[test]
@@ -681,13 +683,6 @@ mod tests {
         txn.commit().unwrap();
     }
 
-    fn corrupt<T: std::fmt::Debug>(result: Result<T>) -> (String, String) {
-        match result {
-            Err(Error::Corrupt { location, reason }) => (location, reason),
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
-    }
-
     /// A pass in one transaction that redb fails is retried stream by
     /// stream: only the stream whose own writes fail is reported (CONTRACT
     /// §25), and it is left as it was.
@@ -734,7 +729,7 @@ mod tests {
         let store = open(&dir).await;
         store_raw(&store, &[event("full", "e", u64::MAX, 10)]);
         let run = RunId::new("full").unwrap();
-        let (location, reason) = corrupt(store.next_seq(&tenant(), &run).await);
+        let (location, reason) = expect_corrupt(store.next_seq(&tenant(), &run).await);
         assert_eq!(location, "heads table, stream org/ws:full");
         assert!(reason.contains(&u64::MAX.to_string()), "{reason}");
         let refused = store.append(&tenant(), &event("full", "f", 0, 10)).await;
@@ -758,7 +753,8 @@ mod tests {
             &[event("deep", "d1", 1, 10), deep, event("fine", "f1", 1, 10)],
         );
         let run = RunId::new("deep").unwrap();
-        let (location, reason) = corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
+        let (location, reason) =
+            expect_corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
         assert_eq!(location, "events table, stream org/ws:deep, seq 2");
         assert!(reason.contains("recursion limit"), "{reason}");
         let report = store.compact(5, 100).await.unwrap();
