@@ -5,7 +5,8 @@
 //! error states each cause once and the parts of a `Corrupt` error, a replay of a fuzz target's checked-in
 //! corpus, builders of plain records ([`records`]), a seeded generator
 //! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
-//! (feature `object_store`) a forwarding `ObjectStore` with hooks.
+//! (feature `object_store`) a forwarding `ObjectStore` with hooks and the
+//! damage the S3 harnesses do to a stored compaction marker.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
@@ -17,6 +18,8 @@
 pub mod object_store;
 pub mod records;
 pub mod rng;
+#[cfg(feature = "object_store")]
+pub mod s3;
 pub mod salvage;
 
 use std::{
