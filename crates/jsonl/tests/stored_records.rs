@@ -7,6 +7,7 @@
 use std::{fs, path::Path};
 
 use runstore_conformance::support::expect_corrupt;
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, Tenant, validate::MAX_DEPTH,
@@ -27,14 +28,6 @@ fn event(tenant: &Tenant, run_id: &str, id: &str, seq: u64, at: u64) -> EventRec
         .with_payload(json!({ "id": id }));
     record.seq = seq;
     record
-}
-
-fn nested(levels: usize) -> Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
 }
 
 /// A store directory whose log holds exactly `records`, one line each.
@@ -59,7 +52,7 @@ async fn a_stored_record_too_deep_to_read_is_corrupt_where_read() {
     let dir = temp.path().join("store");
     let a = tenant(1);
     let mut deep = event(&a, "deep", "d2", 2, 10);
-    deep.payload = nested(127);
+    deep.payload = nested_arrays(127);
     store_of(
         &dir,
         &[
@@ -131,7 +124,7 @@ async fn compaction_checks_the_marker_it_writes() {
     legacy
         .scope
         .extra
-        .insert("trace".into(), nested(MAX_DEPTH + 5));
+        .insert("trace".into(), nested_arrays(MAX_DEPTH + 5));
     store_of(
         &dir,
         &[

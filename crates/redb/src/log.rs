@@ -626,8 +626,10 @@ mod tests {
         assert_eq!(seq_bounds(&ReadQuery::all().after(u64::MAX)), None);
     }
 
-    use runstore_core::{EventLogExt, validate::MAX_DEPTH};
-    use serde_json::{Value, json};
+    use runstore_core::{
+        EventLogExt,
+        validate::{MAX_DEPTH, nested_arrays},
+    };
 
     use crate::RedbOptions;
 
@@ -645,14 +647,6 @@ mod tests {
         );
         record.seq = seq;
         record
-    }
-
-    fn nested(levels: usize) -> Value {
-        let mut value = json!(0);
-        for _ in 0..levels {
-            value = json!([value]);
-        }
-        value
     }
 
     async fn open(dir: &tempfile::TempDir) -> RedbStore {
@@ -747,7 +741,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let mut deep = event("deep", "d2", 2, 10);
-        deep.payload = nested(127);
+        deep.payload = nested_arrays(127);
         store_raw(
             &store,
             &[event("deep", "d1", 1, 10), deep, event("fine", "f1", 1, 10)],
@@ -776,7 +770,7 @@ mod tests {
         legacy
             .scope
             .extra
-            .insert("trace".into(), nested(MAX_DEPTH + 5));
+            .insert("trace".into(), nested_arrays(MAX_DEPTH + 5));
         store_raw(
             &store,
             &[
