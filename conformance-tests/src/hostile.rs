@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, MaintenanceReport, MemoryStore, ReadQuery, Result,
     SnapshotRecord, SnapshotStore, Storage, Tenant,
@@ -16,18 +17,9 @@ use runstore_core::{
     },
     validate::{DEFAULT_MAX_RECORD_BYTES, MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{Harness, event, removed, run, snapshot, tenant};
-
-/// `levels` arrays nested around a number.
-fn nested(levels: usize) -> Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
-}
 
 /// What a call answered, as the suite compares it: the value, or the kind of
 /// error. Every refusal must be a one-line `InvalidInput`.
@@ -49,14 +41,7 @@ fn answer<T: Debug>(what: &str, result: Result<T>) -> String {
 }
 
 fn report(result: Result<MaintenanceReport>) -> Result<(usize, Vec<String>)> {
-    result.map(|report| {
-        let failed = report
-            .failed
-            .iter()
-            .map(|failure| failure.stream.to_string())
-            .collect();
-        (report.removed, failed)
-    })
+    result.map(|report| (report.removed, crate::support::failed_streams(&report)))
 }
 
 /// One thing tenant B tries.
@@ -174,15 +159,15 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
         ),
         (
             "a payload at the depth limit",
-            Attempt::Append(plain("b-deepest").with_payload(nested(MAX_DEPTH - 1))),
+            Attempt::Append(plain("b-deepest").with_payload(nested_arrays(MAX_DEPTH - 1))),
         ),
         (
             "a payload one level too deep",
-            Attempt::Append(plain("b-deep").with_payload(nested(MAX_DEPTH))),
+            Attempt::Append(plain("b-deep").with_payload(nested_arrays(MAX_DEPTH))),
         ),
         (
             "a payload 126 levels deep",
-            Attempt::Append(plain("b-deeper").with_payload(nested(126))),
+            Attempt::Append(plain("b-deeper").with_payload(nested_arrays(126))),
         ),
         (
             "a payload over the size limit",
@@ -248,7 +233,7 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
             "a batch with one hostile event",
             Attempt::Batch(vec![
                 plain("b2"),
-                plain("b3").with_payload(nested(MAX_DEPTH)),
+                plain("b3").with_payload(nested_arrays(MAX_DEPTH)),
             ]),
         ),
         (
@@ -343,7 +328,7 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
             "import past a record's depth",
             Attempt::Import("b-deep-import", {
                 let mut records = exported(b, "b-deep-import", "d", 1);
-                records[0].payload = nested(MAX_DEPTH);
+                records[0].payload = nested_arrays(MAX_DEPTH);
                 records
             }),
         ),
@@ -396,7 +381,9 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
         ),
         (
             "a snapshot too deep",
-            Attempt::Put(snapshot(b, "b-run", "s-deep", 1, 10).with_checkpoint(nested(MAX_DEPTH))),
+            Attempt::Put(
+                snapshot(b, "b-run", "s-deep", 1, 10).with_checkpoint(nested_arrays(MAX_DEPTH)),
+            ),
         ),
         (
             "a snapshot too large",
@@ -408,7 +395,8 @@ fn attempts(b: &Tenant) -> Vec<(&'static str, Attempt)> {
         (
             "a snapshot at the depth limit",
             Attempt::Put(
-                snapshot(b, "b-run", "s-deepest", 1, 10).with_checkpoint(nested(MAX_DEPTH - 1)),
+                snapshot(b, "b-run", "s-deepest", 1, 10)
+                    .with_checkpoint(nested_arrays(MAX_DEPTH - 1)),
             ),
         ),
         (

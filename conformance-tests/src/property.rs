@@ -8,6 +8,7 @@ use proptest::{
     prelude::*,
     test_runner::{Config, TestCaseError, TestRunner},
 };
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
     Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Storage,
     Tenant,
@@ -177,7 +178,7 @@ fn hostile_event(tenant: &Tenant, run_id: &str, id: u8, kind: u8) -> EventRecord
             e.event_id = marker_event_id(tenant, &run(run_id), u64::from(id) + 1);
         }
         1 => e.event_type = COMPACTION_EVENT_TYPE.to_owned(),
-        2 => e.payload = nested(MAX_DEPTH),
+        2 => e.payload = nested_arrays(MAX_DEPTH),
         3 => e.occurred_at_ms = MAX_TIMESTAMP_MS + 1,
         4 => {
             e.extra.insert("seq".to_owned(), json!(0));
@@ -196,15 +197,6 @@ fn hostile_event(tenant: &Tenant, run_id: &str, id: u8, kind: u8) -> EventRecord
         }
     }
     e
-}
-
-/// `levels` arrays nested around a number.
-fn nested(levels: usize) -> serde_json::Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
 }
 
 /// The `kind`-th import after `last` into `tenant`'s `run_id`: fresh ids,
@@ -389,7 +381,7 @@ async fn apply(store: &dyn Storage, op: &Op) -> String {
             match kind {
                 0 => s.seq = MAX_SEQ + 1,
                 1 => s.created_at_ms = MAX_TIMESTAMP_MS + 1,
-                2 => s.checkpoint = Some(nested(MAX_DEPTH)),
+                2 => s.checkpoint = Some(nested_arrays(MAX_DEPTH)),
                 _ => {
                     s.scope
                         .tenant_context

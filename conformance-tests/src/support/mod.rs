@@ -1,24 +1,38 @@
 //! Helpers for backends' own tests, for what the suite cannot express as a
 //! case: a service's URL or a loud failure, this test binary run again as a
 //! child process, the shared stream checker with the assertions tests make
-//! of it, and (feature `object_store`) a forwarding `ObjectStore` with hooks.
+//! of it, the failed streams of a maintenance report, the check that an
+//! error states each cause once and the parts of a `Corrupt` error, a replay of a fuzz target's checked-in
+//! corpus, builders of plain records ([`records`]), a seeded generator
+//! ([`rng::Rng`]), the file surgery of salvage tests ([`salvage`]), and
+//! (feature `object_store`) a forwarding `ObjectStore` with hooks and the
+//! damage the S3 harnesses do to a stored compaction marker.
 //!
 //! Users of the stores never need these; a backend's `tests/` directory
 //! takes `runstore-conformance` as a dev-dependency (with
 //! `default-features = false`, so no other backend is built) and calls them.
+//! The kill harness `runstore-crash`, never published, draws from
+//! [`rng::Rng`] the same way.
 
 #[cfg(feature = "object_store")]
 pub mod object_store;
+pub mod records;
+pub mod rng;
+#[cfg(feature = "object_store")]
+pub mod s3;
+pub mod salvage;
 
 use std::{
     collections::HashSet,
     ffi::OsStr,
-    io,
+    fmt, io,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 pub use runstore_core::raw::check::{Problem, ProblemKind, StreamCheck, check_stream};
-use runstore_core::{AppendOutcome, EventRecord, StreamKey};
+use runstore_core::{AppendOutcome, Error, EventRecord, MaintenanceReport, Result, StreamKey};
 
 use crate::ALLOW_MISSING_SERVICES;
 
@@ -106,6 +120,54 @@ pub fn is_child() -> bool {
     std::env::var_os(CHILD_VAR).is_some()
 }
 
+/// Every file of the fuzz target `target`'s checked-in corpus and seeds
+/// (`fuzz/corpus/<target>` and `fuzz/seeds/<target>` at the workspace root),
+/// sorted.
+///
+/// # Panics
+/// When either directory cannot be read, or both are empty.
+pub fn corpus_inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "seeds"] {
+        let dir = fuzz.join(dir).join(target);
+        for entry in
+            std::fs::read_dir(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        {
+            files.push(
+                entry
+                    .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+                    .path(),
+            );
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no corpus for {target}");
+    files
+}
+
+/// Runs `check` on the bytes of every input of the fuzz target `target`
+/// ([`corpus_inputs`]), so the checked-in corpus keeps passing the
+/// invariants the fuzz target asserts on the stable toolchain.
+///
+/// # Panics
+/// After every input ran, naming each input whose `check` panicked.
+pub fn replay_corpus(target: &str, check: impl Fn(&[u8])) {
+    let failed: Vec<String> = corpus_inputs(target)
+        .into_iter()
+        .filter(|file| {
+            let bytes =
+                std::fs::read(file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+            catch_unwind(AssertUnwindSafe(|| check(&bytes))).is_err()
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "inputs that fail their invariants: {failed:#?}"
+    );
+}
+
 /// Checks `key`'s stream, read in full, with [`check_stream`] and answers
 /// the check.
 ///
@@ -173,4 +235,40 @@ pub fn assert_each_event_inserted_once<'a>(
         check.ids.len(),
         "every distinct id is stored"
     );
+}
+
+/// The streams a maintenance pass reports as failed, as their display
+/// strings, in the report's order.
+pub fn failed_streams(report: &MaintenanceReport) -> Vec<String> {
+    report
+        .failed
+        .iter()
+        .map(|failure| failure.stream.to_string())
+        .collect()
+}
+
+/// Checks CONTRACT §26 on an error's text: no part of it (the pieces
+/// between `": "`) is stated twice.
+///
+/// # Panics
+/// Naming the first part stated again.
+pub fn assert_states_each_cause_once(text: &str) {
+    let parts: Vec<&str> = text.split(": ").collect();
+    for (index, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[index + 1..].contains(part),
+            "{part:?} is stated twice in {text:?}"
+        );
+    }
+}
+
+/// The location and reason of the [`Error::Corrupt`] `result` holds.
+///
+/// # Panics
+/// When `result` holds anything else.
+pub fn expect_corrupt<T: fmt::Debug>(result: Result<T>) -> (String, String) {
+    match result {
+        Err(Error::Corrupt { location, reason }) => (location, reason),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

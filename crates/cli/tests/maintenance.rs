@@ -9,6 +9,7 @@ mod common;
 use std::{fs, path::Path};
 
 use common::Cli;
+use runstore_conformance::support::salvage::occurrences;
 use serde_json::json;
 
 /// Appends `run`'s events `prefix-1..=n`, all long ago.
@@ -34,12 +35,7 @@ fn append(cli: &Cli, run: &str, prefix: &str, range: std::ops::RangeInclusive<u3
 fn damage_marker(file: &Path, first_id: &str) {
     let needle = format!("\"compacted_event_ids\":[{{\"event_id\":\"{first_id}\"");
     let mut bytes = fs::read(file).unwrap();
-    let places: Vec<usize> = bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, window)| *window == needle.as_bytes())
-        .map(|(at, _)| at)
-        .collect();
+    let places = occurrences(&bytes, &needle);
     assert!(
         !places.is_empty(),
         "the marker is not in {}",

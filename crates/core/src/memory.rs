@@ -12,7 +12,7 @@ use crate::{
     SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
     raw::{
         append::{plan_append, plan_import},
-        compaction::{CompactionPolicy, compact_stream, compacted_ids},
+        compaction::{CompactionPolicy, compact_stream, seq_among},
         snapshots::{keep_newest, prune_selection, snapshot_order},
     },
     validate::{Limits, check_clock},
@@ -63,18 +63,7 @@ impl State {
     }
 
     fn seq_of(&self, key: &StreamKey, event_id: &EventId) -> Result<Option<u64>> {
-        for record in self.stream(key) {
-            if record.event_id == *event_id {
-                return Ok(Some(record.seq));
-            }
-            if let Some(id) = compacted_ids(record)?
-                .into_iter()
-                .find(|id| id.event_id == *event_id)
-            {
-                return Ok(Some(id.seq));
-            }
-        }
-        Ok(None)
+        seq_among(self.stream(key), event_id)
     }
 
     fn snapshots_of(&self, key: &StreamKey) -> Vec<SnapshotRecord> {

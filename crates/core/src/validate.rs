@@ -293,6 +293,49 @@ pub fn check_clock(now_ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// `levels` arrays nested around the number 0: a value of depth `levels`,
+/// for tests of [`MAX_DEPTH`] and of records deeper than it.
+#[doc(hidden)]
+#[must_use]
+pub fn nested_arrays(levels: usize) -> Value {
+    let mut value = Value::from(0);
+    for _ in 0..levels {
+        value = Value::Array(vec![value]);
+    }
+    value
+}
+
+/// How deep JSON `text` nests, as a parser counts it: the most arrays and
+/// objects open at once, brackets inside strings not counted. Tests compare
+/// it with [`MAX_DEPTH`] on encoded records and stored objects; text that
+/// closes more than it opened counts from zero again.
+#[doc(hidden)]
+#[must_use]
+pub fn text_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &byte in text {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn event_label(event: &EventRecord) -> String {
     format!(
         "event {:?} of run {:?}",
@@ -446,14 +489,6 @@ mod tests {
         )
     }
 
-    fn nested(levels: usize) -> Value {
-        let mut value = json!(1);
-        for _ in 0..levels {
-            value = json!([value]);
-        }
-        value
-    }
-
     fn keys(value: &Value) -> Vec<String> {
         value.as_object().unwrap().keys().cloned().collect()
     }
@@ -516,12 +551,12 @@ mod tests {
     fn depth_counts_the_record_as_level_one() {
         let limits = Limits::default();
         // payload at level 2: 63 nested arrays reach level 64.
-        let ok = event("e").with_payload(nested(MAX_DEPTH - 1));
+        let ok = event("e").with_payload(nested_arrays(MAX_DEPTH - 1));
         limits
             .check_append(&ok.run_id, std::slice::from_ref(&ok))
             .unwrap();
-        assert_eq!(json_depth(&serde_json::to_string(&ok).unwrap()), MAX_DEPTH);
-        let deep = event("e").with_payload(nested(MAX_DEPTH));
+        assert_eq!(text_depth(&serde_json::to_vec(&ok).unwrap()), MAX_DEPTH);
+        let deep = event("e").with_payload(nested_arrays(MAX_DEPTH));
         let err = limits
             .check_append(&deep.run_id, std::slice::from_ref(&deep))
             .unwrap_err();
@@ -535,39 +570,13 @@ mod tests {
             .scope
             .tenant_context
             .extra
-            .insert("x".into(), nested(MAX_DEPTH - 2));
+            .insert("x".into(), nested_arrays(MAX_DEPTH - 2));
         assert_eq!(
-            json_depth(&serde_json::to_string(&scoped).unwrap()),
+            text_depth(&serde_json::to_vec(&scoped).unwrap()),
             MAX_DEPTH + 1
         );
         let err = limits.check_event(&scoped).unwrap_err();
         assert!(err.to_string().contains("scope.tenant_context.x"), "{err}");
-    }
-
-    /// The nesting depth of JSON text, as a parser counts it.
-    fn json_depth(text: &str) -> usize {
-        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-        for byte in text.bytes() {
-            if in_string {
-                match (escaped, byte) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match byte {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b']' | b'}' => depth -= 1,
-                _ => {}
-            }
-        }
-        deepest
     }
 
     #[test]

@@ -33,11 +33,11 @@ use runstore::{
     EventId, EventLog as _, EventLogExt as _, ReadQuery, SnapshotStore as _, Store, StreamKey,
     core::raw::check,
 };
+use runstore_conformance::support::rng::Rng;
 use serde::Serialize;
 
 use crate::{
     ack::{self, Line},
-    rng::Rng,
     workload::{self, KEEP_LAST},
 };
 

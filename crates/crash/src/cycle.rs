@@ -21,10 +21,9 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::{
-    check::{self, Mode, Report},
-    rng::Rng,
-};
+use runstore_conformance::support::rng::Rng;
+
+use crate::check::{self, Mode, Report};
 
 /// The options every loop shares.
 #[derive(Debug, Clone)]

@@ -9,7 +9,6 @@
 mod ack;
 mod check;
 mod cycle;
-mod rng;
 mod workload;
 mod writer;
 

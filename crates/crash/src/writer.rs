@@ -29,11 +29,11 @@ use runstore::{
     Error, EventLog as _, EventLogExt as _, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
     Store,
 };
+use runstore_conformance::support::rng::Rng;
 use serde_json::json;
 
 use crate::{
     ack::{self, Line},
-    rng::Rng,
     workload::{self, KEEP_LAST, RETENTION_MS, RUNS},
 };
 

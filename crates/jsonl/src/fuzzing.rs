@@ -146,20 +146,7 @@ fn check_stream(store: &JsonlStore, key: &StreamKey, records: &[EventRecord]) {
         );
     }
     // Windows (CONTRACT §6) agree with the window applied to the whole read.
-    let first = records[0].seq;
-    let middle = records[records.len() / 2].seq;
-    let last = check.last_seq;
-    let queries = [
-        ReadQuery::tail(1),
-        ReadQuery::tail(2),
-        ReadQuery::all().limit(1),
-        ReadQuery::all().after(first),
-        ReadQuery::all().before(last),
-        ReadQuery::all().after(first).before(last).limit(2),
-        ReadQuery::tail(3).before(middle.saturating_add(1)),
-        ReadQuery::all().after(middle),
-    ];
-    for query in queries {
+    for query in runstore_core::raw::check::sample_windows(records) {
         let window = shared
             .read(&key.tenant, &key.run_id, query)
             .unwrap_or_else(|err| panic!("{query:?} of {key} failed after a full read: {err:?}"));

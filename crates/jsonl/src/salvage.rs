@@ -355,6 +355,7 @@ fn unescape(escaped: &str) -> Option<String> {
 mod tests {
     use std::io::Write as _;
 
+    use runstore_conformance::support::salvage::{seqs, snapshot_ids};
     use runstore_core::{
         EventId, EventLog, EventLogExt, RunStatus, SnapshotId, SnapshotStore,
         salvage::{LossKind, split_importable},
@@ -420,14 +421,6 @@ mod tests {
         fs::write(dir.join(LOG_FILE), text).unwrap();
     }
 
-    fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
-        scan.streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == run)
-            .map(|stream| stream.records.iter().map(|r| r.seq).collect())
-            .unwrap_or_default()
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn an_intact_store_is_read_whole() {
         let temp = tempfile::tempdir().unwrap();
@@ -437,12 +430,7 @@ mod tests {
         assert!(scan.losses.is_empty(), "{:?}", scan.losses);
         assert_eq!(seqs(&scan, "a"), [1, 2, 3, 4, 5]);
         assert_eq!(seqs(&scan, "b"), [1, 2]);
-        let ids: Vec<&str> = scan
-            .snapshots
-            .iter()
-            .map(|s| s.snapshot_id.as_str())
-            .collect();
-        assert_eq!(ids, ["Snap/1", "snap-2"]);
+        assert_eq!(snapshot_ids(&scan), ["Snap/1", "snap-2"]);
     }
 
     // CONTRACT §17: the open pass refuses the store; salvage names the line
@@ -546,12 +534,7 @@ mod tests {
         let file = run_dir.join(layout::snapshot_file(&SnapshotId::new("Snap/1").unwrap()));
         fs::write(&file, b"{\"snapshot_id\": tru").unwrap();
         let scan = scan(&dir).await.unwrap();
-        let ids: Vec<&str> = scan
-            .snapshots
-            .iter()
-            .map(|s| s.snapshot_id.as_str())
-            .collect();
-        assert_eq!(ids, ["snap-2"]);
+        assert_eq!(snapshot_ids(&scan), ["snap-2"]);
         assert_eq!(scan.losses.len(), 1);
         let loss = &scan.losses[0];
         assert_eq!(loss.kind, LossKind::Snapshot);

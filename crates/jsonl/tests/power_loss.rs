@@ -55,6 +55,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use runstore_conformance::support::rng::Rng;
 use runstore_core::{
     EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant, raw::compaction::compacted_ids,
@@ -68,24 +69,6 @@ const PAGE: u64 = 4096;
 
 // ---------------------------------------------------------------------------
 // Deterministic randomness.
-
-/// SplitMix64: a few lines, deterministic on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `low..high` (`high > low`).
-    fn below(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low)
-    }
-}
 
 fn seed() -> u64 {
     std::env::var(SEED_VAR)
@@ -469,7 +452,7 @@ fn crashes(ops: &[Op], steps: &[Step], cut: usize, rng: &mut Rng) -> Vec<(Varian
         return out;
     }
     if in_flight.len() >= 2 {
-        let count = usize::try_from(rng.below(1, in_flight.len() as u64)).unwrap();
+        let count = usize::try_from(rng.range(1, in_flight.len() as u64)).unwrap();
         out.push((
             Variant::Prefix,
             format!("first {count} of {} in flight", in_flight.len()),
@@ -497,7 +480,7 @@ fn crashes(ops: &[Op], steps: &[Step], cut: usize, rng: &mut Rng) -> Vec<(Varian
         };
         let end = offset + bytes.len() as u64;
         let page_start = ((end - 1) / PAGE * PAGE).max(*offset);
-        let kept_bytes = rng.below(0, end - page_start);
+        let kept_bytes = rng.range(0, end - page_start);
         out.push((
             Variant::Torn,
             format!(
@@ -583,7 +566,7 @@ impl Workload {
         self.clock += 10;
         self.next_id += 1;
         // Payloads of 200-1,700 bytes, so batches cross page boundaries.
-        let size = usize::try_from(self.rng.below(200, 1700)).unwrap();
+        let size = usize::try_from(self.rng.range(200, 1700)).unwrap();
         EventRecord::new(
             tenant,
             run.clone(),
@@ -1081,9 +1064,9 @@ async fn check_cuts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_at_every_sync_keeps_everything_acknowledged() {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let live = tempfile::tempdir().unwrap();
-    let (ops, expected) = run_workload(live.path(), Rng(rng.next())).await;
+    let (ops, expected) = run_workload(live.path(), Rng::new(rng.next_u64())).await;
     let cuts = cut_points(&ops, &resolve(&ops), 0);
     let scratch = tempfile::tempdir().unwrap();
     let label = format!("seed {seed}");
@@ -1176,9 +1159,9 @@ fn after_kill(first: &Expected, kill: usize, next: Expected) -> Expected {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_then_power_loss_keeps_what_the_next_handle_acknowledged() {
     let seed = seed();
-    let mut rng = Rng(seed ^ 0x6b11);
+    let mut rng = Rng::new(seed ^ 0x6b11);
     let live = tempfile::tempdir().unwrap();
-    let (first, expected) = run_workload(live.path(), Rng(rng.next())).await;
+    let (first, expected) = run_workload(live.path(), Rng::new(rng.next_u64())).await;
     let steps = resolve(&first);
     let scratch = tempfile::tempdir().unwrap();
     let mut counts: BTreeMap<Variant, usize> = BTreeMap::new();
@@ -1201,7 +1184,7 @@ async fn a_kill_then_power_loss_keeps_what_the_next_handle_acknowledged() {
             expected: Expected::default(),
             clock: 1_000_000,
             next_id: 1_000_000,
-            rng: Rng(rng.next()),
+            rng: Rng::new(rng.next_u64()),
         };
         next.open().await;
         next.resend(&expected, kill).await;
@@ -1275,7 +1258,7 @@ fn the_disk_model_keeps_only_what_was_synced() {
     ];
     let steps = resolve(&ops);
     let files = |cut: usize, variant: Variant| -> BTreeMap<String, Vec<u8>> {
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let (_, _, crash) = crashes(&ops, &steps, cut, &mut rng)
             .into_iter()
             .find(|(found, _, _)| *found == variant)

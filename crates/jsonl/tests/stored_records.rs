@@ -6,8 +6,10 @@
 
 use std::{fs, path::Path};
 
+use runstore_conformance::support::expect_corrupt;
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
-    Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
+    EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
     SnapshotRecord, SnapshotStore, Tenant, validate::MAX_DEPTH,
 };
 use runstore_jsonl::JsonlStore;
@@ -28,14 +30,6 @@ fn event(tenant: &Tenant, run_id: &str, id: &str, seq: u64, at: u64) -> EventRec
     record
 }
 
-fn nested(levels: usize) -> Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
-}
-
 /// A store directory whose log holds exactly `records`, one line each.
 async fn store_of(dir: &Path, records: &[EventRecord]) {
     drop(JsonlStore::open(dir).await.unwrap());
@@ -45,13 +39,6 @@ async fn store_of(dir: &Path, records: &[EventRecord]) {
         text.push('\n');
     }
     fs::write(dir.join("events.jsonl"), text).unwrap();
-}
-
-fn corrupt(result: Result<impl std::fmt::Debug, Error>) -> (String, String) {
-    match result {
-        Err(Error::Corrupt { location, reason }) => (location, reason),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
 }
 
 /// A payload 127 levels deep (the limit is 64; `serde_json` reads 128 in
@@ -65,7 +52,7 @@ async fn a_stored_record_too_deep_to_read_is_corrupt_where_read() {
     let dir = temp.path().join("store");
     let a = tenant(1);
     let mut deep = event(&a, "deep", "d2", 2, 10);
-    deep.payload = nested(127);
+    deep.payload = nested_arrays(127);
     store_of(
         &dir,
         &[
@@ -77,7 +64,7 @@ async fn a_stored_record_too_deep_to_read_is_corrupt_where_read() {
     )
     .await;
     let store = JsonlStore::open(&dir).await.unwrap();
-    let (location, reason) = corrupt(store.read(&a, &run("deep"), ReadQuery::all()).await);
+    let (location, reason) = expect_corrupt(store.read(&a, &run("deep"), ReadQuery::all()).await);
     let offset = fs::read_to_string(dir.join("events.jsonl"))
         .unwrap()
         .lines()
@@ -137,7 +124,7 @@ async fn compaction_checks_the_marker_it_writes() {
     legacy
         .scope
         .extra
-        .insert("trace".into(), nested(MAX_DEPTH + 5));
+        .insert("trace".into(), nested_arrays(MAX_DEPTH + 5));
     store_of(
         &dir,
         &[
@@ -203,7 +190,7 @@ async fn a_snapshot_claiming_another_tenant_is_corrupt() {
     claimed["scope"]["tenant_context"]["org_id"] = json!(b.org_id());
     claimed["scope"]["tenant_context"]["workspace_id"] = json!(b.workspace_id());
     fs::write(&file, serde_json::to_vec(&claimed).unwrap()).unwrap();
-    let (location, reason) = corrupt(JsonlStore::open(&dir).await);
+    let (location, reason) = expect_corrupt(JsonlStore::open(&dir).await);
     assert_eq!(location, file.display().to_string());
     assert!(reason.contains("org-2/ws-2"), "{reason}");
 }
@@ -226,7 +213,7 @@ async fn a_line_changed_behind_the_handle_never_answers_for_another_stream() {
         .unwrap()
         .replace("\"run-a\"", "\"run-b\"");
     fs::write(&log, changed).unwrap();
-    let (location, reason) = corrupt(store.read(&a, &run("run-a"), ReadQuery::all()).await);
+    let (location, reason) = expect_corrupt(store.read(&a, &run("run-a"), ReadQuery::all()).await);
     assert!(location.ends_with("events.jsonl at byte 0"), "{location}");
     assert!(reason.contains("\"run-b\""), "{reason}");
 }

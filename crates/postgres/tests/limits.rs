@@ -5,13 +5,14 @@
 //! Needs `RUNSTORE_POSTGRES_URL`; fails without it unless
 //! `RUNSTORE_ALLOW_MISSING_SERVICES` is set.
 
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
     Error, EventId, EventLog, EventRecord, RunId, RunStatus, SnapshotId, SnapshotRecord,
     SnapshotStore, Tenant,
     validate::{Limits, MAX_DEPTH},
 };
 use runstore_postgres::{PostgresOptions, PostgresStore};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn server_url() -> Option<String> {
     runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres limits test")
@@ -27,14 +28,6 @@ fn run() -> RunId {
 
 fn event(id: &str) -> EventRecord {
     EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 10)
-}
-
-fn nested(levels: usize) -> Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
 }
 
 #[tokio::test]
@@ -58,7 +51,7 @@ async fn refusals_take_no_connection_and_driver_errors_name_the_stream() {
     // With the pool closed, anything that reached the database would fail
     // as a backend error: refusals answer first.
     store.close().await;
-    let deep = event("deep").with_payload(nested(MAX_DEPTH));
+    let deep = event("deep").with_payload(nested_arrays(MAX_DEPTH));
     let big = event("big").with_payload(json!("x".repeat(1_000)));
     for batch in [vec![event("fine"), deep.clone()], vec![big]] {
         let err = store

@@ -7,9 +7,11 @@
 //! Needs `RUNSTORE_POSTGRES_URL`; fails without it unless
 //! `RUNSTORE_ALLOW_MISSING_SERVICES` is set.
 
+use runstore_conformance::support::records::{event, run, tenant};
+use runstore_conformance::support::{assert_states_each_cause_once, failed_streams};
 use runstore_core::{
-    Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, RunId, RunStatus,
-    SnapshotId, SnapshotRecord, SnapshotStore, Tenant, raw::compaction::marker_event_id,
+    Error, EventLog, EventRecord, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
+    Tenant, raw::compaction::marker_event_id,
 };
 use runstore_postgres::{PostgresOptions, PostgresStore};
 
@@ -39,37 +41,6 @@ async fn drop_schema(store: &PostgresStore) {
         .await
         .unwrap();
     store.close().await;
-}
-
-fn tenant(org: &str) -> Tenant {
-    Tenant::new(org, "prod", None).unwrap()
-}
-
-fn run(name: &str) -> RunId {
-    RunId::new(name).unwrap()
-}
-
-fn event(t: &Tenant, run_id: &str, id: &str, at: u64) -> EventRecord {
-    EventRecord::new(t, run(run_id), EventId::new(id).unwrap(), "step", at)
-}
-
-fn failed(report: &MaintenanceReport) -> Vec<String> {
-    report
-        .failed
-        .iter()
-        .map(|failure| failure.stream.to_string())
-        .collect()
-}
-
-/// CONTRACT §26: no part of an error's text repeats.
-fn assert_states_each_cause_once(text: &str) {
-    let parts: Vec<&str> = text.split(": ").collect();
-    for (index, part) in parts.iter().enumerate() {
-        assert!(
-            !parts[index + 1..].contains(part),
-            "{part:?} is stated twice in {text:?}"
-        );
-    }
 }
 
 #[tokio::test]
@@ -133,7 +104,7 @@ async fn compaction_reports_a_damaged_stream_and_steps_past_a_held_marker_id() {
             .unwrap();
     }
     let report = store.compact(10, 2_000).await.expect("the pass runs");
-    assert_eq!(failed(&report), vec!["b-damaged/prod:r".to_owned()]);
+    assert_eq!(failed_streams(&report), vec!["b-damaged/prod:r".to_owned()]);
     let text = report.failed[0].error.to_string();
     assert!(
         matches!(report.failed[0].error, Error::Corrupt { .. }),
@@ -192,7 +163,7 @@ async fn prune_reports_a_stream_it_cannot_read_and_prunes_every_other() {
         "a clock past the limit: {err}"
     );
     let report = store.prune(5, 1, 1_000).await.expect("the pass runs");
-    assert_eq!(failed(&report), vec!["b-damaged/prod:r".to_owned()]);
+    assert_eq!(failed_streams(&report), vec!["b-damaged/prod:r".to_owned()]);
     let text = report.failed[0].error.to_string();
     assert!(
         text.contains("stream b-damaged/prod:r, snapshot \"old\""),

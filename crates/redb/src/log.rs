@@ -610,6 +610,8 @@ impl EventLog for RedbStore {
 
 #[cfg(test)]
 mod tests {
+    use runstore_conformance::support::expect_corrupt;
+
     use super::*;
 
     #[test]
@@ -624,8 +626,10 @@ mod tests {
         assert_eq!(seq_bounds(&ReadQuery::all().after(u64::MAX)), None);
     }
 
-    use runstore_core::{EventLogExt, validate::MAX_DEPTH};
-    use serde_json::{Value, json};
+    use runstore_core::{
+        EventLogExt,
+        validate::{MAX_DEPTH, nested_arrays},
+    };
 
     use crate::RedbOptions;
 
@@ -643,14 +647,6 @@ mod tests {
         );
         record.seq = seq;
         record
-    }
-
-    fn nested(levels: usize) -> Value {
-        let mut value = json!(0);
-        for _ in 0..levels {
-            value = json!([value]);
-        }
-        value
     }
 
     async fn open(dir: &tempfile::TempDir) -> RedbStore {
@@ -679,13 +675,6 @@ mod tests {
             }
         }
         txn.commit().unwrap();
-    }
-
-    fn corrupt<T: std::fmt::Debug>(result: Result<T>) -> (String, String) {
-        match result {
-            Err(Error::Corrupt { location, reason }) => (location, reason),
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
     }
 
     /// A pass in one transaction that redb fails is retried stream by
@@ -734,7 +723,7 @@ mod tests {
         let store = open(&dir).await;
         store_raw(&store, &[event("full", "e", u64::MAX, 10)]);
         let run = RunId::new("full").unwrap();
-        let (location, reason) = corrupt(store.next_seq(&tenant(), &run).await);
+        let (location, reason) = expect_corrupt(store.next_seq(&tenant(), &run).await);
         assert_eq!(location, "heads table, stream org/ws:full");
         assert!(reason.contains(&u64::MAX.to_string()), "{reason}");
         let refused = store.append(&tenant(), &event("full", "f", 0, 10)).await;
@@ -752,13 +741,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let mut deep = event("deep", "d2", 2, 10);
-        deep.payload = nested(127);
+        deep.payload = nested_arrays(127);
         store_raw(
             &store,
             &[event("deep", "d1", 1, 10), deep, event("fine", "f1", 1, 10)],
         );
         let run = RunId::new("deep").unwrap();
-        let (location, reason) = corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
+        let (location, reason) =
+            expect_corrupt(store.read(&tenant(), &run, ReadQuery::all()).await);
         assert_eq!(location, "events table, stream org/ws:deep, seq 2");
         assert!(reason.contains("recursion limit"), "{reason}");
         let report = store.compact(5, 100).await.unwrap();
@@ -780,7 +770,7 @@ mod tests {
         legacy
             .scope
             .extra
-            .insert("trace".into(), nested(MAX_DEPTH + 5));
+            .insert("trace".into(), nested_arrays(MAX_DEPTH + 5));
         store_raw(
             &store,
             &[

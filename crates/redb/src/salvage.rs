@@ -449,6 +449,9 @@ fn reason(failure: Failure) -> String {
 mod tests {
     use std::fs;
 
+    use runstore_conformance::support::salvage::{
+        assert_record_loss, assert_snapshot_loss, find_once, overwrite, seqs, snapshot_ids,
+    };
     use runstore_core::{
         EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
         SnapshotRecord, SnapshotStore, Tenant, salvage::LossKind,
@@ -503,32 +506,6 @@ mod tests {
         drop(store);
     }
 
-    fn find_once(path: &Path, needle: &str) -> usize {
-        let bytes = fs::read(path).unwrap();
-        let found: Vec<usize> = bytes
-            .windows(needle.len())
-            .enumerate()
-            .filter(|(_, window)| *window == needle.as_bytes())
-            .map(|(at, _)| at)
-            .collect();
-        assert_eq!(found.len(), 1, "{needle} found at {found:?}");
-        found[0]
-    }
-
-    fn overwrite(path: &Path, at: usize, with: &[u8]) {
-        let mut bytes = fs::read(path).unwrap();
-        bytes[at..at + with.len()].copy_from_slice(with);
-        fs::write(path, bytes).unwrap();
-    }
-
-    fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
-        scan.streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == run)
-            .map(|stream| stream.records.iter().map(|r| r.seq).collect())
-            .unwrap_or_default()
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn an_intact_store_is_read_whole() {
         let temp = tempfile::tempdir().unwrap();
@@ -565,23 +542,14 @@ mod tests {
         let scan = scan(&path).await.unwrap();
         assert_eq!(seqs(&scan, "a"), [2, 3, 5, 6]);
         assert_eq!(seqs(&scan, "b"), [2, 3]);
-        let ids: Vec<&str> = scan
-            .snapshots
-            .iter()
-            .map(|s| s.snapshot_id.as_str())
-            .collect();
-        assert_eq!(ids, ["snap-2"]);
+        assert_eq!(snapshot_ids(&scan), ["snap-2"]);
         assert_eq!(scan.losses.len(), 2, "{:?}", scan.losses);
-        let record = &scan.losses[0];
-        assert_eq!(record.kind, LossKind::Record);
-        assert_eq!(record.seqs, [4..=4]);
-        assert_eq!(
-            record.place,
-            format!("{}: table events, key acme/prod:a seq 4", path.display())
+        assert_record_loss(
+            &scan.losses[0],
+            4,
+            &format!("{}: table events, key acme/prod:a seq 4", path.display()),
         );
-        let snapshot = &scan.losses[1];
-        assert_eq!(snapshot.kind, LossKind::Snapshot);
-        assert_eq!(snapshot.snapshot_id.as_deref(), Some("snap-1"));
+        assert_snapshot_loss(&scan.losses[1], "snap-1");
     }
 
     // A damaged leaf page of the events table: the entries on it are lost,

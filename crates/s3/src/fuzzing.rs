@@ -217,22 +217,7 @@ pub async fn check_head(bytes: &[u8]) -> Result<Vec<EventRecord>> {
     let well_formed = segments
         .as_ref()
         .is_some_and(|segments| well_formed(&head, segments, &all));
-    let (first, last) = (
-        all.first().map_or(0, |record| record.seq),
-        all.last().map_or(0, |record| record.seq),
-    );
-    let middle = all.get(all.len() / 2).map_or(0, |record| record.seq);
-    let queries = [
-        ReadQuery::tail(1),
-        ReadQuery::tail(2),
-        ReadQuery::all().limit(1),
-        ReadQuery::all().after(first),
-        ReadQuery::all().before(last),
-        ReadQuery::all().after(first).before(last).limit(2),
-        ReadQuery::tail(3).before(middle.saturating_add(1)),
-        ReadQuery::all().after(middle),
-    ];
-    for query in queries {
+    for query in runstore_core::raw::check::sample_windows(&all) {
         match store.read(tenant, run, query).await {
             Ok(window) if well_formed => assert_eq!(
                 window,

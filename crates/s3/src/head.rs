@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use runstore_core::{
-    Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant, raw::compaction::compacted_ids,
+    Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant,
+    raw::compaction::{compacted_ids, seq_among},
 };
 use serde::{Deserialize, Serialize};
 
@@ -147,16 +148,8 @@ impl Head {
     /// The seq of `event_id` if the head itself knows it: a buffered record
     /// or a marker. `None` means "look in the id index".
     pub(crate) fn find(&self, event_id: &EventId) -> Result<Option<u64>> {
-        for record in &self.buffer {
-            if record.event_id == *event_id {
-                return Ok(Some(record.seq));
-            }
-            if let Some(id) = compacted_ids(record)?
-                .into_iter()
-                .find(|id| id.event_id == *event_id)
-            {
-                return Ok(Some(id.seq));
-            }
+        if let Some(seq) = seq_among(&self.buffer, event_id)? {
+            return Ok(Some(seq));
         }
         Ok(self
             .markers

@@ -12,10 +12,10 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, memory::InMemory, path::Path};
 use runstore_core::{
     Error, EventId, EventLog, EventRecord, ReadQuery, RunId, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant, validate::MAX_DEPTH,
+    SnapshotStore, Tenant,
+    validate::{MAX_DEPTH, nested_arrays, text_depth},
 };
 use runstore_s3::S3Store;
-use serde_json::{Value, json};
 
 fn tenant() -> Tenant {
     Tenant::new("acme", "prod", None).unwrap()
@@ -33,41 +33,6 @@ fn event(run_id: &str, id: &str, at: u64) -> EventRecord {
         "step",
         at,
     )
-}
-
-/// `levels` arrays around a number.
-fn nested(levels: usize) -> Value {
-    let mut value = json!(0);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
-}
-
-/// How deep JSON text nests, as a parser counts it.
-fn depth_of(text: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-    for &byte in text {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth -= 1,
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// A handle with nothing cached: another process.
@@ -89,16 +54,16 @@ async fn deepest_object(bucket: &InMemory, name: &str) -> usize {
             .any(|part| part.as_ref() == name || path.filename() == Some(name))
     }) {
         let bytes = bucket.get(path).await.unwrap().bytes().await.unwrap();
-        deepest = deepest.max(depth_of(&bytes));
+        deepest = deepest.max(text_depth(&bytes));
     }
     deepest
 }
 
 /// A deep event's payload at level 2 reaches level 64 with 63 arrays.
 fn deepest_event(run_id: &str, id: &str, at: u64) -> EventRecord {
-    let record = event(run_id, id, at).with_payload(nested(MAX_DEPTH - 1));
+    let record = event(run_id, id, at).with_payload(nested_arrays(MAX_DEPTH - 1));
     assert_eq!(
-        depth_of(&serde_json::to_vec(&record).unwrap()),
+        text_depth(&serde_json::to_vec(&record).unwrap()),
         MAX_DEPTH,
         "the record nests exactly at the limit"
     );
@@ -129,7 +94,7 @@ async fn a_record_at_the_depth_limit_reads_back_from_head_and_segment() {
     assert_eq!(deepest_object(&bucket, "head").await, MAX_DEPTH + 2);
     let buffered = read_all(&fresh(&bucket), "deep").await;
     assert_eq!(buffered.len(), 3);
-    assert_eq!(buffered[1].payload, nested(MAX_DEPTH - 1));
+    assert_eq!(buffered[1].payload, nested_arrays(MAX_DEPTH - 1));
 
     // Enough appends to flush it into a segment.
     let more: Vec<_> = (0..200)
@@ -163,8 +128,8 @@ async fn a_marker_at_the_depth_limit_reads_back_from_segment_and_head() {
         .scope
         .tenant_context
         .extra
-        .insert("deep".into(), nested(MAX_DEPTH - 3));
-    assert_eq!(depth_of(&serde_json::to_vec(&scoped).unwrap()), MAX_DEPTH);
+        .insert("deep".into(), nested_arrays(MAX_DEPTH - 3));
+    assert_eq!(text_depth(&serde_json::to_vec(&scoped).unwrap()), MAX_DEPTH);
     store
         .append_batch(
             &tenant(),
@@ -180,7 +145,7 @@ async fn a_marker_at_the_depth_limit_reads_back_from_segment_and_head() {
     let compacted = read_all(&fresh(&bucket), "marked").await;
     assert!(compacted[0].is_compaction_marker());
     assert_eq!(
-        depth_of(&serde_json::to_vec(&compacted[0]).unwrap()),
+        text_depth(&serde_json::to_vec(&compacted[0]).unwrap()),
         MAX_DEPTH
     );
 
@@ -210,14 +175,14 @@ async fn a_record_past_the_depth_limit_is_refused_before_any_request() {
     for levels in [MAX_DEPTH, 125, 126] {
         let batch = vec![
             event("refused", "fine", 10),
-            event("refused", "deep", 10).with_payload(nested(levels)),
+            event("refused", "deep", 10).with_payload(nested_arrays(levels)),
         ];
         let err = store
             .append_batch(&tenant(), &run("refused"), &batch, None)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
-        let mut record = event("refused", "deep", 10).with_payload(nested(levels));
+        let mut record = event("refused", "deep", 10).with_payload(nested_arrays(levels));
         record.seq = 1;
         let err = store
             .import_stream(&tenant(), &run("refused"), &[record])
@@ -232,7 +197,7 @@ async fn a_record_past_the_depth_limit_is_refused_before_any_request() {
             10,
             runstore_core::RunStatus::Running,
         )
-        .with_checkpoint(nested(levels));
+        .with_checkpoint(nested_arrays(levels));
         let err = store.put(&tenant(), &snapshot).await.unwrap_err();
         assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     }

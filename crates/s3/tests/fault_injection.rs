@@ -18,7 +18,7 @@ use std::{
 use async_trait::async_trait;
 use object_store::{ObjectStore, memory::InMemory};
 use runstore_conformance::support::{
-    self,
+    self, assert_states_each_cause_once,
     object_store::{Forwarding, Hooks, Request, Verdict, injected},
 };
 use runstore_core::{
@@ -490,17 +490,6 @@ async fn every_interruption_point_of_an_import_is_safe() {
             assert_eq!(dup[1].seq, export[6].seq);
             assert!(!dup[1].inserted);
         }
-    }
-}
-
-/// CONTRACT §26: no part of an error's text repeats.
-fn assert_states_each_cause_once(text: &str) {
-    let parts: Vec<&str> = text.split(": ").collect();
-    for (index, part) in parts.iter().enumerate() {
-        assert!(
-            !parts[index + 1..].contains(part),
-            "{part:?} is stated twice in {text:?}"
-        );
     }
 }
 

@@ -4,59 +4,28 @@
 //! invariants on the stable toolchain. Needs no server: the objects live in
 //! an in-memory bucket.
 
-use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
-    path::{Path, PathBuf},
-};
+use runstore_conformance::support::replay_corpus;
 
-/// Every file of the target's corpus and seeds.
-fn inputs(target: &str) -> Vec<PathBuf> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut files = Vec::new();
-    for dir in ["corpus", "seeds"] {
-        let dir = fuzz.join(dir).join(target);
-        for entry in
-            std::fs::read_dir(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
-        {
-            files.push(entry.unwrap().path());
-        }
-    }
-    files.sort();
-    assert!(!files.is_empty(), "no corpus for {target}");
-    files
-}
-
-/// Runs `check` on every input of `target`; fails naming each input that
-/// panicked.
-fn replay<F: Future>(target: &str, check: impl Fn(Vec<u8>) -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A runtime to drive the async checks to the end, one input at a time.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let failed: Vec<String> = inputs(target)
-        .into_iter()
-        .filter(|file| {
-            let bytes = std::fs::read(file).unwrap();
-            catch_unwind(AssertUnwindSafe(|| runtime.block_on(check(bytes)))).is_err()
-        })
-        .map(|file| file.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "inputs that fail their invariants: {failed:#?}"
-    );
+        .unwrap()
 }
 
 #[test]
 fn s3_head_corpus_keeps_its_invariants() {
-    replay("s3_head", |bytes| async move {
-        let _ = runstore_s3::fuzzing::check_head(&bytes).await;
+    let runtime = runtime();
+    replay_corpus("s3_head", |bytes| {
+        let _ = runtime.block_on(runstore_s3::fuzzing::check_head(bytes));
     });
 }
 
 #[test]
 fn snapshot_corpus_keeps_its_invariants() {
-    replay("snapshot", |bytes| async move {
-        let _ = runstore_s3::fuzzing::check_snapshot(&bytes).await;
+    let runtime = runtime();
+    replay_corpus("snapshot", |bytes| {
+        let _ = runtime.block_on(runstore_s3::fuzzing::check_snapshot(bytes));
     });
 }

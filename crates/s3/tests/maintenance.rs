@@ -8,24 +8,14 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
+use runstore_conformance::support::failed_streams;
+use runstore_conformance::support::records::{event, run, tenant};
 use runstore_core::{
-    Error, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, StreamKey, Tenant,
+    Error, EventLog, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
+    Tenant,
 };
 use runstore_s3::S3Store;
 use serde_json::{Value, json};
-
-fn tenant(org: &str) -> Tenant {
-    Tenant::new(org, "prod", None).unwrap()
-}
-
-fn run(name: &str) -> RunId {
-    RunId::new(name).unwrap()
-}
-
-fn event(t: &Tenant, run_id: &str, id: &str, at: u64) -> EventRecord {
-    EventRecord::new(t, run(run_id), EventId::new(id).unwrap(), "step", at)
-}
 
 fn snapshot(t: &Tenant, run_id: &str, id: &str, seq: u64, at: u64) -> SnapshotRecord {
     SnapshotRecord::new(
@@ -99,14 +89,6 @@ async fn damage_marker(bucket: &InMemory, org: &str) {
     assert_eq!(damaged, 1);
 }
 
-fn failed(report: &runstore_core::MaintenanceReport) -> Vec<String> {
-    report
-        .failed
-        .iter()
-        .map(|failure| failure.stream.to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn compaction_reports_a_damaged_stream_and_compacts_every_other() {
     let bucket = Arc::new(InMemory::new());
@@ -147,7 +129,7 @@ async fn compaction_reports_a_damaged_stream_and_compacts_every_other() {
     let store = store(&bucket);
     let report = store.compact(10, 2_000).await.expect("the pass runs");
     assert_eq!(
-        failed(&report),
+        failed_streams(&report),
         vec![
             "b-damaged/prod:r".to_owned(),
             "c-headless/prod:r".to_owned()
@@ -214,7 +196,7 @@ async fn prune_groups_snapshots_by_their_key_and_fails_a_stream_that_claims_anot
     plant_a_claim(&bucket, &store, &a, &b).await;
 
     let report = store.prune(100, 1, 1_000).await.expect("the pass runs");
-    assert_eq!(failed(&report), vec!["b/prod:r".to_owned()]);
+    assert_eq!(failed_streams(&report), vec!["b/prod:r".to_owned()]);
     let text = report.failed[0].error.to_string();
     assert!(
         matches!(report.failed[0].error, Error::Corrupt { .. }),
@@ -262,7 +244,7 @@ async fn compaction_reads_the_floor_of_the_stream_the_key_names() {
         .unwrap();
     plant_a_claim(&bucket, &store, &a, &b).await;
     let report = store.compact(10, 1_000).await.expect("the pass runs");
-    assert_eq!(failed(&report), vec!["b/prod:r".to_owned()]);
+    assert_eq!(failed_streams(&report), vec!["b/prod:r".to_owned()]);
     assert_eq!(report.removed, 1, "A pruned below its own floor only");
     let records = store.read(&a, &run("r"), ReadQuery::all()).await.unwrap();
     let seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();

@@ -263,18 +263,12 @@ fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRe
 
 #[cfg(test)]
 mod tests {
-    use runstore_core::{EventLogExt as _, validate::MAX_DEPTH};
-    use serde_json::{Value, json};
+    use runstore_core::{
+        EventLogExt as _,
+        validate::{MAX_DEPTH, nested_arrays},
+    };
 
     use super::*;
-
-    fn nested(levels: usize) -> Value {
-        let mut value = json!(1);
-        for _ in 0..levels {
-            value = json!([value]);
-        }
-        value
-    }
 
     /// How deep JSON text without strings nests.
     fn depth(text: &str) -> usize {
@@ -311,7 +305,7 @@ mod tests {
             "t",
             1,
         )
-        .with_payload(nested(MAX_DEPTH - 1));
+        .with_payload(nested_arrays(MAX_DEPTH - 1));
         store.append(&tenant, &deepest).await.unwrap();
 
         let mut reader = store.readers().get().await.unwrap();

@@ -606,6 +606,9 @@ impl Table for Snapshots<'_> {
 mod tests {
     use std::fs;
 
+    use runstore_conformance::support::salvage::{
+        assert_record_loss, assert_snapshot_loss, find_once, overwrite, seqs, snapshot_ids,
+    };
     use runstore_core::{
         EventId, EventLog, EventLogExt, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotStore,
         Tenant, salvage::LossKind,
@@ -667,33 +670,6 @@ mod tests {
         sqlx::Connection::close(conn).await.unwrap();
     }
 
-    /// The offset of the only occurrence of `needle` in the file.
-    fn find_once(path: &Path, needle: &str) -> usize {
-        let bytes = fs::read(path).unwrap();
-        let found: Vec<usize> = bytes
-            .windows(needle.len())
-            .enumerate()
-            .filter(|(_, window)| *window == needle.as_bytes())
-            .map(|(at, _)| at)
-            .collect();
-        assert_eq!(found.len(), 1, "{needle} found at {found:?}");
-        found[0]
-    }
-
-    fn overwrite(path: &Path, at: usize, with: &[u8]) {
-        let mut bytes = fs::read(path).unwrap();
-        bytes[at..at + with.len()].copy_from_slice(with);
-        fs::write(path, bytes).unwrap();
-    }
-
-    fn seqs(scan: &SalvageScan, run: &str) -> Vec<u64> {
-        scan.streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == run)
-            .map(|stream| stream.records.iter().map(|r| r.seq).collect())
-            .unwrap_or_default()
-    }
-
     #[tokio::test(flavor = "multi_thread")]
     async fn an_intact_store_is_read_whole() {
         let temp = tempfile::tempdir().unwrap();
@@ -728,23 +704,14 @@ mod tests {
         let scan = scan(&path).await.unwrap();
         assert_eq!(seqs(&scan, "a"), [1, 2, 4, 5]);
         assert_eq!(seqs(&scan, "b"), [1, 2, 3]);
-        let ids: Vec<&str> = scan
-            .snapshots
-            .iter()
-            .map(|s| s.snapshot_id.as_str())
-            .collect();
-        assert_eq!(ids, ["snap-1"]);
+        assert_eq!(snapshot_ids(&scan), ["snap-1"]);
         assert_eq!(scan.losses.len(), 2, "{:?}", scan.losses);
-        let record = &scan.losses[0];
-        assert_eq!(record.kind, LossKind::Record);
-        assert_eq!(record.seqs, [3..=3]);
-        assert_eq!(
-            record.place,
-            format!("{}: table events, row acme/prod:a seq 3", path.display())
+        assert_record_loss(
+            &scan.losses[0],
+            3,
+            &format!("{}: table events, row acme/prod:a seq 3", path.display()),
         );
-        let snapshot = &scan.losses[1];
-        assert_eq!(snapshot.kind, LossKind::Snapshot);
-        assert_eq!(snapshot.snapshot_id.as_deref(), Some("snap-2"));
+        assert_snapshot_loss(&scan.losses[1], "snap-2");
     }
 
     // A damaged page of the events table: the rows on it are lost, each

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use runstore_core::validate::nested_arrays;
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventLogExt, EventRecord, MemoryStore, ReadQuery,
     RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
@@ -12,7 +13,7 @@ use runstore_core::{
     validate::{Limits, MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
 use runstore_sqlite::{SqliteOptions, SqliteStore};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{ConnectOptions as _, sqlite::SqliteConnectOptions};
 
 fn tenant() -> Tenant {
@@ -31,15 +32,6 @@ fn event(id: &str, at: u64) -> EventRecord {
         "limits.test",
         at,
     )
-}
-
-/// A value `levels` arrays deep.
-fn nested(levels: usize) -> Value {
-    let mut value = json!(1);
-    for _ in 0..levels {
-        value = json!([value]);
-    }
-    value
 }
 
 async fn open(path: &Path) -> SqliteStore {
@@ -123,17 +115,17 @@ async fn depth_is_limited_and_the_deepest_record_reads_back() {
     let store = open(&dir.path().join("db.sqlite")).await;
     let (t, r) = (tenant(), run());
     // The record is level 1, its payload level 2.
-    let too_deep = event("deep", 1).with_payload(nested(MAX_DEPTH));
+    let too_deep = event("deep", 1).with_payload(nested_arrays(MAX_DEPTH));
     let err = store.append(&t, &too_deep).await.unwrap_err();
     assert_invalid(&err, "payload nests deeper than 64");
-    let hostile = event("hostile", 1).with_payload(nested(126));
+    let hostile = event("hostile", 1).with_payload(nested_arrays(126));
     assert_invalid(
         &store.append(&t, &hostile).await.unwrap_err(),
         "nests deeper",
     );
     assert_eq!(store.next_seq(&t, &r).await.unwrap(), 1);
 
-    let deepest = event("deepest", 1).with_payload(nested(MAX_DEPTH - 1));
+    let deepest = event("deepest", 1).with_payload(nested_arrays(MAX_DEPTH - 1));
     store.append(&t, &deepest).await.unwrap();
     store.append(&t, &event("after", 2)).await.unwrap();
     for query in [

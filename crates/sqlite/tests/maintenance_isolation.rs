@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
+use runstore_conformance::support::failed_streams;
 use runstore_core::{
-    Error, EventId, EventLog, EventLogExt, EventRecord, MaintenanceReport, ReadQuery, RunId,
-    RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
+    SnapshotRecord, SnapshotStore, StreamKey, Tenant,
     raw::compaction::{COMPACTION_ID_PREFIX, marker_event_id},
 };
 use runstore_sqlite::SqliteStore;
@@ -44,14 +45,6 @@ async fn raw(path: &Path) -> SqliteConnection {
         .connect()
         .await
         .unwrap()
-}
-
-fn failed_streams(report: &MaintenanceReport) -> Vec<String> {
-    report
-        .failed
-        .iter()
-        .map(|failure| failure.stream.to_string())
-        .collect()
 }
 
 async fn ids(store: &SqliteStore, tenant: &Tenant, run_id: &str) -> Vec<(u64, String)> {

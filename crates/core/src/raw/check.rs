@@ -55,7 +55,7 @@ use std::{
 };
 
 use crate::{
-    EventRecord, StreamKey,
+    EventRecord, ReadQuery, StreamKey,
     raw::compaction::{COMPACTION_SOURCE, marker_payload},
 };
 
@@ -270,6 +270,32 @@ impl StreamCheck {
             },
         })
     }
+}
+
+/// Eight read windows (CONTRACT §6) over a stream read in full as
+/// `records`, ascending by seq: the last record, the last two, the first,
+/// everything after the first seq, everything before the last, those two
+/// bounds together with a limit of two, the three records up to the middle
+/// one, and everything after the middle one. A checker reads each window
+/// from the store and compares it with [`ReadQuery::apply`] on the full
+/// read; an empty read gives the windows at seq 0.
+#[must_use]
+pub fn sample_windows(records: &[EventRecord]) -> [ReadQuery; 8] {
+    let first = records.first().map_or(0, |record| record.seq);
+    let last = records.last().map_or(0, |record| record.seq);
+    let middle = records
+        .get(records.len() / 2)
+        .map_or(0, |record| record.seq);
+    [
+        ReadQuery::tail(1),
+        ReadQuery::tail(2),
+        ReadQuery::all().limit(1),
+        ReadQuery::all().after(first),
+        ReadQuery::all().before(last),
+        ReadQuery::all().after(first).before(last).limit(2),
+        ReadQuery::tail(3).before(middle.saturating_add(1)),
+        ReadQuery::all().after(middle),
+    ]
 }
 
 /// Checks the records of `key`'s stream, read in full and in the order the

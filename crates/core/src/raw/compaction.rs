@@ -137,6 +137,32 @@ pub fn marker_payload(marker: &EventRecord) -> Result<CompactionPayload> {
     })
 }
 
+/// The seq `event_id` holds among `records`: the seq of the record with
+/// that id, or the seq a marker among them remembers for it; `None` when
+/// none of them knows it. Records are looked at in order and the first that
+/// knows the id answers.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a marker with a malformed payload met before the
+/// id is found.
+pub fn seq_among<'a>(
+    records: impl IntoIterator<Item = &'a EventRecord>,
+    event_id: &EventId,
+) -> Result<Option<u64>> {
+    for record in records {
+        if record.event_id == *event_id {
+            return Ok(Some(record.seq));
+        }
+        if let Some(id) = compacted_ids(record)?
+            .into_iter()
+            .find(|id| id.event_id == *event_id)
+        {
+            return Ok(Some(id.seq));
+        }
+    }
+    Ok(None)
+}
+
 /// The ids a record remembers: a marker's compacted ids, nothing for an
 /// ordinary event.
 ///

@@ -30,6 +30,7 @@ use std::{
 };
 
 use redb::StorageBackend;
+pub use runstore_conformance::support::rng::Rng;
 
 /// The unit a torn write is cut at: a disk sector.
 pub const SECTOR: usize = 512;
@@ -235,14 +236,14 @@ impl SyncPoint<'_> {
         match loss {
             Loss::DropAll => {}
             Loss::Prefix => {
-                let kept = rng.below(self.pending.len() + 1);
+                let kept = rng.index(self.pending.len() + 1);
                 for op in &self.pending[..kept] {
                     apply(&mut image, op);
                 }
             }
             Loss::Subset => {
                 for op in self.pending {
-                    if rng.below(2) == 1 {
+                    if rng.index(2) == 1 {
                         apply(&mut image, op);
                     }
                 }
@@ -257,7 +258,7 @@ impl SyncPoint<'_> {
                         Op::Write { offset, data } if Some(at) == last_write => {
                             let sectors = data.len() / SECTOR;
                             let kept = if sectors > 1 {
-                                SECTOR * (1 + rng.below(sectors - 1))
+                                SECTOR * (1 + rng.index(sectors - 1))
                             } else {
                                 0
                             };
@@ -295,30 +296,5 @@ pub fn sync_points_from(base: &[u8], log: &[Op], mut visit: impl FnMut(SyncPoint
             }
             since = at + 1;
         }
-    }
-}
-
-/// A small deterministic generator (SplitMix64): the same seed gives the
-/// same cuts on every run.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: usize) -> usize {
-        usize::try_from(self.next_u64() % bound as u64).expect("below a usize")
     }
 }

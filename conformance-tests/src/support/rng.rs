@@ -1,5 +1,6 @@
-//! A small seeded generator (SplitMix64): the harness draws kill moments and
-//! workload choices from it, so a run is described by its seed.
+//! A small seeded generator (SplitMix64) for tests and test tools that draw
+//! cuts, kill moments or workload choices: the same seed gives the same
+//! draws on every platform, so a run is described by its seed.
 
 /// SplitMix64.
 #[derive(Debug, Clone)]
@@ -7,6 +8,7 @@ pub struct Rng(u64);
 
 impl Rng {
     /// A generator started from `seed`.
+    #[must_use]
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
@@ -20,7 +22,8 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A value in `low..high` (`low` when the range is empty).
+    /// A value in `low..high` (`low`, drawing nothing, when the range is
+    /// empty).
     pub fn range(&mut self, low: u64, high: u64) -> u64 {
         if high <= low {
             return low;
@@ -28,7 +31,7 @@ impl Rng {
         low + self.next_u64() % (high - low)
     }
 
-    /// An index below `len` (`len` must not be 0).
+    /// An index below `len` (0, drawing nothing, when `len` is 0).
     pub fn index(&mut self, len: usize) -> usize {
         usize::try_from(self.range(0, len as u64)).unwrap_or(0)
     }
