@@ -90,21 +90,13 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes one line with one `write`; a failed write ends the process,
-    /// since an acknowledgement that cannot be recorded breaks the test.
+    /// Records `line` ([`write_line`]), one writer task at a time.
     fn emit(&self, line: &Line) {
-        let mut bytes = match serde_json::to_vec(line) {
-            Ok(bytes) => bytes,
-            Err(err) => fatal(&format!("encoding an acknowledgement: {err}")),
-        };
-        bytes.push(b'\n');
-        let mut out = self
+        let out = self
             .out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = out.write_all(&bytes).and_then(|()| out.flush()) {
-            fatal(&format!("writing an acknowledgement: {err}"));
-        }
+        write_line(&out, line);
     }
 
     fn next_id(&self, kind: &str) -> String {
@@ -147,6 +139,19 @@ impl Writer {
                 None
             }
         }
+    }
+}
+
+/// Writes one line with one `write`; a failed write ends the process,
+/// since an acknowledgement that cannot be recorded breaks the test.
+fn write_line(mut out: &File, line: &Line) {
+    let mut bytes = match serde_json::to_vec(line) {
+        Ok(bytes) => bytes,
+        Err(err) => fatal(&format!("encoding an acknowledgement: {err}")),
+    };
+    bytes.push(b'\n');
+    if let Err(err) = out.write_all(&bytes).and_then(|()| out.flush()) {
+        fatal(&format!("writing an acknowledgement: {err}"));
     }
 }
 
@@ -259,11 +264,7 @@ async fn open(args: &WriterArgs, out: &File) -> Store {
                     runstore::OpenError::Store(err) => error_line("open", &err, attempt.elapsed()),
                     other => fatal(&format!("opening {}: {other}", args.store)),
                 };
-                let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-                bytes.push(b'\n');
-                if let Err(err) = (&*out).write_all(&bytes) {
-                    fatal(&format!("writing an acknowledgement: {err}"));
-                }
+                write_line(out, &line);
                 if started.elapsed() > HANG {
                     fatal(&format!(
                         "could not open {} for {} s",
