@@ -247,6 +247,22 @@ pub fn failed_streams(report: &MaintenanceReport) -> Vec<String> {
         .collect()
 }
 
+/// The text of the one failure `report` holds: it must be `stream`'s
+/// (as its display string) and an [`Error::Corrupt`] that states each
+/// cause once (CONTRACT §25, §26).
+///
+/// # Panics
+/// When the report fails another stream, more than one, none, or with
+/// another kind of error.
+pub fn corrupt_failure(report: &MaintenanceReport, stream: &str) -> String {
+    assert_eq!(failed_streams(report), [stream]);
+    let error = &report.failed[0].error;
+    let text = error.to_string();
+    assert!(matches!(error, Error::Corrupt { .. }), "{text}");
+    assert_states_each_cause_once(&text);
+    text
+}
+
 /// Checks CONTRACT §26 on an error's text: no part of it (the pieces
 /// between `": "`) is stated twice.
 ///

@@ -29,3 +29,21 @@ pub fn event(t: &Tenant, run_id: &str, id: &str, at: u64) -> EventRecord {
     let event_id = EventId::new(id).unwrap_or_else(|err| panic!("event id {id:?}: {err}"));
     EventRecord::new(t, run(run_id), event_id, "step", at)
 }
+
+/// The tenant `acme/prod` of the one-run fixtures ([`step`]).
+pub fn acme() -> Tenant {
+    tenant("acme")
+}
+
+/// The run id `run-1` of the one-run fixtures ([`step`]).
+pub fn run_1() -> RunId {
+    run("run-1")
+}
+
+/// An event of [`acme`]'s run [`run_1`] with id `id`, occurring at `at`.
+///
+/// # Panics
+/// When `id` is not a valid event id.
+pub fn step(id: &str, at: u64) -> EventRecord {
+    event(&acme(), "run-1", id, at)
+}

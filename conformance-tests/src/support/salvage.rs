@@ -2,9 +2,14 @@
 //! find a record's bytes in a store's file and damage them in place, then
 //! see which seqs a salvage scan still reads.
 
-use std::{fs, path::Path};
+use std::{fs, ops::RangeInclusive, path::Path};
 
-use runstore_core::salvage::{Loss, LossKind, SalvageScan};
+use runstore_core::{
+    EventLog, EventLogExt, EventRecord, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
+    salvage::{Loss, LossKind, SalvageScan},
+};
+
+use super::records;
 
 /// The offset of the only occurrence of `needle` in the file at `path`.
 ///
@@ -73,4 +78,75 @@ pub fn assert_record_loss(loss: &Loss, seq: u64, place: &str) {
 pub fn assert_snapshot_loss(loss: &Loss, snapshot_id: &str) {
     assert_eq!(loss.kind, LossKind::Snapshot);
     assert_eq!(loss.snapshot_id.as_deref(), Some(snapshot_id));
+}
+
+/// Event `n` of the damaged-store fixtures: tenant `acme/prod`, run `run`,
+/// id `<run>-<n:03>` (so each id's bytes can be found in a file), type
+/// `step`, occurring at `n`.
+///
+/// # Panics
+/// When `run` is not a valid run id.
+pub fn numbered(run: &str, n: u64) -> EventRecord {
+    records::event(&records::acme(), run, &format!("{run}-{n:03}"), n)
+}
+
+/// The numbers among `numbers` whose [`numbered`] event of `run` has its
+/// id on page `page` of `bytes`, a store file of `page_size`-byte pages.
+pub fn numbered_on_page(
+    bytes: &[u8],
+    page: usize,
+    page_size: usize,
+    run: &str,
+    numbers: RangeInclusive<u64>,
+) -> Vec<u64> {
+    let on_page = &bytes[page * page_size..(page + 1) * page_size];
+    numbers
+        .filter(|n| !occurrences(on_page, &format!("\"event_id\":\"{run}-{n:03}\"")).is_empty())
+        .collect()
+}
+
+/// The seq of each loss of `scan`, in its order.
+///
+/// # Panics
+/// When a loss is not of exactly one record.
+pub fn lost_records(scan: &SalvageScan) -> Vec<u64> {
+    scan.losses
+        .iter()
+        .map(|loss| {
+            assert_eq!(loss.kind, LossKind::Record, "{loss}");
+            assert_eq!(loss.seqs.len(), 1, "{loss}");
+            *loss.seqs[0].start()
+        })
+        .collect()
+}
+
+/// Fills `store` as the damaged-store fixtures want it: `a`, the events of
+/// run `a`, in one batch; each event of `b` (run `b`) on its own; then a
+/// snapshot of run `a` for each `(id, seq)` of `snapshots`, created at
+/// `seq`. All of tenant [`records::acme`].
+///
+/// # Panics
+/// When a write fails.
+pub async fn fill<S: EventLog + SnapshotStore + ?Sized>(
+    store: &S,
+    a: &[EventRecord],
+    b: &[EventRecord],
+    snapshots: &[(&str, u64)],
+) {
+    let t = records::acme();
+    store
+        .append_batch(&t, &records::run("a"), a, None)
+        .await
+        .expect("the fixture's batch");
+    for event in b {
+        store.append(&t, event).await.expect("the fixture's event");
+    }
+    for &(id, seq) in snapshots {
+        let id = SnapshotId::new(id).unwrap_or_else(|err| panic!("snapshot id {id:?}: {err}"));
+        let snapshot = SnapshotRecord::new(&t, records::run("a"), id, seq, seq, RunStatus::Running);
+        store
+            .put(&t, &snapshot)
+            .await
+            .expect("the fixture's snapshot");
+    }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use runstore_core::{
     AppendOutcome, Error, EventRecord, Result, RunId, Tenant,
-    raw::append::plan_append,
+    raw::append::{GroupPlan, plan_group},
     raw::group::{self, Budget, Reply},
 };
 
@@ -131,43 +131,28 @@ impl PostgresStore {
             .await
             .during("beginning a group append")?;
         let (stream_id, last_seq) = streams::lock(&mut tx, cols).await?;
-        let mut last = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
+        let last = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
         let all: Vec<EventRecord> = group
             .iter()
             .flat_map(|p| p.events.iter().cloned())
             .collect();
-        let mut known = if last == 0 {
+        let known = if last == 0 {
             HashMap::new()
         } else {
             known_ids(&mut tx, stream_id, cols, &distinct_ids(&all)).await?
         };
-        let mut new_records = Vec::new();
-        let mut answers = Vec::with_capacity(group.len());
-        for pending in group {
-            let planned = plan_append(
-                tenant,
-                run_id,
-                last,
-                &pending.events,
-                pending.expected_last_seq,
-                |id| Ok(known.get(id.as_str()).copied()),
-            );
-            match planned {
-                Ok(plan) => {
-                    for record in &plan.new_records {
-                        known.insert(record.event_id.as_str().to_owned(), record.seq);
-                    }
-                    // The plan numbers new records from `last` on, and
-                    // never past MAX_SEQ.
-                    if let Some(record) = plan.new_records.last() {
-                        last = record.seq;
-                    }
-                    new_records.extend(plan.new_records);
-                    answers.push(Ok(plan.outcomes));
-                }
-                Err(err) => answers.push(Err(err)),
-            }
-        }
+        let GroupPlan {
+            new_records,
+            answers,
+        } = plan_group(
+            tenant,
+            run_id,
+            last,
+            group
+                .iter()
+                .map(|p| (p.events.as_slice(), p.expected_last_seq)),
+            |id| Ok(known.get(id.as_str()).copied()),
+        );
         if new_records.is_empty() {
             tx.rollback().await.during("ending a read-only append")?;
             return Ok(answers);

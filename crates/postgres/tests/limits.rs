@@ -5,10 +5,10 @@
 //! Needs `RUNSTORE_POSTGRES_URL`; fails without it unless
 //! `RUNSTORE_ALLOW_MISSING_SERVICES` is set.
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run, step};
 use runstore_core::validate::nested_arrays;
 use runstore_core::{
-    Error, EventId, EventLog, EventRecord, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant,
+    Error, EventLog, EventRecord, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
     validate::{Limits, MAX_DEPTH},
 };
 use runstore_postgres::{PostgresOptions, PostgresStore};
@@ -18,16 +18,8 @@ fn server_url() -> Option<String> {
     runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres limits test")
 }
 
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
-
 fn event(id: &str) -> EventRecord {
-    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 10)
+    step(id, 10)
 }
 
 #[tokio::test]

@@ -449,55 +449,26 @@ fn reason(failure: Failure) -> String {
 mod tests {
     use std::fs;
 
-    use runstore_conformance::support::salvage::{
-        assert_record_loss, assert_snapshot_loss, find_once, overwrite, seqs, snapshot_ids,
+    use runstore_conformance::support::{
+        expect_corrupt,
+        records::acme as tenant,
+        salvage::{
+            assert_record_loss, assert_snapshot_loss, fill, find_once, lost_records,
+            numbered as event, numbered_on_page, overwrite, seqs, snapshot_ids,
+        },
     };
-    use runstore_core::{
-        EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
-        SnapshotRecord, SnapshotStore, Tenant, salvage::LossKind,
-    };
+    use runstore_core::{EventLog, EventRecord, ReadQuery, RunId};
 
     use super::*;
     use crate::RedbStore;
-
-    fn tenant() -> Tenant {
-        Tenant::new("acme", "prod", None).unwrap()
-    }
-
-    fn event(run: &str, n: u64) -> EventRecord {
-        EventRecord::new(
-            &tenant(),
-            RunId::new(run).unwrap(),
-            EventId::new(format!("{run}-{n:03}")).unwrap(),
-            "step",
-            n,
-        )
-    }
 
     /// A closed store with `count` events in run `a`, 3 in run `b`, two
     /// snapshots of `a`, and `a`'s events up to seq 2 compacted.
     async fn store(path: &Path, count: u64) {
         let store = RedbStore::open(path).await.unwrap();
-        let t = tenant();
-        let events: Vec<EventRecord> = (1..=count).map(|n| event("a", n)).collect();
-        store
-            .append_batch(&t, &RunId::new("a").unwrap(), &events, None)
-            .await
-            .unwrap();
-        for n in 1..=3 {
-            store.append(&t, &event("b", n)).await.unwrap();
-        }
-        for (id, seq) in [("snap-1", 3), ("snap-2", 4)] {
-            let snapshot = SnapshotRecord::new(
-                &t,
-                RunId::new("a").unwrap(),
-                SnapshotId::new(id).unwrap(),
-                seq,
-                seq,
-                RunStatus::Running,
-            );
-            store.put(&t, &snapshot).await.unwrap();
-        }
+        let a: Vec<EventRecord> = (1..=count).map(|n| event("a", n)).collect();
+        let b: Vec<EventRecord> = (1..=3).map(|n| event("b", n)).collect();
+        fill(&store, &a, &b, &[("snap-1", 3), ("snap-2", 4)]).await;
         // Events of `a` at seq 1 and 2 occurred at 1 and 2: below the cutoff
         // 3 and below the newest snapshot's seq 4; `b`'s too (it has no
         // snapshot).
@@ -532,11 +503,11 @@ mod tests {
         let at = find_once(&path, "\"snapshot_id\":\"snap-1\"");
         overwrite(&path, at, b"[");
         let opened = RedbStore::open(&path).await.unwrap();
-        let err = opened
-            .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        expect_corrupt(
+            opened
+                .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
+                .await,
+        );
         drop(opened);
 
         let scan = scan(&path).await.unwrap();
@@ -564,14 +535,7 @@ mod tests {
         let at = find_once(&path, "\"event_id\":\"a-150\"");
         let page = at / page_size;
         let bytes = fs::read(&path).unwrap();
-        let on_page: Vec<u64> = (1..=300)
-            .filter(|n| {
-                let needle = format!("\"event_id\":\"a-{n:03}\"");
-                bytes[page * page_size..(page + 1) * page_size]
-                    .windows(needle.len())
-                    .any(|window| window == needle.as_bytes())
-            })
-            .collect();
+        let on_page = numbered_on_page(&bytes, page, page_size, "a", 1..=300);
         assert!(on_page.len() > 1 && on_page.len() < 60, "{on_page:?}");
         // Not a leaf or branch page type.
         overwrite(&path, page * page_size, &[0x77]);
@@ -581,16 +545,7 @@ mod tests {
         assert_eq!(seqs(&scan, "a"), expected, "{:?}", scan.losses);
         assert_eq!(seqs(&scan, "b"), [2, 3]);
         assert_eq!(scan.snapshots.len(), 2);
-        let lost: Vec<u64> = scan
-            .losses
-            .iter()
-            .map(|loss| {
-                assert_eq!(loss.kind, LossKind::Record, "{loss}");
-                assert_eq!(loss.seqs.len(), 1, "{loss}");
-                *loss.seqs[0].start()
-            })
-            .collect();
-        assert_eq!(lost, on_page);
+        assert_eq!(lost_records(&scan), on_page);
     }
 
     #[tokio::test(flavor = "multi_thread")]

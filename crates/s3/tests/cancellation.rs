@@ -3,12 +3,13 @@
 //! round that committed its events, `inserted = true` included
 //! (CONTRACT §1, §2).
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run, step};
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use object_store::{ObjectStore, memory::InMemory};
 use runstore_conformance::support::object_store::{Forwarding, Hooks, Request};
-use runstore_core::{EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{EventLog, EventLogExt, EventRecord, ReadQuery};
 use runstore_s3::S3Store;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -31,16 +32,8 @@ impl Hooks for Gated {
     }
 }
 
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
-
 fn event(id: &str) -> EventRecord {
-    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 1)
+    step(id, 1)
 }
 
 #[tokio::test]

@@ -2,14 +2,14 @@
 //! is honoured: nothing at or above the snapshot's seq is pruned
 //! (CONTRACT §8; docs/backends/s3.md, "Compaction").
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run, step as event};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use object_store::{ObjectStore, PutMode, memory::InMemory};
 use runstore_conformance::support::object_store::{Forwarding, Hooks, Request, Verdict};
 use runstore_core::{
-    EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant,
+    EventLog, EventRecord, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
 };
 use runstore_s3::S3Store;
 
@@ -54,18 +54,6 @@ impl Hooks for Interleaving {
         }
         Verdict::Pass
     }
-}
-
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
-
-fn event(id: &str, at: u64) -> EventRecord {
-    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", at)
 }
 
 fn snapshot(seq: u64) -> SnapshotRecord {

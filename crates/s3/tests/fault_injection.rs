@@ -6,6 +6,7 @@
 //! handle (another process), and retrying never duplicates an event
 //! (CONTRACT §2, §3, §11; docs/backends/s3.md, "Failure cases").
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run};
 use std::{
     collections::HashMap,
     sync::{
@@ -21,9 +22,7 @@ use runstore_conformance::support::{
     self, assert_states_each_cause_once,
     object_store::{Forwarding, Hooks, Request, Verdict, injected},
 };
-use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, RunId, StreamKey, Tenant,
-};
+use runstore_core::{AppendOutcome, EventId, EventLog, EventRecord, ReadQuery, StreamKey};
 use runstore_s3::S3Store;
 
 /// What happens to the chosen request.
@@ -98,14 +97,6 @@ impl Hooks for Faults {
             _ => Verdict::Pass,
         }
     }
-}
-
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
 }
 
 fn event(id: &str, at: u64) -> EventRecord {

@@ -2,19 +2,12 @@
 //! live, buffered or remembered by its marker, is refused at any seq, by a
 //! handle that has nothing cached as by the one that wrote it.
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run};
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
-use runstore_core::{Error, EventId, EventLog, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{Error, EventId, EventLog, EventRecord, ReadQuery};
 use runstore_s3::S3Store;
-
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
 
 fn at(seq: u64, id: &str, ms: u64) -> EventRecord {
     let mut record = EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", ms);

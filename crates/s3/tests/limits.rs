@@ -3,26 +3,17 @@
 //! model answers them, and a stored head at the end of the seq range
 //! reported as corrupt rather than overflowing.
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run, step};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
-use runstore_core::{
-    Error, EventId, EventLog, EventRecord, MemoryStore, ReadQuery, RunId, Tenant, validate::Limits,
-};
+use runstore_core::{Error, EventLog, EventRecord, MemoryStore, ReadQuery, validate::Limits};
 use runstore_s3::S3Store;
 use serde_json::json;
 
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
-
 fn event(id: &str) -> EventRecord {
-    EventRecord::new(&tenant(), run(), EventId::new(id).unwrap(), "step", 10)
+    step(id, 10)
 }
 
 #[tokio::test]

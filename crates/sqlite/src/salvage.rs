@@ -606,30 +606,21 @@ impl Table for Snapshots<'_> {
 mod tests {
     use std::fs;
 
-    use runstore_conformance::support::salvage::{
-        assert_record_loss, assert_snapshot_loss, find_once, overwrite, seqs, snapshot_ids,
+    use runstore_conformance::support::{
+        expect_corrupt,
+        records::acme as tenant,
+        salvage::{
+            assert_record_loss, assert_snapshot_loss, fill, find_once, lost_records, numbered,
+            numbered_on_page, overwrite, seqs, snapshot_ids,
+        },
     };
-    use runstore_core::{
-        EventId, EventLog, EventLogExt, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotStore,
-        Tenant, salvage::LossKind,
-    };
+    use runstore_core::{EventLog, ReadQuery, RunId};
 
     use super::*;
     use crate::SqliteStore;
 
-    fn tenant() -> Tenant {
-        Tenant::new("acme", "prod", None).unwrap()
-    }
-
     fn event(run: &str, n: u64, pad: usize) -> EventRecord {
-        EventRecord::new(
-            &tenant(),
-            RunId::new(run).unwrap(),
-            EventId::new(format!("{run}-{n:03}")).unwrap(),
-            "step",
-            n,
-        )
-        .with_payload(serde_json::json!({ "pad": "x".repeat(pad) }))
+        numbered(run, n).with_payload(serde_json::json!({ "pad": "x".repeat(pad) }))
     }
 
     /// A store with `count` events in run `a`, 3 in run `b` and two
@@ -637,26 +628,9 @@ mod tests {
     /// the main file.
     async fn store(path: &Path, count: u64, pad: usize) {
         let store = SqliteStore::open(path).await.unwrap();
-        let t = tenant();
-        let events: Vec<EventRecord> = (1..=count).map(|n| event("a", n, pad)).collect();
-        store
-            .append_batch(&t, &RunId::new("a").unwrap(), &events, None)
-            .await
-            .unwrap();
-        for n in 1..=3 {
-            store.append(&t, &event("b", n, 10)).await.unwrap();
-        }
-        for (id, seq) in [("snap-1", 2), ("snap-2", 3)] {
-            let snapshot = SnapshotRecord::new(
-                &t,
-                RunId::new("a").unwrap(),
-                SnapshotId::new(id).unwrap(),
-                seq,
-                seq,
-                RunStatus::Running,
-            );
-            store.put(&t, &snapshot).await.unwrap();
-        }
+        let a: Vec<EventRecord> = (1..=count).map(|n| event("a", n, pad)).collect();
+        let b: Vec<EventRecord> = (1..=3).map(|n| event("b", n, 10)).collect();
+        fill(&store, &a, &b, &[("snap-1", 2), ("snap-2", 3)]).await;
         drop(store);
         let mut conn = SqliteConnectOptions::new()
             .filename(path)
@@ -694,11 +668,11 @@ mod tests {
         let at = find_once(&path, "\"snapshot_id\":\"snap-2\"");
         overwrite(&path, at, b"{");
         let opened = SqliteStore::open(&path).await.unwrap();
-        let err = opened
-            .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        expect_corrupt(
+            opened
+                .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
+                .await,
+        );
         drop(opened);
 
         let scan = scan(&path).await.unwrap();
@@ -728,14 +702,7 @@ mod tests {
         let at = find_once(&path, "\"event_id\":\"a-100\"");
         let page = at / page_size;
         let bytes = fs::read(&path).unwrap();
-        let on_page: Vec<u64> = (1..=200)
-            .filter(|n| {
-                let needle = format!("\"event_id\":\"a-{n:03}\"");
-                bytes[page * page_size..(page + 1) * page_size]
-                    .windows(needle.len())
-                    .any(|window| window == needle.as_bytes())
-            })
-            .collect();
+        let on_page = numbered_on_page(&bytes, page, page_size, "a", 1..=200);
         assert!(on_page.len() > 1 && on_page.len() < 50, "{on_page:?}");
         // An invalid b-tree page type.
         overwrite(&path, page * page_size, &[0x77]);
@@ -745,16 +712,7 @@ mod tests {
         assert_eq!(seqs(&scan, "a"), expected);
         assert_eq!(seqs(&scan, "b"), [1, 2, 3]);
         assert_eq!(scan.snapshots.len(), 2);
-        let lost: Vec<u64> = scan
-            .losses
-            .iter()
-            .map(|loss| {
-                assert_eq!(loss.kind, LossKind::Record, "{loss}");
-                assert_eq!(loss.seqs.len(), 1, "{loss}");
-                *loss.seqs[0].start()
-            })
-            .collect();
-        assert_eq!(lost, on_page);
+        assert_eq!(lost_records(&scan), on_page);
     }
 
     // The resumed read seeks the primary key instead of scanning from the

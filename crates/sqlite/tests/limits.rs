@@ -3,26 +3,19 @@
 //! reaches the writer; and seqs at the edges of SQLite's signed integers
 //! behave as in the model store.
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run};
 use std::path::Path;
 
 use runstore_core::validate::nested_arrays;
 use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventLogExt, EventRecord, MemoryStore, ReadQuery,
-    RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
+    RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt,
     raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX},
     validate::{Limits, MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
 use runstore_sqlite::{SqliteOptions, SqliteStore};
 use serde_json::json;
 use sqlx::{ConnectOptions as _, sqlite::SqliteConnectOptions};
-
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
 
 fn event(id: &str, at: u64) -> EventRecord {
     EventRecord::new(

@@ -2,25 +2,16 @@
 //! path's remembered seq going stale under another handle's writes (CONTRACT
 //! §1, §2, §10), and a leader cancelled with its runtime.
 
+use runstore_conformance::support::records::{acme as tenant, run_1 as run};
 use std::{
     sync::mpsc,
     task::Poll,
     time::{Duration, Instant},
 };
 
-use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant,
-};
+use runstore_core::{AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, ReadQuery};
 use runstore_sqlite::{SqliteOptions, SqliteStore};
 use sqlx::{ConnectOptions as _, sqlite::SqliteConnectOptions};
-
-fn tenant() -> Tenant {
-    Tenant::new("acme", "prod", None).unwrap()
-}
-
-fn run() -> RunId {
-    RunId::new("run-1").unwrap()
-}
 
 fn event(id: &str, at: u64) -> EventRecord {
     EventRecord::new(

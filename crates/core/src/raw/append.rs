@@ -7,6 +7,12 @@
 //! what to write, writes [`AppendPlan::new_records`] atomically and answers
 //! [`AppendPlan::outcomes`].
 //!
+//! A backend that commits several requests to one stream together (a
+//! group, [`raw::group`](crate::raw::group)) asks [`plan_group`] instead:
+//! it plans each request in turn, each seeing what the ones before it
+//! write, and answers each request on its own, so that one request's
+//! conflict or invalid input refuses that request only.
+//!
 //! Imports go the same way through
 //! [`Limits::check_import`](crate::validate::Limits::check_import) and
 //! [`plan_import`], which answers the records still to write.
@@ -110,6 +116,79 @@ pub fn plan_append_owned(
         outcomes,
         new_records,
     })
+}
+
+/// What a group of append requests to one stream writes and answers.
+#[derive(Debug)]
+pub struct GroupPlan {
+    /// The records the group writes, ascending by seq and consecutive after
+    /// the stream's last seq, the requests' new events in request order.
+    pub new_records: Vec<EventRecord>,
+    /// Each request's answer, in request order: its outcomes, or its own
+    /// refusal (a conflict, invalid input), which writes nothing of it.
+    pub answers: Vec<Result<Vec<AppendOutcome>>>,
+}
+
+impl GroupPlan {
+    /// The stream's last seq once the group is written, given `last_seq`
+    /// before it.
+    pub fn last_seq(&self, last_seq: u64) -> u64 {
+        self.new_records
+            .last()
+            .map_or(last_seq, |record| record.seq)
+    }
+}
+
+/// Plans a group of append requests to `tenant`'s stream `run_id`, each a
+/// request's events and its expected last seq, as if they ran one after
+/// another: each request is planned with [`plan_append`] against the last
+/// seq and the ids the requests before it planned, and otherwise against
+/// `stored_seq` (the stream's ids as stored before the group). A request
+/// refused on its own is answered its error and the others go on.
+///
+/// # Errors
+/// None of its own: a request's error (its own, or one `stored_seq`
+/// returned for it) is that request's answer.
+pub fn plan_group<'a>(
+    tenant: &Tenant,
+    run_id: &RunId,
+    last_seq: u64,
+    requests: impl IntoIterator<Item = (&'a [EventRecord], Option<u64>)>,
+    mut stored_seq: impl FnMut(&EventId) -> Result<Option<u64>>,
+) -> GroupPlan {
+    let mut last = last_seq;
+    let mut planned: HashMap<EventId, u64> = HashMap::new();
+    let mut plan = GroupPlan {
+        new_records: Vec::new(),
+        answers: Vec::new(),
+    };
+    for (events, expected_last_seq) in requests {
+        let request =
+            plan_append(
+                tenant,
+                run_id,
+                last,
+                events,
+                expected_last_seq,
+                |id| match planned.get(id) {
+                    Some(seq) => Ok(Some(*seq)),
+                    None => stored_seq(id),
+                },
+            );
+        match request {
+            Ok(request) => {
+                for record in &request.new_records {
+                    planned.insert(record.event_id.clone(), record.seq);
+                }
+                // The plan numbers new records from `last` on.
+                last = request.new_records.last().map_or(last, |record| record.seq);
+                plan.new_records.extend(request.new_records);
+                plan.answers.push(Ok(request.outcomes));
+            }
+            Err(err) => plan.answers.push(Err(err)),
+        }
+    }
+    plan
 }
 
 /// `event` as stored: with its seq, and the tenant written into its scope.
@@ -418,6 +497,49 @@ mod tests {
         let plan =
             plan_append(&Tenant::local(), &run, 3, &events, Some(2), |_| Ok(Some(1))).unwrap();
         assert!(plan.is_noop());
+    }
+
+    // A group plans as its requests would run one after another: a later
+    // request sees the ids and the last seq the earlier ones planned, and
+    // a request refused on its own writes nothing and stops nothing else.
+    #[test]
+    fn a_group_plans_its_requests_in_turn() {
+        let run = event("a").run_id;
+        let first = [event("a"), event("b")];
+        let again = [event("b"), event("stored")];
+        let stale = [event("c")];
+        let after = [event("c")];
+        let requests: [(&[EventRecord], Option<u64>); 4] = [
+            (&first, Some(3)),
+            (&again, Some(3)),
+            (&stale, Some(3)),
+            (&after, Some(5)),
+        ];
+        let plan = plan_group(&Tenant::local(), &run, 3, requests, |id| {
+            Ok((id.as_str() == "stored").then_some(2))
+        });
+        let seqs: Vec<u64> = plan.new_records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [4, 5, 6]);
+        assert_eq!(plan.last_seq(3), 6);
+        let answers: Vec<_> = plan
+            .answers
+            .iter()
+            .map(|answer| match answer {
+                Ok(outcomes) => Ok(outcomes.iter().map(|o| (o.seq, o.inserted)).collect()),
+                Err(err) => Err(err.to_string()),
+            })
+            .collect::<Vec<Result<Vec<_>, _>>>();
+        assert_eq!(answers[0], Ok(vec![(4, true), (5, true)]));
+        // Nothing of it is new: no conflict, the seqs stored and planned.
+        assert_eq!(answers[1], Ok(vec![(5, false), (2, false)]));
+        assert!(matches!(
+            plan.answers[2],
+            Err(Error::Conflict {
+                expected: 3,
+                actual: 5
+            })
+        ));
+        assert_eq!(answers[3], Ok(vec![(6, true)]));
     }
 
     // The owned planner follows the same rules: stored ids, ids repeated in

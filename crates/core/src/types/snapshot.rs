@@ -205,29 +205,27 @@ mod tests {
 
     #[test]
     fn legacy_snapshot_is_hydrated_from_status() {
-        // CONTRACT §15, the reference's legacy v1 row.
+        // CONTRACT §15: a v1 row has only its status (the suite's
+        // `legacy_snapshots_are_hydrated` stores the reference's own row);
+        // here one waiting for approval, without a phase id.
         let legacy = json!({
             "schema_version": 1,
-            "snapshot_id": "snapshot-1",
-            "run_id": "run-1",
-            "seq": 42,
-            "created_at_ms": 4200,
-            "scope": {"tenant_context": {"org_id": "org-a", "workspace_id": "workspace-a", "source": "explicit"}},
-            "status": "running",
-            "phase_id": "node-a",
-            "checkpoint": {"step": "legacy"}
+            "snapshot_id": "s-7", "run_id": "r-7", "seq": 7, "created_at_ms": 700,
+            "scope": {"tenant_context": {"org_id": "o", "workspace_id": "w"}},
+            "status": "awaiting_approval"
         });
         let loaded: SnapshotRecord = serde_json::from_value(legacy).unwrap();
-        assert_eq!(loaded.phase, WorkflowPhase::RunningPhase);
-        assert_eq!(
-            loaded.allowed_next_phases,
-            WorkflowPhase::RunningPhase.allowed_next_phases()
-        );
+        let phase = WorkflowPhase::AwaitingApproval;
+        assert_eq!(loaded.phase, phase);
+        assert_eq!(loaded.allowed_next_phases, phase.allowed_next_phases());
         assert_eq!(loaded.phase_history.len(), 1);
         let observed = &loaded.phase_history[0];
-        assert_eq!(observed.reason.as_deref(), Some("observed_status:running"));
-        assert_eq!(observed.phase_id.as_deref(), Some("node-a"));
-        assert_eq!(observed.event_id, "run-1:phase:running_phase:4200");
+        assert_eq!(
+            observed.reason.as_deref(),
+            Some("observed_status:awaiting_approval")
+        );
+        assert_eq!(observed.phase_id, None);
+        assert_eq!(observed.event_id, "r-7:phase:awaiting_approval:700");
         assert_eq!(observed.from_phase, None);
     }
 

@@ -7,14 +7,11 @@
 //! commits them all with one conditional head put. A flush that falls due
 //! runs after the answers are sent ([`super::flush`]).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use runstore_core::{
-    AppendOutcome, EventId, EventRecord, Result, StreamKey,
-    raw::append::plan_append,
+    AppendOutcome, EventRecord, Result, StreamKey,
+    raw::append::{GroupPlan, plan_group},
     raw::group::{self, Reply},
 };
 
@@ -160,43 +157,22 @@ impl Inner {
             }
             let known = self.resolve(key, &loaded.head, &local.ids, ids).await?;
             let head = &loaded.head;
-            let mut last = head.last_seq;
-            let mut planned: HashMap<EventId, u64> = HashMap::new();
-            let mut new_records = Vec::new();
-            let mut answers = Vec::with_capacity(batch.len());
-            for pending in batch {
-                let plan = plan_append(
-                    &key.tenant,
-                    &key.run_id,
-                    last,
-                    &pending.events,
-                    pending.expected,
-                    |id| {
-                        if let Some(seq) = planned.get(id) {
-                            return Ok(Some(*seq));
-                        }
-                        if let Some(seq) = head.find(id)? {
-                            return Ok(Some(seq));
-                        }
-                        Ok(known.get(id).copied().flatten())
-                    },
-                );
-                match plan {
-                    Ok(plan) => {
-                        for record in &plan.new_records {
-                            planned.insert(record.event_id.clone(), record.seq);
-                        }
-                        // The plan numbers new records from `last` on, and
-                        // never past MAX_SEQ.
-                        if let Some(record) = plan.new_records.last() {
-                            last = record.seq;
-                        }
-                        new_records.extend(plan.new_records);
-                        answers.push(Ok(plan.outcomes));
-                    }
-                    Err(err) => answers.push(Err(err)),
-                }
-            }
+            let GroupPlan {
+                new_records,
+                answers,
+            } = plan_group(
+                &key.tenant,
+                &key.run_id,
+                head.last_seq,
+                batch.iter().map(|p| (p.events.as_slice(), p.expected)),
+                |id| match head.find(id)? {
+                    Some(seq) => Ok(Some(seq)),
+                    None => Ok(known.get(id).copied().flatten()),
+                },
+            );
+            // The plan numbers new records from the head's last seq on, and
+            // never past MAX_SEQ.
+            let last = new_records.last().map_or(head.last_seq, |r| r.seq);
             if new_records.is_empty() {
                 local.head = Some(loaded);
                 return Ok(answers);
