@@ -263,6 +263,10 @@ pub fn corrupt_failure(report: &MaintenanceReport, stream: &str) -> String {
     text
 }
 
+/// Compiles only when `T` is a store handle as CONTRACT §20 says: `Send`,
+/// `Sync`, `'static`, cheap to `Clone`, and `Debug`.
+pub fn assert_handle<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
+
 /// Checks CONTRACT §26 on an error's text: no part of it (the pieces
 /// between `": "`) is stated twice.
 ///

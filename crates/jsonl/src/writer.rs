@@ -17,7 +17,7 @@ use runstore_core::{
     StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
     raw::compaction::{CompactionPolicy, compacted_ids},
-    raw::group::Reply,
+    raw::group::{self, Batch, Budget, Joins, Reply},
     validate::Limits,
 };
 
@@ -181,26 +181,36 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// How the command joins a batch ([`group::next_batch`]): appends and
+    /// imports share one write and sync; a compaction runs alone, between
+    /// groups.
+    fn joins(&self) -> Joins {
+        match self {
+            Self::Append { events, .. } => Joins::Group(events.len()),
+            Self::Import { records, .. } => Joins::Group(records.len()),
+            Self::Compact { .. } => Joins::Alone,
+        }
+    }
+}
+
 /// The writer thread's loop; ends when every sender is gone.
 pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
     // The group's lines, reused from group to group.
     let mut scratch = Vec::new();
-    while let Ok(first) = requests.recv() {
-        let mut group = Vec::new();
-        let mut next = Some(first);
-        while let Some(command) = next {
-            match command {
-                Command::Compact { policy, reply } => {
-                    commit(shared, std::mem::take(&mut group), &mut scratch);
-                    reply.send(crate::compact::compact(shared, &policy));
-                }
-                other => group.push(other),
+    let budget = Budget::new(MAX_GROUP, usize::MAX);
+    let mut carry = None;
+    while let Some(first) = carry.take().or_else(|| requests.recv().ok()) {
+        let more = || requests.try_recv().ok();
+        let group = match group::next_batch(first, more, &mut carry, budget, Command::joins) {
+            Batch::Alone(Command::Compact { policy, reply }) => {
+                reply.send(crate::compact::compact(shared, &policy));
+                continue;
             }
-            if group.len() >= MAX_GROUP {
-                break;
-            }
-            next = requests.try_recv().ok();
-        }
+            Batch::Group(group) => group,
+            // Only a compaction runs alone; anything else is a group of one.
+            Batch::Alone(command) => vec![command],
+        };
         commit(shared, group, &mut scratch);
         if scratch.capacity() > MAX_SCRATCH {
             scratch = Vec::new();

@@ -241,12 +241,9 @@ impl PostgresStore {
 mod tests {
     use super::*;
 
-    fn assert_send_sync<T: Send + Sync + Clone + fmt::Debug + 'static>() {}
-
     #[test]
-    fn store_is_send_sync_clone() {
-        // CONTRACT §20
-        assert_send_sync::<PostgresStore>();
+    fn store_is_a_handle() {
+        runstore_conformance::support::assert_handle::<PostgresStore>();
     }
 
     /// Compiles only if the futures are `Send` for every lifetime, as

@@ -7,13 +7,21 @@
 //! (CONTRACT §3, §16). What differs between backends is only the commit
 //! step itself; the pieces around it live here.
 //!
+//! # Batches
+//!
+//! Each request says how it joins a batch ([`Joins`]): in a group,
+//! counting its events against the [`Budget`], or alone (a compaction, a
+//! store-wide pass: a step of its own). [`next_batch`] takes the next batch
+//! from a queue: the first request alone, or a group of it and the
+//! requests queued after it, in order, up to the budget. The first request
+//! that does not join is carried to the next batch, never dropped.
+//!
 //! # The two modes
 //!
 //! - **A writer that owns the queue** (JSONL, redb): one thread receives
-//!   requests on a channel, takes the first, drains what else is queued
-//!   with [`drain`] (up to a [`Budget`]), runs the group in one commit and
-//!   answers each request. A request that did not fit the budget is carried
-//!   to the next group, never dropped.
+//!   requests on a channel, takes the first, takes a batch with
+//!   [`next_batch`] from what else is queued ([`drain`] when every request
+//!   groups), runs it in one commit and answers each request.
 //! - **A leader that is the first waiter** (SQLite, S3, PostgreSQL): there
 //!   is no thread; a request [`join`](Queues::join)s its stream's queue in
 //!   [`Queues`], and the one that finds no leader running leads: it takes
@@ -23,7 +31,13 @@
 //!   joins under. The others wait on their [`Answer`]. A backend whose
 //!   leader may be cancelled (a dropped future) runs the leader's loop in a
 //!   task of its own, so that waiting requests are always answered, and
-//!   [`abandon`](Queues::abandon)s the queue if that task panics.
+//!   [`abandon`](Queues::abandon)s the queue if that task panics. SQLite
+//!   keeps one queue for the store and batches it with [`next_batch`]; S3
+//!   keeps a leader slot per stream that also guards its cached head
+//!   (docs/architecture.md, "How a write is grouped").
+//!
+//! A group of appends to one stream is planned with
+//! [`plan_group`](crate::raw::append::plan_group).
 //!
 //! # Answers
 //!
@@ -154,12 +168,64 @@ impl Budget {
     }
 }
 
-/// Writer-thread mode: a group starting with `first`, filled from what is
-/// queued on `queue` without waiting, up to `budget`. The first queued
-/// request that does not fit is left in `carry`; the writer takes it as the
-/// next group's first request before waiting on the queue again (a request
-/// still in `carry` comes before `first`). `size` counts a request's
-/// events. The loop:
+/// How a request joins a batch ([`next_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joins {
+    /// In a group, counting this many events (or other units the
+    /// backend's [`Budget`] counts).
+    Group(usize),
+    /// Alone: a job that runs in a step of its own (a compaction, a
+    /// store-wide pass), never inside a group.
+    Alone,
+}
+
+/// What a writer or a leader runs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch<R> {
+    /// Requests committed together, in arrival order.
+    Group(Vec<R>),
+    /// A request that runs on its own.
+    Alone(R),
+}
+
+/// The next batch, starting with `first`: `first` alone if it
+/// [`Joins::Alone`]; otherwise a group of `first` and the requests `more`
+/// yields, in order, up to `budget`. `more` answers what is queued without
+/// waiting (`None` when nothing is). The first request that does not join
+/// the group (one over the budget, or one that runs alone) is left in
+/// `carry`, for the caller to take as the next batch's `first` before
+/// anything else. This is the one rule every backend groups by.
+pub fn next_batch<R>(
+    first: R,
+    mut more: impl FnMut() -> Option<R>,
+    carry: &mut Option<R>,
+    budget: Budget,
+    joins: impl Fn(&R) -> Joins,
+) -> Batch<R> {
+    let Joins::Group(mut events) = joins(&first) else {
+        return Batch::Alone(first);
+    };
+    let mut group = vec![first];
+    while let Some(request) = more() {
+        match joins(&request) {
+            Joins::Group(size) if budget.admits(group.len(), events, size) => {
+                events = events.saturating_add(size);
+                group.push(request);
+            }
+            _ => {
+                *carry = Some(request);
+                break;
+            }
+        }
+    }
+    Batch::Group(group)
+}
+
+/// Writer-thread mode, for a writer whose requests all group: a group
+/// starting with `first` (after a request still in `carry`, which comes
+/// before it), filled from what is queued on `queue` without waiting, up to
+/// `budget` ([`next_batch`]; `size` counts a request's events). The first
+/// queued request that does not fit is left in `carry`. The loop:
 ///
 /// ```ignore
 /// let mut carry = None;
@@ -175,35 +241,15 @@ pub fn drain<R>(
     budget: Budget,
     size: impl Fn(&R) -> usize,
 ) -> Vec<R> {
-    let mut group = Vec::new();
-    let mut events = 0;
-    let mut next = carry.take().into_iter().chain(std::iter::once(first));
-    let mut pending: VecDeque<R> = next.by_ref().collect();
-    loop {
-        let request = match pending.pop_front() {
-            Some(request) => request,
-            None => match queue.try_recv() {
-                Ok(request) => request,
-                Err(_) => break,
-            },
-        };
-        let more = size(&request);
-        if !budget.admits(group.len(), events, more) {
-            // Kept for the next group, in order before anything behind it.
-            pending.push_front(request);
-            break;
-        }
-        events = events.saturating_add(more);
-        group.push(request);
+    let (first, mut behind) = match carry.take() {
+        Some(carried) => (carried, Some(first)),
+        None => (first, None),
+    };
+    let more = || behind.take().or_else(|| queue.try_recv().ok());
+    match next_batch(first, more, carry, budget, |r| Joins::Group(size(r))) {
+        Batch::Group(group) => group,
+        Batch::Alone(request) => vec![request],
     }
-    // At most one request can be left: the carried one and `first` are
-    // never both refused, since the first request of a group always fits.
-    *carry = pending.pop_front();
-    debug_assert!(
-        pending.is_empty(),
-        "at most one request waits for the next group"
-    );
-    group
 }
 
 /// Leader mode: the requests waiting for each stream's next group (or any
@@ -259,18 +305,18 @@ impl<K: Hash + Eq + Clone, R> Queues<K, R> {
         let Some(waiting) = map.get_mut(key) else {
             return Vec::new();
         };
-        let mut group = Vec::new();
-        let mut events = 0;
-        while let Some(request) = waiting.front() {
-            let more = size(request);
-            if !budget.admits(group.len(), events, more) {
-                break;
-            }
-            events = events.saturating_add(more);
-            group.extend(waiting.pop_front());
-        }
-        if group.is_empty() {
+        let Some(first) = waiting.pop_front() else {
             map.remove(key);
+            return Vec::new();
+        };
+        let mut carry = None;
+        let more = || waiting.pop_front();
+        let group = match next_batch(first, more, &mut carry, budget, |r| Joins::Group(size(r))) {
+            Batch::Group(group) => group,
+            Batch::Alone(request) => vec![request],
+        };
+        if let Some(request) = carry {
+            waiting.push_front(request);
         }
         group
     }
@@ -346,6 +392,47 @@ mod tests {
         assert_eq!(
             drain(carried, &empty, &mut carry, budget, |size| *size),
             vec![30]
+        );
+        assert_eq!(carry, None);
+    }
+
+    // A request that runs alone ends the group before it and forms a batch
+    // of its own; the group after it starts anew.
+    #[test]
+    fn a_request_that_runs_alone_is_a_batch_of_its_own() {
+        let joins = |r: &i32| {
+            if *r < 0 {
+                Joins::Alone
+            } else {
+                Joins::Group(1)
+            }
+        };
+        let mut queued = VecDeque::from([2, 3, -1, 4]);
+        let budget = Budget::new(10, 10);
+        let mut carry = None;
+        let mut batches = Vec::new();
+        while let Some(first) = carry.take().or_else(|| queued.pop_front()) {
+            batches.push(next_batch(
+                first,
+                || queued.pop_front(),
+                &mut carry,
+                budget,
+                joins,
+            ));
+        }
+        assert_eq!(
+            batches,
+            [
+                Batch::Group(vec![2, 3]),
+                Batch::Alone(-1),
+                Batch::Group(vec![4])
+            ]
+        );
+        let mut carry = None;
+        assert_eq!(
+            next_batch(-5, || Some(6), &mut carry, budget, joins),
+            Batch::Alone(-5),
+            "nothing more is taken after a request that runs alone"
         );
         assert_eq!(carry, None);
     }

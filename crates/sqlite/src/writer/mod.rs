@@ -54,7 +54,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use runstore_core::{
     AppendOutcome, Error, EventRecord, MaintenanceReport, RunId, SnapshotId, StreamKey, Tenant,
-    raw::compaction::CompactionPolicy, raw::group::Reply,
+    raw::compaction::CompactionPolicy,
+    raw::group::{Joins, Reply},
 };
 use sqlx::SqliteConnection;
 
@@ -111,16 +112,14 @@ pub(crate) struct PutJob {
 }
 
 impl Job {
-    /// Whether the job may share a group transaction.
-    fn groupable(&self) -> bool {
-        matches!(self, Self::Append(_) | Self::Put(_))
-    }
-
-    /// How many events the job writes at most.
-    fn weight(&self) -> usize {
+    /// How the job joins a batch: appends and puts share a group
+    /// transaction, counting the events they write at most; any other job
+    /// runs in a transaction of its own.
+    fn joins(&self) -> Joins {
         match self {
-            Self::Append(job) => job.events.len(),
-            _ => 1,
+            Self::Append(job) => Joins::Group(job.events.len()),
+            Self::Put(_) => Joins::Group(1),
+            _ => Joins::Alone,
         }
     }
 

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use runstore_core::raw::group::{Answer, Budget};
+use runstore_core::raw::group::{self, Answer, Batch, Budget};
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 
@@ -32,33 +32,18 @@ const MAX_GROUP_EVENTS: usize = 8_192;
 /// The most requests in one group transaction.
 const MAX_GROUP_REQUESTS: usize = 1_024;
 
-/// What a leader runs next.
-enum Batch {
-    /// Appends and puts, in one group transaction.
-    Group(Vec<Job>),
-    /// A job that runs in a transaction of its own.
-    Exclusive(Job),
-}
-
-/// Takes the next batch from the front of `jobs`: a job that runs alone, or
-/// the groupable jobs queued one after another, up to the group's limits.
-fn next_batch(jobs: &mut VecDeque<Job>) -> Option<Batch> {
+/// Takes the next batch from the front of `jobs` ([`group::next_batch`]):
+/// a job that runs alone, or the groupable jobs queued one after another,
+/// up to the group's limits.
+fn next_batch(jobs: &mut VecDeque<Job>) -> Option<Batch<Job>> {
     let first = jobs.pop_front()?;
-    if !first.groupable() {
-        return Some(Batch::Exclusive(first));
-    }
     let budget = Budget::new(MAX_GROUP_REQUESTS, MAX_GROUP_EVENTS);
-    let mut weight = first.weight();
-    let mut group = vec![first];
-    while let Some(job) = jobs.pop_front() {
-        if !job.groupable() || !budget.admits(group.len(), weight, job.weight()) {
-            jobs.push_front(job);
-            break;
-        }
-        weight += job.weight();
-        group.push(job);
+    let mut carry = None;
+    let batch = group::next_batch(first, || jobs.pop_front(), &mut carry, budget, Job::joins);
+    if let Some(job) = carry {
+        jobs.push_front(job);
     }
-    Some(Batch::Group(group))
+    Some(batch)
 }
 
 /// The store's write requests, and its writer while no leader runs it.
@@ -223,7 +208,7 @@ impl WriteQueue {
             };
             match batch {
                 Batch::Group(group) => writer.run_group(group).await,
-                Batch::Exclusive(job) => writer.run_exclusive(job).await,
+                Batch::Alone(job) => writer.run_exclusive(job).await,
             }
         }
     }
