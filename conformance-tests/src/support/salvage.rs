@@ -150,3 +150,33 @@ pub async fn fill<S: EventLog + SnapshotStore + ?Sized>(
             .expect("the fixture's snapshot");
     }
 }
+
+/// What a scan of the [`fill`] fixture must find after one record of run
+/// `a` and one snapshot were damaged in the file.
+#[derive(Debug)]
+pub struct OneRecordAndOneSnapshotLost<'a> {
+    /// The seqs read of run `a`, and of run `b`.
+    pub a: &'a [u64],
+    pub b: &'a [u64],
+    /// The snapshot still read.
+    pub kept: &'a str,
+    /// The damaged record's seq, and the place its loss names.
+    pub lost: (u64, String),
+    /// The damaged snapshot.
+    pub lost_snapshot: &'a str,
+}
+
+impl OneRecordAndOneSnapshotLost<'_> {
+    /// Checks `scan` against it.
+    ///
+    /// # Panics
+    /// When the scan found anything else.
+    pub fn check(&self, scan: &SalvageScan) {
+        assert_eq!(seqs(scan, "a"), self.a);
+        assert_eq!(seqs(scan, "b"), self.b);
+        assert_eq!(snapshot_ids(scan), [self.kept]);
+        assert_eq!(scan.losses.len(), 2, "{:?}", scan.losses);
+        assert_record_loss(&scan.losses[0], self.lost.0, &self.lost.1);
+        assert_snapshot_loss(&scan.losses[1], self.lost_snapshot);
+    }
+}

@@ -163,6 +163,16 @@ impl Loss {
         }
     }
 
+    /// The rest of a table, from `place` on, which a scan could not read
+    /// past `failure` and whose records it could not name otherwise.
+    pub fn unread_rest(place: impl fmt::Display, failure: impl fmt::Display) -> Self {
+        Self::range(
+            place,
+            None,
+            format_args!("the rest of the table could not be read: {failure}"),
+        )
+    }
+
     /// Readable records of `stream` with `seqs` that are not copied.
     pub fn not_copied(
         stream: &StreamKey,

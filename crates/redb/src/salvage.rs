@@ -231,11 +231,7 @@ fn skip<T: RecordTable>(
         }
     }
     if !named && !candidates.complete {
-        scan.lose(Loss::range(
-            after(),
-            None,
-            format!("the rest of the table could not be read: {failure}"),
-        ));
+        scan.lose(Loss::unread_rest(after(), failure));
     }
     false
 }
@@ -453,8 +449,8 @@ mod tests {
         expect_corrupt,
         records::acme as tenant,
         salvage::{
-            assert_record_loss, assert_snapshot_loss, fill, find_once, lost_records,
-            numbered as event, numbered_on_page, overwrite, seqs, snapshot_ids,
+            OneRecordAndOneSnapshotLost, fill, find_once, lost_records, numbered as event,
+            numbered_on_page, overwrite, seqs,
         },
     };
     use runstore_core::{EventLog, EventRecord, ReadQuery, RunId};
@@ -503,24 +499,21 @@ mod tests {
         let at = find_once(&path, "\"snapshot_id\":\"snap-1\"");
         overwrite(&path, at, b"[");
         let opened = RedbStore::open(&path).await.unwrap();
-        expect_corrupt(
-            opened
-                .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
-                .await,
-        );
+        let (t, a) = (tenant(), RunId::new("a").unwrap());
+        expect_corrupt(opened.read(&t, &a, ReadQuery::all()).await);
         drop(opened);
 
-        let scan = scan(&path).await.unwrap();
-        assert_eq!(seqs(&scan, "a"), [2, 3, 5, 6]);
-        assert_eq!(seqs(&scan, "b"), [2, 3]);
-        assert_eq!(snapshot_ids(&scan), ["snap-2"]);
-        assert_eq!(scan.losses.len(), 2, "{:?}", scan.losses);
-        assert_record_loss(
-            &scan.losses[0],
-            4,
-            &format!("{}: table events, key acme/prod:a seq 4", path.display()),
-        );
-        assert_snapshot_loss(&scan.losses[1], "snap-1");
+        OneRecordAndOneSnapshotLost {
+            a: &[2, 3, 5, 6],
+            b: &[2, 3],
+            kept: "snap-2",
+            lost: (
+                4,
+                format!("{}: table events, key acme/prod:a seq 4", path.display()),
+            ),
+            lost_snapshot: "snap-1",
+        }
+        .check(&scan(&path).await.unwrap());
     }
 
     // A damaged leaf page of the events table: the entries on it are lost,

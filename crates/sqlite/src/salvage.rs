@@ -223,11 +223,7 @@ async fn skip<T: Table>(
         }
     }
     if !named && !candidates.complete {
-        scan.lose(Loss::range(
-            table.after(from.as_ref()),
-            None,
-            format!("the rest of the table could not be read: {failure}"),
-        ));
+        scan.lose(Loss::unread_rest(table.after(from.as_ref()), failure));
     }
     false
 }
@@ -610,8 +606,8 @@ mod tests {
         expect_corrupt,
         records::acme as tenant,
         salvage::{
-            assert_record_loss, assert_snapshot_loss, fill, find_once, lost_records, numbered,
-            numbered_on_page, overwrite, seqs, snapshot_ids,
+            OneRecordAndOneSnapshotLost, fill, find_once, lost_records, numbered, numbered_on_page,
+            overwrite, seqs,
         },
     };
     use runstore_core::{EventLog, ReadQuery, RunId};
@@ -668,24 +664,21 @@ mod tests {
         let at = find_once(&path, "\"snapshot_id\":\"snap-2\"");
         overwrite(&path, at, b"{");
         let opened = SqliteStore::open(&path).await.unwrap();
-        expect_corrupt(
-            opened
-                .read(&tenant(), &RunId::new("a").unwrap(), ReadQuery::all())
-                .await,
-        );
+        let (t, a) = (tenant(), RunId::new("a").unwrap());
+        expect_corrupt(opened.read(&t, &a, ReadQuery::all()).await);
         drop(opened);
 
-        let scan = scan(&path).await.unwrap();
-        assert_eq!(seqs(&scan, "a"), [1, 2, 4, 5]);
-        assert_eq!(seqs(&scan, "b"), [1, 2, 3]);
-        assert_eq!(snapshot_ids(&scan), ["snap-1"]);
-        assert_eq!(scan.losses.len(), 2, "{:?}", scan.losses);
-        assert_record_loss(
-            &scan.losses[0],
-            3,
-            &format!("{}: table events, row acme/prod:a seq 3", path.display()),
-        );
-        assert_snapshot_loss(&scan.losses[1], "snap-2");
+        OneRecordAndOneSnapshotLost {
+            a: &[1, 2, 4, 5],
+            b: &[1, 2, 3],
+            kept: "snap-1",
+            lost: (
+                3,
+                format!("{}: table events, row acme/prod:a seq 3", path.display()),
+            ),
+            lost_snapshot: "snap-2",
+        }
+        .check(&scan(&path).await.unwrap());
     }
 
     // A damaged page of the events table: the rows on it are lost, each
