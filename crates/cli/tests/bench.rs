@@ -42,7 +42,10 @@ fn bench_reports_every_operation_per_backend() {
                 "batch_append",
                 "preload",
                 "read_tail",
-                "compact"
+                "compact",
+                "append_during_compact",
+                "prune",
+                "append_during_prune"
             ],
             "{backend}"
         );

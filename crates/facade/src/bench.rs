@@ -19,6 +19,10 @@
 //!   one preloaded run.
 //! - [`Workload::compact`]: one store-wide compaction of the preloaded runs,
 //!   each with a snapshot near its end as the floor (CONTRACT §8).
+//! - [`Workload::maintenance_under_load`]: that compaction, then a prune of
+//!   an older snapshot per run, each while one task appends single events
+//!   to another run; the appender's latencies show how long maintenance
+//!   holds writers up.
 //!
 //! [`fdatasync_rate`] measures the raw baseline of the disk under a store
 //! directory, for reporting each figure as a ratio of what the disk allows.
@@ -41,19 +45,20 @@
 
 use std::{
     fmt,
+    future::Future,
     io::Write as _,
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt as _, stream};
 use runstore_core::{
-    Error, EventId, EventLogExt as _, EventRecord, ReadQuery, Result, RunId, RunStatus, SnapshotId,
-    SnapshotRecord, Storage, Tenant,
+    Error, EventId, EventLogExt as _, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
+    RunStatus, SnapshotId, SnapshotRecord, Storage, Tenant,
 };
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +168,12 @@ pub enum Operation {
     ReadTail,
     /// Store-wide compaction of the preloaded store.
     Compact,
+    /// Single appends to another run while [`Operation::Compact`] runs.
+    AppendDuringCompact,
+    /// Store-wide snapshot prune: one older snapshot per preloaded run.
+    Prune,
+    /// Single appends to another run while [`Operation::Prune`] runs.
+    AppendDuringPrune,
     /// The raw baseline: 200-byte write and `fdatasync` in a loop.
     RawFdatasync,
     /// A backend's bare driver baseline: one insert per durable commit, no
@@ -180,6 +191,9 @@ impl Operation {
             Self::Preload => "preload",
             Self::ReadTail => "read_tail",
             Self::Compact => "compact",
+            Self::AppendDuringCompact => "append_during_compact",
+            Self::Prune => "prune",
+            Self::AppendDuringPrune => "append_during_prune",
             Self::RawFdatasync => "raw_fdatasync",
             Self::BareInsert => "bare_insert",
         }
@@ -385,7 +399,8 @@ impl Workload {
     }
 
     /// Runs every operation once with the configured counts, in order:
-    /// single, concurrent and batch appends, preload, tail reads, compaction.
+    /// single, concurrent and batch appends, preload, tail reads, then
+    /// compaction and prune, each with an appender beside it.
     ///
     /// # Errors
     /// The first error of the store, or `InvalidInput` for a config with a
@@ -398,8 +413,9 @@ impl Workload {
             self.batch_append(config.batches).await?,
             self.preload().await?,
             self.read_tail(config.reads).await?,
-            self.compact().await?,
         ];
+        let mut results = results;
+        results.extend(self.maintenance_under_load().await?);
         Ok(WorkloadReport { config, results })
     }
 
@@ -689,12 +705,7 @@ impl Workload {
         let began = Instant::now();
         let report = self.store.compact(1, now_ms).await?;
         let took = began.elapsed();
-        if let Some(failure) = report.failed.first() {
-            return Err(Error::corrupt(
-                format!("stream {}", failure.stream),
-                format!("the bench's compaction failed: {}", failure.error),
-            ));
-        }
+        check_clean(&report, "compaction")?;
         let pruned = report.removed;
         self.progress.report(operation, total, total);
         Ok(OpResult::from_latencies(
@@ -703,6 +714,98 @@ impl Workload {
             took,
             vec![took],
         ))
+    }
+
+    /// [`Workload::compact`], then a prune that deletes one older snapshot
+    /// of each preloaded run (put before it, not timed), each while one task
+    /// appends single events, one after another, to the run
+    /// `bench-during-<operation>` until the pass returns. Answers the
+    /// compaction, the appends during it, the prune and the appends during
+    /// it. Compare the appends' p99 with [`Workload::single_append`]'s: the
+    /// difference is how long maintenance holds a writer up.
+    ///
+    /// # Errors
+    /// The store's error; `Corrupt` if a pass reports a failed stream.
+    pub async fn maintenance_under_load(&self) -> Result<[OpResult; 4]> {
+        let config = self.config.checked()?;
+        let per_run = config.events_per_run();
+        let runs = if per_run == 0 { 0 } else { config.runs };
+        let older = (0..runs)
+            .map(|index| {
+                Ok(SnapshotRecord::new(
+                    &self.tenant,
+                    preload_run(index)?,
+                    SnapshotId::new("bench-older")?,
+                    1,
+                    PRELOAD_BASE_MS,
+                    RunStatus::Running,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut puts = stream::iter(older.iter())
+            .map(|snapshot| self.store.put(&self.tenant, snapshot))
+            .buffer_unordered(SNAPSHOT_PUT_CONCURRENCY);
+        while let Some(put) = puts.next().await {
+            put?;
+        }
+        let (compact, during_compact) = self
+            .with_appender(Operation::AppendDuringCompact, self.compact())
+            .await?;
+        let now_ms = PRELOAD_BASE_MS + per_run + 1;
+        let prune = async {
+            let began = Instant::now();
+            let report = self.store.prune(1, 1, now_ms).await?;
+            let took = began.elapsed();
+            check_clean(&report, "prune")?;
+            self.progress.report(Operation::Prune, 1, 1);
+            Ok(OpResult::from_latencies(
+                Operation::Prune,
+                report.removed as u64,
+                took,
+                vec![took],
+            ))
+        };
+        let (prune, during_prune) = self
+            .with_appender(Operation::AppendDuringPrune, prune)
+            .await?;
+        Ok([compact, during_compact, prune, during_prune])
+    }
+
+    /// Runs `pass` while one task appends single events to the run
+    /// `bench-during-<operation>` until `pass` returns (at least one
+    /// append); answers the pass's result and the appends' figures.
+    async fn with_appender(
+        &self,
+        operation: Operation,
+        pass: impl Future<Output = Result<OpResult>>,
+    ) -> Result<(OpResult, OpResult)> {
+        let run = run_id(&format!("bench-during-{}", operation.name()))?;
+        let done = AtomicBool::new(false);
+        let pass = async {
+            let result = pass.await;
+            done.store(true, Ordering::Release);
+            result
+        };
+        let appender = async {
+            let mut latencies = Vec::new();
+            let start = Instant::now();
+            while latencies.is_empty() || !done.load(Ordering::Acquire) {
+                let event = self.live_event(&run)?;
+                let began = Instant::now();
+                let outcome = self.store.append(&self.tenant, &event).await?;
+                latencies.push(began.elapsed());
+                check_inserted(outcome.inserted, &run)?;
+            }
+            let appends = u64::try_from(latencies.len()).unwrap_or(u64::MAX);
+            Ok::<_, Error>(OpResult::from_latencies(
+                operation,
+                appends,
+                start.elapsed(),
+                latencies,
+            ))
+        };
+        let (pass, appends) = futures::future::join(pass, appender).await;
+        Ok((pass?, appends?))
     }
 
     /// The handle of concurrent appender `index`.
@@ -732,6 +835,17 @@ impl Workload {
             PRELOAD_BASE_MS + k,
         )
         .with_payload(payload(k)))
+    }
+}
+
+/// `Corrupt` naming the first stream `report` failed, if any.
+fn check_clean(report: &MaintenanceReport, pass: &str) -> Result<()> {
+    match report.failed.first() {
+        Some(failure) => Err(Error::corrupt(
+            format!("stream {}", failure.stream),
+            format!("the bench's {pass} failed: {}", failure.error),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -895,8 +1009,20 @@ mod tests {
             .iter()
             .map(|r| (r.operation, r.calls, r.events))
             .collect();
+        // The appenders beside compaction and prune append until the pass
+        // returns: at least once, one event per call.
+        for (during, (operation, calls, events)) in [
+            (Operation::AppendDuringCompact, counts[6]),
+            (Operation::AppendDuringPrune, counts[8]),
+        ] {
+            assert_eq!(operation, during);
+            assert!(calls >= 1 && events == calls, "{operation}: {calls}");
+        }
+        // One older snapshot of each of the 10 runs.
+        assert_eq!(counts[7], (Operation::Prune, 1, 10));
+        assert_eq!(counts.len(), 9);
         assert_eq!(
-            counts,
+            counts[..6],
             vec![
                 (Operation::SingleAppend, 20, 20),
                 (Operation::ConcurrentAppend, 24, 24),
