@@ -1,5 +1,7 @@
 //! [`EventLog`] for [`RedbStore`].
 
+use std::ops::Bound;
+
 use async_trait::async_trait;
 use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
@@ -332,39 +334,81 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
     Ok(())
 }
 
-/// Compacts every stream, or only `only`, in the writer's transaction.
+/// How many events one compaction step prunes at most before it commits
+/// and lets the writes queued meanwhile go first (a stream is never split:
+/// one with more is a step of its own).
+const COMPACT_STEP_EVENTS: usize = 2_048;
+
+/// Which streams one compaction step takes.
+#[derive(Debug, Clone)]
+enum Streams {
+    /// The streams after this key (all from the first when `None`), in key
+    /// order, until [`COMPACT_STEP_EVENTS`] events are pruned.
+    After(Option<Vec<u8>>),
+    /// This stream alone.
+    Only(Vec<u8>),
+}
+
+/// One step of a compaction pass, in the writer's transaction: compacts
+/// `streams` and answers the report and the last stream it looked at
+/// (`None` once the pass reached the last stream).
 ///
 /// A stream that cannot be compacted (an unreadable record, a malformed
 /// marker) is reported and left as it is; the others are compacted
 /// (CONTRACT §25). A redb failure fails the transaction, and with it the
-/// pass (the caller then retries stream by stream).
+/// step (the caller then retries its streams one by one).
 fn compact(
     tables: &mut WriteTables<'_>,
     policy: &CompactionPolicy,
     limits: &Limits,
-    only: Option<Vec<u8>>,
+    streams: Streams,
     fault: Option<&[u8]>,
-) -> Result<MaintenanceReport, Failure> {
+) -> Result<(MaintenanceReport, Option<Vec<u8>>), Failure> {
     let (mut tables, snapshots) = tables.all()?;
-    let streams = match only {
-        Some(stream) => vec![stream],
-        None => tables
-            .heads
-            .iter()?
-            .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
     let mut report = MaintenanceReport::default();
     // Every stream's change is computed before the first write, so a
     // refusal writes nothing of its stream.
     let mut changes = Vec::new();
-    for stream in streams {
+    let mut pruned = 0;
+    let mut looked_at = None;
+    let mut step = |stream: Vec<u8>, changes: &mut Vec<Change>| -> Result<usize, Failure> {
         let (key, _) = decode_stream(&stream)?;
         match compact_stream(&tables, &snapshots, stream, key.clone(), policy, limits) {
-            Ok(Some(change)) => changes.push(change),
-            Ok(None) => {}
-            Err(Failure::Rejected(err)) => report.record(&key, Err(err)),
-            Err(failure) => return Err(failure),
+            Ok(Some(change)) => {
+                let count = change.pruned.len();
+                changes.push(change);
+                Ok(count)
+            }
+            Ok(None) => Ok(0),
+            Err(Failure::Rejected(err)) => {
+                report.record(&key, Err(err));
+                Ok(0)
+            }
+            Err(failure) => Err(failure),
+        }
+    };
+    match streams {
+        Streams::Only(stream) => {
+            step(stream, &mut changes)?;
+        }
+        Streams::After(after) => {
+            let mut range = match &after {
+                Some(after) => tables
+                    .heads
+                    .range::<&[u8]>((Bound::Excluded(after.as_slice()), Bound::Unbounded))?,
+                None => tables.heads.iter()?,
+            };
+            for entry in range.by_ref() {
+                let stream = entry?.0.value().to_vec();
+                looked_at = Some(stream.clone());
+                pruned += step(stream, &mut changes)?;
+                if pruned >= COMPACT_STEP_EVENTS {
+                    break;
+                }
+            }
+            if range.next().is_none() {
+                looked_at = None;
+            }
         }
     }
     for change in changes {
@@ -375,7 +419,7 @@ fn compact(
         report.record(&change.key, Ok(change.pruned.len()));
     }
     report.sort();
-    Ok(report)
+    Ok((report, looked_at))
 }
 
 fn decode_entry(stream: &[u8], key: &[u8], value: &[u8]) -> Result<EventRecord, Failure> {
@@ -411,6 +455,30 @@ fn streams_of(
     }
     streams.sort();
     Ok(streams)
+}
+
+impl RedbStore {
+    /// The first stream after the key `after` (the first of all when
+    /// `None`), with its key, if any.
+    async fn stream_after(&self, after: Option<Vec<u8>>) -> Result<Option<(StreamKey, Vec<u8>)>> {
+        self.read_txn(move |txn| {
+            let heads = txn.open_table(HEADS)?;
+            let mut range = match &after {
+                Some(after) => {
+                    heads.range::<&[u8]>((Bound::Excluded(after.as_slice()), Bound::Unbounded))?
+                }
+                None => heads.iter()?,
+            };
+            match range.next() {
+                Some(entry) => {
+                    let stream = entry?.0.value().to_vec();
+                    Ok(Some((decode_stream(&stream)?.0, stream)))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -532,46 +600,54 @@ impl EventLog for RedbStore {
             return Ok(MaintenanceReport::default());
         };
         let limits = *self.limits();
-        let fault = self.maintenance_fault();
-        let whole = self
-            .writer()
-            .submit(move |tables| compact(tables, &policy, &limits, None, fault.as_deref()))
-            .await;
-        match whole {
-            Err(err) if !matches!(err, Error::Poisoned { .. }) => {}
-            answer => return answer,
-        }
-        // The pass shares one transaction, and redb failed it: retried
-        // stream by stream, so that only a stream whose own writes fail is
-        // reported (CONTRACT §25).
-        let streams = self
-            .read_txn(|txn| {
-                let heads = txn.open_table(HEADS)?;
-                let mut streams = Vec::new();
-                for entry in heads.iter()? {
-                    let (key, _) = entry?;
-                    let stream = key.value().to_vec();
-                    streams.push((decode_stream(&stream)?.0, stream));
-                }
-                Ok(streams)
-            })
-            .await?;
+        // The pass walks the streams in key order, a step of a few
+        // thousand pruned events per commit, so writes queued meanwhile
+        // wait for one step, not for the whole pass.
         let mut report = MaintenanceReport::default();
-        for (key, stream) in streams {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
             let fault = self.maintenance_fault();
-            let one = self
+            let from = Streams::After(after.clone());
+            let step = self
                 .writer()
-                .submit(move |tables| {
-                    compact(tables, &policy, &limits, Some(stream), fault.as_deref())
-                })
+                .submit(move |tables| compact(tables, &policy, &limits, from, fault.as_deref()))
                 .await;
-            match one {
-                Ok(one) => {
-                    report.removed += one.removed;
-                    report.failed.extend(one.failed);
+            let last = match step {
+                Ok((done, last)) => {
+                    report.removed += done.removed;
+                    report.failed.extend(done.failed);
+                    last
                 }
                 Err(err @ Error::Poisoned { .. }) => return Err(err),
-                Err(err) => report.record(&key, Err(err)),
+                // redb failed the step's transaction: the next stream goes
+                // alone, so that only a stream whose own writes fail is
+                // reported (CONTRACT §25), and the pass goes on after it.
+                Err(_) => {
+                    let Some((key, stream)) = self.stream_after(after.clone()).await? else {
+                        break;
+                    };
+                    let fault = self.maintenance_fault();
+                    let only = Streams::Only(stream.clone());
+                    let one = self
+                        .writer()
+                        .submit(move |tables| {
+                            compact(tables, &policy, &limits, only, fault.as_deref())
+                        })
+                        .await;
+                    match one {
+                        Ok((one, _)) => {
+                            report.removed += one.removed;
+                            report.failed.extend(one.failed);
+                        }
+                        Err(err @ Error::Poisoned { .. }) => return Err(err),
+                        Err(err) => report.record(&key, Err(err)),
+                    }
+                    Some(stream)
+                }
+            };
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
             }
         }
         report.sort();
@@ -712,6 +788,46 @@ mod tests {
         }
         *store.inner.maintenance_fault.lock().unwrap() = None;
         assert_eq!(store.compact(5, 100).await.unwrap().removed, 2);
+    }
+
+    /// A pass takes the streams in steps of about [`COMPACT_STEP_EVENTS`]
+    /// pruned events, one commit each, so writes queued meanwhile wait for
+    /// one step: a step ends after the stream that reached the budget, and
+    /// the last step says the pass is done.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pass_commits_in_steps_of_bounded_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        let per_stream = COMPACT_STEP_EVENTS * 3 / 4;
+        for r in ["a", "b", "c"] {
+            let events: Vec<EventRecord> = (0..per_stream)
+                .map(|n| event(r, &format!("{r}{n}"), 0, 10))
+                .collect();
+            for chunk in events.chunks(500) {
+                let run = RunId::new(r).unwrap();
+                store.append_batch(&t, &run, chunk, None).await.unwrap();
+            }
+        }
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let limits = *store.limits();
+        let step = |from| {
+            store
+                .writer()
+                .submit(move |tables| compact(tables, &policy, &limits, from, None))
+        };
+        let (first, last) = step(Streams::After(None)).await.unwrap();
+        let b = stream_key(&t, &RunId::new("b").unwrap());
+        assert_eq!(
+            last.as_deref(),
+            Some(b.as_slice()),
+            "a and b reach the budget"
+        );
+        // Every event is old enough, and no snapshot holds any back.
+        assert_eq!(first.removed, 2 * per_stream);
+        let (second, last) = step(Streams::After(Some(b))).await.unwrap();
+        assert_eq!(second.removed, per_stream);
+        assert_eq!(last, None, "c was the last stream");
     }
 
     /// A head at `u64::MAX` (an older version's import) has no next seq:

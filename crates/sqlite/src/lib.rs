@@ -51,9 +51,11 @@
 //!   [`SqliteOptions::limits`] (the core's shared
 //!   `Limits`) before it is queued, so a
 //!   refused request writes nothing and never joins a group.
-//! - **Maintenance per stream**: `compact` and `prune` run up to 16 streams
-//!   per write transaction; a transaction that fails is run again stream by
-//!   stream, so the report names only the streams that fail alone.
+//! - **Maintenance per stream**: `compact` and `prune` take streams into a
+//!   write transaction until it has pruned about 2,000 events (or deleted
+//!   as many snapshots), so a writer waits for one such transaction, not
+//!   for the pass; a transaction that fails is run again with its first
+//!   stream alone, so the report names only the streams that fail alone.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of
@@ -103,10 +105,11 @@ use crate::{
     writer::{Job, Maintenance, WriteQueue, Writer},
 };
 
-/// Streams compacted or pruned per write transaction: few enough that the
-/// write lock is not held for long (appends of every process wait for it),
-/// enough to share one sync among several streams.
-const MAINTENANCE_STREAMS_PER_TRANSACTION: usize = 16;
+/// Streams offered to one maintenance transaction, which takes them until
+/// it has done a bounded amount of work (`writer::STEP_WORK`): few
+/// enough that the write lock is not held for long (appends of every
+/// process wait for it), enough to share one sync among several streams.
+const MAINTENANCE_STREAMS_OFFERED: usize = 256;
 
 /// How a [`SqliteStore`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,13 +357,15 @@ impl SqliteStore {
         streams: &[StreamKey],
     ) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
-        for chunk in streams.chunks(MAINTENANCE_STREAMS_PER_TRANSACTION) {
+        let mut rest = streams;
+        while !rest.is_empty() {
+            let offered = &rest[..rest.len().min(MAINTENANCE_STREAMS_OFFERED)];
             let (reply, answer) = runstore_core::raw::group::reply();
-            let done = self
+            let (done, taken) = self
                 .submit(
                     Job::Maintain {
                         task,
-                        streams: chunk.to_vec(),
+                        streams: offered.to_vec(),
                         reply,
                     },
                     answer,
@@ -368,6 +373,8 @@ impl SqliteStore {
                 .await?;
             report.removed += done.removed;
             report.failed.extend(done.failed);
+            // A transaction takes at least one stream.
+            rest = &rest[taken.clamp(1, offered.len())..];
         }
         report.sort();
         Ok(report)

@@ -1,9 +1,10 @@
-//! Maintenance: compaction and snapshot prune, a few streams per
+//! Maintenance: compaction and snapshot prune, a bounded amount of work per
 //! transaction.
 //!
-//! [`Writer::run_maintenance`] runs a task on its streams in one
-//! transaction and, should that fail, on each stream alone, so that only the
-//! streams that fail are reported (CONTRACT §25). [`compact_stream`] and
+//! [`Writer::run_maintenance`] runs a task on the first streams of a list
+//! in one transaction, until [`STEP_WORK`] is done, and, should that fail,
+//! on the first stream alone, so that only the streams that fail are
+//! reported (CONTRACT §25). [`compact_stream`] and
 //! [`prune_stream`] are the work on one stream inside that transaction.
 
 use std::{collections::HashSet, sync::Arc};
@@ -25,17 +26,25 @@ use crate::{
     schema::{self, bind_stream, to_sql_int},
 };
 
+/// How much one maintenance transaction does at most before it commits and
+/// lets the writes queued meanwhile go first: events pruned (compaction) or
+/// snapshots deleted (prune). A stream is never split: one with more is a
+/// transaction of its own.
+pub(crate) const STEP_WORK: usize = 2_048;
+
 impl Writer {
-    /// Runs `task` on `streams`, each stream on its own (CONTRACT §25):
-    /// first all of them in one transaction; should that fail, each stream
-    /// again in a transaction of its own, so that only a stream that fails
-    /// alone is reported and every other one is processed. A failure of the
-    /// store itself ([`Fail::is_store_wide`]) ends the pass.
+    /// Runs `task` on the first of `streams`, in order, in one
+    /// transaction, until [`STEP_WORK`] is done; answers the report and how
+    /// many streams it took. Each stream is its own step (CONTRACT §25):
+    /// should the transaction fail, the first stream runs again alone, so
+    /// that only a stream that fails alone is reported, and the caller goes
+    /// on after it. A failure of the store itself ([`Fail::is_store_wide`])
+    /// ends the pass.
     pub(super) async fn run_maintenance(
         &mut self,
         task: &Maintenance,
         streams: &[StreamKey],
-    ) -> Result<MaintenanceReport> {
+    ) -> Result<(MaintenanceReport, usize)> {
         let mut report = MaintenanceReport::default();
         let action = task.action();
         let fail = match retrying!(
@@ -45,56 +54,57 @@ impl Writer {
             self.try_maintain(task, streams).await
         ) {
             Ok(counts) => {
-                for (stream, count) in streams.iter().zip(counts) {
-                    report.record(stream, Ok(count));
+                for (stream, count) in streams.iter().zip(&counts) {
+                    report.record(stream, Ok(*count));
                 }
-                return Ok(report);
+                return Ok((report, counts.len()));
             }
             Err(fail) => fail,
         };
         if fail.is_store_wide() {
             return Err(into_error(fail));
         }
-        if let [stream] = streams {
-            report.record(stream, Err(into_error(fail)));
-            return Ok(report);
+        let Some(first) = streams.first() else {
+            return Ok((report, 0));
+        };
+        if streams.len() == 1 {
+            report.record(first, Err(into_error(fail)));
+            return Ok((report, 1));
         }
-        for stream in streams {
-            match retrying!(
-                self,
-                action,
-                Replan::No,
-                self.try_maintain(task, std::slice::from_ref(stream)).await
-            ) {
-                Ok(counts) => report.record(stream, Ok(counts.iter().sum())),
-                Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
-                Err(fail) => report.record(stream, Err(into_error(fail))),
-            }
+        match retrying!(
+            self,
+            action,
+            Replan::No,
+            self.try_maintain(task, std::slice::from_ref(first)).await
+        ) {
+            Ok(counts) => report.record(first, Ok(counts.iter().sum())),
+            Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
+            Err(fail) => report.record(first, Err(into_error(fail))),
         }
-        Ok(report)
+        Ok((report, 1))
     }
 
-    /// Runs `task` on `streams` in one transaction; returns each stream's
-    /// count (events pruned, snapshots deleted). On failure the transaction
-    /// is rolled back.
+    /// Runs `task` on the first of `streams` in one transaction, until
+    /// [`STEP_WORK`] is done; returns the count of each stream it took
+    /// (events pruned, snapshots deleted). On failure the transaction is
+    /// rolled back.
     async fn try_maintain(
         &mut self,
         task: &Maintenance,
         streams: &[StreamKey],
     ) -> std::result::Result<Vec<usize>, Fail> {
-        if let Maintenance::Compact(_) = task {
-            for stream in streams {
-                self.last_seqs.remove(stream);
-            }
-        }
         let path = self.path.clone();
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|err| SqliteError::driver(&path, "begin a maintenance transaction", err))?;
-        let mut counts = Vec::with_capacity(streams.len());
+        let mut counts = Vec::new();
+        let mut work = 0;
         for stream in streams {
+            if let Maintenance::Compact(_) = task {
+                self.last_seqs.remove(stream);
+            }
             let count = match *task {
                 Maintenance::Compact(policy) => {
                     compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy).await?
@@ -111,6 +121,10 @@ impl Writer {
                 }
             };
             counts.push(count);
+            work += count;
+            if work >= STEP_WORK {
+                break;
+            }
         }
         tx.commit()
             .await

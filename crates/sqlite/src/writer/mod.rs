@@ -75,11 +75,12 @@ pub(crate) enum Job {
     Append(AppendJob),
     /// `put` of a snapshot.
     Put(PutJob),
-    /// Compaction or snapshot prune of some streams, in one transaction.
+    /// Compaction or snapshot prune of the first of some streams, in one
+    /// transaction of bounded work; answers how many streams it took.
     Maintain {
         task: Maintenance,
         streams: Vec<StreamKey>,
-        reply: Reply<MaintenanceReport>,
+        reply: Reply<(MaintenanceReport, usize)>,
     },
     /// `import_stream`.
     Import {
