@@ -80,6 +80,10 @@ pub enum Command {
     /// one, and report what could not be copied. Exits 1 when anything
     /// could not be copied.
     Salvage(SalvageArgs),
+    /// Print what each tenant of the store holds: runs, live events,
+    /// compacted ids, snapshots, their size as JSON, and the oldest live
+    /// event's age. One JSON object per tenant, or a table.
+    Stats,
     /// Run the standard workload on several backends, side by side.
     Bench(BenchArgs),
 }

@@ -116,6 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::ImportReference(args) => commands::reference::run(&ctx, args).await,
         Command::Verify => commands::verify::run(&ctx).await,
         Command::Salvage(args) => commands::salvage::run(&ctx, args).await,
+        Command::Stats => commands::stats::run(&ctx).await,
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
     }
 }

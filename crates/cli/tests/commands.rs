@@ -36,6 +36,7 @@ on_each_backend!(
     tenants_are_separate,
     table_format,
     verify_reports_a_sound_store,
+    stats_per_tenant,
 );
 
 fn cli(backend: &str) -> (tempfile::TempDir, Cli) {
@@ -546,6 +547,78 @@ fn verify_reports_a_sound_store(backend: &str) {
             "snapshot_streams": 1, "snapshots": 1, "problems": 0, "ok": true
         })
     );
+}
+
+fn stats_per_tenant(backend: &str) {
+    let (_dir, cli) = cli(backend);
+    for (id, at) in [("a", 1), ("b", 2), ("c", 9_000)] {
+        cli.ok(&[
+            "append",
+            "--run",
+            "r",
+            "--event-id",
+            id,
+            "--type",
+            "t",
+            "--occurred-at-ms",
+            &at.to_string(),
+        ]);
+    }
+    cli.ok(&["append", "--run", "other", "--event-id", "x", "--type", "t"]);
+    cli.tenant("acme/prod")
+        .ok(&["append", "--run", "r", "--event-id", "a", "--type", "t"]);
+    cli.ok_with_stdin(
+        &["snapshot", "put", "--file", "-"],
+        r#"{"snapshot_id":"s","run_id":"r","seq":3,"created_at_ms":1,"status":"running"}"#,
+    );
+    cli.ok(&["compact", "--retention-ms", "10", "--now-ms", "100"]);
+    let lines = cli.ok(&["stats"]).json_lines();
+    let tenants: Vec<&str> = lines
+        .iter()
+        .map(|l| l["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(tenants, ["acme/prod", "local/local"]);
+    let (acme, local) = (&lines[0], &lines[1]);
+    // `r` kept c behind the marker of a and b; `other` holds x.
+    assert_eq!(
+        [
+            &local["runs"],
+            &local["live_events"],
+            &local["compacted_ids"],
+            &local["snapshots"]
+        ],
+        [&json!(2), &json!(2), &json!(2), &json!(1)]
+    );
+    assert_eq!(
+        [
+            &acme["runs"],
+            &acme["live_events"],
+            &acme["compacted_ids"],
+            &acme["snapshots"]
+        ],
+        [&json!(1), &json!(1), &json!(0), &json!(0)]
+    );
+    // c occurred at 9 s after the epoch: decades ago.
+    assert!(local["oldest_live_age_s"].as_u64().unwrap() > 1_000_000_000);
+    assert!(acme["oldest_live_age_s"].as_u64().unwrap() < 3_600);
+    for tenant in [acme, local] {
+        assert!(tenant["json_bytes"].as_u64().unwrap() > 100, "{tenant}");
+    }
+    let table = cli.ok(&["--format", "table", "stats"]).stdout;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "tenant",
+            "runs",
+            "live_events",
+            "compacted_ids",
+            "snapshots",
+            "json_bytes",
+            "oldest_live_age_s"
+        ]
+    );
+    assert_eq!(table.lines().count(), 3, "{table}");
 }
 
 /// With no `--store`, the store is `$RUNSTORE_URL`, else `jsonl:./runstore-data`.

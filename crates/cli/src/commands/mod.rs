@@ -6,4 +6,5 @@ pub mod migrate;
 pub mod reference;
 pub mod salvage;
 pub mod snapshot;
+pub mod stats;
 pub mod verify;

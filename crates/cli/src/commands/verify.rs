@@ -142,7 +142,8 @@ fn problem(key: &StreamKey, seq: Option<u64>, problem: String) -> Problem {
     }
 }
 
-async fn read_all(store: &Store, key: &StreamKey) -> runstore::Result<Vec<EventRecord>> {
+/// Every record of `key`'s stream, read a page at a time.
+pub(crate) async fn read_all(store: &Store, key: &StreamKey) -> runstore::Result<Vec<EventRecord>> {
     let mut all = Vec::new();
     loop {
         let query = ReadQuery {
