@@ -517,8 +517,10 @@ fn table_format(backend: &str) {
     assert_eq!(table, "next_seq\n3\n");
 }
 
-fn verify_reports_a_sound_store(backend: &str) {
-    let (_dir, cli) = cli(backend);
+/// A store of two tenants: the default one's run `r` with events a and b
+/// compacted behind a snapshot at seq 3 and c (at 9 s) live; `acme/prod`'s
+/// run `r` with one event, occurred now.
+fn two_tenants(cli: &Cli) {
     for (id, at) in [("a", 1), ("b", 2), ("c", 9_000)] {
         cli.ok(&[
             "append",
@@ -539,6 +541,11 @@ fn verify_reports_a_sound_store(backend: &str) {
         r#"{"snapshot_id":"s","run_id":"r","seq":3,"created_at_ms":1,"status":"running"}"#,
     );
     cli.ok(&["compact", "--retention-ms", "10", "--now-ms", "100"]);
+}
+
+fn verify_reports_a_sound_store(backend: &str) {
+    let (_dir, cli) = cli(backend);
+    two_tenants(&cli);
     let report = cli.ok(&["verify"]).json();
     assert_eq!(
         report,
@@ -551,27 +558,8 @@ fn verify_reports_a_sound_store(backend: &str) {
 
 fn stats_per_tenant(backend: &str) {
     let (_dir, cli) = cli(backend);
-    for (id, at) in [("a", 1), ("b", 2), ("c", 9_000)] {
-        cli.ok(&[
-            "append",
-            "--run",
-            "r",
-            "--event-id",
-            id,
-            "--type",
-            "t",
-            "--occurred-at-ms",
-            &at.to_string(),
-        ]);
-    }
+    two_tenants(&cli);
     cli.ok(&["append", "--run", "other", "--event-id", "x", "--type", "t"]);
-    cli.tenant("acme/prod")
-        .ok(&["append", "--run", "r", "--event-id", "a", "--type", "t"]);
-    cli.ok_with_stdin(
-        &["snapshot", "put", "--file", "-"],
-        r#"{"snapshot_id":"s","run_id":"r","seq":3,"created_at_ms":1,"status":"running"}"#,
-    );
-    cli.ok(&["compact", "--retention-ms", "10", "--now-ms", "100"]);
     let lines = cli.ok(&["stats"]).json_lines();
     let tenants: Vec<&str> = lines
         .iter()
@@ -606,18 +594,8 @@ fn stats_per_tenant(backend: &str) {
     }
     let table = cli.ok(&["--format", "table", "stats"]).stdout;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        [
-            "tenant",
-            "runs",
-            "live_events",
-            "compacted_ids",
-            "snapshots",
-            "json_bytes",
-            "oldest_live_age_s"
-        ]
-    );
+    assert_eq!(header.len(), lines[1].as_object().unwrap().len(), "{table}");
+    assert_eq!(header[0], "tenant");
     assert_eq!(table.lines().count(), 3, "{table}");
 }
 
