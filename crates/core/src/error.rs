@@ -150,6 +150,25 @@ impl Error {
     /// Appends are idempotent by event id, so a retried append never stores
     /// an event twice.
     pub fn is_retryable(&self) -> bool {
+        self.retryable()
+    }
+
+    /// The error's kind in snake case (`invalid_input`, `conflict`,
+    /// `locked`, `corrupt`, `io`, `poisoned`, `backend`), for metrics
+    /// labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::Conflict { .. } => "conflict",
+            Self::Locked { .. } => "locked",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Io { .. } => "io",
+            Self::Poisoned { .. } => "poisoned",
+            Self::Backend { .. } => "backend",
+        }
+    }
+
+    fn retryable(&self) -> bool {
         match self {
             Self::Backend { retryable, .. } => *retryable,
             Self::Io { error, .. } => matches!(

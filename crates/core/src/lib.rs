@@ -42,6 +42,7 @@ pub mod raw;
 pub mod salvage;
 mod snapshot_store;
 mod stream;
+pub mod telemetry;
 pub mod types;
 pub mod validate;
 

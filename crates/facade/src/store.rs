@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use runstore_core::{
     AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, telemetry::Instrumented,
 };
 
 use crate::Backend;
@@ -13,8 +13,10 @@ use crate::Backend;
 /// A store of any backend: an [`EventLog`] and a [`SnapshotStore`] at once.
 ///
 /// Cheap to clone (an `Arc` inside), `Send + Sync`, and usable from many
-/// tasks (CONTRACT §20). Every trait method forwards to the backend's store;
-/// the conveniences of [`EventLogExt`](runstore_core::EventLogExt) and
+/// tasks (CONTRACT §20). Every trait method forwards to the backend's store
+/// through [`Instrumented`], so each call has a `tracing` span and counts in
+/// the metrics of [`runstore_core::telemetry`] (docs/operations.md); the
+/// conveniences of [`EventLogExt`](runstore_core::EventLogExt) and
 /// [`SnapshotStoreExt`](runstore_core::SnapshotStoreExt) apply too.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -23,19 +25,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Wraps a backend's store.
+    /// Wraps a backend's store, traced and counted under the backend's
+    /// name ([`Instrumented`]).
     pub fn new(backend: Backend, store: impl runstore_core::Storage) -> Self {
         Self {
             backend,
-            inner: Arc::new(store),
+            inner: Arc::new(Instrumented::new(backend.name(), store)),
         }
     }
 
-    /// Wraps a store already shared behind an `Arc`.
+    /// Wraps a store already shared behind an `Arc`, traced and counted
+    /// under the backend's name ([`Instrumented`]).
     pub fn from_arc(backend: Backend, store: Arc<dyn runstore_core::Storage>) -> Self {
         Self {
             backend,
-            inner: store,
+            inner: Arc::new(Instrumented::new(backend.name(), store)),
         }
     }
 

@@ -211,7 +211,15 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
             // Only a compaction runs alone; anything else is a group of one.
             Batch::Alone(command) => vec![command],
         };
+        let requests = group.len();
+        let events = group.iter().map(|c| match c.joins() {
+            Joins::Group(events) => events,
+            Joins::Alone => 0,
+        });
+        let events = events.sum();
+        let began = std::time::Instant::now();
         commit(shared, group, &mut scratch);
+        runstore_core::telemetry::group_committed("jsonl", requests, events, began.elapsed());
         if scratch.capacity() > MAX_SCRATCH {
             scratch = Vec::new();
         }

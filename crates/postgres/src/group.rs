@@ -227,6 +227,9 @@ async fn drain(mut guard: WorkerGuard, tenant: Tenant, run_id: RunId) {
             guard.done = true;
             return;
         }
+        let (requests, events) = (group.len(), group.iter().map(|p| p.events.len()).sum());
+        let began = std::time::Instant::now();
         guard.store.append_group(&tenant, &run_id, group).await;
+        runstore_core::telemetry::group_committed("postgres", requests, events, began.elapsed());
     }
 }

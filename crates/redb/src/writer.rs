@@ -307,7 +307,11 @@ impl WriterLoop {
             // A batch of several means callers are queueing on their own;
             // polling would only split the next batch.
             let lone = batch.len() == 1;
+            let began = std::time::Instant::now();
+            let requests = batch.len();
             let synced = self.commit(&mut batch);
+            // redb's jobs do not count their events: one per request.
+            runstore_core::telemetry::group_committed("redb", requests, requests, began.elapsed());
             spin = lone && !synced;
         }
     }

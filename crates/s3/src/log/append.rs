@@ -124,6 +124,13 @@ impl Inner {
 
     /// One protocol round for `batch`.
     async fn round(&self, key: &StreamKey, local: &mut Local, batch: Vec<Pending>) {
+        let (requests, events) = (batch.len(), batch.iter().map(|p| p.events.len()).sum());
+        let began = std::time::Instant::now();
+        self.round_once(key, local, batch).await;
+        runstore_core::telemetry::group_committed("s3", requests, events, began.elapsed());
+    }
+
+    async fn round_once(&self, key: &StreamKey, local: &mut Local, batch: Vec<Pending>) {
         let token = new_token();
         match self.commit(key, local, &batch, &token).await {
             Ok(answers) => {

@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use runstore_core::{AppendOutcome, Error, Result, RunId, StreamKey, Tenant};
+use runstore_core::{AppendOutcome, Error, Result, RunId, StreamKey, Tenant, raw::group::Joins};
 
 use super::{
     Job, Writer,
@@ -49,6 +49,18 @@ impl GroupFailure {
 
 impl Writer {
     pub(super) async fn run_group(&mut self, group: Vec<Job>) {
+        let requests = group.len();
+        let events = group.iter().map(|job| match job.joins() {
+            Joins::Group(events) => events,
+            Joins::Alone => 0,
+        });
+        let events = events.sum();
+        let began = std::time::Instant::now();
+        self.run_group_once(group).await;
+        runstore_core::telemetry::group_committed("sqlite", requests, events, began.elapsed());
+    }
+
+    async fn run_group_once(&mut self, group: Vec<Job>) {
         let Some(group) = self.try_guarded_group(group).await else {
             return;
         };

@@ -116,7 +116,7 @@ impl Job {
     /// How the job joins a batch: appends and puts share a group
     /// transaction, counting the events they write at most; any other job
     /// runs in a transaction of its own.
-    fn joins(&self) -> Joins {
+    pub(super) fn joins(&self) -> Joins {
         match self {
             Self::Append(job) => Joins::Group(job.events.len()),
             Self::Put(_) => Joins::Group(1),
