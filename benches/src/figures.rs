@@ -653,3 +653,160 @@ async fn spread_round(
 /// `occurred_at_ms` of the spread appenders' events: far after the
 /// preloaded events, as the workload's own write events are.
 const LIVE_MS: u64 = 4_000_000_000_000;
+
+// ---------------------------------------------------------------------------
+// Lookups of compacted ids (issue 15).
+
+/// Compacted ids per stream of the compacted-lookup figure
+/// (`RUNSTORE_BENCH_COMPACTED`, comma-separated; default 10k, 100k, 1M).
+fn compacted_sizes(bench: &Bench) -> Vec<u64> {
+    if !bench.benchmarking {
+        return vec![1_000];
+    }
+    match std::env::var("RUNSTORE_BENCH_COMPACTED") {
+        Ok(list) => {
+            list.split(',')
+                .map(|part| {
+                    part.trim().replace('_', "").parse().unwrap_or_else(|_| {
+                        panic!("RUNSTORE_BENCH_COMPACTED: {part:?} is no number")
+                    })
+                })
+                .collect()
+        }
+        Err(_) => vec![10_000, 100_000, 1_000_000],
+    }
+}
+
+/// Timed calls per size: `seq_of` and duplicate appends.
+const LOOKUPS: usize = 400;
+const DUPLICATES: usize = 200;
+
+/// The id of the compacted event at `seq` (as long as a UUID).
+fn compacted_event_id(seq: u64) -> runstore_core::EventId {
+    runstore_core::EventId::new(format!("compacted-event-{seq:020}")).expect("a valid id")
+}
+
+/// One stream whose first `n` events were compacted: its marker (remembering
+/// all `n` ids, as compaction behind a snapshot at `n + 1` leaves it) and one
+/// live event after it, as an export of that stream would hold them.
+fn compacted_stream(run: &str, n: u64) -> Vec<runstore_core::EventRecord> {
+    use runstore_core::raw::compaction::{
+        COMPACTION_SOURCE, CompactedId, CompactionPayload, marker_event_id, merge_marker,
+    };
+    let tenant = runstore::bench::bench_tenant();
+    let run_id = runstore_core::RunId::new(run).expect("a valid run id");
+    let mut first = crate::baseline::bench_event(run, compacted_event_id(1).as_str(), 1_000);
+    first.seq = 1;
+    let mut marker = merge_marker(&tenant, &run_id, None, [&first], 2_000, |_| Ok(false))
+        .expect("a marker of one event");
+    let payload = CompactionPayload {
+        compacted_through_seq: n,
+        compacted_through_ms: 1_000,
+        pruned_events: n,
+        compacted_event_ids: (1..=n)
+            .map(|seq| CompactedId {
+                event_id: compacted_event_id(seq),
+                seq,
+            })
+            .collect(),
+        source: COMPACTION_SOURCE.to_owned(),
+    };
+    marker.seq = n;
+    marker.event_id = marker_event_id(&tenant, &run_id, n);
+    marker.payload = serde_json::to_value(payload).expect("a payload serializes");
+    let mut live = crate::baseline::bench_event(run, "live-event-1", LIVE_MS);
+    live.seq = n + 1;
+    vec![marker, live]
+}
+
+/// `seq_of` and a duplicate append of compacted ids, in one stream holding
+/// 10k, 100k and 1M of them (issue 15: p50 <= 50 us and <= 1 ms, not
+/// growing with the number of compacted ids). Each stream is written by an
+/// import through a relaxed handle; the calls go through a durable one.
+pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
+    use runstore_core::EventLogExt as _;
+    let bench = s.bench;
+    let tenant = runstore::bench::bench_tenant();
+    for n in compacted_sizes(bench) {
+        let path = s.path(&format!("compacted-{n}"));
+        let run = "bench-compacted";
+        let run_id = runstore_core::RunId::new(run).expect("a valid run id");
+        let setup = Instant::now();
+        {
+            let relaxed = s.open(&path, Durability::Relaxed);
+            let records = compacted_stream(run, n);
+            bench
+                .block_on(relaxed.import_stream(&tenant, &run_id, &records))
+                .expect("importing the compacted stream");
+        }
+        let setup = setup.elapsed();
+        let store = s.open(&path, Durability::Durable);
+        // A fixed sequence of ids spread over the whole marker.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ n;
+        let mut pick = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            1 + (state >> 11) % n
+        };
+        let (mut lookups, started) = (Vec::with_capacity(LOOKUPS), Instant::now());
+        for _ in 0..LOOKUPS {
+            let seq = pick();
+            let id = compacted_event_id(seq);
+            let began = Instant::now();
+            let found = bench
+                .block_on(store.seq_of(&tenant, &run_id, &id))
+                .expect("seq_of");
+            lookups.push(began.elapsed());
+            assert_eq!(found, Some(seq), "seq_of {id:?} at {n} compacted ids");
+        }
+        let lookups = OpResult::from_latencies(
+            runstore::bench::Operation::ReadTail,
+            LOOKUPS as u64,
+            started.elapsed(),
+            lookups,
+        );
+        let (mut appends, started) = (Vec::with_capacity(DUPLICATES), Instant::now());
+        for _ in 0..DUPLICATES {
+            let seq = pick();
+            let event =
+                crate::baseline::bench_event(run, compacted_event_id(seq).as_str(), LIVE_MS);
+            let began = Instant::now();
+            let outcome = bench
+                .block_on(store.append(&tenant, &event))
+                .expect("duplicate append");
+            appends.push(began.elapsed());
+            assert!(
+                outcome.seq == seq && !outcome.inserted,
+                "a duplicate of the compacted id at seq {seq} answered {outcome:?}"
+            );
+        }
+        let appends = OpResult::from_latencies(
+            runstore::bench::Operation::SingleAppend,
+            DUPLICATES as u64,
+            started.elapsed(),
+            appends,
+        );
+        drop(store);
+        s.table.latency(
+            &format!("seq_of compacted id, {} compacted", human(n as f64)),
+            &Tally {
+                rounds: vec![lookups],
+            },
+            Target::MillisAtMost(0.05),
+        );
+        s.table.latency(
+            &format!("duplicate append of one, {} compacted", human(n as f64)),
+            &Tally {
+                rounds: vec![appends],
+            },
+            Target::MillisAtMost(1.0),
+        );
+        s.table.note(format!(
+            "{} compacted ids: setup (relaxed import of the marker) {:.1} s; \
+             {LOOKUPS} seq_of and {DUPLICATES} duplicate appends of random compacted ids, durable handle",
+            human(n as f64),
+            setup.as_secs_f64()
+        ));
+    }
+}

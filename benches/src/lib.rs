@@ -26,7 +26,10 @@
 //! (default 4), `RUNSTORE_BENCH_WINDOW_MS` (default 500),
 //! `RUNSTORE_BENCH_DIR` (where the stores go, default the system temp dir)
 //! and `RUNSTORE_BENCH_DURABILITY` (`relaxed` opens the store of the write
-//! figures relaxed; default `durable`).
+//! figures relaxed; default `durable`), `RUNSTORE_BENCH_COMPACTED`
+//! (compacted ids per stream of the compacted-lookup figure, comma-separated,
+//! default `10000,100000,1000000`) and `RUNSTORE_BENCH_ONLY=compacted_lookup`
+//! (run that figure alone).
 //! Without `--bench` (as under `cargo test --benches`) everything runs once,
 //! at a tiny size, as a smoke test.
 

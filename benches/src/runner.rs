@@ -19,9 +19,15 @@ pub fn main<E: Engine>(engine: &E) {
     serve_open_child(|path| async move { engine.open_in_child(&path).await });
     let (events, runs) = engine.default_sizes();
     let bench = Bench::from_env(engine.name(), events, runs);
-    let mut bare = engine.bare(&bench);
-    run_standard(&bench, engine, bare.as_deref_mut());
-    drop(bare);
+    if std::env::var("RUNSTORE_BENCH_ONLY").as_deref() == Ok("compacted_lookup") {
+        let mut s = Session::new(&bench, engine);
+        figures::compacted_lookup(&mut s);
+        s.finish();
+    } else {
+        let mut bare = engine.bare(&bench);
+        run_standard(&bench, engine, bare.as_deref_mut());
+        drop(bare);
+    }
     engine.finish(&bench);
 }
 
@@ -56,6 +62,8 @@ pub fn run_standard<E: Engine>(
     figures::read_tail(&mut s, &reader);
     figures::compact(&mut s, &reader);
     drop(reader);
+
+    figures::compacted_lookup(&mut s);
 
     s.finish();
 }

@@ -250,3 +250,96 @@ pub async fn compaction_markers_match_the_model_byte_for_byte(h: &Harness) {
         );
     }
 }
+
+/// Checks that every one of the stream's `total` ids (`id-<seq>`) answers
+/// its seq by `seq_of` and as a duplicate append, and that ids it never
+/// held answer `None`.
+async fn assert_every_id_answers(store: &dyn Storage, when: &str, total: u64) {
+    let t = tenant(1);
+    let r = run("run-a");
+    for seq in 1..=total {
+        let id = format!("id-{seq}");
+        assert_eq!(
+            store.seq_of(&t, &r, &eid(&id)).await.expect("seq_of"),
+            Some(seq),
+            "seq_of {id} {when}"
+        );
+        if seq % 7 == 1 || seq == total {
+            let dup = store
+                .append(&t, &event(&t, "run-a", &id, 99_999))
+                .await
+                .expect("duplicate append");
+            assert_eq!((dup.seq, dup.inserted), (seq, false), "{id} {when}");
+        }
+    }
+    let beyond = format!("id-{}", total + 5);
+    for missing in ["id-0", "id-00001", "missing", beyond.as_str()] {
+        assert_eq!(
+            store.seq_of(&t, &r, &eid(missing)).await.expect("seq_of"),
+            None,
+            "seq_of {missing} {when}"
+        );
+    }
+    assert_eq!(
+        store.next_seq(&t, &r).await.expect("next_seq"),
+        total + 1,
+        "{when}"
+    );
+}
+
+/// CONTRACT §7, §10: a stream with hundreds of compacted ids answers each
+/// one's seq, by `seq_of` and to a duplicate append, after the compaction,
+/// after a reopen, after a second compaction that merges the marker, and
+/// after a reopen again (reopens on persistent backends); ids it never held
+/// stay unknown.
+pub async fn compacted_ids_answer_after_reopen_and_recompaction(h: &Harness) {
+    let mut instance = h.fresh().await;
+    let t = tenant(1);
+    let total = 300;
+    for first in (1..=total).step_by(100) {
+        let batch: Vec<_> = (first..first + 100)
+            .map(|seq| event(&t, "run-a", &format!("id-{seq}"), seq))
+            .collect();
+        instance
+            .store()
+            .append_batch(&t, &run("run-a"), &batch, None)
+            .await
+            .expect("append");
+    }
+    // Prunes seqs 1..=150 (occurred before 151).
+    let persistent = h.capabilities().persistent;
+    let pruned = instance
+        .store()
+        .compact(1_000, 1_151)
+        .await
+        .expect("compact");
+    assert_eq!(removed(pruned), 150);
+    assert_every_id_answers(instance.store().as_ref(), "after compaction", total).await;
+    if persistent {
+        instance.reopen().await;
+        assert_every_id_answers(instance.store().as_ref(), "after a reopen", total).await;
+    }
+    // Prunes seqs 151..=260 into the merged marker.
+    let pruned = instance
+        .store()
+        .compact(1_000, 1_261)
+        .await
+        .expect("compact");
+    assert_eq!(removed(pruned), 110);
+    assert_every_id_answers(
+        instance.store().as_ref(),
+        "after a second compaction",
+        total,
+    )
+    .await;
+    if persistent {
+        instance.reopen().await;
+        assert_every_id_answers(instance.store().as_ref(), "after a second reopen", total).await;
+    }
+    let next = instance
+        .store()
+        .append(&t, &event(&t, "run-a", "id-new", 5_000))
+        .await
+        .expect("append");
+    assert_eq!((next.seq, next.inserted), (total + 1, true));
+}

@@ -17,7 +17,7 @@ use runstore_core::{
 use crate::{
     error::io_at,
     fileio::{self, SeqWriter},
-    index::{Loc, LogFile, StreamIndex},
+    index::{Loc, LogFile, MarkerEntry, StreamIndex},
     layout::{LOG_FILE, TMP_SUFFIX},
     writer::{MAX_SPAN, Shared},
 };
@@ -290,8 +290,12 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
     for (slot, locs) in new_locs.into_iter().enumerate() {
         let stream = &mut index.streams[slot];
         stream.locs = locs;
+        // Every line was copied trimmed.
+        stream.markers.iter_mut().for_each(MarkerEntry::trimmed);
         let Some(Planned {
-            change, settled, ..
+            change,
+            settled,
+            marker_line: planned_line,
         }) = changes.remove(&slot)
         else {
             continue;
@@ -299,10 +303,14 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
         report.record(&stream.key, Ok(change.pruned));
         for (event_id, seq) in &settled.old_markers {
             stream.remove_id(event_id.as_str(), *seq, &index.hasher);
-            stream.markers.retain(|marker| marker != seq);
+            stream.markers.retain(|marker| marker.seq != *seq);
         }
-        stream.markers.push(change.marker.seq);
-        stream.markers.sort_unstable();
+        stream.markers.push(MarkerEntry::new(
+            &planned_line,
+            change.marker.seq,
+            change.marker.event_id.as_str(),
+        ));
+        stream.markers.sort_unstable_by_key(|marker| marker.seq);
         stream.oldest_ms = settled.oldest_ms;
         if let Err(err) = stream.insert_id(
             change.marker.event_id.as_str(),

@@ -7,6 +7,12 @@
 //! confirmed by reading the record it points at, so a collision can never
 //! make two ids equal; an id whose hash another id of the stream already
 //! holds is kept by value in a small side map.
+//!
+//! A compacted id is confirmed in its marker, whose id list grows with
+//! every id the stream ever compacted. So that the confirmation does not
+//! grow with it, the index keeps, per marker, where every
+//! [`MARKER_PAGE`]-th id of the list starts in the marker's line (its
+//! pages): a lookup reads and parses the one page that holds the seq.
 
 use std::{
     borrow::Cow,
@@ -18,6 +24,7 @@ use std::{
 
 use runstore_core::{EventId, EventRecord, Result, RunId, StreamKey, Tenant};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::error::{corrupt_at, io_at};
 
@@ -110,9 +117,22 @@ impl LogFile {
         Ok(record)
     }
 
-    /// Whether the marker at `loc` remembers `id` at `seq`. Parses only the
-    /// marker's id list, borrowing its strings.
-    fn marker_remembers(&self, loc: &Loc, id: &str, seq: u64) -> Result<bool> {
+    /// Whether `marker`, whose line is at `loc`, remembers `id` at `seq`:
+    /// from the one page of its id list that holds `seq` when the index has
+    /// its pages, else from the whole list.
+    fn marker_remembers(
+        &self,
+        loc: &Loc,
+        marker: &MarkerEntry,
+        id: &str,
+        seq: u64,
+    ) -> Result<bool> {
+        if let Some(pages) = &marker.pages
+            && let Some(found) = self.page_remembers(loc, pages, id, seq)?
+        {
+            return Ok(found);
+        }
+        // Parses only the marker's id list, borrowing its strings.
         let bytes = self.read_span(std::slice::from_ref(loc))?;
         let marker: LightMarker<'_> = serde_json::from_slice(&bytes)
             .map_err(|err| corrupt_at(&self.path, loc.offset, err))?;
@@ -121,6 +141,64 @@ impl LogFile {
             .compacted_event_ids
             .iter()
             .any(|compacted| compacted.seq == seq && compacted.event_id == id))
+    }
+
+    /// Whether the pages of `seq` in the marker at `loc` list `id` at `seq`;
+    /// `None` when the bytes there are not the ids the pages expect (then
+    /// the caller reads the whole list, so a stale page can slow a lookup
+    /// down but never change its answer).
+    fn page_remembers(
+        &self,
+        loc: &Loc,
+        pages: &MarkerPages,
+        id: &str,
+        seq: u64,
+    ) -> Result<Option<bool>> {
+        // Ids with `seq` lie in the last page starting below it and in the
+        // pages starting at it (a list may repeat a seq across a page's end).
+        let upto = pages.starts.partition_point(|(first, _)| *first <= seq);
+        if upto == 0 {
+            return Ok(Some(false));
+        }
+        let from = pages
+            .starts
+            .partition_point(|(first, _)| *first < seq)
+            .saturating_sub(1);
+        let start = pages.starts[from].1;
+        let end = pages
+            .starts
+            .get(upto)
+            .map_or(pages.end, |(_, start)| *start);
+        let expected = (pages.count - from * MARKER_PAGE).min((upto - from) * MARKER_PAGE);
+        let within = u64::from(pages.lead) + u64::from(end);
+        if end < start || within > u64::from(loc.len) {
+            return Ok(None);
+        }
+        let mut bytes = vec![0; (end - start) as usize + 2];
+        let last = bytes.len() - 1;
+        crate::fileio::read_exact_at(
+            &self.file,
+            &mut bytes[1..last],
+            loc.offset + u64::from(pages.lead) + u64::from(start),
+        )
+        .map_err(|err| io_at("read", &self.path, err))?;
+        // The page's ids and the separator after the last one, as a list.
+        let mut close = last;
+        while close > 1 && (bytes[close - 1].is_ascii_whitespace() || bytes[close - 1] == b',') {
+            close -= 1;
+        }
+        bytes[0] = b'[';
+        bytes[close] = b']';
+        let Ok(ids) = serde_json::from_slice::<Vec<LightCompactedId<'_>>>(&bytes[..=close]) else {
+            return Ok(None);
+        };
+        if ids.len() != expected || ids.first().map(|first| first.seq) != Some(pages.starts[from].0)
+        {
+            return Ok(None);
+        }
+        Ok(Some(ids.iter().any(|compacted| {
+            compacted.seq == seq && compacted.event_id == id
+        })))
     }
 
     fn read_event_id(&self, loc: &Loc) -> Result<String> {
@@ -149,6 +227,113 @@ struct LightPayload<'a> {
 struct LightMarker<'a> {
     #[serde(borrow)]
     payload: LightPayload<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawPayload<'a> {
+    #[serde(borrow)]
+    compacted_event_ids: Vec<&'a RawValue>,
+}
+
+/// A marker's id list as the slices of its line that hold each id.
+#[derive(Deserialize)]
+struct RawMarker<'a> {
+    #[serde(borrow)]
+    payload: RawPayload<'a>,
+}
+
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+/// Ids per page of a marker's id list: a lookup of a compacted id parses
+/// at most a page (about 2 KiB for ids as long as a UUID), and the pages
+/// cost the index 16 bytes per 32 compacted ids.
+pub(crate) const MARKER_PAGE: usize = 32;
+
+/// A compaction marker of a stream: its seq, its own id, and where its
+/// compacted ids lie in its line.
+#[derive(Debug, Clone)]
+pub(crate) struct MarkerEntry {
+    pub(crate) seq: u64,
+    event_id: Box<str>,
+    /// `None` when the list is not ascending by seq (no write makes such a
+    /// marker; a lookup then parses the whole list).
+    pages: Option<MarkerPages>,
+}
+
+#[derive(Debug, Clone)]
+struct MarkerPages {
+    /// Bytes before the record's `{` in the line as its [`Loc`] spans it
+    /// (a batch's leading space; 0 once compaction rewrote the log).
+    lead: u32,
+    /// The seq and start (from the `{`) of every [`MARKER_PAGE`]-th id.
+    starts: Box<[(u64, u32)]>,
+    /// The end of the last id, from the `{`.
+    end: u32,
+    /// Ids in the list.
+    count: usize,
+}
+
+impl MarkerEntry {
+    /// The entry of the marker with `seq` and `event_id` whose line (as its
+    /// [`Loc`] spans it) is `line`, a record the caller has checked.
+    pub(crate) fn new(line: &[u8], seq: u64, event_id: &str) -> Self {
+        Self {
+            seq,
+            event_id: event_id.into(),
+            pages: MarkerPages::of(line),
+        }
+    }
+
+    /// The marker's line was rewritten without what preceded its `{`.
+    pub(crate) fn trimmed(&mut self) {
+        if let Some(pages) = &mut self.pages {
+            pages.lead = 0;
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.event_id.len()
+            + self.pages.as_ref().map_or(0, |pages| {
+                pages.starts.len() * std::mem::size_of::<(u64, u32)>()
+            })
+    }
+}
+
+impl MarkerPages {
+    fn of(line: &[u8]) -> Option<Self> {
+        let body = line.trim_ascii_start();
+        let lead = u32::try_from(line.len() - body.len()).ok()?;
+        let marker: RawMarker<'_> = serde_json::from_slice(body).ok()?;
+        let list = marker.payload.compacted_event_ids;
+        let base = body.as_ptr().addr();
+        let start = |raw: &RawValue| u32::try_from(raw.get().as_ptr().addr() - base).ok();
+        let mut starts = Vec::with_capacity(list.len().div_ceil(MARKER_PAGE));
+        let mut previous = 0;
+        for (at, raw) in list.iter().enumerate() {
+            let seq = serde_json::from_str::<SeqOnly>(raw.get()).ok()?.seq;
+            if seq < previous {
+                return None;
+            }
+            previous = seq;
+            if at % MARKER_PAGE == 0 {
+                starts.push((seq, start(raw)?));
+            }
+        }
+        let end = match list.last() {
+            Some(raw) => start(raw)?.checked_add(u32::try_from(raw.get().len()).ok()?)?,
+            None => 0,
+        };
+        Some(Self {
+            lead,
+            starts: starts.into_boxed_slice(),
+            end,
+            count: list.len(),
+        })
+    }
 }
 
 /// A [`Hasher`] for keys that already are well-mixed hashes.
@@ -204,8 +389,8 @@ pub(crate) struct StreamIndex {
     ids: IdMap,
     /// Ids whose hash another id of the stream holds in `ids`.
     collided: HashMap<EventId, u64>,
-    /// Seqs of the stream's compaction markers.
-    pub(crate) markers: Vec<u64>,
+    /// The stream's compaction markers, ascending by seq.
+    pub(crate) markers: Vec<MarkerEntry>,
     /// The earliest `occurred_at_ms` of its live events (not markers);
     /// `u64::MAX` when it has none. Lets compaction skip streams with nothing
     /// old enough without reading them.
@@ -225,20 +410,33 @@ impl StreamIndex {
             .map(|at| &self.locs[at])
     }
 
+    fn marker_at(&self, seq: u64) -> Option<&MarkerEntry> {
+        self.markers
+            .binary_search_by_key(&seq, |marker| marker.seq)
+            .ok()
+            .map(|at| &self.markers[at])
+    }
+
     /// Whether the id stored at `seq` (live or compacted) is `id`.
     fn holds(&self, seq: u64, id: &str, log: &LogFile) -> Result<bool> {
         // A marker's seq is also the seq of the last event it covers, so a
         // live record at `seq` does not rule out a compacted id there.
-        if let Some(loc) = self.loc_of(seq)
-            && log.read_event_id(loc)? == id
-        {
-            return Ok(true);
+        if let Some(loc) = self.loc_of(seq) {
+            // A marker's own id is in the index: its line can be large.
+            let here = match self.marker_at(seq) {
+                Some(marker) => *marker.event_id == *id,
+                None => log.read_event_id(loc)? == id,
+            };
+            if here {
+                return Ok(true);
+            }
         }
-        for marker in self.markers.iter().filter(|marker| **marker >= seq) {
-            let Some(loc) = self.loc_of(*marker) else {
+        let first = self.markers.partition_point(|marker| marker.seq < seq);
+        for marker in &self.markers[first..] {
+            let Some(loc) = self.loc_of(marker.seq) else {
                 continue;
             };
-            if log.marker_remembers(loc, id, seq)? {
+            if log.marker_remembers(loc, marker, id, seq)? {
                 return Ok(true);
             }
         }
@@ -292,14 +490,15 @@ impl StreamIndex {
         }
     }
 
-    /// Adds a record at the end of the stream.
-    pub(crate) fn push(&mut self, loc: Loc, occurred_at_ms: u64, is_marker: bool) {
+    /// Adds a record at the end of the stream: an event, or the marker
+    /// `marker`.
+    pub(crate) fn push(&mut self, loc: Loc, occurred_at_ms: u64, marker: Option<MarkerEntry>) {
         debug_assert!(loc.seq > self.last_seq());
+        debug_assert!(marker.as_ref().is_none_or(|marker| marker.seq == loc.seq));
         self.locs.push(loc);
-        if is_marker {
-            self.markers.push(loc.seq);
-        } else {
-            self.oldest_ms = self.oldest_ms.min(occurred_at_ms);
+        match marker {
+            Some(marker) => self.markers.push(marker),
+            None => self.oldest_ms = self.oldest_ms.min(occurred_at_ms),
         }
     }
 
@@ -323,7 +522,12 @@ impl StreamIndex {
                 .keys()
                 .map(|id| id.as_str().len() + 48)
                 .sum::<usize>()
-            + self.markers.capacity() * 8
+            + (self.markers.capacity() - self.markers.len()) * std::mem::size_of::<MarkerEntry>()
+            + self
+                .markers
+                .iter()
+                .map(MarkerEntry::approx_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -431,5 +635,129 @@ impl Index {
                     .map(|s| s.approx_bytes() - std::mem::size_of::<StreamIndex>() + 96)
                     .sum::<usize>(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// A marker line remembering `count` ids (`id-<seq>`, seq = 2 * n).
+    fn marker_line(count: u64) -> String {
+        let ids: Vec<String> = (1..=count)
+            .map(|n| format!(r#"{{"event_id":"id-{}","seq":{}}}"#, 2 * n, 2 * n))
+            .collect();
+        format!(
+            r#"{{"event_id":"m","seq":{},"payload":{{"compacted_event_ids":[{}],"source":"s"}}}}"#,
+            2 * count,
+            ids.join(",")
+        )
+    }
+
+    /// The log holding `line` and the loc of the line.
+    fn log_with(line: &str) -> (tempfile::TempDir, LogFile, Loc) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut file = File::create(&path).unwrap();
+        writeln!(file, "{{}}\n{line}").unwrap();
+        let loc = Loc {
+            seq: 1,
+            offset: 3,
+            len: u32::try_from(line.len()).unwrap(),
+        };
+        let file = File::open(&path).unwrap();
+        (dir, LogFile { file, path }, loc)
+    }
+
+    /// Every id answers from its page (never the whole list), every other
+    /// id or seq is refused from a page too.
+    fn assert_pages_answer(line: &str, count: u64) {
+        let (_dir, log, loc) = log_with(line);
+        let entry = MarkerEntry::new(line.as_bytes(), 2 * count, "m");
+        let pages = entry.pages.as_ref().expect("an ascending list has pages");
+        for n in 1..=count {
+            let (id, seq) = (format!("id-{}", 2 * n), 2 * n);
+            assert_eq!(
+                log.page_remembers(&loc, pages, &id, seq).unwrap(),
+                Some(true),
+                "{id}"
+            );
+            assert_eq!(
+                log.page_remembers(&loc, pages, &id, seq + 1).unwrap(),
+                Some(false)
+            );
+            assert_eq!(
+                log.page_remembers(&loc, pages, "id-x", seq).unwrap(),
+                Some(false)
+            );
+            assert_eq!(
+                log.page_remembers(&loc, pages, &id, seq - 1).unwrap(),
+                Some(false)
+            );
+        }
+        assert_eq!(
+            log.page_remembers(&loc, pages, "id-0", 0).unwrap(),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn pages_locate_every_id_of_a_marker() {
+        for count in [0, 1, 31, 32, 33, 64, 100] {
+            assert_pages_answer(&marker_line(count), count);
+            // A batch's leading space, and spaces around the ids.
+            assert_pages_answer(&format!(" {}", marker_line(count)), count);
+            let spaced = marker_line(count)
+                .replace("},{", "} , {")
+                .replace("[{", "[ \t{");
+            assert_pages_answer(&spaced, count);
+        }
+    }
+
+    #[test]
+    fn a_trimmed_line_keeps_its_pages() {
+        let line = marker_line(70);
+        let mut entry = MarkerEntry::new(format!(" {line}").as_bytes(), 140, "m");
+        entry.trimmed();
+        let (_dir, log, loc) = log_with(&line);
+        let pages = entry.pages.as_ref().unwrap();
+        assert_eq!(
+            log.page_remembers(&loc, pages, "id-100", 100).unwrap(),
+            Some(true)
+        );
+    }
+
+    /// A page whose bytes are not what the index expects is no answer, so
+    /// the caller reads the whole list.
+    #[test]
+    fn stale_pages_are_no_answer() {
+        let line = marker_line(70);
+        let entry = MarkerEntry::new(format!("  {line}").as_bytes(), 140, "m");
+        let (_dir, log, loc) = log_with(&line);
+        let pages = entry.pages.as_ref().unwrap();
+        assert_eq!(
+            log.page_remembers(&loc, pages, "id-100", 100).unwrap(),
+            None
+        );
+        let marker = MarkerEntry {
+            pages: None,
+            ..entry.clone()
+        };
+        assert!(log.marker_remembers(&loc, &entry, "id-100", 100).unwrap());
+        assert!(log.marker_remembers(&loc, &marker, "id-100", 100).unwrap());
+        assert!(!log.marker_remembers(&loc, &entry, "id-100", 101).unwrap());
+    }
+
+    #[test]
+    fn an_unsorted_list_has_no_pages() {
+        let line = marker_line(40).replace(r#"{"event_id":"id-2","seq":2},"#, "");
+        let line = line.replace("]", r#",{"event_id":"id-2","seq":2}]"#);
+        let entry = MarkerEntry::new(line.as_bytes(), 80, "m");
+        assert!(entry.pages.is_none());
+        let (_dir, log, loc) = log_with(&line);
+        assert!(log.marker_remembers(&loc, &entry, "id-2", 2).unwrap());
+        assert!(log.marker_remembers(&loc, &entry, "id-80", 80).unwrap());
     }
 }

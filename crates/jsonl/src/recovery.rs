@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::{
     error::{cause, corrupt_line, io_at},
     fileio::{self, Io},
-    index::{IdHasher, Index, Loc, LogFile},
+    index::{IdHasher, Index, Loc, LogFile, MarkerEntry},
     writer::CONTINUED,
 };
 
@@ -210,7 +210,8 @@ impl Scan<'_> {
             len,
         };
         let is_marker = record.event_type == COMPACTION_EVENT_TYPE;
-        stream.push(loc, record.occurred_at_ms, is_marker);
+        let marker = is_marker.then(|| MarkerEntry::new(bytes, record.seq, &record.event_id));
+        stream.push(loc, record.occurred_at_ms, marker);
         let hasher = &self.index.hasher;
         stream.insert_id(&record.event_id, record.seq, hasher, self.log)?;
         if is_marker {

@@ -24,7 +24,7 @@ use runstore_core::{
 use crate::{
     error::{io_at, poisoned},
     fileio,
-    index::{Index, Loc, LogFile},
+    index::{Index, Loc, LogFile, MarkerEntry},
     snapshots::Snapshots,
 };
 
@@ -244,7 +244,8 @@ struct NewRecord {
     pending: usize,
     loc: Loc,
     occurred_at_ms: u64,
-    is_marker: bool,
+    /// The marker's index entry, when the record is a marker.
+    marker: Option<MarkerEntry>,
     event_id: EventId,
     compacted: Vec<(EventId, u64)>,
 }
@@ -375,7 +376,13 @@ impl Group<'_> {
                     len,
                 },
                 occurred_at_ms: record.occurred_at_ms,
-                is_marker: record.is_compaction_marker(),
+                marker: record.is_compaction_marker().then(|| {
+                    MarkerEntry::new(
+                        &self.bytes[start..start + len as usize],
+                        record.seq,
+                        record.event_id.as_str(),
+                    )
+                }),
                 event_id: record.event_id.clone(),
                 compacted,
             });
@@ -577,7 +584,7 @@ fn apply(
             }
         };
         let stream = &mut index.streams[slot];
-        stream.push(record.loc, record.occurred_at_ms, record.is_marker);
+        stream.push(record.loc, record.occurred_at_ms, record.marker);
         stream.insert_id(record.event_id.as_str(), record.loc.seq, &index.hasher, log)?;
         for (id, seq) in &record.compacted {
             stream.insert_id(id.as_str(), *seq, &index.hasher, log)?;

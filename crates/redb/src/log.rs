@@ -500,14 +500,19 @@ impl EventLog for RedbStore {
         let (outcomes, spent) = self
             .writer()
             .submit(move |tables| {
-                append(
+                let appended = append(
                     &mut tables.log()?,
                     &stream,
                     &tenant,
                     &run_id,
                     events,
                     expected_last_seq,
-                )
+                )?;
+                if appended.0.iter().all(|outcome| !outcome.inserted) {
+                    // Every event was stored already (CONTRACT §2).
+                    tables.wrote_nothing();
+                }
+                Ok(appended)
             })
             .await?;
         drop(spent);

@@ -47,6 +47,11 @@ pub(crate) struct WriteTables<'t> {
     heads: Option<SeqTable<'t>>,
     snapshots: Option<EventsTable<'t>>,
     order: Option<OrderTable<'t>>,
+    /// Whether the job running now may have written (it says otherwise
+    /// with [`WriteTables::wrote_nothing`]).
+    job_writes: bool,
+    /// Whether any job of the batch may have written.
+    batch_writes: bool,
 }
 
 /// The event log's tables.
@@ -83,7 +88,17 @@ impl<'t> WriteTables<'t> {
             heads: None,
             snapshots: None,
             order: None,
+            job_writes: true,
+            batch_writes: false,
         }
+    }
+
+    /// Says that the running job changed no table (an append whose events
+    /// were all stored already): a batch of such jobs is not committed, so
+    /// it costs no sync. What they answer was made durable by the commit
+    /// that wrote it, or by the open (durable mode syncs the file first).
+    pub(crate) fn wrote_nothing(&mut self) {
+        self.job_writes = false;
     }
 
     /// The event log's tables (`events`, `ids`, `heads`).
@@ -143,7 +158,10 @@ where
 {
     fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), redb::Error> {
         let work = self.work.take().expect("a job runs once");
-        match work(tables) {
+        tables.job_writes = true;
+        let result = work(tables);
+        tables.batch_writes |= tables.job_writes;
+        match result {
             Ok(value) => self.answer = Some(Ok(value)),
             Err(Failure::Rejected(err)) => self.answer = Some(Err(err)),
             Err(Failure::Redb(err)) => return Err(err),
@@ -317,7 +335,8 @@ impl WriterLoop {
     }
 
     /// Runs every job of `batch` in one transaction, commits, and answers.
-    /// Returns whether the commit was synced.
+    /// Returns whether the commit was synced. A batch whose jobs all wrote
+    /// nothing is aborted instead: nothing to commit, nothing to sync.
     ///
     /// Every commit is redb's `Durability::Immediate`: its pages and header
     /// are written to the backend before it returns. In relaxed mode the
@@ -325,22 +344,29 @@ impl WriterLoop {
     /// operating system's page cache, safe from a killed process.
     fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) -> bool {
         let outcome = self.run_batch(batch);
-        let committed = outcome.map_err(|err| error::map(&self.path, err));
+        let synced = matches!(outcome, Ok(true)) && self.durability == Durability::Durable;
+        let committed = outcome.map(drop).map_err(|err| error::map(&self.path, err));
         for job in batch.drain(..) {
             job.finish(&committed);
         }
-        self.durability == Durability::Durable
+        synced
     }
 
-    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), redb::Error> {
+    /// Runs the batch; whether it was committed (it wrote something).
+    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
         let txn = self.db.begin_write()?;
-        {
+        let writes = {
             let mut tables = WriteTables::new(&txn);
             for job in batch.iter_mut() {
                 job.run(&mut tables)?;
             }
+            tables.batch_writes
+        };
+        if writes {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
         }
-        txn.commit()?;
-        Ok(())
+        Ok(writes)
     }
 }

@@ -93,3 +93,77 @@ async fn a_file_of_another_layout_version_is_corrupt() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// redb's in-memory storage, counting the syncs asked of it.
+#[derive(Debug, Default)]
+struct CountingSyncs {
+    inner: redb::backends::InMemoryBackend,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl redb::StorageBackend for CountingSyncs {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
+/// A request whose events are all stored already (live or compacted) is
+/// answered without a commit, so a retry costs no sync (CONTRACT §2, §16);
+/// a request that writes is still synced before its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_stored_events_costs_no_sync() {
+    let backend = CountingSyncs::default();
+    let syncs = Arc::clone(&backend.syncs);
+    let options = RedbOptions::default().with_durability(Durability::Durable);
+    let store = RedbStore::open_with_backend(backend, "counted.redb", options)
+        .await
+        .unwrap();
+    let tenant = Tenant::local();
+    let run = RunId::new("run").unwrap();
+    for n in 0..4 {
+        store
+            .append(&tenant, &event(&tenant, &run, &format!("e-{n}")))
+            .await
+            .unwrap();
+    }
+    let report = store.compact(1, 1_000).await.unwrap();
+    assert_eq!(report.removed, 4);
+    let count = || syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let before = count();
+    for n in 0..4 {
+        let again = store
+            .append(&tenant, &event(&tenant, &run, &format!("e-{n}")))
+            .await
+            .unwrap();
+        assert_eq!((again.seq, again.inserted), (n + 1, false));
+    }
+    assert_eq!(count(), before, "duplicates of compacted ids synced");
+    let new = store
+        .append(&tenant, &event(&tenant, &run, "e-new"))
+        .await
+        .unwrap();
+    assert_eq!((new.seq, new.inserted), (5, true));
+    assert!(count() > before, "a write is synced");
+    let again = store
+        .append(&tenant, &event(&tenant, &run, "e-new"))
+        .await
+        .unwrap();
+    assert_eq!((again.seq, again.inserted), (5, false));
+    let after = count();
+    let records = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
+    assert_eq!(records.len(), 2, "the marker and the new event");
+    assert_eq!(count(), after);
+}

@@ -26,10 +26,12 @@ pub(crate) const INSERT_CHUNK: usize = 128;
 pub(crate) type SqlQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// The stream's last seq (`kind` 0, no row when empty), and which of the ids
-/// in the JSON array `?5` it holds, live (`kind` 1) or compacted (`kind` 2).
+/// in the JSON array `?5` it holds, live (`kind` 1) or compacted (`kind` 2):
+/// index lookups only (the last seq as [`LAST_SEQ`] finds it), so the cost
+/// does not grow with the stream's compacted ids.
 pub(crate) const STREAM_STATE: &str = "\
 SELECT 0 AS kind, NULL AS event_id, seq FROM (
-    SELECT seq FROM events
+    SELECT seq FROM events INDEXED BY events_by_seq
     WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
     ORDER BY seq DESC LIMIT 1)
 UNION ALL
@@ -41,9 +43,11 @@ SELECT 2, event_id, seq FROM compacted_ids
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND event_id IN (SELECT value FROM json_each(?5))";
 
-/// The stream's last seq.
+/// The stream's last seq, from the keys only (`events_by_seq`: a seek in
+/// `events` itself reads every overflowing record it compares with, such as
+/// a large compaction marker's).
 pub(crate) const LAST_SEQ: &str = "\
-SELECT seq FROM events
+SELECT seq FROM events INDEXED BY events_by_seq
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
 ORDER BY seq DESC LIMIT 1";
 
@@ -238,7 +242,8 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
 /// and its planned last seq, then the stream's four columns again and a
 /// JSON array of the rows' ids. The rows are written only if the stream's
 /// last seq is still the planned one and no id in the array is among the
-/// stream's compacted ids; otherwise the statement writes nothing.
+/// stream's compacted ids; otherwise the statement writes nothing. The
+/// last seq comes from `events_by_seq` (see [`LAST_SEQ`]).
 ///
 /// Run on its own (autocommit), the statement is one write transaction:
 /// SQLite takes the write lock before the guard reads anything, exactly as
@@ -248,7 +253,7 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
 pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
     format!(
         "{}\n\
-         WHERE (SELECT seq FROM events\n\
+         WHERE (SELECT seq FROM events INDEXED BY events_by_seq\n\
          \x20   WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ?\n\
          \x20   ORDER BY seq DESC LIMIT 1) = ?\n\
          \x20 AND NOT EXISTS (SELECT 1 FROM compacted_ids\n\

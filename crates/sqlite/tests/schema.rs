@@ -162,7 +162,7 @@ async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     // Reopening an existing file applies nothing twice.
     drop(store);
     let again = SqliteStore::open(&path).await.unwrap();
@@ -229,4 +229,67 @@ async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
         .await
         .unwrap();
     assert_eq!(all.len(), 4);
+}
+
+/// A store written with schema version 1 (no `events_by_seq`) opens: the
+/// migration builds the index, and the compacted ids and the stream's last
+/// seq answer as before (CONTRACT §7, §10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_schema_version_1_opens_and_keeps_its_compacted_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let tenant = Tenant::local();
+    let run = RunId::new("run").unwrap();
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let events: Vec<_> = (1..=100)
+            .map(|n| event(&tenant, "run", &format!("e{n}"), n))
+            .collect();
+        store
+            .append_batch(&tenant, &run, &events, None)
+            .await
+            .unwrap();
+        store
+            .append(&tenant, &event(&tenant, "run", "live", 10_000))
+            .await
+            .unwrap();
+        assert_eq!(store.compact(1_000, 1_101).await.unwrap().removed, 100);
+    }
+    {
+        // What version 1 left: no index, no record of migration 2.
+        let mut conn = raw(&path).await;
+        sqlx::query("DROP INDEX events_by_seq")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut conn = raw(&path).await;
+    let indexes: i64 = sqlx::query(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_by_seq'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(indexes, 1, "the migration built the index");
+    for n in 1..=100 {
+        let id = EventId::new(format!("e{n}")).unwrap();
+        assert_eq!(store.seq_of(&tenant, &run, &id).await.unwrap(), Some(n));
+        let dup = store
+            .append(&tenant, &event(&tenant, "run", &format!("e{n}"), 5))
+            .await
+            .unwrap();
+        assert_eq!((dup.seq, dup.inserted), (n, false));
+    }
+    assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 102);
+    let next = store
+        .append(&tenant, &event(&tenant, "run", "next", 20_000))
+        .await
+        .unwrap();
+    assert_eq!((next.seq, next.inserted), (102, true));
 }
