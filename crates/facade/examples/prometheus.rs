@@ -71,6 +71,9 @@ pub async fn workload(store: &runstore::Store) -> Result<()> {
         .await?;
     let compacted = store.compact(1, 1_000).await?;
     let pruned = store.prune(1, 1, 1_000).await?;
-    assert!(compacted.is_clean() && pruned.is_clean(), "both passes are clean");
+    assert!(
+        compacted.is_clean() && pruned.is_clean(),
+        "both passes are clean"
+    );
     Ok(())
 }

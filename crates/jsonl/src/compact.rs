@@ -1,23 +1,38 @@
-//! Compaction (CONTRACT §8-§11): run by the writer thread between group
-//! commits, it rewrites the log without the pruned records and old markers,
-//! with each compacted stream's new marker in its place, publishes the new
-//! log with one rename and swaps the index.
+//! Compaction (CONTRACT §8-§11) in two steps, so that appends wait for
+//! neither the reading nor the rewriting of the log:
+//!
+//! 1. [`prepare`], on a blocking task beside the writer thread: takes the
+//!    log's end and every stream's records as they are at that moment,
+//!    plans each stream, and writes the new log up to that end (without the
+//!    pruned records and old markers, each compacted stream's new marker in
+//!    its place) into a temporary file, synced. The writer goes on
+//!    appending to the old log meanwhile; the index, and every read and
+//!    duplicate check, still follow the old log.
+//! 2. [`finish`], on the writer thread between two group commits: copies
+//!    what was appended since that end (whole groups, as written) to the
+//!    new log, syncs it, publishes it with one rename and a directory sync,
+//!    and swaps the index. Appends wait for this step only: the tail
+//!    written during the first step, not the whole log.
+//!
+//! One pass runs at a time (the handle's compaction lock).
 
 use std::{
     collections::HashMap,
+    fs::File,
     io::{BufWriter, Write},
+    path::PathBuf,
     sync::Arc,
 };
 
 use runstore_core::{
-    Durability, Error, EventId, EventRecord, MaintenanceReport, Result,
+    Durability, Error, EventId, EventRecord, MaintenanceReport, Result, StreamKey,
     raw::compaction::{CompactionPolicy, StreamCompaction, compact_stream},
 };
 
 use crate::{
     error::io_at,
     fileio::{self, SeqWriter},
-    index::{Loc, LogFile, MarkerEntry, StreamIndex},
+    index::{Loc, LogFile, MarkerEntry},
     layout::{LOG_FILE, TMP_SUFFIX},
     writer::{MAX_SPAN, Shared},
 };
@@ -45,7 +60,7 @@ struct Planned {
 fn plan(
     shared: &Shared,
     old: &LogFile,
-    stream: &StreamIndex,
+    stream: &Taken,
     floor: Option<u64>,
     policy: &CompactionPolicy,
 ) -> Result<Option<Planned>> {
@@ -107,24 +122,77 @@ fn plan(
     }))
 }
 
-/// Store-wide compaction (CONTRACT §8-§11): rewrites the log without the
-/// pruned records and old markers, with each compacted stream's new marker
-/// in its place, then swaps the index.
+/// A stream as the first step took it: its key, its records up to the
+/// log's end then, and the earliest event time the index knew.
+struct Taken {
+    key: StreamKey,
+    locs: Vec<Loc>,
+    oldest_ms: u64,
+}
+
+/// What [`prepare`] leaves for [`finish`]: the new log written up to the
+/// old log's end at the time, synced, and what the index must learn.
+pub(crate) struct Rewritten {
+    /// The log the new one replaces, and how much of it was rewritten.
+    old: Arc<LogFile>,
+    end: u64,
+    /// The new log, at `tmp`, and its length so far.
+    file: File,
+    written: u64,
+    /// The new places of each stream's surviving records, by index slot
+    /// (the streams the first step took).
+    new_locs: Vec<Vec<Loc>>,
+    changes: HashMap<usize, Planned>,
+    report: MaintenanceReport,
+}
+
+/// What [`prepare`] found.
+pub(crate) enum Prepared {
+    /// Nothing to rewrite: the report (of the streams that failed, if any).
+    Done(MaintenanceReport),
+    /// A rewritten log for [`finish`].
+    Rewritten(Box<Rewritten>),
+}
+
+fn paths(shared: &Shared) -> (PathBuf, PathBuf) {
+    (
+        shared.dir.join(LOG_FILE),
+        shared.dir.join(format!("{LOG_FILE}{TMP_SUFFIX}")),
+    )
+}
+
+/// The first step of store-wide compaction (CONTRACT §8-§11), off the
+/// writer thread: plans every stream with something old enough and writes
+/// the new log up to the old log's current end.
 ///
 /// A stream that cannot be compacted (an unreadable record, a malformed
 /// marker, a marker that would break a limit) is reported and left as it is;
 /// the others are compacted (CONTRACT §25). Only a failure of the rewrite
 /// itself (I/O) fails the pass.
-pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<MaintenanceReport> {
+pub(crate) fn prepare(shared: &Shared, policy: &CompactionPolicy) -> Result<Prepared> {
     if let Some(error) = shared.poisoned() {
         return Err(error);
     }
     let floors = shared.snapshots.floors();
-    let state = shared.read_state();
-    let old = state.log.clone();
+    // What the pass works on, taken under the read lock in one go; the
+    // writer appends after `end` meanwhile.
+    let (old, end, streams) = {
+        let state = shared.read_state();
+        let streams: Vec<Taken> = state
+            .index
+            .streams
+            .iter()
+            .map(|stream| Taken {
+                key: stream.key.clone(),
+                locs: stream.locs.clone(),
+                oldest_ms: stream.oldest_ms,
+            })
+            .collect();
+        (state.log.clone(), state.end, streams)
+    };
     let mut report = MaintenanceReport::default();
     let mut changes: HashMap<usize, Planned> = HashMap::new();
-    for (slot, stream) in state.index.streams.iter().enumerate() {
+    for (slot, stream) in streams.iter().enumerate() {
         if stream.oldest_ms >= policy.cutoff_ms() {
             continue;
         }
@@ -142,30 +210,25 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
     }
     if changes.is_empty() {
         report.sort();
-        return Ok(report);
+        return Ok(Prepared::Done(report));
     }
 
     // Every record in file order, to copy the survivors in that order.
-    let mut order: Vec<(Loc, usize)> = state
-        .index
-        .streams
+    let mut order: Vec<(Loc, usize)> = streams
         .iter()
         .enumerate()
         .flat_map(|(slot, stream)| stream.locs.iter().map(move |loc| (*loc, slot)))
         .collect();
     order.sort_unstable_by_key(|(loc, _)| loc.offset);
-    let mut new_locs: Vec<Vec<Loc>> = state
-        .index
-        .streams
+    let mut new_locs: Vec<Vec<Loc>> = streams
         .iter()
         .map(|stream| Vec::with_capacity(stream.locs.len()))
         .collect();
-    drop(state);
+    drop(streams);
 
     let io = &shared.io;
-    let path = shared.dir.join(LOG_FILE);
-    let tmp = shared.dir.join(format!("{LOG_FILE}{TMP_SUFFIX}"));
-    let written = (|| -> Result<u64> {
+    let (_, tmp) = paths(shared);
+    let written = (|| -> Result<(File, u64)> {
         let file = io
             .create_truncated(&tmp)
             .map_err(|err| io_at("create", &tmp, err))?;
@@ -246,22 +309,124 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
             .into_file();
         io.sync_data(&file, &tmp)
             .map_err(|err| io_at("sync", &tmp, err))?;
-        Ok(position)
+        Ok((file, position))
     })();
-    let new_end = match written {
-        Ok(end) => end,
+    match written {
+        Ok((file, written)) => Ok(Prepared::Rewritten(Box::new(Rewritten {
+            old,
+            end,
+            file,
+            written,
+            new_locs,
+            changes,
+            report,
+        }))),
         Err(err) => {
             let _ = io.remove_file(&tmp);
-            return Err(err);
+            Err(err)
         }
-    };
-    io.rename(&tmp, &path).map_err(|err| {
+    }
+}
+
+/// The second step, on the writer thread: copies what was appended to the
+/// old log since [`prepare`] took its end, publishes the new log and swaps
+/// the index. Answers the pass's report.
+pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<MaintenanceReport> {
+    let Rewritten {
+        old,
+        end,
+        file,
+        written,
+        mut new_locs,
+        mut changes,
+        mut report,
+    } = rewritten;
+    let io = &shared.io;
+    let (path, tmp) = paths(shared);
+    let discard = |err: Error| {
         let _ = io.remove_file(&tmp);
-        io_at("replace", &path, err)
-    })?;
+        err
+    };
+    if let Some(error) = shared.poisoned() {
+        return Err(discard(error));
+    }
+    let (tail_end, mut tail) = {
+        let state = shared.read_state();
+        if !Arc::ptr_eq(&state.log, &old) {
+            return Err(discard(Error::corrupt(
+                old.path.display(),
+                "the log was replaced while compaction rewrote it",
+            )));
+        }
+        // Each compacted stream's records appended since, and whether one
+        // of them is a marker (an import's): the new marker cannot stand
+        // beside it, and the pass is given up rather than guessed at.
+        let mut tail: HashMap<usize, (StreamKey, Vec<Loc>)> = HashMap::new();
+        for (slot, stream) in state.index.streams.iter().enumerate() {
+            let after = stream.locs.partition_point(|loc| loc.offset < end);
+            if after == stream.locs.len() {
+                continue;
+            }
+            if changes.contains_key(&slot) {
+                let first_tail_seq = stream.locs[after].seq;
+                if stream.markers.iter().any(|m| m.seq >= first_tail_seq) {
+                    return Err(discard(Error::invalid(format_args!(
+                        "a compaction marker was imported into stream {} while compaction \
+                         rewrote the log; run compaction again",
+                        stream.key
+                    ))));
+                }
+            }
+            tail.insert(slot, (stream.key.clone(), stream.locs[after..].to_vec()));
+        }
+        (state.end, tail)
+    };
+    // The appended groups, copied as written (batch framing included) after
+    // the rewritten part, then synced.
+    let shift = |loc: &Loc| Loc {
+        offset: loc.offset - end + written,
+        ..*loc
+    };
+    let copied = (|| -> Result<()> {
+        let mut from = end;
+        while from < tail_end {
+            let len = (tail_end - from).min(MAX_SPAN);
+            let mut bytes = vec![0; usize::try_from(len).expect("a span fits in memory")];
+            fileio::read_exact_at(&old.file, &mut bytes, from)
+                .map_err(|err| io_at("read", &old.path, err))?;
+            io.write_all_at(&file, &tmp, &bytes, from - end + written)
+                .map_err(|err| io_at("write", &tmp, err))?;
+            from += len;
+        }
+        if tail_end > end {
+            io.sync_data(&file, &tmp)
+                .map_err(|err| io_at("sync", &tmp, err))?;
+        }
+        Ok(())
+    })();
+    copied.map_err(discard)?;
+    // The earliest time among a compacted stream's records appended since.
+    let mut tail_oldest: HashMap<usize, u64> = HashMap::new();
+    for slot in changes.keys() {
+        let Some((key, locs)) = tail.get(slot) else {
+            continue;
+        };
+        for loc in locs {
+            let record = old
+                .read_record(&key.tenant, &key.run_id, loc)
+                .map_err(discard)?;
+            if !record.is_compaction_marker() {
+                let oldest = tail_oldest.entry(*slot).or_insert(u64::MAX);
+                *oldest = (*oldest).min(record.occurred_at_ms);
+            }
+        }
+    }
+    drop(file);
+    io.rename(&tmp, &path)
+        .map_err(|err| discard(io_at("replace", &path, err)))?;
     // From here the file on disk is the compacted one: the index must follow
     // it, and any failure leaves the handle unfit for writing.
-    let finish = (|| -> Result<Arc<LogFile>> {
+    let reopened = (|| -> Result<Arc<LogFile>> {
         if shared.durability == Durability::Durable {
             io.sync_dir(&shared.dir)
                 .map_err(|err| io_at("sync", &shared.dir, err))?;
@@ -274,7 +439,7 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
             path: path.clone(),
         }))
     })();
-    let log = match finish {
+    let log = match reopened {
         Ok(log) => log,
         Err(err) => {
             shared.poison(format!("compaction could not finish: {err}"));
@@ -284,14 +449,23 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
     let mut state = shared.write_state();
     let state = &mut *state;
     state.log = log.clone();
-    state.end = new_end;
+    state.end = tail_end - end + written;
     let index = &mut state.index;
     let mut result = Ok(());
-    for (slot, locs) in new_locs.into_iter().enumerate() {
+    new_locs.resize_with(index.streams.len(), Vec::new);
+    for (slot, mut locs) in new_locs.into_iter().enumerate() {
         let stream = &mut index.streams[slot];
+        let tail_locs = tail.remove(&slot).map(|(_, locs)| locs).unwrap_or_default();
+        // The markers of the rewritten part lost what preceded their `{`;
+        // those of the tail were copied as they were.
+        let first_tail_seq = tail_locs.first().map_or(u64::MAX, |loc| loc.seq);
+        for marker in &mut stream.markers {
+            if marker.seq < first_tail_seq {
+                marker.trimmed();
+            }
+        }
+        locs.extend(tail_locs.iter().map(shift));
         stream.locs = locs;
-        // Every line was copied trimmed.
-        stream.markers.iter_mut().for_each(MarkerEntry::trimmed);
         let Some(Planned {
             change,
             settled,
@@ -311,7 +485,9 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
             change.marker.event_id.as_str(),
         ));
         stream.markers.sort_unstable_by_key(|marker| marker.seq);
-        stream.oldest_ms = settled.oldest_ms;
+        stream.oldest_ms = settled
+            .oldest_ms
+            .min(tail_oldest.get(&slot).copied().unwrap_or(u64::MAX));
         if let Err(err) = stream.insert_id(
             change.marker.event_id.as_str(),
             change.marker.seq,
@@ -327,4 +503,120 @@ pub(crate) fn compact(shared: &Shared, policy: &CompactionPolicy) -> Result<Main
     }
     report.sort();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use runstore_core::{
+        EventId, EventLog, EventLogExt, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
+        SnapshotStore, Tenant,
+    };
+
+    use super::*;
+    use crate::{JsonlStore, writer::Command};
+
+    fn event(run: &str, id: &str, at: u64) -> EventRecord {
+        EventRecord::new(
+            &Tenant::local(),
+            RunId::new(run).unwrap(),
+            EventId::new(id).unwrap(),
+            "step",
+            at,
+        )
+    }
+
+    fn ids(records: &[EventRecord]) -> Vec<(u64, String)> {
+        records
+            .iter()
+            .map(|r| (r.seq, r.event_id.as_str().to_owned()))
+            .collect()
+    }
+
+    // Appends made between the two steps -- to the stream being compacted,
+    // to another one, to a new one, as a batch -- land in the new log after
+    // the rewritten part, as written: the index and a reopen read the same
+    // streams, and a retried id of each answers its seq.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn appends_between_the_steps_are_carried_into_the_new_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        for n in 1..=4 {
+            store
+                .append(&t, &event("a", &format!("a{n}"), n))
+                .await
+                .unwrap();
+            store
+                .append(&t, &event("b", &format!("b{n}"), n))
+                .await
+                .unwrap();
+        }
+        let floor = SnapshotRecord::new(
+            &t,
+            RunId::new("a").unwrap(),
+            SnapshotId::new("s").unwrap(),
+            3,
+            10,
+            RunStatus::Running,
+        );
+        store.put(&t, &floor).await.unwrap();
+        let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
+        let shared = store.inner.shared.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, &policy))
+            .await
+            .unwrap()
+            .unwrap();
+        let Prepared::Rewritten(rewritten) = prepared else {
+            panic!("a is compacted");
+        };
+
+        store.append(&t, &event("a", "a5", 200)).await.unwrap();
+        store.append(&t, &event("b", "b5", 200)).await.unwrap();
+        let batch = [event("c", "c1", 1), event("c", "c2", 2)];
+        let c = RunId::new("c").unwrap();
+        store.append_batch(&t, &c, &batch, None).await.unwrap();
+        let report = store
+            .request(|reply| Command::FinishCompaction { rewritten, reply })
+            .await
+            .unwrap();
+        // `a` below its floor at seq 3; `b` has no snapshot and every event
+        // was old enough when the pass began.
+        assert_eq!(report.removed, 2 + 4, "{report:?}");
+
+        check(&store).await;
+        drop(store);
+        let reopened = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        check(&reopened).await;
+    }
+
+    /// The streams of [`appends_between_the_steps_are_carried_into_the_new_log`]
+    /// after the pass, read and retried.
+    async fn check(store: &JsonlStore) {
+        let t = Tenant::local();
+        let expected = [
+            (
+                "a",
+                vec![(2, "stateful-compaction-"), (3, "a3"), (4, "a4"), (5, "a5")],
+            ),
+            ("b", vec![(4, "stateful-compaction-"), (5, "b5")]),
+            ("c", vec![(1, "c1"), (2, "c2")]),
+        ];
+        for (run, want) in &expected {
+            let run = RunId::new(*run).unwrap();
+            let got = ids(&store.read(&t, &run, ReadQuery::all()).await.unwrap());
+            assert_eq!(got.len(), want.len(), "{run}: {got:?}");
+            for ((seq, id), (want_seq, prefix)) in got.iter().zip(want) {
+                assert!(seq == want_seq && id.starts_with(prefix), "{run}: {got:?}");
+            }
+        }
+        for (run, id, seq) in [
+            ("a", "a1", 1),
+            ("a", "a5", 5),
+            ("b", "b5", 5),
+            ("c", "c2", 2),
+        ] {
+            let again = store.append(&t, &event(run, id, 1)).await.unwrap();
+            assert_eq!((again.seq, again.inserted), (seq, false), "{run} {id}");
+        }
+    }
 }

@@ -162,6 +162,8 @@ pub struct JsonlStore {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Held for a whole compaction pass: one runs at a time.
+    compaction: tokio::sync::Mutex<()>,
     requests: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     _lock: DirLock,
@@ -315,6 +317,7 @@ impl JsonlStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
+                compaction: tokio::sync::Mutex::new(()),
                 requests: Some(requests),
                 writer: Some(writer),
                 _lock: lock,

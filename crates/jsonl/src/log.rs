@@ -12,7 +12,12 @@ use runstore_core::{
     RunId, StreamKey, Tenant, raw::compaction::CompactionPolicy,
 };
 
-use crate::{JsonlStore, index, writer::Command};
+use crate::{
+    JsonlStore,
+    compact::{self, Prepared},
+    index,
+    writer::Command,
+};
 
 #[async_trait]
 impl EventLog for JsonlStore {
@@ -90,8 +95,19 @@ impl EventLog for JsonlStore {
         let Some(policy) = CompactionPolicy::new(retention_ms, now_ms)? else {
             return Ok(MaintenanceReport::default());
         };
-        self.request(|reply| Command::Compact { policy, reply })
-            .await
+        // One pass at a time; the first step runs beside the writer, the
+        // second on it (crate::compact).
+        let _one = self.inner.compaction.lock().await;
+        match self
+            .blocking(move |shared| compact::prepare(shared, &policy))
+            .await?
+        {
+            Prepared::Done(report) => Ok(report),
+            Prepared::Rewritten(rewritten) => {
+                self.request(|reply| Command::FinishCompaction { rewritten, reply })
+                    .await
+            }
+        }
     }
 
     async fn streams(&self) -> Result<Vec<StreamKey>> {

@@ -4,8 +4,9 @@
 //! each request against the index with the shared rules
 //! ([`plan_append`], [`plan_import`]), writes all their lines with one
 //! positioned write, syncs once (group commit, CONTRACT §16), updates the
-//! index and only then answers each request. Compaction ([`crate::compact`])
-//! runs here too, so it never races an append (CONTRACT §11).
+//! index and only then answers each request. Compaction's last step
+//! ([`crate::compact::finish`]) runs here too, between two groups, so it
+//! never races an append (CONTRACT §11).
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use runstore_core::{
     AppendOutcome, Durability, Error, EventId, EventRecord, MaintenanceReport, Result, RunId,
     StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
-    raw::compaction::{CompactionPolicy, compacted_ids},
+    raw::compaction::compacted_ids,
     raw::group::{self, Batch, Budget, Joins, Reply},
     validate::Limits,
 };
@@ -175,8 +176,9 @@ pub(crate) enum Command {
         records: Vec<EventRecord>,
         reply: Reply<usize>,
     },
-    Compact {
-        policy: CompactionPolicy,
+    /// The second step of a compaction ([`crate::compact::finish`]).
+    FinishCompaction {
+        rewritten: Box<crate::compact::Rewritten>,
         reply: Reply<MaintenanceReport>,
     },
 }
@@ -189,7 +191,7 @@ impl Command {
         match self {
             Self::Append { events, .. } => Joins::Group(events.len()),
             Self::Import { records, .. } => Joins::Group(records.len()),
-            Self::Compact { .. } => Joins::Alone,
+            Self::FinishCompaction { .. } => Joins::Alone,
         }
     }
 }
@@ -203,8 +205,8 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
     while let Some(first) = carry.take().or_else(|| requests.recv().ok()) {
         let more = || requests.try_recv().ok();
         let group = match group::next_batch(first, more, &mut carry, budget, Command::joins) {
-            Batch::Alone(Command::Compact { policy, reply }) => {
-                reply.send(crate::compact::compact(shared, &policy));
+            Batch::Alone(Command::FinishCompaction { rewritten, reply }) => {
+                reply.send(crate::compact::finish(shared, *rewritten));
                 continue;
             }
             Batch::Group(group) => group,
@@ -451,7 +453,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
             match command {
                 Command::Append { reply, .. } => reply.send(Err(error.clone())),
                 Command::Import { reply, .. } => reply.send(Err(error.clone())),
-                Command::Compact { reply, .. } => reply.send(Err(error.clone())),
+                Command::FinishCompaction { reply, .. } => reply.send(Err(error.clone())),
             }
         }
         return;
@@ -492,7 +494,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
                 Ok(written) => answers.push(Answer::Import(reply, written)),
                 Err(err) => reply.send(Err(err)),
             },
-            Command::Compact { reply, .. } => {
+            Command::FinishCompaction { reply, .. } => {
                 reply.send(Err(Error::invalid("compaction is not part of a group")));
             }
         }
