@@ -266,6 +266,10 @@ pub struct BenchArgs {
     /// Events preloaded for the read and compaction operations.
     #[arg(long, value_name = "N")]
     pub events: Option<u64>,
+    /// Runs the preloaded events are spread over (default 100, at most
+    /// --events).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: Option<u64>,
     /// Print one JSON object per backend instead of the table.
     #[arg(long)]
     pub json: bool,

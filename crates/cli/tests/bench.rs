@@ -17,6 +17,8 @@ fn bench_reports_every_operation_per_backend() {
         &list,
         "--events",
         "200",
+        "--runs",
+        "4",
         "--json",
         "--dir",
         dir.path().to_str().unwrap(),
@@ -28,6 +30,7 @@ fn bench_reports_every_operation_per_backend() {
     for (report, backend) in reports.iter().zip(&backends) {
         assert_eq!(report["backend"], *backend);
         assert_eq!(report["report"]["config"]["events"], 200);
+        assert_eq!(report["report"]["config"]["runs"], 4);
         let operations: Vec<&str> = report["report"]["results"]
             .as_array()
             .unwrap()

@@ -59,8 +59,11 @@ pub async fn run(_ctx: &Ctx, args: BenchArgs) -> Result<()> {
     let mut config = WorkloadConfig::default();
     if let Some(events) = args.events {
         config.events = events;
-        config.runs = config.runs.min(events.max(1));
     }
+    if let Some(runs) = args.runs {
+        config.runs = runs;
+    }
+    config.runs = config.runs.min(config.events.max(1));
 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{prefix:>8} {msg:<18} [{bar:30}] {pos}/{len} {elapsed}")
