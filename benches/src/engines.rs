@@ -268,8 +268,16 @@ impl Engine for Postgres {
     }
 
     fn finish(&self, bench: &crate::Bench) {
-        let schemas =
-            ["bare", "write-store", "read-store"].map(|name| location_name(&bench.path(name)));
+        let schemas: Vec<String> = ["bare", "write-store", "read-store"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(
+                crate::figures::compacted_sizes(bench)
+                    .into_iter()
+                    .map(|n| format!("compacted-{n}-store")),
+            )
+            .map(|name| location_name(&bench.path(&name)))
+            .collect();
         bench
             .block_on(drop_schemas(&self.url, &schemas))
             .expect("the bench schemas are dropped");

@@ -659,7 +659,10 @@ const LIVE_MS: u64 = 4_000_000_000_000;
 
 /// Compacted ids per stream of the compacted-lookup figure
 /// (`RUNSTORE_BENCH_COMPACTED`, comma-separated; default 10k, 100k, 1M).
-fn compacted_sizes(bench: &Bench) -> Vec<u64> {
+///
+/// # Panics
+/// When the variable holds something else than numbers.
+pub fn compacted_sizes(bench: &Bench) -> Vec<u64> {
     if !bench.benchmarking {
         return vec![1_000];
     }
@@ -721,7 +724,9 @@ fn compacted_stream(run: &str, n: u64) -> Vec<runstore_core::EventRecord> {
 
 /// `seq_of` and a duplicate append of compacted ids, in one stream holding
 /// 10k, 100k and 1M of them (issue 15: p50 <= 50 us and <= 1 ms, not
-/// growing with the number of compacted ids). Each stream is written by an
+/// growing with the number of compacted ids), with `next_seq` of the same
+/// stream as the floor of one call that asks the store something (a round
+/// trip for the service backends). Each stream is written by an
 /// import through a relaxed handle; the calls go through a durable one.
 pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
     use runstore_core::EventLogExt as _;
@@ -740,6 +745,9 @@ pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
                 .expect("importing the compacted stream");
         }
         let setup = setup.elapsed();
+        // The memory an open adds, for the stores that keep an index in
+        // this process.
+        let footprint = s.engine.local_disk().then(|| open_in_child(&path));
         let store = s.open(&path, Durability::Durable);
         // A fixed sequence of ids spread over the whole marker.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ n;
@@ -765,6 +773,23 @@ pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
             LOOKUPS as u64,
             started.elapsed(),
             lookups,
+        );
+        // The same store's cheapest call that asks it something (one query
+        // or one index lookup): the floor `seq_of` is compared with.
+        let (mut floor, started) = (Vec::with_capacity(LOOKUPS), Instant::now());
+        for _ in 0..LOOKUPS {
+            let began = Instant::now();
+            let next = bench
+                .block_on(store.next_seq(&tenant, &run_id))
+                .expect("next_seq");
+            floor.push(began.elapsed());
+            assert_eq!(next, n + 2, "next_seq at {n} compacted ids");
+        }
+        let floor = OpResult::from_latencies(
+            runstore::bench::Operation::ReadTail,
+            LOOKUPS as u64,
+            started.elapsed(),
+            floor,
         );
         let (mut appends, started) = (Vec::with_capacity(DUPLICATES), Instant::now());
         for _ in 0..DUPLICATES {
@@ -796,12 +821,39 @@ pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
             Target::MillisAtMost(0.05),
         );
         s.table.latency(
+            &format!("  floor: next_seq, {} compacted", human(n as f64)),
+            &Tally {
+                rounds: vec![floor],
+            },
+            Target::None,
+        );
+        s.table.latency(
             &format!("duplicate append of one, {} compacted", human(n as f64)),
             &Tally {
                 rounds: vec![appends],
             },
             Target::MillisAtMost(1.0),
         );
+        if let Some(footprint) = footprint {
+            let per_id = footprint.rss_bytes as f64 / n as f64;
+            s.table.custom(
+                &format!("open memory, {} compacted", human(n as f64)),
+                format!("{per_id:.0} B/id"),
+                format!(
+                    "fresh process: {} MiB RSS added, open {:.2} s",
+                    footprint.rss_bytes / (1 << 20),
+                    footprint.open_secs
+                ),
+                None,
+                // Below a million ids the open's fixed costs dominate.
+                if n >= 1_000_000 {
+                    Target::BytesAtMost(150.0)
+                } else {
+                    Target::None
+                },
+                per_id,
+            );
+        }
         s.table.note(format!(
             "{} compacted ids: setup (relaxed import of the marker) {:.1} s; \
              {LOOKUPS} seq_of and {DUPLICATES} duplicate appends of random compacted ids, durable handle",

@@ -2,15 +2,14 @@
 //! builds the [`Index`].
 //!
 //! Each line is parsed only as far as the index needs (ids, seq, type,
-//! time, tenant); payloads are skipped without being built. Markers are
-//! parsed in full for the ids they remember.
+//! time, tenant); payloads are skipped without being built. A marker's
+//! payload is read for the ids it remembers, borrowing them from the line.
 
 use std::{borrow::Cow, collections::HashMap, hash::BuildHasher};
 
 use runstore_core::{
     Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
-    raw::compaction::{COMPACTION_EVENT_TYPE, compacted_ids},
-    validate::MAX_SEQ,
+    raw::compaction::COMPACTION_EVENT_TYPE, validate::MAX_SEQ,
 };
 use serde::Deserialize;
 
@@ -55,6 +54,36 @@ struct LightRecord<'a> {
     occurred_at_ms: u64,
     #[serde(borrow)]
     scope: LightScope<'a>,
+}
+
+#[derive(Deserialize)]
+struct OpenCompactedId<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    seq: u64,
+}
+
+/// A marker's payload as `CompactionPayload` requires it (CONTRACT §9),
+/// its ids borrowed from the line: a marker remembering a million ids is
+/// read without building a `serde_json::Value` of them.
+#[derive(Deserialize)]
+struct OpenPayload<'a> {
+    #[serde(rename = "compacted_through_seq")]
+    _through_seq: u64,
+    #[serde(rename = "compacted_through_ms")]
+    _through_ms: u64,
+    #[serde(rename = "pruned_events")]
+    _pruned_events: u64,
+    #[serde(borrow)]
+    compacted_event_ids: Vec<OpenCompactedId<'a>>,
+    #[serde(borrow, rename = "source")]
+    _source: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct OpenMarker<'a> {
+    #[serde(borrow)]
+    payload: OpenPayload<'a>,
 }
 
 /// What the open pass found.
@@ -215,12 +244,13 @@ impl Scan<'_> {
         let hasher = &self.index.hasher;
         stream.insert_id(&record.event_id, record.seq, hasher, self.log)?;
         if is_marker {
-            let full: EventRecord =
+            let marker: OpenMarker<'_> =
                 serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
-            let ids =
-                compacted_ids(&full).map_err(|err| corrupt_line(path, line_no, cause(&err)))?;
-            for id in ids {
-                stream.insert_id(id.event_id.as_str(), id.seq, hasher, self.log)?;
+            for id in &marker.payload.compacted_event_ids {
+                if !id_ok(&id.event_id) {
+                    return Err(corrupt_line(path, line_no, "invalid compacted event_id"));
+                }
+                stream.insert_id(&id.event_id, id.seq, hasher, self.log)?;
             }
         }
         Ok(())
