@@ -38,7 +38,8 @@
 //! let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
 //! let config = WorkloadConfig { events: 1_000, runs: 10, ..WorkloadConfig::default() };
 //! let report = Workload::new(store, config).run().await?;
-//! assert_eq!(report.results.len(), 6);
+//! // Five operations, then compaction and prune, each with its appender.
+//! assert_eq!(report.results.len(), 9);
 //! # Ok::<_, runstore_core::Error>(())
 //! # }).unwrap();
 //! ```
