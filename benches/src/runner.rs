@@ -70,7 +70,8 @@ pub fn run_standard<E: Engine>(
 /// PostgreSQL backend; then one table of ratios, each the median of the
 /// per-round ratios. `RUNSTORE_PEER_ROUNDS` rounds (default 3);
 /// `RUNSTORE_PEER_BACKENDS` (comma-separated, default all) picks the
-/// backends. Without
+/// backends; `RUNSTORE_PEER_APPENDS` sets the single appends (default
+/// 2,000; 0 leaves them out). Without
 /// `--bench` everything runs once at a tiny size, and without a peer
 /// (`RUNSTORE_PEER_PYTHON`, `RUNSTORE_PEER_SCRIPT` unset) only runstore's
 /// side runs, with the ratios left out.
@@ -81,7 +82,10 @@ pub fn peer_main() {
     let bench = Bench::from_env("peer", 0, 1);
     let (sizes, rounds) = if bench.benchmarking {
         (
-            CheckpointSizes::default(),
+            CheckpointSizes {
+                appends: crate::env_u64("RUNSTORE_PEER_APPENDS", 2_000),
+                ..CheckpointSizes::default()
+            },
             crate::env_u64("RUNSTORE_PEER_ROUNDS", 3).max(1),
         )
     } else {
