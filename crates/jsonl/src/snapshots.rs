@@ -712,6 +712,12 @@ impl SnapshotStore for JsonlStore {
         run_id: &RunId,
         limit: Option<usize>,
     ) -> Result<Vec<SnapshotRecord>> {
+        if limit == Some(1) {
+            // `latest`: one read of one line, most often from the page
+            // cache, is cheaper on the calling task than the hand-off to the
+            // blocking pool and back (which cost more than the read itself).
+            return self.inner.shared.snapshots.list(tenant, run_id, limit);
+        }
         let (tenant, run_id) = (tenant.clone(), run_id.clone());
         self.blocking(move |shared| shared.snapshots.list(&tenant, &run_id, limit))
             .await
