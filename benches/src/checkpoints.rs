@@ -156,10 +156,7 @@ pub async fn run_on_store(
             ));
         }
     }
-    latencies.sort_unstable();
-    let latest_p50_us = latencies
-        .get(latencies.len() / 2)
-        .map_or(0.0, |took| took.as_secs_f64() * 1e6);
+    let latest_p50_us = p50_us(latencies);
 
     let stream = RunId::new("cp-events")?;
     if sizes.appends == 0 {
@@ -277,6 +274,70 @@ impl Peer {
             appends_per_sec: None,
         })
     }
+}
+
+/// The library floor of a SQLite latest read: with no runstore code, on
+/// one plain sqlx connection to the store file that `run_on_store` filled,
+/// the p50 of the store's own query for a run's newest snapshot (parsed
+/// into a `SnapshotRecord`, as the store does), and the p50 of a bare
+/// `SELECT 1` (sqlx's round trip to its connection thread alone). Returns
+/// `(newest, select_1)` in microseconds.
+///
+/// # Errors
+/// The driver's error, as text.
+#[cfg(feature = "sqlite")]
+pub async fn bare_sqlite_latest(
+    path: &Path,
+    sizes: CheckpointSizes,
+) -> std::result::Result<(f64, f64), String> {
+    use sqlx::{Connection as _, Row as _};
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|err| err.to_string())?;
+    let tenant = runstore::bench::bench_tenant();
+    let deployment = tenant.deployment_id().unwrap_or("");
+    let mut pick = Lcg(11);
+    let mut newest = Vec::new();
+    let mut select_1 = Vec::new();
+    for _ in 0..sizes.latest {
+        let run = format!("cp-run-{:04}", pick.next() % sizes.runs.max(1));
+        let began = Instant::now();
+        let row = sqlx::query(
+            "SELECT snapshot_id, record FROM snapshots \
+             WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 \
+             ORDER BY seq DESC, created_at_ms DESC, snapshot_id DESC LIMIT ?5",
+        )
+        .bind(tenant.org_id())
+        .bind(tenant.workspace_id())
+        .bind(deployment)
+        .bind(&run)
+        .bind(1_i64)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("no snapshot of {run}"))?;
+        let text: &str = row.try_get(1).map_err(|err| err.to_string())?;
+        let record: SnapshotRecord = serde_json::from_str(text).map_err(|err| err.to_string())?;
+        newest.push(began.elapsed());
+        std::hint::black_box(record);
+
+        let began = Instant::now();
+        sqlx::query("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|err| err.to_string())?;
+        select_1.push(began.elapsed());
+    }
+    Ok((p50_us(newest), p50_us(select_1)))
+}
+
+fn p50_us(mut took: Vec<Duration>) -> f64 {
+    took.sort_unstable();
+    took.get(took.len() / 2)
+        .map_or(0.0, |took| took.as_secs_f64() * 1e6)
 }
 
 #[cfg(test)]

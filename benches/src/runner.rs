@@ -145,6 +145,14 @@ pub fn peer_main() {
         if wanted("sqlite") {
             let lg = peer_run("sqlite", &lg_dir("sqlite"));
             let ours = figures::checkpoint_round(&bench, &crate::engines::Sqlite, &name, sizes);
+            let store = bench.path(&format!("{name}-{}", crate::engines::Sqlite.location()));
+            let (newest, select_1) = bench
+                .block_on(crate::checkpoints::bare_sqlite_latest(&store, sizes))
+                .unwrap_or_else(|err| panic!("the bare sqlx latest loop: {err}"));
+            println!(
+                "round {round}: sqlite floor without runstore: bare sqlx newest-snapshot query \
+                 and parse p50 {newest:.1} us, bare sqlx SELECT 1 p50 {select_1:.1} us"
+            );
             sides[sqlite].record(ours, lg);
         }
         #[cfg(feature = "jsonl")]
