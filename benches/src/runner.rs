@@ -165,6 +165,15 @@ pub fn peer_main() {
         if wanted("redb") {
             let lg = peer_run("sqlite", &lg_dir("redb"));
             let ours = figures::checkpoint_round(&bench, &crate::engines::Redb, &name, sizes);
+            // redb's floor: a bare loop of one insert per durable commit
+            // into one table, no runstore code, in the same seconds.
+            let bare = crate::baseline::BareRedb::open(&bench.path(&format!("{name}-bare.redb")))
+                .and_then(|mut bare| bare.insert(sizes.puts))
+                .unwrap_or_else(|err| panic!("the bare redb loop: {err}"));
+            println!(
+                "round {round}: redb floor without runstore: bare redb loop of one insert per durable commit {:.0}/s",
+                bare.events_per_sec
+            );
             sides[redb].record(ours, lg);
         }
         #[cfg(feature = "postgres")]
