@@ -340,6 +340,46 @@ fn p50_us(mut took: Vec<Duration>) -> f64 {
         .map_or(0.0, |took| took.as_secs_f64() * 1e6)
 }
 
+/// The redb floor of a snapshot put with the store's layout: with no
+/// runstore code, `puts` durable commits each inserting the record of
+/// [`checkpoint`]'s size into one table keyed by stream and snapshot id and
+/// an empty value into a second one keyed by stream, seq, time and id (the
+/// store's `snapshots` and `snapshot_order` tables). Returns puts/s.
+///
+/// # Errors
+/// The driver's error.
+#[cfg(feature = "redb")]
+pub fn bare_redb_two_tables(path: &Path, puts: u64) -> std::result::Result<f64, redb::Error> {
+    const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("records");
+    const ORDER: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("order");
+    let db = redb::Database::create(path)?;
+    let tenant = runstore::bench::bench_tenant();
+    let run = RunId::new("cp-bare").map_err(|err| redb::Error::Corrupted(err.to_string()))?;
+    let record = serde_json::to_vec(
+        &snapshot(&tenant, &run, 0).map_err(|err| redb::Error::Corrupted(err.to_string()))?,
+    )
+    .map_err(|err| redb::Error::Corrupted(err.to_string()))?;
+    let stream = b"bench/bench:cp-bare\0";
+    let start = Instant::now();
+    for step in 0..puts {
+        let id = format!("cp-{step:08}");
+        let mut key = stream.to_vec();
+        key.extend_from_slice(id.as_bytes());
+        let mut order = stream.to_vec();
+        order.extend_from_slice(&step.to_be_bytes());
+        order.extend_from_slice(&(BASE_MS + step).to_be_bytes());
+        order.extend_from_slice(id.as_bytes());
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(RECORDS)?
+                .insert(key.as_slice(), record.as_slice())?;
+            txn.open_table(ORDER)?.insert(order.as_slice(), ())?;
+        }
+        txn.commit()?;
+    }
+    Ok(rate(puts, start.elapsed()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,8 +170,14 @@ pub fn peer_main() {
             let bare = crate::baseline::BareRedb::open(&bench.path(&format!("{name}-bare.redb")))
                 .and_then(|mut bare| bare.insert(sizes.puts))
                 .unwrap_or_else(|err| panic!("the bare redb loop: {err}"));
+            let two = crate::checkpoints::bare_redb_two_tables(
+                &bench.path(&format!("{name}-bare2.redb")),
+                sizes.puts,
+            )
+            .unwrap_or_else(|err| panic!("the bare two-table redb loop: {err}"));
             println!(
-                "round {round}: redb floor without runstore: bare redb loop of one insert per durable commit {:.0}/s",
+                "round {round}: redb floor without runstore: bare redb loop of one insert per durable commit {:.0}/s, \
+                 of the store's two inserts (record, order key) per durable commit {two:.0}/s",
                 bare.events_per_sec
             );
             sides[redb].record(ours, lg);
