@@ -216,6 +216,21 @@ impl Postgres {
         }
         Some(Self { url })
     }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops the schema of the store at `path`.
+    ///
+    /// # Panics
+    /// When the schema cannot be dropped.
+    pub fn drop_store(&self, bench: &crate::Bench, path: &Path) {
+        bench
+            .block_on(drop_schemas(&self.url, &[location_name(path)]))
+            .expect("the bench schema is dropped");
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -20,6 +20,7 @@ use runstore_core::{Durability, Storage};
 use crate::{
     Bench,
     baseline::{BareLoop, Fdatasync, SyncFile, dir_bytes},
+    checkpoints::{self, CheckpointRun, CheckpointSizes},
     engine::{Engine, open_store},
     footprint::{OpenFootprint, open_in_child},
     rounds::{Round, Tally, Windowed, interleave, median, scaled},
@@ -861,4 +862,84 @@ pub fn compacted_lookup<E: Engine>(s: &mut Session<'_, E>) {
             setup.as_secs_f64()
         ));
     }
+}
+
+// ---------------------------------------------------------------------------
+// The peer comparison (issue 19).
+
+/// One round of the checkpoint workload on `engine`, on a fresh durable
+/// store named `name` in the scratch directory.
+///
+/// # Panics
+/// When the store fails.
+pub fn checkpoint_round<E: Engine>(
+    bench: &Bench,
+    engine: &E,
+    name: &str,
+    sizes: CheckpointSizes,
+) -> CheckpointRun {
+    let path = bench.path(&format!("{name}-{}", engine.location()));
+    let store = open_store(bench, engine, &path, Durability::Durable);
+    let run = bench
+        .block_on(checkpoints::run_on_store(&store, sizes))
+        .unwrap_or_else(|err| panic!("{}: checkpoint workload: {err}", engine.name()));
+    drop(store);
+    run
+}
+
+/// The checkpoint figures of one backend against the peer's, round by
+/// round (`ours[i]` and `peer[i]` were measured in the same round, seconds
+/// apart): snapshot puts, latest p50 (as the peer's p50 over ours, so
+/// above 1 is faster) and single appends of the same payload against the
+/// peer's puts.
+pub fn checkpoints_vs_peer(
+    table: &mut RatioTable,
+    backend: &str,
+    peer_name: &str,
+    ours: &[CheckpointRun],
+    peer: &[CheckpointRun],
+    targets: PeerTargets,
+) {
+    let per_round = |f: &dyn Fn(&CheckpointRun, &CheckpointRun) -> f64| -> Vec<f64> {
+        ours.iter().zip(peer).map(|(o, p)| f(o, p)).collect()
+    };
+    let mid =
+        |f: &dyn Fn(&CheckpointRun) -> f64, runs: &[CheckpointRun]| median(runs.iter().map(f));
+    let puts = |run: &CheckpointRun| run.puts_per_sec;
+    let p50 = |run: &CheckpointRun| run.latest_p50_us;
+    table.ratio_of_rounds(
+        &format!("{backend}: snapshot put, one after another"),
+        format!("{}/s", human(mid(&puts, ours))),
+        format!("{peer_name} put {}/s", human(mid(&puts, peer))),
+        &per_round(&|o, p| o.puts_per_sec / p.puts_per_sec.max(f64::MIN_POSITIVE)),
+        target(targets.put),
+    );
+    table.ratio_of_rounds(
+        &format!("{backend}: latest snapshot, p50 (peer / ours)"),
+        format!("{:.1} us", mid(&p50, ours)),
+        format!("{peer_name} {:.1} us", mid(&p50, peer)),
+        &per_round(&|o, p| p.latest_p50_us / o.latest_p50_us.max(f64::MIN_POSITIVE)),
+        target(targets.latest),
+    );
+    let appends = |run: &CheckpointRun| run.appends_per_sec.unwrap_or(0.0);
+    table.ratio_of_rounds(
+        &format!("{backend}: single event append, same payload"),
+        format!("{}/s", human(mid(&appends, ours))),
+        format!("{peer_name} put {}/s", human(mid(&puts, peer))),
+        &per_round(&|o, p| {
+            o.appends_per_sec.unwrap_or(0.0) / p.puts_per_sec.max(f64::MIN_POSITIVE)
+        }),
+        target(targets.append),
+    );
+}
+
+/// The ratios one backend's checkpoint figures must reach against the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerTargets {
+    /// Snapshot puts/s over the peer's puts/s.
+    pub put: Option<f64>,
+    /// The peer's latest p50 over ours.
+    pub latest: Option<f64>,
+    /// Single appends/s over the peer's puts/s.
+    pub append: Option<f64>,
 }

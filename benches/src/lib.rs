@@ -34,6 +34,7 @@
 //! at a tiny size, as a smoke test.
 
 pub mod baseline;
+pub mod checkpoints;
 mod context;
 #[cfg(feature = "s3")]
 pub mod counting;
@@ -49,5 +50,5 @@ pub use baseline::BareLoop;
 pub use context::{Bench, env_u64, skip_loudly};
 pub use engine::{Engine, Targets};
 pub use rounds::{Round, Tally, Windowed, interleave};
-pub use runner::{main, run_standard};
+pub use runner::{main, peer_main, run_standard};
 pub use table::{RatioTable, Target};

@@ -5,11 +5,13 @@ use runstore::bench::Workload;
 use runstore_core::Durability;
 
 use crate::{
-    Bench,
+    Bench, RatioTable,
     baseline::BareLoop,
+    checkpoints::{CheckpointRun, CheckpointSizes, Peer},
     engine::Engine,
-    figures::{self, Session},
+    figures::{self, PeerTargets, Session},
     footprint::serve_open_child,
+    rounds::median,
 };
 
 /// A bench binary's `main`: serves the open child when this process is one,
@@ -66,4 +68,213 @@ pub fn run_standard<E: Engine>(
     figures::compacted_lookup(&mut s);
 
     s.finish();
+}
+
+/// The peer bench's `main` (`benches/peer.rs`, run by
+/// `scripts/peer-bench.sh`): rounds of the checkpoint workload, each
+/// running LangGraph's SQLite checkpointer (through [`Peer`]) and then every
+/// embedded backend, and, with the `postgres` feature and
+/// `RUNSTORE_POSTGRES_URL`, LangGraph's PostgreSQL checkpointer and then the
+/// PostgreSQL backend; then one table of ratios, each the median of the
+/// per-round ratios. `RUNSTORE_PEER_ROUNDS` rounds (default 3);
+/// `RUNSTORE_PEER_BACKENDS` (comma-separated, default all) picks the
+/// backends; `RUNSTORE_PEER_APPENDS` sets the single appends (default
+/// 2,000; 0 leaves them out). Without
+/// `--bench` everything runs once at a tiny size, and without a peer
+/// (`RUNSTORE_PEER_PYTHON`, `RUNSTORE_PEER_SCRIPT` unset) only runstore's
+/// side runs, with the ratios left out.
+///
+/// # Panics
+/// When a store or the peer fails.
+pub fn peer_main() {
+    let bench = Bench::from_env("peer", 0, 1);
+    let (sizes, rounds) = if bench.benchmarking {
+        (
+            CheckpointSizes {
+                appends: crate::env_u64("RUNSTORE_PEER_APPENDS", 2_000),
+                ..CheckpointSizes::default()
+            },
+            crate::env_u64("RUNSTORE_PEER_ROUNDS", 3).max(1),
+        )
+    } else {
+        (CheckpointSizes::tiny(), 1)
+    };
+    let peer = Peer::from_env();
+    if peer.is_none() {
+        crate::skip_loudly("peer (LangGraph)", "RUNSTORE_PEER_PYTHON");
+    }
+    let embedded_targets = PeerTargets {
+        put: Some(1.2),
+        latest: Some(1.0),
+        append: None,
+    };
+    let mut sides: Vec<PeerSide> = Vec::new();
+    let mut side = |name: &'static str, peer_name: &'static str, targets| {
+        sides.push(PeerSide {
+            backend: name,
+            peer_name,
+            targets,
+            ours: Vec::new(),
+            peer: Vec::new(),
+        });
+        sides.len() - 1
+    };
+    #[cfg(feature = "sqlite")]
+    let sqlite = side("sqlite", "SqliteSaver", embedded_targets);
+    #[cfg(feature = "jsonl")]
+    let jsonl = side("jsonl", "SqliteSaver", embedded_targets);
+    #[cfg(feature = "redb")]
+    let redb = side("redb", "SqliteSaver", embedded_targets);
+    #[cfg(feature = "postgres")]
+    let postgres = crate::engines::Postgres::from_env().map(|engine| {
+        let targets = PeerTargets {
+            put: Some(1.2),
+            latest: Some(1.0),
+            append: Some(1.0),
+        };
+        (engine, side("postgres", "PostgresSaver", targets))
+    });
+
+    let peer_run = |kind: &str, target: &std::path::Path| {
+        peer.as_ref().map(|peer| {
+            peer.run(kind, target, sizes.puts)
+                .unwrap_or_else(|err| panic!("peer {kind}: {err}"))
+        })
+    };
+    // Each backend is measured right after a peer run of its own, so that
+    // each ratio compares runs seconds apart on a disk whose sync rate
+    // swings from minute to minute.
+    let wanted = std::env::var("RUNSTORE_PEER_BACKENDS").unwrap_or_default();
+    let wanted = |backend: &str| wanted.is_empty() || wanted.split(',').any(|b| b == backend);
+    for round in 0..rounds {
+        let name = format!("cp{round}");
+        let lg_dir = |backend: &str| bench.path(&format!("{name}-{backend}-langgraph"));
+        #[cfg(feature = "sqlite")]
+        if wanted("sqlite") {
+            let lg = peer_run("sqlite", &lg_dir("sqlite"));
+            let ours = figures::checkpoint_round(&bench, &crate::engines::Sqlite, &name, sizes);
+            let store = bench.path(&format!("{name}-{}", crate::engines::Sqlite.location()));
+            let (newest, select_1) = bench
+                .block_on(crate::checkpoints::bare_sqlite_latest(&store, sizes))
+                .unwrap_or_else(|err| panic!("the bare sqlx latest loop: {err}"));
+            println!(
+                "round {round}: sqlite floor without runstore: bare sqlx newest-snapshot query \
+                 and parse p50 {newest:.1} us, bare sqlx SELECT 1 p50 {select_1:.1} us"
+            );
+            sides[sqlite].record(ours, lg);
+        }
+        #[cfg(feature = "jsonl")]
+        if wanted("jsonl") {
+            let lg = peer_run("sqlite", &lg_dir("jsonl"));
+            let ours = figures::checkpoint_round(&bench, &crate::engines::Jsonl, &name, sizes);
+            sides[jsonl].record(ours, lg);
+        }
+        #[cfg(feature = "redb")]
+        if wanted("redb") {
+            let lg = peer_run("sqlite", &lg_dir("redb"));
+            let ours = figures::checkpoint_round(&bench, &crate::engines::Redb, &name, sizes);
+            // redb's floor: a bare loop of one insert per durable commit
+            // into one table, no runstore code, in the same seconds.
+            let bare = crate::baseline::BareRedb::open(&bench.path(&format!("{name}-bare.redb")))
+                .and_then(|mut bare| bare.insert(sizes.puts))
+                .unwrap_or_else(|err| panic!("the bare redb loop: {err}"));
+            let two = crate::checkpoints::bare_redb_two_tables(
+                &bench.path(&format!("{name}-bare2.redb")),
+                sizes.puts,
+            )
+            .unwrap_or_else(|err| panic!("the bare two-table redb loop: {err}"));
+            println!(
+                "round {round}: redb floor without runstore: bare redb loop of one insert per durable commit {:.0}/s, \
+                 of the store's two inserts (record, order key) per durable commit {two:.0}/s",
+                bare.events_per_sec
+            );
+            sides[redb].record(ours, lg);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some((engine, index)) = &postgres
+            && wanted("postgres")
+        {
+            let lg = peer_run("postgres", std::path::Path::new(engine.url()));
+            let ours = figures::checkpoint_round(&bench, engine, &name, sizes);
+            engine.drop_store(
+                &bench,
+                &bench.path(&format!("{name}-{}", engine.location())),
+            );
+            sides[*index].record(ours, lg);
+        }
+    }
+
+    let mut table = RatioTable::new(format!(
+        "checkpoints vs LangGraph: {} puts one after another, latest of {} runs x {}; {rounds} rounds{}",
+        sizes.puts,
+        sizes.runs,
+        sizes.per_run,
+        if bench.benchmarking {
+            ""
+        } else {
+            " (test mode: tiny sizes, figures meaningless)"
+        }
+    ));
+    for side in sides.iter().filter(|side| !side.ours.is_empty()) {
+        side.report(&mut table);
+    }
+    table.note("ratios are medians of per-round ratios; in each round every backend runs right after a peer run of its own");
+    table.note("latest p50: the peer's p50 over runstore's, so above 1.00x runstore is faster");
+    table.print();
+}
+
+/// One backend's rounds and the peer's of the same rounds.
+struct PeerSide {
+    backend: &'static str,
+    peer_name: &'static str,
+    targets: PeerTargets,
+    ours: Vec<CheckpointRun>,
+    peer: Vec<CheckpointRun>,
+}
+
+impl PeerSide {
+    fn record(&mut self, ours: CheckpointRun, peer: Option<CheckpointRun>) {
+        println!(
+            "round {}: {} snapshot put {:.0}/s, latest p50 {:.1} us, append {:.0}/s{}",
+            self.ours.len(),
+            self.backend,
+            ours.puts_per_sec,
+            ours.latest_p50_us,
+            ours.appends_per_sec.unwrap_or(0.0),
+            peer.map_or_else(String::new, |p| format!(
+                "; {} put {:.0}/s, latest p50 {:.1} us",
+                self.peer_name, p.puts_per_sec, p.latest_p50_us
+            )),
+        );
+        self.ours.push(ours);
+        self.peer.extend(peer);
+    }
+
+    fn report(&self, table: &mut RatioTable) {
+        if self.peer.len() == self.ours.len() {
+            figures::checkpoints_vs_peer(
+                table,
+                self.backend,
+                self.peer_name,
+                &self.ours,
+                &self.peer,
+                self.targets,
+            );
+        } else {
+            let mid = |f: fn(&CheckpointRun) -> f64| median(self.ours.iter().map(f));
+            table.custom(
+                &format!("{}: snapshot put / latest p50 / append", self.backend),
+                format!(
+                    "{:.0}/s, {:.1} us, {:.0}/s",
+                    mid(|r| r.puts_per_sec),
+                    mid(|r| r.latest_p50_us),
+                    mid(|r| r.appends_per_sec.unwrap_or(0.0))
+                ),
+                "no peer run".to_owned(),
+                None,
+                crate::Target::None,
+                0.0,
+            );
+        }
+    }
 }

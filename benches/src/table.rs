@@ -88,21 +88,36 @@ impl RatioTable {
         // per-round ratios is what the disk's swings disturb least.
         let per_round = round_ratios(value, base);
         let ratio = median(per_round.iter().copied());
-        let (low, high) = per_round
-            .iter()
-            .fold((f64::INFINITY, 0.0_f64), |(low, high), r| {
-                (low.min(*r), high.max(*r))
-            });
-        let spread = if per_round.len() > 1 {
-            format!(" [{low:.2}..{high:.2}]")
-        } else {
-            String::new()
-        };
+        let spread = spread(&per_round);
         self.rows.push(Row {
             figure: figure.to_owned(),
             value: format!("{} ev/s", human(value.rate())),
             latency: latency(value),
             baseline: format!("{baseline} {}/s", human(base.rate())),
+            ratio: format!("{ratio:.2}x{spread}"),
+            target: target.text(),
+            verdict: target.verdict(ratio),
+        });
+    }
+
+    /// A figure whose ratio to its baseline was taken round by round
+    /// elsewhere (a baseline run as a child process): `per_round` holds the
+    /// ratios, their median is checked against `target`.
+    pub fn ratio_of_rounds(
+        &mut self,
+        figure: &str,
+        value: String,
+        baseline: String,
+        per_round: &[f64],
+        target: Target,
+    ) {
+        let ratio = median(per_round.iter().copied());
+        let spread = spread(per_round);
+        self.rows.push(Row {
+            figure: figure.to_owned(),
+            value,
+            latency: String::new(),
+            baseline,
             ratio: format!("{ratio:.2}x{spread}"),
             target: target.text(),
             verdict: target.verdict(ratio),
@@ -208,6 +223,21 @@ impl RatioTable {
     /// Prints the table to stdout.
     pub fn print(&self) {
         println!("{}", self.render());
+    }
+}
+
+/// The lowest and highest of per-round ratios, as ` [low..high]` (empty
+/// for a single round).
+fn spread(per_round: &[f64]) -> String {
+    let (low, high) = per_round
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(low, high), r| {
+            (low.min(*r), high.max(*r))
+        });
+    if per_round.len() > 1 {
+        format!(" [{low:.2}..{high:.2}]")
+    } else {
+        String::new()
     }
 }
 

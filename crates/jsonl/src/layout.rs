@@ -6,7 +6,8 @@
 //! <dir>/FORMAT                      "runstore-jsonl 1\n"
 //! <dir>/LOCK                        held with an OS lock while a handle is open
 //! <dir>/events.jsonl                every stream's records, one JSON object per line
-//! <dir>/snapshots/<tenant>/<run>/<snapshot>.json
+//! <dir>/snapshots/<tenant>/<run>/snapshots.jsonl   the run's snapshots, appended
+//! <dir>/snapshots/<tenant>/<run>/<snapshot>.json     a snapshot written before the log
 //! ```
 
 use runstore_core::{RunId, SnapshotId, Tenant};
@@ -25,8 +26,13 @@ pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
 /// Suffix of a file being written before its atomic rename (the one
 /// `runstore_fs::write_atomic` uses).
 pub(crate) const TMP_SUFFIX: &str = runstore_fs::TMP_SUFFIX;
-/// Suffix of a snapshot file.
+/// Suffix of a snapshot file (the layout before [`SNAPSHOT_LOG`]; still
+/// read).
 pub(crate) const SNAPSHOT_SUFFIX: &str = ".json";
+/// A run's snapshot log: one snapshot per line, appended by each put; the
+/// last line of a snapshot id is its current record. No snapshot file name
+/// can equal it (they start with `s-` and end with [`SNAPSHOT_SUFFIX`]).
+pub(crate) const SNAPSHOT_LOG: &str = "snapshots.jsonl";
 
 /// Encoded names longer than this are replaced by a hash.
 const MAX_ENCODED: usize = 120;

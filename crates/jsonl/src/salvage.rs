@@ -23,7 +23,9 @@ use runstore_core::{
 use crate::{
     error::io_at,
     fileio::Io,
-    layout::{self, FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR, SNAPSHOT_SUFFIX},
+    layout::{
+        self, FORMAT_FILE, FORMAT_LINE, LOG_FILE, SNAPSHOT_DIR, SNAPSHOT_LOG, SNAPSHOT_SUFFIX,
+    },
     lock::DirLock,
     recovery::{Tail, torn_tail, written_part},
     writer::CONTINUED,
@@ -218,8 +220,10 @@ fn line_hint(bytes: &[u8]) -> Option<String> {
     Some(format!("seq {seq} of {}", StreamKey::new(tenant, run)))
 }
 
-/// Reads every snapshot file under `root`; an unreadable directory or file
-/// is a loss, never an error.
+/// Reads every run's snapshot log and every snapshot file under `root`;
+/// an unreadable directory, file or line is a loss, never an error. As at
+/// open, a snapshot's last line in the log is its record, and wins over a
+/// file of the same key (the layout before the log).
 fn scan_snapshots(root: &Path, scan: &mut ScanBuilder) {
     for tenant_dir in list_dir(root, scan) {
         let tenant = decode_tenant(&tenant_dir);
@@ -229,6 +233,7 @@ fn scan_snapshots(root: &Path, scan: &mut ScanBuilder) {
                 .clone()
                 .zip(run)
                 .map(|(tenant, run)| StreamKey::new(tenant, run));
+            let logged = scan_snapshot_log(&run_dir.join(SNAPSHOT_LOG), stream.as_ref(), scan);
             for file in list_dir(&run_dir, scan) {
                 let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if !name.ends_with(SNAPSHOT_SUFFIX) {
@@ -236,6 +241,13 @@ fn scan_snapshots(root: &Path, scan: &mut ScanBuilder) {
                     continue;
                 }
                 let snapshot_id = decode_name(&file, "s-", SNAPSHOT_SUFFIX);
+                if snapshot_id
+                    .as_deref()
+                    .is_some_and(|id| logged.keys().any(|logged| logged.as_str() == id))
+                {
+                    // Replaced by a line of the log.
+                    continue;
+                }
                 let lose = |reason: String| {
                     Loss::snapshot(
                         file.display(),
@@ -275,8 +287,48 @@ fn scan_snapshots(root: &Path, scan: &mut ScanBuilder) {
                 }
                 scan.snapshot(file.display(), None, snapshot);
             }
+            for (place, snapshot) in logged.into_values() {
+                scan.snapshot(place, None, snapshot);
+            }
         }
     }
+}
+
+/// The snapshots of the run log at `log`, each id's last line, with the
+/// place it was read at; a line that does not parse is a loss, and a last
+/// line without its newline (a put a crash interrupted) is passed over.
+fn scan_snapshot_log(
+    log: &Path,
+    stream: Option<&StreamKey>,
+    scan: &mut ScanBuilder,
+) -> std::collections::BTreeMap<runstore_core::SnapshotId, (String, SnapshotRecord)> {
+    let mut logged = std::collections::BTreeMap::new();
+    let bytes = match fs::read(log) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return logged,
+        Err(err) => {
+            scan.lose(Loss::snapshot(
+                log.display(),
+                stream,
+                None,
+                format!("the snapshot log could not be read: {err}"),
+            ));
+            return logged;
+        }
+    };
+    let mut start = 0;
+    while let Some(newline) = bytes[start..].iter().position(|byte| *byte == b'\n') {
+        let end = start + newline + 1;
+        let place = format!("{}, offset {start}", log.display());
+        match serde_json::from_slice::<SnapshotRecord>(&bytes[start..end - 1]) {
+            Ok(snapshot) => {
+                logged.insert(snapshot.snapshot_id.clone(), (place, snapshot));
+            }
+            Err(err) => scan.lose(Loss::snapshot(place, stream, None, err.to_string())),
+        }
+        start = end;
+    }
+    logged
 }
 
 /// The entries of `dir`, sorted; none if it is missing or not a directory.
@@ -522,6 +574,7 @@ mod tests {
         }
     }
 
+    // A snapshot file of the layout before the run logs.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_bad_snapshot_file_is_named_with_its_stream() {
         let temp = tempfile::tempdir().unwrap();
@@ -531,15 +584,40 @@ mod tests {
             .join(SNAPSHOT_DIR)
             .join(layout::tenant_dir(&tenant()))
             .join(layout::run_dir(&RunId::new("a").unwrap()));
-        let file = run_dir.join(layout::snapshot_file(&SnapshotId::new("Snap/1").unwrap()));
+        let file = run_dir.join(layout::snapshot_file(&SnapshotId::new("Snap/3").unwrap()));
         fs::write(&file, b"{\"snapshot_id\": tru").unwrap();
         let scan = scan(&dir).await.unwrap();
-        assert_eq!(snapshot_ids(&scan), ["snap-2"]);
+        assert_eq!(snapshot_ids(&scan), ["Snap/1", "snap-2"]);
         assert_eq!(scan.losses.len(), 1);
         let loss = &scan.losses[0];
         assert_eq!(loss.kind, LossKind::Snapshot);
         assert_eq!(loss.place, file.display().to_string());
-        assert_eq!(loss.snapshot_id.as_deref(), Some("Snap/1"));
+        assert_eq!(loss.snapshot_id.as_deref(), Some("Snap/3"));
+        assert_eq!(
+            loss.stream.as_ref().map(|s| s.to_string()).as_deref(),
+            Some("acme/prod/eu:a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_bad_snapshot_line_costs_only_itself() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("store");
+        store(&dir).await;
+        let log = dir
+            .join(SNAPSHOT_DIR)
+            .join(layout::tenant_dir(&tenant()))
+            .join(layout::run_dir(&RunId::new("a").unwrap()))
+            .join(SNAPSHOT_LOG);
+        let text = fs::read_to_string(&log).unwrap();
+        let first = text.find('\n').unwrap();
+        fs::write(&log, format!("{{\"snapshot_id\": tru{}", &text[first..])).unwrap();
+        let scan = scan(&dir).await.unwrap();
+        assert_eq!(snapshot_ids(&scan), ["snap-2"]);
+        assert_eq!(scan.losses.len(), 1, "{:?}", scan.losses);
+        let loss = &scan.losses[0];
+        assert_eq!(loss.kind, LossKind::Snapshot);
+        assert_eq!(loss.place, format!("{}, offset 0", log.display()));
         assert_eq!(
             loss.stream.as_ref().map(|s| s.to_string()).as_deref(),
             Some("acme/prod/eu:a")

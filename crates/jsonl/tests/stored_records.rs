@@ -162,8 +162,8 @@ async fn compaction_checks_the_marker_it_writes() {
     assert_eq!(legacy_lines(&after), legacy_lines(&before));
 }
 
-/// CONTRACT §12, §19: a snapshot file's place names its tenant and run; a
-/// file whose record claims another tenant (moved, or written by a tool) is
+/// CONTRACT §12, §19: a snapshot log's place names its tenant and run; a
+/// line whose record claims another tenant (moved, or written by a tool) is
 /// `Corrupt` at open, never indexed under the tenant it claims.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_claiming_another_tenant_is_corrupt() {
@@ -185,11 +185,13 @@ async fn a_snapshot_claiming_another_tenant_is_corrupt() {
         .join("snapshots")
         .join("t-org-1.ws-1")
         .join("r-r")
-        .join("s-s.json");
+        .join("snapshots.jsonl");
     let mut claimed: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
     claimed["scope"]["tenant_context"]["org_id"] = json!(b.org_id());
     claimed["scope"]["tenant_context"]["workspace_id"] = json!(b.workspace_id());
-    fs::write(&file, serde_json::to_vec(&claimed).unwrap()).unwrap();
+    let mut line = serde_json::to_vec(&claimed).unwrap();
+    line.push(b'\n');
+    fs::write(&file, line).unwrap();
     let (location, reason) = expect_corrupt(JsonlStore::open(&dir).await);
     assert_eq!(location, file.display().to_string());
     assert!(reason.contains("org-2/ws-2"), "{reason}");
@@ -219,10 +221,10 @@ async fn a_line_changed_behind_the_handle_never_answers_for_another_stream() {
 }
 
 /// CONTRACT §25: prune deletes stream by stream; a stream whose snapshot
-/// file cannot be deleted is reported with what was deleted before, and the
-/// other streams are pruned.
+/// log cannot be rewritten is reported with nothing deleted, and the other
+/// streams are pruned.
 #[tokio::test(flavor = "multi_thread")]
-async fn prune_isolates_a_stream_whose_file_cannot_be_deleted() {
+async fn prune_isolates_a_stream_whose_log_cannot_be_rewritten() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("store");
     let a = tenant(1);
@@ -240,21 +242,20 @@ async fn prune_isolates_a_stream_whose_file_cannot_be_deleted() {
             store.put(&a, &snapshot).await.unwrap();
         }
     }
-    // Behind the handle's back, s1 of b-stuck becomes a directory: it cannot
-    // be deleted as a file.
+    // Behind the handle's back, the temp file b-stuck's log is rewritten
+    // through becomes a directory: the new log cannot be written.
     let stuck = dir
         .join("snapshots")
         .join("t-org-1.ws-1")
         .join("r-b-stuck")
-        .join("s-s1.json");
-    fs::remove_file(&stuck).unwrap();
+        .join("snapshots.jsonl.tmp");
     fs::create_dir(&stuck).unwrap();
     fs::write(stuck.join("keep"), b"x").unwrap();
     let report = store.prune(1, 1, 100).await.unwrap();
     let failed: Vec<String> = report.failed.iter().map(|f| f.to_string()).collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].starts_with("org-1/ws-1:b-stuck: "), "{failed:?}");
-    assert!(failed[0].contains("s-s1.json"), "{failed:?}");
+    assert!(failed[0].contains("snapshots.jsonl"), "{failed:?}");
     assert_eq!(report.removed, 4, "two of each other stream");
     for r in ["a-first", "c-last"] {
         let left = store.list(&a, &run(r), None).await.unwrap();

@@ -308,6 +308,20 @@ impl RedbStore {
         .await
     }
 
+    /// [`Self::read_txn`] on the calling task, for a read of one record:
+    /// cheaper there than the hand-off to the blocking pool and back.
+    fn read_txn_inline<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&ReadTransaction) -> Result<T, Failure>,
+    {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|err| Failure::from(err).into_error(&self.inner.path))?;
+        work(&txn).map_err(|failure| failure.into_error(&self.inner.path))
+    }
+
     fn writer(&self) -> &Writer {
         &self.inner.writer
     }

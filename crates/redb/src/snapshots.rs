@@ -1,7 +1,7 @@
 //! [`SnapshotStore`] for [`RedbStore`].
 
 use async_trait::async_trait;
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable};
 use runstore_core::{
     Error, MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey,
     Tenant, raw::snapshots::keep_newest, raw::snapshots::prune_selection, validate::check_clock,
@@ -239,13 +239,17 @@ impl SnapshotStore for RedbStore {
     ) -> Result<Vec<SnapshotRecord>> {
         let stream = stream_key(tenant, run_id);
         let limit = limit.filter(|limit| *limit > 0);
-        let listed = self
-            .read_txn(move |txn| {
-                let snapshots = txn.open_table(SNAPSHOTS)?;
-                let order = txn.open_table(SNAPSHOT_ORDER)?;
-                list(&snapshots, &order, &stream, limit)
-            })
-            .await?;
+        let read = move |txn: &ReadTransaction| {
+            let snapshots = txn.open_table(SNAPSHOTS)?;
+            let order = txn.open_table(SNAPSHOT_ORDER)?;
+            list(&snapshots, &order, &stream, limit)
+        };
+        let listed = if limit == Some(1) {
+            // `latest`: a few page reads, most often cached.
+            self.read_txn_inline(read)?
+        } else {
+            self.read_txn(read).await?
+        };
         Ok(keep_newest(listed, limit))
     }
 

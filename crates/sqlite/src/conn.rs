@@ -128,15 +128,18 @@ impl Readers {
         Ok(Reader { guard })
     }
 
+    /// The first free slot, lowest first: reads one after another keep
+    /// using the same connection (its sqlx thread, statement cache and
+    /// page cache stay warm), and only concurrent reads open or wake
+    /// others. With none free, waits in turn on one of them.
     async fn free_slot(&self) -> MutexGuard<'_, Option<SqliteConnection>> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let count = self.slots.len();
-        for offset in 0..count {
-            if let Ok(guard) = self.slots[(start + offset) % count].try_lock() {
+        for slot in &self.slots {
+            if let Ok(guard) = slot.try_lock() {
                 return guard;
             }
         }
-        self.slots[start % count].lock().await
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.slots[start % self.slots.len()].lock().await
     }
 }
 
@@ -191,5 +194,39 @@ mod tests {
         assert_eq!(pragma(&mut reader, "query_only").await, "1");
         let denied = sqlx::query("CREATE TABLE t (x)").execute(&mut reader).await;
         assert!(denied.is_err(), "reader connections cannot write");
+    }
+
+    #[tokio::test]
+    async fn reads_one_after_another_reuse_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        let path: Arc<str> = Arc::from("test");
+        let timeout = Duration::from_secs(5);
+        let options = writer_options(&file, Durability::Durable, timeout);
+        drop(connect(&path, &options, timeout).await.unwrap());
+        let readers = Readers::new(path, &file, 4, timeout);
+        for _ in 0..3 {
+            let mut reader = readers.get().await.unwrap();
+            sqlx::query("SELECT 1")
+                .fetch_one(reader.conn())
+                .await
+                .unwrap();
+        }
+        let opened = readers
+            .slots
+            .iter()
+            .filter(|slot| slot.try_lock().unwrap().is_some())
+            .count();
+        assert_eq!(opened, 1, "sequential reads opened {opened} connections");
+
+        // Concurrent reads take further connections.
+        let (a, b) = (readers.get().await.unwrap(), readers.get().await.unwrap());
+        drop((a, b));
+        let opened = readers
+            .slots
+            .iter()
+            .filter(|slot| slot.try_lock().unwrap().is_some())
+            .count();
+        assert_eq!(opened, 2);
     }
 }

@@ -14,8 +14,8 @@ use std::{collections::HashMap, sync::Arc};
 use runstore_core::{AppendOutcome, Error, Result, RunId, StreamKey, Tenant, raw::group::Joins};
 
 use super::{
-    Job, Writer,
-    retry::{Fail, Replan, retrying},
+    Job, PutJob, Writer,
+    retry::{Fail, Replan, into_error, retrying},
     rows::{Commit, EventRow, insert_rows},
     state::{StreamState, stream_state},
 };
@@ -61,6 +61,9 @@ impl Writer {
     }
 
     async fn run_group_once(&mut self, group: Vec<Job>) {
+        let Some(group) = self.try_lone_put(group).await else {
+            return;
+        };
         let Some(group) = self.try_guarded_group(group).await else {
             return;
         };
@@ -91,6 +94,32 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A group of one snapshot put: its upsert alone, as its own
+    /// (autocommit) write transaction, committed and synced like any other:
+    /// one round trip to the connection instead of three (`BEGIN
+    /// IMMEDIATE`, the upsert, `COMMIT`). Returns any other group
+    /// unanswered.
+    async fn try_lone_put(&mut self, group: Vec<Job>) -> Option<Vec<Job>> {
+        if !matches!(group.as_slice(), [Job::Put(_)]) {
+            return Some(group);
+        }
+        let Some(Job::Put(put)) = group.into_iter().next() else {
+            unreachable!("a group of one put");
+        };
+        let path = self.path.clone();
+        let result = retrying!(
+            self,
+            "store a snapshot",
+            Replan::No,
+            put_snapshot(&mut self.conn, &path, &put)
+                .await
+                .map_err(Fail::Db)
+        );
+        // The caller may have stopped waiting; the write stands either way.
+        put.reply.send(result.map_err(into_error));
+        None
     }
 
     /// Plans and writes a group in one transaction; answers in group order.
@@ -185,30 +214,7 @@ impl Writer {
         }
         for job in group {
             if let Job::Put(put) = job {
-                bind_stream(
-                    sqlx::query(schema::PUT_SNAPSHOT),
-                    &put.tenant,
-                    put.run_id.as_str(),
-                )
-                .bind(put.snapshot_id.as_str())
-                .bind(put.seq)
-                .bind(put.created_at_ms)
-                .bind(put.record.as_str())
-                .execute(&mut self.conn)
-                .await
-                .map_err(|err| {
-                    SqliteError::driver_at(
-                        p,
-                        "store a snapshot",
-                        format_args!(
-                            "{}:{}, snapshot {:?}",
-                            put.tenant,
-                            put.run_id,
-                            put.snapshot_id.as_str()
-                        ),
-                        err,
-                    )
-                })?;
+                put_snapshot(&mut self.conn, p, put).await?;
             }
         }
         if rows.is_empty() {
@@ -237,4 +243,38 @@ impl Writer {
         }
         Ok(answers)
     }
+}
+
+/// Runs the snapshot upsert of `put` on `conn` (inside the caller's
+/// transaction, or as its own).
+async fn put_snapshot(
+    conn: &mut sqlx::SqliteConnection,
+    path: &Arc<str>,
+    put: &PutJob,
+) -> std::result::Result<(), SqliteError> {
+    bind_stream(
+        sqlx::query(schema::PUT_SNAPSHOT),
+        &put.tenant,
+        put.run_id.as_str(),
+    )
+    .bind(put.snapshot_id.as_str())
+    .bind(put.seq)
+    .bind(put.created_at_ms)
+    .bind(put.record.as_str())
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(|err| {
+        SqliteError::driver_at(
+            path,
+            "store a snapshot",
+            format_args!(
+                "{}:{}, snapshot {:?}",
+                put.tenant,
+                put.run_id,
+                put.snapshot_id.as_str()
+            ),
+            err,
+        )
+    })
 }
