@@ -337,7 +337,7 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
 /// How many events one compaction step prunes at most before it commits
 /// and lets the writes queued meanwhile go first (a stream is never split:
 /// one with more is a step of its own).
-const COMPACT_STEP_EVENTS: usize = 1_024;
+const COMPACT_STEP_EVENTS: usize = 256;
 
 /// Which streams one compaction step takes.
 #[derive(Debug, Clone)]

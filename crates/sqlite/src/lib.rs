@@ -52,7 +52,7 @@
 //!   `Limits`) before it is queued, so a
 //!   refused request writes nothing and never joins a group.
 //! - **Maintenance per stream**: `compact` and `prune` take streams into a
-//!   write transaction until it has pruned about 1,000 events (or deleted
+//!   write transaction until it has pruned 256 events (or deleted
 //!   as many snapshots), so a writer waits for one such transaction, not
 //!   for the pass; a transaction that fails is run again with its first
 //!   stream alone, so the report names only the streams that fail alone.

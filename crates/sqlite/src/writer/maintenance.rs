@@ -30,7 +30,7 @@ use crate::{
 /// lets the writes queued meanwhile go first: events pruned (compaction) or
 /// snapshots deleted (prune). A stream is never split: one with more is a
 /// transaction of its own.
-pub(crate) const STEP_WORK: usize = 1_024;
+pub(crate) const STEP_WORK: usize = 256;
 
 impl Writer {
     /// Runs `task` on the first of `streams`, in order, in one
