@@ -72,11 +72,11 @@ pub fn run_standard<E: Engine>(
 
 /// The peer bench's `main` (`benches/peer.rs`, run by
 /// `scripts/peer-bench.sh`): rounds of the checkpoint workload, each
-/// running LangGraph's SQLite checkpointer (through [`Peer`]) and then every
-/// embedded backend, and, with the `postgres` feature and
-/// `RUNSTORE_POSTGRES_URL`, LangGraph's PostgreSQL checkpointer and then the
-/// PostgreSQL backend; then one table of ratios, each the median of the
-/// per-round ratios. `RUNSTORE_PEER_ROUNDS` rounds (default 3);
+/// running, for every embedded backend, LangGraph's SQLite checkpointer
+/// (through [`Peer`]) and then that backend, and, with the `postgres`
+/// feature and `RUNSTORE_POSTGRES_URL`, LangGraph's PostgreSQL checkpointer
+/// and then the PostgreSQL backend; then one table of ratios, each the
+/// median of the per-round ratios. `RUNSTORE_PEER_ROUNDS` rounds (default 3);
 /// `RUNSTORE_PEER_BACKENDS` (comma-separated, default all) picks the
 /// backends; `RUNSTORE_PEER_APPENDS` sets the single appends (default
 /// 2,000; 0 leaves them out). Without
