@@ -28,6 +28,7 @@ use runstore_core::{
     Durability, Error, EventId, EventRecord, MaintenanceReport, Result, StreamKey,
     raw::compaction::{CompactionPolicy, StreamCompaction, compact_stream},
 };
+use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     error::io_at,
@@ -133,6 +134,10 @@ struct Taken {
 /// What [`prepare`] leaves for [`finish`]: the new log written up to the
 /// old log's end at the time, synced, and what the index must learn.
 pub(crate) struct Rewritten {
+    /// The pass's hold on the handle's compaction lock, released when the
+    /// new log is published or discarded (a dropped `Rewritten` removes
+    /// nothing: the next pass truncates the temporary file).
+    _pass: OwnedMutexGuard<()>,
     /// The log the new one replaces, and how much of it was rewritten.
     old: Arc<LogFile>,
     end: u64,
@@ -169,7 +174,15 @@ fn paths(shared: &Shared) -> (PathBuf, PathBuf) {
 /// marker, a marker that would break a limit) is reported and left as it is;
 /// the others are compacted (CONTRACT §25). Only a failure of the rewrite
 /// itself (I/O) fails the pass.
-pub(crate) fn prepare(shared: &Shared, policy: &CompactionPolicy) -> Result<Prepared> {
+///
+/// `pass` is the handle's compaction lock, held until the pass ends: a
+/// pass whose caller stopped waiting still holds it while it writes the
+/// temporary file, so no second pass writes that file at the same time.
+pub(crate) fn prepare(
+    shared: &Shared,
+    policy: &CompactionPolicy,
+    pass: OwnedMutexGuard<()>,
+) -> Result<Prepared> {
     if let Some(error) = shared.poisoned() {
         return Err(error);
     }
@@ -313,6 +326,7 @@ pub(crate) fn prepare(shared: &Shared, policy: &CompactionPolicy) -> Result<Prep
     })();
     match written {
         Ok((file, written)) => Ok(Prepared::Rewritten(Box::new(Rewritten {
+            _pass: pass,
             old,
             end,
             file,
@@ -333,6 +347,7 @@ pub(crate) fn prepare(shared: &Shared, policy: &CompactionPolicy) -> Result<Prep
 /// the index. Answers the pass's report.
 pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<MaintenanceReport> {
     let Rewritten {
+        _pass,
         old,
         end,
         file,
@@ -562,13 +577,18 @@ mod tests {
         store.put(&t, &floor).await.unwrap();
         let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
         let shared = store.inner.shared.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, &policy))
+        let pass = store.inner.compaction.clone().lock_owned().await;
+        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, &policy, pass))
             .await
             .unwrap()
             .unwrap();
         let Prepared::Rewritten(rewritten) = prepared else {
             panic!("a is compacted");
         };
+        // The rewritten log holds the pass's lock until it is published,
+        // whoever still waits for it: no second pass writes the temporary
+        // file meanwhile.
+        assert!(store.inner.compaction.try_lock().is_err());
 
         store.append(&t, &event("a", "a5", 200)).await.unwrap();
         store.append(&t, &event("b", "b5", 200)).await.unwrap();
@@ -579,6 +599,7 @@ mod tests {
             .request(|reply| Command::FinishCompaction { rewritten, reply })
             .await
             .unwrap();
+        assert!(store.inner.compaction.try_lock().is_ok(), "released");
         // `a` below its floor at seq 3; `b` has no snapshot and every event
         // was old enough when the pass began.
         assert_eq!(report.removed, 2 + 4, "{report:?}");

@@ -162,8 +162,10 @@ pub struct JsonlStore {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// Held for a whole compaction pass: one runs at a time.
-    compaction: tokio::sync::Mutex<()>,
+    /// Held for a whole compaction pass, from its first step until its new
+    /// log is published or discarded: one pass at a time, also when the
+    /// caller of one stopped waiting for it.
+    compaction: Arc<tokio::sync::Mutex<()>>,
     requests: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     _lock: DirLock,
@@ -317,7 +319,7 @@ impl JsonlStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
-                compaction: tokio::sync::Mutex::new(()),
+                compaction: Arc::new(tokio::sync::Mutex::new(())),
                 requests: Some(requests),
                 writer: Some(writer),
                 _lock: lock,

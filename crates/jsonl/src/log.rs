@@ -97,9 +97,9 @@ impl EventLog for JsonlStore {
         };
         // One pass at a time; the first step runs beside the writer, the
         // second on it (crate::compact).
-        let _one = self.inner.compaction.lock().await;
+        let pass = self.inner.compaction.clone().lock_owned().await;
         match self
-            .blocking(move |shared| compact::prepare(shared, &policy))
+            .blocking(move |shared| compact::prepare(shared, &policy, pass))
             .await?
         {
             Prepared::Done(report) => Ok(report),
