@@ -214,11 +214,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
             Batch::Alone(command) => vec![command],
         };
         let requests = group.len();
-        let events = group.iter().map(|c| match c.joins() {
-            Joins::Group(events) => events,
-            Joins::Alone => 0,
-        });
-        let events = events.sum();
+        let events = group.iter().map(|c| c.joins().events()).sum();
         let began = std::time::Instant::now();
         commit(shared, group, &mut scratch);
         runstore_core::telemetry::group_committed("jsonl", requests, events, began.elapsed());

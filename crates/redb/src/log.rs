@@ -349,6 +349,18 @@ enum Streams {
     Only(Vec<u8>),
 }
 
+/// The stream heads after the key `after` in key order (all of them when
+/// `None`): where a compaction pass goes on.
+fn heads_after<'a>(
+    heads: &'a impl ReadableTable<&'static [u8], u64>,
+    after: Option<&[u8]>,
+) -> Result<redb::Range<'a, &'static [u8], u64>, StorageError> {
+    match after {
+        Some(after) => heads.range::<&[u8]>((Bound::Excluded(after), Bound::Unbounded)),
+        None => heads.iter(),
+    }
+}
+
 /// One step of a compaction pass, in the writer's transaction: compacts
 /// `streams` and answers the report and the last stream it looked at
 /// (`None` once the pass reached the last stream).
@@ -392,12 +404,7 @@ fn compact(
             step(stream, &mut changes)?;
         }
         Streams::After(after) => {
-            let mut range = match &after {
-                Some(after) => tables
-                    .heads
-                    .range::<&[u8]>((Bound::Excluded(after.as_slice()), Bound::Unbounded))?,
-                None => tables.heads.iter()?,
-            };
+            let mut range = heads_after(&*tables.heads, after.as_deref())?;
             for entry in range.by_ref() {
                 let stream = entry?.0.value().to_vec();
                 looked_at = Some(stream.clone());
@@ -463,13 +470,7 @@ impl RedbStore {
     async fn stream_after(&self, after: Option<Vec<u8>>) -> Result<Option<(StreamKey, Vec<u8>)>> {
         self.read_txn(move |txn| {
             let heads = txn.open_table(HEADS)?;
-            let mut range = match &after {
-                Some(after) => {
-                    heads.range::<&[u8]>((Bound::Excluded(after.as_slice()), Bound::Unbounded))?
-                }
-                None => heads.iter()?,
-            };
-            match range.next() {
+            match heads_after(&heads, after.as_deref())?.next() {
                 Some(entry) => {
                     let stream = entry?.0.value().to_vec();
                     Ok(Some((decode_stream(&stream)?.0, stream)))

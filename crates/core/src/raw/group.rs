@@ -179,6 +179,16 @@ pub enum Joins {
     Alone,
 }
 
+impl Joins {
+    /// The events it counts in a group; none for a job that runs alone.
+    pub fn events(self) -> usize {
+        match self {
+            Self::Group(events) => events,
+            Self::Alone => 0,
+        }
+    }
+}
+
 /// What a writer or a leader runs next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Batch<R> {

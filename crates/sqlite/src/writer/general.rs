@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use runstore_core::{AppendOutcome, Error, Result, RunId, StreamKey, Tenant, raw::group::Joins};
+use runstore_core::{AppendOutcome, Error, Result, RunId, StreamKey, Tenant};
 
 use super::{
     Job, PutJob, Writer,
@@ -50,11 +50,7 @@ impl GroupFailure {
 impl Writer {
     pub(super) async fn run_group(&mut self, group: Vec<Job>) {
         let requests = group.len();
-        let events = group.iter().map(|job| match job.joins() {
-            Joins::Group(events) => events,
-            Joins::Alone => 0,
-        });
-        let events = events.sum();
+        let events = group.iter().map(|job| job.joins().events()).sum();
         let began = std::time::Instant::now();
         self.run_group_once(group).await;
         runstore_core::telemetry::group_committed("sqlite", requests, events, began.elapsed());
