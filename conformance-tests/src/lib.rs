@@ -29,6 +29,7 @@
 
 pub mod compaction;
 pub mod concurrency;
+pub mod erasure;
 pub mod events;
 mod fixtures;
 pub mod handles;
@@ -89,6 +90,11 @@ macro_rules! suite {
             maintenance::streams_and_snapshot_streams_list_everything,
             maintenance::import_keeps_seqs_and_markers_and_is_repeatable,
             maintenance::import_rejects_a_diverging_stream,
+            erasure::delete_run_erases_events_ids_and_snapshots,
+            erasure::delete_of_a_missing_run_writes_nothing,
+            erasure::delete_tenant_erases_every_run_of_that_tenant_only,
+            erasure::delete_racing_appends_leaves_a_sound_stream,
+            erasure::a_deleted_run_migrates_with_its_seqs,
             persistence::everything_survives_reopen,
             property::store_matches_the_model,
             property::store_matches_the_model_under_hostile_input,

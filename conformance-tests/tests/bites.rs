@@ -11,8 +11,8 @@ use std::{
 
 use async_trait::async_trait;
 use runstore_conformance::{
-    Capabilities, Harness, compaction, events, idempotency, persistence, property, snapshots,
-    tenancy,
+    Capabilities, Harness, compaction, erasure, events, idempotency, persistence, property,
+    snapshots, tenancy,
 };
 use runstore_core::{
     AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, MemoryStore, ReadQuery,
@@ -35,6 +35,11 @@ enum Fault {
     CompactIgnoresSnapshots,
     /// Claims persistence, forgets everything on reopen (CONTRACT §16).
     ForgetOnReopen,
+    /// Deleting a run removes its stream whole, so its seqs start again at
+    /// 1 (CONTRACT §27).
+    DeleteRestartsSeqs,
+    /// Deleting a run's snapshots deletes none (CONTRACT §27).
+    DeleteKeepsSnapshots,
 }
 
 #[derive(Debug)]
@@ -47,6 +52,31 @@ struct Wrong {
 impl Wrong {
     fn inner(&self) -> MemoryStore {
         self.inner.lock().expect("not poisoned").clone()
+    }
+
+    /// The store without `dropped`'s records: every other stream and every
+    /// snapshot copied into a new model.
+    async fn without_stream(&self, dropped: &StreamKey) -> Result<()> {
+        let inner = self.inner();
+        let rebuilt = MemoryStore::new();
+        for stream in inner.streams().await? {
+            if stream == *dropped {
+                continue;
+            }
+            let records = inner
+                .read(&stream.tenant, &stream.run_id, ReadQuery::all())
+                .await?;
+            rebuilt
+                .import_stream(&stream.tenant, &stream.run_id, &records)
+                .await?;
+        }
+        for stream in inner.snapshot_streams().await? {
+            for snapshot in inner.list(&stream.tenant, &stream.run_id, None).await? {
+                rebuilt.put(&stream.tenant, &snapshot).await?;
+            }
+        }
+        *self.inner.lock().expect("not poisoned") = rebuilt;
+        Ok(())
     }
 
     fn tenant(&self, tenant: &Tenant) -> Tenant {
@@ -157,6 +187,16 @@ impl EventLog for Wrong {
             .import_stream(&self.tenant(tenant), run_id, records)
             .await
     }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let tenant = self.tenant(tenant);
+        let deleted = self.inner().delete_run(&tenant, run_id).await?;
+        if self.fault == Fault::DeleteRestartsSeqs {
+            self.without_stream(&StreamKey::new(tenant, run_id.clone()))
+                .await?;
+        }
+        Ok(deleted)
+    }
 }
 
 #[async_trait]
@@ -208,6 +248,15 @@ impl SnapshotStore for Wrong {
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
         self.inner().snapshot_streams().await
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        if self.fault == Fault::DeleteKeepsSnapshots {
+            return Ok(0);
+        }
+        self.inner()
+            .delete_snapshots(&self.tenant(tenant), run_id)
+            .await
     }
 }
 
@@ -293,6 +342,30 @@ async fn compacting_under_snapshots_fails_the_floor() {
 async fn forgetting_on_reopen_fails_persistence() {
     must_fail(Fault::ForgetOnReopen, |h| async move {
         persistence::everything_survives_reopen(&h).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_seqs_after_a_deletion_fails_erasure() {
+    must_fail(Fault::DeleteRestartsSeqs, |h| async move {
+        erasure::delete_run_erases_events_ids_and_snapshots(&h).await;
+    })
+    .await;
+    must_fail(Fault::DeleteRestartsSeqs, |h| async move {
+        erasure::delete_tenant_erases_every_run_of_that_tenant_only(&h).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeping_snapshots_of_a_deleted_run_fails_erasure() {
+    must_fail(Fault::DeleteKeepsSnapshots, |h| async move {
+        erasure::delete_run_erases_events_ids_and_snapshots(&h).await;
+    })
+    .await;
+    must_fail(Fault::DeleteKeepsSnapshots, |h| async move {
+        erasure::delete_tenant_erases_every_run_of_that_tenant_only(&h).await;
     })
     .await;
 }

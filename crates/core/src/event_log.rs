@@ -15,7 +15,8 @@ use crate::{
 /// appending one event live in [`EventLogExt`](crate::EventLogExt). Every
 /// method is scoped to one tenant except the store-wide maintenance calls
 /// ([`compact`](Self::compact), [`streams`](Self::streams),
-/// [`import_stream`](Self::import_stream)), which are explicit.
+/// [`import_stream`](Self::import_stream)), which are explicit, and
+/// [`delete_tenant`](Self::delete_tenant), which spans one tenant's runs.
 ///
 /// Implementations must be cheap to clone handles over shared state, usable
 /// from many tasks at once, and keep no process-wide state (CONTRACT §20).
@@ -134,6 +135,46 @@ pub trait EventLog: Send + Sync + Debug + 'static {
         run_id: &RunId,
         records: &[EventRecord],
     ) -> Result<usize>;
+
+    /// Deletes `tenant`'s `run_id` (CONTRACT §27): its events, its marker
+    /// and the ids that marker remembers are removed from storage, and the
+    /// stream keeps one record, its erasure marker
+    /// ([`erasure_marker`](crate::raw::erasure::erasure_marker)) at its last
+    /// seq. `list_runs` no longer lists the run, no read or `seq_of` finds
+    /// any of its events, and an append continues after its last seq; an old
+    /// event id appended again is new. Snapshots are
+    /// [`SnapshotStore::delete_snapshots`](crate::SnapshotStore::delete_snapshots)'
+    /// to delete. Answers how many events were deleted (markers and the ids a
+    /// marker remembered not counted); a run that holds nothing, or was
+    /// deleted and not appended to since, answers 0 and is left as it is.
+    /// See [`raw::erasure`](crate::raw::erasure).
+    ///
+    /// # Errors
+    /// `Io`, `Backend` when storage fails; nothing is deleted then.
+    ///
+    /// # Cancel safety
+    /// The run is deleted atomically: a dropped future leaves it either
+    /// deleted or untouched.
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize>;
+
+    /// Deletes every run of `tenant` as [`delete_run`](Self::delete_run)
+    /// does (CONTRACT §28), each run on its own (CONTRACT §25): the report
+    /// counts the events deleted and names every run that failed. Other
+    /// tenants are untouched.
+    ///
+    /// The trait provides it over `list_runs` and `delete_run`; a backend
+    /// overrides it when it can delete the whole tenant in one pass.
+    ///
+    /// # Errors
+    /// `Io`, `Backend` when the tenant's runs cannot be listed.
+    async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        for run_id in self.list_runs(tenant).await? {
+            let step = self.delete_run(tenant, &run_id).await;
+            report.record(&StreamKey::new(tenant.clone(), run_id), step);
+        }
+        Ok(report)
+    }
 }
 
 macro_rules! forward_event_log {
@@ -186,6 +227,12 @@ macro_rules! forward_event_log {
                 records: &[EventRecord],
             ) -> Result<usize> {
                 (**self).import_stream(tenant, run_id, records).await
+            }
+            async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+                (**self).delete_run(tenant, run_id).await
+            }
+            async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+                (**self).delete_tenant(tenant).await
             }
         }
     };

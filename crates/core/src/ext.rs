@@ -6,7 +6,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AppendOutcome, EventLog, EventRecord, Result, RunId, SnapshotRecord, SnapshotStore, Tenant,
+    AppendOutcome, EventLog, EventRecord, MaintenanceReport, Result, RunId, SnapshotRecord,
+    SnapshotStore, Storage, Tenant,
 };
 
 /// Conveniences for every [`EventLog`].
@@ -69,3 +70,64 @@ pub trait SnapshotStoreExt: SnapshotStore {
 }
 
 impl<T: SnapshotStore + ?Sized> SnapshotStoreExt for T {}
+
+/// What [`StorageExt::erase_run`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErasedRun {
+    /// Events deleted (markers and the ids a marker remembered not
+    /// counted), as [`EventLog::delete_run`] answers.
+    pub events: usize,
+    /// Snapshots deleted.
+    pub snapshots: usize,
+}
+
+/// What [`StorageExt::erase_tenant`] deleted, and the runs that failed.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ErasedTenant {
+    /// [`SnapshotStore::delete_tenant_snapshots`]'s report.
+    pub snapshots: MaintenanceReport,
+    /// [`EventLog::delete_tenant`]'s report.
+    pub events: MaintenanceReport,
+}
+
+impl ErasedTenant {
+    /// Whether every run was deleted.
+    pub fn is_clean(&self) -> bool {
+        self.snapshots.is_clean() && self.events.is_clean()
+    }
+}
+
+/// Erasure of a run's or a tenant's events and snapshots together
+/// (CONTRACT §27, §28), for every store that implements both traits.
+#[async_trait]
+pub trait StorageExt: Storage {
+    /// Deletes the run's snapshots, then its events
+    /// ([`SnapshotStore::delete_snapshots`], [`EventLog::delete_run`]).
+    /// Snapshots go first: a failure between the two leaves a run with
+    /// events and no snapshot, as a `prune` could, never snapshots of a
+    /// deleted run. Calling it again finishes an interrupted deletion.
+    ///
+    /// # Errors
+    /// As the two calls; the events are left as they were when the
+    /// snapshots could not be deleted.
+    async fn erase_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<ErasedRun> {
+        let snapshots = self.delete_snapshots(tenant, run_id).await?;
+        let events = self.delete_run(tenant, run_id).await?;
+        Ok(ErasedRun { events, snapshots })
+    }
+
+    /// Deletes every snapshot of the tenant, then every run
+    /// ([`SnapshotStore::delete_tenant_snapshots`],
+    /// [`EventLog::delete_tenant`]), each run on its own (CONTRACT §25).
+    ///
+    /// # Errors
+    /// As the two calls.
+    async fn erase_tenant(&self, tenant: &Tenant) -> Result<ErasedTenant> {
+        let snapshots = self.delete_tenant_snapshots(tenant).await?;
+        let events = self.delete_tenant(tenant).await?;
+        Ok(ErasedTenant { snapshots, events })
+    }
+}
+
+impl<T: Storage + ?Sized> StorageExt for T {}

@@ -48,7 +48,7 @@ pub mod validate;
 
 pub use error::{BoxError, Error, Result, SharedError};
 pub use event_log::EventLog;
-pub use ext::{EventLogExt, SnapshotStoreExt};
+pub use ext::{ErasedRun, ErasedTenant, EventLogExt, SnapshotStoreExt, StorageExt};
 pub use maintenance::{MaintenanceReport, StreamFailure};
 pub use memory::MemoryStore;
 pub use snapshot_store::SnapshotStore;

@@ -13,6 +13,7 @@ use crate::{
     raw::{
         append::{plan_append, plan_import},
         compaction::{CompactionPolicy, compact_stream, seq_among},
+        erasure::{erasure_marker, is_erased},
         snapshots::{keep_newest, prune_selection, snapshot_order},
     },
     validate::{Limits, check_clock},
@@ -158,13 +159,14 @@ impl EventLog for MemoryStore {
     }
 
     async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
-        Ok(self
-            .lock()
-            .streams
-            .keys()
-            .filter(|stream| stream.tenant == *tenant)
-            .map(|stream| stream.run_id.clone())
-            .collect())
+        let state = self.lock();
+        let mut runs = Vec::new();
+        for (stream, records) in &state.streams {
+            if stream.tenant == *tenant && !is_erased(records)? {
+                runs.push(stream.run_id.clone());
+            }
+        }
+        Ok(runs)
     }
 
     async fn compact(&self, retention_ms: u64, now_ms: u64) -> Result<MaintenanceReport> {
@@ -218,6 +220,24 @@ impl EventLog for MemoryStore {
                 .extend_from_slice(missing);
         }
         Ok(missing.len())
+    }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let key = key(tenant, run_id);
+        let mut state = self.lock();
+        let Some(records) = state.streams.get_mut(&key) else {
+            return Ok(0);
+        };
+        if is_erased(records)? {
+            return Ok(0);
+        }
+        let last = records.last().map_or(0, |record| record.seq);
+        let deleted = records
+            .iter()
+            .filter(|record| !record.is_compaction_marker())
+            .count();
+        *records = vec![erasure_marker(tenant, run_id, last)];
+        Ok(deleted)
     }
 }
 
@@ -285,6 +305,14 @@ impl SnapshotStore for MemoryStore {
             report.record(&stream, Ok(1));
         }
         Ok(report)
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let key = key(tenant, run_id);
+        let mut state = self.lock();
+        let before = state.snapshots.len();
+        state.snapshots.retain(|(stream, _), _| *stream != key);
+        Ok(before - state.snapshots.len())
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

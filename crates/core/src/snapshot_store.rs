@@ -74,6 +74,35 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
     /// # Errors
     /// `Io`, `Backend`.
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>>;
+
+    /// Deletes every snapshot of `tenant`'s `run_id` from storage (CONTRACT
+    /// §27); answers how many. A `put` that races the deletion may be
+    /// stored after it.
+    ///
+    /// # Errors
+    /// `Io`, `Backend`.
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize>;
+
+    /// Deletes every snapshot of `tenant` (CONTRACT §28), each run on its own
+    /// (CONTRACT §25): the report counts the snapshots deleted and names
+    /// every run that failed.
+    ///
+    /// The trait provides it over `snapshot_streams` and
+    /// [`delete_snapshots`](Self::delete_snapshots).
+    ///
+    /// # Errors
+    /// `Io`, `Backend` when the streams cannot be listed.
+    async fn delete_tenant_snapshots(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        for stream in self.snapshot_streams().await? {
+            if stream.tenant != *tenant {
+                continue;
+            }
+            let step = self.delete_snapshots(tenant, &stream.run_id).await;
+            report.record(&stream, step);
+        }
+        Ok(report)
+    }
 }
 
 macro_rules! forward_snapshot_store {
@@ -111,6 +140,12 @@ macro_rules! forward_snapshot_store {
             }
             async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
                 (**self).snapshot_streams().await
+            }
+            async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+                (**self).delete_snapshots(tenant, run_id).await
+            }
+            async fn delete_tenant_snapshots(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+                (**self).delete_tenant_snapshots(tenant).await
             }
         }
     };

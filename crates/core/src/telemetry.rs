@@ -27,11 +27,14 @@
 //! | `runstore_commit_seconds` | histogram | | one group commit, its sync included |
 //! | `runstore_compacted_events_total` | counter | | events pruned by `compact` |
 //! | `runstore_pruned_snapshots_total` | counter | | snapshots deleted by `prune` |
-//! | `runstore_maintenance_failed_streams_total` | counter | `op` | streams a `compact` or `prune` pass reported as failed |
+//! | `runstore_deleted_events_total` | counter | | events deleted by `delete_run` and `delete_tenant` |
+//! | `runstore_deleted_snapshots_total` | counter | | snapshots deleted by `delete_snapshots` and `delete_tenant_snapshots` |
+//! | `runstore_maintenance_failed_streams_total` | counter | `op` | streams a `compact`, `prune`, `delete_tenant` or `delete_tenant_snapshots` pass reported as failed |
 //!
 //! `op` is the trait method's name (`append_batch`, `read`, `next_seq`,
-//! `seq_of`, `list_runs`, `compact`, `streams`, `import_stream`, `put`,
-//! `get`, `list`, `prune`, `snapshot_streams`).
+//! `seq_of`, `list_runs`, `compact`, `streams`, `import_stream`,
+//! `delete_run`, `delete_tenant`, `put`, `get`, `list`, `prune`,
+//! `snapshot_streams`, `delete_snapshots`, `delete_tenant_snapshots`).
 
 use std::time::{Duration, Instant};
 
@@ -256,6 +259,27 @@ impl<S: EventLog> EventLog for Instrumented<S> {
         self.finish("import_stream", began, &result);
         result
     }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let span = stream_span!(self, "delete_run", tenant, run_id);
+        let began = Instant::now();
+        let result = self.inner.delete_run(tenant, run_id).instrument(span).await;
+        self.finish("delete_run", began, &result);
+        if let Ok(deleted) = &result {
+            metrics::counter!("runstore_deleted_events_total", "backend" => self.backend)
+                .increment(*deleted as u64);
+        }
+        result
+    }
+
+    async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        let span = store_span!(self, "delete_tenant", tenant = %tenant);
+        let began = Instant::now();
+        let result = self.inner.delete_tenant(tenant).instrument(span).await;
+        self.finish("delete_tenant", began, &result);
+        self.maintained("delete_tenant", &result, "runstore_deleted_events_total");
+        result
+    }
 }
 
 #[async_trait]
@@ -325,6 +349,39 @@ impl<S: SnapshotStore> SnapshotStore for Instrumented<S> {
         let began = Instant::now();
         let result = self.inner.snapshot_streams().instrument(span).await;
         self.finish("snapshot_streams", began, &result);
+        result
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let span = stream_span!(self, "delete_snapshots", tenant, run_id);
+        let began = Instant::now();
+        let result = self
+            .inner
+            .delete_snapshots(tenant, run_id)
+            .instrument(span)
+            .await;
+        self.finish("delete_snapshots", began, &result);
+        if let Ok(deleted) = &result {
+            metrics::counter!("runstore_deleted_snapshots_total", "backend" => self.backend)
+                .increment(*deleted as u64);
+        }
+        result
+    }
+
+    async fn delete_tenant_snapshots(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        let span = store_span!(self, "delete_tenant_snapshots", tenant = %tenant);
+        let began = Instant::now();
+        let result = self
+            .inner
+            .delete_tenant_snapshots(tenant)
+            .instrument(span)
+            .await;
+        self.finish("delete_tenant_snapshots", began, &result);
+        self.maintained(
+            "delete_tenant_snapshots",
+            &result,
+            "runstore_deleted_snapshots_total",
+        );
         result
     }
 }

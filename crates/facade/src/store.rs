@@ -109,6 +109,14 @@ impl EventLog for Store {
     ) -> Result<usize> {
         EventLog::import_stream(&*self.inner, tenant, run_id, records).await
     }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        EventLog::delete_run(&*self.inner, tenant, run_id).await
+    }
+
+    async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        EventLog::delete_tenant(&*self.inner, tenant).await
+    }
 }
 
 #[async_trait]
@@ -147,6 +155,14 @@ impl SnapshotStore for Store {
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
         SnapshotStore::snapshot_streams(&*self.inner).await
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        SnapshotStore::delete_snapshots(&*self.inner, tenant, run_id).await
+    }
+
+    async fn delete_tenant_snapshots(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        SnapshotStore::delete_tenant_snapshots(&*self.inner, tenant).await
     }
 }
 

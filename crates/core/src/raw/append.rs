@@ -21,7 +21,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::{
     AppendOutcome, Error, EventId, EventRecord, Result, RunId, Tenant,
-    raw::compaction::compacted_ids, validate::MAX_SEQ,
+    raw::compaction::{compacted_ids, marker_payload},
+    validate::MAX_SEQ,
 };
 
 /// What an append request must write and answer.
@@ -380,6 +381,7 @@ fn check_new_records(
     // reference, whose merged markers remember their predecessor).
     let mut live = Vec::with_capacity(missing.len());
     let mut remembered = Vec::new();
+    let mut erased = 0;
     for record in missing {
         if let Some(seq) = stored_seq(&record.event_id)? {
             return Err(refuse(format_args!(
@@ -399,7 +401,18 @@ fn check_new_records(
                 record.seq
             )));
         }
-        let ids = compacted_ids(record)?;
+        let payload = marker_payload(record)?;
+        if let Some(through) = payload.erased_through_seq {
+            if through > record.seq {
+                return Err(refuse(format_args!(
+                    "the marker at seq {} says the run was erased through seq {through}, \
+                     above its own",
+                    record.seq
+                )));
+            }
+            erased = through;
+        }
+        let ids = payload.compacted_event_ids;
         if !ids.iter().any(|id| id.seq == record.seq) {
             remembered.push(record.seq);
         }
@@ -437,8 +450,18 @@ fn check_new_records(
     let mut occupied = live;
     occupied.extend(remembered);
     occupied.sort_unstable();
-    let mut expected = last_seq;
+    // A deleted run's marker accounts for every seq up to the one it erased
+    // through; only the erasure marker itself sits there (raw::erasure).
+    let mut expected = last_seq.max(erased);
     for seq in occupied {
+        if seq <= erased {
+            if seq < erased || !erasure_marker_at(missing, seq) {
+                return Err(refuse(format_args!(
+                    "seq {seq} is held although the run was erased through seq {erased}"
+                )));
+            }
+            continue;
+        }
         expected += 1;
         if seq != expected {
             return Err(refuse(format_args!(
@@ -448,6 +471,13 @@ fn check_new_records(
         }
     }
     Ok(())
+}
+
+/// Whether the record at `seq` among `records` is a compaction marker.
+fn erasure_marker_at(records: &[EventRecord], seq: u64) -> bool {
+    records
+        .iter()
+        .any(|record| record.seq == seq && record.is_compaction_marker())
 }
 
 #[cfg(test)]

@@ -147,6 +147,17 @@ pub enum ProblemKind {
     /// A seq is live and remembered by the marker (other than the
     /// marker's own).
     LiveAndCompacted,
+    /// A marker says the run was erased through a seq above its own.
+    ErasedAbove {
+        /// What the payload says.
+        erased_through_seq: u64,
+    },
+    /// A seq holds a record or a remembered id although the run was erased
+    /// through it (CONTRACT §27).
+    ErasedSeqHeld {
+        /// The marker's `erased_through_seq`.
+        erased_through_seq: u64,
+    },
     /// Seqs between 1 and the last are neither live nor remembered.
     Gap {
         /// How many.
@@ -216,6 +227,14 @@ impl fmt::Display for Problem {
                 "compacted id {event_id:?} is also live at seq {live_seq}"
             ),
             ProblemKind::LiveAndCompacted => write!(f, "seq {seq} is both live and compacted"),
+            ProblemKind::ErasedAbove { erased_through_seq } => write!(
+                f,
+                "marker at seq {seq} says erased_through_seq {erased_through_seq}, above its own seq"
+            ),
+            ProblemKind::ErasedSeqHeld { erased_through_seq } => write!(
+                f,
+                "seq {seq} is held although the run was erased through seq {erased_through_seq}"
+            ),
             ProblemKind::Gap { missing } => write!(
                 f,
                 "{missing} missing seq(s) not covered by a compaction marker, first {seq}"
@@ -317,6 +336,7 @@ pub fn check_stream(key: &StreamKey, records: &[EventRecord]) -> StreamCheck {
     let mut compacted: BTreeMap<u64, String> = BTreeMap::new();
     let mut markers = 0;
     let mut marker_seq = None;
+    let mut erased_through = 0;
     let mut previous = 0;
     for record in records {
         let seq = record.seq;
@@ -365,7 +385,10 @@ pub fn check_stream(key: &StreamKey, records: &[EventRecord]) -> StreamCheck {
             }
         };
         let highest = payload.compacted_event_ids.iter().map(|id| id.seq).max();
-        if payload.compacted_through_seq != seq || highest != Some(seq) {
+        // An erasure marker remembers no id: its seq is the one it erased
+        // through (crate::raw::erasure).
+        let erasure_only = highest.is_none() && payload.erased_through_seq == Some(seq);
+        if payload.compacted_through_seq != seq || (highest != Some(seq) && !erasure_only) {
             report(
                 seq,
                 ProblemKind::MarkerThrough {
@@ -390,6 +413,17 @@ pub fn check_stream(key: &StreamKey, records: &[EventRecord]) -> StreamCheck {
                     source: payload.source.clone(),
                 },
             );
+        }
+        if let Some(erased) = payload.erased_through_seq {
+            if erased > seq {
+                report(
+                    seq,
+                    ProblemKind::ErasedAbove {
+                        erased_through_seq: erased,
+                    },
+                );
+            }
+            erased_through = erased_through.max(erased.min(seq));
         }
         for id in &payload.compacted_event_ids {
             let second = id.event_id.as_str().to_owned();
@@ -426,10 +460,23 @@ pub fn check_stream(key: &StreamKey, records: &[EventRecord]) -> StreamCheck {
 
     // Walk the occupied seqs, not the range up to the last: a hostile seq
     // near the top of the range must not make the check loop for ages.
+    // Seqs a deleted run's marker erased are accounted for, and nothing but
+    // that marker may sit at or below them.
     let mut occupied = live_seqs;
     occupied.extend(compacted.keys().copied());
-    let (mut expected, mut missing, mut first_gap) = (1u64, 0u64, None);
+    let (mut expected, mut missing, mut first_gap) = (erased_through.saturating_add(1), 0u64, None);
     for seq in occupied {
+        if seq <= erased_through {
+            if Some(seq) != marker_seq || compacted.contains_key(&seq) {
+                report(
+                    seq,
+                    ProblemKind::ErasedSeqHeld {
+                        erased_through_seq: erased_through,
+                    },
+                );
+            }
+            continue;
+        }
         if seq > expected {
             first_gap.get_or_insert(expected);
             missing = missing.saturating_add(seq - expected);
@@ -501,6 +548,7 @@ mod tests {
                 })
                 .collect(),
             source: COMPACTION_SOURCE.to_owned(),
+            erased_through_seq: None,
         };
         edit(&mut payload);
         let mut record = EventRecord::new(
@@ -709,6 +757,71 @@ mod tests {
                     u64::MAX - 2
                 )
             )
+        );
+    }
+
+    #[test]
+    fn an_erased_run_accounts_for_its_seqs_and_holds_nothing_below_them() {
+        let erased = |seq, ids: &[(&str, u64)], through| {
+            marker(seq, ids, |payload| {
+                payload.erased_through_seq = Some(through)
+            })
+        };
+        // The deleted run's marker alone, then with events after it, then
+        // merged by a later compaction.
+        assert_eq!(problems(&[erased(5, &[], 5)]), vec![]);
+        assert_eq!(problems(&[erased(5, &[], 5), event("a", 6)]), vec![]);
+        assert_eq!(
+            problems(&[erased(7, &[("a", 6), ("b", 7)], 5), event("c", 8)]),
+            vec![]
+        );
+        // Without the erasure, the same marker leaves seqs 1-4 uncovered.
+        assert_eq!(
+            problems(&[marker(5, &[], |_| {})]),
+            vec![
+                (
+                    Some(5),
+                    "marker at seq 5 says compacted_through_seq 5 and its highest compacted \
+                     seq is None"
+                        .to_owned()
+                ),
+                (
+                    Some(1),
+                    "4 missing seq(s) not covered by a compaction marker, first 1".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            problems(&[erased(5, &[], 6)]),
+            vec![
+                (
+                    Some(5),
+                    "marker at seq 5 says compacted_through_seq 5 and its highest compacted \
+                     seq is None"
+                        .to_owned()
+                ),
+                (
+                    Some(5),
+                    "marker at seq 5 says erased_through_seq 6, above its own seq".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            problems(&[event("a", 2), erased(5, &[], 5)]),
+            one(2, "seq 2 is held although the run was erased through seq 5")
+        );
+        assert_eq!(
+            problems(&[erased(7, &[("a", 3), ("b", 7)], 5)]),
+            vec![
+                (
+                    Some(3),
+                    "seq 3 is held although the run was erased through seq 5".to_owned()
+                ),
+                (
+                    Some(6),
+                    "1 missing seq(s) not covered by a compaction marker, first 6".to_owned()
+                ),
+            ]
         );
     }
 

@@ -111,6 +111,14 @@ pub struct CompactionPayload {
     pub compacted_event_ids: Vec<CompactedId>,
     /// Always [`COMPACTION_SOURCE`].
     pub source: String,
+    /// Set when the run was deleted (CONTRACT §27): every seq from 1 to this
+    /// one was erased and is accounted for without an id. An erasure marker
+    /// ([`erasure_marker`](crate::raw::erasure::erasure_marker)) has it at
+    /// its own seq and remembers no id; a later compaction's marker carries
+    /// it over. Absent (and not written) otherwise, so markers of runs never
+    /// deleted stay byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_through_seq: Option<u64>,
 }
 
 /// Reads a marker's payload.
@@ -221,7 +229,7 @@ fn marker_event_id_candidate(
 ///
 /// Ids accumulate, ascending by seq; `pruned_events` counts every id the
 /// marker remembers; the scope is the old marker's, else the first pruned
-/// event's. Every backend calls this, so every backend writes byte-for-byte
+/// event's; an old marker's `erased_through_seq` is kept. Every backend calls this, so every backend writes byte-for-byte
 /// the same marker.
 ///
 /// `held` answers whether an ordinary event of the stream (pruned or not)
@@ -241,7 +249,8 @@ pub fn merge_marker<'a>(
     now_ms: u64,
     mut held: impl FnMut(&EventId) -> Result<bool>,
 ) -> Result<EventRecord> {
-    let (mut ids, mut through_seq, mut through_ms, mut scope) = match old_marker {
+    let (mut ids, mut through_seq, mut through_ms, mut scope, erased_through_seq) = match old_marker
+    {
         Some(marker) => {
             let payload = marker_payload(marker)?;
             (
@@ -249,9 +258,10 @@ pub fn merge_marker<'a>(
                 payload.compacted_through_seq,
                 payload.compacted_through_ms,
                 Some(marker.scope.clone()),
+                payload.erased_through_seq,
             )
         }
-        None => (Vec::new(), 0, 0, None),
+        None => (Vec::new(), 0, 0, None, None),
     };
     let before = ids.len();
     for event in pruned {
@@ -287,6 +297,7 @@ pub fn merge_marker<'a>(
         pruned_events: ids.len() as u64,
         compacted_event_ids: ids,
         source: COMPACTION_SOURCE.to_owned(),
+        erased_through_seq,
     };
     Ok(EventRecord {
         schema_version: SCHEMA_VERSION,

@@ -10,6 +10,8 @@
 //!   marker.
 //! - [`snapshots`]: snapshot order, `list` limits and prune selection.
 //! - [`group`]: group commit's queue, budget and answers.
+//! - [`erasure`]: the one record a deleted run keeps, and what
+//!   `delete_run` does.
 //! - [`check`]: the checks of one stream read back in full (gapless, unique
 //!   ids, a consistent marker), used by `runstore verify`, the conformance
 //!   suite and the kill harness.
@@ -20,5 +22,6 @@
 pub mod append;
 pub mod check;
 pub mod compaction;
+pub mod erasure;
 pub mod group;
 pub mod snapshots;

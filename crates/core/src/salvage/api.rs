@@ -306,6 +306,9 @@ mod tests {
         ) -> Result<usize> {
             self.inner.import_stream(tenant, run_id, records).await
         }
+        async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+            self.inner.delete_run(tenant, run_id).await
+        }
     }
 
     #[async_trait::async_trait]
@@ -344,6 +347,9 @@ mod tests {
         }
         async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
             self.inner.snapshot_streams().await
+        }
+        async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+            self.inner.delete_snapshots(tenant, run_id).await
         }
     }
 
