@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_STORE: &str = "jsonl:./runstore-data";
 
 /// Operate a runstore store from the shell: append, read, compact,
-/// snapshot, migrate between backends, verify, benchmark.
+/// snapshot, delete runs and tenants, migrate between backends, verify,
+/// benchmark.
 #[derive(Debug, Parser)]
 #[command(name = "runstore", version, about, max_term_width = 100)]
 pub struct Cli {
@@ -80,6 +81,12 @@ pub enum Command {
     /// one, and report what could not be copied. Exits 1 when anything
     /// could not be copied.
     Salvage(SalvageArgs),
+    /// Delete a run of --tenant: its events, compacted ids and snapshots
+    /// leave the store; the run keeps only its last seq, so new events
+    /// continue after it.
+    DeleteRun(RunArg),
+    /// Delete every run of --tenant as delete-run does. Asks for --yes.
+    DeleteTenant(DeleteTenantArgs),
     /// Print what each tenant of the store holds: runs, live events,
     /// compacted ids, snapshots, their size as JSON, and the oldest live
     /// event's age. One JSON object per tenant, or a table.
@@ -164,6 +171,14 @@ pub struct SeqOfArgs {
     /// The event id to look up.
     #[arg(long)]
     pub event_id: String,
+}
+
+/// `delete-tenant`.
+#[derive(Debug, Args)]
+pub struct DeleteTenantArgs {
+    /// Confirms that every run of --tenant is to be deleted.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `compact`.

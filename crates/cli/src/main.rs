@@ -116,6 +116,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::ImportReference(args) => commands::reference::run(&ctx, args).await,
         Command::Verify => commands::verify::run(&ctx).await,
         Command::Salvage(args) => commands::salvage::run(&ctx, args).await,
+        Command::DeleteRun(args) => commands::erase::delete_run(&ctx, args).await,
+        Command::DeleteTenant(args) => commands::erase::delete_tenant(&ctx, args).await,
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
     }

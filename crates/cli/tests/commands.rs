@@ -37,6 +37,7 @@ on_each_backend!(
     table_format,
     verify_reports_a_sound_store,
     stats_per_tenant,
+    delete_run_and_delete_tenant,
 );
 
 fn cli(backend: &str) -> (tempfile::TempDir, Cli) {
@@ -597,6 +598,60 @@ fn stats_per_tenant(backend: &str) {
     assert_eq!(header.len(), lines[1].as_object().unwrap().len(), "{table}");
     assert_eq!(header[0], "tenant");
     assert_eq!(table.lines().count(), 3, "{table}");
+}
+
+/// CONTRACT §27, §28: `delete-run` removes a run's events, compacted ids
+/// and snapshots and keeps its last seq; `delete-tenant` asks for `--yes`
+/// and touches no other tenant; `verify` and `stats` know deleted runs.
+fn delete_run_and_delete_tenant(backend: &str) {
+    let (_dir, cli) = cli(backend);
+    two_tenants(&cli);
+    cli.ok(&["append", "--run", "other", "--event-id", "x", "--type", "t"]);
+    // `r` holds c live and a, b compacted, and snapshot s.
+    assert_eq!(
+        cli.ok(&["delete-run", "--run", "r"]).json(),
+        json!({"run_id": "r", "events": 1, "snapshots": 1})
+    );
+    assert_eq!(
+        cli.ok(&["runs"]).json_lines(),
+        vec![json!({"run_id": "other"})]
+    );
+    assert_eq!(
+        cli.ok(&["seq-of", "--run", "r", "--event-id", "a"]).json(),
+        json!({"seq": null})
+    );
+    assert_eq!(
+        cli.ok(&["next-seq", "--run", "r"]).json(),
+        json!({"next_seq": 4})
+    );
+    assert!(
+        cli.ok(&["snapshot", "list", "--run", "r"])
+            .stdout
+            .is_empty()
+    );
+    assert_eq!(cli.ok(&["verify"]).json()["ok"], json!(true));
+    assert_eq!(cli.ok(&["stats"]).json_lines()[1]["runs"], json!(1));
+    assert_eq!(
+        cli.ok(&["delete-run", "--run", "r"]).json(),
+        json!({"run_id": "r", "events": 0, "snapshots": 0})
+    );
+
+    let refused = cli.fails(&["delete-tenant"]);
+    assert!(refused.contains("pass --yes"), "{refused}");
+    assert_eq!(cli.ok(&["runs"]).json_lines().len(), 1, "nothing deleted");
+    assert_eq!(
+        cli.ok(&["delete-tenant", "--yes"]).json(),
+        json!({"tenant": "local/local", "events": 1, "snapshots": 0, "failed": []})
+    );
+    assert!(cli.ok(&["runs"]).stdout.is_empty());
+    let acme = cli.tenant("acme/prod");
+    assert_eq!(
+        acme.ok(&["runs"]).json_lines(),
+        vec![json!({"run_id": "r"})]
+    );
+    assert_eq!(cli.ok(&["verify"]).json()["ok"], json!(true));
+    let again = cli.ok(&["append", "--run", "other", "--event-id", "x", "--type", "t"]);
+    assert_eq!(again.json(), json!({"seq": 2, "inserted": true}));
 }
 
 /// With no `--store`, the store is `$RUNSTORE_URL`, else `jsonl:./runstore-data`.

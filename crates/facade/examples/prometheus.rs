@@ -16,7 +16,7 @@ type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Resu
 
 use runstore::{
     EventId, EventLog, EventLogExt, EventRecord, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant,
+    SnapshotStore, StorageExt, Tenant,
 };
 
 #[tokio::main]
@@ -75,5 +75,21 @@ pub async fn workload(store: &runstore::Store) -> Result<()> {
         compacted.is_clean() && pruned.is_clean(),
         "both passes are clean"
     );
+    // A second run, deleted with its snapshot.
+    let gone = RunId::new("deleted-run")?;
+    for id in ["d1", "d2"] {
+        let event = EventRecord::new(&tenant, gone.clone(), EventId::new(id)?, "step", 9);
+        store.append(&tenant, &event).await?;
+    }
+    let snapshot = SnapshotRecord::new(
+        &tenant,
+        gone.clone(),
+        SnapshotId::new("s")?,
+        2,
+        9,
+        RunStatus::Running,
+    );
+    store.put(&tenant, &snapshot).await?;
+    store.erase_run(&tenant, &gone).await?;
     Ok(())
 }

@@ -112,11 +112,11 @@ mod url;
 /// the trait both halves of a store make up).
 pub use runstore_core as core;
 pub use runstore_core::{
-    AppendOutcome, BoxError, Durability, Error, EventId, EventLog, EventLogExt, EventRecord,
-    MAX_ID_BYTES, MaintenanceReport, MemoryStore, PhaseState, PhaseTransitionRecord, ReadQuery,
-    Result, RunId, RunStatus, SCHEMA_VERSION, Scope, SnapshotId, SnapshotRecord, SnapshotStore,
-    SnapshotStoreExt, StreamFailure, StreamKey, Tenant, TenantContext, WorkflowPhase, types,
-    validate,
+    AppendOutcome, BoxError, Durability, ErasedRun, ErasedTenant, Error, EventId, EventLog,
+    EventLogExt, EventRecord, MAX_ID_BYTES, MaintenanceReport, MemoryStore, PhaseState,
+    PhaseTransitionRecord, ReadQuery, Result, RunId, RunStatus, SCHEMA_VERSION, Scope, SnapshotId,
+    SnapshotRecord, SnapshotStore, SnapshotStoreExt, StorageExt, StreamFailure, StreamKey, Tenant,
+    TenantContext, WorkflowPhase, types, validate,
 };
 
 pub use error::OpenError;

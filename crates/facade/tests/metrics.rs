@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The metric names of docs/operations.md, as the Prometheus exporter
 /// writes them (histograms as summaries: `_count` and `_sum` series).
-const DOCUMENTED: [&str; 12] = [
+const DOCUMENTED: [&str; 14] = [
     "runstore_calls_total",
     "runstore_call_seconds",
     "runstore_appended_events_total",
@@ -23,6 +23,8 @@ const DOCUMENTED: [&str; 12] = [
     "runstore_commit_seconds",
     "runstore_compacted_events_total",
     "runstore_pruned_snapshots_total",
+    "runstore_deleted_events_total",
+    "runstore_deleted_snapshots_total",
     "runstore_maintenance_failed_streams_total",
 ];
 
@@ -51,9 +53,10 @@ async fn a_workload_produces_every_documented_metric() {
             .unwrap_or_else(|| panic!("no {prefix} in:\n{scrape}"))
             .to_owned()
     };
-    // Seven events appended, one duplicate, one conflict, all on jsonl.
+    // Nine events appended (two to the deleted run), one duplicate, one
+    // conflict, all on jsonl.
     assert!(
-        line("runstore_appended_events_total{").ends_with(" 7"),
+        line("runstore_appended_events_total{").ends_with(" 9"),
         "{scrape}"
     );
     assert!(
@@ -77,6 +80,14 @@ async fn a_workload_produces_every_documented_metric() {
     );
     assert!(
         line("runstore_compacted_events_total{").ends_with(" 3"),
+        "{scrape}"
+    );
+    assert!(
+        line("runstore_deleted_events_total{").ends_with(" 2"),
+        "{scrape}"
+    );
+    assert!(
+        line("runstore_deleted_snapshots_total{").ends_with(" 1"),
         "{scrape}"
     );
 }

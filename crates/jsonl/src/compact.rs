@@ -14,7 +14,10 @@
 //!    and swaps the index. Appends wait for this step only: the tail
 //!    written during the first step, not the whole log.
 //!
-//! One pass runs at a time (the handle's compaction lock).
+//! One pass runs at a time (the handle's compaction lock). A deletion
+//! (CONTRACT §27) takes the same lock, appends its erasure markers on the
+//! writer ([`crate::writer::Command::Erase`]) and then runs a pass without
+//! a policy, which rewrites the log without the deleted runs' lines.
 
 use std::{
     collections::HashMap,
@@ -178,9 +181,15 @@ fn paths(shared: &Shared) -> (PathBuf, PathBuf) {
 /// `pass` is the handle's compaction lock, held until the pass ends: a
 /// pass whose caller stopped waiting still holds it while it writes the
 /// temporary file, so no second pass writes that file at the same time.
+///
+/// Without a `policy` the pass prunes nothing: it rewrites the log only to
+/// drop the lines of deleted runs ([`LogState::erased_bytes`]), and answers
+/// `Done` when there are none. With one, it drops them too.
+///
+/// [`LogState::erased_bytes`]: crate::writer::LogState::erased_bytes
 pub(crate) fn prepare(
     shared: &Shared,
-    policy: &CompactionPolicy,
+    policy: Option<&CompactionPolicy>,
     pass: OwnedMutexGuard<()>,
 ) -> Result<Prepared> {
     if let Some(error) = shared.poisoned() {
@@ -189,7 +198,7 @@ pub(crate) fn prepare(
     let floors = shared.snapshots.floors();
     // What the pass works on, taken under the read lock in one go; the
     // writer appends after `end` meanwhile.
-    let (old, end, streams) = {
+    let (old, end, streams, erased_bytes) = {
         let state = shared.read_state();
         let streams: Vec<Taken> = state
             .index
@@ -201,11 +210,14 @@ pub(crate) fn prepare(
                 oldest_ms: stream.oldest_ms,
             })
             .collect();
-        (state.log.clone(), state.end, streams)
+        (state.log.clone(), state.end, streams, state.erased_bytes)
     };
     let mut report = MaintenanceReport::default();
     let mut changes: HashMap<usize, Planned> = HashMap::new();
     for (slot, stream) in streams.iter().enumerate() {
+        let Some(policy) = policy else {
+            break;
+        };
         if stream.oldest_ms >= policy.cutoff_ms() {
             continue;
         }
@@ -221,7 +233,7 @@ pub(crate) fn prepare(
             Err(err) => report.record(&stream.key, Err(err)),
         }
     }
-    if changes.is_empty() {
+    if changes.is_empty() && erased_bytes == 0 {
         report.sort();
         return Ok(Prepared::Done(report));
     }
@@ -465,6 +477,9 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
     let state = &mut *state;
     state.log = log.clone();
     state.end = tail_end - end + written;
+    // The rewrite copied only what the index holds. No deletion ran since
+    // the first step: it waits for the compaction lock this pass holds.
+    state.erased_bytes = 0;
     let index = &mut state.index;
     let mut result = Ok(());
     new_locs.resize_with(index.streams.len(), Vec::new);

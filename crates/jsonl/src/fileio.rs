@@ -124,9 +124,9 @@ pub enum IoOp<'a> {
         /// The new name.
         to: &'a Path,
     },
-    /// The entry of the file at `path` was removed.
+    /// The entry at `path` was removed: a file, or an empty directory.
     Remove {
-        /// The file removed.
+        /// The entry removed.
         path: &'a Path,
     },
 }
@@ -306,6 +306,13 @@ impl Io {
     /// Removes the file `path`.
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)?;
+        self.report(IoOp::Remove { path });
+        Ok(())
+    }
+
+    /// Removes the empty directory `path`.
+    pub(crate) fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)?;
         self.report(IoOp::Remove { path });
         Ok(())
     }

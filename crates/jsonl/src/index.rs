@@ -502,6 +502,27 @@ impl StreamIndex {
         }
     }
 
+    /// Forgets every record and id of the stream (a deletion, CONTRACT
+    /// §27); answers the bytes its lines took in the log, newlines
+    /// included, which the log now holds unread.
+    pub(crate) fn clear(&mut self) -> u64 {
+        let bytes = self.locs.iter().map(|loc| u64::from(loc.len) + 1).sum();
+        self.locs = Vec::new();
+        self.ids = IdMap::default();
+        self.collided = HashMap::new();
+        self.markers = Vec::new();
+        self.oldest_ms = u64::MAX;
+        bytes
+    }
+
+    /// Whether the stream is a deleted run not appended to since: its one
+    /// record is a marker and the only id it answers for is the marker's
+    /// own (an erasure marker remembers none; a compaction marker at least
+    /// one).
+    pub(crate) fn is_erased(&self) -> bool {
+        self.locs.len() == 1 && self.markers.len() == 1 && self.ids.len() + self.collided.len() == 1
+    }
+
     fn approx_bytes(&self) -> usize {
         let buckets = |capacity: usize| {
             if capacity == 0 {
@@ -591,11 +612,17 @@ impl Index {
         slot
     }
 
-    /// The tenant's run ids, ascending.
+    /// The tenant's run ids, ascending, without deleted runs (CONTRACT
+    /// §27).
     pub(crate) fn runs(&self, tenant: &Tenant) -> Vec<RunId> {
         self.by_key
             .get(tenant)
-            .map(|runs| runs.keys().cloned().collect())
+            .map(|runs| {
+                runs.iter()
+                    .filter(|(_, slot)| !self.streams[**slot].is_erased())
+                    .map(|(run, _)| run.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -304,6 +304,7 @@ impl JsonlStore {
                 log: Arc::new(log),
                 end: scanned.end,
                 index: scanned.index,
+                erased_bytes: scanned.erased_bytes,
             }),
             poison: Mutex::new(None),
             snapshots,

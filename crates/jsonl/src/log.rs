@@ -99,7 +99,7 @@ impl EventLog for JsonlStore {
         // second on it (crate::compact).
         let pass = self.inner.compaction.clone().lock_owned().await;
         match self
-            .blocking(move |shared| compact::prepare(shared, &policy, pass))
+            .blocking(move |shared| compact::prepare(shared, Some(&policy), pass))
             .await?
         {
             Prepared::Done(report) => Ok(report),
@@ -132,5 +132,64 @@ impl EventLog for JsonlStore {
             reply,
         })
         .await
+    }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let counts = self
+            .erase(vec![StreamKey::new(tenant.clone(), run_id.clone())])
+            .await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// One erasure step and one rewrite of the log for the whole tenant,
+    /// rather than one rewrite per run.
+    async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
+        let runs = self.inner.shared.read_state().index.runs(tenant);
+        let streams: Vec<StreamKey> = runs
+            .into_iter()
+            .map(|run_id| StreamKey::new(tenant.clone(), run_id))
+            .collect();
+        let counts = self.erase(streams.clone()).await?;
+        let mut report = MaintenanceReport::default();
+        for (stream, count) in streams.iter().zip(counts) {
+            report.record(stream, Ok(count));
+        }
+        Ok(report)
+    }
+}
+
+impl JsonlStore {
+    /// Deletes `streams` (CONTRACT §27): their erasure markers are appended
+    /// and synced on the writer, which forgets everything else of them;
+    /// then the log is rewritten without their old lines, before the call
+    /// returns. Answers each stream's deleted events.
+    ///
+    /// Holds the compaction lock throughout, so no compaction pass copies a
+    /// line while its run is deleted. A call that stops after the first
+    /// step (a dropped future, a killed process) leaves the old lines in
+    /// the file, unread (the markers hide them at the next open too), until
+    /// the next `compact` or deletion rewrites the log; either does so even
+    /// when it has nothing else to do.
+    async fn erase(&self, streams: Vec<StreamKey>) -> Result<Vec<usize>> {
+        let pass = self.inner.compaction.clone().lock_owned().await;
+        let counts = self
+            .request(|reply| Command::Erase { streams, reply })
+            .await?;
+        match self
+            .blocking(move |shared| compact::prepare(shared, None, pass))
+            .await?
+        {
+            Prepared::Done(_) => {}
+            Prepared::Rewritten(rewritten) => {
+                let report = self
+                    .request(|reply| Command::FinishCompaction { rewritten, reply })
+                    .await?;
+                debug_assert!(
+                    report.is_clean(),
+                    "a rewrite without a policy plans no stream"
+                );
+            }
+        }
+        Ok(counts)
     }
 }

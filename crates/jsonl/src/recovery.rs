@@ -78,6 +78,8 @@ struct OpenPayload<'a> {
     compacted_event_ids: Vec<OpenCompactedId<'a>>,
     #[serde(borrow, rename = "source")]
     _source: Cow<'a, str>,
+    #[serde(default)]
+    erased_through_seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +94,8 @@ pub(crate) struct Scanned {
     pub(crate) index: Index,
     /// The log's length after repair: where the next record goes.
     pub(crate) end: u64,
+    /// Bytes of lines that deleted runs left in the log, unread.
+    pub(crate) erased_bytes: u64,
 }
 
 fn id_ok(value: &str) -> bool {
@@ -144,6 +148,8 @@ struct Scan<'a> {
     /// and each one's end, offset and line number.
     open_batch: Vec<u8>,
     open_lines: Vec<(usize, u64, u64)>,
+    /// Bytes of lines a later erasure marker made unread.
+    erased_bytes: u64,
 }
 
 impl Scan<'_> {
@@ -219,6 +225,25 @@ impl Scan<'_> {
                 ),
             ));
         }
+        let is_marker = record.event_type == COMPACTION_EVENT_TYPE;
+        let open_marker = if is_marker {
+            Some(
+                serde_json::from_slice::<OpenMarker<'_>>(bytes)
+                    .map_err(|err| corrupt_line(path, line_no, err))?,
+            )
+        } else {
+            None
+        };
+        // A deletion appends the run's erasure marker at its last seq
+        // (CONTRACT §27): the records before it are gone, though their lines
+        // stay in the file until the next rewrite.
+        let erases = open_marker.as_ref().is_some_and(|marker| {
+            marker.payload.erased_through_seq == Some(record.seq)
+                && marker.payload.compacted_event_ids.is_empty()
+        });
+        if erases && record.seq == stream.last_seq() {
+            self.erased_bytes += stream.clear();
+        }
         if record.seq <= stream.last_seq() {
             return Err(corrupt_line(
                 path,
@@ -238,14 +263,11 @@ impl Scan<'_> {
             offset,
             len,
         };
-        let is_marker = record.event_type == COMPACTION_EVENT_TYPE;
         let marker = is_marker.then(|| MarkerEntry::new(bytes, record.seq, &record.event_id));
         stream.push(loc, record.occurred_at_ms, marker);
         let hasher = &self.index.hasher;
         stream.insert_id(&record.event_id, record.seq, hasher, self.log)?;
-        if is_marker {
-            let marker: OpenMarker<'_> =
-                serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
+        if let Some(marker) = open_marker {
             for id in &marker.payload.compacted_event_ids {
                 if !id_ok(&id.event_id) {
                     return Err(corrupt_line(path, line_no, "invalid compacted event_id"));
@@ -324,6 +346,7 @@ pub(crate) fn scan(
         cache: StreamCache::default(),
         open_batch: Vec::new(),
         open_lines: Vec::new(),
+        erased_bytes: 0,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut buf_offset = 0u64;
@@ -414,7 +437,12 @@ pub(crate) fn scan(
         io.sync_data(&log.file, path)
             .map_err(|err| io_at("sync", path, err))?;
     }
+    let erased_bytes = scan.erased_bytes;
     let mut index = scan.index;
     index.shrink();
-    Ok(Scanned { index, end })
+    Ok(Scanned {
+        index,
+        end,
+        erased_bytes,
+    })
 }

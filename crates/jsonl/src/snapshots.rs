@@ -535,23 +535,27 @@ impl Snapshots {
         // `doomed` follows the index's order: ascending by stream.
         for (stream, ids) in doomed {
             let (deleted, outcome) = self.delete(&stream, ids);
-            {
-                let mut index = self.lock();
-                if let Some(stream_snapshots) = index.get_mut(&stream) {
-                    for snapshot_id in &deleted {
-                        stream_snapshots.remove(snapshot_id);
-                    }
-                    if stream_snapshots.is_empty() {
-                        index.remove(&stream);
-                    }
-                }
-            }
+            self.forget(&stream, &deleted);
             report.record(&stream, Ok(deleted.len()));
             if let Err(err) = outcome {
                 report.record(&stream, Err(err));
             }
         }
         report
+    }
+
+    /// Drops `deleted` of `stream` from the index, and the stream when
+    /// none is left.
+    fn forget(&self, stream: &StreamKey, deleted: &[SnapshotId]) {
+        let mut index = self.lock();
+        if let Some(snapshots) = index.get_mut(stream) {
+            for snapshot_id in deleted {
+                snapshots.remove(snapshot_id);
+            }
+            if snapshots.is_empty() {
+                index.remove(stream);
+            }
+        }
     }
 
     /// Deletes `ids` of `stream`: the lines of the run log by one rewrite
@@ -649,6 +653,48 @@ impl Snapshots {
         Ok(())
     }
 
+    /// Deletes every snapshot of `tenant`'s `run_id` (CONTRACT §27): its
+    /// run log and any files of the layout before the log, then the run's
+    /// directory when nothing else is in it. Answers how many.
+    pub(crate) fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let _stripe = self.stripe(tenant, run_id);
+        let stream = StreamKey::new(tenant.clone(), run_id.clone());
+        let ids: Vec<SnapshotId> = self
+            .lock()
+            .get(&stream)
+            .map(|snapshots| snapshots.keys().cloned().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (deleted, outcome) = self.delete(&stream, ids);
+        self.forget(&stream, &deleted);
+        outcome?;
+        // The directory's name spells the run id: it goes too, and with it
+        // the tenant's directory when that was its last run.
+        let dir = self.run_dir(tenant, run_id);
+        let mut removed = remove_empty_dir(&self.io, &dir)?;
+        if removed && let Some(tenant_dir) = dir.parent() {
+            removed = remove_empty_dir(&self.io, tenant_dir)?;
+            if removed {
+                let parent = tenant_dir.parent().unwrap_or(&self.root);
+                self.sync_dir(parent)?;
+            } else {
+                self.sync_dir(tenant_dir)?;
+            }
+        }
+        Ok(deleted.len())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if self.durability == Durability::Durable {
+            self.io
+                .sync_dir(dir)
+                .map_err(|err| io_at("sync", dir, err))?;
+        }
+        Ok(())
+    }
+
     /// Every stream with a snapshot, ascending.
     pub(crate) fn streams(&self) -> Vec<StreamKey> {
         self.lock().keys().cloned().collect()
@@ -665,6 +711,17 @@ impl Snapshots {
                     .map(|(_, meta)| (stream.clone(), meta.seq))
             })
             .collect()
+    }
+}
+
+/// Removes `dir` if it is empty; answers whether it is gone (also when it
+/// was not there).
+fn remove_empty_dir(io: &Io, dir: &Path) -> Result<bool> {
+    match io.remove_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(true),
+        Err(err) if err.kind() == ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(err) => Err(io_at("remove", dir, err)),
     }
 }
 
@@ -740,6 +797,12 @@ impl SnapshotStore for JsonlStore {
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
         self.blocking(|shared| Ok(shared.snapshots.streams())).await
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let (tenant, run_id) = (tenant.clone(), run_id.clone());
+        self.blocking(move |shared| shared.snapshots.delete_run(&tenant, &run_id))
+            .await
     }
 }
 

@@ -18,6 +18,7 @@ use runstore_core::{
     StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
     raw::compaction::compacted_ids,
+    raw::erasure::erasure_marker,
     raw::group::{self, Batch, Budget, Joins, Reply},
     validate::Limits,
 };
@@ -49,6 +50,10 @@ pub(crate) struct LogState {
     /// Length of the log: where the next record goes.
     pub(crate) end: u64,
     pub(crate) index: Index,
+    /// Bytes of lines of deleted runs (CONTRACT §27) that the log still
+    /// holds and the index no longer reads; the next rewrite
+    /// ([`crate::compact`]) drops them and sets this to 0.
+    pub(crate) erased_bytes: u64,
 }
 
 /// State shared by a store's handles, its writer thread and blocking tasks.
@@ -181,6 +186,11 @@ pub(crate) enum Command {
         rewritten: Box<crate::compact::Rewritten>,
         reply: Reply<MaintenanceReport>,
     },
+    /// The first step of a deletion ([`erase`]).
+    Erase {
+        streams: Vec<StreamKey>,
+        reply: Reply<Vec<usize>>,
+    },
 }
 
 impl Command {
@@ -191,7 +201,7 @@ impl Command {
         match self {
             Self::Append { events, .. } => Joins::Group(events.len()),
             Self::Import { records, .. } => Joins::Group(records.len()),
-            Self::FinishCompaction { .. } => Joins::Alone,
+            Self::FinishCompaction { .. } | Self::Erase { .. } => Joins::Alone,
         }
     }
 }
@@ -209,8 +219,13 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<Command>) {
                 reply.send(crate::compact::finish(shared, *rewritten));
                 continue;
             }
+            Batch::Alone(Command::Erase { streams, reply }) => {
+                reply.send(erase(shared, &streams));
+                continue;
+            }
             Batch::Group(group) => group,
-            // Only a compaction runs alone; anything else is a group of one.
+            // Only a compaction or a deletion runs alone; anything else is
+            // a group of one.
             Batch::Alone(command) => vec![command],
         };
         let requests = group.len();
@@ -450,6 +465,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
                 Command::Append { reply, .. } => reply.send(Err(error.clone())),
                 Command::Import { reply, .. } => reply.send(Err(error.clone())),
                 Command::FinishCompaction { reply, .. } => reply.send(Err(error.clone())),
+                Command::Erase { reply, .. } => reply.send(Err(error.clone())),
             }
         }
         return;
@@ -492,6 +508,9 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
             },
             Command::FinishCompaction { reply, .. } => {
                 reply.send(Err(Error::invalid("compaction is not part of a group")));
+            }
+            Command::Erase { reply, .. } => {
+                reply.send(Err(Error::invalid("a deletion is not part of a group")));
             }
         }
     }
@@ -589,4 +608,113 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// A deleted stream's erasure marker, written and waiting to be indexed.
+struct Erased {
+    slot: usize,
+    marker: EventRecord,
+    /// Where its line starts in the written bytes, and its length without
+    /// the newline.
+    start: usize,
+    len: u32,
+}
+
+/// The first step of deleting `streams` (CONTRACT §27, [`raw::erasure`]):
+/// appends the erasure marker of each one that holds an event or a
+/// remembered id, one closed line each, syncs them with one write, and
+/// makes the index forget everything else of those streams. Answers each
+/// stream's deleted events (0 for one with nothing to delete).
+///
+/// The old lines stay in the log until the rewrite that follows
+/// ([`crate::compact::prepare`] without a policy); a reopen before it
+/// forgets them again, when it reads the marker
+/// ([`crate::recovery`]).
+///
+/// [`raw::erasure`]: runstore_core::raw::erasure
+fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
+    if let Some(error) = shared.poisoned() {
+        return Err(error);
+    }
+    let mut counts = vec![0; streams.len()];
+    let mut bytes = Vec::new();
+    let mut erased = Vec::new();
+    let (log, end) = {
+        let state = shared.read_state();
+        for (count, key) in counts.iter_mut().zip(streams) {
+            let Some(slot) = state.index.slot(&key.tenant, &key.run_id) else {
+                continue;
+            };
+            let stream = &state.index.streams[slot];
+            let last_seq = stream.last_seq();
+            if last_seq == 0 || stream.is_erased() {
+                continue;
+            }
+            let marker = erasure_marker(&key.tenant, &key.run_id, last_seq);
+            let start = bytes.len();
+            serde_json::to_writer(&mut bytes, &marker).map_err(Error::invalid)?;
+            let len = u32::try_from(bytes.len() - start).expect("a marker without ids is short");
+            bytes.push(b'\n');
+            *count = stream.locs.len() - stream.markers.len();
+            erased.push(Erased {
+                slot,
+                marker,
+                start,
+                len,
+            });
+        }
+        (state.log.clone(), state.end)
+    };
+    if erased.is_empty() {
+        return Ok(counts);
+    }
+    let written = shared
+        .io
+        .write_all_at(&log.file, &log.path, &bytes, end)
+        .and_then(|()| {
+            if shared.durability == Durability::Durable {
+                shared.io.sync_data(&log.file, &log.path)
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(err) = written {
+        shared.poison(format!("deletion in {} failed: {err}", log.path.display()));
+        return Err(io_at("append to", &log.path, err));
+    }
+    let mut state = shared.write_state();
+    let state = &mut *state;
+    state.end = end + bytes.len() as u64;
+    let index = &mut state.index;
+    let mut result = Ok(());
+    for Erased {
+        slot,
+        marker,
+        start,
+        len,
+    } in erased
+    {
+        let stream = &mut index.streams[slot];
+        state.erased_bytes += stream.clear();
+        let line = &bytes[start..start + len as usize];
+        stream.push(
+            Loc {
+                seq: marker.seq,
+                offset: end + start as u64,
+                len,
+            },
+            marker.occurred_at_ms,
+            Some(MarkerEntry::new(line, marker.seq, marker.event_id.as_str())),
+        );
+        if let Err(err) =
+            stream.insert_id(marker.event_id.as_str(), marker.seq, &index.hasher, &log)
+        {
+            result = Err(err);
+        }
+    }
+    if let Err(err) = result {
+        shared.poison(format!("indexing a deletion failed: {err}"));
+        return Err(err);
+    }
+    Ok(counts)
 }

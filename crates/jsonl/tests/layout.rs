@@ -1,23 +1,13 @@
 //! Snapshot logs stay inside the store directory, one per run, whatever
 //! the ids (CONTRACT §19).
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::files;
 use runstore_core::{RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore, Tenant};
 use runstore_jsonl::JsonlStore;
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[tokio::test]
 async fn hostile_ids_map_to_distinct_files_under_the_snapshot_root() {

@@ -64,15 +64,18 @@ impl Pruned {
     pub fn of(report: &runstore::MaintenanceReport) -> Self {
         Self {
             pruned: report.removed,
-            failed: report
-                .failed
-                .iter()
-                .map(|failure| FailedStream {
-                    tenant: failure.stream.tenant.to_string(),
-                    run_id: failure.stream.run_id.to_string(),
-                    error: failure.error.to_string(),
-                })
-                .collect(),
+            failed: report.failed.iter().map(FailedStream::of).collect(),
+        }
+    }
+}
+
+impl FailedStream {
+    /// The output of one failed stream.
+    pub fn of(failure: &runstore::StreamFailure) -> Self {
+        Self {
+            tenant: failure.stream.tenant.to_string(),
+            run_id: failure.stream.run_id.to_string(),
+            error: failure.error.to_string(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod erase;
 pub mod events;
 pub mod migrate;
 pub mod reference;

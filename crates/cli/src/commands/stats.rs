@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-use runstore::{EventLog as _, SnapshotStore as _, Tenant, core::raw::check};
+use runstore::{
+    EventLog as _, SnapshotStore as _, Tenant,
+    core::raw::{check, erasure::is_erased},
+};
 use serde::Serialize;
 
 use crate::{Ctx, commands::verify::read_all, input::now_ms};
@@ -45,7 +48,10 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
             .with_context(|| format!("reading {key}"))?;
         let counted = check::check_stream(&key, &records);
         let stats = entry(&mut tenants, &key.tenant);
-        stats.runs += 1;
+        // A deleted run (CONTRACT §27) keeps only its marker and is not one
+        // of the tenant's runs; its marker's bytes still count.
+        let erased = is_erased(&records).with_context(|| format!("reading {key}"))?;
+        stats.runs += usize::from(!erased);
         stats.live_events += counted.records - counted.markers;
         stats.compacted_ids += counted.compacted;
         for record in &records {

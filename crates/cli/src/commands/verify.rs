@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
 use runstore::{
-    EventLog as _, EventRecord, ReadQuery, SnapshotStore as _, Store, StreamKey, core::raw::check,
+    EventLog as _, EventRecord, ReadQuery, SnapshotStore as _, Store, StreamKey,
+    core::raw::{check, erasure::is_erased},
 };
 use serde::Serialize;
 
@@ -42,18 +43,27 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 
     let streams = store.streams().await?;
     summary.streams = streams.len();
-    let mut runs_by_tenant: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
+    // Each tenant's runs, and its deleted runs (CONTRACT §27), which hold
+    // only their erasure marker and must not be listed.
+    let mut runs_by_tenant: BTreeMap<_, (BTreeSet<_>, BTreeSet<_>)> = BTreeMap::new();
     for key in &streams {
-        runs_by_tenant
-            .entry(key.tenant.clone())
-            .or_default()
-            .insert(key.run_id.clone());
+        let (runs, deleted) = runs_by_tenant.entry(key.tenant.clone()).or_default();
         match read_all(&store, key).await {
-            Ok(records) => check_stream(&store, key, &records, &mut summary, &mut problems).await,
-            Err(err) => problems.push(problem(key, None, format!("unreadable: {err:#}"))),
+            Ok(records) => {
+                if is_erased(&records).unwrap_or(false) {
+                    deleted.insert(key.run_id.clone());
+                } else {
+                    runs.insert(key.run_id.clone());
+                }
+                check_stream(&store, key, &records, &mut summary, &mut problems).await;
+            }
+            Err(err) => {
+                runs.insert(key.run_id.clone());
+                problems.push(problem(key, None, format!("unreadable: {err:#}")));
+            }
         }
     }
-    for (tenant, runs) in &runs_by_tenant {
+    for (tenant, (runs, deleted)) in &runs_by_tenant {
         match store.list_runs(tenant).await {
             Ok(listed) => {
                 let listed: BTreeSet<_> = listed.into_iter().collect();
@@ -62,6 +72,14 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
                         stream: format!("{tenant}:{run}"),
                         seq: None,
                         problem: "the stream is missing from the tenant's run list".to_owned(),
+                    });
+                }
+                for run in deleted.intersection(&listed) {
+                    problems.push(Problem {
+                        stream: format!("{tenant}:{run}"),
+                        seq: None,
+                        problem: "the run was deleted but the tenant's run list names it"
+                            .to_owned(),
                     });
                 }
             }
