@@ -11,7 +11,7 @@ use proptest::{
 use runstore_core::validate::nested_arrays;
 use runstore_core::{
     Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Storage,
-    Tenant,
+    StorageExt, Tenant,
     raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
     validate::{MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
@@ -85,6 +85,15 @@ enum Op {
         now: u16,
     },
     Reopen,
+    /// `erase_run`: the run's snapshots, then its events (CONTRACT §27).
+    DeleteRun {
+        t: u8,
+        r: u8,
+    },
+    /// `erase_tenant` (CONTRACT §28).
+    DeleteTenant {
+        t: u8,
+    },
     /// An append whose event breaks one rule (see [`hostile_event`]).
     Hostile {
         t: u8,
@@ -149,7 +158,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, r, limit)| Op::SnapshotList { t, r, limit }),
         1 => (0u16..800, 0u8..3, 0u16..1_500)
             .prop_map(|(retention, keep, now)| Op::SnapshotPrune { retention, keep, now }),
-        1 => Just(Op::Reopen),
+        // One arm for three: `prop_oneof!` takes at most ten unboxed.
+        3 => prop_oneof![
+            Just(Op::Reopen),
+            (t.clone(), r).prop_map(|(t, r)| Op::DeleteRun { t, r }),
+            t.prop_map(|t| Op::DeleteTenant { t }),
+        ],
     ]
 }
 
@@ -346,6 +360,15 @@ async fn apply(store: &dyn Storage, op: &Op) -> String {
                 .map(removed),
         ),
         Op::Reopen => "reopen".to_owned(),
+        Op::DeleteRun { t, r } => {
+            summary(store.erase_run(&tenant_of(*t), &run(&run_name(*r))).await)
+        }
+        Op::DeleteTenant { t } => summary(
+            store
+                .erase_tenant(&tenant_of(*t))
+                .await
+                .map(|erased| (removed(erased.snapshots), removed(erased.events))),
+        ),
         Op::Hostile { t, r, id, kind } => {
             let tenant = tenant_of(*t);
             let e = hostile_event(&tenant, &run_name(*r), *id, *kind);
@@ -463,10 +486,11 @@ async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseE
     Ok(())
 }
 
-/// CONTRACT §1-§15: random sequences of appends, batches (with current and
-/// stale expectations), reads, compactions, snapshot puts, gets, lists and
-/// prunes, and reopens, over 2 tenants x 3 runs x 8 ids, leave the backend
-/// observably equal to the model after every step.
+/// CONTRACT §1-§15, §27, §28: random sequences of appends, batches (with
+/// current and stale expectations), reads, compactions, snapshot puts,
+/// gets, lists and prunes, run and tenant deletions, and reopens, over 2
+/// tenants x 3 runs x 8 ids, leave the backend observably equal to the
+/// model after every step.
 pub async fn store_matches_the_model(h: &Harness) {
     check_against_the_model(h, op(), "").await;
 }
