@@ -142,9 +142,10 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// ([`erasure_marker`](crate::raw::erasure::erasure_marker)) at its last
     /// seq. `list_runs` no longer lists the run, no read or `seq_of` finds
     /// any of its events, and an append continues after its last seq; an old
-    /// event id appended again is new. Snapshots are
-    /// [`SnapshotStore::delete_snapshots`](crate::SnapshotStore::delete_snapshots)'
-    /// to delete. Answers how many events were deleted (markers and the ids a
+    /// event id appended again is new. The run's snapshots are deleted by
+    /// [`SnapshotStore::delete_snapshots`](crate::SnapshotStore::delete_snapshots)
+    /// ([`StorageExt::erase_run`](crate::StorageExt::erase_run) calls both).
+    /// Answers how many events were deleted (markers and the ids a
     /// marker remembered not counted); a run that holds nothing, or was
     /// deleted and not appended to since, answers 0 and is left as it is.
     /// See [`raw::erasure`](crate::raw::erasure).
