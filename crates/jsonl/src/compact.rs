@@ -593,7 +593,7 @@ mod tests {
         let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
         let shared = store.inner.shared.clone();
         let pass = store.inner.compaction.clone().lock_owned().await;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, &policy, pass))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, Some(&policy), pass))
             .await
             .unwrap()
             .unwrap();
