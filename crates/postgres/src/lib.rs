@@ -10,7 +10,8 @@
 //! new events and the new last seq, and commits. Concurrent appends to one
 //! stream through one handle share such a transaction (group commit, for
 //! speed only). Compaction (CONTRACT §8-§11) rewrites one stream per
-//! transaction under the same lock. `docs/backends/postgres.md` has the
+//! transaction under the same lock, and `delete_run` (CONTRACT §27)
+//! replaces a stream's rows with its erasure marker under it too. `docs/backends/postgres.md` has the
 //! schema and why `READ COMMITTED` is enough.
 //!
 //! The tables live in their own schema (default `runstore`, see

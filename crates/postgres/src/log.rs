@@ -11,6 +11,7 @@ use runstore_core::{
     RunId, StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
     raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
+    raw::erasure::erasure_marker,
 };
 use sqlx::PgConnection;
 
@@ -35,6 +36,26 @@ const INSERT_EVENTS: &str = "WITH inserted AS ( \
        SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BOOLEAN[], $5::BIGINT[], $6::TEXT[]) \
      ) \
      UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1";
+
+/// Locks an existing stream's row as appends and compaction do, without
+/// creating one: `(stream_id, last_seq)`.
+const LOCK_EXISTING: &str =
+    "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 FOR NO KEY UPDATE";
+
+/// Whether the stream holds an ordinary event, and whether it remembers a
+/// compacted id: two lookups by primary key prefix.
+const ERASABLE: &str = "SELECT \
+       EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND NOT is_marker), \
+       EXISTS (SELECT 1 FROM compacted_ids WHERE stream_id = $1)";
+
+/// Deletes every record and every compacted id of the stream in one
+/// statement; answers how many of the records were ordinary events.
+const DELETE_STREAM: &str = "WITH records AS ( \
+       DELETE FROM events WHERE stream_id = $1 RETURNING is_marker \
+     ), ids AS ( \
+       DELETE FROM compacted_ids WHERE stream_id = $1 \
+     ) \
+     SELECT count(*) FILTER (WHERE NOT is_marker) FROM records";
 
 const INSERT_COMPACTED_IDS: &str = "INSERT INTO compacted_ids (stream_id, event_id, seq) \
      SELECT $1, * FROM UNNEST($2::TEXT[], $3::BIGINT[]) ON CONFLICT DO NOTHING";
@@ -346,6 +367,66 @@ impl PostgresStore {
         Ok(pruned.len())
     }
 
+    /// Deletes a run in one transaction (CONTRACT §27, see
+    /// [`raw::erasure`](runstore_core::raw::erasure)); answers how many
+    /// ordinary events it deleted.
+    ///
+    /// The stream's row is locked `FOR NO KEY UPDATE` first, as an append
+    /// and a compaction lock it, so the deletion is serialised with both:
+    /// it sees every append committed before it, and an append waiting for
+    /// the lock reads the last seq after it and lands above the erasure
+    /// marker. A run without a row, with last seq 0, or already erased
+    /// (no ordinary event, no compacted id) is left as it is and answers 0.
+    /// Otherwise one statement deletes the stream's `events` and
+    /// `compacted_ids` rows, and the erasure marker is written at the last
+    /// seq, which `streams.last_seq` keeps.
+    async fn delete_run_once(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        cols: &StreamCols<'_>,
+    ) -> Result<usize, TxError> {
+        let mut tx = self
+            .pool_ref()
+            .begin()
+            .await
+            .during("beginning a deletion")?;
+        let row: Option<(i64, i64)> = sqlx::query_as(LOCK_EXISTING)
+            .bind(&cols.key_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .during("locking a stream row for deletion")?;
+        let Some((stream_id, last_seq)) = row else {
+            tx.rollback().await.during("ending an empty deletion")?;
+            return Ok(0);
+        };
+        let last_seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), last_seq)?;
+        let (holds_events, remembers_ids): (bool, bool) = if last_seq == 0 {
+            (false, false)
+        } else {
+            sqlx::query_as(ERASABLE)
+                .bind(stream_id)
+                .fetch_one(&mut *tx)
+                .await
+                .during("reading what a stream holds")?
+        };
+        if !holds_events && !remembers_ids {
+            tx.rollback().await.during("ending an empty deletion")?;
+            return Ok(0);
+        }
+        let (deleted,): (i64,) = sqlx::query_as(DELETE_STREAM)
+            .bind(stream_id)
+            .fetch_one(&mut *tx)
+            .await
+            .during("deleting a stream's events and compacted ids")?;
+        let marker = erasure_marker(tenant, run_id, last_seq);
+        EventRows::new([&marker])?
+            .insert(&mut tx, stream_id)
+            .await?;
+        tx.commit().await.during("committing a deletion")?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
     /// The streams that hold an ordinary event at or before `cutoff_ms`
     /// (a superset of those a compaction prunes), with their row ids.
     async fn compaction_candidates(&self, cutoff_ms: u64) -> Result<Vec<(i64, StreamKey)>> {
@@ -481,9 +562,16 @@ impl EventLog for PostgresStore {
         .transpose()
     }
 
+    /// A run is listed once it holds a record, unless it is a deleted run
+    /// not appended to since (CONTRACT §27): one whose stream holds no
+    /// ordinary event and remembers no compacted id. Both are lookups by
+    /// primary key prefix per stream of the tenant.
     async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT run_id FROM streams WHERE tenant_hash = $1 AND last_seq > 0 ORDER BY run_id",
+            "SELECT run_id FROM streams s WHERE tenant_hash = $1 AND last_seq > 0 \
+             AND (EXISTS (SELECT 1 FROM events e WHERE e.stream_id = s.stream_id AND NOT e.is_marker) \
+                  OR EXISTS (SELECT 1 FROM compacted_ids c WHERE c.stream_id = s.stream_id)) \
+             ORDER BY run_id",
         )
         .bind(keys::tenant_hash(tenant))
         .fetch_all(self.pool_ref())
@@ -546,5 +634,16 @@ impl EventLog for PostgresStore {
         }
         let cols = StreamCols::new(tenant, run_id);
         retrying!(&cols, self.import_once(tenant, run_id, &cols, records))
+    }
+
+    /// CONTRACT §27: one transaction under the stream row's lock; see
+    /// `delete_run_once`. A deadlock or serialization failure runs it again.
+    ///
+    /// # Cancel safety
+    /// The transaction commits or rolls back as a whole; a dropped future
+    /// leaves the run deleted or untouched.
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let cols = StreamCols::new(tenant, run_id);
+        retrying!(&cols, self.delete_run_once(tenant, run_id, &cols))
     }
 }

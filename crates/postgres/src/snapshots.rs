@@ -235,6 +235,21 @@ impl SnapshotStore for PostgresStore {
         Ok(report)
     }
 
+    /// CONTRACT §27: one `DELETE` of the run's snapshots. A `put` racing it
+    /// may be stored after it, as the contract allows.
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let cols = StreamCols::new(tenant, run_id);
+        let done = sqlx::query(
+            "DELETE FROM snapshots \
+             WHERE stream_id = (SELECT stream_id FROM streams WHERE key_hash = $1)",
+        )
+        .bind(&cols.key_hash)
+        .execute(self.pool_ref())
+        .await
+        .map_err(|err| error::map(&format!("deleting the snapshots of stream {cols}"), err))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {
         let rows: Vec<(String, String, bool, String, String)> = sqlx::query_as(
             "SELECT org_id, workspace_id, has_deployment, deployment_id, run_id FROM streams s \

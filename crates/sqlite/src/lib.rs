@@ -56,6 +56,11 @@
 //!   as many snapshots), so a writer waits for one such transaction, not
 //!   for the pass; a transaction that fails is run again with its first
 //!   stream alone, so the report names only the streams that fail alone.
+//! - **Erasure** (CONTRACT §27): `delete_run` is a writer job of its own,
+//!   queued behind the appends already waiting: one `BEGIN IMMEDIATE`
+//!   transaction deletes the run's `events` and `compacted_ids` rows and
+//!   writes its erasure marker at its last seq. The freed pages keep their
+//!   bytes until SQLite reuses them or a `VACUUM` rewrites the file.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of

@@ -12,7 +12,7 @@ use crate::{
     SqliteStore,
     error::SqliteError,
     schema::{self, bind_stream},
-    writer::{AppendJob, Job, Maintenance},
+    writer::{AppendJob, Deletion, Job, Maintenance},
 };
 
 #[async_trait]
@@ -226,6 +226,30 @@ impl EventLog for SqliteStore {
                 tenant: tenant.clone(),
                 run_id: run_id.clone(),
                 records: records.to_vec(),
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// CONTRACT §27: one `BEGIN IMMEDIATE` transaction on the writer, queued
+    /// behind the appends already waiting (so ordered with their group
+    /// commits) and holding SQLite's write lock (so ordered with other
+    /// processes): reads the stream's last seq, deletes its `events` and
+    /// `compacted_ids` rows and writes its erasure marker at that seq. An
+    /// empty or already erased run is left as it is and answers 0.
+    ///
+    /// # Cancel safety
+    /// Once sent, the deletion is committed or rolled back as a whole
+    /// whether or not the future is still awaited.
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let (reply, answer) = runstore_core::raw::group::reply();
+        self.submit(
+            Job::Delete {
+                target: Deletion::Run,
+                tenant: tenant.clone(),
+                run_id: run_id.clone(),
                 reply,
             },
             answer,

@@ -118,11 +118,23 @@ pub(crate) fn aggregated_read(window: &str) -> String {
     )
 }
 
-/// The tenant's runs (`?4` unused).
+/// The tenant's runs (`?4` unused), leaving out a deleted run not appended
+/// to since (CONTRACT §27): one that remembers no compacted id and holds no
+/// ordinary event (its one record is its erasure marker). Both are lookups
+/// of the stream's first matching row by primary key; the compacted ids are
+/// asked first, so a stream whose large marker leads its rows is answered
+/// before any of its `events` rows is read.
 pub(crate) const LIST_RUNS: &str = "\
-SELECT run_id FROM streams
-WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3
-ORDER BY run_id";
+SELECT s.run_id FROM streams AS s
+WHERE s.org_id = ?1 AND s.workspace_id = ?2 AND s.deployment_id = ?3
+  AND (EXISTS (SELECT 1 FROM compacted_ids AS c
+               WHERE c.org_id = s.org_id AND c.workspace_id = s.workspace_id
+                 AND c.deployment_id = s.deployment_id AND c.run_id = s.run_id)
+       OR EXISTS (SELECT 1 FROM events AS e
+                  WHERE e.org_id = s.org_id AND e.workspace_id = s.workspace_id
+                    AND e.deployment_id = s.deployment_id AND e.run_id = s.run_id
+                    AND e.is_marker = 0))
+ORDER BY s.run_id";
 
 /// Every stream with a record.
 pub(crate) const ALL_STREAMS: &str = "\
@@ -170,6 +182,42 @@ pub(crate) const DELETE_SEQS: &str = "\
 DELETE FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND seq IN (SELECT value FROM json_each(?5))";
+
+/// What `delete_run` decides on (CONTRACT §27), as one row: the stream's
+/// last seq (NULL when empty, found as [`LAST_SEQ`] finds it), whether it
+/// holds an ordinary event, and whether it remembers a compacted id.
+pub(crate) const ERASURE_STATE: &str = "\
+SELECT
+    (SELECT seq FROM events INDEXED BY events_by_seq
+     WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+     ORDER BY seq DESC LIMIT 1),
+    EXISTS (SELECT 1 FROM events
+            WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
+              AND is_marker = 0),
+    EXISTS (SELECT 1 FROM compacted_ids
+            WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4)";
+
+/// Deletes the stream's ordinary events; the rows affected are what
+/// `delete_run` answers.
+pub(crate) const DELETE_ORDINARY_EVENTS: &str = "\
+DELETE FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND is_marker = 0";
+
+/// Deletes every record the stream still holds (after
+/// [`DELETE_ORDINARY_EVENTS`], its markers).
+pub(crate) const DELETE_STREAM_EVENTS: &str = "\
+DELETE FROM events
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
+
+/// Deletes every compacted id the stream remembers.
+pub(crate) const DELETE_COMPACTED_IDS: &str = "\
+DELETE FROM compacted_ids
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
+
+/// Deletes every snapshot of the stream.
+pub(crate) const DELETE_SNAPSHOTS: &str = "\
+DELETE FROM snapshots
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
 
 /// Stores a snapshot, replacing one with the same key.
 pub(crate) const PUT_SNAPSHOT: &str = "\

@@ -11,7 +11,7 @@ use crate::{
     SqliteStore,
     error::SqliteError,
     schema::{self, bind_stream, to_json, to_sql_int},
-    writer::{Job, Maintenance, PutJob},
+    writer::{Deletion, Job, Maintenance, PutJob},
 };
 
 #[async_trait]
@@ -140,6 +140,26 @@ impl SnapshotStore for SqliteStore {
                 now_ms,
             },
             &streams,
+        )
+        .await
+    }
+
+    /// CONTRACT §27: one `DELETE` of the run's snapshots, run by the writer
+    /// as a transaction of its own.
+    ///
+    /// # Cancel safety
+    /// Once sent, the deletion is committed or not whether or not the
+    /// future is still awaited.
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let (reply, answer) = runstore_core::raw::group::reply();
+        self.submit(
+            Job::Delete {
+                target: Deletion::Snapshots,
+                tenant: tenant.clone(),
+                run_id: run_id.clone(),
+                reply,
+            },
+            answer,
         )
         .await
     }

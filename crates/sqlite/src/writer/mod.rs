@@ -33,6 +33,7 @@
 //!   guarded statement.
 //! - [`maintenance`]: compaction and snapshot prune.
 //! - [`import`]: an exported stream written in one transaction.
+//! - [`erase`]: `delete_run` and `delete_snapshots` of one run.
 //!
 //! and what they share:
 //!
@@ -41,6 +42,7 @@
 //! - [`rows`]: event rows, binding and inserting them.
 //! - [`retry`]: failures inside a transaction, and retrying them.
 
+mod erase;
 mod general;
 mod guarded;
 mod import;
@@ -89,6 +91,33 @@ pub(crate) enum Job {
         records: Vec<EventRecord>,
         reply: Reply<usize>,
     },
+    /// `delete_run` or `delete_snapshots` of one run, in a transaction of
+    /// its own; answers how many events (snapshots) it deleted.
+    Delete {
+        target: Deletion,
+        tenant: Tenant,
+        run_id: RunId,
+        reply: Reply<usize>,
+    },
+}
+
+/// What a [`Job::Delete`] deletes (CONTRACT §27).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    /// `delete_run`: the run's events and compacted ids, leaving its
+    /// erasure marker.
+    Run,
+    /// `delete_snapshots`: the run's snapshots.
+    Snapshots,
+}
+
+impl Deletion {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Run => "delete a run",
+            Self::Snapshots => "delete a run's snapshots",
+        }
+    }
 }
 
 /// An `append_batch` request.
@@ -137,7 +166,7 @@ impl Job {
             Self::Maintain { reply, .. } => {
                 reply.send(Err(err));
             }
-            Self::Import { reply, .. } => {
+            Self::Import { reply, .. } | Self::Delete { reply, .. } => {
                 reply.send(Err(err));
             }
         }
@@ -201,7 +230,8 @@ impl Writer {
     }
 
     /// Runs a job that has a transaction of its own: maintenance
-    /// ([`maintenance`]) or an import ([`import`]).
+    /// ([`maintenance`]), an import ([`import`]) or a deletion
+    /// ([`erase`]).
     async fn run_exclusive(&mut self, job: Job) {
         match job {
             Job::Maintain {
@@ -223,6 +253,20 @@ impl Writer {
                     "import a stream",
                     Replan::Yes,
                     self.try_import(&tenant, &run_id, &records).await
+                );
+                reply.send(result.map_err(into_error));
+            }
+            Job::Delete {
+                target,
+                tenant,
+                run_id,
+                reply,
+            } => {
+                let result = retrying!(
+                    self,
+                    target.action(),
+                    Replan::No,
+                    self.try_delete(target, &tenant, &run_id).await
                 );
                 reply.send(result.map_err(into_error));
             }
