@@ -336,9 +336,16 @@ pub async fn delete_tenant_erases_every_run_of_that_tenant_only(h: &Harness) {
 /// CONTRACT §27, §3: deletions of a run racing appends to it (and to
 /// another run) leave a sound stream: every append acknowledged after the
 /// last deletion's seq is stored at its seq, nothing at or below it is,
-/// and the other run lost nothing.
+/// and the other run lost nothing. Where several handles may write one
+/// location, the deletions come from a second handle, so they race the
+/// appends' commits rather than queue behind them.
 pub async fn delete_racing_appends_leaves_a_sound_stream(h: &Harness) {
     let instance = h.fresh().await;
+    let deleting: Arc<dyn Storage> = if h.capabilities().shared_writers {
+        instance.open_again().await.expect("a second handle")
+    } else {
+        instance.store().clone()
+    };
     let t = tenant(1);
     let tasks = 8;
     let per_task = 40;
@@ -361,12 +368,14 @@ pub async fn delete_racing_appends_leaves_a_sound_stream(h: &Harness) {
         }));
     }
     let deleter = {
-        let store: Arc<dyn Storage> = instance.store().clone();
+        let store = deleting.clone();
         let t = t.clone();
         tokio::spawn(async move {
-            for _ in 0..5 {
-                tokio::task::yield_now().await;
+            // Spread over the appends: the first while they start, the
+            // rest a few milliseconds apart.
+            for _ in 0..8 {
                 store.delete_run(&t, &run("hot")).await.expect("delete_run");
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
             }
         })
     };
@@ -375,6 +384,7 @@ pub async fn delete_racing_appends_leaves_a_sound_stream(h: &Harness) {
         answers.extend(handle.await.expect("task"));
     }
     deleter.await.expect("deleter");
+    drop(deleting);
     let store = instance.store();
 
     let hot = store
