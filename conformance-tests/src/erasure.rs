@@ -1,6 +1,12 @@
 //! Erasure: deleting a run or a tenant (CONTRACT §27, §28).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use runstore_core::{
     AppendOutcome, EventLog, EventLogExt, EventRecord, MemoryStore, ReadQuery, SnapshotStore,
@@ -367,15 +373,18 @@ pub async fn delete_racing_appends_leaves_a_sound_stream(h: &Harness) {
             answers
         }));
     }
+    // Deletions one after another, for as long as the appends go on.
+    let appending = Arc::new(AtomicBool::new(true));
     let deleter = {
         let store = deleting.clone();
         let t = t.clone();
+        let appending = appending.clone();
         tokio::spawn(async move {
-            // Spread over the appends: the first while they start, the
-            // rest a few milliseconds apart.
-            for _ in 0..8 {
+            let mut deletions = 0;
+            while appending.load(Ordering::Relaxed) || deletions == 0 {
                 store.delete_run(&t, &run("hot")).await.expect("delete_run");
-                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                deletions += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         })
     };
@@ -383,6 +392,7 @@ pub async fn delete_racing_appends_leaves_a_sound_stream(h: &Harness) {
     for handle in handles {
         answers.extend(handle.await.expect("task"));
     }
+    appending.store(false, Ordering::Relaxed);
     deleter.await.expect("deleter");
     drop(deleting);
     let store = instance.store();
