@@ -90,7 +90,9 @@ pub use runstore_core::Durability;
 use crate::{
     backend::{UnsyncedBackend, discard_unfinished_create},
     error::{BACKEND, Failure},
-    tables::{EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS},
+    tables::{
+        ERASED, EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS,
+    },
     writer::Writer,
 };
 
@@ -446,6 +448,9 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
         txn.open_table(EVENTS)?;
         txn.open_table(IDS)?;
         txn.open_table(HEADS)?;
+        // Created on the first open of a file older than erasure too (see
+        // `ERASED`).
+        txn.open_table(ERASED)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SNAPSHOT_ORDER)?;
         let mut meta = txn.open_table(META)?;

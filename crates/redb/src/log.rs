@@ -8,7 +8,8 @@ use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
     RunId, StreamKey, Tenant,
     raw::append::{plan_append_owned, plan_import},
-    raw::compaction::{CompactionPolicy, compacted_ids, merge_marker},
+    raw::compaction::{CompactionPolicy, compacted_ids, marker_payload, merge_marker},
+    raw::erasure::erasure_marker,
     validate::Limits,
 };
 
@@ -16,7 +17,7 @@ use crate::{
     RedbStore,
     error::Failure,
     tables::{
-        self, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
+        self, ERASED, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
         event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_prefix,
     },
     writer::{LogTables, SnapshotTables, WriteTables},
@@ -154,12 +155,14 @@ fn append(
 }
 
 fn import(
-    tables: &mut LogTables<'_, '_>,
+    tables: &mut WriteTables<'_>,
     stream: &[u8],
     tenant: &Tenant,
     run_id: &RunId,
     records: &[EventRecord],
 ) -> Result<usize, Failure> {
+    let (mut tables, erased) = tables.log_and_erased()?;
+    let tables = &mut tables;
     let last = head(&*tables.heads, stream)?;
     let mut failed = None;
     let missing = plan_import(
@@ -187,7 +190,95 @@ fn import(
         register_ids(tables, stream, record)?;
     }
     tables.heads.insert(stream, new_last)?;
+    // A deleted run imported (or imported onto a deleted run) stays a
+    // deleted run: `list_runs` leaves it out as the source store did.
+    let was_erased = last == 0 || erased_at(&*erased, stream)? == Some(last);
+    if was_erased && missing.iter().all(remembers_nothing) {
+        erased.insert(stream, new_last)?;
+    }
     Ok(missing.len())
+}
+
+/// Whether `record` is a marker that remembers no id: the only kind of
+/// record a deleted run holds (CONTRACT §27). A marker whose payload does
+/// not parse is taken to remember something.
+fn remembers_nothing(record: &EventRecord) -> bool {
+    record.is_compaction_marker()
+        && marker_payload(record).is_ok_and(|payload| payload.compacted_event_ids.is_empty())
+}
+
+/// The last seq `stream` had when it was last deleted, if ever (see
+/// [`ERASED`]).
+fn erased_at(
+    erased: &impl ReadableTable<&'static [u8], u64>,
+    stream: &[u8],
+) -> Result<Option<u64>, StorageError> {
+    Ok(erased.get(stream)?.map(|guard| guard.value()))
+}
+
+/// Deletes `tenant`'s `run_id` (CONTRACT §27, `raw::erasure`) in the
+/// writer's transaction, so it is serialised with the stream's appends and
+/// committed with them or not at all: every `events` entry and every `ids`
+/// entry of the stream go, the erasure marker is written at the last seq
+/// as compaction writes a marker (in `events`, and its own id in `ids`),
+/// the head keeps the last seq and `erased` records it. Answers the
+/// ordinary events deleted (a stream whose events were all compacted
+/// answers 0 and is deleted all the same); `None` for a stream that holds
+/// nothing, or only markers that remember no id (a deleted run), which is
+/// left as it is.
+fn delete(
+    tables: &mut WriteTables<'_>,
+    stream: &[u8],
+    tenant: &Tenant,
+    run_id: &RunId,
+) -> Result<Option<usize>, Failure> {
+    let (tables, erased) = tables.log_and_erased()?;
+    let last = head(&*tables.heads, stream)?;
+    if last == 0 {
+        return Ok(None);
+    }
+    let (first, end) = (event_key(stream, 0), event_key(stream, u64::MAX));
+    let mut ordinary = 0;
+    let mut remembers = false;
+    // Headers say which records are markers; only markers are parsed.
+    for entry in tables.events.range(first.as_slice()..=end.as_slice())? {
+        let (entry_key, value) = entry?;
+        match event_header(value.value()) {
+            Some((true, _)) => {
+                let seq = seq_of_event_key(stream, entry_key.value())?;
+                let marker = decode_event(stream, seq, value.value());
+                // A marker that does not parse is deleted like the rest.
+                remembers |= !marker.as_ref().is_ok_and(remembers_nothing);
+            }
+            // A record whose header is cut short is deleted like any other.
+            _ => ordinary += 1,
+        }
+    }
+    if ordinary == 0 && !remembers {
+        return Ok(None);
+    }
+    let marker = erasure_marker(tenant, run_id, last);
+    let marker_bytes = encode_event(&marker)?;
+    // Nothing is written above this line, so a refusal leaves the batch
+    // intact.
+    tables
+        .events
+        .retain_in(first.as_slice()..=end.as_slice(), |_, _| false)?;
+    // Live ids, remembered ids and the old marker's own: every key of the
+    // stream's range (no stream key is a prefix of another).
+    let ids_end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
+    tables
+        .ids
+        .retain_in(stream..ids_end.as_slice(), |_, _| false)?;
+    let key = event_key(stream, last);
+    tables
+        .events
+        .insert(key.as_slice(), marker_bytes.as_slice())?;
+    let key = join(stream, marker.event_id.as_str().as_bytes());
+    tables.ids.insert(key.as_slice(), last)?;
+    // The head keeps `last`: the seqs are never reused.
+    erased.insert(stream, last)?;
+    Ok(Some(ordinary))
 }
 
 /// One stream's compaction, computed before anything is written.
@@ -464,6 +555,41 @@ fn streams_of(
     Ok(streams)
 }
 
+/// The streams of `prefix` ([`streams_of`]) less the deleted runs: those
+/// whose head equals their `erased` entry. The tenant's `erased` range is
+/// read once beside its `heads` range, so a listing costs one more range
+/// scan over the tenant's deleted runs, never a probe per run.
+fn live_streams_of(
+    heads: &impl ReadableTable<&'static [u8], u64>,
+    erased: &impl ReadableTable<&'static [u8], u64>,
+    prefix: &[u8],
+) -> Result<Vec<StreamKey>, Failure> {
+    let end = prefix_end(prefix);
+    let mut deleted = std::collections::HashMap::new();
+    let erased_range = match &end {
+        Some(end) => erased.range(prefix..end.as_slice())?,
+        None => erased.range(prefix..)?,
+    };
+    for entry in erased_range {
+        let (key, seq) = entry?;
+        deleted.insert(key.value().to_vec(), seq.value());
+    }
+    let heads_range = match &end {
+        Some(end) => heads.range(prefix..end.as_slice())?,
+        None => heads.range(prefix..)?,
+    };
+    let mut streams = Vec::new();
+    for entry in heads_range {
+        let (key, last) = entry?;
+        if deleted.get(key.value()) == Some(&last.value()) {
+            continue;
+        }
+        streams.push(decode_stream(key.value())?.0);
+    }
+    streams.sort();
+    Ok(streams)
+}
+
 impl RedbStore {
     /// The first stream after the key `after` (the first of all when
     /// `None`), with its key, if any.
@@ -591,7 +717,8 @@ impl EventLog for RedbStore {
         let tenant = tenant.clone();
         self.read_txn(move |txn| {
             let heads = txn.open_table(HEADS)?;
-            let streams = streams_of(&heads, &prefix)?;
+            let erased = txn.open_table(ERASED)?;
+            let streams = live_streams_of(&heads, &erased, &prefix)?;
             Ok(streams
                 .into_iter()
                 .filter(|stream| stream.tenant == tenant)
@@ -685,7 +812,23 @@ impl EventLog for RedbStore {
         let stream = stream_key(tenant, run_id);
         let (tenant, run_id, records) = (tenant.clone(), run_id.clone(), records.to_vec());
         self.writer()
-            .submit(move |tables| import(&mut tables.log()?, &stream, &tenant, &run_id, &records))
+            .submit(move |tables| import(tables, &stream, &tenant, &run_id, &records))
+            .await
+    }
+
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let stream = stream_key(tenant, run_id);
+        let (tenant, run_id) = (tenant.clone(), run_id.clone());
+        self.writer()
+            .submit(move |tables| {
+                let deleted = delete(tables, &stream, &tenant, &run_id)?;
+                if deleted.is_none() {
+                    // Nothing to delete: a batch of such jobs commits
+                    // nothing and costs no sync.
+                    tables.wrote_nothing();
+                }
+                Ok(deleted.unwrap_or(0))
+            })
             .await
     }
 }
@@ -757,6 +900,91 @@ mod tests {
             }
         }
         txn.commit().unwrap();
+    }
+
+    /// The keys `table` holds under `stream`.
+    fn keys_of<V: redb::Value + 'static>(
+        store: &RedbStore,
+        table: redb::TableDefinition<&'static [u8], V>,
+        stream: &[u8],
+    ) -> Vec<Vec<u8>> {
+        use redb::ReadableDatabase as _;
+        let txn = store.inner.db.begin_read().unwrap();
+        let table = txn.open_table(table).unwrap();
+        let end = prefix_end(stream).unwrap();
+        table
+            .range(stream..end.as_slice())
+            .unwrap()
+            .map(|entry| entry.unwrap().0.value().to_vec())
+            .collect()
+    }
+
+    /// CONTRACT §27: a deletion leaves the stream's marker and the marker's
+    /// own id, nothing else, in `events` and `ids` (the ids its old marker
+    /// remembered included, although no live event was left to count); the
+    /// head keeps the last seq and `erased` records it, so `list_runs`
+    /// leaves the run out until an append raises the head past it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deletion_leaves_only_the_marker_and_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        let run = RunId::new("gone").unwrap();
+        for n in 1..=3 {
+            store
+                .append(&t, &event("gone", &format!("e{n}"), 0, 10))
+                .await
+                .unwrap();
+        }
+        // Every event pruned: the stream holds a marker remembering e1-e2
+        // (e3's seq is the marker's) and nothing to count.
+        assert_eq!(store.compact(5, 100).await.unwrap().removed, 3);
+        let stream = stream_key(&t, &run);
+        assert!(keys_of(&store, IDS, &stream).len() > 1);
+        assert_eq!(store.delete_run(&t, &run).await.unwrap(), 0);
+        let marker = erasure_marker(&t, &run, 3);
+        assert_eq!(
+            keys_of(&store, EVENTS, &stream),
+            vec![event_key(&stream, 3)]
+        );
+        assert_eq!(
+            keys_of(&store, IDS, &stream),
+            vec![join(&stream, marker.event_id.as_str().as_bytes())]
+        );
+        assert_eq!(
+            store.read(&t, &run, ReadQuery::all()).await.unwrap(),
+            vec![marker]
+        );
+        assert!(store.list_runs(&t).await.unwrap().is_empty());
+        assert_eq!(store.next_seq(&t, &run).await.unwrap(), 4);
+        let again = store.append(&t, &event("gone", "e1", 0, 10)).await.unwrap();
+        assert_eq!((again.seq, again.inserted), (4, true));
+        // The `erased` entry is stale now, and harmless.
+        assert_eq!(store.list_runs(&t).await.unwrap(), vec![run.clone()]);
+        assert_eq!(store.delete_run(&t, &run).await.unwrap(), 1);
+        assert!(store.list_runs(&t).await.unwrap().is_empty());
+        assert_eq!(store.delete_run(&t, &run).await.unwrap(), 0);
+    }
+
+    /// A file written before erasure has no `erased` table: it opens (the
+    /// open creates the table), lists its runs, and its runs can be
+    /// deleted.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_without_the_erased_table_opens_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tenant();
+        let run = RunId::new("old").unwrap();
+        {
+            let store = open(&dir).await;
+            store.append(&t, &event("old", "e1", 0, 10)).await.unwrap();
+            let txn = store.inner.db.begin_write().unwrap();
+            assert!(txn.delete_table(ERASED).unwrap());
+            txn.commit().unwrap();
+        }
+        let store = open(&dir).await;
+        assert_eq!(store.list_runs(&t).await.unwrap(), vec![run.clone()]);
+        assert_eq!(store.delete_run(&t, &run).await.unwrap(), 1);
+        assert!(store.list_runs(&t).await.unwrap().is_empty());
     }
 
     /// A pass in one transaction that redb fails is retried stream by

@@ -191,6 +191,22 @@ fn prune(
     Ok(report)
 }
 
+/// Deletes every snapshot of `stream` and its `snapshot_order` keys, in the
+/// writer's transaction, so the index never names a snapshot that is gone
+/// (nor the other way round); answers how many snapshots were deleted.
+fn delete_all(tables: &mut SnapshotTables<'_, '_>, stream: &[u8]) -> Result<usize, Failure> {
+    let end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
+    let mut deleted = 0;
+    tables.snapshots.retain_in(stream..end.as_slice(), |_, _| {
+        deleted += 1;
+        false
+    })?;
+    tables
+        .order
+        .retain_in(stream..end.as_slice(), |_, ()| false)?;
+    Ok(deleted)
+}
+
 #[async_trait]
 impl SnapshotStore for RedbStore {
     async fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
@@ -312,6 +328,20 @@ impl SnapshotStore for RedbStore {
         }
         report.sort();
         Ok(report)
+    }
+
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let stream = stream_key(tenant, run_id);
+        self.writer()
+            .submit(move |tables| {
+                let deleted = delete_all(&mut tables.snapshots()?, &stream)?;
+                if deleted == 0 {
+                    // No snapshot, so no index key either: nothing written.
+                    tables.wrote_nothing();
+                }
+                Ok(deleted)
+            })
+            .await
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

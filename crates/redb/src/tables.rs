@@ -12,6 +12,7 @@
 //! | `events`         | stream, seq (u64 BE)                                   | flags (1 byte), `occurred_at_ms` (u64 BE), record JSON |
 //! | `ids`            | stream, event id bytes                                 | seq (live or compacted)                    |
 //! | `heads`          | stream                                                 | last seq                                   |
+//! | `erased`         | stream                                                 | last seq when the stream was last deleted  |
 //! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
 //! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
 //! | `meta`           | `"format"`                                             | format version                             |
@@ -36,6 +37,19 @@ pub(crate) const IDS: TableDefinition<&[u8], u64> = TableDefinition::new("ids");
 /// Stream key -> the stream's last seq; present exactly for streams that
 /// hold at least one record.
 pub(crate) const HEADS: TableDefinition<&[u8], u64> = TableDefinition::new("heads");
+/// Stream key -> the last seq the stream had when it was last deleted
+/// (CONTRACT §27). The stream is a deleted run -- it holds its erasure
+/// marker and nothing else -- exactly while its head equals this seq: an
+/// append or import after the deletion raises the head past it, so no write
+/// but a deletion (or an import of a deleted run) has to touch this table,
+/// and `list_runs` tells a deleted run from its head and this entry alone.
+/// An entry left below the head is stale and harmless; the next deletion of
+/// the stream overwrites it.
+///
+/// Added after layout version 1 without changing it: the table is created
+/// by every open, and a file written before erasure existed has no deleted
+/// run, so its empty table is right.
+pub(crate) const ERASED: TableDefinition<&[u8], u64> = TableDefinition::new("erased");
 /// Snapshots: stream key + snapshot id -> [`encode_snapshot`] bytes.
 pub(crate) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 /// Stream key + seq + `created_at_ms` + snapshot id -> (): the snapshots of

@@ -29,7 +29,7 @@ use runstore_core::{
 
 use crate::{
     error::{self, Failure},
-    tables::{EVENTS, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
+    tables::{ERASED, EVENTS, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
 };
 
 type EventsTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
@@ -45,6 +45,7 @@ pub(crate) struct WriteTables<'t> {
     events: Option<EventsTable<'t>>,
     ids: Option<SeqTable<'t>>,
     heads: Option<SeqTable<'t>>,
+    erased: Option<SeqTable<'t>>,
     snapshots: Option<EventsTable<'t>>,
     order: Option<OrderTable<'t>>,
     /// Whether the job running now may have written (it says otherwise
@@ -86,6 +87,7 @@ impl<'t> WriteTables<'t> {
             events: None,
             ids: None,
             heads: None,
+            erased: None,
             snapshots: None,
             order: None,
             job_writes: true,
@@ -108,6 +110,20 @@ impl<'t> WriteTables<'t> {
             ids: opened(&mut self.ids, self.txn, IDS)?,
             heads: opened(&mut self.heads, self.txn, HEADS)?,
         })
+    }
+
+    /// The event log's tables and `erased`, for the jobs that can make a
+    /// stream a deleted run or find one (`delete_run`, `import_stream`);
+    /// appends never open `erased` (see [`ERASED`]).
+    pub(crate) fn log_and_erased(
+        &mut self,
+    ) -> Result<(LogTables<'_, 't>, &mut SeqTable<'t>), Failure> {
+        let log = LogTables {
+            events: opened(&mut self.events, self.txn, EVENTS)?,
+            ids: opened(&mut self.ids, self.txn, IDS)?,
+            heads: opened(&mut self.heads, self.txn, HEADS)?,
+        };
+        Ok((log, opened(&mut self.erased, self.txn, ERASED)?))
     }
 
     /// The snapshot store's tables (`snapshots`, `snapshot_order`).

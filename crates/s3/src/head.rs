@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 
 /// The head's format version.
 pub(crate) const FORMAT: u32 = 1;
+/// The format of a head whose stream was deleted (CONTRACT §27): it has
+/// [`Head::erased_through`], and its id index entries live under a prefix
+/// of their own ([`Head::ids_epoch`]). A version of the store that predates
+/// erasure refuses such a head as `Corrupt` instead of reading the old
+/// prefix as the stream's ids; a stream never deleted keeps format 1, byte
+/// for byte.
+pub(crate) const FORMAT_ERASED: u32 = 2;
 /// How many commit tokens a head remembers.
 const COMMITS_KEPT: usize = 32;
 /// A flush runs once the buffer holds this many records...
@@ -61,6 +68,13 @@ pub(crate) struct Head {
     pub(crate) markers: Vec<MarkerRef>,
     /// Tokens of the latest commits, oldest first.
     pub(crate) commits: Vec<String>,
+    /// The last seq of the stream when it was last deleted (CONTRACT §27),
+    /// `None` if it never was. Seqs up to it hold nothing but the erasure
+    /// marker; the stream is a deleted run while this equals `last_seq`
+    /// ([`Head::is_erased`]), and the id index of the records above it
+    /// lives under a prefix of its own ([`Head::ids_epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) erased_through: Option<u64>,
 }
 
 /// The fields of a head that name its stream: read on their own when a
@@ -103,7 +117,29 @@ impl Head {
             buffer: Vec::new(),
             markers: Vec::new(),
             commits: Vec::new(),
+            erased_through: None,
         }
+    }
+
+    /// Whether the stream is a deleted run not appended to since: it holds
+    /// its erasure marker and nothing else.
+    pub(crate) fn is_erased(&self) -> bool {
+        self.erased_through
+            .is_some_and(|erased| erased == self.last_seq)
+    }
+
+    /// Which id index this head's records use: `None` for the first one
+    /// (`ids/`), the seq of the last deletion for the one started by it.
+    /// Every entry under an older index names a deleted record.
+    pub(crate) fn ids_epoch(&self) -> Option<u64> {
+        self.erased_through
+    }
+
+    /// Records that the stream, whose last seq is `through`, was deleted
+    /// through `through`: the head takes [`FORMAT_ERASED`].
+    pub(crate) fn mark_erased(&mut self, through: u64) {
+        self.erased_through = Some(through);
+        self.format = FORMAT_ERASED;
     }
 
     /// The stream this head belongs to.
@@ -121,8 +157,18 @@ impl Head {
     pub(crate) fn check(&self, key: &StreamKey, location: &impl std::fmt::Display) -> Result<()> {
         let fail =
             |reason: String| Error::corrupt(format!("{location} ({})", head_what(key)), reason);
-        if self.format != FORMAT {
-            return Err(fail(format!("head format {} is not {FORMAT}", self.format)));
+        match (self.format, self.erased_through) {
+            (FORMAT, None) | (FORMAT_ERASED, Some(_)) => {}
+            (FORMAT_ERASED, None) => {
+                return Err(fail(format!(
+                    "head format {FORMAT_ERASED} without erased_through"
+                )));
+            }
+            (format, _) => {
+                return Err(fail(format!(
+                    "head format {format} is not {FORMAT} or {FORMAT_ERASED}"
+                )));
+            }
         }
         let named = self.stream().map_err(|err| fail(err.to_string()))?;
         if named != *key {
@@ -165,7 +211,8 @@ impl Head {
     /// starts with `base`'s. The result keeps those appended records in its
     /// buffer, so nothing committed since `base` is lost.
     pub(crate) fn rebase(base: &Head, changed: &Head, current: &Head) -> Option<Head> {
-        let appended_only = current.segments == base.segments
+        let appended_only = current.erased_through == base.erased_through
+            && current.segments == base.segments
             && current.markers == base.markers
             && current.flushed_through == base.flushed_through
             && current.buffer.len() >= base.buffer.len()
@@ -254,6 +301,9 @@ const ID_CACHE_LIMIT: usize = 1_000_000;
 /// it complete (docs/backends/s3.md, "Id cache").
 #[derive(Debug, Default)]
 pub(crate) struct IdCache {
+    /// The [`Head::ids_epoch`] the cache was built for: a deletion empties
+    /// the stream's id set, so a cache of another epoch covers nothing.
+    epoch: Option<u64>,
     through: u64,
     ids: HashMap<EventId, u64>,
     disabled: bool,
@@ -262,7 +312,7 @@ pub(crate) struct IdCache {
 impl IdCache {
     /// Whether the cache plus `head`'s buffer is the stream's whole id set.
     pub(crate) fn covers(&self, head: &Head) -> bool {
-        !self.disabled && head.flushed_through <= self.through
+        !self.disabled && self.epoch == head.ids_epoch() && head.flushed_through <= self.through
     }
 
     /// The cached seq of `event_id`.
@@ -289,7 +339,20 @@ impl IdCache {
 
     /// Brings the cache up to `head` when every record above `through` is in
     /// its buffer.
+    ///
+    /// A head of another epoch (the stream was deleted since the cache was
+    /// built) starts the cache again, empty and complete through the
+    /// deletion's seq: records up to it hold no id but the erasure
+    /// marker's, which the head knows itself.
     pub(crate) fn catch_up(&mut self, head: &Head) -> Result<()> {
+        if self.epoch != head.ids_epoch() {
+            *self = Self {
+                epoch: head.ids_epoch(),
+                through: head.erased_through.unwrap_or(0),
+                ids: HashMap::new(),
+                disabled: false,
+            };
+        }
         if self.covers(head) && head.last_seq > self.through {
             let from = head
                 .buffer

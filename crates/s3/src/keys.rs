@@ -11,6 +11,16 @@ use object_store::path::{Path, PathPart};
 use runstore_core::{Error, EventId, Result, RunId, SnapshotId, StreamKey, Tenant};
 use sha2::{Digest, Sha256};
 
+/// The suffix of [`Keys::erased_hint`] after the run's segment.
+pub(crate) const ERASED_HINT: &str = ".erased";
+
+/// The last seq a segment object's name (`<first>-<last>-<token>`) states.
+pub(crate) fn segment_last(name: &str) -> Option<u64> {
+    let mut parts = name.splitn(3, '-');
+    let (_, last) = (parts.next()?, parts.next()?);
+    (last.len() == 20).then(|| last.parse().ok()).flatten()
+}
+
 /// Longest segment kept in the readable `v` form; longer ones are hashed.
 const MAX_PLAIN_SEGMENT: usize = 160;
 
@@ -180,11 +190,34 @@ impl Keys {
             .child(format!("{first:020}-{last:020}-{token}"))
     }
 
-    /// The id index entry of `event_id` in the stream.
-    pub(crate) fn id_entry(&self, key: &StreamKey, event_id: &EventId) -> Path {
-        self.stream_dir(key)
-            .child("ids")
+    /// The id index of `epoch` ([`Head::ids_epoch`](crate::head::Head::ids_epoch)):
+    /// `ids/` for a stream never deleted, `ids-<seq:020>/` for the index
+    /// started by the deletion through `seq`.
+    pub(crate) fn ids_dir(&self, key: &StreamKey, epoch: Option<u64>) -> Path {
+        let dir = self.stream_dir(key);
+        match epoch {
+            None => dir.child("ids"),
+            Some(seq) => dir.child(format!("ids-{seq:020}")),
+        }
+    }
+
+    /// The id index entry of `event_id` in the stream's index of `epoch`.
+    pub(crate) fn id_entry(&self, key: &StreamKey, epoch: Option<u64>, event_id: &EventId) -> Path {
+        self.ids_dir(key, epoch)
             .child(id_segment(event_id.as_str()))
+    }
+
+    /// The hint that the stream may be a deleted run: an empty object
+    /// beside the stream's directory, `P/ev/<tenant>/<run>.erased`, so that
+    /// the listing `list_runs` makes of the tenant's directory shows it
+    /// without a request per run. Id segments never contain `.`, so no
+    /// run's directory has this name.
+    pub(crate) fn erased_hint(&self, key: &StreamKey) -> Path {
+        self.join(&[
+            "ev",
+            &tenant_segment(&key.tenant),
+            &format!("{}{ERASED_HINT}", id_segment(key.run_id.as_str())),
+        ])
     }
 
     /// One stream's snapshots.

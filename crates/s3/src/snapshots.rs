@@ -353,6 +353,35 @@ impl Inner {
         Ok(deleted)
     }
 
+    /// Deletes every snapshot object of `key` a listing finds (CONTRACT
+    /// §27); answers how many snapshots (ids) it held. Replaced versions go
+    /// first and each id's newest version last, so a delete that fails
+    /// midway never leaves an older version standing in for a deleted
+    /// snapshot. The listing is the only index, so nothing else is kept
+    /// consistent. A version put after the listing is kept (a put racing
+    /// the deletion may be stored after it).
+    async fn delete_stream_snapshots(&self, key: &StreamKey) -> Result<usize> {
+        let mut newest = Vec::new();
+        let mut replaced = Vec::new();
+        for (_, mut versions) in self.stream_objects(key).await? {
+            newest.extend(versions.pop().map(|stored| stored.path));
+            replaced.extend(versions.into_iter().map(|stored| stored.path));
+        }
+        let deleted = newest.len();
+        let what = format!("a snapshot of stream {key}");
+        for paths in [replaced, newest] {
+            stream::iter(paths)
+                .map(|path| {
+                    let what = what.as_str();
+                    async move { delete(self.store(), &path, what).await }
+                })
+                .buffer_unordered(16)
+                .try_collect::<()>()
+                .await?;
+        }
+        Ok(deleted)
+    }
+
     /// Deletes versions of a snapshot that a newer one replaced: garbage
     /// only, as readers take the newest, so a failed delete leaves it for
     /// the next put of the id or the next prune.
@@ -447,6 +476,13 @@ impl SnapshotStore for S3Store {
         }
         report.sort();
         Ok(report)
+    }
+
+    /// CONTRACT §27: every object of the run's snapshot directory, one
+    /// listing and one DELETE per object.
+    async fn delete_snapshots(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        let key = StreamKey::new(tenant.clone(), run_id.clone());
+        self.inner.delete_stream_snapshots(&key).await
     }
 
     async fn snapshot_streams(&self) -> Result<Vec<StreamKey>> {

@@ -104,8 +104,12 @@ impl Inner {
                 .collect();
             let at = kept.partition_point(|record| record.seq < change.marker.seq);
             kept.insert(at, change.marker);
-            self.write_ids(key, index_entries(&loaded.head.buffer)?)
-                .await?;
+            self.write_ids(
+                key,
+                loaded.head.ids_epoch(),
+                index_entries(&loaded.head.buffer)?,
+            )
+            .await?;
             let mut next = loaded.head.clone();
             next.buffer.clear();
             next.segments.clear();

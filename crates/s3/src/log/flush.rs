@@ -57,7 +57,8 @@ impl Inner {
         if records.is_empty() {
             return Ok(work);
         }
-        self.write_ids(key, index_entries(&records)?).await?;
+        self.write_ids(key, head.ids_epoch(), index_entries(&records)?)
+            .await?;
         for record in &records {
             if record.is_compaction_marker() {
                 head.markers.push(MarkerRef {

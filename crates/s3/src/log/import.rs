@@ -3,11 +3,22 @@
 //! puts and flushed as appends are.
 
 use runstore_core::{
-    EventRecord, Result, StreamKey, raw::append::plan_import, raw::compaction::compacted_ids,
+    EventRecord, Result, StreamKey,
+    raw::append::plan_import,
+    raw::compaction::{compacted_ids, marker_payload},
 };
 
 use super::{Loaded, MAINTENANCE_ATTEMPTS};
 use crate::{Inner, backoff, error::contended, head::FLUSH_RECORDS, new_token, objects::Put};
+
+/// The greatest `erased_through_seq` the markers among `records` carry.
+fn erased_through(records: &[EventRecord]) -> Option<u64> {
+    records
+        .iter()
+        .filter(|record| record.is_compaction_marker())
+        .filter_map(|marker| marker_payload(marker).ok()?.erased_through_seq)
+        .max()
+}
 
 impl Inner {
     /// Imports an exported stream (docs/backends/s3.md, "Import"): checks it
@@ -53,6 +64,18 @@ impl Inner {
                 let mut next = loaded.head.clone();
                 next.buffer.extend(chunk.iter().cloned());
                 next.last_seq = chunk.last().map_or(next.last_seq, |record| record.seq);
+                // A deleted run's marker (or a later marker that merged it)
+                // is the first record of its stream: the head records the
+                // deletion's seq as `delete_run` does, so a deleted run
+                // imported is one here too (`list_runs` leaves it out).
+                if let Some(through) = erased_through(chunk)
+                    && next.erased_through.is_none_or(|known| known < through)
+                {
+                    next.mark_erased(through);
+                }
+                if next.is_erased() {
+                    self.put_hint(key).await?;
+                }
                 next.remember(&new_token());
                 match self.put_head(key, &next, loaded.version.clone()).await? {
                     Put::Done(version) => {

@@ -72,15 +72,17 @@ impl Inner {
         put_conditional(self.store(), &path, &what, bytes, version).await
     }
 
-    /// The seqs the id index holds for `ids` (`None` = not stored).
+    /// The seqs the id index of `epoch` ([`Head::ids_epoch`]) holds for
+    /// `ids` (`None` = not stored).
     pub(super) async fn fetch_ids(
         &self,
         key: &StreamKey,
+        epoch: Option<u64>,
         ids: Vec<EventId>,
     ) -> Result<HashMap<EventId, Option<u64>>> {
         stream::iter(ids)
             .map(|id| async move {
-                let path = self.keys.id_entry(key, &id);
+                let path = self.keys.id_entry(key, epoch, &id);
                 let what = id_what(key, &id);
                 let seq = match get_json::<IdEntry>(self.store(), &path, &what).await? {
                     Some((entry, _)) => Some(entry.seq_for(&id, &format!("{path} ({what})"))?),
@@ -117,19 +119,23 @@ impl Inner {
                 })
                 .collect());
         }
-        self.fetch_ids(key, unknown.into_iter().collect()).await
+        self.fetch_ids(key, head.ids_epoch(), unknown.into_iter().collect())
+            .await
     }
 
-    /// Creates id index entries; an existing entry states the same (only
-    /// committed records are indexed), so `AlreadyExists` is fine.
+    /// Creates id index entries in the index of `epoch` ([`Head::ids_epoch`]
+    /// of the head the records are committed in); an existing entry states
+    /// the same (only committed records are indexed, and a deletion starts
+    /// a new index), so `AlreadyExists` is fine.
     pub(super) async fn write_ids(
         &self,
         key: &StreamKey,
+        epoch: Option<u64>,
         entries: Vec<(EventId, u64)>,
     ) -> Result<()> {
         stream::iter(entries)
             .map(|(id, seq)| async move {
-                let path = self.keys.id_entry(key, &id);
+                let path = self.keys.id_entry(key, epoch, &id);
                 let what = id_what(key, &id);
                 let entry = IdEntry { seq, id: Some(id) };
                 let bytes = to_json(&entry, &what)?;

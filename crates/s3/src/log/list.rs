@@ -5,6 +5,9 @@
 //! hashed key segment, taken from the head there once that head is checked
 //! to live at its stream's key. What a record claims never decides it.
 
+use std::collections::HashSet;
+
+use futures::{StreamExt, TryStreamExt, stream};
 use object_store::path::Path;
 use runstore_core::{Result, RunId, StreamKey, Tenant};
 
@@ -12,9 +15,12 @@ use crate::{
     Inner,
     error::request,
     head::HeadName,
-    keys::decode_id,
+    keys::{ERASED_HINT, decode_id},
     objects::{corrupt, from_json, get},
 };
+
+/// Parallel head reads of [`Inner::live_runs_under`].
+const PARALLEL: usize = 16;
 
 impl Inner {
     /// The streams under a tenant's directory `dir` (`P/ev/<tenant>/`).
@@ -30,6 +36,43 @@ impl Inner {
         tenant: Option<&Tenant>,
         dir: &Path,
     ) -> Result<Vec<StreamKey>> {
+        Ok(self.listed_under(tenant, dir).await?.0)
+    }
+
+    /// [`Inner::runs_under`] less the deleted runs (CONTRACT §27), for
+    /// `list_runs`. The one listing of `dir` also shows the erased hints
+    /// ([`Keys::erased_hint`](crate::keys::Keys::erased_hint)); only a run
+    /// with a hint costs a GET of its head, which says whether it is still
+    /// a deleted run. A run never deleted costs nothing more.
+    pub(super) async fn live_runs_under(
+        &self,
+        tenant: &Tenant,
+        dir: &Path,
+    ) -> Result<Vec<StreamKey>> {
+        let (keys, hinted) = self.listed_under(Some(tenant), dir).await?;
+        stream::iter(keys)
+            .map(|key| {
+                let hinted = hinted.contains(&self.keys.stream_dir(&key));
+                async move {
+                    if hinted && self.load(&key).await?.head.is_erased() {
+                        return Ok(None);
+                    }
+                    Ok(Some(key))
+                }
+            })
+            .buffered(PARALLEL)
+            .try_filter_map(|key| async move { Ok(key) })
+            .try_collect()
+            .await
+    }
+
+    /// The streams under `dir` (see [`Inner::runs_under`]), and the stream
+    /// directories that have an erased hint beside them.
+    async fn listed_under(
+        &self,
+        tenant: Option<&Tenant>,
+        dir: &Path,
+    ) -> Result<(Vec<StreamKey>, HashSet<Path>)> {
         let listing = self
             .store()
             .list_with_delimiter(Some(dir))
@@ -41,6 +84,14 @@ impl Inner {
                 };
                 request(what, err)
             })?;
+        let hinted: HashSet<Path> = listing
+            .objects
+            .iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.strip_suffix(ERASED_HINT)?;
+                Some(dir.child(name))
+            })
+            .collect();
         let mut keys = Vec::new();
         for prefix in listing.common_prefixes {
             let Some(run_segment) = prefix.parts().last() else {
@@ -56,7 +107,7 @@ impl Inner {
                 }
             }
         }
-        Ok(keys)
+        Ok((keys, hinted))
     }
 
     /// The stream whose directory `dir` is under a hashed key segment, from

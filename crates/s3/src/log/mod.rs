@@ -13,6 +13,7 @@
 //! - [`read`]: windows of a stream, and every record of it.
 //! - [`list`]: the streams under the store's prefix.
 //! - [`compact`]: compaction of one stream.
+//! - [`erase`]: deletion of one stream.
 //! - [`import`]: an exported stream committed in chunks.
 //!
 //! This file holds what they share -- the head as this handle holds it
@@ -21,6 +22,7 @@
 
 mod append;
 mod compact;
+mod erase;
 mod flush;
 mod import;
 mod io;
@@ -143,7 +145,10 @@ impl EventLog for S3Store {
         if let Some(seq) = loaded.head.find(event_id)? {
             return Ok(Some(seq));
         }
-        let found = self.inner.fetch_ids(&key, vec![event_id.clone()]).await?;
+        let found = self
+            .inner
+            .fetch_ids(&key, loaded.head.ids_epoch(), vec![event_id.clone()])
+            .await?;
         Ok(found.get(event_id).copied().flatten())
     }
 
@@ -151,7 +156,7 @@ impl EventLog for S3Store {
         let dir = self.inner.keys.tenant_streams(tenant);
         let mut runs: Vec<RunId> = self
             .inner
-            .runs_under(Some(tenant), &dir)
+            .live_runs_under(tenant, &dir)
             .await?
             .into_iter()
             .filter(|key| key.tenant == *tenant)
@@ -205,5 +210,16 @@ impl EventLog for S3Store {
         // CONTRACT §23: before anything is requested.
         self.inner.limits.check_import(run_id, records)?;
         self.inner.import(&key_of(tenant, run_id), records).await
+    }
+
+    /// CONTRACT §27; see docs/backends/s3.md, "Erasure".
+    ///
+    /// # Cancel safety
+    /// The deletion is committed by one conditional put of the head: a
+    /// dropped future leaves the run deleted or untouched; objects of a
+    /// deleted run it had not deleted yet are never read, and the next
+    /// `delete_run` deletes them.
+    async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
+        self.inner.delete_run(&key_of(tenant, run_id)).await
     }
 }
