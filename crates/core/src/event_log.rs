@@ -151,11 +151,14 @@ pub trait EventLog: Send + Sync + Debug + 'static {
     /// See [`raw::erasure`](crate::raw::erasure).
     ///
     /// # Errors
-    /// `Io`, `Backend` when storage fails; nothing is deleted then.
+    /// `Io`, `Backend` when storage fails. The run is then either untouched
+    /// or deleted (a backend that cleans up after its commit point, as S3
+    /// does, may fail in the clean-up); calling again finishes the
+    /// deletion.
     ///
     /// # Cancel safety
     /// The run is deleted atomically: a dropped future leaves it either
-    /// deleted or untouched.
+    /// deleted or untouched, its old records unread either way.
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize>;
 
     /// Deletes every run of `tenant` as [`delete_run`](Self::delete_run)
