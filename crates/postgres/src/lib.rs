@@ -61,6 +61,7 @@ mod error;
 mod group;
 mod keys;
 mod log;
+mod lone;
 mod schema;
 mod snapshots;
 mod streams;

@@ -20,6 +20,7 @@ use crate::{
     error::{self, SqlContext, TxError, UNIQUE_VIOLATION},
     group::retrying,
     keys::{self, StreamCols},
+    lone::Lone,
     streams,
 };
 
@@ -165,8 +166,30 @@ impl PostgresStore {
         })
     }
 
-    /// One attempt at an append, in one transaction.
+    /// One attempt at an append: a lone new event in one statement
+    /// ([`Lone`], `append_one`), and any request the fast path does not
+    /// take or declines on the general path ([`Self::append_general`]).
     pub(crate) async fn append_once(
+        &self,
+        tenant: &Tenant,
+        run_id: &RunId,
+        cols: &StreamCols<'_>,
+        events: &[EventRecord],
+        expected_last_seq: Option<u64>,
+    ) -> Result<Vec<AppendOutcome>, TxError> {
+        if let Some(lone) = Lone::new(tenant, run_id, events, expected_last_seq)
+            && let Some(outcomes) = self.append_lone(cols, &lone).await?
+        {
+            return Ok(outcomes);
+        }
+        self.append_general(tenant, run_id, cols, events, expected_last_seq)
+            .await
+    }
+
+    /// One attempt at an append on the general path, in one transaction:
+    /// lock the stream row, look the ids up, plan with the shared rules,
+    /// insert, commit.
+    pub(crate) async fn append_general(
         &self,
         tenant: &Tenant,
         run_id: &RunId,
