@@ -714,6 +714,7 @@ fn compacted_stream(run: &str, n: u64) -> Vec<runstore_core::EventRecord> {
             })
             .collect(),
         source: COMPACTION_SOURCE.to_owned(),
+        erased_through_seq: None,
     };
     marker.seq = n;
     marker.event_id = marker_event_id(&tenant, &run_id, n);
