@@ -577,6 +577,18 @@ mod tests {
         );
         let err = limits.check_event(&scoped).unwrap_err();
         assert!(err.to_string().contains("scope.tenant_context.x"), "{err}");
+        // Objects nest as arrays do.
+        let objects = |levels: usize| {
+            (0..levels).fold(Value::Null, |inner, _| serde_json::json!({ "k": inner }))
+        };
+        let ok = event("e").with_payload(objects(MAX_DEPTH - 1));
+        limits.check_event(&ok).unwrap();
+        let deep = event("e").with_payload(objects(MAX_DEPTH));
+        let err = limits.check_event(&deep).unwrap_err();
+        assert!(
+            err.to_string().contains("payload nests deeper than 64"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -702,6 +702,61 @@ mod tests {
         );
     }
 
+    /// A marker that erased the run through `through` and remembers `seqs`.
+    fn erased(through: u64, seqs: &[u64]) -> EventRecord {
+        let run = RunId::new("r").unwrap();
+        let mut record = crate::raw::erasure::erasure_marker(&Tenant::local(), &run, through);
+        if !seqs.is_empty() {
+            let pruned: Vec<_> = seqs
+                .iter()
+                .map(|seq| at(&format!("m{seq}"), *seq))
+                .collect();
+            record = crate::raw::compaction::merge_marker(
+                &Tenant::local(),
+                &run,
+                Some(&record),
+                &pruned,
+                9,
+                |_| Ok(false),
+            )
+            .unwrap();
+        }
+        record
+    }
+
+    #[test]
+    fn an_erased_run_imports_with_its_seqs_and_nothing_below_them() {
+        // A deleted run alone, then appended to, then compacted since.
+        assert_eq!(import(0, &[erased(4, &[])], &[]).unwrap(), 1);
+        assert_eq!(import(0, &[erased(4, &[]), at("a", 5)], &[]).unwrap(), 2);
+        assert_eq!(
+            import(0, &[erased(4, &[5, 6]), at("a", 7)], &[]).unwrap(),
+            2
+        );
+        // Seqs it erased hold nothing else; seqs above it are still gapless.
+        refused(
+            import(0, &[erased(4, &[3, 5])], &[]),
+            "seq 3 is held although the run was erased through seq 4",
+        );
+        refused(
+            import(0, &[erased(4, &[4, 5])], &[]),
+            "seq 4 is held although the run was erased through seq 4",
+        );
+        refused(import(0, &[erased(4, &[6])], &[]), "seq 5 is missing");
+        refused(
+            import(0, &[erased(4, &[]), at("a", 6)], &[]),
+            "seq 5 is missing",
+        );
+        let mut above = erased(4, &[]);
+        let mut payload = crate::raw::compaction::marker_payload(&above).unwrap();
+        payload.erased_through_seq = Some(5);
+        above.payload = serde_json::to_value(payload).unwrap();
+        refused(
+            import(0, &[above], &[]),
+            "erased through seq 5, above its own",
+        );
+    }
+
     #[test]
     fn append_never_passes_the_highest_seq() {
         let events = [event("a"), event("b")];
