@@ -592,6 +592,48 @@ mod tests {
     }
 
     #[test]
+    fn import_checks_the_size_of_events_and_not_of_markers() {
+        let limits = Limits::with_max_record_bytes(300).unwrap();
+        let run = RunId::new("r").unwrap();
+        let big = event("e").with_payload(json!("x".repeat(400)));
+        let err = limits
+            .check_import(&run, std::slice::from_ref(&big))
+            .unwrap_err();
+        assert!(err.to_string().contains("300"), "{err}");
+        let mut marker = big.clone();
+        marker.event_type = COMPACTION_EVENT_TYPE.to_owned();
+        limits
+            .check_import(&run, std::slice::from_ref(&marker))
+            .unwrap();
+    }
+
+    #[test]
+    fn limits_hold_at_their_exact_values() {
+        assert!(Limits::with_max_record_bytes(MAX_RECORD_BYTES_CEILING).is_ok());
+        assert!(Limits::with_max_record_bytes(MAX_RECORD_BYTES_CEILING + 1).is_err());
+        let limits = Limits::default();
+        let snapshot = |seq| {
+            SnapshotRecord::new(
+                &Tenant::local(),
+                RunId::new("r").unwrap(),
+                SnapshotId::new("s").unwrap(),
+                seq,
+                0,
+                RunStatus::Running,
+            )
+        };
+        limits.check_snapshot(&snapshot(MAX_SEQ)).unwrap();
+        assert!(limits.check_snapshot(&snapshot(MAX_SEQ + 1)).is_err());
+        // A record of exactly the limit is accepted; one byte more is not.
+        let fits = event("e").with_payload(json!(""));
+        let len = serde_json::to_vec(&fits).unwrap().len();
+        let exact = Limits::with_max_record_bytes(len).unwrap();
+        exact.check_event(&fits).unwrap();
+        let over = Limits::with_max_record_bytes(len - 1).unwrap();
+        assert!(over.check_event(&fits).is_err());
+    }
+
+    #[test]
     fn hostile_depth_does_not_overflow_the_stack() {
         // Built and dropped iteratively: serde_json's own drop would recurse.
         let mut value = Value::Null;

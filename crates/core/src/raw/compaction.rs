@@ -467,4 +467,24 @@ mod tests {
             .unwrap();
         assert_eq!(change.marker.event_id, plain);
     }
+
+    /// The id is SHA-256 over the parts, each followed by NUL (CONTRACT §9):
+    /// pinned here, computed outside this code, so that every backend and
+    /// every version derive the same marker id.
+    #[test]
+    fn marker_ids_are_the_documented_hash() {
+        let run = RunId::new("run-a").unwrap();
+        assert_eq!(
+            marker_event_id(&Tenant::local(), &run, 2).as_str(),
+            format!(
+                "{COMPACTION_ID_PREFIX}132a05efef57130be13bf01e4714c58589a9bf57069d655271fb4437e2f363b4"
+            )
+        );
+        assert_eq!(
+            marker_event_id_candidate(&Tenant::local(), &run, 2, 1).as_str(),
+            format!(
+                "{COMPACTION_ID_PREFIX}b474af0b87f1c1d1f6ffd1ed2e5fc8ced42b1b004ae6c94c61653bd9157b1d66"
+            )
+        );
+    }
 }

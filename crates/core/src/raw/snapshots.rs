@@ -48,3 +48,29 @@ pub fn prune_selection(
         .filter(|index| ordered[*index].created_at_ms < cutoff)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RunId, RunStatus, SnapshotId, Tenant};
+
+    #[test]
+    fn prune_keeps_a_snapshot_created_at_the_cutoff() {
+        let snapshots: Vec<SnapshotRecord> = [399, 400, 401]
+            .iter()
+            .map(|at| {
+                SnapshotRecord::new(
+                    &Tenant::local(),
+                    RunId::new("r").unwrap(),
+                    SnapshotId::new(format!("s{at}")).unwrap(),
+                    1,
+                    *at,
+                    RunStatus::Running,
+                )
+            })
+            .collect();
+        // Retention 600 at 1,000: the cutoff is 400, and only what was
+        // created before it goes.
+        assert_eq!(prune_selection(&snapshots, 600, 0, 1_000), vec![0]);
+    }
+}
