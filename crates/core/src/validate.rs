@@ -695,6 +695,16 @@ mod tests {
             err.to_string().contains("scope.tenant_context.extra"),
             "{err}"
         );
+        let mut transition = event("e");
+        let mut observed = observed_transition();
+        observed.extra.insert("to_phase".into(), json!("done"));
+        transition.phase_transition = Some(observed);
+        let err = limits.check_event(&transition).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: event \"e\" of run \"r\": phase_transition.extra holds \
+             the key \"to_phase\", which names a field of the record"
+        );
         let mut scope = event("e");
         scope.scope.extra.insert("tenant_context".into(), json!({}));
         assert!(limits.check_event(&scope).is_err());
@@ -711,8 +721,19 @@ mod tests {
     }
 
     #[test]
+    fn text_depth_skips_brackets_in_strings_and_escapes() {
+        assert_eq!(text_depth(br#"[{"a":[1]}]"#), 3);
+        assert_eq!(text_depth(br#"{"a":"[[[{{"}"#), 1);
+        // An escaped quote does not end the string; an escaped backslash
+        // does not escape the quote after it.
+        assert_eq!(text_depth(br#"{"a":"\"[[\""}"#), 1);
+        assert_eq!(text_depth(br#"{"a":"\\","b":[[]]}"#), 3);
+    }
+
+    #[test]
     fn seqs_timestamps_and_size_have_limits() {
         let limits = Limits::with_max_record_bytes(300).unwrap();
+        assert_eq!(limits.max_record_bytes(), 300);
         let mut late = event("e");
         late.occurred_at_ms = MAX_TIMESTAMP_MS + 1;
         let err = limits.check_event(&late).unwrap_err();

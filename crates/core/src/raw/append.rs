@@ -702,6 +702,29 @@ mod tests {
         );
     }
 
+    /// A marker remembering ids at `seqs` whose list is then rewritten to
+    /// claim one of them at `claimed` instead.
+    fn marker_claiming(seqs: &[u64], claimed: u64) -> EventRecord {
+        let mut record = marker(seqs);
+        let mut payload = crate::raw::compaction::marker_payload(&record).unwrap();
+        payload.compacted_event_ids[0].seq = claimed;
+        record.payload = serde_json::to_value(payload).unwrap();
+        record
+    }
+
+    #[test]
+    fn an_imported_marker_remembers_ids_only_from_seq_1_to_its_own() {
+        assert_eq!(import(0, &[marker_claiming(&[1, 2], 1)], &[]).unwrap(), 1);
+        refused(
+            import(0, &[marker_claiming(&[1, 2], 0)], &[]),
+            "remembers event \"m1\" at seq 0, outside 1 to 2",
+        );
+        refused(
+            import(0, &[marker_claiming(&[1, 2], 3)], &[]),
+            "remembers event \"m1\" at seq 3, outside 1 to 2",
+        );
+    }
+
     /// A marker that erased the run through `through` and remembers `seqs`.
     fn erased(through: u64, seqs: &[u64]) -> EventRecord {
         let run = RunId::new("r").unwrap();

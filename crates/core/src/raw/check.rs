@@ -517,6 +517,32 @@ mod tests {
         Tenant::new("acme", "prod", None).unwrap()
     }
 
+    #[test]
+    fn a_stream_with_a_problem_is_not_clean() {
+        assert!(check_stream(&key(), &[event("a", 1), event("b", 2)]).is_clean());
+        assert!(!check_stream(&key(), &[event("a", 1), event("b", 3)]).is_clean());
+    }
+
+    #[test]
+    fn sample_windows_are_fixed_by_the_first_middle_and_last_seq() {
+        let records: Vec<_> = (3..=9).map(|seq| event(&format!("e{seq}"), seq)).collect();
+        // Seven records: first 3, middle (index 3) 6, last 9.
+        assert_eq!(
+            sample_windows(&records),
+            [
+                ReadQuery::tail(1),
+                ReadQuery::tail(2),
+                ReadQuery::all().limit(1),
+                ReadQuery::all().after(3),
+                ReadQuery::all().before(9),
+                ReadQuery::all().after(3).before(9).limit(2),
+                ReadQuery::tail(3).before(7),
+                ReadQuery::all().after(6),
+            ]
+        );
+        assert_eq!(sample_windows(&[])[7], ReadQuery::all().after(0));
+    }
+
     fn event(id: &str, seq: u64) -> EventRecord {
         let mut record = EventRecord::new(
             &tenant(),

@@ -389,6 +389,13 @@ mod tests {
 
     #[test]
     fn markers_merge_and_accumulate_ids() {
+        assert_eq!(
+            CompactionPolicy::new(500, 1_000)
+                .unwrap()
+                .unwrap()
+                .cutoff_ms(),
+            500
+        );
         let tenant = Tenant::local();
         let run = RunId::new("run-a").unwrap();
         let policy = CompactionPolicy::new(500, 1_000).unwrap().unwrap();

@@ -216,6 +216,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn accessors_context_and_debug_name_the_tenant() {
+        let tenant = Tenant::new("acme", "prod", Some("eu".into())).unwrap();
+        assert_eq!(tenant.org_id(), "acme");
+        assert_eq!(tenant.workspace_id(), "prod");
+        assert_eq!(format!("{tenant:?}"), "Tenant(acme/prod/eu)");
+        let context = tenant.context();
+        assert_eq!(
+            (context.org_id.as_str(), context.workspace_id.as_str()),
+            ("acme", "prod")
+        );
+        assert_eq!(context.source, SOURCE_EXPLICIT);
+        assert_eq!(Tenant::local().context().source, SOURCE_LOCAL_IMPLICIT);
+        // A context stored without a source reads as explicit.
+        let read: TenantContext =
+            serde_json::from_str(r#"{"org_id":"o","workspace_id":"w"}"#).unwrap();
+        assert_eq!(read.source, "explicit");
+    }
+
+    #[test]
     fn parse_accepts_two_or_three_parts() {
         assert_eq!(
             Tenant::parse("a/b").unwrap(),
