@@ -624,6 +624,11 @@ mod tests {
         };
         limits.check_snapshot(&snapshot(MAX_SEQ)).unwrap();
         assert!(limits.check_snapshot(&snapshot(MAX_SEQ + 1)).is_err());
+        let mut latest = snapshot(1);
+        latest.created_at_ms = MAX_TIMESTAMP_MS;
+        limits.check_snapshot(&latest).unwrap();
+        latest.created_at_ms = MAX_TIMESTAMP_MS + 1;
+        assert!(limits.check_snapshot(&latest).is_err());
         // A record of exactly the limit is accepted; one byte more is not.
         let fits = event("e").with_payload(json!(""));
         let len = serde_json::to_vec(&fits).unwrap().len();
