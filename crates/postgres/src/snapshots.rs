@@ -330,7 +330,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::{drop_store, fresh_store};
+    use crate::{
+        PostgresOptions,
+        testing::{drop_store, fresh_store},
+    };
 
     fn server_url(what: &str) -> Option<String> {
         runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", what)
@@ -554,6 +557,45 @@ mod tests {
         put.await.unwrap().unwrap();
         let s1 = SnapshotId::new("s1").unwrap();
         assert_eq!(store.get(&tenant, &run, &s1).await.unwrap(), Some(replaced));
+        drop_store(store).await;
+    }
+
+    /// A store written before migration 0003 (its schema at version 2,
+    /// its snapshots put by the two statements) takes the migration when a
+    /// store connects to it, keeps its snapshots, and puts in one statement.
+    #[tokio::test]
+    async fn a_store_at_version_2_takes_migration_3() {
+        let Some(url) = server_url("postgres snapshot put migration test") else {
+            return;
+        };
+        let schema = format!("put_upgrade_{}", std::process::id());
+        let store = fresh_store(&url, &schema).await;
+        sqlx::query("DROP FUNCTION put_snapshot")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (tenant, run) = (acme(), run_1());
+        let cols = StreamCols::new(&tenant, &run);
+        let old = snapshot(&tenant, &run, "s1", 1, 100);
+        let text = serde_json::to_string(&old).unwrap();
+        store.put_general(&cols, &old, &text).await.unwrap();
+        store.close().await;
+
+        let store =
+            PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+                .await
+                .unwrap();
+        let new = snapshot(&tenant, &run, "s2", 2, 200);
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(store.put_one(&cols, &new, &text).await.unwrap());
+        assert_eq!(
+            store.list(&tenant, &run, None).await.unwrap(),
+            vec![old, new]
+        );
         drop_store(store).await;
     }
 }
