@@ -35,6 +35,28 @@ impl<'a> StreamCols<'a> {
     }
 }
 
+/// A statement with its parameters, as `sqlx::query` builds it.
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl<'a> StreamCols<'a> {
+    /// Binds the columns that create the stream's row, as the next seven
+    /// parameters of `query`: `key_hash`, `tenant_hash`, `org_id`,
+    /// `workspace_id`, `has_deployment`, `deployment_id`, `run_id`.
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(&self.key_hash)
+            .bind(&self.tenant_hash)
+            .bind(self.org_id)
+            .bind(self.workspace_id)
+            .bind(self.has_deployment)
+            .bind(self.deployment_id)
+            .bind(self.run_id)
+    }
+}
+
 /// Names the stream as [`StreamKey`] does (`org/workspace[/deployment]:run`),
 /// for errors.
 impl std::fmt::Display for StreamCols<'_> {

@@ -239,6 +239,35 @@ impl PostgresStore {
     }
 }
 
+/// Stores for the crate's unit tests, in schemas of their own.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{PostgresOptions, PostgresStore};
+
+    /// A store in `schema` on the server at `url`, its tables emptied.
+    pub(crate) async fn fresh_store(url: &str, schema: &str) -> PostgresStore {
+        let store =
+            PostgresStore::connect_with(url, PostgresOptions::default().with_schema(schema))
+                .await
+                .unwrap();
+        sqlx::query("TRUNCATE streams, events, compacted_ids, snapshots")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+    }
+
+    /// Drops the store's schema and closes its pool.
+    pub(crate) async fn drop_store(store: PostgresStore) {
+        let schema = store.schema().to_owned();
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

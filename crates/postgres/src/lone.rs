@@ -18,6 +18,8 @@ use runstore_core::{
     AppendOutcome, EventRecord, RunId, Tenant, raw::append::plan_append, validate::MAX_SEQ,
 };
 
+use sqlx::Row;
+
 use crate::{
     PostgresStore,
     error::{SqlContext, TxError},
@@ -122,14 +124,8 @@ impl PostgresStore {
         cols: &StreamCols<'_>,
         lone: &Lone,
     ) -> Result<Option<Vec<AppendOutcome>>, TxError> {
-        let seq: Option<i64> = sqlx::query_scalar(APPEND_ONE)
-            .bind(&cols.key_hash)
-            .bind(&cols.tenant_hash)
-            .bind(cols.org_id)
-            .bind(cols.workspace_id)
-            .bind(cols.has_deployment)
-            .bind(cols.deployment_id)
-            .bind(cols.run_id)
+        let seq: Option<i64> = cols
+            .bind(sqlx::query(APPEND_ONE))
             .bind(&lone.event_id)
             .bind(lone.occurred_at_ms)
             .bind(&lone.head)
@@ -138,6 +134,7 @@ impl PostgresStore {
             .bind(keys::clamp_i64(MAX_SEQ))
             .fetch_one(self.pool_ref())
             .await
+            .and_then(|row| row.try_get(0))
             .during("appending an event")?;
         seq.map(|seq| {
             let seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), seq)?;
@@ -156,7 +153,7 @@ mod tests {
     use runstore_core::{EventLog, EventRecord, ReadQuery, raw::compaction::COMPACTION_EVENT_TYPE};
 
     use super::*;
-    use crate::PostgresOptions;
+    use crate::testing::{drop_store, fresh_store};
 
     #[test]
     fn a_record_splits_around_its_seq_for_every_seq() {
@@ -197,18 +194,6 @@ mod tests {
         bool,
     );
 
-    async fn store(url: &str, schema: &str) -> PostgresStore {
-        let store =
-            PostgresStore::connect_with(url, PostgresOptions::default().with_schema(schema))
-                .await
-                .unwrap();
-        sqlx::query("TRUNCATE streams, events, compacted_ids, snapshots")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        store
-    }
-
     /// Every request goes to two stores holding the same stream: through
     /// `append_once` (the fast path, then the general path if it declines)
     /// on one, through the general path alone on the other. Answers and
@@ -223,8 +208,8 @@ mod tests {
             return;
         };
         let pid = std::process::id();
-        let fast = store(&url, &format!("lone_fast_{pid}")).await;
-        let general = store(&url, &format!("lone_general_{pid}")).await;
+        let fast = fresh_store(&url, &format!("lone_fast_{pid}")).await;
+        let general = fresh_store(&url, &format!("lone_general_{pid}")).await;
         let tenant = acme();
         let mut marker = step("m", 10);
         marker.event_type = COMPACTION_EVENT_TYPE.to_owned();
@@ -417,12 +402,7 @@ mod tests {
             .unwrap();
         assert_eq!(rows, expect);
         for store in [fast, general] {
-            let schema = store.schema().to_owned();
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                .execute(store.pool())
-                .await
-                .unwrap();
-            store.close().await;
+            drop_store(store).await;
         }
     }
 }

@@ -19,14 +19,7 @@ const FIND: &str = "SELECT stream_id FROM streams WHERE key_hash = $1";
 /// Inserts the stream's row unless it exists. `ON CONFLICT DO NOTHING`
 /// waits for a concurrent inserter and never fails on the race.
 async fn create(conn: &mut PgConnection, cols: &StreamCols<'_>) -> Result<(), TxError> {
-    sqlx::query(CREATE)
-        .bind(&cols.key_hash)
-        .bind(&cols.tenant_hash)
-        .bind(cols.org_id)
-        .bind(cols.workspace_id)
-        .bind(cols.has_deployment)
-        .bind(cols.deployment_id)
-        .bind(cols.run_id)
+    cols.bind(sqlx::query(CREATE))
         .execute(conn)
         .await
         .during("creating a stream row")?;
