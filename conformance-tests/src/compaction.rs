@@ -109,6 +109,44 @@ pub async fn compaction_prunes_old_events_and_keeps_next_seq(h: &Harness) {
     );
 }
 
+/// CONTRACT §8: what a pass left because it was too young is pruned by a
+/// later pass once it is old enough, through the same handle and with
+/// nothing appended in between (a store that remembers which streams hold
+/// nothing old enough must update that after its own pass).
+pub async fn compaction_prunes_later_what_was_too_young_before(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let t = tenant(1);
+    let r = run("run-a");
+    for n in 1..=4u64 {
+        store
+            .append(&t, &event(&t, "run-a", &format!("event-{n}"), n * 100))
+            .await
+            .expect("append");
+    }
+    // Cutoff 250: events 1 and 2 are old enough, 3 and 4 are not.
+    assert_eq!(removed(store.compact(150, 400).await.expect("compact")), 2);
+    let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(seqs(&records), vec![2, 3, 4]);
+    // Cutoff 350: event 3 is old enough now.
+    assert_eq!(
+        removed(store.compact(150, 500).await.expect("compact later")),
+        1,
+        "the later pass prunes the event that has grown old enough"
+    );
+    let records = store.read(&t, &r, ReadQuery::all()).await.expect("read");
+    assert_eq!(seqs(&records), vec![3, 4]);
+    assert_eq!(
+        compacted(&records[0]),
+        vec![
+            ("event-1".into(), 1),
+            ("event-2".into(), 2),
+            ("event-3".into(), 3)
+        ]
+    );
+    assert_eq!(store.next_seq(&t, &r).await.expect("next_seq"), 5);
+}
+
 /// CONTRACT §8: `retention_ms == 0` compacts nothing.
 pub async fn compaction_with_zero_retention_does_nothing(h: &Harness) {
     let instance = h.fresh().await;

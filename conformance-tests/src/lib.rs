@@ -74,6 +74,7 @@ macro_rules! suite {
             handles::a_second_open_is_locked_until_the_handle_is_dropped,
             compaction::compaction_prunes_old_events_and_keeps_next_seq,
             compaction::compaction_with_zero_retention_does_nothing,
+            compaction::compaction_prunes_later_what_was_too_young_before,
             compaction::compaction_keeps_the_tail_from_the_newest_snapshot,
             compaction::compaction_keeps_streams_and_tenants_independent,
             compaction::compaction_markers_match_the_model_byte_for_byte,

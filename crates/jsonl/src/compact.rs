@@ -625,6 +625,35 @@ mod tests {
         check(&reopened).await;
     }
 
+    // After a pass, the index's oldest live event of a compacted stream is
+    // the oldest event the pass kept: not a pruned one, not the marker.
+    // Lower, later passes would rewrite the stream for nothing; higher,
+    // they would skip events grown old enough (the suite's
+    // `compaction_prunes_later_what_was_too_young_before`).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pass_leaves_the_oldest_kept_event_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        for n in 1..=4 {
+            store
+                .append(&t, &event("a", &format!("a{n}"), n * 100))
+                .await
+                .unwrap();
+        }
+        // Cutoff 250: a1 and a2 go, a3 (300) is the oldest kept.
+        let report = store.compact(150, 400).await.unwrap();
+        assert_eq!(report.removed, 2, "{report:?}");
+        let state = store.inner.shared.read_state();
+        let stream = state
+            .index
+            .streams
+            .iter()
+            .find(|stream| stream.key.run_id.as_str() == "a")
+            .unwrap();
+        assert_eq!(stream.oldest_ms, 300);
+    }
+
     /// The streams of [`appends_between_the_steps_are_carried_into_the_new_log`]
     /// after the pass, read and retried.
     async fn check(store: &JsonlStore) {
