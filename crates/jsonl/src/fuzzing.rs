@@ -332,7 +332,7 @@ pub fn check_snapshot(dir: &Path, bytes: &[u8]) -> Result<SnapshotRecord> {
     );
     // Put back through the store: the file is re-encoded by `put`.
     snapshots
-        .put(&tenant, &snapshot)
+        .put(&tenant, snapshot.clone())
         .unwrap_or_else(|err| panic!("put of a snapshot read back: {err:?}"));
     drop(snapshots);
     let reopened = Snapshots::open(root, Durability::Relaxed, Io::default())

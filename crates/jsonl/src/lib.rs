@@ -77,6 +77,7 @@ mod layout;
 mod lock;
 mod log;
 mod recovery;
+mod runlog;
 pub mod salvage;
 mod snapshots;
 mod writer;

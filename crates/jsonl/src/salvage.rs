@@ -28,6 +28,7 @@ use crate::{
     },
     lock::DirLock,
     recovery::{Tail, torn_tail, written_part},
+    runlog,
     writer::CONTINUED,
 };
 
@@ -295,8 +296,9 @@ fn scan_snapshots(root: &Path, scan: &mut ScanBuilder) {
 }
 
 /// The snapshots of the run log at `log`, each id's last line, with the
-/// place it was read at; a line that does not parse is a loss, and a last
-/// line without its newline (a put a crash interrupted) is passed over.
+/// place it was read at; a line that does not parse is a loss, and what a
+/// crash left of a put after the last record, and the spare space there
+/// ([`runlog`]), are passed over.
 fn scan_snapshot_log(
     log: &Path,
     stream: Option<&StreamKey>,
@@ -316,17 +318,26 @@ fn scan_snapshot_log(
             return logged;
         }
     };
-    let mut start = 0;
-    while let Some(newline) = bytes[start..].iter().position(|byte| *byte == b'\n') {
-        let end = start + newline + 1;
-        let place = format!("{}, offset {start}", log.display());
-        match serde_json::from_slice::<SnapshotRecord>(&bytes[start..end - 1]) {
+    // As open reads it: spare space and what a crash left of one put
+    // after the records are passed over. Past damage, every further line
+    // is read too, each a snapshot or a loss.
+    let found = runlog::scan(&bytes);
+    let mut lines = found.records;
+    if let runlog::After::Damaged { .. } = found.after {
+        let mut start = found.end;
+        while let Some(newline) = bytes[start..].iter().position(|byte| *byte == b'\n') {
+            lines.push(start..start + newline);
+            start += newline + 1;
+        }
+    }
+    for line in lines {
+        let place = format!("{}, offset {}", log.display(), line.start);
+        match serde_json::from_slice::<SnapshotRecord>(&bytes[line]) {
             Ok(snapshot) => {
                 logged.insert(snapshot.snapshot_id.clone(), (place, snapshot));
             }
             Err(err) => scan.lose(Loss::snapshot(place, stream, None, err.to_string())),
         }
-        start = end;
     }
     logged
 }
@@ -457,6 +468,14 @@ mod tests {
             );
             store.put(&t, &snapshot).await.unwrap();
         }
+    }
+
+    /// The snapshot log of run `a` of [`store`].
+    fn run_a_log(dir: &Path) -> PathBuf {
+        dir.join(SNAPSHOT_DIR)
+            .join(layout::tenant_dir(&tenant()))
+            .join(layout::run_dir(&RunId::new("a").unwrap()))
+            .join(SNAPSHOT_LOG)
     }
 
     fn lines(dir: &Path) -> Vec<String> {
@@ -604,11 +623,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().join("store");
         store(&dir).await;
-        let log = dir
-            .join(SNAPSHOT_DIR)
-            .join(layout::tenant_dir(&tenant()))
-            .join(layout::run_dir(&RunId::new("a").unwrap()))
-            .join(SNAPSHOT_LOG);
+        let log = run_a_log(&dir);
         let text = fs::read_to_string(&log).unwrap();
         let first = text.find('\n').unwrap();
         fs::write(&log, format!("{{\"snapshot_id\": tru{}", &text[first..])).unwrap();
@@ -621,6 +636,40 @@ mod tests {
         assert_eq!(
             loss.stream.as_ref().map(|s| s.to_string()).as_deref(),
             Some("acme/prod/eu:a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_torn_put_in_the_spare_space_is_no_loss_and_a_holed_line_before_records_is() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("store");
+        store(&dir).await;
+        let log = run_a_log(&dir);
+        let intact = fs::read(&log).unwrap();
+        let end = runlog::scan(&intact).end;
+        let first = intact.iter().position(|byte| *byte == b'\n').unwrap();
+
+        // What a crash left of a third put, in the spare space: its line,
+        // newline and all, but for a sector.
+        let mut torn = intact.clone();
+        torn[end..=end + first].copy_from_slice(&intact[..=first]);
+        torn[end + 8..end + 16].fill(0);
+        fs::write(&log, &torn).unwrap();
+        let found = scan(&dir).await.unwrap();
+        assert!(found.losses.is_empty(), "{:?}", found.losses);
+        assert_eq!(snapshot_ids(&found), ["Snap/1", "snap-2"]);
+
+        // A line with NUL bytes before another record is damage: a loss,
+        // and the record after it is still read.
+        let mut holed = intact.clone();
+        holed[8..16].fill(0);
+        fs::write(&log, &holed).unwrap();
+        let found = scan(&dir).await.unwrap();
+        assert_eq!(snapshot_ids(&found), ["snap-2"]);
+        assert_eq!(found.losses.len(), 1, "{:?}", found.losses);
+        assert_eq!(
+            found.losses[0].place,
+            format!("{}, offset 0", log.display())
         );
     }
 

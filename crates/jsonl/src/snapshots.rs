@@ -3,13 +3,16 @@
 //! index of each stream's snapshots and where each one's current line is,
 //! built at open (CONTRACT §12-§15).
 //!
-//! A put appends one line to its run's log and syncs that file's data: one
-//! `fdatasync`, as an event append costs (the first put of a run also syncs
-//! the new directory entries). A replacement appends too; the index points
-//! at the newest line, and open lets later lines win. A prune rewrites the
-//! log without the pruned lines (atomically: temp file, sync, rename,
-//! directory sync). A line torn by a crash can only be the last one (each
-//! put syncs before the stream's next put starts); open cuts it off.
+//! A put writes one line after the log's last record and syncs that file's
+//! data: one `fdatasync`, as an event append costs (the first put of a run
+//! also syncs the new directory entries). The log is grown ahead of the
+//! puts with zeros ([`crate::runlog`]), so that most puts overwrite
+//! allocated space and their sync carries no size change. A replacement
+//! writes a line too; the index points at the newest line, and open lets
+//! later lines win. A prune rewrites the log without the pruned lines
+//! (atomically: temp file, sync, rename, directory sync). What a crash
+//! leaves of a put can only follow the last record (each put syncs before
+//! the stream's next put starts); open cuts it off.
 //!
 //! Stores written before the log kept one file per snapshot
 //! (`snapshots/<tenant>/<run>/<snapshot>.json`, replaced atomically). Open
@@ -23,7 +26,7 @@
 //! call on a blocking task: snapshots do not go through the writer thread.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, hash_map::Entry},
     fs,
     hash::BuildHasher,
     io::ErrorKind,
@@ -44,6 +47,7 @@ use crate::{
     error::{cause, io_at},
     fileio::{Io, read_exact_at},
     layout::{self, SNAPSHOT_LOG, SNAPSHOT_SUFFIX, TMP_SUFFIX},
+    runlog::{self, After},
 };
 
 /// What the index keeps of a snapshot: its place in `snapshot_order`, and
@@ -67,6 +71,24 @@ enum Place {
 
 type StreamSnapshots = BTreeMap<SnapshotId, Meta>;
 
+/// What the handle knows of a run log's bytes on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogSpace {
+    /// Where its records end: the next put's line goes here.
+    end: u64,
+    /// The file's length (records, then zeros: `len - end` bytes of spare
+    /// space). `None` after a failed put that could not cut the log back
+    /// to `end`: the next put cuts it first.
+    len: Option<u64>,
+    /// Whether this handle has synced the log's directory entry. A log
+    /// found at open may have been created by a process killed before it
+    /// synced the entry: the first put of this handle syncs it then.
+    entry_synced: bool,
+}
+
+/// The logs of the streams of one stripe, by stream.
+type Logs = HashMap<StreamKey, LogSpace>;
+
 /// The snapshot side of a store.
 #[derive(Debug)]
 pub(crate) struct Snapshots {
@@ -75,19 +97,21 @@ pub(crate) struct Snapshots {
     io: Io,
     index: Mutex<BTreeMap<StreamKey, StreamSnapshots>>,
     /// Writers of one stream take its stripe, so that a stream's file
-    /// replacements and index updates happen in the same order while other
-    /// streams' puts (and their syncs) proceed in parallel. Lock order:
-    /// stripes ascending, then `index`.
-    stripes: Vec<Mutex<()>>,
+    /// changes and index updates happen in the same order while other
+    /// streams' puts (and their syncs) proceed in parallel. A stripe holds
+    /// its streams' [`LogSpace`]s. Lock order: stripes ascending, then
+    /// `index`.
+    stripes: Vec<Mutex<Logs>>,
     hasher: std::hash::RandomState,
-    /// Run logs whose directory entry this handle has synced. A log found
-    /// at open may have been created by a process killed before it synced
-    /// the entry: the first put of this handle syncs it then.
-    entries_synced: Mutex<HashSet<PathBuf>>,
 }
 
 /// Stripes of per-stream writer locks.
 const STRIPES: usize = 64;
+
+/// The stripe of a stream.
+fn stripe_of(hasher: &impl BuildHasher, tenant: &Tenant, run_id: &RunId) -> usize {
+    usize::try_from(hasher.hash_one((tenant, run_id)) % STRIPES as u64).expect("below STRIPES")
+}
 
 /// A stream's snapshot ids in `snapshot_order`, oldest first.
 fn ordered(snapshots: &StreamSnapshots) -> Vec<(&SnapshotId, Meta)> {
@@ -128,14 +152,15 @@ fn read_line(path: &Path, offset: u64, len: u64) -> Result<Option<SnapshotRecord
     })
 }
 
-/// Indexes the lines of the run log at `log` (in `run_dir`): each line's
-/// snapshot replaces what the index had for its key. A last line without
-/// its newline was torn by a crash (its put never returned): it is cut
-/// off, durably with [`Durability::Durable`].
+/// Indexes the records of the run log at `log` (in `run_dir`): each
+/// record's snapshot replaces what the index had for its key. What a crash
+/// left of a put after the records (it never returned) is cut off, durably
+/// with [`Durability::Durable`]. Answers the log's stream (`None` when it
+/// holds no record) and its space.
 ///
 /// # Errors
-/// `Corrupt` for a line that does not parse or belongs to another run;
-/// `Io`.
+/// `Corrupt` for a record that does not parse or belongs to another run,
+/// and for bytes after the records that no crash of one put leaves; `Io`.
 fn index_log(
     root: &Path,
     run_dir: &Path,
@@ -143,11 +168,12 @@ fn index_log(
     durability: Durability,
     io: &Io,
     index: &mut BTreeMap<StreamKey, StreamSnapshots>,
-) -> Result<()> {
+) -> Result<(Option<StreamKey>, LogSpace)> {
     let bytes = fs::read(log).map_err(|err| io_at("read", log, err))?;
-    let mut start = 0;
-    while let Some(newline) = bytes[start..].iter().position(|byte| *byte == b'\n') {
-        let end = start + newline + 1;
+    let scan = runlog::scan(&bytes);
+    let mut stream = None;
+    for record in scan.records {
+        let start = record.start;
         let bad = |reason: String| {
             Error::corrupt(
                 log.display(),
@@ -155,31 +181,63 @@ fn index_log(
             )
         };
         let snapshot: SnapshotRecord =
-            serde_json::from_slice(&bytes[start..end - 1]).map_err(|err| bad(err.to_string()))?;
+            serde_json::from_slice(&bytes[record.clone()]).map_err(|err| bad(err.to_string()))?;
         let place = Place::Log {
             offset: start as u64,
-            len: (end - start) as u64,
+            len: (record.end + 1 - start) as u64,
         };
-        index_found(root, snapshot, place, run_dir, index, bad)?;
-        start = end;
+        stream = Some(index_found(root, snapshot, place, run_dir, index, bad)?);
     }
-    if start < bytes.len() {
-        let file = io
-            .open(log, fs::OpenOptions::new().write(true))
-            .map_err(|err| io_at("open", log, err))?;
-        io.set_len(&file, log, start as u64)
-            .map_err(|err| io_at("cut the torn line of", log, err))?;
-        if durability == Durability::Durable {
-            io.sync_data(&file, log)
-                .map_err(|err| io_at("sync", log, err))?;
+    let space = settle(io, log, &bytes, scan.end, scan.after, durability)?;
+    Ok((stream, space))
+}
+
+/// The space of the log at `log`, whose `bytes` hold records up to `end`
+/// and then `after`: a torn put is cut off (the cut synced with
+/// [`Durability::Durable`]), damage is `Corrupt`.
+fn settle(
+    io: &Io,
+    log: &Path,
+    bytes: &[u8],
+    end: usize,
+    after: After,
+    durability: Durability,
+) -> Result<LogSpace> {
+    let end = end as u64;
+    let len = match after {
+        After::Spare => bytes.len() as u64,
+        After::Torn => {
+            let file = io
+                .open(log, fs::OpenOptions::new().write(true))
+                .map_err(|err| io_at("open", log, err))?;
+            io.set_len(&file, log, end)
+                .map_err(|err| io_at("cut the torn line of", log, err))?;
+            if durability == Durability::Durable {
+                io.sync_data(&file, log)
+                    .map_err(|err| io_at("sync", log, err))?;
+            }
+            end
         }
-    }
-    Ok(())
+        After::Damaged { at } => {
+            return Err(Error::corrupt(
+                log.display(),
+                format!(
+                    "the bytes after the last record at offset {end} are no put a crash \
+                     interrupted: a newline at offset {at} is followed by more"
+                ),
+            ));
+        }
+    };
+    Ok(LogSpace {
+        end,
+        len: Some(len),
+        entry_synced: false,
+    })
 }
 
 /// Indexes `snapshot`, found at `found` (its file, or the run directory of
 /// the log it is a line of) and stored at `place`; `bad` words an error
-/// about it.
+/// about it. Answers its stream.
 ///
 /// # Errors
 /// `Corrupt` when its tenant context is invalid or it belongs elsewhere.
@@ -190,7 +248,7 @@ fn index_found(
     found: &Path,
     index: &mut BTreeMap<StreamKey, StreamSnapshots>,
     bad: impl Fn(String) -> Error,
-) -> Result<()> {
+) -> Result<StreamKey> {
     let tenant = snapshot.scope.tenant().map_err(|err| bad(cause(&err)))?;
     let mut expected = root
         .join(layout::tenant_dir(&tenant))
@@ -206,18 +264,16 @@ fn index_found(
             expected.display()
         )));
     }
-    index
-        .entry(StreamKey::new(tenant, snapshot.run_id))
-        .or_default()
-        .insert(
-            snapshot.snapshot_id,
-            Meta {
-                seq: snapshot.seq,
-                created_at_ms: snapshot.created_at_ms,
-                place,
-            },
-        );
-    Ok(())
+    let stream = StreamKey::new(tenant, snapshot.run_id);
+    index.entry(stream.clone()).or_default().insert(
+        snapshot.snapshot_id,
+        Meta {
+            seq: snapshot.seq,
+            created_at_ms: snapshot.created_at_ms,
+            place,
+        },
+    );
+    Ok(stream)
 }
 
 impl Snapshots {
@@ -232,6 +288,8 @@ impl Snapshots {
     pub(crate) fn open(root: PathBuf, durability: Durability, io: Io) -> Result<Self> {
         create_dirs(&io, &root, durability).map_err(|err| io_at("create", &root, err))?;
         let mut index: BTreeMap<StreamKey, StreamSnapshots> = BTreeMap::new();
+        let hasher = std::hash::RandomState::new();
+        let mut stripes: Vec<Logs> = (0..STRIPES).map(|_| Logs::new()).collect();
         for tenant_dir in list_dir(&root)? {
             if durability == Durability::Durable && tenant_dir.is_dir() {
                 io.sync_dir(&tenant_dir)
@@ -260,8 +318,14 @@ impl Snapshots {
                     index_found(&root, snapshot, Place::File, &file, &mut index, bad)?;
                 }
                 // The log's lines are newer than any file of the same key.
-                if let Some(log) = log {
-                    index_log(&root, &run_dir, &log, durability, &io, &mut index)?;
+                // A log without a record (what a crash left of a run's
+                // first put) gets its space found by its next put.
+                if let Some(log) = log
+                    && let (Some(stream), space) =
+                        index_log(&root, &run_dir, &log, durability, &io, &mut index)?
+                {
+                    let at = stripe_of(&hasher, &stream.tenant, &stream.run_id);
+                    stripes[at].insert(stream, space);
                 }
             }
         }
@@ -274,9 +338,8 @@ impl Snapshots {
             durability,
             io,
             index: Mutex::new(index),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: std::hash::RandomState::new(),
-            entries_synced: Mutex::new(HashSet::new()),
+            stripes: stripes.into_iter().map(Mutex::new).collect(),
+            hasher,
         })
     }
 
@@ -288,11 +351,11 @@ impl Snapshots {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn stripe(&self, tenant: &Tenant, run_id: &RunId) -> MutexGuard<'_, ()> {
-        let at = usize::try_from(self.hasher.hash_one((tenant, run_id)) % STRIPES as u64)
-            .expect("below STRIPES");
-        // The guarded value is `()`: a panic cannot leave it inconsistent.
-        self.stripes[at]
+    fn stripe(&self, tenant: &Tenant, run_id: &RunId) -> MutexGuard<'_, Logs> {
+        // A log's space changes only after the file operation it describes
+        // succeeded (or, after a failed one, to what is known of the file),
+        // so a panic cannot leave it wrong.
+        self.stripes[stripe_of(&self.hasher, tenant, run_id)]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -358,33 +421,40 @@ impl Snapshots {
     }
 
     /// Stores a snapshot, replacing one with the same key (CONTRACT §12).
-    pub(crate) fn put(&self, tenant: &Tenant, snapshot: &SnapshotRecord) -> Result<()> {
-        let mut snapshot = snapshot.clone();
+    pub(crate) fn put(&self, tenant: &Tenant, mut snapshot: SnapshotRecord) -> Result<()> {
         tenant.stamp(&mut snapshot.scope.tenant_context);
         let mut bytes = serde_json::to_vec(&snapshot).map_err(Error::invalid)?;
         bytes.push(b'\n');
         let dir = self.run_dir(tenant, &snapshot.run_id);
-        let _stream = self.stripe(tenant, &snapshot.run_id);
-        create_dirs(&self.io, &dir, self.durability).map_err(|err| io_at("create", &dir, err))?;
         let log = dir.join(SNAPSHOT_LOG);
-        let offset = self
-            .append(&dir, &log, &bytes)
-            .map_err(|err| io_at("append snapshot", &log, err))?;
-        let replaced = self
-            .lock()
-            .entry(StreamKey::new(tenant.clone(), snapshot.run_id.clone()))
-            .or_default()
-            .insert(
-                snapshot.snapshot_id.clone(),
-                Meta {
-                    seq: snapshot.seq,
-                    created_at_ms: snapshot.created_at_ms,
-                    place: Place::Log {
-                        offset,
-                        len: bytes.len() as u64,
-                    },
+        let stream = StreamKey::new(tenant.clone(), snapshot.run_id.clone());
+        let mut logs = self.stripe(tenant, &snapshot.run_id);
+        let space = match logs.entry(stream.clone()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(unknown) => unknown.insert(self.find_space(&dir, &log)?),
+        };
+        let offset = match self.append(space, &dir, &log, &bytes) {
+            Ok(offset) => offset,
+            Err(err) => {
+                if err.kind() == ErrorKind::NotFound {
+                    // The log was removed behind the handle: the next put
+                    // starts a new one.
+                    logs.remove(&stream);
+                }
+                return Err(io_at("append snapshot", &log, err));
+            }
+        };
+        let replaced = self.lock().entry(stream).or_default().insert(
+            snapshot.snapshot_id.clone(),
+            Meta {
+                seq: snapshot.seq,
+                created_at_ms: snapshot.created_at_ms,
+                place: Place::Log {
+                    offset,
+                    len: bytes.len() as u64,
                 },
-            );
+            },
+        );
         if replaced.is_some_and(|meta| meta.place == Place::File) {
             // The line is durable and wins over the file at open; the file
             // goes, so that a later prune of the line cannot bring it back.
@@ -403,39 +473,91 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Appends `line` to the run's log at `log` (in `dir`) and, durably,
-    /// syncs it; returns the offset it starts at. A failed write or sync
-    /// cuts the log back to where it was, so that no torn line stays
-    /// before the next put's. The caller holds the stream's stripe.
-    fn append(&self, dir: &Path, log: &Path, line: &[u8]) -> std::io::Result<u64> {
+    /// The space of the run log at `log` (in `dir`) when the handle has no
+    /// record of it: a new log (its directories created now), or one that
+    /// open found without a record, whose torn put is cut off here.
+    fn find_space(&self, dir: &Path, log: &Path) -> Result<LogSpace> {
+        create_dirs(&self.io, dir, self.durability).map_err(|err| io_at("create", dir, err))?;
+        match fs::read(log) {
+            Ok(bytes) => {
+                let scan = runlog::scan(&bytes);
+                settle(&self.io, log, &bytes, scan.end, scan.after, self.durability)
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(LogSpace {
+                end: 0,
+                len: Some(0),
+                entry_synced: false,
+            }),
+            Err(err) => Err(io_at("read", log, err)),
+        }
+    }
+
+    /// Writes `line` after the records of the run's log at `log` (in
+    /// `dir`), whose space is `space`, and, durably, syncs it; returns the
+    /// offset it starts at. A failed write or sync cuts the log back to its
+    /// records, so that no torn line stays where the next put writes. The
+    /// caller holds the stream's stripe.
+    fn append(
+        &self,
+        space: &mut LogSpace,
+        dir: &Path,
+        log: &Path,
+        line: &[u8],
+    ) -> std::io::Result<u64> {
+        let offset = space.end;
+        // Only a new log is created: one removed behind the handle is not
+        // silently replaced by a file with a hole where its records were.
+        let new = offset == 0 && space.len == Some(0);
         let file = self
             .io
-            .open(log, fs::OpenOptions::new().write(true).create(true))?;
-        let offset = file.metadata()?.len();
-        let written = self
-            .io
-            .write_all_at(&file, log, line, offset)
-            .and_then(|()| {
-                if self.durability == Durability::Durable {
-                    self.io.sync_data(&file, log)?;
-                    let mut synced = self
-                        .entries_synced
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if !synced.contains(log) {
-                        // A new log, or one whose entry may never have been
-                        // synced: its directory entry must survive too.
-                        self.io.sync_dir(dir)?;
-                        synced.insert(log.to_path_buf());
-                    }
-                }
-                Ok(())
-            });
-        if let Err(err) = written {
-            let _ = self.io.set_len(&file, log, offset);
+            .open(log, fs::OpenOptions::new().write(true).create(new))?;
+        if let Err(err) = self.write_line(&file, space, dir, log, line) {
+            space.len = self.io.set_len(&file, log, offset).ok().map(|()| offset);
             return Err(err);
         }
+        space.end = offset + line.len() as u64;
         Ok(offset)
+    }
+
+    /// The steps of [`Self::append`] that can fail on the open `file`:
+    /// grows the log when `line` does not fit in its spare space (zeros up
+    /// to the next [`runlog::allocation`] boundary, written before the line
+    /// and synced with it), writes the line, syncs.
+    fn write_line(
+        &self,
+        file: &fs::File,
+        space: &mut LogSpace,
+        dir: &Path,
+        log: &Path,
+        line: &[u8],
+    ) -> std::io::Result<()> {
+        let len = match space.len {
+            Some(len) => len,
+            None => {
+                // An earlier put failed and could not cut the log back.
+                self.io.set_len(file, log, space.end)?;
+                space.end
+            }
+        };
+        space.len = Some(len);
+        let need = space.end + line.len() as u64;
+        if need > len {
+            let grown = runlog::allocation(need);
+            let zeros = vec![0; usize::try_from(grown - len).map_err(std::io::Error::other)?];
+            self.io.write_all_at(file, log, &zeros, len)?;
+            space.len = Some(grown);
+        }
+        self.io.write_all_at(file, log, line, space.end)?;
+        if self.durability == Durability::Durable {
+            self.io.sync_data(file, log)?;
+            if !space.entry_synced {
+                // A new log, or one whose entry may never have been synced:
+                // its directory entry must survive too.
+                self.io.sync_dir(dir)?;
+                space.entry_synced = true;
+            }
+        }
+        Ok(())
     }
 
     /// The snapshot with this key (CONTRACT §13), legacy records hydrated
@@ -494,7 +616,7 @@ impl Snapshots {
         if retention_ms == 0 {
             return report;
         }
-        let _all: Vec<MutexGuard<'_, ()>> = self
+        let mut all: Vec<MutexGuard<'_, Logs>> = self
             .stripes
             .iter()
             .map(|stripe| {
@@ -534,7 +656,8 @@ impl Snapshots {
         }
         // `doomed` follows the index's order: ascending by stream.
         for (stream, ids) in doomed {
-            let (deleted, outcome) = self.delete(&stream, ids);
+            let logs = &mut all[stripe_of(&self.hasher, &stream.tenant, &stream.run_id)];
+            let (deleted, outcome) = self.delete(logs, &stream, ids);
             self.forget(&stream, &deleted);
             report.record(&stream, Ok(deleted.len()));
             if let Err(err) = outcome {
@@ -561,8 +684,14 @@ impl Snapshots {
     /// Deletes `ids` of `stream`: the lines of the run log by one rewrite
     /// of the log without them (all or none), then the files of the layout
     /// before the log, in order. Returns the ids that are gone and whether
-    /// all of them are, durably. The caller holds every stripe.
-    fn delete(&self, stream: &StreamKey, ids: Vec<SnapshotId>) -> (Vec<SnapshotId>, Result<()>) {
+    /// all of them are, durably. The caller holds the stream's stripe,
+    /// `logs`.
+    fn delete(
+        &self,
+        logs: &mut Logs,
+        stream: &StreamKey,
+        ids: Vec<SnapshotId>,
+    ) -> (Vec<SnapshotId>, Result<()>) {
         let dir = self.run_dir(&stream.tenant, &stream.run_id);
         let (lines, files): (Vec<SnapshotId>, Vec<SnapshotId>) = {
             let index = self.lock();
@@ -575,7 +704,7 @@ impl Snapshots {
         };
         let mut deleted = Vec::new();
         if !lines.is_empty() {
-            if let Err(err) = self.rewrite_log(stream, &dir, &lines) {
+            if let Err(err) = self.rewrite_log(logs, stream, &dir, &lines) {
                 return (deleted, Err(err));
             }
             deleted.extend(lines);
@@ -599,8 +728,15 @@ impl Snapshots {
 
     /// Replaces the run log of `stream` (in `dir`) by one without the lines
     /// of `doomed` (atomically; removed when nothing is left), and points
-    /// the index at the kept lines' new offsets.
-    fn rewrite_log(&self, stream: &StreamKey, dir: &Path, doomed: &[SnapshotId]) -> Result<()> {
+    /// the index at the kept lines' new offsets. The new log has no spare
+    /// space; the stream's space in `logs` follows it.
+    fn rewrite_log(
+        &self,
+        logs: &mut Logs,
+        stream: &StreamKey,
+        dir: &Path,
+        doomed: &[SnapshotId],
+    ) -> Result<()> {
         let log = dir.join(SNAPSHOT_LOG);
         let mut kept: Vec<(SnapshotId, u64, u64)> = self
             .lock()
@@ -633,6 +769,9 @@ impl Snapshots {
                 ));
             }
         }
+        // Until the new log is in place, the handle knows nothing of its
+        // space: after a failure the next put finds it in the file.
+        logs.remove(stream);
         if bytes.is_empty() {
             match self.io.remove_file(&log) {
                 Ok(()) => {}
@@ -642,6 +781,16 @@ impl Snapshots {
         } else {
             write_atomic(&self.io, dir, SNAPSHOT_LOG, &bytes, self.durability)
                 .map_err(|err| io_at("rewrite", &log, err))?;
+            let end = bytes.len() as u64;
+            logs.insert(
+                stream.clone(),
+                LogSpace {
+                    end,
+                    len: Some(end),
+                    // `write_atomic` synced the directory when durable.
+                    entry_synced: true,
+                },
+            );
         }
         if let Some(metas) = self.lock().get_mut(stream) {
             for (id, place) in places {
@@ -657,7 +806,7 @@ impl Snapshots {
     /// run log and any files of the layout before the log, then the run's
     /// directory when nothing else is in it. Answers how many.
     pub(crate) fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
-        let _stripe = self.stripe(tenant, run_id);
+        let mut logs = self.stripe(tenant, run_id);
         let stream = StreamKey::new(tenant.clone(), run_id.clone());
         let ids: Vec<SnapshotId> = self
             .lock()
@@ -667,7 +816,7 @@ impl Snapshots {
         if ids.is_empty() {
             return Ok(0);
         }
-        let (deleted, outcome) = self.delete(&stream, ids);
+        let (deleted, outcome) = self.delete(&mut logs, &stream, ids);
         self.forget(&stream, &deleted);
         outcome?;
         // The directory's name spells the run id: it goes too, and with it
@@ -748,7 +897,7 @@ impl SnapshotStore for JsonlStore {
         // CONTRACT §21: checked before the file is written.
         self.inner.shared.limits.check_snapshot(snapshot)?;
         let (tenant, snapshot) = (tenant.clone(), snapshot.clone());
-        self.blocking(move |shared| shared.snapshots.put(&tenant, &snapshot))
+        self.blocking(move |shared| shared.snapshots.put(&tenant, snapshot))
             .await
     }
 
@@ -844,6 +993,19 @@ mod tests {
             .collect()
     }
 
+    /// The notes of the store at `root` after `snapshots` is dropped and
+    /// the store opened again.
+    fn reopened(snapshots: Snapshots, root: &Path) -> Vec<(String, String)> {
+        drop(snapshots);
+        notes(&open(root))
+    }
+
+    fn notes_of(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(id, note)| ((*id).to_owned(), (*note).to_owned()))
+            .collect()
+    }
+
     /// A store of the layout before the run logs: a file per snapshot.
     fn legacy_store(root: &Path) {
         let dir = run_dir(root);
@@ -858,19 +1020,195 @@ mod tests {
         }
     }
 
+    fn put(snapshots: &Snapshots, id: &str, seq: u64, note: &str) {
+        snapshots
+            .put(&Tenant::local(), snapshot(id, seq, note))
+            .unwrap();
+    }
+
+    /// Puts `s1`, `s2`, `s3`, noted `x`.
+    fn put_three(snapshots: &Snapshots) {
+        for seq in 1..=3 {
+            put(snapshots, &format!("s{seq}"), seq, "x");
+        }
+    }
+
+    /// The run log's bytes.
+    fn log_bytes(root: &Path) -> Vec<u8> {
+        fs::read(run_dir(root).join(SNAPSHOT_LOG)).unwrap()
+    }
+
+    /// A snapshot's line as a put writes it.
+    fn line(id: &str, seq: u64, note: &str) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&snapshot(id, seq, note)).unwrap();
+        line.push(b'\n');
+        line
+    }
+
     #[test]
-    fn a_put_appends_one_line_to_the_runs_log() {
+    fn a_put_writes_one_line_into_the_spare_space_of_the_runs_log() {
         let temp = tempfile::tempdir().unwrap();
         let snapshots = open(temp.path());
+        let mut lens = Vec::new();
         for seq in 1..=3 {
-            snapshots
-                .put(&Tenant::local(), &snapshot(&format!("s{seq}"), seq, "x"))
-                .unwrap();
+            put(&snapshots, &format!("s{seq}"), seq, "x");
+            lens.push(log_bytes(temp.path()).len());
         }
         let names: Vec<PathBuf> = list_dir(&run_dir(temp.path())).unwrap();
         assert_eq!(names, [run_dir(temp.path()).join(SNAPSHOT_LOG)]);
-        let text = fs::read_to_string(&names[0]).unwrap();
-        assert_eq!(text.lines().count(), 3);
+        // The first put grew the log by a page of zeros; the next ones
+        // wrote into it, and their syncs changed no file size.
+        assert_eq!(lens, [4096, 4096, 4096]);
+        let bytes = log_bytes(temp.path());
+        let scan = runlog::scan(&bytes);
+        assert_eq!(scan.records.len(), 3);
+        assert_eq!(scan.after, After::Spare);
+        let lines: Vec<u8> = (1..=3)
+            .flat_map(|seq| line(&format!("s{seq}"), seq, "x"))
+            .collect();
+        assert_eq!(&bytes[..scan.end], lines);
+        assert!(bytes[scan.end..].iter().all(|byte| *byte == 0));
+        drop(snapshots);
+        assert_eq!(notes(&open(temp.path())).len(), 3);
+    }
+
+    #[test]
+    fn a_log_grows_by_a_step_when_a_line_does_not_fit() {
+        let temp = tempfile::tempdir().unwrap();
+        let snapshots = open(temp.path());
+        let note = "n".repeat(1200);
+        let size = line("s1", 1, &note).len();
+        assert!((1400..2000).contains(&size), "{size}");
+        let mut lens = Vec::new();
+        for seq in 1..=6 {
+            put(&snapshots, &format!("s{seq}"), seq, &note);
+            lens.push(log_bytes(temp.path()).len());
+        }
+        // Two lines fit a page; the third doubles the log, the fifth again.
+        assert_eq!(lens, [4096, 4096, 8192, 8192, 16384, 16384]);
+        drop(snapshots);
+        assert_eq!(notes(&open(temp.path())).len(), 6);
+    }
+
+    #[test]
+    fn what_a_crash_left_of_a_put_in_the_spare_space_is_cut_at_open() {
+        let torn = line("b", 2, "y");
+        let half = torn.len() / 2;
+        let mut holed = torn.clone();
+        holed[half..half + 8].fill(0);
+        let variants: [(&str, Vec<u8>); 3] = [
+            ("a prefix", torn[..half].to_vec()),
+            ("a sector missing, newline kept", holed),
+            (
+                "its end only",
+                [vec![0; half], torn[half..].to_vec()].concat(),
+            ),
+        ];
+        for (what, left) in variants {
+            let temp = tempfile::tempdir().unwrap();
+            let snapshots = open(temp.path());
+            put(&snapshots, "a", 1, "x");
+            drop(snapshots);
+            let mut bytes = log_bytes(temp.path());
+            let end = runlog::scan(&bytes).end;
+            bytes[end..end + left.len()].copy_from_slice(&left);
+            fs::write(run_dir(temp.path()).join(SNAPSHOT_LOG), &bytes).unwrap();
+
+            let snapshots = open(temp.path());
+            assert_eq!(notes(&snapshots), [("a".into(), "x".into())], "{what}");
+            assert_eq!(log_bytes(temp.path()), line("a", 1, "x"), "{what}");
+            put(&snapshots, "c", 3, "z");
+            drop(snapshots);
+            assert_eq!(
+                notes(&open(temp.path())),
+                [("a".into(), "x".into()), ("c".into(), "z".into())],
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn logs_written_without_spare_space_still_open_and_take_puts() {
+        // The log as versions before the spare space wrote it: lines only,
+        // and after a crash a line cut short at the end of the file.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = run_dir(temp.path());
+        fs::create_dir_all(&dir).unwrap();
+        let mut bytes = [line("a", 1, "old"), line("b", 2, "old")].concat();
+        let lines = bytes.len();
+        bytes.extend_from_slice(&line("c", 3, "torn")[..40]);
+        fs::write(dir.join(SNAPSHOT_LOG), &bytes).unwrap();
+
+        let snapshots = open(temp.path());
+        assert_eq!(
+            notes(&snapshots),
+            [("a".into(), "old".into()), ("b".into(), "old".into())]
+        );
+        assert_eq!(log_bytes(temp.path()).len(), lines);
+        put(&snapshots, "a", 1, "new");
+        assert_eq!(log_bytes(temp.path()).len(), 4096);
+        assert_eq!(
+            reopened(snapshots, temp.path()),
+            notes_of(&[("a", "new"), ("b", "old")])
+        );
+    }
+
+    #[test]
+    fn a_log_without_a_record_gets_its_space_at_the_next_put() {
+        // What a crash left of a run's first put: a prefix of the line in
+        // the page the put grew the log by.
+        let temp = tempfile::tempdir().unwrap();
+        let dir = run_dir(temp.path());
+        fs::create_dir_all(&dir).unwrap();
+        let mut bytes = line("a", 1, &"x".repeat(2000))[..1500].to_vec();
+        bytes.resize(4096, 0);
+        fs::write(dir.join(SNAPSHOT_LOG), &bytes).unwrap();
+
+        let snapshots = open(temp.path());
+        assert!(snapshots.streams().is_empty());
+        put(&snapshots, "b", 2, "y");
+        assert_eq!(reopened(snapshots, temp.path()), notes_of(&[("b", "y")]));
+    }
+
+    #[test]
+    fn puts_after_a_prune_go_after_the_rewritten_log() {
+        let temp = tempfile::tempdir().unwrap();
+        let snapshots = open(temp.path());
+        put_three(&snapshots);
+        let report = snapshots.prune(1, 1, 100);
+        assert_eq!(report.removed, 2, "{report:?}");
+        // The rewritten log holds the kept line and no spare space.
+        assert_eq!(log_bytes(temp.path()), line("s3", 3, "x"));
+        put(&snapshots, "s4", 4, "x");
+        assert_eq!(
+            reopened(snapshots, temp.path()),
+            notes_of(&[("s3", "x"), ("s4", "x")])
+        );
+    }
+
+    #[test]
+    fn a_holed_line_followed_by_records_is_corrupt() {
+        // No crash of one put leaves a line with NUL bytes before others.
+        let temp = tempfile::tempdir().unwrap();
+        let snapshots = open(temp.path());
+        put_three(&snapshots);
+        drop(snapshots);
+        let log = run_dir(temp.path()).join(SNAPSHOT_LOG);
+        let mut bytes = fs::read(&log).unwrap();
+        let second = line("s1", 1, "x").len();
+        bytes[second + 10..second + 14].fill(0);
+        fs::write(&log, &bytes).unwrap();
+        let err = Snapshots::open(
+            temp.path().to_path_buf(),
+            Durability::Durable,
+            Io::default(),
+        )
+        .unwrap_err();
+        let Error::Corrupt { location, reason } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(location, &log.display().to_string());
+        assert!(reason.contains(&format!("offset {second}")), "{reason}");
     }
 
     #[test]
@@ -884,15 +1222,11 @@ mod tests {
         );
 
         // Replacing a file's snapshot writes a line and removes the file.
-        snapshots
-            .put(&Tenant::local(), &snapshot("a", 1, "new"))
-            .unwrap();
+        put(&snapshots, "a", 1, "new");
         let file_a =
             run_dir(temp.path()).join(layout::snapshot_file(&SnapshotId::new("a").unwrap()));
         assert!(!file_a.exists());
-        snapshots
-            .put(&Tenant::local(), &snapshot("c", 3, "new"))
-            .unwrap();
+        put(&snapshots, "c", 3, "new");
         drop(snapshots);
 
         let snapshots = open(temp.path());
@@ -918,9 +1252,7 @@ mod tests {
         // replaces was removed leaves both.
         let temp = tempfile::tempdir().unwrap();
         let snapshots = open(temp.path());
-        snapshots
-            .put(&Tenant::local(), &snapshot("a", 1, "new"))
-            .unwrap();
+        put(&snapshots, "a", 1, "new");
         drop(snapshots);
         legacy_store(temp.path());
         let expected: Vec<(String, String)> =
@@ -929,42 +1261,11 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_cut_at_open() {
-        let temp = tempfile::tempdir().unwrap();
-        let snapshots = open(temp.path());
-        snapshots
-            .put(&Tenant::local(), &snapshot("a", 1, "x"))
-            .unwrap();
-        drop(snapshots);
-        let log = run_dir(temp.path()).join(SNAPSHOT_LOG);
-        let intact = fs::read(&log).unwrap();
-        let mut torn = intact.clone();
-        torn.extend_from_slice(&intact[..intact.len() / 2]);
-        fs::write(&log, &torn).unwrap();
-
-        let snapshots = open(temp.path());
-        assert_eq!(fs::read(&log).unwrap(), intact);
-        assert_eq!(notes(&snapshots), [("a".into(), "x".into())]);
-        snapshots
-            .put(&Tenant::local(), &snapshot("b", 2, "y"))
-            .unwrap();
-        drop(snapshots);
-        assert_eq!(
-            notes(&open(temp.path())),
-            [("a".into(), "x".into()), ("b".into(), "y".into())]
-        );
-    }
-
-    #[test]
     fn a_bad_line_before_the_last_is_corrupt() {
         let temp = tempfile::tempdir().unwrap();
         let snapshots = open(temp.path());
-        snapshots
-            .put(&Tenant::local(), &snapshot("a", 1, "x"))
-            .unwrap();
-        snapshots
-            .put(&Tenant::local(), &snapshot("b", 2, "x"))
-            .unwrap();
+        put(&snapshots, "a", 1, "x");
+        put(&snapshots, "b", 2, "x");
         drop(snapshots);
         let log = run_dir(temp.path()).join(SNAPSHOT_LOG);
         let mut bytes = fs::read(&log).unwrap();

@@ -186,7 +186,10 @@ async fn a_snapshot_claiming_another_tenant_is_corrupt() {
         .join("t-org-1.ws-1")
         .join("r-r")
         .join("snapshots.jsonl");
-    let mut claimed: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    // The log's one line, then the log's spare space (zeros).
+    let bytes = fs::read(&file).unwrap();
+    let newline = bytes.iter().position(|byte| *byte == b'\n').unwrap();
+    let mut claimed: Value = serde_json::from_slice(&bytes[..newline]).unwrap();
     claimed["scope"]["tenant_context"]["org_id"] = json!(b.org_id());
     claimed["scope"]["tenant_context"]["workspace_id"] = json!(b.workspace_id());
     let mut line = serde_json::to_vec(&claimed).unwrap();
