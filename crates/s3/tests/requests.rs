@@ -12,7 +12,7 @@ use object_store::{ObjectStore, memory::InMemory};
 use runstore_conformance::support::object_store::{Forwarding, Hooks, Request, Verdict};
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant,
+    SnapshotStore, SnapshotStoreExt, Tenant,
 };
 use runstore_s3::S3Store;
 
@@ -283,6 +283,43 @@ async fn snapshot_requests() {
     assert_eq!(
         verbs(&log),
         ["LIST", "GET", "DELETE", "GET", "DELETE"],
+        "{log:?}"
+    );
+}
+
+/// `latest` and the compaction floor read one snapshot whatever the stream
+/// holds: the keys order the stream. A prune reads only what it deletes.
+#[tokio::test]
+async fn latest_reads_one_snapshot_and_prune_reads_what_it_deletes() {
+    let recording = recording();
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    for n in 1..=40 {
+        store
+            .put(&tenant(), &snapshot(run(), &format!("s{n:02}"), n, n * 10))
+            .await
+            .unwrap();
+    }
+    recording.hooks().take();
+    let latest = store.latest(&tenant(), &run()).await.unwrap().unwrap();
+    assert_eq!(latest.snapshot_id.as_str(), "s40");
+    assert_eq!(verbs(&recording.hooks().take()), ["LIST", "GET"], "latest");
+    let newest = store.list(&tenant(), &run(), Some(3)).await.unwrap();
+    assert_eq!(newest.len(), 3);
+    assert_eq!(
+        verbs(&recording.hooks().take()),
+        ["LIST", "GET", "GET", "GET"],
+        "list of 3"
+    );
+    // Keep the newest 35: five old ones go, each read before any delete.
+    let report = store.prune(100, 35, 1_000).await.unwrap();
+    assert_eq!(report.removed, 5);
+    let log = recording.hooks().take();
+    assert_eq!(
+        verbs(&log),
+        [
+            "LIST", "GET", "GET", "GET", "GET", "GET", "DELETE", "DELETE", "DELETE", "DELETE",
+            "DELETE"
+        ],
         "{log:?}"
     );
 }

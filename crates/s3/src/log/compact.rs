@@ -59,10 +59,12 @@ impl Inner {
         }
     }
 
-    /// The newest snapshot's seq of a stream: its compaction floor.
+    /// The newest snapshot's seq of a stream: its compaction floor. One
+    /// listing and one GET: the newest snapshot is read (and checked to be
+    /// the stream's), the others are ordered by their keys.
     pub(super) async fn snapshot_floor(&self, key: &StreamKey) -> Result<Option<u64>> {
         Ok(self
-            .snapshots_of(&key.tenant, &key.run_id)
+            .snapshots_of(key, Some(1))
             .await?
             .last()
             .map(|snapshot| snapshot.seq))
