@@ -36,6 +36,24 @@ pub(crate) struct SegmentRef {
     pub(crate) count: u64,
     /// The unique token in its key.
     pub(crate) token: String,
+    /// The earliest `occurred_at_ms` of its ordinary records (markers are
+    /// never pruned), `u64::MAX` when it holds markers only; `None` for a
+    /// segment written before heads recorded it. Compaction reads a segment
+    /// only when this says it may hold an event old enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) oldest_ms: Option<u64>,
+}
+
+impl SegmentRef {
+    /// [`SegmentRef::oldest_ms`] of a segment holding `records`.
+    pub(crate) fn oldest_of(records: &[EventRecord]) -> u64 {
+        records
+            .iter()
+            .filter(|record| !record.is_compaction_marker())
+            .map(|record| record.occurred_at_ms)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
 }
 
 /// A compaction marker stored in a segment: its own id is found here.
@@ -433,6 +451,7 @@ mod tests {
             last: 2,
             count: 2,
             token: "t".into(),
+            oldest_ms: Some(1),
         });
         flushed.remember("flush");
         let current = head(&[1, 2, 3]);
@@ -449,6 +468,7 @@ mod tests {
             last: 3,
             count: 3,
             token: "other".into(),
+            oldest_ms: None,
         });
         flushed_elsewhere.buffer.clear();
         flushed_elsewhere.flushed_through = 3;

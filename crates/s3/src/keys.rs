@@ -248,10 +248,24 @@ impl Keys {
 /// id is its snapshot. Versions order by number, then token; the legacy
 /// version (an object written before keys carried versions, at the bare id
 /// segment) is number 0 with no token, so it is older than any other.
+///
+/// A version written by this store also carries the snapshot's `seq` and
+/// `created_at_ms` ([`SnapshotVersion::order`]), so a listing alone orders a
+/// stream's snapshots with `snapshot_order` and tells which to read. Versions
+/// written before keys carried them (`<id>.<number>.<token>`) have none and
+/// are read to be ordered.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SnapshotVersion {
     number: u64,
     token: String,
+    order: Option<(u64, u64)>,
+}
+
+/// Whether `part` is a 20-digit number, as keys write them.
+fn number_part(part: &str) -> Option<u64> {
+    (part.len() == 20 && part.bytes().all(|byte| byte.is_ascii_digit()))
+        .then(|| part.parse().ok())
+        .flatten()
 }
 
 impl SnapshotVersion {
@@ -260,51 +274,80 @@ impl SnapshotVersion {
         Self {
             number: 0,
             token: String::new(),
+            order: None,
         }
     }
 
-    /// The version a put writes when the greatest version of its id it
-    /// listed is `newest` (`None` when it listed none): the next number,
-    /// with `token` (random, so that no two puts share a key).
-    pub(crate) fn after(newest: Option<&Self>, token: String) -> Self {
+    /// The version a put of a snapshot at `seq`, created at
+    /// `created_at_ms`, writes when the greatest version of its id it listed
+    /// is `newest` (`None` when it listed none): the next number, with
+    /// `token` (random, so that no two puts share a key).
+    pub(crate) fn after(
+        newest: Option<&Self>,
+        token: String,
+        seq: u64,
+        created_at_ms: u64,
+    ) -> Self {
         let number = newest.map_or(1, |newest| newest.number.saturating_add(1));
-        Self { number, token }
+        Self {
+            number,
+            token,
+            order: Some((seq, created_at_ms)),
+        }
+    }
+
+    /// The snapshot's `(seq, created_at_ms)` as its key states them; `None`
+    /// for a key written before keys carried them.
+    pub(crate) fn order(&self) -> Option<(u64, u64)> {
+        self.order
     }
 
     /// The object name of this version of the id whose segment is
     /// `id_segment`.
     fn name(&self, id_segment: &str) -> String {
-        if self.token.is_empty() {
-            id_segment.to_owned()
-        } else {
-            format!("{id_segment}.{:020}.{}", self.number, self.token)
+        match (self.token.is_empty(), self.order) {
+            (true, _) => id_segment.to_owned(),
+            (false, None) => format!("{id_segment}.{:020}.{}", self.number, self.token),
+            (false, Some((seq, created))) => format!(
+                "{id_segment}.{:020}.{}.{seq:020}.{created:020}",
+                self.number, self.token
+            ),
         }
     }
 
     /// Splits the last segment of a snapshot key into the id segment and
     /// the version. Id segments never contain `.`, so a name without one is
     /// the legacy version of that id, and one with one is
-    /// `<id>.<number:020>.<token>`. A name of neither form is returned
-    /// whole as the legacy version of an id segment no id has, so reading
-    /// it is `Corrupt` as any object at a key that does not name its id.
+    /// `<id>.<number:020>.<token>` or
+    /// `<id>.<number:020>.<token>.<seq:020>.<created_at_ms:020>`. A name of
+    /// none of these forms is returned whole as the legacy version of an id
+    /// segment no id has, so reading it is `Corrupt` as any object at a key
+    /// that does not name its id.
     pub(crate) fn parse(name: &str) -> (&str, Self) {
         let versioned = name.split_once('.').and_then(|(id, rest)| {
-            let (number, token) = rest.split_once('.')?;
-            let valid = number.len() == 20
-                && number.bytes().all(|byte| byte.is_ascii_digit())
-                && !token.is_empty()
+            let parts: Vec<&str> = rest.split('.').collect();
+            let (number, token, order) = match parts.as_slice() {
+                [number, token] => (*number, *token, None),
+                [number, token, seq, created] => (
+                    *number,
+                    *token,
+                    Some((number_part(seq)?, number_part(created)?)),
+                ),
+                _ => return None,
+            };
+            let valid = !token.is_empty()
                 && token
                     .bytes()
                     .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
             if !valid {
                 return None;
             }
-            let number = number.parse().ok()?;
             Some((
                 id,
                 Self {
-                    number,
+                    number: number_part(number)?,
                     token: token.to_owned(),
+                    order,
                 },
             ))
         });
@@ -380,12 +423,21 @@ mod tests {
         let run = RunId::new("r").unwrap();
         let id = SnapshotId::new("s.1").unwrap();
         let legacy = SnapshotVersion::legacy();
-        let first = SnapshotVersion::after(None, "b0".into());
-        let second = SnapshotVersion::after(Some(&first), "a1".into());
-        let tied = SnapshotVersion::after(Some(&first), "a2".into());
-        assert!(legacy < first && first < second && second < tied);
-        assert_eq!(SnapshotVersion::after(Some(&legacy), "c".into()).number, 1);
-        for version in [&legacy, &first, &second, &tied] {
+        let first = SnapshotVersion::after(None, "b0".into(), 7, 9);
+        let second = SnapshotVersion::after(Some(&first), "a1".into(), 3, 10);
+        let tied = SnapshotVersion::after(Some(&first), "a2".into(), 0, u64::MAX);
+        let unordered = SnapshotVersion {
+            number: 4,
+            token: "d".into(),
+            order: None,
+        };
+        assert!(legacy < first && first < second && second < tied && tied < unordered);
+        assert_eq!(
+            SnapshotVersion::after(Some(&legacy), "c".into(), 1, 1).number,
+            1
+        );
+        assert_eq!(second.order(), Some((3, 10)));
+        for version in [&legacy, &first, &second, &tied, &unordered] {
             let path = keys.snapshot(&tenant, &run, &id, version);
             let name = path.filename().unwrap();
             let (segment, parsed) = SnapshotVersion::parse(name);
@@ -401,6 +453,9 @@ mod tests {
             "vs.1.a",
             "vs.00000000000000000001.",
             "vs.00000000000000000001.A",
+            "vs.00000000000000000001.a.1.2",
+            "vs.00000000000000000001.a.00000000000000000001",
+            "vs.00000000000000000001.a.00000000000000000001.00000000000000000002.x",
         ] {
             assert_eq!(
                 SnapshotVersion::parse(foreign),

@@ -11,20 +11,20 @@
 //! record claims: a record whose claims disagree with its key is `Corrupt`
 //! for that stream, and store-wide work groups objects by key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{ObjectMeta, path::Path};
 use runstore_core::{
-    MaintenanceReport, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
-    raw::snapshots::keep_newest, raw::snapshots::prune_selection, raw::snapshots::snapshot_order,
-    validate::check_clock,
+    Error, MaintenanceReport, Result, RunId, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
+    StreamKey, Tenant, raw::snapshots::keep_newest, raw::snapshots::prune_selection,
+    raw::snapshots::snapshot_order, validate::check_clock,
 };
 
 use crate::{
     Inner, S3Store,
-    error::{contended, request},
+    error::{BACKEND, contended, request},
     keys::{SnapshotVersion, decode_id, decode_tenant, id_segment},
     new_token,
     objects::{corrupt, delete, from_json, get, put, to_json},
@@ -46,6 +46,17 @@ struct Stored {
     version: SnapshotVersion,
 }
 
+/// One id's snapshot as a listing shows it: the newest version's key and
+/// the snapshot, either read (`read`) or, when the key states its seq and
+/// creation time and its id segment decodes, a stand-in built from the key
+/// that sorts in [`snapshot_order`] and selects in `prune_selection` as the
+/// stored one does (the put wrote the key from the record).
+struct Listed {
+    path: Path,
+    snapshot: SnapshotRecord,
+    read: bool,
+}
+
 /// A stream's snapshot objects by id segment, each id's versions oldest
 /// first: the last is the id's snapshot, the others are replaced versions
 /// that the put which replaced them has not deleted (yet).
@@ -65,6 +76,19 @@ fn by_id(paths: Vec<Path>) -> BTreeMap<String, Vec<Stored>> {
         versions.sort_by(|a, b| a.version.cmp(&b.version));
     }
     ids
+}
+
+/// The stream directory (tenant and run segments) of a snapshot object
+/// under `root`; `None` for an object at any other depth.
+fn snapshot_dir_of(root: &Path, path: &Path) -> Option<(String, String)> {
+    let parts: Vec<String> = path
+        .prefix_match(root)?
+        .map(|part| part.as_ref().to_owned())
+        .collect();
+    match parts.as_slice() {
+        [tenant, run, _] => Some((tenant.clone(), run.clone())),
+        _ => None,
+    }
 }
 
 /// The stream a snapshot record claims, for errors.
@@ -93,6 +117,18 @@ impl Inner {
             ));
         }
         let (_, version) = SnapshotVersion::parse(path.filename().unwrap_or_default());
+        if let Some((seq, created_at_ms)) = version.order()
+            && (seq, created_at_ms) != (snapshot.seq, snapshot.created_at_ms)
+        {
+            return Err(corrupt(
+                path,
+                &what,
+                format!(
+                    "the snapshot has seq {} and created_at_ms {}, its key states {seq} and {created_at_ms}",
+                    snapshot.seq, snapshot.created_at_ms
+                ),
+            ));
+        }
         if self
             .keys
             .snapshot(&key.tenant, &key.run_id, &snapshot.snapshot_id, &version)
@@ -119,6 +155,20 @@ impl Inner {
             .map_err(|err| request(format!("list {what}"), err))
     }
 
+    /// Reads the snapshots of `key` at `paths`, in order; `None` for one
+    /// deleted meanwhile.
+    async fn read_snapshots_at(
+        &self,
+        paths: Vec<Path>,
+        key: &StreamKey,
+    ) -> Result<Vec<Option<SnapshotRecord>>> {
+        stream::iter(paths)
+            .map(|path| async move { self.read_snapshot(&path, key).await })
+            .buffered(16)
+            .try_collect()
+            .await
+    }
+
     /// Reads the snapshots of `key` at `paths`, skipping ones deleted
     /// meanwhile.
     async fn read_snapshots(
@@ -126,16 +176,10 @@ impl Inner {
         paths: Vec<Path>,
         key: &StreamKey,
     ) -> Result<Vec<(Path, SnapshotRecord)>> {
-        let read: Vec<(Path, Option<SnapshotRecord>)> = stream::iter(paths)
-            .map(|path| async move {
-                let snapshot = self.read_snapshot(&path, key).await?;
-                Ok::<_, runstore_core::Error>((path, snapshot))
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
-        Ok(read
+        let read = self.read_snapshots_at(paths.clone(), key).await?;
+        Ok(paths
             .into_iter()
+            .zip(read)
             .filter_map(|(path, snapshot)| snapshot.map(|snapshot| (path, snapshot)))
             .collect())
     }
@@ -152,36 +196,97 @@ impl Inner {
         Ok(by_id(paths))
     }
 
-    /// A stream's snapshots (the newest version of each id) in
-    /// [`snapshot_order`].
+    /// Each id's newest version among `ids` (a listing of `key`'s
+    /// directory), in [`snapshot_order`]. A key that states the snapshot's
+    /// seq and creation time and whose id segment decodes is ordered without
+    /// a request; any other is read. A version read here that was gone
+    /// (replaced or pruned since the listing) is left out, and the answer
+    /// says whether any was.
+    async fn ordered(
+        &self,
+        key: &StreamKey,
+        ids: BTreeMap<String, Vec<Stored>>,
+    ) -> Result<(Vec<Listed>, bool)> {
+        let mut listed = Vec::with_capacity(ids.len());
+        let mut unordered = Vec::new();
+        for (segment, mut versions) in ids {
+            let Some(newest) = versions.pop() else {
+                continue;
+            };
+            let from_key = newest
+                .version
+                .order()
+                .zip(decode_id(&segment).and_then(|id| SnapshotId::new(id).ok()));
+            match from_key {
+                Some(((seq, created_at_ms), snapshot_id)) => listed.push(Listed {
+                    path: newest.path,
+                    snapshot: SnapshotRecord::new(
+                        &key.tenant,
+                        key.run_id.clone(),
+                        snapshot_id,
+                        seq,
+                        created_at_ms,
+                        RunStatus::Running,
+                    ),
+                    read: false,
+                }),
+                None => unordered.push(newest.path),
+            }
+        }
+        let wanted = unordered.len();
+        let read = self.read_snapshots(unordered, key).await?;
+        let complete = read.len() == wanted;
+        listed.extend(read.into_iter().map(|(path, snapshot)| Listed {
+            path,
+            snapshot,
+            read: true,
+        }));
+        listed.sort_by(|a, b| snapshot_order(&a.snapshot, &b.snapshot));
+        Ok((listed, complete))
+    }
+
+    /// The newest `limit` (all when `None`) of a stream's snapshots (the
+    /// newest version of each id) in [`snapshot_order`]: one listing, and a
+    /// GET of each snapshot answered (plus one of each version whose key
+    /// does not order it, see [`Inner::ordered`]).
     ///
     /// # Errors
     /// A retryable error when, [`READ_ATTEMPTS`] times over, a version
     /// listed as the newest of its id was deleted before it was read.
     pub(crate) async fn snapshots_of(
         &self,
-        tenant: &Tenant,
-        run_id: &RunId,
+        key: &StreamKey,
+        limit: Option<usize>,
     ) -> Result<Vec<SnapshotRecord>> {
-        let key = StreamKey::new(tenant.clone(), run_id.clone());
         for _ in 0..READ_ATTEMPTS {
-            let newest: Vec<Path> = self
-                .stream_objects(&key)
-                .await?
-                .into_values()
-                .filter_map(|mut versions| versions.pop().map(|stored| stored.path))
-                .collect();
-            let listed = newest.len();
-            let mut snapshots: Vec<SnapshotRecord> = self
-                .read_snapshots(newest, &key)
-                .await?
-                .into_iter()
-                .map(|(_, snapshot)| snapshot)
-                .collect();
-            if snapshots.len() == listed {
-                snapshots.sort_by(snapshot_order);
-                return Ok(snapshots);
+            let objects = self.stream_objects(key).await?;
+            let (listed, complete) = self.ordered(key, objects).await?;
+            if !complete {
+                continue;
             }
+            let mut snapshots = Vec::new();
+            let mut to_read = Vec::new();
+            for (at, entry) in keep_newest(listed, limit).into_iter().enumerate() {
+                if entry.read {
+                    snapshots.push((at, entry.snapshot));
+                } else {
+                    to_read.push((at, entry.path));
+                }
+            }
+            let wanted = to_read.len();
+            let (positions, paths): (Vec<usize>, Vec<Path>) = to_read.into_iter().unzip();
+            let read = self.read_snapshots_at(paths, key).await?;
+            let read: Vec<(usize, SnapshotRecord)> = positions
+                .into_iter()
+                .zip(read)
+                .filter_map(|(at, record)| record.map(|record| (at, record)))
+                .collect();
+            if read.len() != wanted {
+                continue;
+            }
+            snapshots.extend(read);
+            snapshots.sort_by_key(|(at, _)| *at);
+            return Ok(snapshots.into_iter().map(|(_, record)| record).collect());
         }
         Err(contended(format!("read the snapshots of stream {key}")))
     }
@@ -227,43 +332,35 @@ impl Inner {
         let root = self.keys.snapshots_root();
         let mut dirs: BTreeMap<(String, String), Vec<Path>> = BTreeMap::new();
         for meta in self.list_all(&root, "the snapshots").await? {
-            let Some(rest) = meta.location.prefix_match(&root) else {
-                continue;
-            };
-            let parts: Vec<String> = rest.map(|part| part.as_ref().to_owned()).collect();
-            if let [tenant, run, _] = parts.as_slice() {
-                dirs.entry((tenant.clone(), run.clone()))
-                    .or_default()
-                    .push(meta.location);
+            if let Some(dir) = snapshot_dir_of(&root, &meta.location) {
+                dirs.entry(dir).or_default().push(meta.location);
             }
         }
         let mut streams = Vec::with_capacity(dirs.len());
         for ((tenant, run), paths) in dirs {
-            let decoded = decode_tenant(&tenant)
-                .zip(decode_id(&run).and_then(|run| RunId::new(run).ok()))
-                .map(|(tenant, run_id)| StreamKey::new(tenant, run_id));
-            let key = match decoded {
-                Some(key) => key,
-                None => {
-                    self.hashed_snapshot_stream(&root, &tenant, &run, &paths)
-                        .await?
-                }
-            };
+            let key = self.dir_stream(&root, &tenant, &run, &paths).await?;
             streams.push((key, paths));
         }
         Ok(streams)
     }
 
-    /// The stream of a snapshot directory under a hashed key segment: the
-    /// one a snapshot there claims, once its claims are checked to give
-    /// that very key.
-    async fn hashed_snapshot_stream(
+    /// The stream of the snapshot directory `<tenant>/<run>` under `root`,
+    /// whose objects are at `paths`: the one its segments decode to; for a
+    /// hashed one, the one a snapshot there claims, once its claims are
+    /// checked to give that very key.
+    async fn dir_stream(
         &self,
         root: &Path,
         tenant: &str,
         run: &str,
         paths: &[Path],
     ) -> Result<StreamKey> {
+        let decoded = decode_tenant(tenant)
+            .zip(decode_id(run).and_then(|run| RunId::new(run).ok()))
+            .map(|(tenant, run_id)| StreamKey::new(tenant, run_id));
+        if let Some(key) = decoded {
+            return Ok(key);
+        }
         let what = "a snapshot under a hashed key";
         for path in paths {
             let Some((bytes, _)) = get(self.store(), path, what).await? else {
@@ -294,13 +391,79 @@ impl Inner {
         ))
     }
 
+    /// Prunes every stream's snapshots, reading the listing of
+    /// `P/snap/` as it pages in: the objects of one stream directory are
+    /// contiguous in it (object stores list in key order, a file system
+    /// directory by directory), so each stream is pruned once its last
+    /// object is listed and only that stream's keys are held meanwhile.
+    ///
+    /// # Errors
+    /// A listing that fails (streams listed before it are pruned), one that
+    /// shows a stream directory again after another, and, as
+    /// [`Inner::snapshot_dirs`], a hashed directory no snapshot proves.
+    async fn prune_all(
+        &self,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let root = self.keys.snapshots_root();
+        let mut listing = self.store().list(Some(&root));
+        let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut current: Option<((String, String), Vec<Path>)> = None;
+        loop {
+            let next = listing
+                .next()
+                .await
+                .transpose()
+                .map_err(|err| request("list the snapshots", err))?;
+            let dir = next
+                .as_ref()
+                .and_then(|meta| snapshot_dir_of(&root, &meta.location));
+            if next.is_some() && dir.is_none() {
+                continue;
+            }
+            let same = matches!((&current, &dir), (Some((at, _)), Some(dir)) if at == dir);
+            if !same {
+                if let Some(((tenant, run), paths)) = current.take() {
+                    let key = self.dir_stream(&root, &tenant, &run, &paths).await?;
+                    let step = self
+                        .prune_stream(&key, paths, retention_ms, keep_last_per_run, now_ms)
+                        .await;
+                    report.record(&key, step);
+                    done.insert((tenant, run));
+                }
+                let Some(dir) = dir else {
+                    return Ok(());
+                };
+                if done.contains(&dir) {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!(
+                            "list the snapshots: the objects of directory {}/{} are not listed together",
+                            dir.0, dir.1
+                        ),
+                    ));
+                }
+                current = Some((dir, Vec::new()));
+            }
+            if let (Some((_, paths)), Some(meta)) = (current.as_mut(), next) {
+                paths.push(meta.location);
+            }
+        }
+    }
+
     /// Prunes one stream's snapshots (CONTRACT §14) from the objects a
     /// listing found at `paths`; how many snapshots it deleted.
     ///
-    /// Only listed objects are deleted: replaced versions (not counted),
-    /// then the newest versions the selection chose, each one read here.
-    /// A version written after the listing has a key of its own, so no put
-    /// acknowledged after the listing is touched.
+    /// The selection orders the stream by its keys ([`Inner::ordered`]:
+    /// only versions whose key does not state seq and creation time are
+    /// read for it). Every snapshot chosen is then read, and checked to be
+    /// the stream's as its key says, before anything is deleted. Only
+    /// listed objects are deleted: replaced versions (not counted), then the
+    /// chosen newest versions. A version written after the listing has a
+    /// key of its own, so no put acknowledged after the listing is touched.
     async fn prune_stream(
         &self,
         key: &StreamKey,
@@ -309,29 +472,41 @@ impl Inner {
         keep_last_per_run: usize,
         now_ms: u64,
     ) -> Result<usize> {
-        let mut newest = Vec::new();
-        let mut replaced = Vec::new();
-        for (_, mut versions) in by_id(paths) {
-            newest.extend(versions.pop().map(|stored| stored.path));
-            replaced.extend(versions.into_iter().map(|stored| stored.path));
-        }
-        // A newest version deleted since the listing (by a put that
-        // replaced it, or another prune) is left out of the selection,
-        // which then only keeps more.
-        let mut snapshots = self.read_snapshots(newest, key).await?;
-        snapshots.sort_by(|a, b| snapshot_order(&a.1, &b.1));
-        let ordered: Vec<SnapshotRecord> = snapshots
-            .iter()
-            .map(|(_, snapshot)| snapshot.clone())
+        let ids = by_id(paths);
+        let replaced: Vec<Path> = ids
+            .values()
+            .flat_map(|versions| versions.iter().rev().skip(1))
+            .map(|stored| stored.path.clone())
             .collect();
-        let doomed: Vec<(Path, String)> =
+        // A newest version read here and deleted since the listing (by a
+        // put that replaced it, or another prune) is left out of the
+        // selection, which then only keeps more.
+        let (listed, _) = self.ordered(key, ids).await?;
+        let ordered: Vec<SnapshotRecord> =
+            listed.iter().map(|entry| entry.snapshot.clone()).collect();
+        let chosen: Vec<&Listed> =
             prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
                 .into_iter()
-                .map(|index| {
-                    let (path, snapshot) = &snapshots[index];
-                    (path.clone(), snapshot_what(key, &snapshot.snapshot_id))
-                })
+                .map(|index| &listed[index])
                 .collect();
+        drop(ordered);
+        // Each chosen snapshot is read before any delete: one that claims
+        // another stream, or whose key misstates it, fails the stream.
+        let unread: Vec<Path> = chosen
+            .iter()
+            .filter(|entry| !entry.read)
+            .map(|entry| entry.path.clone())
+            .collect();
+        self.read_snapshots_at(unread, key).await?;
+        let doomed: Vec<(Path, String)> = chosen
+            .iter()
+            .map(|entry| {
+                (
+                    entry.path.clone(),
+                    snapshot_what(key, &entry.snapshot.snapshot_id),
+                )
+            })
+            .collect();
         let deleted = doomed.len();
         // Replaced versions go first: once an id's newest version is
         // deleted, no older version of it that this prune listed is left
@@ -415,7 +590,12 @@ impl SnapshotStore for S3Store {
             .await?
             .remove(&id_segment(snapshot.snapshot_id.as_str()))
             .unwrap_or_default();
-        let version = SnapshotVersion::after(old.last().map(|stored| &stored.version), new_token());
+        let version = SnapshotVersion::after(
+            old.last().map(|stored| &stored.version),
+            new_token(),
+            snapshot.seq,
+            snapshot.created_at_ms,
+        );
         let path =
             self.inner
                 .keys
@@ -446,10 +626,8 @@ impl SnapshotStore for S3Store {
         run_id: &RunId,
         limit: Option<usize>,
     ) -> Result<Vec<SnapshotRecord>> {
-        Ok(keep_newest(
-            self.inner.snapshots_of(tenant, run_id).await?,
-            limit,
-        ))
+        let key = StreamKey::new(tenant.clone(), run_id.clone());
+        self.inner.snapshots_of(&key, limit).await
     }
 
     /// CONTRACT §14, §25: snapshots are grouped by the stream their keys
@@ -467,13 +645,9 @@ impl SnapshotStore for S3Store {
         if retention_ms == 0 {
             return Ok(report);
         }
-        for (key, paths) in self.inner.snapshot_dirs().await? {
-            let step = self
-                .inner
-                .prune_stream(&key, paths, retention_ms, keep_last_per_run, now_ms)
-                .await;
-            report.record(&key, step);
-        }
+        self.inner
+            .prune_all(retention_ms, keep_last_per_run, now_ms, &mut report)
+            .await?;
         report.sort();
         Ok(report)
     }

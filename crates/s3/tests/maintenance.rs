@@ -164,7 +164,7 @@ async fn compaction_reports_a_damaged_stream_and_compacts_every_other() {
 /// snapshot object, under B's key, claims A's stream.
 async fn plant_a_claim(bucket: &InMemory, store: &S3Store, a: &Tenant, b: &Tenant) {
     store
-        .put(b, &snapshot(b, "r", "planted", 9, 900))
+        .put(b, &snapshot(b, "r", "planted", 9, 50))
         .await
         .unwrap();
     let path = object_where(bucket, "snap", "org_id", b.org_id()).await;
@@ -192,6 +192,12 @@ async fn prune_groups_snapshots_by_their_key_and_fails_a_stream_that_claims_anot
         .await
         .unwrap();
     plant_a_claim(&bucket, &store, &a, &b).await;
+    // B's planted snapshot is old and not its newest: the prune chooses it,
+    // and reads it before deleting anything.
+    store
+        .put(&b, &snapshot(&b, "r", "newer", 10, 950))
+        .await
+        .unwrap();
 
     let report = store.prune(100, 1, 1_000).await.expect("the pass runs");
     let text = corrupt_failure(&report, "b/prod:r");

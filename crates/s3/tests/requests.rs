@@ -8,11 +8,11 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
-use object_store::{ObjectStore, memory::InMemory};
+use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
 use runstore_conformance::support::object_store::{Forwarding, Hooks, Request, Verdict};
 use runstore_core::{
     EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId, SnapshotRecord,
-    SnapshotStore, Tenant,
+    SnapshotStore, SnapshotStoreExt, Tenant,
 };
 use runstore_s3::S3Store;
 
@@ -68,6 +68,19 @@ fn event(id: String) -> EventRecord {
 /// request of its own while the handle holds a head.
 async fn settle(store: &S3Store) {
     store.import_stream(&tenant(), &run(), &[]).await.unwrap();
+}
+
+/// Appends `batches` batches of 100 events (`b<batch>-<i>`) and waits for
+/// the flushes.
+async fn append_batches(store: &S3Store, batches: usize) {
+    for b in 0..batches {
+        let batch: Vec<_> = (0..100).map(|i| event(format!("b{b}-{i}"))).collect();
+        store
+            .append_batch(&tenant(), &run(), &batch, None)
+            .await
+            .unwrap();
+    }
+    settle(store).await;
 }
 
 fn verbs(log: &[String]) -> Vec<&str> {
@@ -133,14 +146,7 @@ async fn a_warm_append_is_one_conditional_put() {
 async fn reading_the_tail_fetches_only_the_tail() {
     let recording = recording();
     let store = S3Store::new(recording.clone(), "p").unwrap();
-    for b in 0..40 {
-        let batch: Vec<_> = (0..100).map(|i| event(format!("b{b}-{i}"))).collect();
-        store
-            .append_batch(&tenant(), &run(), &batch, None)
-            .await
-            .unwrap();
-    }
-    settle(&store).await;
+    append_batches(&store, 40).await;
     recording.hooks().take();
     let lists = recording.hooks().lists.load(Ordering::SeqCst);
 
@@ -285,4 +291,114 @@ async fn snapshot_requests() {
         ["LIST", "GET", "DELETE", "GET", "DELETE"],
         "{log:?}"
     );
+}
+
+/// `latest` and the compaction floor read one snapshot whatever the stream
+/// holds: the keys order the stream. A prune reads only what it deletes.
+#[tokio::test]
+async fn latest_reads_one_snapshot_and_prune_reads_what_it_deletes() {
+    let recording = recording();
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    for n in 1..=40 {
+        store
+            .put(&tenant(), &snapshot(run(), &format!("s{n:02}"), n, n * 10))
+            .await
+            .unwrap();
+    }
+    recording.hooks().take();
+    let latest = store.latest(&tenant(), &run()).await.unwrap().unwrap();
+    assert_eq!(latest.snapshot_id.as_str(), "s40");
+    assert_eq!(verbs(&recording.hooks().take()), ["LIST", "GET"], "latest");
+    let newest = store.list(&tenant(), &run(), Some(3)).await.unwrap();
+    assert_eq!(newest.len(), 3);
+    assert_eq!(
+        verbs(&recording.hooks().take()),
+        ["LIST", "GET", "GET", "GET"],
+        "list of 3"
+    );
+    // Keep the newest 35: five old ones go, each read before any delete.
+    let report = store.prune(100, 35, 1_000).await.unwrap();
+    assert_eq!(report.removed, 5);
+    let log = recording.hooks().take();
+    assert_eq!(
+        verbs(&log),
+        [
+            "LIST", "GET", "GET", "GET", "GET", "GET", "DELETE", "DELETE", "DELETE", "DELETE",
+            "DELETE"
+        ],
+        "{log:?}"
+    );
+}
+
+/// A compaction pass where nothing is old enough reads the head of each
+/// stream and nothing else; where old events are all kept by the snapshot
+/// floor, it lists the snapshots and reads the newest, and still no segment.
+/// A head written before heads recorded each segment's oldest event has its
+/// segments read once, and records them for the next pass.
+#[tokio::test]
+async fn a_compaction_with_nothing_old_enough_reads_no_segment() {
+    let recording = recording();
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    append_batches(&store, 5).await;
+    for n in 1..=3 {
+        store
+            .put(&tenant(), &snapshot(run(), &format!("s{n}"), 1, n))
+            .await
+            .unwrap();
+    }
+    recording.hooks().take();
+    let reads = |log: &[String], what: &str| log.iter().filter(|line| line.contains(what)).count();
+
+    // Events occurred at 1: a cutoff of 0 prunes none.
+    let report = store.compact(10_000, 1_000).await.unwrap();
+    assert!(report.is_clean() && report.removed == 0, "{report:?}");
+    let log = recording.hooks().take();
+    let stream: Vec<&String> = log.iter().filter(|line| line.contains("/vrun/")).collect();
+    assert_eq!(stream, ["GET p/ev/vacme.prod/vrun/head"], "{log:?}");
+
+    // Old enough, but at or above the newest snapshot (seq 1).
+    let report = store.compact(10, 1_000).await.unwrap();
+    assert!(report.is_clean() && report.removed == 0, "{report:?}");
+    let log = recording.hooks().take();
+    assert_eq!(reads(&log, "/seg/"), 0, "{log:?}");
+    assert_eq!(
+        reads(&log, "GET p/snap/"),
+        1,
+        "the newest snapshot: {log:?}"
+    );
+
+    // The head as a store that did not record the oldest event wrote it.
+    let head = Path::from("p/ev/vacme.prod/vrun/head");
+    let bytes = recording.get(&head).await.unwrap().bytes().await.unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let segments = json["segments"].as_array_mut().unwrap();
+    let count = segments.len();
+    for segment in segments {
+        segment
+            .as_object_mut()
+            .unwrap()
+            .remove("oldest_ms")
+            .unwrap();
+    }
+    recording
+        .put(&head, PutPayload::from(serde_json::to_vec(&json).unwrap()))
+        .await
+        .unwrap();
+    recording.hooks().take();
+    assert!(store.compact(10, 1_000).await.unwrap().is_clean());
+    let log = recording.hooks().take();
+    assert_eq!(
+        reads(&log, "GET p/ev/vacme.prod/vrun/seg/"),
+        count,
+        "{log:?}"
+    );
+    assert_eq!(reads(&log, "PUT p/ev/vacme.prod/vrun/head"), 1, "{log:?}");
+    assert!(store.compact(10, 1_000).await.unwrap().is_clean());
+    let log = recording.hooks().take();
+    assert_eq!(reads(&log, "/seg/"), 0, "recorded: {log:?}");
+    let records = store
+        .read(&tenant(), &run(), ReadQuery::all())
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 500);
 }

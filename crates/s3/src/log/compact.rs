@@ -12,19 +12,72 @@ use runstore_core::{
     raw::compaction::{CompactionPolicy, compact_stream},
 };
 
-use super::{MAINTENANCE_ATTEMPTS, Work};
+use super::{Loaded, MAINTENANCE_ATTEMPTS, Work};
 use crate::{
     Inner, backoff,
     error::{contended, request},
-    head::{MarkerRef, head_what, index_entries},
+    head::{Head, MarkerRef, SegmentRef, head_what, index_entries},
     new_token,
-    objects::to_json,
+    objects::{Put, to_json},
 };
 
 /// Records per segment written by compaction.
 const COMPACTED_SEGMENT: usize = 4_096;
 
+/// Whether compaction with `policy` may prune anything from the stream of
+/// `head` whose newest snapshot is at `floor`, judged from the head alone:
+/// its buffered records, and for each segment its first seq and the oldest
+/// time of its events ([`SegmentRef::oldest_ms`]; a segment that does not
+/// record it may). A `false` is exact (no record of the stream is pruned);
+/// a `true` may be proved wrong once the segments are read.
+fn may_prune(head: &Head, policy: &CompactionPolicy, floor: Option<u64>) -> bool {
+    head.buffer
+        .iter()
+        .any(|record| policy.prunes(record, floor))
+        || head.segments.iter().any(|segment| {
+            segment
+                .oldest_ms
+                .is_none_or(|oldest| policy.prunes_parts(false, segment.first, oldest, floor))
+        })
+}
+
 impl Inner {
+    /// Records [`SegmentRef::oldest_ms`] in a head read from a store whose
+    /// segments did not (all of them were read into `records`), so that the
+    /// next compaction of the stream needs none of them while nothing is
+    /// old enough: the head of `loaded` with the field filled in, put
+    /// conditionally. Best effort: a lost race or failed put changes
+    /// nothing (the next pass reads the segments again). Answers the head
+    /// the handle holds next.
+    async fn record_oldest(
+        &self,
+        key: &StreamKey,
+        loaded: Loaded,
+        records: &[EventRecord],
+    ) -> Option<Loaded> {
+        if loaded
+            .head
+            .segments
+            .iter()
+            .all(|segment| segment.oldest_ms.is_some())
+        {
+            return Some(loaded);
+        }
+        let mut next = loaded.head.clone();
+        for segment in &mut next.segments {
+            let from = records.partition_point(|record| record.seq < segment.first);
+            let to = records.partition_point(|record| record.seq <= segment.last);
+            segment.oldest_ms = Some(SegmentRef::oldest_of(&records[from..to]));
+        }
+        match self.put_head(key, &next, loaded.version).await {
+            Ok(Put::Done(version)) => Some(Loaded {
+                head: next,
+                version: Some(version),
+            }),
+            Ok(Put::Lost) | Err(_) => None,
+        }
+    }
+
     /// Changes the stream's head (a new commit token, nothing else) after a
     /// snapshot of it was stored, so that a compaction that read the head
     /// before the snapshot existed cannot commit on it (see
@@ -59,10 +112,12 @@ impl Inner {
         }
     }
 
-    /// The newest snapshot's seq of a stream: its compaction floor.
+    /// The newest snapshot's seq of a stream: its compaction floor. One
+    /// listing and one GET: the newest snapshot is read (and checked to be
+    /// the stream's), the others are ordered by their keys.
     pub(super) async fn snapshot_floor(&self, key: &StreamKey) -> Result<Option<u64>> {
         Ok(self
-            .snapshots_of(&key.tenant, &key.run_id)
+            .snapshots_of(key, Some(1))
             .await?
             .last()
             .map(|snapshot| snapshot.seq))
@@ -89,13 +144,24 @@ impl Inner {
             if loaded.version.is_none() {
                 return Ok(0);
             }
+            // What the head records tells whether anything can be old
+            // enough, before the snapshots are listed (with no floor, which
+            // only prunes more) and before any segment is read.
+            if !may_prune(&loaded.head, policy, None) {
+                local.head = Some(loaded);
+                return Ok(0);
+            }
             let floor = self.snapshot_floor(key).await?;
+            if !may_prune(&loaded.head, policy, floor) {
+                local.head = Some(loaded);
+                return Ok(0);
+            }
             let Some(records) = self.all_records(key, &loaded.head).await? else {
                 continue;
             };
             let Some(change) = compact_stream(&key.tenant, &key.run_id, &records, floor, policy)?
             else {
-                local.head = Some(loaded);
+                local.head = self.record_oldest(key, loaded, &records).await;
                 return Ok(0);
             };
             let mut kept: Vec<EventRecord> = records

@@ -159,6 +159,7 @@ impl Inner {
             last: records.last().map_or(0, |record| record.seq),
             count: u64::try_from(records.len()).unwrap_or(u64::MAX),
             token: new_token(),
+            oldest_ms: Some(SegmentRef::oldest_of(records)),
         };
         let path = self.segment_path(key, &segment);
         let what = segment_what(key, &segment);
