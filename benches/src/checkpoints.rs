@@ -341,43 +341,133 @@ fn p50_us(mut took: Vec<Duration>) -> f64 {
 }
 
 /// The redb floor of a snapshot put with the store's layout: with no
-/// runstore code, `puts` durable commits each inserting the record of
-/// [`checkpoint`]'s size into one table keyed by stream and snapshot id and
-/// an empty value into a second one keyed by stream, seq, time and id (the
-/// store's `snapshots` and `snapshot_order` tables). Returns puts/s.
+/// runstore code, durable commits each inserting the record of
+/// [`checkpoint`]'s size (header and JSON, as the store encodes it) into one
+/// table keyed by stream and snapshot id and an empty value into a second
+/// one keyed by stream, seq, time and id (the store's `snapshots` and
+/// `snapshot_order` tables), in a fresh file.
+#[cfg(feature = "redb")]
+pub struct BareRedbSnapshots {
+    db: redb::Database,
+    record: Vec<u8>,
+    next: u64,
+}
+
+#[cfg(feature = "redb")]
+impl BareRedbSnapshots {
+    /// Creates the database file at `path`.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn open(path: &Path) -> std::result::Result<Self, redb::Error> {
+        let corrupt = |err: String| redb::Error::Corrupted(err);
+        let tenant = runstore::bench::bench_tenant();
+        let run = RunId::new("cp-bare").map_err(|err| corrupt(err.to_string()))?;
+        let mut record = vec![0_u8; 16];
+        serde_json::to_writer(
+            &mut record,
+            &snapshot(&tenant, &run, 0).map_err(|err| corrupt(err.to_string()))?,
+        )
+        .map_err(|err| corrupt(err.to_string()))?;
+        Ok(Self {
+            db: redb::Database::create(path)?,
+            record,
+            next: 0,
+        })
+    }
+
+    /// `puts` puts, one durable commit each; the time they took.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn put(&mut self, puts: u64) -> std::result::Result<Duration, redb::Error> {
+        const RECORDS: redb::TableDefinition<&[u8], &[u8]> =
+            redb::TableDefinition::new("snapshots");
+        const ORDER: redb::TableDefinition<&[u8], ()> =
+            redb::TableDefinition::new("snapshot_order");
+        let stream = crate::baseline::redb_stream_key("cp-bare");
+        let start = Instant::now();
+        for _ in 0..puts {
+            let step = self.next;
+            self.next += 1;
+            let id = format!("cp-{step:08}");
+            let mut key = stream.clone();
+            key.extend_from_slice(id.as_bytes());
+            let mut order = stream.clone();
+            order.extend_from_slice(&step.to_be_bytes());
+            order.extend_from_slice(&(BASE_MS + step).to_be_bytes());
+            order.extend_from_slice(id.as_bytes());
+            let txn = self.db.begin_write()?;
+            {
+                txn.open_table(RECORDS)?
+                    .insert(key.as_slice(), self.record.as_slice())?;
+                txn.open_table(ORDER)?.insert(order.as_slice(), ())?;
+            }
+            txn.commit()?;
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Snapshot puts on the store and on the bare loops, in the same seconds.
+#[cfg(feature = "redb")]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedbPutFloor {
+    /// The store's puts/s.
+    pub store: f64,
+    /// [`BareRedbSnapshots`]' puts/s (the store's two tables).
+    pub two_tables: f64,
+    /// One insert per durable commit into one table, puts/s.
+    pub one_table: f64,
+}
+
+/// The store's snapshot puts against the bare redb loops, alternated in
+/// `chunks` chunks of `chunk` puts each (store, two-table loop, one-table
+/// loop, then again), so the three sides share the disk's seconds: the
+/// sync rate of a shared disk swings more between seconds than the gap
+/// measured. The store is opened fresh at `dir/store.redb` by `open`.
 ///
 /// # Errors
-/// The driver's error.
+/// The store's or the driver's error, as text.
 #[cfg(feature = "redb")]
-pub fn bare_redb_two_tables(path: &Path, puts: u64) -> std::result::Result<f64, redb::Error> {
-    const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("records");
-    const ORDER: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("order");
-    let db = redb::Database::create(path)?;
+pub async fn redb_put_vs_floor(
+    store: &Arc<dyn Storage>,
+    dir: &Path,
+    chunks: u64,
+    chunk: u64,
+) -> std::result::Result<RedbPutFloor, String> {
     let tenant = runstore::bench::bench_tenant();
-    let run = RunId::new("cp-bare").map_err(|err| redb::Error::Corrupted(err.to_string()))?;
-    let record = serde_json::to_vec(
-        &snapshot(&tenant, &run, 0).map_err(|err| redb::Error::Corrupted(err.to_string()))?,
-    )
-    .map_err(|err| redb::Error::Corrupted(err.to_string()))?;
-    let stream = b"bench/bench:cp-bare\0";
-    let start = Instant::now();
-    for step in 0..puts {
-        let id = format!("cp-{step:08}");
-        let mut key = stream.to_vec();
-        key.extend_from_slice(id.as_bytes());
-        let mut order = stream.to_vec();
-        order.extend_from_slice(&step.to_be_bytes());
-        order.extend_from_slice(&(BASE_MS + step).to_be_bytes());
-        order.extend_from_slice(id.as_bytes());
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(RECORDS)?
-                .insert(key.as_slice(), record.as_slice())?;
-            txn.open_table(ORDER)?.insert(order.as_slice(), ())?;
+    let run = RunId::new("cp-floor").map_err(|err| err.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+    let mut two =
+        BareRedbSnapshots::open(&dir.join("floor-two.redb")).map_err(|e| e.to_string())?;
+    let mut one = crate::baseline::BareRedb::open(&dir.join("floor-one.redb"))
+        .map_err(|err| err.to_string())?;
+    let (mut ours, mut bare_two, mut bare_one) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut step = 0;
+    for _ in 0..chunks {
+        let records = (step..step + chunk)
+            .map(|step| snapshot(&tenant, &run, step))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|err| err.to_string())?;
+        step += chunk;
+        let start = Instant::now();
+        for record in &records {
+            store
+                .put(&tenant, record)
+                .await
+                .map_err(|err| err.to_string())?;
         }
-        txn.commit()?;
+        ours += start.elapsed();
+        bare_two += two.put(chunk).map_err(|err| err.to_string())?;
+        bare_one += one.insert(chunk).map_err(|err| err.to_string())?.elapsed();
     }
-    Ok(rate(puts, start.elapsed()))
+    let n = chunks * chunk;
+    Ok(RedbPutFloor {
+        store: rate(n, ours),
+        two_tables: rate(n, bare_two),
+        one_table: rate(n, bare_one),
+    })
 }
 
 #[cfg(test)]
