@@ -422,7 +422,7 @@ pub struct RedbPutFloor {
 }
 
 /// The store's snapshot puts against the bare redb loops, alternated in
-/// `chunks` chunks of `chunk` puts each (store, two-table loop, one-table
+/// `chunks` chunks of `chunk` puts each (the peer bench: 100 of 20) (store, two-table loop, one-table
 /// loop, then again), so the three sides share the disk's seconds: the
 /// sync rate of a shared disk swings more between seconds than the gap
 /// measured. The store is opened fresh at `dir/store.redb` by `open`.

@@ -190,8 +190,8 @@ pub fn peer_main() {
                 .block_on(crate::checkpoints::redb_put_vs_floor(
                     &store,
                     &bench.path(&name),
-                    10,
-                    sizes.puts / 10,
+                    100,
+                    (sizes.puts / 100).max(1),
                 ))
                 .unwrap_or_else(|err| panic!("the bare redb loops: {err}"));
             drop(store);
