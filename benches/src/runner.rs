@@ -186,24 +186,36 @@ pub fn peer_main() {
                 &path,
                 runstore_core::Durability::Durable,
             );
+            let mut peer_chunks = peer.as_ref().map(|peer| {
+                peer.chunks("sqlite", &bench.path(&format!("{name}-floor-langgraph")))
+                    .unwrap_or_else(|err| panic!("peer chunks: {err}"))
+            });
             let floor = bench
                 .block_on(crate::checkpoints::redb_put_vs_floor(
                     &store,
                     &bench.path(&name),
+                    peer_chunks.as_mut(),
                     100,
                     (sizes.puts / 100).max(1),
                 ))
                 .unwrap_or_else(|err| panic!("the bare redb loops: {err}"));
+            drop(peer_chunks);
             drop(store);
             println!(
                 "round {round}: redb floor, alternated in chunks: store put {:.0}/s, bare loop of the \
                  store's two tables (record, order key) per durable commit {:.0}/s ({:.2}x), bare loop \
-                 of one insert per durable commit {:.0}/s ({:.2}x)",
+                 of one insert per durable commit {:.0}/s ({:.2}x){}",
                 floor.store,
                 floor.two_tables,
                 floor.store / floor.two_tables,
                 floor.one_table,
                 floor.store / floor.one_table,
+                floor.peer.map_or_else(String::new, |peer| format!(
+                    ", SqliteSaver put {peer:.0}/s (store {:.2}x, bare two-table {:.2}x, bare one-table {:.2}x)",
+                    floor.store / peer,
+                    floor.two_tables / peer,
+                    floor.one_table / peer
+                )),
             );
             redb_floors.push(floor);
             sides[redb].record(ours, lg);
@@ -244,6 +256,18 @@ pub fn peer_main() {
             median(redb_floors.iter().map(|f| f.store / f.one_table)),
             redb_floors.len()
         ));
+        let against_peer: Vec<_> = redb_floors
+            .iter()
+            .filter_map(|f| f.peer.map(|peer| (f, peer)))
+            .collect();
+        if !against_peer.is_empty() {
+            table.note(format!(
+                "redb put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, bare two-table loop {:.2}x, bare one-table loop {:.2}x (medians)",
+                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.two_tables / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.one_table / peer)),
+            ));
+        }
     }
     table.note("ratios are medians of per-round ratios; in each round every backend runs right after a peer run of its own");
     table.note("latest p50: the peer's p50 over runstore's, so above 1.00x runstore is faster");

@@ -1,4 +1,4 @@
-//! Group commit: one thread owns every write transaction.
+//! Group commit: one thread owns the queue of write transactions.
 //!
 //! Requests queue on a channel. The writer takes the first, drains whatever
 //! else is queued (up to [`RedbOptions::max_batch`](crate::RedbOptions)),
@@ -8,6 +8,15 @@
 //! fsyncs, not 64 (CONTRACT §3, §16). A transaction opens only the tables
 //! its requests touch, and after a lone unsynced (relaxed) commit the writer polls
 //! its queue briefly before sleeping (see [`SPIN`]).
+//!
+//! A request that would be alone in its group -- nothing queued, no
+//! transaction running, the caller on a multi-threaded tokio runtime --
+//! skips the queue and commits on its caller's thread inside
+//! `block_in_place` ([`Writer::submit`]): the same transaction and commit,
+//! without the wake-up of the writer thread and the wake-up of the caller
+//! that the hand-off costs. A transaction slot (a mutex held around every
+//! transaction, by the writer thread and by such a caller) keeps a caller
+//! from blocking on redb's write lock behind a batch: it queues instead.
 //!
 //! A request that is refused (a conflict, invalid input) writes nothing and
 //! gets its error while the rest of the batch commits. If redb itself fails,
@@ -513,6 +522,10 @@ mod tests {
     /// While a transaction runs, a request queues for the writer thread
     /// instead of blocking its caller's thread on redb's write lock.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the slot stands for a transaction running meanwhile"
+    )]
     async fn a_request_behind_a_running_transaction_goes_to_the_writer_thread() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
