@@ -13,9 +13,7 @@
 //!   tokio's blocking pool in read transactions, which never wait for
 //!   writers; writes go to one writer thread that groups every request queued
 //!   behind a commit into the next write transaction (*group commit*), so
-//!   concurrent appenders share fsyncs. A request that would be alone in its
-//!   group commits on its caller's thread instead (inside `block_in_place`,
-//!   on a multi-threaded tokio runtime), saving two thread wake-ups.
+//!   concurrent appenders share fsyncs.
 //! - Commits are durable by default (CONTRACT §16): each group commit is
 //!   synced before its requests are answered, and an open syncs the file
 //!   before redb reads it, so nothing it answers rests on a killed

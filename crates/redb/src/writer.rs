@@ -1,4 +1,4 @@
-//! Group commit: one thread owns the queue of write transactions.
+//! Group commit: one thread owns every write transaction.
 //!
 //! Requests queue on a channel. The writer takes the first, drains whatever
 //! else is queued (up to [`RedbOptions::max_batch`](crate::RedbOptions)),
@@ -9,15 +9,6 @@
 //! its requests touch, and after a lone unsynced (relaxed) commit the writer polls
 //! its queue briefly before sleeping (see [`SPIN`]).
 //!
-//! A request that would be alone in its group -- nothing queued, no
-//! transaction running, the caller on a multi-threaded tokio runtime --
-//! skips the queue and commits on its caller's thread inside
-//! `block_in_place` ([`Writer::submit`]): the same transaction and commit,
-//! without the wake-up of the writer thread and the wake-up of the caller
-//! that the hand-off costs. A transaction slot (a mutex held around every
-//! transaction, by the writer thread and by such a caller) keeps a caller
-//! from blocking on redb's write lock behind a batch: it queues instead.
-//!
 //! A request that is refused (a conflict, invalid input) writes nothing and
 //! gets its error while the rest of the batch commits. If redb itself fails,
 //! the transaction is dropped uncommitted and every request of the batch gets
@@ -25,11 +16,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc, Mutex, PoisonError, TryLockError,
-        atomic::{AtomicUsize, Ordering},
-        mpsc,
-    },
+    sync::{Arc, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -205,43 +192,13 @@ where
     }
 }
 
-/// What the handle and the writer thread share.
-struct Shared {
-    db: Arc<Database>,
-    path: PathBuf,
-    durability: Durability,
-    /// Held while a write transaction runs, by the writer thread for a
-    /// batch or by a caller committing its own request
-    /// ([`Writer::submit`]), so a caller never blocks on redb's write lock
-    /// behind a batch: it queues instead.
-    slot: Mutex<()>,
-    /// Requests sent to the writer thread and not answered yet.
-    queued: AtomicUsize,
-}
-
-impl Shared {
-    /// Takes the transaction slot, waiting for it.
-    fn lock_slot(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes the transaction slot if it is free.
-    fn try_lock_slot(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
-        match self.slot.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-}
-
-/// The handle's side of the writer thread: sends jobs (or runs a lone one
-/// itself, see [`Writer::submit`]), and on drop stops the thread and waits
-/// for it, so the database file is closed when the last handle is gone.
+/// The handle's side of the writer thread: sends jobs, and on drop stops
+/// the thread and waits for it, so the database file is closed when the last
+/// handle is gone.
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Writer {
@@ -259,19 +216,14 @@ impl Writer {
         max_batch: usize,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
-        let shared = Arc::new(Shared {
-            db,
-            path: path.clone(),
-            durability,
-            slot: Mutex::new(()),
-            queued: AtomicUsize::new(0),
-        });
-        let thread_shared = Arc::clone(&shared);
+        let thread_path = path.clone();
         let thread = std::thread::Builder::new()
             .name("runstore-redb-writer".to_owned())
             .spawn(move || {
                 let mut loop_state = WriterLoop {
-                    shared: thread_shared,
+                    db,
+                    path: thread_path,
+                    durability,
                     max_batch: max_batch.max(1),
                 };
                 loop_state.run(&receiver);
@@ -288,23 +240,12 @@ impl Writer {
         Ok(Self {
             sender: Some(sender),
             thread: Some(thread),
-            shared,
+            path,
         })
     }
 
-    /// Runs `work` in a write transaction and returns its answer once that
-    /// transaction's commit is durable (or as durable as the store's mode
-    /// makes it).
-    ///
-    /// A lone request commits on the calling thread: when nothing is
-    /// queued for the writer thread and no transaction is running, and the
-    /// caller is on a multi-threaded tokio runtime, `work` runs in a
-    /// transaction of its own inside [`tokio::task::block_in_place`] (the
-    /// runtime moves its other tasks to another worker meanwhile), which
-    /// saves the two thread wake-ups of the hand-off to the writer and
-    /// back. Otherwise -- a transaction running, requests queued, another
-    /// kind of runtime -- it goes to the writer thread and joins the next
-    /// group commit, as concurrent requests always do.
+    /// Runs `work` in the next group commit and returns its answer once that
+    /// commit is durable (or as durable as the store's mode makes it).
     ///
     /// `work` must return [`Failure::Rejected`] only before it has written
     /// anything.
@@ -314,41 +255,16 @@ impl Writer {
         F: FnOnce(&mut WriteTables<'_>) -> Result<T, Failure> + Send + 'static,
     {
         let (reply, answer) = group::reply();
-        let job: Box<dyn Job> = Box::new(Task {
+        let job = Box::new(Task {
             work: Some(work),
             answer: None,
             reply,
         });
-        if let Some(job) = self.commit_here(job) {
-            let sender = self.sender.as_ref().expect("the sender lives until drop");
-            self.shared.queued.fetch_add(1, Ordering::AcqRel);
-            if sender.send(job).is_err() {
-                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                return Err(error::writer_gone(&self.shared.path));
-            }
-        }
-        answer.wait(|| error::writer_gone(&self.shared.path)).await
-    }
-
-    /// Commits `job` on the calling thread when it would be alone in its
-    /// group commit (see [`Writer::submit`]); gives it back otherwise.
-    fn commit_here(&self, job: Box<dyn Job>) -> Option<Box<dyn Job>> {
-        let on_multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        });
-        if !on_multi_thread || self.shared.queued.load(Ordering::Acquire) != 0 {
-            return Some(job);
-        }
-        let Some(slot) = self.shared.try_lock_slot() else {
-            return Some(job);
-        };
-        tokio::task::block_in_place(|| {
-            let began = Instant::now();
-            commit(&self.shared, &mut vec![job]);
-            drop(slot);
-            runstore_core::telemetry::group_committed("redb", 1, 1, began.elapsed());
-        });
-        None
+        let sender = self.sender.as_ref().expect("the sender lives until drop");
+        sender
+            .send(job)
+            .map_err(|_| error::writer_gone(&self.path))?;
+        answer.wait(|| error::writer_gone(&self.path)).await
     }
 }
 
@@ -409,7 +325,9 @@ fn next_job(receiver: &mpsc::Receiver<Box<dyn Job>>, spin: bool) -> Option<Box<d
 }
 
 struct WriterLoop {
-    shared: Arc<Shared>,
+    db: Arc<Database>,
+    path: PathBuf,
+    durability: Durability,
     max_batch: usize,
 }
 
@@ -425,117 +343,46 @@ impl WriterLoop {
             let lone = batch.len() == 1;
             let began = std::time::Instant::now();
             let requests = batch.len();
-            let synced = {
-                let _slot = self.shared.lock_slot();
-                commit(&self.shared, &mut batch)
-            };
-            self.shared.queued.fetch_sub(requests, Ordering::AcqRel);
+            let synced = self.commit(&mut batch);
             // redb's jobs do not count their events: one per request.
             runstore_core::telemetry::group_committed("redb", requests, requests, began.elapsed());
             spin = lone && !synced;
         }
     }
-}
 
-/// Runs every job of `batch` in one transaction, commits, and answers.
-/// Returns whether the commit was synced. A batch whose jobs all wrote
-/// nothing is aborted instead: nothing to commit, nothing to sync. The
-/// caller holds the transaction slot.
-///
-/// Every commit is redb's `Durability::Immediate`: its pages and header
-/// are written to the backend before it returns. In relaxed mode the
-/// backend skips the sync ([`crate::backend`]), so the commit is in the
-/// operating system's page cache, safe from a killed process.
-fn commit(shared: &Shared, batch: &mut Vec<Box<dyn Job>>) -> bool {
-    let outcome = run_batch(&shared.db, batch);
-    let synced = matches!(outcome, Ok(true)) && shared.durability == Durability::Durable;
-    let committed = outcome
-        .map(drop)
-        .map_err(|err| error::map(&shared.path, err));
-    for job in batch.drain(..) {
-        job.finish(&committed);
-    }
-    synced
-}
-
-/// Runs the batch; whether it was committed (it wrote something).
-fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
-    let txn = db.begin_write()?;
-    let writes = {
-        let mut tables = WriteTables::new(&txn);
-        for job in batch.iter_mut() {
-            job.run(&mut tables)?;
+    /// Runs every job of `batch` in one transaction, commits, and answers.
+    /// Returns whether the commit was synced. A batch whose jobs all wrote
+    /// nothing is aborted instead: nothing to commit, nothing to sync.
+    ///
+    /// Every commit is redb's `Durability::Immediate`: its pages and header
+    /// are written to the backend before it returns. In relaxed mode the
+    /// backend skips the sync ([`crate::backend`]), so the commit is in the
+    /// operating system's page cache, safe from a killed process.
+    fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) -> bool {
+        let outcome = self.run_batch(batch);
+        let synced = matches!(outcome, Ok(true)) && self.durability == Durability::Durable;
+        let committed = outcome.map(drop).map_err(|err| error::map(&self.path, err));
+        for job in batch.drain(..) {
+            job.finish(&committed);
         }
-        tables.batch_writes
-    };
-    if writes {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
-    }
-    Ok(writes)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use crate::{RedbOptions, RedbStore};
-
-    const WRITER: &str = "runstore-redb-writer";
-
-    async fn store(dir: &tempfile::TempDir) -> RedbStore {
-        RedbStore::open_with(dir.path().join("store.redb"), RedbOptions::default())
-            .await
-            .unwrap()
+        synced
     }
 
-    fn thread_name() -> String {
-        std::thread::current().name().unwrap_or_default().to_owned()
-    }
-
-    /// A lone request on a multi-threaded runtime commits on the calling
-    /// thread: no hand-off to the writer thread and back.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_request_commits_on_the_calling_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let caller = std::thread::current().id();
-        let ran_on = store
-            .writer()
-            .submit(|_| Ok(std::thread::current().id()))
-            .await
-            .unwrap();
-        assert_eq!(ran_on, caller);
-    }
-
-    /// On a current-thread runtime nothing blocks the runtime's one thread:
-    /// the request goes to the writer thread.
-    #[tokio::test(flavor = "current_thread")]
-    async fn on_a_current_thread_runtime_the_writer_thread_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let ran_on = store.writer().submit(|_| Ok(thread_name())).await.unwrap();
-        assert_eq!(ran_on, WRITER);
-    }
-
-    /// While a transaction runs, a request queues for the writer thread
-    /// instead of blocking its caller's thread on redb's write lock.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(
-        clippy::await_holding_lock,
-        reason = "the slot stands for a transaction running meanwhile"
-    )]
-    async fn a_request_behind_a_running_transaction_goes_to_the_writer_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let slot = store.writer().shared.lock_slot();
-        let other = store.clone();
-        let pending =
-            tokio::spawn(async move { other.writer().submit(|_| Ok(thread_name())).await });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!pending.is_finished(), "the request waited for the slot");
-        drop(slot);
-        assert_eq!(pending.await.unwrap().unwrap(), WRITER);
+    /// Runs the batch; whether it was committed (it wrote something).
+    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
+        let txn = self.db.begin_write()?;
+        let writes = {
+            let mut tables = WriteTables::new(&txn);
+            for job in batch.iter_mut() {
+                job.run(&mut tables)?;
+            }
+            tables.batch_writes
+        };
+        if writes {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(writes)
     }
 }
