@@ -326,6 +326,104 @@ impl BareLoop for BareRedb {
     }
 }
 
+/// The bare redb loop with the store's own layout (issue 15): with no
+/// runstore code, one durable commit per event writing what a single
+/// append writes -- the record (a 9-byte header and the JSON) into an
+/// `events` table keyed by stream key and big-endian seq, the event id into
+/// an `ids` table (stream key and id bytes to the seq) and the stream's last
+/// seq into a `heads` table -- into one stream of a fresh file, as the
+/// bench's single appends do. The one-table [`BareRedb`] stays as a
+/// reference.
+#[cfg(feature = "redb")]
+pub struct BareRedbLog {
+    db: redb::Database,
+    next: u64,
+}
+
+#[cfg(feature = "redb")]
+const LOG_EVENTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("events");
+#[cfg(feature = "redb")]
+const LOG_IDS: redb::TableDefinition<&[u8], u64> = redb::TableDefinition::new("ids");
+#[cfg(feature = "redb")]
+const LOG_HEADS: redb::TableDefinition<&[u8], u64> = redb::TableDefinition::new("heads");
+
+/// The store's stream key of the bench tenant's run `run` (tenant ids and
+/// run id length-prefixed, no deployment; see docs/backends/redb.md).
+#[cfg(feature = "redb")]
+pub fn redb_stream_key(run: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    for id in ["bench", "bench"] {
+        key.extend_from_slice(&u16::try_from(id.len()).unwrap_or(0).to_be_bytes());
+        key.extend_from_slice(id.as_bytes());
+    }
+    key.push(0);
+    key.extend_from_slice(&u16::try_from(run.len()).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(run.as_bytes());
+    key
+}
+
+#[cfg(feature = "redb")]
+impl BareRedbLog {
+    /// Creates the database file at `path`.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        Ok(Self {
+            db: redb::Database::create(path)?,
+            next: 0,
+        })
+    }
+
+    /// `n` appends, one durable commit each.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn append(&mut self, n: u64) -> Result<OpResult, redb::Error> {
+        let stream = redb_stream_key("bare-run");
+        let mut value = vec![0_u8; 9];
+        value.extend_from_slice(bare_body().as_bytes());
+        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        let start = Instant::now();
+        for _ in 0..n {
+            self.next += 1;
+            let began = Instant::now();
+            let mut event_key = stream.clone();
+            event_key.extend_from_slice(&self.next.to_be_bytes());
+            let mut id_key = stream.clone();
+            id_key.extend_from_slice(format!("e-{}", self.next).as_bytes());
+            let txn = self.db.begin_write()?;
+            {
+                txn.open_table(LOG_EVENTS)?
+                    .insert(event_key.as_slice(), value.as_slice())?;
+                txn.open_table(LOG_IDS)?
+                    .insert(id_key.as_slice(), self.next)?;
+                txn.open_table(LOG_HEADS)?
+                    .insert(stream.as_slice(), self.next)?;
+            }
+            txn.commit()?;
+            latencies.push(began.elapsed());
+        }
+        Ok(OpResult::from_latencies(
+            Operation::BareInsert,
+            n,
+            start.elapsed(),
+            latencies,
+        ))
+    }
+}
+
+#[cfg(feature = "redb")]
+impl BareLoop for BareRedbLog {
+    fn label(&self) -> &'static str {
+        "bare redb loop, store's tables"
+    }
+
+    fn run(&mut self, _bench: &Bench, n: u64) -> OpResult {
+        self.append(n).expect("bare redb append")
+    }
+}
+
 /// A bare sqlx loop on PostgreSQL, pgbench style: one `INSERT` per
 /// autocommit transaction on one connection; no runstore code. The table
 /// lives in its own schema, which the postgres engine drops at the end.

@@ -14,8 +14,9 @@
 //! `get_tuple`.
 
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -276,6 +277,72 @@ impl Peer {
     }
 }
 
+/// The peer's put loop in chunks (the script's `chunks` mode): a child
+/// process that puts as many checkpoints as it is told, one after another
+/// into one thread, and answers the seconds they took; for comparisons
+/// alternated in chunks with runstore, so both sides share the disk's
+/// seconds.
+#[derive(Debug)]
+pub struct PeerChunks {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    /// Starts the peer's put loop in chunks: `kind` and `target` as for
+    /// [`Peer::run`].
+    ///
+    /// # Errors
+    /// A text naming what failed.
+    pub fn chunks(&self, kind: &str, target: &Path) -> std::result::Result<PeerChunks, String> {
+        let mut child = Command::new(&self.python)
+            .arg(&self.script)
+            .arg(kind)
+            .arg(target)
+            .arg("chunks")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("running {}: {err}", self.python.display()))?;
+        let stdin = child.stdin.take().ok_or("the peer's stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("the peer's stdout")?);
+        Ok(PeerChunks {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+}
+
+impl PeerChunks {
+    /// `puts` puts on the peer; the time they took (as the peer timed them).
+    ///
+    /// # Errors
+    /// A text naming what failed.
+    pub fn put(&mut self, puts: u64) -> std::result::Result<Duration, String> {
+        writeln!(self.stdin, "{puts}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|err| format!("writing to the peer: {err}"))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|err| format!("reading from the peer: {err}"))?;
+        let secs: f64 = line
+            .trim()
+            .parse()
+            .map_err(|err| format!("the peer answered {line:?}: {err}"))?;
+        Ok(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
+impl Drop for PeerChunks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The library floor of a SQLite latest read: with no runstore code, on
 /// one plain sqlx connection to the store file that `run_on_store` filled,
 /// the p50 of the store's own query for a run's newest snapshot (parsed
@@ -341,43 +408,151 @@ fn p50_us(mut took: Vec<Duration>) -> f64 {
 }
 
 /// The redb floor of a snapshot put with the store's layout: with no
-/// runstore code, `puts` durable commits each inserting the record of
-/// [`checkpoint`]'s size into one table keyed by stream and snapshot id and
-/// an empty value into a second one keyed by stream, seq, time and id (the
-/// store's `snapshots` and `snapshot_order` tables). Returns puts/s.
+/// runstore code, durable commits each inserting the record of
+/// [`checkpoint`]'s size (header and JSON, as the store encodes it) into one
+/// table keyed by stream and snapshot id and an empty value into a second
+/// one keyed by stream, seq, time and id (the store's `snapshots` and
+/// `snapshot_order` tables), in a fresh file.
+#[cfg(feature = "redb")]
+pub struct BareRedbSnapshots {
+    db: redb::Database,
+    record: Vec<u8>,
+    next: u64,
+}
+
+#[cfg(feature = "redb")]
+impl BareRedbSnapshots {
+    /// Creates the database file at `path`.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn open(path: &Path) -> std::result::Result<Self, redb::Error> {
+        let corrupt = |err: String| redb::Error::Corrupted(err);
+        let tenant = runstore::bench::bench_tenant();
+        let run = RunId::new("cp-bare").map_err(|err| corrupt(err.to_string()))?;
+        let mut record = vec![0_u8; 16];
+        serde_json::to_writer(
+            &mut record,
+            &snapshot(&tenant, &run, 0).map_err(|err| corrupt(err.to_string()))?,
+        )
+        .map_err(|err| corrupt(err.to_string()))?;
+        Ok(Self {
+            db: redb::Database::create(path)?,
+            record,
+            next: 0,
+        })
+    }
+
+    /// `puts` puts, one durable commit each; the time they took.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn put(&mut self, puts: u64) -> std::result::Result<Duration, redb::Error> {
+        const RECORDS: redb::TableDefinition<&[u8], &[u8]> =
+            redb::TableDefinition::new("snapshots");
+        const ORDER: redb::TableDefinition<&[u8], ()> =
+            redb::TableDefinition::new("snapshot_order");
+        let stream = crate::baseline::redb_stream_key("cp-bare");
+        let start = Instant::now();
+        for _ in 0..puts {
+            let step = self.next;
+            self.next += 1;
+            let id = format!("cp-{step:08}");
+            let mut key = stream.clone();
+            key.extend_from_slice(id.as_bytes());
+            let mut order = stream.clone();
+            order.extend_from_slice(&step.to_be_bytes());
+            order.extend_from_slice(&(BASE_MS + step).to_be_bytes());
+            order.extend_from_slice(id.as_bytes());
+            let txn = self.db.begin_write()?;
+            {
+                txn.open_table(RECORDS)?
+                    .insert(key.as_slice(), self.record.as_slice())?;
+                txn.open_table(ORDER)?.insert(order.as_slice(), ())?;
+            }
+            txn.commit()?;
+        }
+        Ok(start.elapsed())
+    }
+}
+
+/// Snapshot puts on the store, on the bare loops and on the peer, in the
+/// same seconds.
+#[cfg(feature = "redb")]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedbPutFloor {
+    /// The store's puts/s.
+    pub store: f64,
+    /// [`BareRedbSnapshots`]' puts/s (the store's two tables).
+    pub two_tables: f64,
+    /// One insert per durable commit into one table, puts/s.
+    pub one_table: f64,
+    /// The peer's puts/s, when it ran.
+    pub peer: Option<f64>,
+}
+
+/// The store's snapshot puts against the bare redb loops and the peer's
+/// puts ([`PeerChunks`], when given), alternated in `chunks` chunks of
+/// `chunk` puts each (the peer bench: 100 of 20), each chunk starting with
+/// the next side in turn, so every side shares the disk's seconds: the sync
+/// rate of a shared disk swings more between seconds than the gaps
+/// measured. Bare files go into `dir`.
 ///
 /// # Errors
-/// The driver's error.
+/// The store's, the driver's or the peer's error, as text.
 #[cfg(feature = "redb")]
-pub fn bare_redb_two_tables(path: &Path, puts: u64) -> std::result::Result<f64, redb::Error> {
-    const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("records");
-    const ORDER: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("order");
-    let db = redb::Database::create(path)?;
+pub async fn redb_put_vs_floor(
+    store: &Arc<dyn Storage>,
+    dir: &Path,
+    mut peer: Option<&mut PeerChunks>,
+    chunks: u64,
+    chunk: u64,
+) -> std::result::Result<RedbPutFloor, String> {
     let tenant = runstore::bench::bench_tenant();
-    let run = RunId::new("cp-bare").map_err(|err| redb::Error::Corrupted(err.to_string()))?;
-    let record = serde_json::to_vec(
-        &snapshot(&tenant, &run, 0).map_err(|err| redb::Error::Corrupted(err.to_string()))?,
-    )
-    .map_err(|err| redb::Error::Corrupted(err.to_string()))?;
-    let stream = b"bench/bench:cp-bare\0";
-    let start = Instant::now();
-    for step in 0..puts {
-        let id = format!("cp-{step:08}");
-        let mut key = stream.to_vec();
-        key.extend_from_slice(id.as_bytes());
-        let mut order = stream.to_vec();
-        order.extend_from_slice(&step.to_be_bytes());
-        order.extend_from_slice(&(BASE_MS + step).to_be_bytes());
-        order.extend_from_slice(id.as_bytes());
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(RECORDS)?
-                .insert(key.as_slice(), record.as_slice())?;
-            txn.open_table(ORDER)?.insert(order.as_slice(), ())?;
+    let run = RunId::new("cp-floor").map_err(|err| err.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+    let mut two =
+        BareRedbSnapshots::open(&dir.join("floor-two.redb")).map_err(|e| e.to_string())?;
+    let mut one = crate::baseline::BareRedb::open(&dir.join("floor-one.redb"))
+        .map_err(|err| err.to_string())?;
+    let sides = if peer.is_some() { 4 } else { 3 };
+    let mut took = [Duration::ZERO; 4];
+    let mut step = 0;
+    for index in 0..chunks {
+        let records = (step..step + chunk)
+            .map(|step| snapshot(&tenant, &run, step))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|err| err.to_string())?;
+        step += chunk;
+        for turn in 0..sides {
+            let side = usize::try_from((index + turn) % sides).unwrap_or(0);
+            took[side] += match side {
+                0 => {
+                    let start = Instant::now();
+                    for record in &records {
+                        store
+                            .put(&tenant, record)
+                            .await
+                            .map_err(|err| err.to_string())?;
+                    }
+                    start.elapsed()
+                }
+                1 => two.put(chunk).map_err(|err| err.to_string())?,
+                2 => one.insert(chunk).map_err(|err| err.to_string())?.elapsed(),
+                _ => match peer.as_deref_mut() {
+                    Some(peer) => peer.put(chunk)?,
+                    None => Duration::ZERO,
+                },
+            };
         }
-        txn.commit()?;
     }
-    Ok(rate(puts, start.elapsed()))
+    let n = chunks * chunk;
+    Ok(RedbPutFloor {
+        store: rate(n, took[0]),
+        two_tables: rate(n, took[1]),
+        one_table: rate(n, took[2]),
+        peer: peer.is_some().then(|| rate(n, took[3])),
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct Targets {
     pub single_vs_fdatasync: Option<f64>,
     /// Single durable append events/s over the bare driver loop.
     pub single_vs_bare: Option<f64>,
+    /// Single durable append events/s over the bare driver loop that
+    /// writes the store's own tables ([`Engine::bare_layout`]).
+    pub single_vs_layout: Option<f64>,
     /// Concurrent appenders events/s over single-task events/s.
     pub concurrent_vs_single: Option<f64>,
     /// Batch events/s.
@@ -100,6 +103,13 @@ pub trait Engine {
     /// The bare driver loop the single append is compared with, set up in
     /// `bench`'s scratch directory or on the engine's server.
     fn bare(&self, _bench: &Bench) -> Option<Box<dyn BareLoop>> {
+        None
+    }
+
+    /// A second bare driver loop, writing the tables a single append of
+    /// the store writes (for redb: `events`, `ids`, `heads`), measured in
+    /// the same rounds; `None` for engines without one.
+    fn bare_layout(&self, _bench: &Bench) -> Option<Box<dyn BareLoop>> {
         None
     }
 

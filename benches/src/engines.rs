@@ -184,9 +184,17 @@ impl Engine for Redb {
         Some(Box::new(bare))
     }
 
+    fn bare_layout(&self, bench: &crate::Bench) -> Option<Box<dyn crate::BareLoop>> {
+        let bare = crate::baseline::BareRedbLog::open(&bench.path("bare-log.redb"))
+            .expect("the bare redb file opens");
+        Some(Box::new(bare))
+    }
+
     fn targets(&self) -> Targets {
+        // Issue 15: the single append against the bare loop writing the
+        // same tables; the one-table loop stays as a reference.
         Targets {
-            single_vs_bare: Some(0.8),
+            single_vs_layout: Some(0.8),
             concurrent_vs_single: Some(5.0),
             batch_rate: Some(50_000.0),
             read_tail_ms: Some(0.3),

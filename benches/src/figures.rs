@@ -156,6 +156,8 @@ pub struct WriteRounds {
     pub fdatasync: Option<Tally>,
     /// The bare driver loop, with its label.
     pub bare: Option<(&'static str, Tally)>,
+    /// The bare driver loop writing the store's own tables, with its label.
+    pub layout: Option<(&'static str, Tally)>,
     /// Single-task appends.
     pub single: Tally,
     /// Concurrent appenders.
@@ -216,6 +218,14 @@ pub fn write_rounds<E: Engine>(
             Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
         )
     });
+    let mut layout_loop = s.engine.bare_layout(bench);
+    let mut layout = layout_loop.as_deref_mut().map(|bare| {
+        let label = bare.label();
+        (
+            label,
+            Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
+        )
+    });
     let logs = [(); 3].map(|()| RequestLog::new(s.engine.requests()));
     let [single_log, concurrent_log, batch_log] = &logs;
     let mut single = Windowed::new(5, 1_000_000, |n| {
@@ -247,6 +257,9 @@ pub fn write_rounds<E: Engine>(
         if let Some((_, bare)) = bare.as_mut() {
             sides.push(bare);
         }
+        if let Some((_, layout)) = layout.as_mut() {
+            sides.push(layout);
+        }
         sides.push(&mut single);
         sides.push(&mut concurrent);
         sides.push(&mut batch);
@@ -260,6 +273,7 @@ pub fn write_rounds<E: Engine>(
     WriteRounds {
         fdatasync: s.engine.local_disk().then(|| fsync.tally().clone()),
         bare: bare.map(|(label, bare)| (label, bare.tally().clone())),
+        layout: layout.map(|(label, layout)| (label, layout.tally().clone())),
         requests: s.engine.requests().map(|_| {
             [
                 single_log.per_event(&single),
@@ -294,6 +308,15 @@ pub fn single_append<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
             label,
             bare,
             target(targets.single_vs_bare),
+        );
+    }
+    if let Some((label, layout)) = &rounds.layout {
+        s.table.ratio(
+            figure,
+            &rounds.single,
+            label,
+            layout,
+            target(targets.single_vs_layout),
         );
     }
     if rounds.fdatasync.is_none() && rounds.bare.is_none() {

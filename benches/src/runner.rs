@@ -146,6 +146,8 @@ pub fn peer_main() {
     // swings from minute to minute.
     let wanted = std::env::var("RUNSTORE_PEER_BACKENDS").unwrap_or_default();
     let wanted = |backend: &str| wanted.is_empty() || wanted.split(',').any(|b| b == backend);
+    #[cfg(feature = "redb")]
+    let mut redb_floors = Vec::new();
     for round in 0..rounds {
         let name = format!("cp{round}");
         let lg_dir = |backend: &str| bench.path(&format!("{name}-{backend}-langgraph"));
@@ -173,21 +175,49 @@ pub fn peer_main() {
         if wanted("redb") {
             let lg = peer_run("sqlite", &lg_dir("redb"));
             let ours = figures::checkpoint_round(&bench, &crate::engines::Redb, &name, sizes);
-            // redb's floor: a bare loop of one insert per durable commit
-            // into one table, no runstore code, in the same seconds.
-            let bare = crate::baseline::BareRedb::open(&bench.path(&format!("{name}-bare.redb")))
-                .and_then(|mut bare| bare.insert(sizes.puts))
-                .unwrap_or_else(|err| panic!("the bare redb loop: {err}"));
-            let two = crate::checkpoints::bare_redb_two_tables(
-                &bench.path(&format!("{name}-bare2.redb")),
-                sizes.puts,
-            )
-            .unwrap_or_else(|err| panic!("the bare two-table redb loop: {err}"));
-            println!(
-                "round {round}: redb floor without runstore: bare redb loop of one insert per durable commit {:.0}/s, \
-                 of the store's two inserts (record, order key) per durable commit {two:.0}/s",
-                bare.events_per_sec
+            // redb's floors, no runstore code: the store's puts alternated
+            // in chunks with a bare loop writing the store's two tables and
+            // one writing a single table, so all three share the disk's
+            // seconds.
+            let path = bench.path(&format!("{name}-floor-store.redb"));
+            let store = crate::engine::open_store(
+                &bench,
+                &crate::engines::Redb,
+                &path,
+                runstore_core::Durability::Durable,
             );
+            let mut peer_chunks = peer.as_ref().map(|peer| {
+                peer.chunks("sqlite", &bench.path(&format!("{name}-floor-langgraph")))
+                    .unwrap_or_else(|err| panic!("peer chunks: {err}"))
+            });
+            let floor = bench
+                .block_on(crate::checkpoints::redb_put_vs_floor(
+                    &store,
+                    &bench.path(&name),
+                    peer_chunks.as_mut(),
+                    100,
+                    (sizes.puts / 100).max(1),
+                ))
+                .unwrap_or_else(|err| panic!("the bare redb loops: {err}"));
+            drop(peer_chunks);
+            drop(store);
+            println!(
+                "round {round}: redb floor, alternated in chunks: store put {:.0}/s, bare loop of the \
+                 store's two tables (record, order key) per durable commit {:.0}/s ({:.2}x), bare loop \
+                 of one insert per durable commit {:.0}/s ({:.2}x){}",
+                floor.store,
+                floor.two_tables,
+                floor.store / floor.two_tables,
+                floor.one_table,
+                floor.store / floor.one_table,
+                floor.peer.map_or_else(String::new, |peer| format!(
+                    ", SqliteSaver put {peer:.0}/s (store {:.2}x, bare two-table {:.2}x, bare one-table {:.2}x)",
+                    floor.store / peer,
+                    floor.two_tables / peer,
+                    floor.one_table / peer
+                )),
+            );
+            redb_floors.push(floor);
             sides[redb].record(ours, lg);
         }
         #[cfg(feature = "postgres")]
@@ -217,6 +247,27 @@ pub fn peer_main() {
     ));
     for side in sides.iter().filter(|side| !side.ours.is_empty()) {
         side.report(&mut table);
+    }
+    #[cfg(feature = "redb")]
+    if !redb_floors.is_empty() {
+        table.note(format!(
+            "redb floor (chunks alternated): store put / bare two-table loop {:.2}x, / bare one-table loop {:.2}x (medians of {} rounds)",
+            median(redb_floors.iter().map(|f| f.store / f.two_tables)),
+            median(redb_floors.iter().map(|f| f.store / f.one_table)),
+            redb_floors.len()
+        ));
+        let against_peer: Vec<_> = redb_floors
+            .iter()
+            .filter_map(|f| f.peer.map(|peer| (f, peer)))
+            .collect();
+        if !against_peer.is_empty() {
+            table.note(format!(
+                "redb put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, bare two-table loop {:.2}x, bare one-table loop {:.2}x (medians)",
+                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.two_tables / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.one_table / peer)),
+            ));
+        }
     }
     table.note("ratios are medians of per-round ratios; in each round every backend runs right after a peer run of its own");
     table.note("latest p50: the peer's p50 over runstore's, so above 1.00x runstore is faster");

@@ -12,6 +12,11 @@ of those threads is loaded LATEST times. Prints one JSON line:
 Usage:
     langgraph_checkpoints.py sqlite DIR        (langgraph-checkpoint-sqlite)
     langgraph_checkpoints.py postgres URL      (langgraph-checkpoint-postgres, psycopg)
+    langgraph_checkpoints.py sqlite DIR chunks (puts only, in chunks: reads a count
+                                                per line from stdin, puts that many
+                                                checkpoints one after another into one
+                                                thread, prints the seconds they took;
+                                                for comparisons alternated in chunks)
 
 SqliteSaver runs SQLite in WAL mode with the library default
 synchronous=FULL; PostgresSaver uses an autocommit connection, so each put
@@ -55,7 +60,7 @@ def saver_for(kind, where):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["chunks"]):
         raise SystemExit(__doc__)
     saver, name = saver_for(sys.argv[1], sys.argv[2])
     saver.setup()
@@ -71,6 +76,17 @@ def main():
             config["configurable"]["checkpoint_id"] = parent
         saved = saver.put(config, checkpoint, {"step": step, "source": "loop"}, {"state": step})
         return saved["configurable"]["checkpoint_id"]
+
+    if sys.argv[3:] == ["chunks"]:
+        parent, step = None, 0
+        for line in sys.stdin:
+            count = int(line)
+            start = time.perf_counter()
+            for _ in range(count):
+                parent = put(f"chunks-{run_tag}", step, parent)
+                step += 1
+            print(time.perf_counter() - start, flush=True)
+        return
 
     parent = None
     start = time.perf_counter()
