@@ -52,11 +52,24 @@ struct IdOnly<'a> {
 
 impl LogFile {
     /// Reads the bytes of the records at `locs` (which must be adjacent in
-    /// the file) with one positioned read.
+    /// the file, the last starting less than [`MAX_SPAN`] after the first)
+    /// with one positioned read. Callers group records into such spans so
+    /// that a read's memory stays bounded; debug builds check it.
+    ///
+    /// [`MAX_SPAN`]: crate::writer::MAX_SPAN
     pub(crate) fn read_span(&self, locs: &[Loc]) -> Result<Vec<u8>> {
         let (Some(first), Some(last)) = (locs.first(), locs.last()) else {
             return Ok(Vec::new());
         };
+        debug_assert!(
+            locs.windows(2)
+                .all(|pair| pair[1].offset == pair[0].offset + u64::from(pair[0].len) + 1),
+            "read_span of records that are not adjacent: {locs:?}"
+        );
+        debug_assert!(
+            last.offset - first.offset < crate::writer::MAX_SPAN,
+            "read_span over more than MAX_SPAN: {first:?} to {last:?}"
+        );
         let end = last.offset + u64::from(last.len);
         let size = usize::try_from(end - first.offset)
             .map_err(|_| corrupt_at(&self.path, first.offset, "record span larger than memory"))?;
