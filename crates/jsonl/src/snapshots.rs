@@ -520,9 +520,10 @@ impl Snapshots {
     }
 
     /// The steps of [`Self::append`] that can fail on the open `file`:
-    /// grows the log when `line` does not fit in its spare space (zeros up
-    /// to the next [`runlog::allocation`] boundary, written before the line
-    /// and synced with it), writes the line, syncs.
+    /// writes the line, grows the log when `line` did not fit in its spare
+    /// space (zeros after it up to the next [`runlog::allocation`]
+    /// boundary, synced with it), syncs. With [`Durability::Relaxed`] the
+    /// line is appended to the records alone: no spare space, no sync.
     fn write_line(
         &self,
         file: &fs::File,
@@ -541,21 +542,33 @@ impl Snapshots {
         };
         space.len = Some(len);
         let need = space.end + line.len() as u64;
-        if need > len {
-            let grown = runlog::allocation(need);
-            let zeros = vec![0; usize::try_from(grown - len).map_err(std::io::Error::other)?];
-            self.io.write_all_at(file, log, &zeros, len)?;
-            space.len = Some(grown);
+        if self.durability == Durability::Relaxed {
+            // Unsynced puts only ever append. Written over spare space,
+            // several of them could reach the disk in any order, and a
+            // power loss could leave a line with a hole followed by whole
+            // lines: damage to open, not a torn put. So a relaxed handle
+            // cuts away spare space a durable one left before its first put.
+            if len > space.end {
+                self.io.set_len(file, log, space.end)?;
+            }
+            self.io.write_all_at(file, log, line, space.end)?;
+            space.len = Some(need);
+            return Ok(());
         }
         self.io.write_all_at(file, log, line, space.end)?;
-        if self.durability == Durability::Durable {
-            self.io.sync_data(file, log)?;
-            if !space.entry_synced {
-                // A new log, or one whose entry may never have been synced:
-                // its directory entry must survive too.
-                self.io.sync_dir(dir)?;
-                space.entry_synced = true;
-            }
+        if need > len {
+            // The zeros go after the line; the line covers its own bytes.
+            let grown = runlog::allocation(need);
+            let zeros = vec![0; usize::try_from(grown - need).map_err(std::io::Error::other)?];
+            self.io.write_all_at(file, log, &zeros, need)?;
+            space.len = Some(grown);
+        }
+        self.io.sync_data(file, log)?;
+        if !space.entry_synced {
+            // A new log, or one whose entry may never have been synced:
+            // its directory entry must survive too.
+            self.io.sync_dir(dir)?;
+            space.entry_synced = true;
         }
         Ok(())
     }
@@ -1088,6 +1101,34 @@ mod tests {
         assert_eq!(lens, [4096, 4096, 8192, 8192, 16384, 16384]);
         drop(snapshots);
         assert_eq!(notes(&open(temp.path())).len(), 6);
+    }
+
+    // Unsynced puts are appended to the records, never written over spare
+    // space: a relaxed handle cuts away what a durable one left.
+    #[test]
+    fn a_relaxed_put_appends_to_the_records_without_spare_space() {
+        let temp = tempfile::tempdir().unwrap();
+        let snapshots = open(temp.path());
+        put(&snapshots, "s1", 1, "x");
+        assert_eq!(log_bytes(temp.path()).len(), 4096);
+        drop(snapshots);
+        let relaxed = Snapshots::open(
+            temp.path().to_path_buf(),
+            Durability::Relaxed,
+            Io::default(),
+        )
+        .unwrap();
+        let mut lens = Vec::new();
+        for seq in 2..=3 {
+            put(&relaxed, &format!("s{seq}"), seq, "x");
+            lens.push(log_bytes(temp.path()).len());
+        }
+        let records: Vec<u8> = (1..=3)
+            .flat_map(|seq| line(&format!("s{seq}"), seq, "x"))
+            .collect();
+        assert_eq!(lens, [line("s1", 1, "x").len() * 2, records.len()]);
+        assert_eq!(log_bytes(temp.path()), records);
+        assert_eq!(reopened(relaxed, temp.path()).len(), 3);
     }
 
     #[test]
