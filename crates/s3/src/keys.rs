@@ -24,6 +24,11 @@ pub(crate) fn segment_last(name: &str) -> Option<u64> {
 /// Longest segment kept in the readable `v` form; longer ones are hashed.
 const MAX_PLAIN_SEGMENT: usize = 160;
 
+/// Longest object name (last path component) a key may have: file systems
+/// that back object stores allow 255 bytes, and some stage an upload at the
+/// name plus a short suffix.
+const MAX_OBJECT_NAME: usize = 240;
+
 /// Escapes `raw` into `[a-z0-9_-]`: `a-z`, `0-9` and `-` stay, every other
 /// byte becomes `_` and two lowercase hex digits.
 fn escape_into(out: &mut String, raw: &str) {
@@ -279,21 +284,29 @@ impl SnapshotVersion {
     }
 
     /// The version a put of a snapshot at `seq`, created at
-    /// `created_at_ms`, writes when the greatest version of its id it listed
-    /// is `newest` (`None` when it listed none): the next number, with
-    /// `token` (random, so that no two puts share a key).
+    /// `created_at_ms`, writes for the id whose segment is `id_segment` when
+    /// the greatest version of that id it listed is `newest` (`None` when it
+    /// listed none): the next number, with `token` (random, so that no two
+    /// puts share a key). The key states the order unless that would make
+    /// the object's name longer than [`MAX_OBJECT_NAME`]: a snapshot id of
+    /// a long plain segment gets a key without it, read to be ordered.
     pub(crate) fn after(
         newest: Option<&Self>,
         token: String,
+        id_segment: &str,
         seq: u64,
         created_at_ms: u64,
     ) -> Self {
         let number = newest.map_or(1, |newest| newest.number.saturating_add(1));
-        Self {
+        let mut version = Self {
             number,
             token,
             order: Some((seq, created_at_ms)),
+        };
+        if version.name(id_segment).len() > MAX_OBJECT_NAME {
+            version.order = None;
         }
+        version
     }
 
     /// The snapshot's `(seq, created_at_ms)` as its key states them; `None`
@@ -406,6 +419,31 @@ mod tests {
         );
     }
 
+    // Every snapshot id, up to the longest plain segment and hashed beyond
+    // it, gets an object name within MAX_OBJECT_NAME that parses back to
+    // its version; the key states the order wherever it fits.
+    #[test]
+    fn snapshot_names_stay_within_the_longest_object_name() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let mut stated = 0;
+        for len in 1..=300 {
+            let segment = id_segment(&"a".repeat(len));
+            let version = SnapshotVersion::after(None, token.into(), &segment, u64::MAX, u64::MAX);
+            let name = version.name(&segment);
+            assert!(name.len() <= MAX_OBJECT_NAME, "{len}: {}", name.len());
+            let (parsed_segment, parsed) = SnapshotVersion::parse(&name);
+            assert_eq!((parsed_segment, &parsed), (segment.as_str(), &version));
+            if segment.len() + 96 <= MAX_OBJECT_NAME {
+                assert_eq!(version.order(), Some((u64::MAX, u64::MAX)), "{len}");
+                stated += 1;
+            } else {
+                assert_eq!(version.order(), None, "{len}");
+            }
+        }
+        // Plain segments up to 144 bytes (143-byte ids) and every hashed one.
+        assert_eq!(stated, 143 + (300 - 159));
+    }
+
     #[test]
     fn long_ids_are_hashed_and_distinct() {
         let long_a = "x".repeat(1024);
@@ -423,9 +461,9 @@ mod tests {
         let run = RunId::new("r").unwrap();
         let id = SnapshotId::new("s.1").unwrap();
         let legacy = SnapshotVersion::legacy();
-        let first = SnapshotVersion::after(None, "b0".into(), 7, 9);
-        let second = SnapshotVersion::after(Some(&first), "a1".into(), 3, 10);
-        let tied = SnapshotVersion::after(Some(&first), "a2".into(), 0, u64::MAX);
+        let first = SnapshotVersion::after(None, "b0".into(), "vs_2e1", 7, 9);
+        let second = SnapshotVersion::after(Some(&first), "a1".into(), "vs_2e1", 3, 10);
+        let tied = SnapshotVersion::after(Some(&first), "a2".into(), "vs_2e1", 0, u64::MAX);
         let unordered = SnapshotVersion {
             number: 4,
             token: "d".into(),
@@ -433,7 +471,7 @@ mod tests {
         };
         assert!(legacy < first && first < second && second < tied && tied < unordered);
         assert_eq!(
-            SnapshotVersion::after(Some(&legacy), "c".into(), 1, 1).number,
+            SnapshotVersion::after(Some(&legacy), "c".into(), "vs_2e1", 1, 1).number,
             1
         );
         assert_eq!(second.order(), Some((3, 10)));

@@ -584,15 +584,17 @@ impl SnapshotStore for S3Store {
         let bytes = to_json(&snapshot, &what)?;
         // A new key, after every version of the id listed here: a prune
         // that listed the stream before never deletes it.
+        let segment = id_segment(snapshot.snapshot_id.as_str());
         let old = self
             .inner
             .stream_objects(&key)
             .await?
-            .remove(&id_segment(snapshot.snapshot_id.as_str()))
+            .remove(&segment)
             .unwrap_or_default();
         let version = SnapshotVersion::after(
             old.last().map(|stored| &stored.version),
             new_token(),
+            &segment,
             snapshot.seq,
             snapshot.created_at_ms,
         );
