@@ -970,6 +970,8 @@ impl SnapshotStore for JsonlStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn snapshot(id: &str, seq: u64, note: &str) -> SnapshotRecord {
@@ -1131,6 +1133,54 @@ mod tests {
         assert_eq!(reopened(relaxed, temp.path()).len(), 3);
     }
 
+    /// Records the log's length changes and syncs, in order.
+    #[derive(Default)]
+    struct LogOps(Mutex<Vec<String>>);
+
+    impl crate::fileio::IoObserver for LogOps {
+        fn observe(&self, op: crate::fileio::IoOp<'_>) {
+            use crate::fileio::IoOp;
+            let entry = match op {
+                IoOp::SetLen { path, len } if path.ends_with(SNAPSHOT_LOG) => {
+                    format!("cut to {len}")
+                }
+                IoOp::SyncData { path } if path.ends_with(SNAPSHOT_LOG) => "sync".to_owned(),
+                _ => return,
+            };
+            self.0.lock().unwrap().push(entry);
+        }
+    }
+
+    // A durable open syncs the cut of a torn put, so that a power loss
+    // cannot bring the torn bytes back under the records; a relaxed one
+    // does not sync.
+    #[test]
+    fn a_durable_open_syncs_the_cut_of_a_torn_put() {
+        for (durability, expected) in [
+            (Durability::Durable, vec!["cut to LEN", "sync"]),
+            (Durability::Relaxed, vec!["cut to LEN"]),
+        ] {
+            let temp = tempfile::tempdir().unwrap();
+            let snapshots = open(temp.path());
+            put(&snapshots, "a", 1, "x");
+            drop(snapshots);
+            let mut bytes = log_bytes(temp.path());
+            let end = runlog::scan(&bytes).end;
+            bytes[end..end + 5].copy_from_slice(b"{\"sna");
+            fs::write(run_dir(temp.path()).join(SNAPSHOT_LOG), &bytes).unwrap();
+
+            let ops = Arc::new(LogOps::default());
+            let io = Io::observed(ops.clone());
+            let snapshots = Snapshots::open(temp.path().to_path_buf(), durability, io).unwrap();
+            assert_eq!(notes(&snapshots).len(), 1);
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|op| op.replace("LEN", &end.to_string()))
+                .collect();
+            assert_eq!(*ops.0.lock().unwrap(), expected, "{durability:?}");
+        }
+    }
+
     #[test]
     fn what_a_crash_left_of_a_put_in_the_spare_space_is_cut_at_open() {
         let torn = line("b", 2, "y");
@@ -1209,6 +1259,23 @@ mod tests {
         assert!(snapshots.streams().is_empty());
         put(&snapshots, "b", 2, "y");
         assert_eq!(reopened(snapshots, temp.path()), notes_of(&[("b", "y")]));
+    }
+
+    // A log removed behind the handle: the put that finds it gone fails
+    // (no file with a hole where the records were), and the next put
+    // starts a new log.
+    #[test]
+    fn after_a_log_is_removed_behind_the_handle_the_next_put_starts_a_new_one() {
+        let temp = tempfile::tempdir().unwrap();
+        let snapshots = open(temp.path());
+        put(&snapshots, "a", 1, "x");
+        fs::remove_file(run_dir(temp.path()).join(SNAPSHOT_LOG)).unwrap();
+        let err = snapshots
+            .put(&Tenant::local(), snapshot("b", 2, "y"))
+            .unwrap_err();
+        assert!(err.to_string().contains("append snapshot"), "{err}");
+        put(&snapshots, "c", 3, "z");
+        assert_eq!(reopened(snapshots, temp.path()), notes_of(&[("c", "z")]));
     }
 
     #[test]
