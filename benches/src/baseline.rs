@@ -27,6 +27,51 @@ use crate::{
     rounds::{Round, Tally},
 };
 
+/// The latencies of a bare loop's `n` writes and the loop's own time, as
+/// one [`OpResult`] of [`Operation::BareInsert`].
+#[cfg(any(
+    feature = "sqlite",
+    feature = "redb",
+    feature = "postgres",
+    feature = "s3"
+))]
+struct Timed {
+    n: u64,
+    start: Instant,
+    latencies: Vec<Duration>,
+}
+
+#[cfg(any(
+    feature = "sqlite",
+    feature = "redb",
+    feature = "postgres",
+    feature = "s3"
+))]
+impl Timed {
+    /// Starts the loop's clock.
+    fn start(n: u64) -> Self {
+        Self {
+            n,
+            start: Instant::now(),
+            latencies: Vec::with_capacity(usize::try_from(n).unwrap_or(0)),
+        }
+    }
+
+    /// One write that began at `began` has returned.
+    fn record(&mut self, began: Instant) {
+        self.latencies.push(began.elapsed());
+    }
+
+    fn finish(self) -> OpResult {
+        OpResult::from_latencies(
+            Operation::BareInsert,
+            self.n,
+            self.start.elapsed(),
+            self.latencies,
+        )
+    }
+}
+
 /// A bare driver loop: the backend's plainest durable write, no runstore
 /// code; the baseline a store's single append is compared with.
 pub trait BareLoop {
@@ -229,8 +274,7 @@ impl BareSqlite {
     /// The driver's error.
     pub async fn insert(&mut self, n: u64) -> sqlx::Result<OpResult> {
         let body = bare_body();
-        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let start = Instant::now();
+        let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
             let began = Instant::now();
@@ -240,14 +284,9 @@ impl BareSqlite {
                 .bind(&body)
                 .execute(&mut self.conn)
                 .await?;
-            latencies.push(began.elapsed());
+            timed.record(began);
         }
-        Ok(OpResult::from_latencies(
-            Operation::BareInsert,
-            n,
-            start.elapsed(),
-            latencies,
-        ))
+        Ok(timed.finish())
     }
 }
 
@@ -293,8 +332,7 @@ impl BareRedb {
     /// The driver's error.
     pub fn insert(&mut self, n: u64) -> Result<OpResult, redb::Error> {
         let body = bare_body();
-        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let start = Instant::now();
+        let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
             let began = Instant::now();
@@ -304,14 +342,9 @@ impl BareRedb {
                 table.insert(self.next, body.as_bytes())?;
             }
             txn.commit()?;
-            latencies.push(began.elapsed());
+            timed.record(began);
         }
-        Ok(OpResult::from_latencies(
-            Operation::BareInsert,
-            n,
-            start.elapsed(),
-            latencies,
-        ))
+        Ok(timed.finish())
     }
 }
 
@@ -383,8 +416,7 @@ impl BareRedbLog {
         let stream = redb_stream_key("bare-run");
         let mut value = vec![0_u8; 9];
         value.extend_from_slice(bare_body().as_bytes());
-        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let start = Instant::now();
+        let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
             let began = Instant::now();
@@ -402,14 +434,9 @@ impl BareRedbLog {
                     .insert(stream.as_slice(), self.next)?;
             }
             txn.commit()?;
-            latencies.push(began.elapsed());
+            timed.record(began);
         }
-        Ok(OpResult::from_latencies(
-            Operation::BareInsert,
-            n,
-            start.elapsed(),
-            latencies,
-        ))
+        Ok(timed.finish())
     }
 }
 
@@ -472,8 +499,7 @@ impl BarePostgres {
             "INSERT INTO \"{}\".bare (run_id, event_id, body) VALUES ($1, $2, $3::jsonb)",
             self.schema
         );
-        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let start = Instant::now();
+        let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
             let began = Instant::now();
@@ -483,14 +509,9 @@ impl BarePostgres {
                 .bind(&body)
                 .execute(&self.pool)
                 .await?;
-            latencies.push(began.elapsed());
+            timed.record(began);
         }
-        Ok(OpResult::from_latencies(
-            Operation::BareInsert,
-            n,
-            start.elapsed(),
-            latencies,
-        ))
+        Ok(timed.finish())
     }
 
     /// `batches` inserts of `size` rows each (`INSERT ... SELECT ...
@@ -587,8 +608,7 @@ impl BareObjectPut {
     pub async fn insert(&mut self, n: u64) -> object_store::Result<OpResult> {
         use object_store::{PutMode, PutOptions, PutPayload, path::Path as ObjectPath};
         let body = bytes::Bytes::from(bare_body());
-        let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let start = Instant::now();
+        let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
             let location = ObjectPath::from(format!("{}/e-{}", self.prefix, self.next));
@@ -600,14 +620,9 @@ impl BareObjectPut {
             self.store
                 .put_opts(&location, PutPayload::from_bytes(body.clone()), options)
                 .await?;
-            latencies.push(began.elapsed());
+            timed.record(began);
         }
-        Ok(OpResult::from_latencies(
-            Operation::BareInsert,
-            n,
-            start.elapsed(),
-            latencies,
-        ))
+        Ok(timed.finish())
     }
 }
 
