@@ -38,6 +38,7 @@ pub struct Location {
 type OpenFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Storage>>> + Send>>;
 type OpenFn = Arc<dyn Fn(Location) -> OpenFuture + Send + Sync>;
 type CleanupFn = Arc<dyn Fn(Location) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type SlowOpenFn = Arc<dyn Fn(Location, std::time::Duration) -> OpenFuture + Send + Sync>;
 type DamageFn =
     Arc<dyn Fn(Location, StreamKey) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -61,6 +62,9 @@ pub struct Capabilities {
     /// A second open of a location while a handle on it is open answers
     /// `Locked`: JSONL, redb.
     pub exclusive_open: bool,
+    /// The store has a change feed (CONTRACT §29). Without it, the feed
+    /// cases check that `read_feed` answers `Unsupported` and say so.
+    pub feed: bool,
 }
 
 impl Capabilities {
@@ -73,6 +77,16 @@ impl Capabilities {
             proptest_cases: None,
             shared_writers: false,
             exclusive_open: false,
+            feed: true,
+        }
+    }
+
+    /// These capabilities without a change feed ([`feed`](Self::feed)).
+    #[must_use]
+    pub fn without_feed(self) -> Self {
+        Self {
+            feed: false,
+            ..self
         }
     }
 
@@ -122,6 +136,7 @@ pub struct Harness {
     missing_service: Option<String>,
     cleanup: Option<CleanupFn>,
     damage: Option<DamageFn>,
+    slow: Option<SlowOpenFn>,
     /// Every location this harness (and its clones) opened, for cleanup.
     opened: Arc<Mutex<Vec<Location>>>,
 }
@@ -154,6 +169,7 @@ impl Harness {
             missing_service: None,
             cleanup: None,
             damage: None,
+            slow: None,
             opened: Arc::default(),
         }
     }
@@ -187,6 +203,52 @@ impl Harness {
             Box::pin(damage(location, stream))
         }));
         self
+    }
+
+    /// Registers how to open a handle whose commits are slowed, for the
+    /// feed's late-commit case (CONTRACT §29): `open(location, delay)` opens
+    /// the location (as the harness's `open` does) with a test hook that
+    /// waits `delay` inside every commit that writes records, after the
+    /// records have taken their feed positions and before the commit makes
+    /// them visible.
+    #[must_use]
+    pub fn on_slow_commits<F, Fut, S>(mut self, open: F) -> Self
+    where
+        F: Fn(Location, std::time::Duration) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+        S: Storage,
+    {
+        self.slow = Some(Arc::new(move |location, delay| -> OpenFuture {
+            let future = open(location, delay);
+            Box::pin(async move { Ok(Arc::new(future.await?) as Arc<dyn Storage>) })
+        }));
+        self
+    }
+
+    /// Whether the backend registered [`on_slow_commits`](Self::on_slow_commits).
+    pub fn has_slow_commits(&self) -> bool {
+        self.slow.is_some()
+    }
+
+    /// Opens a slowed handle at `instance`'s location (see
+    /// [`on_slow_commits`](Self::on_slow_commits)); `None` when the backend
+    /// registered no hook. A backend with
+    /// [`exclusive_open`](Capabilities::exclusive_open) needs `instance`'s
+    /// handle closed first ([`Instance::close`]).
+    ///
+    /// # Panics
+    /// When the open fails.
+    pub async fn open_slow(
+        &self,
+        instance: &Instance,
+        delay: std::time::Duration,
+    ) -> Option<Arc<dyn Storage>> {
+        let slow = self.slow.as_ref()?;
+        Some(
+            slow(instance.location.clone(), delay)
+                .await
+                .unwrap_or_else(|err| panic!("{}: open a slowed handle: {err}", self.backend)),
+        )
     }
 
     /// Closes `instance`, damages `stream` with the registered hook and
@@ -345,6 +407,26 @@ impl Instance {
         let store = (self.open)(self.location.clone())
             .await
             .unwrap_or_else(|err| panic!("reopen the store: {err}"));
+        self.store = Some(store);
+    }
+
+    /// Drops this instance's handle; [`store`](Self::store) panics until
+    /// [`put_back`](Self::put_back) gives it one again.
+    ///
+    /// # Panics
+    /// When another clone of the handle is still alive.
+    pub fn close(&mut self) {
+        let store = self.store.take().expect("the store is open");
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "close needs every clone of the handle dropped first"
+        );
+    }
+
+    /// Makes `store` (opened at this instance's location) its handle.
+    pub fn put_back(&mut self, store: Arc<dyn Storage>) {
+        assert!(self.store.is_none(), "close the open handle first");
         self.store = Some(store);
     }
 

@@ -31,6 +31,7 @@ pub mod compaction;
 pub mod concurrency;
 pub mod erasure;
 pub mod events;
+pub mod feed;
 mod fixtures;
 pub mod handles;
 mod harness;
@@ -102,6 +103,14 @@ macro_rules! suite {
             hostile::hostile_tenant_cannot_hurt_another,
             hostile::maintenance_isolates_a_failing_stream,
             handles::two_processes_append_to_one_stream_gapless_and_unique,
+            feed::feed_orders_every_record_and_resumes_anywhere,
+            feed::feed_keeps_each_tenant_to_itself,
+            feed::feed_gives_a_compaction_marker_as_a_new_record,
+            feed::feed_gives_an_erasure_as_its_marker,
+            feed::feed_positions_survive_reopen,
+            feed::feed_takes_imported_streams_in_seq_order,
+            feed::follow_feed_yields_records_as_they_commit,
+            feed::feed_never_skips_a_late_commit,
         );
 
         /// The second process of the suite's cross-process case; the case

@@ -81,6 +81,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The store does not offer what was asked (CONTRACT §29: the change
+    /// feed on a backend that declares it absent).
+    #[error("unsupported: {operation} on {backend}: {reason}")]
+    Unsupported {
+        /// What was asked (`"read_feed"`).
+        operation: &'static str,
+        /// Which backend (`"s3"`, ...).
+        backend: &'static str,
+        /// Why the backend does not offer it.
+        reason: &'static str,
+    },
+
     /// The backend's driver or server failed.
     #[error("{backend} error: {error}")]
     Backend {
@@ -154,7 +166,7 @@ impl Error {
     }
 
     /// The error's kind in snake case (`invalid_input`, `conflict`,
-    /// `locked`, `corrupt`, `io`, `poisoned`, `backend`), for metrics
+    /// `locked`, `corrupt`, `io`, `poisoned`, `unsupported`, `backend`), for metrics
     /// labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -164,6 +176,7 @@ impl Error {
             Self::Corrupt { .. } => "corrupt",
             Self::Io { .. } => "io",
             Self::Poisoned { .. } => "poisoned",
+            Self::Unsupported { .. } => "unsupported",
             Self::Backend { .. } => "backend",
         }
     }

@@ -4,9 +4,11 @@ use std::{fmt::Debug, sync::Arc};
 
 use async_trait::async_trait;
 
+use tokio::sync::watch;
+
 use crate::{
-    AppendOutcome, EventId, EventRecord, MaintenanceReport, ReadQuery, Result, RunId, StreamKey,
-    Tenant,
+    AppendOutcome, Error, EventId, EventRecord, FeedPosition, FeedRecord, MaintenanceReport,
+    ReadQuery, Result, RunId, StreamKey, Tenant,
 };
 
 /// An append-only, per-stream sequenced, idempotent event log.
@@ -179,6 +181,86 @@ pub trait EventLog: Send + Sync + Debug + 'static {
         }
         Ok(report)
     }
+
+    /// Up to `limit` of `tenant`'s records after `after`, in feed order
+    /// (CONTRACT §29): events and markers of all the tenant's runs, each with
+    /// its [`FeedPosition`]. Fewer than `limit` (or none) means the reader
+    /// has reached what is visible now; `limit == 0` answers none. Resume
+    /// from the position of the last record handled.
+    ///
+    /// Lossless: once a record at position `p` has been returned, no record
+    /// becomes visible later at a position `<= p`. See
+    /// [`types::feed`](crate::types::feed) for how a backend assigns
+    /// positions.
+    ///
+    /// The trait provides an answer of [`Error::Unsupported`]; every backend
+    /// with the capability overrides it.
+    ///
+    /// # Errors
+    /// `Unsupported` where the backend has no feed; `Corrupt`, `Io`,
+    /// `Backend`.
+    ///
+    /// # Cancel safety
+    /// Reads change nothing; dropping the future is harmless.
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let _ = (tenant, after, limit);
+        Err(Error::Unsupported {
+            operation: "read_feed",
+            backend: "this store",
+            reason: "it has no change feed",
+        })
+    }
+
+    /// A signal this handle raises after each commit that may have added
+    /// feed records, so that a follower sharing the handle wakes at once
+    /// instead of at its next poll. `None` (the provided answer) when the
+    /// handle raises none; followers then poll.
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        None
+    }
+}
+
+/// Wakes feed followers: a counter a store bumps after commits, watched by
+/// [`EventLogExt::follow_feed`](crate::EventLogExt::follow_feed).
+///
+/// Cheap to clone (one shared sender); raising it never blocks and never
+/// fails, with or without followers. A wake-up says only "read again": the
+/// follower's read decides what is new.
+#[derive(Debug, Clone)]
+pub struct FeedSignal {
+    sender: std::sync::Arc<watch::Sender<u64>>,
+}
+
+impl Default for FeedSignal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FeedSignal {
+    /// A signal nobody watches yet.
+    pub fn new() -> Self {
+        Self {
+            sender: std::sync::Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Wakes every follower waiting on this signal.
+    pub fn raise(&self) {
+        self.sender
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// A receiver whose `changed()` completes after the next
+    /// [`raise`](Self::raise).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sender.subscribe()
+    }
 }
 
 macro_rules! forward_event_log {
@@ -237,6 +319,17 @@ macro_rules! forward_event_log {
             }
             async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
                 (**self).delete_tenant(tenant).await
+            }
+            async fn read_feed(
+                &self,
+                tenant: &Tenant,
+                after: FeedPosition,
+                limit: usize,
+            ) -> Result<Vec<FeedRecord>> {
+                (**self).read_feed(tenant, after, limit).await
+            }
+            fn feed_signal(&self) -> Option<FeedSignal> {
+                (**self).feed_signal()
             }
         }
     };

@@ -3,11 +3,14 @@
 //! Do not implement these traits yourself: they are defined for every
 //! [`EventLog`] and [`SnapshotStore`].
 
+use std::collections::VecDeque;
+
 use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt as _};
 
 use crate::{
-    AppendOutcome, EventLog, EventRecord, MaintenanceReport, Result, RunId, SnapshotRecord,
-    SnapshotStore, Storage, Tenant,
+    AppendOutcome, Error, EventLog, EventRecord, FeedPosition, FeedRecord, FollowOptions,
+    MaintenanceReport, Result, RunId, SnapshotRecord, SnapshotStore, Storage, Tenant,
 };
 
 /// Conveniences for every [`EventLog`].
@@ -52,6 +55,95 @@ pub trait EventLogExt: EventLog {
     /// As [`EventLog::next_seq`].
     async fn last_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
         Ok(self.next_seq(tenant, run_id).await? - 1)
+    }
+
+    /// Follows `tenant`'s feed from after `after` (CONTRACT §29): yields
+    /// every record as it becomes visible, in feed order, and never ends on
+    /// its own.
+    ///
+    /// It reads [`read_feed`](EventLog::read_feed) in batches of
+    /// `options.batch`; when the feed has nothing new it waits for the
+    /// handle's [`feed_signal`](EventLog::feed_signal) (a commit through the
+    /// same handle, or a notification the backend listens for) or
+    /// `options.poll_interval`, whichever comes first. A failed read is
+    /// yielded as an error and the next poll reads again from the last
+    /// record yielded; `Unsupported` ends the stream after it is yielded.
+    /// To resume after a restart, store the position of the last record
+    /// handled and follow from it.
+    fn follow_feed<'a>(
+        &'a self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        options: FollowOptions,
+    ) -> BoxStream<'a, Result<FeedRecord>> {
+        let follow = Follow {
+            log: self,
+            tenant: tenant.clone(),
+            after,
+            options,
+            buffer: VecDeque::new(),
+            wake: self.feed_signal().map(|signal| signal.subscribe()),
+            ended: false,
+        };
+        stream::unfold(follow, Follow::next).boxed()
+    }
+}
+
+/// The state of one [`EventLogExt::follow_feed`] stream.
+struct Follow<'a, L: ?Sized> {
+    log: &'a L,
+    tenant: Tenant,
+    after: FeedPosition,
+    options: FollowOptions,
+    buffer: VecDeque<FeedRecord>,
+    wake: Option<tokio::sync::watch::Receiver<u64>>,
+    ended: bool,
+}
+
+impl<L: EventLog + ?Sized> Follow<'_, L> {
+    async fn next(mut self) -> Option<(Result<FeedRecord>, Self)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if let Some(record) = self.buffer.pop_front() {
+                self.after = record.position;
+                return Some((Ok(record), self));
+            }
+            // Marks every raise so far as seen before reading: a commit
+            // after this point wakes the wait below.
+            if let Some(wake) = &mut self.wake {
+                wake.borrow_and_update();
+            }
+            match self
+                .log
+                .read_feed(&self.tenant, self.after, self.options.batch.max(1))
+                .await
+            {
+                Ok(records) if !records.is_empty() => self.buffer.extend(records),
+                Ok(_) => self.wait().await,
+                Err(error) => {
+                    self.ended = matches!(error, Error::Unsupported { .. });
+                    return Some((Err(error), self));
+                }
+            }
+        }
+    }
+
+    async fn wait(&mut self) {
+        let pause = tokio::time::sleep(self.options.poll_interval);
+        tokio::pin!(pause);
+        if let Some(wake) = &mut self.wake {
+            tokio::select! {
+                changed = wake.changed() => match changed {
+                    Ok(()) => return,
+                    // The handle is gone; poll from now on.
+                    Err(_) => self.wake = None,
+                },
+                () = &mut pause => return,
+            }
+        }
+        pause.await;
     }
 }
 

@@ -47,7 +47,7 @@ pub mod types;
 pub mod validate;
 
 pub use error::{BoxError, Error, Result, SharedError};
-pub use event_log::EventLog;
+pub use event_log::{EventLog, FeedSignal};
 pub use ext::{ErasedRun, ErasedTenant, EventLogExt, SnapshotStoreExt, StorageExt};
 pub use maintenance::{MaintenanceReport, StreamFailure};
 pub use memory::MemoryStore;
@@ -55,6 +55,7 @@ pub use snapshot_store::SnapshotStore;
 pub use stream::StreamKey;
 pub use types::{
     event::{EventRecord, SCHEMA_VERSION},
+    feed::{FeedPosition, FeedRecord, FollowOptions},
     ids::{EventId, MAX_ID_BYTES, RunId, SnapshotId},
     phase::{PhaseState, PhaseTransitionRecord, RunStatus, WorkflowPhase},
     query::{AppendOutcome, ReadQuery},

@@ -8,8 +8,9 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore,
+    StreamKey, Tenant,
     raw::{
         append::{plan_append, plan_import},
         compaction::{CompactionPolicy, compact_stream, seq_among},
@@ -45,6 +46,7 @@ use crate::{
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     limits: Limits,
+    signal: FeedSignal,
 }
 
 #[derive(Debug, Default)]
@@ -52,9 +54,33 @@ struct State {
     /// Each stream's records, ascending by seq.
     streams: BTreeMap<StreamKey, Vec<EventRecord>>,
     snapshots: BTreeMap<(StreamKey, SnapshotId), SnapshotRecord>,
+    /// The feed position of every record, by stream and seq (CONTRACT §29).
+    positions: BTreeMap<StreamKey, BTreeMap<u64, u64>>,
+    /// Each tenant's last feed position handed out.
+    feed_heads: BTreeMap<Tenant, u64>,
 }
 
 impl State {
+    /// Gives `records` (new in `key`'s stream) the tenant's next positions,
+    /// in order.
+    fn place<'r>(&mut self, key: &StreamKey, records: impl IntoIterator<Item = &'r EventRecord>) {
+        let head = self.feed_heads.entry(key.tenant.clone()).or_default();
+        let positions = self.positions.entry(key.clone()).or_default();
+        for record in records {
+            *head += 1;
+            positions.insert(record.seq, *head);
+        }
+    }
+
+    /// Forgets the positions of `key`'s records that are no longer stored.
+    fn forget_removed(&mut self, key: &StreamKey) {
+        let kept: std::collections::BTreeSet<u64> =
+            self.stream(key).iter().map(|record| record.seq).collect();
+        if let Some(positions) = self.positions.get_mut(key) {
+            positions.retain(|seq, _| kept.contains(seq));
+        }
+    }
+
     fn stream(&self, key: &StreamKey) -> &[EventRecord] {
         self.streams.get(key).map_or(&[], Vec::as_slice)
     }
@@ -123,11 +149,13 @@ impl EventLog for MemoryStore {
             state.seq_of(&key, id)
         })?;
         if !plan.is_noop() {
+            state.place(&key, &plan.new_records);
             state
                 .streams
                 .entry(key)
                 .or_default()
                 .extend(plan.new_records);
+            self.signal.raise();
         }
         Ok(plan.outcomes)
     }
@@ -187,12 +215,18 @@ impl EventLog for MemoryStore {
                 Err(error) => report.record(stream, Err(error)),
             }
         }
+        let changed = !changes.is_empty();
         for (stream, change) in changes {
             let records = state.streams.get_mut(&stream).expect("stream seen above");
             records.retain(|record| change.remove_seqs.binary_search(&record.seq).is_err());
             let at = records.partition_point(|record| record.seq < change.marker.seq);
-            records.insert(at, change.marker);
+            records.insert(at, change.marker.clone());
+            state.forget_removed(&stream);
+            state.place(&stream, [&change.marker]);
             report.record(&stream, Ok(change.pruned));
+        }
+        if changed {
+            self.signal.raise();
         }
         Ok(report)
     }
@@ -213,11 +247,13 @@ impl EventLog for MemoryStore {
         let last = state.last_seq(&key);
         let missing = plan_import(tenant, run_id, last, records, |id| state.seq_of(&key, id))?;
         if !missing.is_empty() {
+            state.place(&key, missing);
             state
                 .streams
                 .entry(key)
                 .or_default()
                 .extend_from_slice(missing);
+            self.signal.raise();
         }
         Ok(missing.len())
     }
@@ -236,8 +272,44 @@ impl EventLog for MemoryStore {
             .iter()
             .filter(|record| !record.is_compaction_marker())
             .count();
-        *records = vec![erasure_marker(tenant, run_id, last)];
+        let marker = erasure_marker(tenant, run_id, last);
+        *records = vec![marker.clone()];
+        state.forget_removed(&key);
+        state.place(&key, [&marker]);
+        self.signal.raise();
         Ok(deleted)
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let state = self.lock();
+        let mut feed = Vec::new();
+        for (stream, records) in &state.streams {
+            if stream.tenant != *tenant {
+                continue;
+            }
+            let positions = &state.positions[stream];
+            for record in records {
+                let position = FeedPosition::new(positions[&record.seq]);
+                if position > after {
+                    feed.push(FeedRecord {
+                        position,
+                        record: record.clone(),
+                    });
+                }
+            }
+        }
+        feed.sort_by_key(|entry| entry.position);
+        feed.truncate(limit);
+        Ok(feed)
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(self.signal.clone())
     }
 }
 
