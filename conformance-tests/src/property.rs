@@ -1,7 +1,8 @@
 //! The model-based property test: random operation sequences against the
-//! backend and [`MemoryStore`], compared after every step (CONTRACT §1-§15).
+//! backend and [`MemoryStore`], compared after every step (CONTRACT §1-§15,
+//! and the feed, §29, where the backend has one).
 
-use std::fmt::Debug;
+use std::{fmt::Debug, time::Duration};
 
 use proptest::{
     collection::vec,
@@ -10,8 +11,8 @@ use proptest::{
 };
 use runstore_core::validate::nested_arrays;
 use runstore_core::{
-    Error, EventLogExt, EventRecord, MemoryStore, ReadQuery, Result, SnapshotStoreExt, Storage,
-    StorageExt, Tenant,
+    Error, EventLogExt, EventRecord, FeedPosition, MemoryStore, ReadQuery, Result,
+    SnapshotStoreExt, Storage, StorageExt, Tenant,
     raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_ID_PREFIX, marker_event_id, merge_marker},
     validate::{MAX_DEPTH, MAX_SEQ, MAX_TIMESTAMP_MS},
 };
@@ -94,6 +95,13 @@ enum Op {
     DeleteTenant {
         t: u8,
     },
+    /// A feed read after the `skip`-th record of the tenant's feed (0: from
+    /// the start), of at most `limit` records (CONTRACT §29).
+    Feed {
+        t: u8,
+        skip: u8,
+        limit: u8,
+    },
     /// An append whose event breaks one rule (see [`hostile_event`]).
     Hostile {
         t: u8,
@@ -158,11 +166,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, r, limit)| Op::SnapshotList { t, r, limit }),
         1 => (0u16..800, 0u8..3, 0u16..1_500)
             .prop_map(|(retention, keep, now)| Op::SnapshotPrune { retention, keep, now }),
-        // One arm for three: `prop_oneof!` takes at most ten unboxed.
-        3 => prop_oneof![
-            Just(Op::Reopen),
-            (t.clone(), r).prop_map(|(t, r)| Op::DeleteRun { t, r }),
-            t.prop_map(|t| Op::DeleteTenant { t }),
+        // One arm for four: `prop_oneof!` takes at most ten unboxed.
+        5 => prop_oneof![
+            2 => Just(Op::Reopen),
+            2 => (t.clone(), r).prop_map(|(t, r)| Op::DeleteRun { t, r }),
+            2 => t.clone().prop_map(|t| Op::DeleteTenant { t }),
+            3 => (t, 0u8..30, 0u8..6).prop_map(|(t, skip, limit)| Op::Feed { t, skip, limit }),
         ],
     ]
 }
@@ -265,8 +274,64 @@ fn summary<T: Debug>(result: Result<T>) -> String {
     }
 }
 
-async fn apply(store: &dyn Storage, op: &Op) -> String {
+/// The records of `tenant`'s whole feed, or what reading it answered.
+async fn whole_feed(
+    store: &dyn Storage,
+    tenant: &Tenant,
+) -> Result<Vec<runstore_core::FeedRecord>> {
+    store.read_feed(tenant, FeedPosition::START, 100_000).await
+}
+
+/// `tenant`'s feed as a comparable summary: its records in order, without
+/// the positions (each backend has its own), checked to increase.
+async fn feed_view(store: &dyn Storage, tenant: &Tenant) -> String {
+    let feed = whole_feed(store, tenant).await;
+    if let Ok(feed) = &feed {
+        if feed
+            .windows(2)
+            .any(|pair| pair[0].position >= pair[1].position)
+        {
+            return format!("positions out of order: {feed:?}");
+        }
+    }
+    summary(feed.map(|feed| {
+        feed.into_iter()
+            .map(|entry| entry.record)
+            .collect::<Vec<_>>()
+    }))
+}
+
+/// Applies `op`; `feed` says whether the store under test has a feed (the
+/// feed op is skipped on both sides when not).
+async fn apply(store: &dyn Storage, op: &Op, feed: bool) -> String {
     match op {
+        Op::Feed { t, skip, limit } => {
+            if !feed {
+                return "no feed".to_owned();
+            }
+            let tenant = tenant_of(*t);
+            let all = match whole_feed(store, &tenant).await {
+                Ok(all) => all,
+                Err(err) => return summary::<()>(Err(err)),
+            };
+            let after = match usize::from(*skip) {
+                0 => FeedPosition::START,
+                skip => all
+                    .get(skip - 1)
+                    .or(all.last())
+                    .map_or(FeedPosition::START, |entry| entry.position),
+            };
+            summary(
+                store
+                    .read_feed(&tenant, after, usize::from(*limit))
+                    .await
+                    .map(|feed| {
+                        feed.into_iter()
+                            .map(|entry| entry.record)
+                            .collect::<Vec<_>>()
+                    }),
+            )
+        }
         Op::Append { t, r, id, at } => {
             let tenant = tenant_of(*t);
             let e = event(&tenant, &run_name(*r), &format!("e{id}"), u64::from(*at));
@@ -449,6 +514,20 @@ async fn observe(store: &dyn Storage) -> Vec<String> {
     seen
 }
 
+/// `tenant`'s feed view once it equals `want`, or after a minute: a record
+/// committed before the read may take a moment to become visible (on
+/// PostgreSQL, while an older transaction of the cluster is open).
+async fn settled_feed_view(store: &dyn Storage, tenant: &Tenant, want: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = feed_view(store, tenant).await;
+        if got == want || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     let mut instance = h.fresh().await;
     let model = MemoryStore::new();
@@ -459,8 +538,9 @@ async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseE
             }
             continue;
         }
-        let got = apply(instance.store().as_ref(), op).await;
-        let want = apply(&model, op).await;
+        let feed = h.capabilities().feed;
+        let got = apply(instance.store().as_ref(), op, feed).await;
+        let want = apply(&model, op, feed).await;
         prop_assert_eq!(
             &got,
             &want,
@@ -479,6 +559,21 @@ async fn run_ops(h: &Harness, ops: Vec<Op>) -> std::result::Result<(), TestCaseE
                 op,
                 n
             );
+        }
+        if feed {
+            for t in 0..TENANTS {
+                let tenant = tenant_of(t);
+                let want = feed_view(&model, &tenant).await;
+                let got = settled_feed_view(instance.store().as_ref(), &tenant, &want).await;
+                prop_assert_eq!(
+                    &got,
+                    &want,
+                    "after step {} {:?}: tenant {}'s feed differs",
+                    step,
+                    op,
+                    t
+                );
+            }
         }
     }
     drop(instance);

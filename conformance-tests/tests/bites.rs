@@ -11,12 +11,13 @@ use std::{
 
 use async_trait::async_trait;
 use runstore_conformance::{
-    Capabilities, Harness, compaction, erasure, events, idempotency, persistence, property,
+    Capabilities, Harness, compaction, erasure, events, feed, idempotency, persistence, property,
     snapshots, tenancy,
 };
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, MemoryStore, ReadQuery,
-    Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, MemoryStore, ReadQuery, Result, RunId, SnapshotId, SnapshotRecord,
+    SnapshotStore, StreamKey, Tenant,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,9 @@ enum Fault {
     DeleteRestartsSeqs,
     /// Deleting a run's snapshots deletes none (CONTRACT §27).
     DeleteKeepsSnapshots,
+    /// Every other feed read leaves out its first record, as a feed does
+    /// that reads past a commit still in flight (CONTRACT §29).
+    FeedSkipsLateCommits,
 }
 
 #[derive(Debug)]
@@ -47,6 +51,7 @@ struct Wrong {
     inner: Mutex<MemoryStore>,
     fault: Fault,
     renamed: AtomicU64,
+    feed_reads: AtomicU64,
 }
 
 impl Wrong {
@@ -132,6 +137,29 @@ impl EventLog for Wrong {
 
     async fn next_seq(&self, tenant: &Tenant, run_id: &RunId) -> Result<u64> {
         self.inner().next_seq(&self.tenant(tenant), run_id).await
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let mut feed = self
+            .inner()
+            .read_feed(&self.tenant(tenant), after, limit)
+            .await?;
+        if self.fault == Fault::FeedSkipsLateCommits
+            && feed.len() > 1
+            && self.feed_reads.fetch_add(1, Ordering::Relaxed) % 2 == 1
+        {
+            feed.remove(0);
+        }
+        Ok(feed)
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        None
     }
 
     async fn seq_of(
@@ -274,6 +302,7 @@ fn harness(fault: Fault) -> Harness {
             inner: Mutex::new(MemoryStore::new()),
             fault,
             renamed: AtomicU64::new(0),
+            feed_reads: AtomicU64::new(0),
         })
     })
 }
@@ -371,6 +400,18 @@ async fn keeping_snapshots_of_a_deleted_run_fails_erasure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_reads_past_a_commit_in_flight_fails_the_lossless_rule() {
+    must_fail(Fault::FeedSkipsLateCommits, |h| async move {
+        feed::feed_never_skips_a_late_commit(&h).await;
+    })
+    .await;
+    must_fail(Fault::FeedSkipsLateCommits, |h| async move {
+        feed::feed_orders_every_record_and_resumes_anywhere(&h).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_property_test_catches_faults() {
     for fault in [
         Fault::IgnoreDuplicates,
@@ -378,6 +419,7 @@ async fn the_property_test_catches_faults() {
         Fault::SharedTenant,
         Fault::OldestSnapshots,
         Fault::CompactIgnoresSnapshots,
+        Fault::FeedSkipsLateCommits,
     ] {
         must_fail(fault, |h| async move {
             property::store_matches_the_model(&h).await;

@@ -21,7 +21,9 @@ fn harness() -> Harness {
     let open_bucket = bucket.clone();
     let harness = Harness::new(
         "s3",
-        Capabilities::persistent().with_shared_writers(),
+        Capabilities::persistent()
+            .with_shared_writers()
+            .without_feed(),
         move |location| {
             let bucket = open_bucket.clone().unwrap_or_default();
             let endpoint = at.clone();

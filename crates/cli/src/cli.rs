@@ -58,6 +58,9 @@ pub enum Command {
     Append(AppendArgs),
     /// Print a run's records in ascending seq, one per line.
     Read(ReadArgs),
+    /// Print the tenant's records of every run in commit order, each with
+    /// its feed position; resume with --after the last position printed.
+    Feed(FeedArgs),
     /// Print the seq the run's next event will get.
     NextSeq(RunArg),
     /// Print the seq of an event id (live or compacted), or null.
@@ -150,6 +153,23 @@ pub struct ReadArgs {
     #[arg(long)]
     pub follow: bool,
     /// How often --follow looks for new records.
+    #[arg(long, value_name = "MS", default_value_t = 250, requires = "follow")]
+    pub poll_ms: u64,
+}
+
+/// `feed`.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// Only records after this feed position (as printed in `position`).
+    #[arg(long, value_name = "POS")]
+    pub after: Option<String>,
+    /// At most N records (0: no limit).
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub limit: Option<usize>,
+    /// Keep printing records as they are committed, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// How often --follow reads again when nothing woke it.
     #[arg(long, value_name = "MS", default_value_t = 250, requires = "follow")]
     pub poll_ms: u64,
 }

@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Append(args) => commands::events::append(&ctx, args).await,
         Command::Read(args) => commands::events::read(&ctx, args).await,
+        Command::Feed(args) => commands::feed::feed(&ctx, args).await,
         Command::NextSeq(args) => commands::events::next_seq(&ctx, args).await,
         Command::SeqOf(args) => commands::events::seq_of(&ctx, args).await,
         Command::Runs => commands::events::runs(&ctx).await,

@@ -19,6 +19,16 @@ const MAX_CELL: usize = 60;
 
 /// Columns shown for event records in a table.
 pub const RECORD_COLUMNS: &[&str] = &["seq", "event_id", "event_type", "occurred_at_ms", "payload"];
+/// Columns shown for feed records in a table.
+pub const FEED_COLUMNS: &[&str] = &[
+    "position",
+    "run_id",
+    "seq",
+    "event_id",
+    "event_type",
+    "occurred_at_ms",
+    "payload",
+];
 /// Columns shown for snapshot records in a table.
 pub const SNAPSHOT_COLUMNS: &[&str] = &[
     "run_id",

@@ -42,8 +42,9 @@ use async_trait::async_trait;
 use tracing::Instrument as _;
 
 use crate::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore,
+    StreamKey, Tenant,
 };
 
 /// A store whose every call is traced and counted (see the module doc).
@@ -131,6 +132,7 @@ macro_rules! store_span {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: EventLog> EventLog for Instrumented<S> {
     async fn append_batch(
         &self,
@@ -279,6 +281,27 @@ impl<S: EventLog> EventLog for Instrumented<S> {
         self.finish("delete_tenant", began, &result);
         self.maintained("delete_tenant", &result, "runstore_deleted_events_total");
         result
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let span = store_span!(self, "read_feed", tenant = %tenant, after = %after, limit);
+        let began = Instant::now();
+        let result = self
+            .inner
+            .read_feed(tenant, after, limit)
+            .instrument(span)
+            .await;
+        self.finish("read_feed", began, &result);
+        result
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        self.inner.feed_signal()
     }
 }
 

@@ -17,6 +17,11 @@
 //!   [`WorkloadConfig::runs`] runs through large `append_batch` calls.
 //! - [`Workload::read_tail`]: the last [`WorkloadConfig::tail`] records of
 //!   one preloaded run.
+//! - [`Workload::read_feed`]: the tenant's feed (CONTRACT §29) walked from
+//!   its start in reads of [`WorkloadConfig::tail`] records, to set beside
+//!   the tail read of the same size.
+//! - [`Workload::follow_feed`]: how long a record takes from the start of
+//!   its `append` to its delivery by `follow_feed`, one record at a time.
 //! - [`Workload::compact`]: one store-wide compaction of the preloaded runs,
 //!   each with a snapshot near its end as the floor (CONTRACT §8).
 //! - [`Workload::maintenance_under_load`]: that compaction, then a prune of
@@ -38,8 +43,8 @@
 //! let store: Arc<dyn Storage> = Arc::new(MemoryStore::new());
 //! let config = WorkloadConfig { events: 1_000, runs: 10, ..WorkloadConfig::default() };
 //! let report = Workload::new(store, config).run().await?;
-//! // Five operations, then compaction and prune, each with its appender.
-//! assert_eq!(report.results.len(), 9);
+//! // Seven operations, then compaction and prune, each with its appender.
+//! assert_eq!(report.results.len(), 11);
 //! # Ok::<_, runstore_core::Error>(())
 //! # }).unwrap();
 //! ```
@@ -58,8 +63,8 @@ use std::{
 
 use futures::{StreamExt as _, stream};
 use runstore_core::{
-    Error, EventId, EventLogExt as _, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    RunStatus, SnapshotId, SnapshotRecord, Storage, Tenant,
+    Error, EventId, EventLogExt as _, EventRecord, FeedPosition, FollowOptions, MaintenanceReport,
+    ReadQuery, Result, RunId, RunStatus, SnapshotId, SnapshotRecord, Storage, Tenant,
 };
 use serde::{Deserialize, Serialize};
 
@@ -167,6 +172,11 @@ pub enum Operation {
     Preload,
     /// The last records of one run of the preloaded store.
     ReadTail,
+    /// Pages of the tenant's feed, walked from its start.
+    ReadFeed,
+    /// From the start of an append to the record's delivery by
+    /// `follow_feed`.
+    FollowFeed,
     /// Store-wide compaction of the preloaded store.
     Compact,
     /// Single appends to another run while [`Operation::Compact`] runs.
@@ -191,6 +201,8 @@ impl Operation {
             Self::BatchAppend => "batch_append",
             Self::Preload => "preload",
             Self::ReadTail => "read_tail",
+            Self::ReadFeed => "read_feed",
+            Self::FollowFeed => "follow_feed",
             Self::Compact => "compact",
             Self::AppendDuringCompact => "append_during_compact",
             Self::Prune => "prune",
@@ -400,7 +412,8 @@ impl Workload {
     }
 
     /// Runs every operation once with the configured counts, in order:
-    /// single, concurrent and batch appends, preload, tail reads, then
+    /// single, concurrent and batch appends, preload, tail reads, feed reads
+    /// and follow latency (left out where the store has no feed), then
     /// compaction and prune, each with an appender beside it.
     ///
     /// # Errors
@@ -416,6 +429,8 @@ impl Workload {
             self.read_tail(config.reads).await?,
         ];
         let mut results = results;
+        results.extend(self.read_feed(config.reads).await?);
+        results.extend(self.follow_feed(config.appends.clamp(1, 100)).await?);
         results.extend(self.maintenance_under_load().await?);
         Ok(WorkloadReport { config, results })
     }
@@ -658,6 +673,115 @@ impl Workload {
             start.elapsed(),
             latencies,
         ))
+    }
+
+    /// `reads` calls of `read_feed`, each of [`WorkloadConfig::tail`]
+    /// records after the last position the previous call returned, from the
+    /// start of the tenant's feed (and from the start again when a call
+    /// reaches its end): a reader catching up, read for read beside
+    /// [`Workload::read_tail`]. `None` when the store has no feed.
+    ///
+    /// # Errors
+    /// The store's error; `Corrupt` when a page is out of order or the feed
+    /// is empty.
+    pub async fn read_feed(&self, reads: u64) -> Result<Option<OpResult>> {
+        let config = self.config.checked()?;
+        let operation = Operation::ReadFeed;
+        let limit = usize::try_from(config.tail).unwrap_or(usize::MAX);
+        let mut after = FeedPosition::START;
+        let mut latencies = Vec::with_capacity(capacity(reads));
+        let mut events = 0u64;
+        let start = Instant::now();
+        for done in 0..reads {
+            let began = Instant::now();
+            let page = match self.store.read_feed(&self.tenant, after, limit).await {
+                Ok(page) => page,
+                Err(Error::Unsupported { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            latencies.push(began.elapsed());
+            let ascending = page
+                .windows(2)
+                .all(|pair| pair[0].position < pair[1].position);
+            if !ascending || (page.is_empty() && after == FeedPosition::START) {
+                return Err(Error::corrupt(
+                    "bench feed",
+                    format!(
+                        "a feed read returned {} records (ascending: {ascending})",
+                        page.len()
+                    ),
+                ));
+            }
+            events += page.len() as u64;
+            after = match page.last() {
+                Some(last) if page.len() == limit => last.position,
+                _ => FeedPosition::START,
+            };
+            self.progress.report(operation, done + 1, reads);
+        }
+        Ok(Some(OpResult::from_latencies(
+            operation,
+            events,
+            start.elapsed(),
+            latencies,
+        )))
+    }
+
+    /// `appends` single appends to a tenant of their own, each waited for
+    /// at a `follow_feed` of that tenant before the next: the latency of
+    /// each is from the start of its `append` to its delivery. `None` when
+    /// the store has no feed.
+    ///
+    /// # Errors
+    /// The store's error; `Corrupt` when the follower delivers another
+    /// record than the one appended, or nothing within a minute.
+    pub async fn follow_feed(&self, appends: u64) -> Result<Option<OpResult>> {
+        let operation = Operation::FollowFeed;
+        let tenant = Tenant::new("bench", format!("follow-{}", self.instance), None)?;
+        match self.store.read_feed(&tenant, FeedPosition::START, 1).await {
+            Err(Error::Unsupported { .. }) => return Ok(None),
+            other => other?,
+        };
+        let run = run_id("bench-follow")?;
+        let options = FollowOptions {
+            poll_interval: Duration::from_millis(100),
+            batch: 16,
+        };
+        let mut follower = self
+            .store
+            .follow_feed(&tenant, FeedPosition::START, options);
+        let mut latencies = Vec::with_capacity(capacity(appends));
+        let start = Instant::now();
+        for done in 1..=appends {
+            let mut event = self.live_event(&run)?;
+            tenant.stamp(&mut event.scope.tenant_context);
+            let began = Instant::now();
+            let outcome = self.store.append(&tenant, &event).await?;
+            check_inserted(outcome.inserted, &run)?;
+            let delivered = tokio::time::timeout(Duration::from_secs(60), follower.next()).await;
+            let latency = began.elapsed();
+            match delivered {
+                Ok(Some(Ok(entry))) if entry.record.event_id == event.event_id => {}
+                other => {
+                    return Err(Error::corrupt(
+                        "bench follow",
+                        format!(
+                            "the follower delivered {:?} instead of {}",
+                            other.map(|next| next.map(|entry| entry.map(|e| e.record.event_id))),
+                            event.event_id
+                        ),
+                    ));
+                }
+            }
+            latencies.push(latency);
+            self.progress.report(operation, done, appends);
+        }
+        Ok(Some(OpResult::from_latencies(
+            operation,
+            appends,
+            start.elapsed(),
+            latencies,
+        )))
     }
 
     /// One store-wide `compact` call over the preloaded store. First (not
@@ -1013,17 +1137,22 @@ mod tests {
         // The appenders beside compaction and prune append until the pass
         // returns: at least once, one event per call.
         for (during, (operation, calls, events)) in [
-            (Operation::AppendDuringCompact, counts[6]),
-            (Operation::AppendDuringPrune, counts[8]),
+            (Operation::AppendDuringCompact, counts[8]),
+            (Operation::AppendDuringPrune, counts[10]),
         ] {
             assert_eq!(operation, during);
             assert!(calls >= 1 && events == calls, "{operation}: {calls}");
         }
         // One older snapshot of each of the 10 runs.
-        assert_eq!(counts[7], (Operation::Prune, 1, 10));
-        assert_eq!(counts.len(), 9);
+        assert_eq!(counts[9], (Operation::Prune, 1, 10));
+        assert_eq!(counts.len(), 11);
+        // The feed holds the 94 events appended before it and the 1,000
+        // preloaded: 21 full reads of 50, one of the last 44, then from the
+        // start again, 8 more.
+        assert_eq!(counts[5], (Operation::ReadFeed, 30, 21 * 50 + 44 + 8 * 50));
+        assert_eq!(counts[6], (Operation::FollowFeed, 20, 20));
         assert_eq!(
-            counts[..6],
+            [&counts[..5], &counts[7..8]].concat(),
             vec![
                 (Operation::SingleAppend, 20, 20),
                 (Operation::ConcurrentAppend, 24, 24),

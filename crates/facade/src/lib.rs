@@ -113,10 +113,10 @@ mod url;
 pub use runstore_core as core;
 pub use runstore_core::{
     AppendOutcome, BoxError, Durability, ErasedRun, ErasedTenant, Error, EventId, EventLog,
-    EventLogExt, EventRecord, MAX_ID_BYTES, MaintenanceReport, MemoryStore, PhaseState,
-    PhaseTransitionRecord, ReadQuery, Result, RunId, RunStatus, SCHEMA_VERSION, Scope, SnapshotId,
-    SnapshotRecord, SnapshotStore, SnapshotStoreExt, StorageExt, StreamFailure, StreamKey, Tenant,
-    TenantContext, WorkflowPhase, types, validate,
+    EventLogExt, EventRecord, FeedPosition, FeedRecord, FeedSignal, FollowOptions, MAX_ID_BYTES,
+    MaintenanceReport, MemoryStore, PhaseState, PhaseTransitionRecord, ReadQuery, Result, RunId,
+    RunStatus, SCHEMA_VERSION, Scope, SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt,
+    StorageExt, StreamFailure, StreamKey, Tenant, TenantContext, WorkflowPhase, types, validate,
 };
 
 pub use error::OpenError;

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    SnapshotId, SnapshotRecord, SnapshotStore, StreamKey, Tenant, telemetry::Instrumented,
+    AppendOutcome, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, SnapshotId, SnapshotRecord, SnapshotStore,
+    StreamKey, Tenant, telemetry::Instrumented,
 };
 
 use crate::Backend;
@@ -116,6 +117,19 @@ impl EventLog for Store {
 
     async fn delete_tenant(&self, tenant: &Tenant) -> Result<MaintenanceReport> {
         EventLog::delete_tenant(&*self.inner, tenant).await
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        EventLog::read_feed(&*self.inner, tenant, after, limit).await
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        EventLog::feed_signal(&*self.inner)
     }
 }
 

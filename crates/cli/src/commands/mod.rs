@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod erase;
 pub mod events;
+pub mod feed;
 pub mod migrate;
 pub mod reference;
 pub mod salvage;

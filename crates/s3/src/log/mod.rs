@@ -222,4 +222,21 @@ impl EventLog for S3Store {
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
         self.inner.delete_run(&key_of(tenant, run_id)).await
     }
+
+    /// S3 has no change feed (CONTRACT §29; docs/backends/s3.md, "No change
+    /// feed"): every stream commits on its own head, from any number of
+    /// processes, with no object that orders commits across streams.
+    async fn read_feed(
+        &self,
+        _tenant: &Tenant,
+        _after: runstore_core::FeedPosition,
+        _limit: usize,
+    ) -> Result<Vec<runstore_core::FeedRecord>> {
+        Err(runstore_core::Error::Unsupported {
+            operation: "read_feed",
+            backend: "s3",
+            reason: "streams commit independently from many processes and nothing orders \
+                     their commits across streams; follow runs with `read` instead",
+        })
+    }
 }
