@@ -309,3 +309,26 @@ async fn the_index_stays_within_its_memory_per_record() {
         "{per_record} bytes per record: {stats:?}"
     );
 }
+
+/// An open that gave positions but stopped before its rename (a crash)
+/// leaves the old log and a temp file: the next open gives the same
+/// positions as an upgrade that was never interrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_upgrade_gives_the_same_positions_again() {
+    let temp = tempfile::tempdir().unwrap();
+    let clean = temp.path().join("clean");
+    let cut = temp.path().join("cut");
+    write_old_store(&clean, &earlier_requests());
+    write_old_store(&cut, &earlier_requests());
+    let mut partial = old_log(&earlier_requests());
+    partial.truncate(partial.len() / 2);
+    fs::write(cut.join("events.jsonl.tmp"), partial).unwrap();
+    let a = JsonlStore::open(&clean).await.unwrap();
+    let b = JsonlStore::open(&cut).await.unwrap();
+    for tenant in [Tenant::local(), acme()] {
+        let feed_a = feed(&a, &tenant).await;
+        assert!(!feed_a.is_empty());
+        assert_eq!(feed_a, feed(&b, &tenant).await, "{tenant}");
+    }
+    assert!(!cut.join("events.jsonl.tmp").exists());
+}
