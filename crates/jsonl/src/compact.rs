@@ -436,7 +436,10 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
             let head = heads
                 .entry(tenant)
                 .or_insert_with(|| state.index.feed_head(tenant));
-            *head += 1;
+            *head = match crate::feed::next(*head) {
+                Ok(next) => next,
+                Err(err) => return Err(discard(err)),
+            };
             positions.push((slot, *head));
         }
         (state.end, tail, positions)

@@ -34,6 +34,16 @@ pub(crate) const MEMBER: &[u8] = b"{\"feed_position\":";
 /// `u64`.
 pub(crate) const RESERVED: usize = 20;
 
+/// The position after `head`.
+///
+/// # Errors
+/// `InvalidInput` when `head` is the highest position (only a log edited
+/// by hand can get there).
+pub(crate) fn next(head: u64) -> Result<u64> {
+    head.checked_add(1)
+        .ok_or_else(|| Error::invalid("the tenant's feed has used every position"))
+}
+
 /// Appends `record`'s line body carrying `position` to `out`. On an error
 /// `out` holds part of a line; the caller cuts it off.
 pub(crate) fn write_record(
@@ -75,7 +85,6 @@ fn join_record(out: &mut Vec<u8>, record: &EventRecord) -> serde_json::Result<()
 /// Adds the member stating `position` to `line`, a body without one (an
 /// earlier version's line, its leading whitespace trimmed).
 pub(crate) fn stamp(out: &mut Vec<u8>, position: u64, line: &[u8]) {
-    debug_assert_eq!(line.first(), Some(&b'{'));
     out.extend_from_slice(MEMBER);
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{position}");

@@ -19,7 +19,7 @@ use std::{
 use runstore_core::{Result, Tenant};
 
 use crate::{
-    error::io_at,
+    error::{corrupt_at, io_at},
     feed,
     fileio::Io,
     index::{Index, Loc, LogFile},
@@ -57,8 +57,15 @@ pub(crate) fn give_positions(io: &Io, dir: &Path, log: &LogFile, index: &Index) 
             let line = line.trim_ascii();
             let (loc, tenant) = &order[at];
             let line = if loc.pos == 0 {
+                if line.first() != Some(&b'{') {
+                    return Err(corrupt_at(
+                        &log.path,
+                        loc.offset,
+                        "the record is not a JSON object",
+                    ));
+                }
                 let head = heads.get_mut(tenant).expect("every tenant has a head");
-                *head += 1;
+                *head = feed::next(*head)?;
                 stamped.clear();
                 feed::stamp(&mut stamped, *head, line);
                 &stamped[..]

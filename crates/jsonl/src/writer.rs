@@ -380,7 +380,13 @@ impl Group<'_> {
             }
             // The tenant's next feed position, in commit order: a batch's
             // records take consecutive ones in seq order (CONTRACT §29).
-            let pos = head + 1;
+            let pos = match feed::next(head) {
+                Ok(pos) => pos,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
             if let Err(err) = feed::write_record(&mut self.bytes, pos, &record) {
                 result = Err(Error::invalid(err));
                 break;
@@ -677,7 +683,7 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
             let head = heads
                 .entry(key.tenant.clone())
                 .or_insert_with(|| state.index.feed_head(&key.tenant));
-            *head += 1;
+            *head = feed::next(*head)?;
             let pos = *head;
             let start = bytes.len();
             feed::write_record(&mut bytes, pos, &marker).map_err(Error::invalid)?;

@@ -332,3 +332,34 @@ async fn an_interrupted_upgrade_gives_the_same_positions_again() {
     }
     assert!(!cut.join("events.jsonl.tmp").exists());
 }
+
+/// A log edited by hand to hold the highest position: the next record of
+/// that tenant is refused, nothing wraps around to position 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_highest_position_is_never_passed() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let t = Tenant::local();
+    write_old_store(&dir, &[]);
+    let line = serde_json::to_vec(&event(&t, "a", "a1", 1, 1)).unwrap();
+    let mut log = format!("{{\"feed_position\":{},", u64::MAX).into_bytes();
+    log.extend_from_slice(&line[1..]);
+    log.push(b'\n');
+    fs::write(dir.join("events.jsonl"), log).unwrap();
+    let store = JsonlStore::open(&dir).await.unwrap();
+    assert_eq!(
+        keys(&feed(&store, &t).await),
+        vec![(u64::MAX, "a".to_owned(), 1)]
+    );
+    let refused = store.append(&t, &event(&t, "a", "a2", 0, 1)).await;
+    assert!(
+        matches!(refused, Err(runstore_core::Error::InvalidInput { .. })),
+        "{refused:?}"
+    );
+    // Another tenant's feed is its own.
+    let other = store
+        .append(&acme(), &event(&acme(), "a", "x1", 0, 1))
+        .await
+        .unwrap();
+    assert!(other.inserted);
+}
