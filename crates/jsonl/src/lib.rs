@@ -42,7 +42,8 @@
 //! ```text
 //! <dir>/FORMAT         format marker: "runstore-jsonl 1"
 //! <dir>/LOCK           OS lock held by the open handle
-//! <dir>/events.jsonl   every stream's records, one JSON object per line
+//! <dir>/events.jsonl   every stream's records, one JSON object per line,
+//!                      each stating its tenant feed position first
 //! <dir>/snapshots/t-<tenant>/r-<run>/s-<snapshot>.json
 //! ```
 //!
