@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     fs::File,
     io::{BufWriter, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -99,8 +99,11 @@ fn plan(
         }
         Err(err) => return Err(err),
     }
-    let marker_line =
-        serde_json::to_vec(&change.marker).map_err(|err| refuse(&format_args!("{err}")))?;
+    // Its feed position is not known yet: the last step fills it in
+    // (crate::feed).
+    let mut marker_line = Vec::new();
+    crate::feed::write_reserved(&mut marker_line, &change.marker)
+        .map_err(|err| refuse(&format_args!("{err}")))?;
     if u32::try_from(marker_line.len()).is_err() {
         return Err(refuse(&"is longer than 4 GiB"));
     }
@@ -150,6 +153,9 @@ pub(crate) struct Rewritten {
     /// The new places of each stream's surviving records, by index slot
     /// (the streams the first step took).
     new_locs: Vec<Vec<Loc>>,
+    /// Where each compacted stream's new marker starts in the new log, by
+    /// slot: its feed position is filled in there by [`finish`].
+    marker_offsets: HashMap<usize, u64>,
     changes: HashMap<usize, Planned>,
     report: MaintenanceReport,
 }
@@ -249,6 +255,7 @@ pub(crate) fn prepare(
         .iter()
         .map(|stream| Vec::with_capacity(stream.locs.len()))
         .collect();
+    let mut marker_offsets: HashMap<usize, u64> = HashMap::new();
     drop(streams);
 
     let io = &shared.io;
@@ -282,6 +289,7 @@ pub(crate) fn prepare(
                 let len = u32::try_from(line.len()).expect("no longer than before");
                 new_locs[slot].push(Loc {
                     seq: loc.seq,
+                    pos: loc.pos,
                     offset: *position,
                     len,
                 });
@@ -317,24 +325,21 @@ pub(crate) fn prepare(
                         out.write_all(line)
                             .and_then(|()| out.write_all(b"\n"))
                             .map_err(|err| io_at("write", &tmp, err))?;
+                        // Its position is filled in by `finish`.
                         new_locs[slot].push(Loc {
                             seq: loc.seq,
+                            pos: 0,
                             offset: position,
                             len,
                         });
+                        marker_offsets.insert(slot, position);
                         position += u64::from(len) + 1;
                     }
                 }
             }
         }
         flush_run(&mut run, &mut out, &mut position, &mut new_locs)?;
-        let file = out
-            .into_inner()
-            .map_err(|err| io_at("write", &tmp, err.into_error()))?
-            .into_file();
-        io.sync_data(&file, &tmp)
-            .map_err(|err| io_at("sync", &tmp, err))?;
-        Ok((file, position))
+        Ok((synced(out, io, &tmp)?, position))
     })();
     match written {
         Ok((file, written)) => Ok(Prepared::Rewritten(Box::new(Rewritten {
@@ -344,6 +349,7 @@ pub(crate) fn prepare(
             file,
             written,
             new_locs,
+            marker_offsets,
             changes,
             report,
         }))),
@@ -352,6 +358,17 @@ pub(crate) fn prepare(
             Err(err)
         }
     }
+}
+
+/// Flushes a new log's last bytes and syncs it.
+pub(crate) fn synced(out: BufWriter<SeqWriter<'_>>, io: &fileio::Io, tmp: &Path) -> Result<File> {
+    let file = out
+        .into_inner()
+        .map_err(|err| io_at("write", tmp, err.into_error()))?
+        .into_file();
+    io.sync_data(&file, tmp)
+        .map_err(|err| io_at("sync", tmp, err))?;
+    Ok(file)
 }
 
 /// The second step, on the writer thread: copies what was appended to the
@@ -365,6 +382,7 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
         file,
         written,
         mut new_locs,
+        marker_offsets,
         mut changes,
         mut report,
     } = rewritten;
@@ -377,7 +395,7 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
     if let Some(error) = shared.poisoned() {
         return Err(discard(error));
     }
-    let (tail_end, mut tail) = {
+    let (tail_end, mut tail, positions) = {
         let state = shared.read_state();
         if !Arc::ptr_eq(&state.log, &old) {
             return Err(discard(Error::corrupt(
@@ -406,7 +424,25 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
             }
             tail.insert(slot, (stream.key.clone(), stream.locs[after..].to_vec()));
         }
-        (state.end, tail)
+        // Each new marker takes its tenant's next feed position, above
+        // every one handed out before (CONTRACT §29); nothing else takes
+        // positions meanwhile: this runs on the writer thread.
+        let mut slots: Vec<usize> = changes.keys().copied().collect();
+        slots.sort_unstable();
+        let mut heads: HashMap<&runstore_core::Tenant, u64> = HashMap::new();
+        let mut positions: Vec<(usize, u64)> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let tenant = &state.index.streams[slot].key.tenant;
+            let head = heads
+                .entry(tenant)
+                .or_insert_with(|| state.index.feed_head(tenant));
+            *head = match crate::feed::next(*head) {
+                Ok(next) => next,
+                Err(err) => return Err(discard(err)),
+            };
+            positions.push((slot, *head));
+        }
+        (state.end, tail, positions)
     };
     // The appended groups, copied as written (batch framing included) after
     // the rewritten part, then synced.
@@ -415,6 +451,12 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
         ..*loc
     };
     let copied = (|| -> Result<()> {
+        shared.delay_commit();
+        for (slot, position) in &positions {
+            let at = marker_offsets[slot] + crate::feed::MEMBER.len() as u64;
+            io.write_all_at(&file, &tmp, &crate::feed::fill_reserved(*position), at)
+                .map_err(|err| io_at("write", &tmp, err))?;
+        }
         let mut from = end;
         while from < tail_end {
             let len = (tail_end - from).min(MAX_SPAN);
@@ -425,7 +467,7 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
                 .map_err(|err| io_at("write", &tmp, err))?;
             from += len;
         }
-        if tail_end > end {
+        if tail_end > end || !positions.is_empty() {
             io.sync_data(&file, &tmp)
                 .map_err(|err| io_at("sync", &tmp, err))?;
         }
@@ -482,6 +524,24 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
     state.erased_bytes = 0;
     let index = &mut state.index;
     let mut result = Ok(());
+    // The pruned records and the replaced markers leave the feed; the new
+    // markers join it at the end, in position order.
+    let mut tenants: HashMap<runstore_core::Tenant, Vec<usize>> = HashMap::new();
+    for slot in changes.keys() {
+        tenants
+            .entry(index.streams[*slot].key.tenant.clone())
+            .or_default()
+            .push(*slot);
+    }
+    for tenant in tenants.keys() {
+        index.forget_in_feed(tenant, |entry| {
+            changes
+                .get(&entry.slot)
+                .is_some_and(|planned| planned.change.remove_seqs.binary_search(&entry.seq).is_ok())
+        });
+    }
+    let positions: HashMap<usize, u64> = positions.into_iter().collect();
+    let mut new_markers: Vec<(usize, Loc)> = Vec::with_capacity(positions.len());
     new_locs.resize_with(index.streams.len(), Vec::new);
     for (slot, mut locs) in new_locs.into_iter().enumerate() {
         let stream = &mut index.streams[slot];
@@ -493,6 +553,12 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
             if marker.seq < first_tail_seq {
                 marker.trimmed();
             }
+        }
+        if let (Some(position), Some(planned)) = (positions.get(&slot), changes.get(&slot))
+            && let Ok(at) = locs.binary_search_by_key(&planned.change.marker.seq, |loc| loc.seq)
+        {
+            locs[at].pos = *position;
+            new_markers.push((slot, locs[at]));
         }
         locs.extend(tail_locs.iter().map(shift));
         stream.locs = locs;
@@ -527,6 +593,11 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
             result = Err(err);
         }
     }
+    new_markers.sort_unstable_by_key(|(_, loc)| loc.pos);
+    for (slot, loc) in &new_markers {
+        index.push_to_feed(*slot, loc);
+    }
+    shared.feed.raise();
     if let Err(err) = result {
         shared.poison(format!("indexing the compacted log failed: {err}"));
         return Err(err);

@@ -26,13 +26,18 @@ use runstore_core::{EventId, EventRecord, Result, RunId, StreamKey, Tenant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::{corrupt_at, io_at};
+use crate::{
+    error::{corrupt_at, io_at},
+    feed::{FeedEntry, TenantFeed},
+};
 
-/// Where one record lives in the log: its seq and the byte range of its line
-/// (without the newline).
+/// Where one record lives in the log: its seq, its feed position (0 for a
+/// line of an earlier version not yet given one, see [`crate::feed`]) and
+/// the byte range of its line (without the newline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
     pub(crate) seq: u64,
+    pub(crate) pos: u64,
     pub(crate) offset: u64,
     pub(crate) len: u32,
 }
@@ -79,6 +84,37 @@ impl LogFile {
         Ok(bytes)
     }
 
+    /// Reads the lines at `locs` (ascending by offset), adjacent ones with
+    /// one positioned read of at most [`MAX_SPAN`], and hands each to
+    /// `each` with its place in `locs`.
+    ///
+    /// [`MAX_SPAN`]: crate::writer::MAX_SPAN
+    pub(crate) fn read_lines(
+        &self,
+        locs: &[Loc],
+        mut each: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < locs.len() {
+            let mut stop = start + 1;
+            while stop < locs.len()
+                && locs[stop].offset == locs[stop - 1].offset + u64::from(locs[stop - 1].len) + 1
+                && locs[stop].offset - locs[start].offset < crate::writer::MAX_SPAN
+            {
+                stop += 1;
+            }
+            let span = &locs[start..stop];
+            let mut bytes = self.read_span(span)?;
+            for (at, loc) in span.iter().enumerate() {
+                let from =
+                    usize::try_from(loc.offset - span[0].offset).expect("a span fits in memory");
+                each(start + at, &mut bytes[from..from + loc.len as usize])?;
+            }
+            start = stop;
+        }
+        Ok(())
+    }
+
     /// Reads and parses the record of `tenant`'s `run_id` at `loc`.
     pub(crate) fn read_record(
         &self,
@@ -86,20 +122,22 @@ impl LogFile {
         run_id: &RunId,
         loc: &Loc,
     ) -> Result<EventRecord> {
-        let bytes = self.read_span(std::slice::from_ref(loc))?;
-        self.parse_record(tenant, run_id, loc, &bytes)
+        let mut bytes = self.read_span(std::slice::from_ref(loc))?;
+        self.parse_record(tenant, run_id, loc, &mut bytes)
     }
 
     /// Parses the bytes of the record of `tenant`'s `run_id` at `loc`,
-    /// checking that it is the record the index placed there: its seq, run
-    /// and tenant. A record never answers for another stream than the one
-    /// the index holds it in, whatever its bytes now claim.
+    /// checking that it is the record the index placed there: its seq, feed
+    /// position, run and tenant. A record never answers for another stream
+    /// than the one the index holds it in, whatever its bytes now claim.
+    /// The line's position is blanked out of `bytes` first
+    /// ([`crate::feed::strip`]).
     pub(crate) fn parse_record(
         &self,
         tenant: &Tenant,
         run_id: &RunId,
         loc: &Loc,
-        bytes: &[u8],
+        bytes: &mut [u8],
     ) -> Result<EventRecord> {
         let fail = |what: &dyn std::fmt::Display| {
             corrupt_at(
@@ -108,6 +146,13 @@ impl LogFile {
                 format_args!("record of {tenant}:{run_id} at seq {}: {what}", loc.seq),
             )
         };
+        let position = crate::feed::strip(bytes).map_err(|err| fail(&err))?;
+        if position != loc.pos {
+            return Err(fail(&format_args!(
+                "the line now states feed position {position}, not {}",
+                loc.pos
+            )));
+        }
         let record: EventRecord = serde_json::from_slice(bytes).map_err(|err| fail(&err))?;
         if record.seq != loc.seq {
             return Err(fail(&format_args!("the line now holds seq {}", record.seq)));
@@ -416,7 +461,7 @@ impl StreamIndex {
         self.locs.last().map_or(0, |loc| loc.seq)
     }
 
-    fn loc_of(&self, seq: u64) -> Option<&Loc> {
+    pub(crate) fn loc_of(&self, seq: u64) -> Option<&Loc> {
         self.locs
             .binary_search_by_key(&seq, |loc| loc.seq)
             .ok()
@@ -584,6 +629,8 @@ pub(crate) struct Index {
     pub(crate) hasher: IdHasher,
     pub(crate) streams: Vec<StreamIndex>,
     by_key: BTreeMap<Tenant, BTreeMap<RunId, usize>>,
+    /// Each tenant's feed (CONTRACT §29): position -> (stream, seq).
+    feeds: BTreeMap<Tenant, TenantFeed>,
 }
 
 impl Index {
@@ -592,6 +639,78 @@ impl Index {
             hasher,
             streams: Vec::new(),
             by_key: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+        }
+    }
+
+    /// `tenant`'s feed, if it ever had a record.
+    pub(crate) fn feed(&self, tenant: &Tenant) -> Option<&TenantFeed> {
+        self.feeds.get(tenant)
+    }
+
+    /// The highest position `tenant` has handed out (0 for none).
+    pub(crate) fn feed_head(&self, tenant: &Tenant) -> u64 {
+        self.feeds.get(tenant).map_or(0, |feed| feed.head)
+    }
+
+    /// Adds the record at `loc` of the stream in `slot` at the end of its
+    /// tenant's feed.
+    pub(crate) fn push_to_feed(&mut self, slot: usize, loc: &Loc) {
+        let tenant = &self.streams[slot].key.tenant;
+        match self.feeds.get_mut(tenant) {
+            Some(feed) => feed.push(slot, loc),
+            None => {
+                let mut feed = TenantFeed::default();
+                feed.push(slot, loc);
+                self.feeds.insert(tenant.clone(), feed);
+            }
+        }
+    }
+
+    /// Builds every tenant's feed from its streams' records (at open, once
+    /// every record has a position). Answers the first position two
+    /// records of a tenant share, which no write produces.
+    pub(crate) fn build_feeds(&mut self) -> std::result::Result<(), (StreamKey, u64)> {
+        let mut feeds: BTreeMap<Tenant, TenantFeed> = BTreeMap::new();
+        for (slot, stream) in self.streams.iter().enumerate() {
+            if stream.locs.is_empty() {
+                continue;
+            }
+            let feed = match feeds.get_mut(&stream.key.tenant) {
+                Some(feed) => feed,
+                None => feeds.entry(stream.key.tenant.clone()).or_default(),
+            };
+            feed.entries.extend(stream.locs.iter().map(|loc| FeedEntry {
+                position: loc.pos,
+                seq: loc.seq,
+                slot,
+            }));
+        }
+        for feed in feeds.values_mut() {
+            feed.entries.sort_unstable_by_key(|entry| entry.position);
+            feed.entries.shrink_to_fit();
+            if let Some(pair) = feed
+                .entries
+                .windows(2)
+                .find(|pair| pair[0].position == pair[1].position)
+            {
+                return Err((self.streams[pair[1].slot].key.clone(), pair[1].position));
+            }
+            feed.head = feed.entries.last().map_or(0, |entry| entry.position);
+        }
+        self.feeds = feeds;
+        Ok(())
+    }
+
+    /// Drops from `tenant`'s feed every entry `gone` names (records a
+    /// rewrite pruned or a deletion erased); its head stays.
+    pub(crate) fn forget_in_feed(
+        &mut self,
+        tenant: &Tenant,
+        mut gone: impl FnMut(&FeedEntry) -> bool,
+    ) {
+        if let Some(feed) = self.feeds.get_mut(tenant) {
+            feed.entries.retain(|entry| !gone(entry));
         }
     }
 
@@ -670,6 +789,16 @@ impl Index {
             approx_bytes: std::mem::size_of::<Self>()
                 + self.streams.capacity() * std::mem::size_of::<StreamIndex>()
                 + self
+                    .feeds
+                    .iter()
+                    .map(|(tenant, feed)| {
+                        96 + tenant.org_id().len()
+                            + tenant.workspace_id().len()
+                            + tenant.deployment_id().map_or(0, str::len)
+                            + feed.entries.capacity() * std::mem::size_of::<FeedEntry>()
+                    })
+                    .sum::<usize>()
+                + self
                     .streams
                     .iter()
                     .map(|s| s.approx_bytes() - std::mem::size_of::<StreamIndex>() + 96)
@@ -704,6 +833,7 @@ mod tests {
         writeln!(file, "{{}}\n{line}").unwrap();
         let loc = Loc {
             seq: 1,
+            pos: 1,
             offset: 3,
             len: u32::try_from(line.len()).unwrap(),
         };

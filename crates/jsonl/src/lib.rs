@@ -42,7 +42,8 @@
 //! ```text
 //! <dir>/FORMAT         format marker: "runstore-jsonl 1"
 //! <dir>/LOCK           OS lock held by the open handle
-//! <dir>/events.jsonl   every stream's records, one JSON object per line
+//! <dir>/events.jsonl   every stream's records, one JSON object per line,
+//!                      each stating its tenant feed position first
 //! <dir>/snapshots/t-<tenant>/r-<run>/s-<snapshot>.json
 //! ```
 //!
@@ -68,6 +69,7 @@
 
 mod compact;
 mod error;
+mod feed;
 mod fileio;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -80,6 +82,7 @@ mod recovery;
 mod runlog;
 pub mod salvage;
 mod snapshots;
+mod upgrade;
 mod writer;
 
 use std::{
@@ -123,6 +126,8 @@ pub struct JsonlOptions {
     pub limits: Limits,
     /// Every change to the disk goes through this (see `fileio.rs`).
     io: fileio::Io,
+    /// See [`JsonlOptions::with_test_commit_delay`].
+    commit_delay: Option<std::time::Duration>,
 }
 
 impl JsonlOptions {
@@ -150,6 +155,17 @@ impl JsonlOptions {
     #[must_use]
     pub fn with_io_observer(mut self, observer: Arc<dyn IoObserver>) -> Self {
         self.io = fileio::Io::observed(observer);
+        self
+    }
+
+    /// Makes every commit that writes records (appends, imports, erasure
+    /// and compaction markers) wait `delay` after its records have taken
+    /// their feed positions and before it writes them and makes them
+    /// visible: for tests of the feed's lossless rule (CONTRACT §29).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_test_commit_delay(mut self, delay: std::time::Duration) -> Self {
+        self.commit_delay = Some(delay);
         self
     }
 }
@@ -281,8 +297,31 @@ impl JsonlStore {
         let file = io
             .open(&path, fileio::log_options().create(true).truncate(false))
             .map_err(|err| io_at("open", &path, err))?;
-        let log = LogFile { file, path };
-        let scanned = recovery::scan(io, &log, hasher, durability)?;
+        let mut log = LogFile { file, path };
+        let mut scanned = recovery::scan(io, &log, hasher.clone(), durability)?;
+        if scanned.unpositioned > 0 {
+            // A log of an earlier version: its records take their feed
+            // positions once, in its lines (crate::upgrade).
+            upgrade::give_positions(io, &dir, &log, &scanned.index)?;
+            let file = io
+                .open(&log.path, &fileio::log_options())
+                .map_err(|err| io_at("reopen", &log.path, err))?;
+            log = LogFile {
+                file,
+                path: log.path,
+            };
+            scanned = recovery::scan(io, &log, hasher, durability)?;
+            if scanned.unpositioned > 0 {
+                return Err(Error::corrupt(
+                    log.path.display(),
+                    format!(
+                        "{} records still have no feed position after the log was rewritten \
+                         with them",
+                        scanned.unpositioned
+                    ),
+                ));
+            }
+        }
         let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability, io.clone())?;
         if durability == Durability::Durable {
             // The directory's entries (the log, `FORMAT`, `snapshots`) and
@@ -309,6 +348,8 @@ impl JsonlStore {
             }),
             poison: Mutex::new(None),
             snapshots,
+            feed: runstore_core::FeedSignal::new(),
+            commit_delay: options.commit_delay,
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         });

@@ -8,8 +8,9 @@
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, StreamKey, Tenant, raw::compaction::CompactionPolicy,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
+    raw::compaction::CompactionPolicy,
 };
 
 use crate::{
@@ -132,6 +133,21 @@ impl EventLog for JsonlStore {
             reply,
         })
         .await
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let tenant = tenant.clone();
+        self.blocking(move |shared| crate::feed::read(shared, &tenant, after, limit))
+            .await
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(self.inner.shared.feed.clone())
     }
 
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {

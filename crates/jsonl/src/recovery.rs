@@ -8,7 +8,7 @@
 use std::{borrow::Cow, collections::HashMap, hash::BuildHasher};
 
 use runstore_core::{
-    Durability, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
+    Durability, Error, EventRecord, MAX_ID_BYTES, Result, RunId, Tenant,
     raw::compaction::COMPACTION_EVENT_TYPE, validate::MAX_SEQ,
 };
 use serde::Deserialize;
@@ -96,6 +96,9 @@ pub(crate) struct Scanned {
     pub(crate) end: u64,
     /// Bytes of lines that deleted runs left in the log, unread.
     pub(crate) erased_bytes: u64,
+    /// Records whose lines state no feed position (an earlier version's):
+    /// the index's feeds are built only when there are none.
+    pub(crate) unpositioned: usize,
 }
 
 fn id_ok(value: &str) -> bool {
@@ -205,6 +208,9 @@ impl Scan<'_> {
         let path = &self.log.path;
         let record: LightRecord<'_> =
             serde_json::from_slice(bytes).map_err(|err| corrupt_line(path, line_no, err))?;
+        let pos = crate::feed::split(bytes)
+            .map_err(|reason| corrupt_line(path, line_no, reason))?
+            .map_or(0, |(pos, _)| pos);
         if !id_ok(&record.event_id) {
             return Err(corrupt_line(path, line_no, "invalid event_id"));
         }
@@ -260,6 +266,7 @@ impl Scan<'_> {
             .map_err(|_| corrupt_line(path, line_no, "record longer than 4 GiB"))?;
         let loc = Loc {
             seq: record.seq,
+            pos,
             offset,
             len,
         };
@@ -440,9 +447,26 @@ pub(crate) fn scan(
     let erased_bytes = scan.erased_bytes;
     let mut index = scan.index;
     index.shrink();
+    let unpositioned = index
+        .streams
+        .iter()
+        .map(|stream| stream.locs.iter().filter(|loc| loc.pos == 0).count())
+        .sum();
+    if unpositioned == 0 {
+        index.build_feeds().map_err(|(stream, position)| {
+            Error::corrupt(
+                path.display(),
+                format!(
+                    "two records of tenant {} hold feed position {position}",
+                    stream.tenant
+                ),
+            )
+        })?;
+    }
     Ok(Scanned {
         index,
         end,
         erased_bytes,
+        unpositioned,
     })
 }

@@ -151,9 +151,7 @@ fn scan_log(log: &Path, scan: &mut ScanBuilder) -> Result<()> {
             let body = written_part(&bytes);
             let parsed = match torn_tail(body) {
                 Tail::Torn => break,
-                Tail::Whole => {
-                    serde_json::from_slice::<EventRecord>(body).map_err(|err| err.to_string())
-                }
+                Tail::Whole => crate::feed::parse(body),
                 Tail::Damaged(reason) => Err(format!(
                     "the last line ends without a newline but is not a record cut short by a \
                      crash: {reason}"
@@ -174,7 +172,7 @@ fn scan_log(log: &Path, scan: &mut ScanBuilder) -> Result<()> {
             );
             break;
         }
-        let parsed = serde_json::from_slice::<EventRecord>(&bytes).map_err(|err| err.to_string());
+        let parsed = crate::feed::parse(&bytes);
         let hint = parsed.is_err().then(|| line_hint(&bytes)).flatten();
         let line = Line {
             number,

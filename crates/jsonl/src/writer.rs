@@ -14,8 +14,8 @@ use std::{
 };
 
 use runstore_core::{
-    AppendOutcome, Durability, Error, EventId, EventRecord, MaintenanceReport, Result, RunId,
-    StreamKey, Tenant,
+    AppendOutcome, Durability, Error, EventId, EventRecord, FeedSignal, MaintenanceReport, Result,
+    RunId, StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
     raw::compaction::compacted_ids,
     raw::erasure::erasure_marker,
@@ -25,7 +25,7 @@ use runstore_core::{
 
 use crate::{
     error::{io_at, poisoned},
-    fileio,
+    feed, fileio,
     index::{Index, Loc, LogFile, MarkerEntry},
     snapshots::Snapshots,
 };
@@ -68,6 +68,12 @@ pub(crate) struct Shared {
     pub(crate) state: RwLock<LogState>,
     pub(crate) poison: Mutex<Option<String>>,
     pub(crate) snapshots: Snapshots,
+    /// Raised after every commit that wrote records (CONTRACT §29).
+    pub(crate) feed: FeedSignal,
+    /// How long a commit that writes records waits after its records took
+    /// their feed positions and before it writes them (tests of the
+    /// feed's lossless rule; `None` outside them).
+    pub(crate) commit_delay: Option<std::time::Duration>,
     /// Makes the next log sync fail, to test poisoning.
     #[cfg(test)]
     pub(crate) fail_next_sync: std::sync::atomic::AtomicBool,
@@ -106,6 +112,14 @@ impl Shared {
         self.poison_slot().get_or_insert(reason);
     }
 
+    /// The test hook's wait ([`Shared::commit_delay`]): positions are
+    /// taken, the records not yet written.
+    pub(crate) fn delay_commit(&self) {
+        if let Some(delay) = self.commit_delay {
+            std::thread::sleep(delay);
+        }
+    }
+
     /// Reads a window of a stream (CONTRACT §6): only the byte ranges of the
     /// records in it.
     pub(crate) fn read(
@@ -142,26 +156,10 @@ impl Shared {
             (state.log.clone(), window.to_vec())
         };
         let mut records = Vec::with_capacity(locs.len());
-        let mut start = 0;
-        while start < locs.len() {
-            // Adjacent records are read with one positioned read.
-            let mut stop = start + 1;
-            while stop < locs.len()
-                && locs[stop].offset == locs[stop - 1].offset + u64::from(locs[stop - 1].len) + 1
-                && locs[stop].offset - locs[start].offset < MAX_SPAN
-            {
-                stop += 1;
-            }
-            let span = &locs[start..stop];
-            let bytes = log.read_span(span)?;
-            for loc in span {
-                let from =
-                    usize::try_from(loc.offset - span[0].offset).expect("a span fits in memory");
-                let to = from + loc.len as usize;
-                records.push(log.parse_record(tenant, run_id, loc, &bytes[from..to])?);
-            }
-            start = stop;
-        }
+        log.read_lines(&locs, |at, line| {
+            records.push(log.parse_record(tenant, run_id, &locs[at], line)?);
+            Ok(())
+        })?;
         Ok(records)
     }
 }
@@ -295,6 +293,9 @@ struct Group<'a> {
     by_key: HashMap<(Tenant, RunId), usize>,
     bytes: Vec<u8>,
     records: Vec<NewRecord>,
+    /// Each tenant's last position handed out so far (CONTRACT §29): the
+    /// index's head, then the group's records in commit order.
+    heads: HashMap<Tenant, u64>,
     /// Records already serialized: freed after the answers go out, off the
     /// callers' wait.
     spent: Vec<EventRecord>,
@@ -350,6 +351,11 @@ impl Group<'_> {
         let base = self.state.end;
         let mut result = Ok(());
         let count = records.len();
+        let tenant = &self.pending[at].key.tenant;
+        let mut head = match self.heads.get(tenant) {
+            Some(head) => *head,
+            None => self.state.index.feed_head(tenant),
+        };
         for (position, record) in records.into_iter().enumerate() {
             let compacted = if record.is_compaction_marker() {
                 match compacted_ids(&record) {
@@ -372,7 +378,16 @@ impl Group<'_> {
             if position + 1 < count {
                 self.bytes.push(CONTINUED);
             }
-            if let Err(err) = serde_json::to_writer(&mut self.bytes, &record) {
+            // The tenant's next feed position, in commit order: a batch's
+            // records take consecutive ones in seq order (CONTRACT §29).
+            let pos = match feed::next(head) {
+                Ok(pos) => pos,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
+            if let Err(err) = feed::write_record(&mut self.bytes, pos, &record) {
                 result = Err(Error::invalid(err));
                 break;
             }
@@ -385,6 +400,7 @@ impl Group<'_> {
                 pending: at,
                 loc: Loc {
                     seq: record.seq,
+                    pos,
                     offset: base + start as u64,
                     len,
                 },
@@ -400,11 +416,16 @@ impl Group<'_> {
                 compacted,
             });
             self.spent.push(record);
+            head = pos;
         }
         if result.is_err() {
             self.bytes.truncate(rollback);
             self.records.truncate(first_new);
             return result;
+        }
+        if first_new < self.records.len() {
+            let tenant = self.pending[at].key.tenant.clone();
+            self.heads.insert(tenant, head);
         }
         let pending = &mut self.pending[at];
         if let Some(last) = self.records[first_new..].last() {
@@ -477,6 +498,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         by_key: HashMap::new(),
         bytes: std::mem::take(scratch),
         records: Vec::new(),
+        heads: HashMap::new(),
         spent: Vec::new(),
     };
     // Requests' events, freed after the answers go out.
@@ -532,6 +554,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
         }
         return;
     }
+    shared.delay_commit();
     let written = shared
         .io
         .write_all_at(&log.file, &log.path, &bytes, end)
@@ -563,6 +586,7 @@ fn commit(shared: &Shared, group: Vec<Command>, scratch: &mut Vec<u8>) {
     let applied = apply(shared, &log, pending, records, end + length);
     match applied {
         Ok(()) => {
+            shared.feed.raise();
             for answer in answers {
                 answer.send(None);
             }
@@ -606,6 +630,7 @@ fn apply(
         for (id, seq) in &record.compacted {
             stream.insert_id(id.as_str(), *seq, &index.hasher, log)?;
         }
+        index.push_to_feed(slot, &record.loc);
     }
     Ok(())
 }
@@ -614,6 +639,8 @@ fn apply(
 struct Erased {
     slot: usize,
     marker: EventRecord,
+    /// The marker's feed position.
+    pos: u64,
     /// Where its line starts in the written bytes, and its length without
     /// the newline.
     start: usize,
@@ -639,6 +666,7 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
     let mut counts = vec![0; streams.len()];
     let mut bytes = Vec::new();
     let mut erased = Vec::new();
+    let mut heads: HashMap<Tenant, u64> = HashMap::new();
     let (log, end) = {
         let state = shared.read_state();
         for (count, key) in counts.iter_mut().zip(streams) {
@@ -651,14 +679,21 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
                 continue;
             }
             let marker = erasure_marker(&key.tenant, &key.run_id, last_seq);
+            // A new position above every earlier one (CONTRACT §29).
+            let head = heads
+                .entry(key.tenant.clone())
+                .or_insert_with(|| state.index.feed_head(&key.tenant));
+            *head = feed::next(*head)?;
+            let pos = *head;
             let start = bytes.len();
-            serde_json::to_writer(&mut bytes, &marker).map_err(Error::invalid)?;
+            feed::write_record(&mut bytes, pos, &marker).map_err(Error::invalid)?;
             let len = u32::try_from(bytes.len() - start).expect("a marker without ids is short");
             bytes.push(b'\n');
             *count = stream.locs.len() - stream.markers.len();
             erased.push(Erased {
                 slot,
                 marker,
+                pos,
                 start,
                 len,
             });
@@ -668,6 +703,7 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
     if erased.is_empty() {
         return Ok(counts);
     }
+    shared.delay_commit();
     let written = shared
         .io
         .write_all_at(&log.file, &log.path, &bytes, end)
@@ -687,9 +723,21 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
     state.end = end + bytes.len() as u64;
     let index = &mut state.index;
     let mut result = Ok(());
+    // The erased records leave their tenants' feeds, one pass per tenant.
+    let mut by_tenant: HashMap<Tenant, std::collections::HashSet<usize>> = HashMap::new();
+    for gone in &erased {
+        by_tenant
+            .entry(index.streams[gone.slot].key.tenant.clone())
+            .or_default()
+            .insert(gone.slot);
+    }
+    for (tenant, slots) in &by_tenant {
+        index.forget_in_feed(tenant, |entry| slots.contains(&entry.slot));
+    }
     for Erased {
         slot,
         marker,
+        pos,
         start,
         len,
     } in erased
@@ -697,12 +745,14 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
         let stream = &mut index.streams[slot];
         state.erased_bytes += stream.clear();
         let line = &bytes[start..start + len as usize];
+        let loc = Loc {
+            seq: marker.seq,
+            pos,
+            offset: end + start as u64,
+            len,
+        };
         stream.push(
-            Loc {
-                seq: marker.seq,
-                offset: end + start as u64,
-                len,
-            },
+            loc,
             marker.occurred_at_ms,
             Some(MarkerEntry::new(line, marker.seq, marker.event_id.as_str())),
         );
@@ -711,7 +761,9 @@ fn erase(shared: &Shared, streams: &[StreamKey]) -> Result<Vec<usize>> {
         {
             result = Err(err);
         }
+        index.push_to_feed(slot, &loc);
     }
+    shared.feed.raise();
     if let Err(err) = result {
         shared.poison(format!("indexing a deletion failed: {err}"));
         return Err(err);

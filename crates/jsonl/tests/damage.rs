@@ -236,7 +236,9 @@ fn lines(log: &[u8]) -> Vec<Line> {
     let mut start = 0;
     for end in memchr_all(log) {
         let bytes = &log[start..end];
-        let record: EventRecord = serde_json::from_slice(bytes).unwrap();
+        let mut record: EventRecord = serde_json::from_slice(bytes).unwrap();
+        // The line's feed position is no part of the record reads answer.
+        record.extra.remove("feed_position");
         let tenant = record.scope.tenant().unwrap();
         lines.push(Line {
             start,

@@ -109,9 +109,22 @@ async fn a_deletion_cut_short_after_its_marker_is_finished_by_the_next_rewrite()
     drop(store);
     // What a deletion leaves when the process dies after its first step:
     // the erasure marker appended and synced, the log not yet rewritten.
+    // The marker's line states its feed position, after the tenant's last.
     let log = dir.join("events.jsonl");
     let mut bytes = std::fs::read(&log).unwrap();
-    serde_json::to_writer(&mut bytes, &erasure_marker(&tenant, &gone, 3)).unwrap();
+    let head = bytes
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            serde_json::from_slice::<serde_json::Value>(line).unwrap()["feed_position"]
+                .as_u64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    let marker = serde_json::to_vec(&erasure_marker(&tenant, &gone, 3)).unwrap();
+    bytes.extend_from_slice(format!("{{\"feed_position\":{},", head + 1).as_bytes());
+    bytes.extend_from_slice(&marker[1..]);
     bytes.push(b'\n');
     std::fs::write(&log, &bytes).unwrap();
 

@@ -57,8 +57,9 @@ use std::{
 
 use runstore_conformance::support::rng::Rng;
 use runstore_core::{
-    EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
-    SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant, raw::compaction::compacted_ids,
+    EventId, EventLog, EventLogExt, EventRecord, FeedPosition, ReadQuery, RunId, RunStatus,
+    SnapshotId, SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
+    raw::compaction::compacted_ids,
 };
 use runstore_jsonl::{IoObserver, IoOp, JsonlOptions, JsonlStore};
 use serde_json::json;
@@ -977,6 +978,7 @@ async fn check(store: &JsonlStore, expected: &Expected, cut: usize) -> Result<()
             ));
         }
     }
+    let heads = check_feeds(store, expected).await?;
     // The store takes writes again.
     let (tenant, run) = expected.streams.keys().next().unwrap();
     let next = store.next_seq(tenant, run).await.unwrap();
@@ -994,7 +996,86 @@ async fn check(store: &JsonlStore, expected: &Expected, cut: usize) -> Result<()
     if (outcome.seq, outcome.inserted) != (next, true) {
         return Err(format!("append after reopen answered {outcome:?}"));
     }
+    // CONTRACT §29: its position is above every one the crash state held.
+    let head = heads.get(tenant).copied().unwrap_or_default();
+    let after = store
+        .read_feed(tenant, head, 10)
+        .await
+        .map_err(|err| format!("read_feed: {err}"))?;
+    if after.len() != 1 || after[0].record.event_id.as_str() != "after-power-loss" {
+        return Err(format!(
+            "the feed of {tenant} after {head} is {after:?}, not the one new event"
+        ));
+    }
     Ok(())
+}
+
+/// CONTRACT §29: each tenant's feed holds exactly the records its streams
+/// hold, each once, at increasing positions, each stream's events in seq
+/// order. Answers each tenant's last position.
+async fn check_feeds(
+    store: &JsonlStore,
+    expected: &Expected,
+) -> Result<HashMap<Tenant, FeedPosition>, String> {
+    let tenants: BTreeSet<&Tenant> = expected.streams.keys().map(|(tenant, _)| tenant).collect();
+    let mut heads = HashMap::new();
+    for tenant in tenants {
+        let feed = store
+            .read_feed(tenant, FeedPosition::START, usize::MAX)
+            .await
+            .map_err(|err| format!("read_feed {tenant}: {err}"))?;
+        if feed
+            .windows(2)
+            .any(|pair| pair[0].position >= pair[1].position)
+        {
+            return Err(format!("the feed of {tenant} does not ascend"));
+        }
+        let mut from_feed: BTreeMap<RunId, Vec<EventRecord>> = BTreeMap::new();
+        for entry in &feed {
+            from_feed
+                .entry(entry.record.run_id.clone())
+                .or_default()
+                .push(entry.record.clone());
+        }
+        for ((owner, run), _) in expected.streams.iter() {
+            if owner != tenant {
+                continue;
+            }
+            let mut held = store
+                .read(tenant, run, ReadQuery::all())
+                .await
+                .map_err(|err| format!("read {tenant}:{run}: {err}"))?;
+            let mut fed = from_feed.remove(run).unwrap_or_default();
+            let events: Vec<u64> = fed
+                .iter()
+                .filter(|record| !record.is_compaction_marker())
+                .map(|record| record.seq)
+                .collect();
+            if events.windows(2).any(|pair| pair[0] >= pair[1]) {
+                return Err(format!(
+                    "{tenant}:{run}: the feed's events are not in seq order"
+                ));
+            }
+            fed.sort_by_key(|record| record.seq);
+            held.sort_by_key(|record| record.seq);
+            if fed != held {
+                return Err(format!(
+                    "{tenant}:{run}: the feed holds other records than read"
+                ));
+            }
+        }
+        if let Some((run, _)) = from_feed.into_iter().next() {
+            return Err(format!(
+                "the feed of {tenant} holds run {run}, which has no stream"
+            ));
+        }
+        heads.insert(
+            tenant.clone(),
+            feed.last()
+                .map_or(FeedPosition::START, |entry| entry.position),
+        );
+    }
+    Ok(heads)
 }
 
 fn describe(op: &Op) -> String {
