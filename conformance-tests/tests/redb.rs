@@ -7,6 +7,12 @@ fn harness() -> Harness {
     Harness::new("redb", Capabilities::persistent().with_exclusive_open(), |location| async move {
         runstore_redb::RedbStore::open(location.dir.join("store.redb")).await
     })
+    // One handle per file: the late-commit case closes the normal handle
+    // and writes through this one.
+    .on_slow_commits(|location, delay| async move {
+        let options = runstore_redb::RedbOptions::default().with_test_commit_delay(delay);
+        runstore_redb::RedbStore::open_with(location.dir.join("store.redb"), options).await
+    })
     .on_damage(|location, stream| async move {
         let path = location.dir.join("store.redb");
         tokio::task::spawn_blocking(move || damage_marker(&path, &stream))

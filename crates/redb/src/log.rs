@@ -5,8 +5,8 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
     raw::append::{plan_append_owned, plan_import},
     raw::compaction::{CompactionPolicy, compacted_ids, marker_payload, merge_marker},
     raw::erasure::erasure_marker,
@@ -16,9 +16,11 @@ use runstore_core::{
 use crate::{
     RedbStore,
     error::Failure,
+    feed,
     tables::{
         self, ERASED, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
-        event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_prefix,
+        event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_len,
+        tenant_prefix,
     },
     writer::{LogTables, SnapshotTables, WriteTables},
 };
@@ -151,6 +153,8 @@ fn append(
         }
     }
     tables.heads.insert(stream, new_last)?;
+    let seqs = plan.new_records.iter().map(|record| record.seq);
+    feed::enter(tables, stream, tenant_len(stream, run_id), seqs)?;
     Ok((plan.outcomes, (plan.new_records, encoded)))
 }
 
@@ -190,6 +194,8 @@ fn import(
         register_ids(tables, stream, record)?;
     }
     tables.heads.insert(stream, new_last)?;
+    let seqs = missing.iter().map(|record| record.seq);
+    feed::enter(tables, stream, tenant_len(stream, run_id), seqs)?;
     // A deleted run imported (or imported onto a deleted run) stays a
     // deleted run: `list_runs` leaves it out as the source store did.
     let was_erased = last == 0 || erased_at(&*erased, stream)? == Some(last);
@@ -232,7 +238,7 @@ fn delete(
     tenant: &Tenant,
     run_id: &RunId,
 ) -> Result<Option<usize>, Failure> {
-    let (tables, erased) = tables.log_and_erased()?;
+    let (mut tables, erased) = tables.log_and_erased()?;
     let last = head(&*tables.heads, stream)?;
     if last == 0 {
         return Ok(None);
@@ -270,12 +276,16 @@ fn delete(
     tables
         .ids
         .retain_in(stream..ids_end.as_slice(), |_, _| false)?;
+    let tenant = tenant_len(stream, run_id);
+    feed::leave_stream(&mut tables, stream, tenant, &ids_end)?;
     let key = event_key(stream, last);
     tables
         .events
         .insert(key.as_slice(), marker_bytes.as_slice())?;
     let key = join(stream, marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), last)?;
+    // The marker is a new record: a new position, above every other.
+    feed::enter(&mut tables, stream, tenant, [last])?;
     // The head keeps `last`: the seqs are never reused.
     erased.insert(stream, last)?;
     Ok(Some(ordinary))
@@ -391,6 +401,13 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
     let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
         return Ok(());
     };
+    let tenant = tenant_len(stream, &change.key.run_id);
+    for &seq in &change.pruned {
+        feed::leave(tables, stream, tenant, seq)?;
+    }
+    if let Some((_, seq)) = &change.old_marker {
+        feed::leave(tables, stream, tenant, *seq)?;
+    }
     let (low, high) = (event_key(stream, low), event_key(stream, high));
     let doomed = &change.pruned;
     tables
@@ -422,6 +439,8 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
     // `merge_marker` chose an id no event of the stream holds.
     let key = join(stream, change.marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), change.marker.seq)?;
+    // The marker is a new record: a new position, above every other.
+    feed::enter(tables, stream, tenant, [change.marker.seq])?;
     Ok(())
 }
 
@@ -814,6 +833,24 @@ impl EventLog for RedbStore {
         self.writer()
             .submit(move |tables| import(tables, &stream, &tenant, &run_id, &records))
             .await
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let prefix = tenant_prefix(tenant);
+        self.read_txn(move |txn| feed::read(txn, &prefix, after, limit))
+            .await
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(RedbStore::feed_signal(self).clone())
     }
 
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {

@@ -15,12 +15,17 @@
 //! | `erased`         | stream                                                 | last seq when the stream was last deleted  |
 //! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
 //! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
+//! | `feed`           | tenant prefix, position (u64 BE)                       | run part of the stream key, seq (u64 BE)   |
+//! | `feed_heads`     | tenant prefix                                          | the tenant's last position                 |
+//! | `positions`      | stream, seq (u64 BE)                                   | the record's position                      |
 //! | `meta`           | `"format"`                                             | format version                             |
 //!
 //! Big-endian seqs make one stream's events one contiguous key range in seq
 //! order, and `snapshot_order` sorts exactly as
 //! [`snapshot_order`](runstore_core::raw::snapshots::snapshot_order) does, so a stream's
-//! newest snapshot is the last key of its range.
+//! newest snapshot is the last key of its range. A `feed` value is what
+//! follows the tenant prefix in the record's `events` key, so the tenant
+//! prefix and the value make that key.
 
 use redb::TableDefinition;
 use runstore_core::{EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant};
@@ -56,11 +61,28 @@ pub(crate) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 /// each stream in snapshot order.
 pub(crate) const SNAPSHOT_ORDER: TableDefinition<&[u8], ()> =
     TableDefinition::new("snapshot_order");
+/// Each tenant's change feed (CONTRACT §29): tenant prefix + position ->
+/// the rest of the record's `events` key (run part and seq), so one range
+/// scan gives a tenant's records in feed order.
+pub(crate) const FEED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("feed");
+/// Tenant prefix -> the last position the tenant's feed handed out. Kept
+/// apart from `feed` so that a position is never reused, also after the
+/// record holding the highest one was compacted or erased.
+pub(crate) const FEED_HEADS: TableDefinition<&[u8], u64> = TableDefinition::new("feed_heads");
+/// Stream key + seq (an `events` key) -> the record's position: what
+/// compaction and erasure need to take the records they delete out of
+/// `feed`.
+pub(crate) const POSITIONS: TableDefinition<&[u8], u64> = TableDefinition::new("positions");
 /// Store metadata: `"format"` -> [`FORMAT_VERSION`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version this code reads and writes.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The layout version this code reads and writes: 2 added the feed tables.
+/// A file of version 1 gets them on its first open
+/// ([`crate::feed::give_positions`]); a version-1 build refuses a version-2
+/// file, so no record is ever written without a position.
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The layout version before the feed, which an open upgrades.
+pub(crate) const FORMAT_BEFORE_FEED: u64 = 1;
 /// The `meta` key holding the layout version.
 pub(crate) const FORMAT_KEY: &str = "format";
 
@@ -110,6 +132,25 @@ pub(crate) fn join(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
 /// The `events` key of `seq` in `stream`.
 pub(crate) fn event_key(stream: &[u8], seq: u64) -> Vec<u8> {
     join(stream, &seq.to_be_bytes())
+}
+
+/// How many leading bytes of `stream`, the stream key of `run_id`, are the
+/// tenant prefix.
+pub(crate) fn tenant_len(stream: &[u8], run_id: &RunId) -> usize {
+    stream.len() - 2 - run_id.as_str().len()
+}
+
+/// The `feed` key of `position` in the feed of the tenant whose prefix is
+/// `tenant`.
+pub(crate) fn feed_key(tenant: &[u8], position: u64) -> Vec<u8> {
+    join(tenant, &position.to_be_bytes())
+}
+
+/// The position a `feed` key of the tenant prefix `tenant` ends with.
+pub(crate) fn position_of_feed_key(tenant: &[u8], key: &[u8]) -> Result<u64, Failure> {
+    read_u64(key, tenant.len())
+        .filter(|_| key.len() == tenant.len() + 8)
+        .ok_or_else(|| corrupt_key("feed", key, "key is not tenant + 8-byte position"))
 }
 
 /// The seq an `events` key of `stream` ends with.
