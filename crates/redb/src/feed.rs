@@ -6,8 +6,8 @@
 //! position inside the transaction that makes it visible, and transactions
 //! commit in the order they took positions: a reader (a read transaction,
 //! which sees one committed state) never sees a position below one it saw
-//! before become visible later. The tables are [`FEED`], [`FEED_HEADS`] and
-//! [`POSITIONS`].
+//! before become visible later. The positions live in [`FEED`] and in each
+//! record's `events` value.
 
 use std::collections::HashMap;
 
@@ -17,86 +17,119 @@ use runstore_core::{Error, FeedPosition, FeedRecord, Result};
 use crate::{
     error::Failure,
     tables::{
-        EVENTS, FEED, FEED_HEADS, POSITIONS, decode_event, decode_stream, event_key, feed_key,
-        join, position_of_feed_key, seq_of_event_key, tenant_len,
+        EVENTS, FEED, decode_event, decode_stream, feed_head_key, feed_key, join,
+        position_of_feed_key, seq_of_event_key, set_position, tenant_len, with_position,
     },
     writer::LogTables,
 };
 
-/// Gives the records of `stream` at `seqs`, in that order, the tenant's
-/// next positions. `tenant` is how many leading bytes of `stream` are the
-/// tenant prefix ([`tenant_len`]).
-pub(crate) fn enter(
-    tables: &mut LogTables<'_, '_>,
-    stream: &[u8],
-    tenant: usize,
-    seqs: impl IntoIterator<Item = u64>,
-) -> Result<(), Failure> {
-    let prefix = &stream[..tenant];
-    let mut last = tables
-        .feed_heads
-        .get(prefix)?
-        .map_or(0, |guard| guard.value());
-    let before = last;
-    for seq in seqs {
-        last = last.checked_add(1).ok_or_else(|| {
-            Error::corrupt(
-                format!("feed_heads table, tenant key {prefix:02x?}"),
-                "the last position leaves no next one",
-            )
-        })?;
-        let key = event_key(stream, seq);
-        tables.positions.insert(key.as_slice(), last)?;
-        tables
-            .feed
-            .insert(feed_key(prefix, last).as_slice(), &key[tenant..])?;
-    }
-    if last != before {
-        tables.feed_heads.insert(prefix, last)?;
-        *tables.fed = true;
-    }
-    Ok(())
+/// The last position the feed of the tenant prefix `prefix` handed out, 0
+/// before its first.
+fn last_position(
+    feed: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<u64, Failure> {
+    let Some(value) = feed.get(feed_head_key(prefix).as_slice())? else {
+        return Ok(0);
+    };
+    let raw: [u8; 8] = value.value().try_into().map_err(|_| {
+        Error::corrupt(
+            format!("feed table, tenant key {prefix:02x?}"),
+            "the last position is not 8 bytes",
+        )
+    })?;
+    Ok(u64::from_be_bytes(raw))
 }
 
-/// Takes the record of `stream` at `seq` out of the feed (it is being
-/// deleted or replaced); a record without a position is left alone.
+/// Hands out one tenant's next positions inside a job: [`Positions::start`]
+/// reads the tenant's last position, [`Positions::take`] gives the next one
+/// to a record as it is stored, [`Positions::finish`] keeps the last one.
+pub(crate) struct Positions<'s> {
+    stream: &'s [u8],
+    /// How many leading bytes of `stream` are the tenant prefix.
+    tenant: usize,
+    last: u64,
+    first: u64,
+}
+
+impl<'s> Positions<'s> {
+    /// Starts handing out `count` positions to records of `stream`;
+    /// `tenant` is how many of its leading bytes are the tenant prefix
+    /// ([`tenant_len`]). Call it before the job writes anything: it refuses
+    /// a count the positions left cannot hold.
+    pub(crate) fn start(
+        tables: &LogTables<'_, '_>,
+        stream: &'s [u8],
+        tenant: usize,
+        count: usize,
+    ) -> Result<Self, Failure> {
+        let prefix = &stream[..tenant];
+        let last = last_position(&*tables.feed, prefix)?;
+        let room = u64::try_from(count)
+            .ok()
+            .and_then(|count| last.checked_add(count));
+        if room.is_none() {
+            return Err(Error::corrupt(
+                format!("feed table, tenant key {prefix:02x?}"),
+                format!("the last position {last} leaves no room for {count} more"),
+            )
+            .into());
+        }
+        Ok(Self {
+            stream,
+            tenant,
+            last,
+            first: last,
+        })
+    }
+
+    /// Gives the record about to be stored at `seq`, encoded in `value`,
+    /// the tenant's next position, and enters it in the feed (at most the
+    /// `count` given to [`Positions::start`]).
+    pub(crate) fn take(
+        &mut self,
+        tables: &mut LogTables<'_, '_>,
+        seq: u64,
+        value: &mut [u8],
+    ) -> Result<(), Failure> {
+        let prefix = &self.stream[..self.tenant];
+        let position = self.last + 1;
+        set_position(value, position);
+        let mut rest = Vec::with_capacity(self.stream.len() - self.tenant + 8);
+        rest.extend_from_slice(&self.stream[self.tenant..]);
+        rest.extend_from_slice(&seq.to_be_bytes());
+        tables
+            .feed
+            .insert(feed_key(prefix, position).as_slice(), rest.as_slice())?;
+        self.last = position;
+        Ok(())
+    }
+
+    /// Keeps the last position handed out, if any.
+    pub(crate) fn finish(self, tables: &mut LogTables<'_, '_>) -> Result<(), Failure> {
+        if self.last != self.first {
+            let prefix = &self.stream[..self.tenant];
+            tables.feed.insert(
+                feed_head_key(prefix).as_slice(),
+                self.last.to_be_bytes().as_slice(),
+            )?;
+            *tables.fed = true;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the record whose `events` value is `value` out of the feed of the
+/// tenant prefix `prefix` (the record is being deleted or replaced); a
+/// record without a position is left alone.
 pub(crate) fn leave(
     tables: &mut LogTables<'_, '_>,
-    stream: &[u8],
-    tenant: usize,
-    seq: u64,
+    prefix: &[u8],
+    position: Option<u64>,
 ) -> Result<(), Failure> {
-    let key = event_key(stream, seq);
-    let position = tables
-        .positions
-        .remove(key.as_slice())?
-        .map(|guard| guard.value());
     if let Some(position) = position {
-        tables
-            .feed
-            .remove(feed_key(&stream[..tenant], position).as_slice())?;
+        tables.feed.remove(feed_key(prefix, position).as_slice())?;
     }
-    Ok(())
-}
-
-/// Takes every record of `stream` out of the feed: one range scan of the
-/// stream's `positions`.
-pub(crate) fn leave_stream(
-    tables: &mut LogTables<'_, '_>,
-    stream: &[u8],
-    tenant: usize,
-    end: &[u8],
-) -> Result<(), Failure> {
-    let mut doomed = Vec::new();
-    for entry in tables.positions.range(stream..end)? {
-        doomed.push(entry?.1.value());
-    }
-    for position in doomed {
-        tables
-            .feed
-            .remove(feed_key(&stream[..tenant], position).as_slice())?;
-    }
-    tables.positions.retain_in(stream..end, |_, _| false)?;
     Ok(())
 }
 
@@ -116,6 +149,7 @@ pub(crate) fn read(
     };
     let feed = txn.open_table(FEED)?;
     let events = txn.open_table(EVENTS)?;
+    // The tenant's head entry sorts after this range.
     let (from, to) = (feed_key(prefix, first), feed_key(prefix, u64::MAX));
     let mut records = Vec::with_capacity(limit.min(1024));
     for entry in feed.range(from.as_slice()..=to.as_slice())?.take(limit) {
@@ -139,49 +173,77 @@ pub(crate) fn read(
     Ok(records)
 }
 
-/// Gives every record of a file written before the feed its position, in
-/// `txn` (the open's): per tenant, in key order of `events`, that is run by
-/// run (by the stream key's run part) and each run in seq order. One pass
-/// over `events`, two inserts per record.
+/// How many `events` entries the upgrade rewrites per step (it cannot
+/// write the table while it iterates it).
+const UPGRADE_STEP: usize = 4096;
+
+/// Gives every record of a file of layout version 1 its position, in `txn`
+/// (the open's): per tenant, in key order of `events`, that is run by run
+/// (by the stream key's run part) and each run in seq order. Every
+/// `events` value is rewritten with its position in the header, and gets
+/// its `feed` entry; each tenant's last position is kept. A value cut short
+/// of its header (unreadable already) gets no position.
 pub(crate) fn give_positions(txn: &WriteTransaction) -> Result<(), Failure> {
-    let events = txn.open_table(EVENTS)?;
+    let mut events = txn.open_table(EVENTS)?;
     let mut feed = txn.open_table(FEED)?;
-    let mut positions = txn.open_table(POSITIONS)?;
-    let mut heads = txn.open_table(FEED_HEADS)?;
     let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
-    // The tenant prefix of the stream seen last: the streams of a tenant
-    // are adjacent in key order, so most keys are decoded no further.
+    // The stream seen last and its tenant prefix's length: a stream's
+    // records are adjacent in key order, so most keys are decoded no
+    // further.
     let mut current: Option<(Vec<u8>, usize)> = None;
-    for entry in events.iter()? {
-        let (key, _) = entry?;
-        let key = key.value();
-        let stream_len = key.len().saturating_sub(8);
-        let tenant = match &current {
-            Some((stream, tenant)) if key.starts_with(stream) && stream.len() == stream_len => {
-                *tenant
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let mut step = Vec::with_capacity(UPGRADE_STEP);
+        {
+            let range = match &after {
+                Some(after) => events.range::<&[u8]>((
+                    std::ops::Bound::Excluded(after.as_slice()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => events.iter()?,
+            };
+            for entry in range.take(UPGRADE_STEP) {
+                let (key, value) = entry?;
+                step.push((key.value().to_vec(), value.value().to_vec()));
             }
-            _ => {
-                let (stream, len) = decode_stream(key)?;
-                let tenant = tenant_len(&key[..len], &stream.run_id);
-                current = Some((key[..len].to_vec(), tenant));
-                tenant
-            }
+        }
+        let Some((last_key, _)) = step.last() else {
+            break;
         };
-        let prefix = &key[..tenant];
-        let position = last.entry(prefix.to_vec()).or_insert(0);
-        *position += 1;
-        positions.insert(key, *position)?;
-        feed.insert(feed_key(prefix, *position).as_slice(), &key[tenant..])?;
+        after = Some(last_key.clone());
+        for (key, value) in step {
+            let stream_len = key.len().saturating_sub(8);
+            let tenant = match &current {
+                Some((stream, tenant)) if stream.as_slice() == &key[..stream_len] => *tenant,
+                _ => {
+                    let (stream, len) = decode_stream(&key)?;
+                    let tenant = tenant_len(&key[..len], &stream.run_id);
+                    current = Some((key[..len].to_vec(), tenant));
+                    tenant
+                }
+            };
+            let prefix = &key[..tenant];
+            let counter = last.entry(prefix.to_vec()).or_insert(0);
+            let Some(upgraded) = with_position(&value, *counter + 1) else {
+                continue;
+            };
+            *counter += 1;
+            events.insert(key.as_slice(), upgraded.as_slice())?;
+            feed.insert(feed_key(prefix, *counter).as_slice(), &key[tenant..])?;
+        }
     }
     for (prefix, position) in last {
-        heads.insert(prefix.as_slice(), position)?;
+        feed.insert(
+            feed_head_key(&prefix).as_slice(),
+            position.to_be_bytes().as_slice(),
+        )?;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use redb::{Database, ReadableDatabase as _, TableDefinition};
+    use redb::{Database, ReadableDatabase as _, ReadableTableMetadata as _};
     use runstore_core::{
         EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, SnapshotStore, Tenant,
     };
@@ -191,7 +253,7 @@ mod tests {
         RedbOptions, RedbStore,
         tables::{
             ERASED, FORMAT_BEFORE_FEED, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META,
-            SNAPSHOT_ORDER, SNAPSHOTS, encode_event, stream_key,
+            SNAPSHOT_ORDER, SNAPSHOTS, event_key, event_position, stream_key,
         },
     };
 
@@ -232,7 +294,10 @@ mod tests {
             meta.insert(FORMAT_KEY, FORMAT_BEFORE_FEED).unwrap();
             for (tenant, record) in records {
                 let stream = stream_key(tenant, &record.run_id);
-                let value = encode_event(record).unwrap();
+                // Version 1's value: flags, `occurred_at_ms`, JSON.
+                let mut value = vec![u8::from(record.is_compaction_marker())];
+                value.extend_from_slice(&record.occurred_at_ms.to_be_bytes());
+                value.extend(serde_json::to_vec(record).unwrap());
                 let key = event_key(&stream, record.seq);
                 events.insert(key.as_slice(), value.as_slice()).unwrap();
                 let key = join(&stream, record.event_id.as_str().as_bytes());
@@ -249,10 +314,18 @@ mod tests {
         meta.get(FORMAT_KEY).unwrap().unwrap().value()
     }
 
-    fn table_len(store: &RedbStore, table: TableDefinition<&'static [u8], u64>) -> u64 {
-        use redb::ReadableTableMetadata as _;
+    /// How many entries `feed` holds (records' and tenants' heads), and
+    /// the positions the `events` values hold.
+    fn feed_len_and_positions(store: &RedbStore) -> (u64, Vec<Option<u64>>) {
         let txn = store.inner.db.begin_read().unwrap();
-        txn.open_table(table).unwrap().len().unwrap()
+        let feed = txn.open_table(FEED).unwrap().len().unwrap();
+        let events = txn.open_table(EVENTS).unwrap();
+        let positions = events
+            .iter()
+            .unwrap()
+            .map(|entry| event_position(entry.unwrap().1.value()))
+            .collect();
+        (feed, positions)
     }
 
     /// `(run, seq)` of each record of `feed`, and whether the positions run
@@ -307,7 +380,10 @@ mod tests {
 
         // Once: the next open finds version 2 and changes nothing.
         let store = open(&path).await;
-        assert_eq!(table_len(&store, POSITIONS), 6);
+        // Six records and two heads; every value holds its position.
+        let (entries, positions) = feed_len_and_positions(&store);
+        assert_eq!(entries, 8);
+        assert!(positions.iter().all(Option::is_some), "{positions:?}");
         assert_eq!(
             store.read_feed(&a, FeedPosition::START, 10).await.unwrap(),
             feed_a
@@ -364,7 +440,8 @@ mod tests {
         let feed = store.read_feed(&t, FeedPosition::START, 10).await.unwrap();
         let positions: Vec<FeedPosition> = feed.iter().map(|entry| entry.position).collect();
         assert_eq!(positions, [FeedPosition::new(1), FeedPosition::new(3)]);
-        assert_eq!(table_len(&store, POSITIONS), 2);
+        // Two records and the head.
+        assert_eq!(feed_len_and_positions(&store).0, 3);
         drop(store);
         let store = open(&path).await;
         store.append(&t, &event(&t, "kept", "k2", 0)).await.unwrap();

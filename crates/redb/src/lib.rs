@@ -92,8 +92,8 @@ use crate::{
     backend::{UnsyncedBackend, discard_unfinished_create},
     error::{BACKEND, Failure},
     tables::{
-        ERASED, EVENTS, FEED, FEED_HEADS, FORMAT_BEFORE_FEED, FORMAT_KEY, FORMAT_VERSION, HEADS,
-        IDS, META, POSITIONS, SNAPSHOT_ORDER, SNAPSHOTS,
+        ERASED, EVENTS, FEED, FORMAT_BEFORE_FEED, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META,
+        SNAPSHOT_ORDER, SNAPSHOTS,
     },
     writer::{FeedHooks, Writer},
 };
@@ -486,8 +486,6 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SNAPSHOT_ORDER)?;
         txn.open_table(FEED)?;
-        txn.open_table(FEED_HEADS)?;
-        txn.open_table(POSITIONS)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {

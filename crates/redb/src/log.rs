@@ -16,11 +16,11 @@ use runstore_core::{
 use crate::{
     RedbStore,
     error::Failure,
-    feed,
+    feed::{self, Positions},
     tables::{
         self, ERASED, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
-        event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_len,
-        tenant_prefix,
+        event_key, event_position, join, prefix_end, seq_of_event_key, split_order_key, stream_key,
+        tenant_len, tenant_prefix,
     },
     writer::{LogTables, SnapshotTables, WriteTables},
 };
@@ -134,14 +134,17 @@ fn append(
     let Some(new_last) = plan.new_records.last().map(|record| record.seq) else {
         return Ok((plan.outcomes, (plan.new_records, Vec::new())));
     };
-    let encoded = plan
+    let mut encoded = plan
         .new_records
         .iter()
         .map(encode_event)
         .collect::<Result<Vec<_>>>()?;
+    let tenant = tenant_len(stream, run_id);
+    let mut positions = Positions::start(tables, stream, tenant, encoded.len())?;
     // Nothing is written above this line, so a refusal leaves the batch
     // intact.
-    for (record, bytes) in plan.new_records.iter().zip(&encoded) {
+    for (record, bytes) in plan.new_records.iter().zip(&mut encoded) {
+        positions.take(tables, record.seq, bytes)?;
         let key = event_key(stream, record.seq);
         tables.events.insert(key.as_slice(), bytes.as_slice())?;
         // The planner found the id absent; ids a marker-typed event names are
@@ -153,8 +156,7 @@ fn append(
         }
     }
     tables.heads.insert(stream, new_last)?;
-    let seqs = plan.new_records.iter().map(|record| record.seq);
-    feed::enter(tables, stream, tenant_len(stream, run_id), seqs)?;
+    positions.finish(tables)?;
     Ok((plan.outcomes, (plan.new_records, encoded)))
 }
 
@@ -183,19 +185,21 @@ fn import(
     let Some(new_last) = missing.last().map(|record| record.seq) else {
         return Ok(0);
     };
-    let encoded = missing
+    let mut encoded = missing
         .iter()
         .map(encode_event)
         .collect::<Result<Vec<_>>>()?;
-    for (record, bytes) in missing.iter().zip(&encoded) {
+    let tenant = tenant_len(stream, run_id);
+    let mut positions = Positions::start(tables, stream, tenant, encoded.len())?;
+    for (record, bytes) in missing.iter().zip(&mut encoded) {
+        positions.take(tables, record.seq, bytes)?;
         let key = event_key(stream, record.seq);
         tables.events.insert(key.as_slice(), bytes.as_slice())?;
         // First occurrence wins, as a scan in seq order would find it.
         register_ids(tables, stream, record)?;
     }
     tables.heads.insert(stream, new_last)?;
-    let seqs = missing.iter().map(|record| record.seq);
-    feed::enter(tables, stream, tenant_len(stream, run_id), seqs)?;
+    positions.finish(tables)?;
     // A deleted run imported (or imported onto a deleted run) stays a
     // deleted run: `list_runs` leaves it out as the source store did.
     let was_erased = last == 0 || erased_at(&*erased, stream)? == Some(last);
@@ -246,9 +250,12 @@ fn delete(
     let (first, end) = (event_key(stream, 0), event_key(stream, u64::MAX));
     let mut ordinary = 0;
     let mut remembers = false;
+    // Every record leaves the feed: its position is in its header.
+    let mut positions = Vec::new();
     // Headers say which records are markers; only markers are parsed.
     for entry in tables.events.range(first.as_slice()..=end.as_slice())? {
         let (entry_key, value) = entry?;
+        positions.push(event_position(value.value()));
         match event_header(value.value()) {
             Some((true, _)) => {
                 let seq = seq_of_event_key(stream, entry_key.value())?;
@@ -264,28 +271,32 @@ fn delete(
         return Ok(None);
     }
     let marker = erasure_marker(tenant, run_id, last);
-    let marker_bytes = encode_event(&marker)?;
+    let mut marker_bytes = encode_event(&marker)?;
+    let tenant_bytes = tenant_len(stream, run_id);
+    let mut position = Positions::start(&tables, stream, tenant_bytes, 1)?;
     // Nothing is written above this line, so a refusal leaves the batch
     // intact.
     tables
         .events
         .retain_in(first.as_slice()..=end.as_slice(), |_, _| false)?;
+    for old in positions {
+        feed::leave(&mut tables, &stream[..tenant_bytes], old)?;
+    }
     // Live ids, remembered ids and the old marker's own: every key of the
     // stream's range (no stream key is a prefix of another).
     let ids_end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
     tables
         .ids
         .retain_in(stream..ids_end.as_slice(), |_, _| false)?;
-    let tenant = tenant_len(stream, run_id);
-    feed::leave_stream(&mut tables, stream, tenant, &ids_end)?;
+    // The marker is a new record: a new position, above every other.
+    position.take(&mut tables, last, &mut marker_bytes)?;
     let key = event_key(stream, last);
     tables
         .events
         .insert(key.as_slice(), marker_bytes.as_slice())?;
     let key = join(stream, marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), last)?;
-    // The marker is a new record: a new position, above every other.
-    feed::enter(&mut tables, stream, tenant, [last])?;
+    position.finish(&mut tables)?;
     // The head keeps `last`: the seqs are never reused.
     erased.insert(stream, last)?;
     Ok(Some(ordinary))
@@ -298,6 +309,8 @@ struct Change {
     /// The pruned events' seqs, ascending.
     pruned: Vec<u64>,
     old_marker: Option<(EventId, u64)>,
+    /// The feed positions of the pruned events and the old marker.
+    left: Vec<Option<u64>>,
     marker: EventRecord,
     marker_bytes: Vec<u8>,
 }
@@ -313,6 +326,7 @@ fn compact_stream(
     let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
     let mut pruned = Vec::new();
+    let mut left = Vec::new();
     let first = event_key(&stream, 0);
     let last = event_key(&stream, u64::MAX);
     // One pass: the header says which records matter, and only those are
@@ -331,8 +345,10 @@ fn compact_stream(
         })?;
         if is_marker && old_marker.is_none() {
             old_marker = Some(decode_event(&stream, seq, value.value())?);
+            left.push(event_position(value.value()));
         } else if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
             pruned.push(decode_event(&stream, seq, value.value())?);
+            left.push(event_position(value.value()));
         }
     }
     if pruned.is_empty() {
@@ -384,9 +400,19 @@ fn compact_stream(
         .into());
     }
     let marker_bytes = encode_event(&marker)?;
+    // A step writes a marker for at most this many streams; refused here,
+    // before the step writes anything, when the positions left cannot
+    // hold them.
+    Positions::start(
+        tables,
+        &stream,
+        tenant_len(&stream, &key.run_id),
+        COMPACT_STEP_EVENTS,
+    )?;
     Ok(Some(Change {
         pruned: pruned.iter().map(|record| record.seq).collect(),
         old_marker: old,
+        left,
         stream,
         key,
         marker,
@@ -395,18 +421,15 @@ fn compact_stream(
 }
 
 /// Writes one stream's compaction.
-fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure> {
+fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Failure> {
     let stream = change.stream.as_slice();
     // The pruned ids stay in `ids`: the marker remembers them.
     let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
         return Ok(());
     };
     let tenant = tenant_len(stream, &change.key.run_id);
-    for &seq in &change.pruned {
-        feed::leave(tables, stream, tenant, seq)?;
-    }
-    if let Some((_, seq)) = &change.old_marker {
-        feed::leave(tables, stream, tenant, *seq)?;
+    for position in &change.left {
+        feed::leave(tables, &stream[..tenant], *position)?;
     }
     let (low, high) = (event_key(stream, low), event_key(stream, high));
     let doomed = &change.pruned;
@@ -432,6 +455,10 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
             tables.ids.remove(key.as_slice())?;
         }
     }
+    // The marker is a new record: a new position, above every other
+    // (`compact_stream` checked there is room).
+    let mut position = Positions::start(tables, stream, tenant, 1)?;
+    position.take(tables, change.marker.seq, &mut change.marker_bytes)?;
     let key = event_key(stream, change.marker.seq);
     tables
         .events
@@ -439,8 +466,7 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
     // `merge_marker` chose an id no event of the stream holds.
     let key = join(stream, change.marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), change.marker.seq)?;
-    // The marker is a new record: a new position, above every other.
-    feed::enter(tables, stream, tenant, [change.marker.seq])?;
+    position.finish(tables)?;
     Ok(())
 }
 
@@ -528,11 +554,11 @@ fn compact(
             }
         }
     }
-    for change in changes {
+    for mut change in changes {
         if fault == Some(change.stream.as_slice()) {
             return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
         }
-        apply(&mut tables, &change)?;
+        apply(&mut tables, &mut change)?;
         report.record(&change.key, Ok(change.pruned.len()));
     }
     report.sort();

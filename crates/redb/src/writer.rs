@@ -29,7 +29,7 @@ use runstore_core::{
 
 use crate::{
     error::{self, Failure},
-    tables::{ERASED, EVENTS, FEED, FEED_HEADS, HEADS, IDS, POSITIONS, SNAPSHOT_ORDER, SNAPSHOTS},
+    tables::{ERASED, EVENTS, FEED, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
 };
 
 type EventsTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
@@ -61,8 +61,6 @@ struct LogSlots<'t> {
     ids: Option<SeqTable<'t>>,
     heads: Option<SeqTable<'t>>,
     feed: Option<EventsTable<'t>>,
-    feed_heads: Option<SeqTable<'t>>,
-    positions: Option<SeqTable<'t>>,
     /// Whether a job of the batch gave records feed positions: the commit
     /// then sleeps for the test delay first, and raises the feed signal.
     fed: bool,
@@ -75,8 +73,6 @@ impl<'t> LogSlots<'t> {
             ids: opened(&mut self.ids, txn, IDS)?,
             heads: opened(&mut self.heads, txn, HEADS)?,
             feed: opened(&mut self.feed, txn, FEED)?,
-            feed_heads: opened(&mut self.feed_heads, txn, FEED_HEADS)?,
-            positions: opened(&mut self.positions, txn, POSITIONS)?,
             fed: &mut self.fed,
         })
     }
@@ -89,9 +85,7 @@ pub(crate) struct LogTables<'a, 't> {
     pub(crate) ids: &'a mut SeqTable<'t>,
     pub(crate) heads: &'a mut SeqTable<'t>,
     pub(crate) feed: &'a mut EventsTable<'t>,
-    pub(crate) feed_heads: &'a mut SeqTable<'t>,
-    pub(crate) positions: &'a mut SeqTable<'t>,
-    /// Set when records take positions ([`crate::feed::enter`]).
+    /// Set when records take positions ([`crate::feed::Positions`]).
     pub(crate) fed: &'a mut bool,
 }
 
@@ -134,7 +128,7 @@ impl<'t> WriteTables<'t> {
         self.job_writes = false;
     }
 
-    /// The event log's tables (`events`, `ids`, `heads` and the feed's).
+    /// The event log's tables (`events`, `ids`, `heads`, `feed`).
     pub(crate) fn log(&mut self) -> Result<LogTables<'_, 't>, Failure> {
         self.log.open(self.txn)
     }
