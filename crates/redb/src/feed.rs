@@ -421,25 +421,24 @@ mod tests {
     }
 
     /// CONTRACT §29: a position is never handed out twice, also after the
-    /// record holding the highest one was deleted and the store reopened.
+    /// record holding the highest one was deleted (here pruned, so that
+    /// its marker is the next record) and the store reopened.
     #[tokio::test(flavor = "multi_thread")]
     async fn positions_are_not_reused_after_the_highest_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let t = tenant("a");
         let store = open(&path).await;
-        store.append(&t, &event(&t, "kept", "k1", 0)).await.unwrap();
-        store.append(&t, &event(&t, "gone", "g1", 0)).await.unwrap();
-        assert_eq!(
-            store
-                .delete_run(&t, &RunId::new("gone").unwrap())
-                .await
-                .unwrap(),
-            1
-        );
+        let mut recent = event(&t, "kept", "k1", 0);
+        recent.occurred_at_ms = 1_000_000;
+        store.append(&t, &recent).await.unwrap();
+        store.append(&t, &event(&t, "old", "o1", 0)).await.unwrap();
+        // o1, at position 2, is pruned; k1 is too recent.
+        assert_eq!(store.compact(100, 10_000).await.unwrap().removed, 1);
         let feed = store.read_feed(&t, FeedPosition::START, 10).await.unwrap();
         let positions: Vec<FeedPosition> = feed.iter().map(|entry| entry.position).collect();
         assert_eq!(positions, [FeedPosition::new(1), FeedPosition::new(3)]);
+        assert!(feed[1].record.is_compaction_marker());
         // Two records and the head.
         assert_eq!(feed_len_and_positions(&store).0, 3);
         drop(store);
@@ -447,5 +446,27 @@ mod tests {
         store.append(&t, &event(&t, "kept", "k2", 0)).await.unwrap();
         let next = store.read_feed(&t, FeedPosition::new(3), 10).await.unwrap();
         assert_eq!(next[0].position, FeedPosition::new(4));
+    }
+
+    /// The handle's feed signal is raised by a commit that gave records
+    /// positions, and not by one that wrote none or only a snapshot.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_signal_is_raised_after_each_commit_that_fed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("store.redb")).await;
+        let t = tenant("a");
+        let mut woken = EventLog::feed_signal(&store).unwrap().subscribe();
+        store.append(&t, &event(&t, "run", "e1", 0)).await.unwrap();
+        assert!(woken.has_changed().unwrap(), "an append raises it");
+        woken.borrow_and_update();
+        store.append(&t, &event(&t, "run", "e1", 0)).await.unwrap();
+        let snapshot = runstore_conformance::snapshot(&t, "run", "snap", 1, 1);
+        store.put(&t, &snapshot).await.unwrap();
+        assert!(!woken.has_changed().unwrap(), "a retry and a put do not");
+        store
+            .delete_run(&t, &RunId::new("run").unwrap())
+            .await
+            .unwrap();
+        assert!(woken.has_changed().unwrap(), "an erasure marker raises it");
     }
 }

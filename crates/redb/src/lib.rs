@@ -360,10 +360,6 @@ impl RedbStore {
         &self.inner.limits
     }
 
-    fn feed_signal(&self) -> &FeedSignal {
-        &self.inner.feed_signal
-    }
-
     /// The stream key whose compaction or prune writes fail (tests only;
     /// `None` otherwise).
     fn maintenance_fault(&self) -> Option<Vec<u8>> {

@@ -876,7 +876,7 @@ impl EventLog for RedbStore {
     }
 
     fn feed_signal(&self) -> Option<FeedSignal> {
-        Some(RedbStore::feed_signal(self).clone())
+        Some(self.inner.feed_signal.clone())
     }
 
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
