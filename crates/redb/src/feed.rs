@@ -17,8 +17,9 @@ use runstore_core::{Error, FeedPosition, FeedRecord, Result};
 use crate::{
     error::Failure,
     tables::{
-        EVENTS, FEED, decode_event, decode_stream, feed_head_key, feed_key, join,
-        position_of_feed_key, seq_of_event_key, set_position, tenant_len, with_position,
+        EVENTS, FEED, decode_event, decode_stream, event_key, event_position, feed_head_key,
+        feed_key, join, position_of_feed_key, seq_of_event_key, set_position, tenant_len,
+        with_position,
     },
     writer::LogTables,
 };
@@ -41,15 +42,122 @@ fn last_position(
     Ok(u64::from_be_bytes(raw))
 }
 
+/// A `feed` entry's value: the rest of the `events` key of its first record
+/// (run part and seq), then how many records it covers (u64 BE).
+fn entry_value(rest_of_key: &[u8], count: u64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(rest_of_key.len() + 8);
+    value.extend_from_slice(rest_of_key);
+    value.extend_from_slice(&count.to_be_bytes());
+    value
+}
+
+/// A live record of a `feed` entry: its position, its seq, and its
+/// `events` value.
+type Live<'e> = (u64, u64, redb::AccessGuard<'e, &'static [u8]>);
+
+/// One `feed` entry, decoded: positions `first..first + count` stand for the
+/// records at seqs `seq..seq + count` of `stream`, those of them whose
+/// `events` header still holds that position.
+struct Entry {
+    first: u64,
+    stream: Vec<u8>,
+    seq: u64,
+    count: u64,
+}
+
+impl Entry {
+    fn decode(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<Self, Failure> {
+        let first = position_of_feed_key(prefix, key)?;
+        let parts = value
+            .len()
+            .checked_sub(16)
+            .and_then(|split| {
+                let seq = u64::from_be_bytes(value.get(split..split + 8)?.try_into().ok()?);
+                let count = u64::from_be_bytes(value.get(split + 8..)?.try_into().ok()?);
+                Some((split, seq, count))
+            })
+            .filter(|(_, _, count)| *count > 0);
+        let Some((split, seq, count)) = parts else {
+            return Err(Error::corrupt(
+                format!("feed table, tenant key {prefix:02x?}, position {first}"),
+                "value is not run key + seq + count",
+            )
+            .into());
+        };
+        Ok(Self {
+            first,
+            stream: join(prefix, &value[..split]),
+            seq,
+            count,
+        })
+    }
+
+    /// Whether the entry covers `position`.
+    fn covers(&self, position: u64) -> bool {
+        position >= self.first && position - self.first < self.count
+    }
+
+    /// Up to `limit` of the entry's records at `from` or after that are
+    /// still in the feed, in position order, with their positions and
+    /// seqs: one range scan of the stream's `events`.
+    fn live<'e>(
+        &self,
+        events: &'e impl ReadableTable<&'static [u8], &'static [u8]>,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Live<'e>>, Failure> {
+        let skip = from.saturating_sub(self.first);
+        if skip >= self.count {
+            return Ok(Vec::new());
+        }
+        let mut live = Vec::new();
+        if limit == 0 {
+            return Ok(live);
+        }
+        let first_seq = self.seq + skip;
+        let from = event_key(&self.stream, first_seq);
+        if skip + 1 == self.count {
+            // One record (a single append's entry): a point lookup costs
+            // less than setting up a range.
+            let position = self.first + skip;
+            if let Some(value) = events.get(from.as_slice())?
+                && event_position(value.value()) == Some(position)
+            {
+                live.push((position, first_seq, value));
+            }
+            return Ok(live);
+        }
+        let to = event_key(&self.stream, self.seq.saturating_add(self.count - 1));
+        for entry in events.range(from.as_slice()..=to.as_slice())? {
+            if live.len() == limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let seq = seq_of_event_key(&self.stream, key.value())?;
+            let position = self.first + (seq - self.seq);
+            // A seq the record no longer holds (pruned, erased, or now a
+            // marker with a position of its own) is not this entry's.
+            if event_position(value.value()) == Some(position) {
+                live.push((position, seq, value));
+            }
+        }
+        Ok(live)
+    }
+}
+
 /// Hands out one tenant's next positions inside a job: [`Positions::start`]
 /// reads the tenant's last position, [`Positions::take`] gives the next one
-/// to a record as it is stored, [`Positions::finish`] keeps the last one.
+/// to a record as it is stored, [`Positions::finish`] writes the `feed`
+/// entries and keeps the last position. Records with consecutive seqs (a
+/// batch) share one `feed` entry.
 pub(crate) struct Positions<'s> {
     stream: &'s [u8],
     /// How many leading bytes of `stream` are the tenant prefix.
     tenant: usize,
     last: u64,
     first: u64,
+    /// The entry being built: its first position and seq, and its count.
+    pending: Option<(u64, u64, u64)>,
 }
 
 impl<'s> Positions<'s> {
@@ -80,33 +188,50 @@ impl<'s> Positions<'s> {
             tenant,
             last,
             first: last,
+            pending: None,
         })
     }
 
     /// Gives the record about to be stored at `seq`, encoded in `value`,
-    /// the tenant's next position, and enters it in the feed (at most the
-    /// `count` given to [`Positions::start`]).
+    /// the tenant's next position (at most the `count` given to
+    /// [`Positions::start`]).
     pub(crate) fn take(
         &mut self,
         tables: &mut LogTables<'_, '_>,
         seq: u64,
         value: &mut [u8],
     ) -> Result<(), Failure> {
-        let prefix = &self.stream[..self.tenant];
         let position = self.last + 1;
         set_position(value, position);
-        let mut rest = Vec::with_capacity(self.stream.len() - self.tenant + 8);
-        rest.extend_from_slice(&self.stream[self.tenant..]);
-        rest.extend_from_slice(&seq.to_be_bytes());
-        tables
-            .feed
-            .insert(feed_key(prefix, position).as_slice(), rest.as_slice())?;
         self.last = position;
+        match &mut self.pending {
+            Some((_, first_seq, count)) if first_seq.checked_add(*count) == Some(seq) => {
+                *count += 1;
+            }
+            _ => {
+                self.flush(tables)?;
+                self.pending = Some((position, seq, 1));
+            }
+        }
         Ok(())
     }
 
-    /// Keeps the last position handed out, if any.
-    pub(crate) fn finish(self, tables: &mut LogTables<'_, '_>) -> Result<(), Failure> {
+    fn flush(&mut self, tables: &mut LogTables<'_, '_>) -> Result<(), Failure> {
+        if let Some((position, seq, count)) = self.pending.take() {
+            let key = event_key(self.stream, seq);
+            let value = entry_value(&key[self.tenant..], count);
+            let prefix = &self.stream[..self.tenant];
+            tables
+                .feed
+                .insert(feed_key(prefix, position).as_slice(), value.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last entry and keeps the last position handed out, if
+    /// any.
+    pub(crate) fn finish(mut self, tables: &mut LogTables<'_, '_>) -> Result<(), Failure> {
+        self.flush(tables)?;
         if self.last != self.first {
             let prefix = &self.stream[..self.tenant];
             tables.feed.insert(
@@ -119,22 +244,59 @@ impl<'s> Positions<'s> {
     }
 }
 
-/// Takes the record whose `events` value is `value` out of the feed of the
-/// tenant prefix `prefix` (the record is being deleted or replaced); a
-/// record without a position is left alone.
+/// Takes records that were at `positions` in the feed of the tenant prefix
+/// `prefix` out of it, once their `events` entries have been deleted or
+/// replaced: every `feed` entry that covered one of them and now has no
+/// live record left is deleted (an entry with live records left keeps
+/// them; a read skips the dead ones). A record without a position is
+/// skipped.
 pub(crate) fn leave(
     tables: &mut LogTables<'_, '_>,
     prefix: &[u8],
-    position: Option<u64>,
+    positions: impl IntoIterator<Item = Option<u64>>,
 ) -> Result<(), Failure> {
-    if let Some(position) = position {
-        tables.feed.remove(feed_key(prefix, position).as_slice())?;
+    let mut touched: Vec<(Vec<u8>, Entry)> = Vec::new();
+    for position in positions.into_iter().flatten() {
+        if touched.iter().any(|(_, entry)| entry.covers(position)) {
+            continue;
+        }
+        if let Some(found) = covering(tables, prefix, position)? {
+            touched.push(found);
+        }
+    }
+    for (key, entry) in touched {
+        if entry.live(&*tables.events, 0, 1)?.is_empty() {
+            tables.feed.remove(key.as_slice())?;
+        }
     }
     Ok(())
 }
 
+/// The `feed` entry covering `position`, with its key, if any.
+fn covering(
+    tables: &LogTables<'_, '_>,
+    prefix: &[u8],
+    position: u64,
+) -> Result<Option<(Vec<u8>, Entry)>, Failure> {
+    let (from, to) = (feed_key(prefix, 0), feed_key(prefix, position));
+    let Some(found) = tables
+        .feed
+        .range(from.as_slice()..=to.as_slice())?
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (key, value) = found?;
+    let entry = Entry::decode(prefix, key.value(), value.value())?;
+    Ok(entry
+        .covers(position)
+        .then(|| (key.value().to_vec(), entry)))
+}
+
 /// Up to `limit` records of the tenant whose prefix is `prefix`, after
-/// `after`: one range scan of `feed` and a lookup in `events` per record.
+/// `after`: one range scan of `feed` from the entry covering the first
+/// position wanted, and for each entry one range scan of its stream's
+/// `events`.
 pub(crate) fn read(
     txn: &ReadTransaction,
     prefix: &[u8],
@@ -144,31 +306,37 @@ pub(crate) fn read(
     // Single-counter positions have no high part; nothing follows one
     // that has, nor `u64::MAX`.
     let (high, low) = after.parts();
-    let Some(first) = low.checked_add(1).filter(|_| high == 0 && limit > 0) else {
+    let Some(wanted) = low.checked_add(1).filter(|_| high == 0 && limit > 0) else {
         return Ok(Vec::new());
     };
     let feed = txn.open_table(FEED)?;
     let events = txn.open_table(EVENTS)?;
+    // The entry holding `wanted` may start before it.
+    let mut from = feed_key(prefix, wanted);
+    let before = feed
+        .range(feed_key(prefix, 0).as_slice()..=from.as_slice())?
+        .next_back();
+    if let Some(found) = before {
+        let (key, value) = found?;
+        if Entry::decode(prefix, key.value(), value.value())?.covers(wanted) {
+            from = key.value().to_vec();
+        }
+    }
     // The tenant's head entry sorts after this range.
-    let (from, to) = (feed_key(prefix, first), feed_key(prefix, u64::MAX));
+    let to = feed_key(prefix, u64::MAX);
     let mut records = Vec::with_capacity(limit.min(1024));
-    for entry in feed.range(from.as_slice()..=to.as_slice())?.take(limit) {
-        let (key, value) = entry?;
-        let position = position_of_feed_key(prefix, key.value())?;
-        let event = join(prefix, value.value());
-        let stream = event.get(..event.len().saturating_sub(8)).unwrap_or(&[]);
-        let seq = seq_of_event_key(stream, &event)?;
-        let Some(stored) = events.get(event.as_slice())? else {
-            return Err(Error::corrupt(
-                format!("feed table, tenant key {prefix:02x?}, position {position}"),
-                format!("the events table holds no record at key {event:02x?}"),
-            )
-            .into());
-        };
-        records.push(FeedRecord {
-            position: FeedPosition::new(position),
-            record: decode_event(stream, seq, stored.value())?,
-        });
+    for found in feed.range(from.as_slice()..=to.as_slice())? {
+        let (key, value) = found?;
+        let entry = Entry::decode(prefix, key.value(), value.value())?;
+        for (position, seq, stored) in entry.live(&events, wanted, limit - records.len())? {
+            records.push(FeedRecord {
+                position: FeedPosition::new(position),
+                record: decode_event(&entry.stream, seq, stored.value())?,
+            });
+        }
+        if records.len() == limit {
+            break;
+        }
     }
     Ok(records)
 }
@@ -229,7 +397,8 @@ pub(crate) fn give_positions(txn: &WriteTransaction) -> Result<(), Failure> {
             };
             *counter += 1;
             events.insert(key.as_slice(), upgraded.as_slice())?;
-            feed.insert(feed_key(prefix, *counter).as_slice(), &key[tenant..])?;
+            let value = entry_value(&key[tenant..], 1);
+            feed.insert(feed_key(prefix, *counter).as_slice(), value.as_slice())?;
         }
     }
     for (prefix, position) in last {
@@ -468,5 +637,42 @@ mod tests {
             .await
             .unwrap();
         assert!(woken.has_changed().unwrap(), "an erasure marker raises it");
+    }
+
+    /// A batch shares one `feed` entry: pruning part of it keeps the rest
+    /// at their positions, a read can start inside it, and the entry goes
+    /// once none of its records is left.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_entry_keeps_its_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("store.redb")).await;
+        let t = tenant("a");
+        let run = RunId::new("run").unwrap();
+        let batch: Vec<EventRecord> = (1..=6)
+            .map(|n| event(&t, "run", &format!("e{n}"), n))
+            .collect();
+        store.append_batch(&t, &run, &batch, None).await.unwrap();
+        // One entry and the head.
+        assert_eq!(feed_len_and_positions(&store).0, 2);
+        let snapshot = runstore_conformance::snapshot(&t, "run", "snap", 4, 1);
+        store.put(&t, &snapshot).await.unwrap();
+        // e1-e3 (seq < 4) are pruned; the marker takes seq 3 and position 7.
+        assert_eq!(store.compact(1, 10_000).await.unwrap().removed, 3);
+        let feed = store.read_feed(&t, FeedPosition::START, 10).await.unwrap();
+        let seen: Vec<(u64, u64)> = feed
+            .iter()
+            .map(|entry| (entry.position.parts().1, entry.record.seq))
+            .collect();
+        assert_eq!(seen, [(4, 4), (5, 5), (6, 6), (7, 3)]);
+        assert!(feed[3].record.is_compaction_marker());
+        let inside = store.read_feed(&t, FeedPosition::new(4), 2).await.unwrap();
+        assert_eq!(inside, feed[1..3]);
+        store.delete_run(&t, &run).await.unwrap();
+        let feed = store.read_feed(&t, FeedPosition::START, 10).await.unwrap();
+        assert_eq!(feed.len(), 1, "only the erasure marker is left");
+        assert_eq!(feed[0].position, FeedPosition::new(8));
+        // Its entry and the head: the batch's entry and the compaction
+        // marker's are gone.
+        assert_eq!(feed_len_and_positions(&store).0, 2);
     }
 }

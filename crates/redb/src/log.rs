@@ -279,9 +279,7 @@ fn delete(
     tables
         .events
         .retain_in(first.as_slice()..=end.as_slice(), |_, _| false)?;
-    for old in positions {
-        feed::leave(&mut tables, &stream[..tenant_bytes], old)?;
-    }
+    feed::leave(&mut tables, &stream[..tenant_bytes], positions)?;
     // Live ids, remembered ids and the old marker's own: every key of the
     // stream's range (no stream key is a prefix of another).
     let ids_end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
@@ -428,9 +426,6 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Fail
         return Ok(());
     };
     let tenant = tenant_len(stream, &change.key.run_id);
-    for position in &change.left {
-        feed::leave(tables, &stream[..tenant], *position)?;
-    }
     let (low, high) = (event_key(stream, low), event_key(stream, high));
     let doomed = &change.pruned;
     tables
@@ -466,6 +461,8 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Fail
     // `merge_marker` chose an id no event of the stream holds.
     let key = join(stream, change.marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), change.marker.seq)?;
+    // The records replaced leave the feed.
+    feed::leave(tables, &stream[..tenant], change.left.iter().copied())?;
     position.finish(tables)?;
     Ok(())
 }

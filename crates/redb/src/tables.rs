@@ -15,16 +15,16 @@
 //! | `erased`         | stream                                                 | last seq when the stream was last deleted  |
 //! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
 //! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
-//! | `feed`           | tenant prefix, position (u64 BE)                       | run part of the stream key, seq (u64 BE)   |
+//! | `feed`           | tenant prefix, first position (u64 BE)                 | run part of the stream key, first seq (u64 BE), count (u64 BE) |
 //! | `feed`           | tenant prefix, 9 bytes 0xff                            | the tenant's last position (u64 BE)        |
 //! | `meta`           | `"format"`                                             | format version                             |
 //!
 //! Big-endian seqs make one stream's events one contiguous key range in seq
 //! order, and `snapshot_order` sorts exactly as
 //! [`snapshot_order`](runstore_core::raw::snapshots::snapshot_order) does, so a stream's
-//! newest snapshot is the last key of its range. A `feed` value is what
-//! follows the tenant prefix in the record's `events` key, so the tenant
-//! prefix and the value make that key.
+//! newest snapshot is the last key of its range. A `feed` value without its
+//! count is what follows the tenant prefix in the first record's `events`
+//! key, so the tenant prefix and that make the key.
 
 use redb::TableDefinition;
 use runstore_core::{EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant};
@@ -62,9 +62,12 @@ pub(crate) const SNAPSHOT_ORDER: TableDefinition<&[u8], ()> =
     TableDefinition::new("snapshot_order");
 /// Each tenant's change feed (CONTRACT §29), two kinds of entry:
 ///
-/// - tenant prefix + position (u64 BE) -> the rest of the record's `events`
-///   key (run part and seq): one range scan gives a tenant's records in
-///   feed order;
+/// - tenant prefix + first position (u64 BE) -> the rest of the first
+///   record's `events` key (run part and seq) and a count (u64 BE): the
+///   positions `first..first + count` stand for the seqs `seq..seq + count`
+///   of that stream, each while the record at that seq holds that position
+///   in its header (a batch is one entry; see `crate::feed`). One range
+///   scan gives a tenant's entries in feed order;
 /// - tenant prefix + nine `0xff` bytes ([`feed_head_key`]) -> the last
 ///   position the tenant's feed handed out (u64 BE), kept apart from the
 ///   records' entries so that a position is never reused, also after the
