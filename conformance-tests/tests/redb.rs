@@ -7,6 +7,12 @@ fn harness() -> Harness {
     Harness::new("redb", Capabilities::persistent().with_exclusive_open(), |location| async move {
         runstore_redb::RedbStore::open(location.dir.join("store.redb")).await
     })
+    // One handle per file: the late-commit case closes the normal handle
+    // and writes through this one.
+    .on_slow_commits(|location, delay| async move {
+        let options = runstore_redb::RedbOptions::default().with_test_commit_delay(delay);
+        runstore_redb::RedbStore::open_with(location.dir.join("store.redb"), options).await
+    })
     .on_damage(|location, stream| async move {
         let path = location.dir.join("store.redb");
         tokio::task::spawn_blocking(move || damage_marker(&path, &stream))
@@ -17,12 +23,13 @@ fn harness() -> Harness {
 
 /// Overwrites the payload of `stream`'s compaction marker with something
 /// that is no marker payload, opening the file with redb directly. An
-/// `events` value is a flags byte (1 for a marker), `occurred_at_ms` (8
-/// bytes) and the record's JSON (see `runstore_redb`'s tables module).
+/// `events` value is a flags byte (1 for a marker, 2 when a feed position
+/// follows), `occurred_at_ms` (8 bytes), the position (8 bytes, with flag
+/// 2) and the record's JSON (see `runstore_redb`'s tables module).
 fn damage_marker(path: &std::path::Path, stream: &StreamKey) {
     use redb::ReadableTable as _;
     const EVENTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("events");
-    const HEADER: usize = 9;
+    let header = |value: &[u8]| if value[0] & 2 == 0 { 9 } else { 17 };
     let db = redb::Database::open(path).expect("open");
     let txn = db.begin_write().expect("begin");
     {
@@ -34,10 +41,15 @@ fn damage_marker(path: &std::path::Path, stream: &StreamKey) {
             if value[0] & 1 == 0 {
                 continue;
             }
-            let record: EventRecord = serde_json::from_slice(&value[HEADER..]).expect("record");
+            let record: EventRecord =
+                serde_json::from_slice(&value[header(value)..]).expect("record");
             if record.run_id == stream.run_id && stream.tenant.matches(&record.scope.tenant_context)
             {
-                found = Some((key.value().to_vec(), value[..HEADER].to_vec(), record));
+                found = Some((
+                    key.value().to_vec(),
+                    value[..header(value)].to_vec(),
+                    record,
+                ));
             }
         }
         let (key, mut value, mut record) = found.expect("the stream has a marker");

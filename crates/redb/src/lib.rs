@@ -70,6 +70,7 @@
 
 mod backend;
 mod error;
+mod feed;
 mod log;
 pub mod salvage;
 mod snapshots;
@@ -82,7 +83,7 @@ use redb::{
     Builder, Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
     backends::FileBackend,
 };
-use runstore_core::{Error, Result, validate::Limits};
+use runstore_core::{Error, FeedSignal, Result, validate::Limits};
 use runstore_fs::{StdFs, run_blocking};
 
 pub use runstore_core::Durability;
@@ -91,9 +92,10 @@ use crate::{
     backend::{UnsyncedBackend, discard_unfinished_create},
     error::{BACKEND, Failure},
     tables::{
-        ERASED, EVENTS, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META, SNAPSHOT_ORDER, SNAPSHOTS,
+        ERASED, EVENTS, FEED, FORMAT_BEFORE_FEED, FORMAT_KEY, FORMAT_VERSION, HEADS, IDS, META,
+        SNAPSHOT_ORDER, SNAPSHOTS,
     },
-    writer::Writer,
+    writer::{FeedHooks, Writer},
 };
 
 /// How a [`RedbStore`] is opened.
@@ -126,6 +128,11 @@ pub struct RedbOptions {
     /// What every write is checked against before it is queued (CONTRACT
     /// §21-§24). Default [`Limits::default`].
     pub limits: Limits,
+    /// How long every commit that gives records feed positions sleeps
+    /// after they took them and before it commits; a test hook for the
+    /// feed's lossless rule (CONTRACT §29), `None` by default.
+    #[doc(hidden)]
+    pub test_commit_delay: Option<std::time::Duration>,
 }
 
 impl Default for RedbOptions {
@@ -135,6 +142,7 @@ impl Default for RedbOptions {
             cache_size: None,
             max_batch: 1024,
             limits: Limits::default(),
+            test_commit_delay: None,
         }
     }
 }
@@ -172,6 +180,16 @@ impl RedbOptions {
         self.limits = limits;
         self
     }
+
+    /// Makes every commit that gives records feed positions sleep for
+    /// `delay` after they took them and before the commit makes them
+    /// visible. For tests of the feed's lossless rule only.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_test_commit_delay(mut self, delay: std::time::Duration) -> Self {
+        self.test_commit_delay = Some(delay);
+        self
+    }
 }
 
 /// A runstore backed by one redb file.
@@ -189,6 +207,9 @@ struct Inner {
     path: Arc<Path>,
     durability: Durability,
     limits: Limits,
+    /// Raised by the writer after each commit that gave records feed
+    /// positions.
+    feed_signal: FeedSignal,
     /// A stream whose compaction or prune writes fail as redb would, to
     /// test the stream-by-stream retry.
     #[cfg(test)]
@@ -264,17 +285,24 @@ impl RedbStore {
     /// Starts the writer of the opened `db`.
     fn start(path: Arc<Path>, db: Database, options: RedbOptions) -> Result<Self> {
         let db = Arc::new(db);
+        let feed_signal = FeedSignal::new();
+        let hooks = FeedHooks {
+            signal: feed_signal.clone(),
+            commit_delay: options.test_commit_delay,
+        };
         let writer = Writer::start(
             Arc::clone(&db),
             path.to_path_buf(),
             options.durability,
             options.max_batch,
+            hooks,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 durability: options.durability,
                 limits: options.limits,
+                feed_signal,
                 #[cfg(test)]
                 maintenance_fault: std::sync::Mutex::new(None),
                 db,
@@ -453,6 +481,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
         txn.open_table(ERASED)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(SNAPSHOT_ORDER)?;
+        txn.open_table(FEED)?;
         let mut meta = txn.open_table(META)?;
         let format = meta.get(FORMAT_KEY)?.map(|guard| guard.value());
         match format {
@@ -460,6 +489,13 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), Failure> {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
             }
             Some(FORMAT_VERSION) => {}
+            // Written before the feed: its records get their positions
+            // now, in this transaction, so the upgrade happens once and
+            // whole or not at all.
+            Some(FORMAT_BEFORE_FEED) => {
+                feed::give_positions(&txn)?;
+                meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+            }
             Some(other) => {
                 return Err(Failure::Rejected(Error::corrupt(
                     format!("meta table of redb store {}", path.display()),

@@ -5,8 +5,8 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use redb::{ReadableTable, ReadableTableMetadata as _, StorageError};
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
     raw::append::{plan_append_owned, plan_import},
     raw::compaction::{CompactionPolicy, compacted_ids, marker_payload, merge_marker},
     raw::erasure::erasure_marker,
@@ -16,9 +16,11 @@ use runstore_core::{
 use crate::{
     RedbStore,
     error::Failure,
+    feed::{self, Positions},
     tables::{
         self, ERASED, EVENTS, HEADS, IDS, decode_event, decode_stream, encode_event, event_header,
-        event_key, join, prefix_end, seq_of_event_key, split_order_key, stream_key, tenant_prefix,
+        event_key, event_position, join, prefix_end, seq_of_event_key, split_order_key, stream_key,
+        tenant_len, tenant_prefix,
     },
     writer::{LogTables, SnapshotTables, WriteTables},
 };
@@ -132,14 +134,17 @@ fn append(
     let Some(new_last) = plan.new_records.last().map(|record| record.seq) else {
         return Ok((plan.outcomes, (plan.new_records, Vec::new())));
     };
-    let encoded = plan
+    let mut encoded = plan
         .new_records
         .iter()
         .map(encode_event)
         .collect::<Result<Vec<_>>>()?;
+    let tenant = tenant_len(stream, run_id);
+    let mut positions = Positions::start(tables, stream, tenant, encoded.len())?;
     // Nothing is written above this line, so a refusal leaves the batch
     // intact.
-    for (record, bytes) in plan.new_records.iter().zip(&encoded) {
+    for (record, bytes) in plan.new_records.iter().zip(&mut encoded) {
+        positions.take(tables, record.seq, bytes)?;
         let key = event_key(stream, record.seq);
         tables.events.insert(key.as_slice(), bytes.as_slice())?;
         // The planner found the id absent; ids a marker-typed event names are
@@ -151,6 +156,7 @@ fn append(
         }
     }
     tables.heads.insert(stream, new_last)?;
+    positions.finish(tables)?;
     Ok((plan.outcomes, (plan.new_records, encoded)))
 }
 
@@ -179,17 +185,21 @@ fn import(
     let Some(new_last) = missing.last().map(|record| record.seq) else {
         return Ok(0);
     };
-    let encoded = missing
+    let mut encoded = missing
         .iter()
         .map(encode_event)
         .collect::<Result<Vec<_>>>()?;
-    for (record, bytes) in missing.iter().zip(&encoded) {
+    let tenant = tenant_len(stream, run_id);
+    let mut positions = Positions::start(tables, stream, tenant, encoded.len())?;
+    for (record, bytes) in missing.iter().zip(&mut encoded) {
+        positions.take(tables, record.seq, bytes)?;
         let key = event_key(stream, record.seq);
         tables.events.insert(key.as_slice(), bytes.as_slice())?;
         // First occurrence wins, as a scan in seq order would find it.
         register_ids(tables, stream, record)?;
     }
     tables.heads.insert(stream, new_last)?;
+    positions.finish(tables)?;
     // A deleted run imported (or imported onto a deleted run) stays a
     // deleted run: `list_runs` leaves it out as the source store did.
     let was_erased = last == 0 || erased_at(&*erased, stream)? == Some(last);
@@ -232,7 +242,7 @@ fn delete(
     tenant: &Tenant,
     run_id: &RunId,
 ) -> Result<Option<usize>, Failure> {
-    let (tables, erased) = tables.log_and_erased()?;
+    let (mut tables, erased) = tables.log_and_erased()?;
     let last = head(&*tables.heads, stream)?;
     if last == 0 {
         return Ok(None);
@@ -240,9 +250,12 @@ fn delete(
     let (first, end) = (event_key(stream, 0), event_key(stream, u64::MAX));
     let mut ordinary = 0;
     let mut remembers = false;
+    // Every record leaves the feed: its position is in its header.
+    let mut positions = Vec::new();
     // Headers say which records are markers; only markers are parsed.
     for entry in tables.events.range(first.as_slice()..=end.as_slice())? {
         let (entry_key, value) = entry?;
+        positions.push(event_position(value.value()));
         match event_header(value.value()) {
             Some((true, _)) => {
                 let seq = seq_of_event_key(stream, entry_key.value())?;
@@ -258,24 +271,30 @@ fn delete(
         return Ok(None);
     }
     let marker = erasure_marker(tenant, run_id, last);
-    let marker_bytes = encode_event(&marker)?;
+    let mut marker_bytes = encode_event(&marker)?;
+    let tenant_bytes = tenant_len(stream, run_id);
+    let mut position = Positions::start(&tables, stream, tenant_bytes, 1)?;
     // Nothing is written above this line, so a refusal leaves the batch
     // intact.
     tables
         .events
         .retain_in(first.as_slice()..=end.as_slice(), |_, _| false)?;
+    feed::leave(&mut tables, &stream[..tenant_bytes], positions)?;
     // Live ids, remembered ids and the old marker's own: every key of the
     // stream's range (no stream key is a prefix of another).
     let ids_end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
     tables
         .ids
         .retain_in(stream..ids_end.as_slice(), |_, _| false)?;
+    // The marker is a new record: a new position, above every other.
+    position.take(&mut tables, last, &mut marker_bytes)?;
     let key = event_key(stream, last);
     tables
         .events
         .insert(key.as_slice(), marker_bytes.as_slice())?;
     let key = join(stream, marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), last)?;
+    position.finish(&mut tables)?;
     // The head keeps `last`: the seqs are never reused.
     erased.insert(stream, last)?;
     Ok(Some(ordinary))
@@ -288,6 +307,8 @@ struct Change {
     /// The pruned events' seqs, ascending.
     pruned: Vec<u64>,
     old_marker: Option<(EventId, u64)>,
+    /// The feed positions of the pruned events and the old marker.
+    left: Vec<Option<u64>>,
     marker: EventRecord,
     marker_bytes: Vec<u8>,
 }
@@ -303,6 +324,7 @@ fn compact_stream(
     let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
     let mut pruned = Vec::new();
+    let mut left = Vec::new();
     let first = event_key(&stream, 0);
     let last = event_key(&stream, u64::MAX);
     // One pass: the header says which records matter, and only those are
@@ -321,8 +343,10 @@ fn compact_stream(
         })?;
         if is_marker && old_marker.is_none() {
             old_marker = Some(decode_event(&stream, seq, value.value())?);
+            left.push(event_position(value.value()));
         } else if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
             pruned.push(decode_event(&stream, seq, value.value())?);
+            left.push(event_position(value.value()));
         }
     }
     if pruned.is_empty() {
@@ -374,9 +398,19 @@ fn compact_stream(
         .into());
     }
     let marker_bytes = encode_event(&marker)?;
+    // A step writes a marker for at most this many streams; refused here,
+    // before the step writes anything, when the positions left cannot
+    // hold them.
+    Positions::start(
+        tables,
+        &stream,
+        tenant_len(&stream, &key.run_id),
+        COMPACT_STEP_EVENTS,
+    )?;
     Ok(Some(Change {
         pruned: pruned.iter().map(|record| record.seq).collect(),
         old_marker: old,
+        left,
         stream,
         key,
         marker,
@@ -385,12 +419,13 @@ fn compact_stream(
 }
 
 /// Writes one stream's compaction.
-fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure> {
+fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Failure> {
     let stream = change.stream.as_slice();
     // The pruned ids stay in `ids`: the marker remembers them.
     let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
         return Ok(());
     };
+    let tenant = tenant_len(stream, &change.key.run_id);
     let (low, high) = (event_key(stream, low), event_key(stream, high));
     let doomed = &change.pruned;
     tables
@@ -415,6 +450,10 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
             tables.ids.remove(key.as_slice())?;
         }
     }
+    // The marker is a new record: a new position, above every other
+    // (`compact_stream` checked there is room).
+    let mut position = Positions::start(tables, stream, tenant, 1)?;
+    position.take(tables, change.marker.seq, &mut change.marker_bytes)?;
     let key = event_key(stream, change.marker.seq);
     tables
         .events
@@ -422,6 +461,9 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &Change) -> Result<(), Failure>
     // `merge_marker` chose an id no event of the stream holds.
     let key = join(stream, change.marker.event_id.as_str().as_bytes());
     tables.ids.insert(key.as_slice(), change.marker.seq)?;
+    // The records replaced leave the feed.
+    feed::leave(tables, &stream[..tenant], change.left.iter().copied())?;
+    position.finish(tables)?;
     Ok(())
 }
 
@@ -509,11 +551,11 @@ fn compact(
             }
         }
     }
-    for change in changes {
+    for mut change in changes {
         if fault == Some(change.stream.as_slice()) {
             return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
         }
-        apply(&mut tables, &change)?;
+        apply(&mut tables, &mut change)?;
         report.record(&change.key, Ok(change.pruned.len()));
     }
     report.sort();
@@ -814,6 +856,24 @@ impl EventLog for RedbStore {
         self.writer()
             .submit(move |tables| import(tables, &stream, &tenant, &run_id, &records))
             .await
+    }
+
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let prefix = tenant_prefix(tenant);
+        self.read_txn(move |txn| feed::read(txn, &prefix, after, limit))
+            .await
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(self.inner.feed_signal.clone())
     }
 
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {

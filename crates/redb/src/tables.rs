@@ -9,18 +9,22 @@
 //!
 //! | table            | key                                                    | value                                      |
 //! |------------------|--------------------------------------------------------|--------------------------------------------|
-//! | `events`         | stream, seq (u64 BE)                                   | flags (1 byte), `occurred_at_ms` (u64 BE), record JSON |
+//! | `events`         | stream, seq (u64 BE)                                   | flags (1 byte), `occurred_at_ms` (u64 BE), feed position (u64 BE, when flag 2), record JSON |
 //! | `ids`            | stream, event id bytes                                 | seq (live or compacted)                    |
 //! | `heads`          | stream                                                 | last seq                                   |
 //! | `erased`         | stream                                                 | last seq when the stream was last deleted  |
 //! | `snapshots`      | stream, snapshot id bytes                              | seq (u64 BE), `created_at_ms` (u64 BE), record JSON |
 //! | `snapshot_order` | stream, seq (u64 BE), `created_at_ms` (u64 BE), snapshot id bytes | `()`                         |
+//! | `feed`           | tenant prefix, first position (u64 BE)                 | run part of the stream key, first seq (u64 BE), count (u64 BE) |
+//! | `feed`           | tenant prefix, 9 bytes 0xff                            | the tenant's last position (u64 BE)        |
 //! | `meta`           | `"format"`                                             | format version                             |
 //!
 //! Big-endian seqs make one stream's events one contiguous key range in seq
 //! order, and `snapshot_order` sorts exactly as
 //! [`snapshot_order`](runstore_core::raw::snapshots::snapshot_order) does, so a stream's
-//! newest snapshot is the last key of its range.
+//! newest snapshot is the last key of its range. A `feed` value without its
+//! count is what follows the tenant prefix in the first record's `events`
+//! key, so the tenant prefix and that make the key.
 
 use redb::TableDefinition;
 use runstore_core::{EventRecord, Result, RunId, SnapshotRecord, StreamKey, Tenant};
@@ -56,18 +60,50 @@ pub(crate) const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 /// each stream in snapshot order.
 pub(crate) const SNAPSHOT_ORDER: TableDefinition<&[u8], ()> =
     TableDefinition::new("snapshot_order");
+/// Each tenant's change feed (CONTRACT §29), two kinds of entry:
+///
+/// - tenant prefix + first position (u64 BE) -> the rest of the first
+///   record's `events` key (run part and seq) and a count (u64 BE): the
+///   positions `first..first + count` stand for the seqs `seq..seq + count`
+///   of that stream, each while the record at that seq holds that position
+///   in its header (a batch is one entry; see `crate::feed`). One range
+///   scan gives a tenant's entries in feed order;
+/// - tenant prefix + nine `0xff` bytes ([`feed_head_key`]) -> the last
+///   position the tenant's feed handed out (u64 BE), kept apart from the
+///   records' entries so that a position is never reused, also after the
+///   record holding the highest one was compacted or erased. Tenant
+///   prefixes are self-delimiting, so this key is never another tenant's;
+///   one byte longer than a record key, it sorts right after the tenant's
+///   newest record, on the leaf page appends write anyway.
+///
+/// The head shares the table with the records so that a commit opens one
+/// table more than before the feed, not two. Each record keeps its own
+/// position in its `events` value ([`FLAG_POSITION`]), which is how
+/// compaction and erasure find the entries of the records they delete.
+pub(crate) const FEED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("feed");
 /// Store metadata: `"format"` -> [`FORMAT_VERSION`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The layout version this code reads and writes.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The layout version this code reads and writes: 2 added the `feed` table
+/// and the position in each `events` value. A file of version 1 gets them
+/// on its first open ([`crate::feed::give_positions`]); a version-1 build
+/// refuses a version-2 file, so no record is ever written without a
+/// position.
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The layout version before the feed, which an open upgrades.
+pub(crate) const FORMAT_BEFORE_FEED: u64 = 1;
 /// The `meta` key holding the layout version.
 pub(crate) const FORMAT_KEY: &str = "format";
 
 /// `events` flag: the record is a compaction marker.
 const FLAG_MARKER: u8 = 1;
-/// Bytes before the JSON of an `events` value.
+/// `events` flag: the header holds the record's feed position (every value
+/// of layout version 2; none of version 1).
+const FLAG_POSITION: u8 = 2;
+/// Bytes before the JSON of an `events` value without a position.
 const EVENT_HEADER: usize = 9;
+/// Where the position is in an `events` value that holds one.
+const POSITION_AT: usize = 9;
 /// Bytes before the JSON of a `snapshots` value.
 const SNAPSHOT_HEADER: usize = 16;
 
@@ -110,6 +146,31 @@ pub(crate) fn join(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
 /// The `events` key of `seq` in `stream`.
 pub(crate) fn event_key(stream: &[u8], seq: u64) -> Vec<u8> {
     join(stream, &seq.to_be_bytes())
+}
+
+/// How many leading bytes of `stream`, the stream key of `run_id`, are the
+/// tenant prefix.
+pub(crate) fn tenant_len(stream: &[u8], run_id: &RunId) -> usize {
+    stream.len() - 2 - run_id.as_str().len()
+}
+
+/// The `feed` key of `position` in the feed of the tenant whose prefix is
+/// `tenant`.
+pub(crate) fn feed_key(tenant: &[u8], position: u64) -> Vec<u8> {
+    join(tenant, &position.to_be_bytes())
+}
+
+/// The `feed` key of the last position of the tenant whose prefix is
+/// `tenant` (see [`FEED`]).
+pub(crate) fn feed_head_key(tenant: &[u8]) -> Vec<u8> {
+    join(tenant, &[0xff; 9])
+}
+
+/// The position a `feed` key of the tenant prefix `tenant` ends with.
+pub(crate) fn position_of_feed_key(tenant: &[u8], key: &[u8]) -> Result<u64, Failure> {
+    read_u64(key, tenant.len())
+        .filter(|_| key.len() == tenant.len() + 8)
+        .ok_or_else(|| corrupt_key("feed", key, "key is not tenant + 8-byte position"))
 }
 
 /// The seq an `events` key of `stream` ends with.
@@ -228,15 +289,18 @@ fn cause(err: runstore_core::Error) -> String {
     }
 }
 
-/// An `events` value: flags, `occurred_at_ms`, JSON.
+/// An `events` value: flags, `occurred_at_ms`, position, JSON. The
+/// position is 0 (none) until [`set_position`] gives it one.
 pub(crate) fn encode_event(record: &EventRecord) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(256);
-    bytes.push(if record.is_compaction_marker() {
+    let marker = if record.is_compaction_marker() {
         FLAG_MARKER
     } else {
         0
-    });
+    };
+    bytes.push(marker | FLAG_POSITION);
     bytes.extend_from_slice(&record.occurred_at_ms.to_be_bytes());
+    bytes.extend_from_slice(&0u64.to_be_bytes());
     serde_json::to_writer(&mut bytes, record).map_err(|err| {
         runstore_core::Error::invalid(format!(
             "event {:?} cannot be encoded: {err}",
@@ -253,10 +317,41 @@ pub(crate) fn event_header(value: &[u8]) -> Option<(bool, u64)> {
     Some((flags & FLAG_MARKER != 0, read_u64(value, 1)?))
 }
 
+/// Writes `position` into `value`, an [`encode_event`] value.
+pub(crate) fn set_position(value: &mut [u8], position: u64) {
+    value[POSITION_AT..POSITION_AT + 8].copy_from_slice(&position.to_be_bytes());
+}
+
+/// The feed position an `events` value holds; `None` for a value of
+/// layout version 1, one cut short, or one not given a position (0).
+pub(crate) fn event_position(value: &[u8]) -> Option<u64> {
+    let flags = *value.first()?;
+    if flags & FLAG_POSITION == 0 {
+        return None;
+    }
+    read_u64(value, POSITION_AT).filter(|position| *position != 0)
+}
+
+/// `value`, an `events` value of layout version 1, with `position` in its
+/// header; `None` for a value cut short of its header.
+pub(crate) fn with_position(value: &[u8], position: u64) -> Option<Vec<u8>> {
+    let (header, json) = (value.get(..EVENT_HEADER)?, &value[EVENT_HEADER..]);
+    let mut bytes = Vec::with_capacity(value.len() + 8);
+    bytes.extend_from_slice(header);
+    bytes[0] |= FLAG_POSITION;
+    bytes.extend_from_slice(&position.to_be_bytes());
+    bytes.extend_from_slice(json);
+    Some(bytes)
+}
+
 /// Parses an `events` value; `seq` and `stream` name it in errors.
 pub(crate) fn decode_event(stream: &[u8], seq: u64, value: &[u8]) -> Result<EventRecord, Failure> {
+    let header = match value.first() {
+        Some(flags) if flags & FLAG_POSITION != 0 => EVENT_HEADER + 8,
+        _ => EVENT_HEADER,
+    };
     let parsed = value
-        .get(EVENT_HEADER..)
+        .get(header..)
         .ok_or_else(|| "value shorter than its header".to_owned())
         .and_then(|json| {
             serde_json::from_slice::<EventRecord>(json).map_err(|err| err.to_string())

@@ -23,13 +23,13 @@ use std::{
 
 use redb::{Database, Key, Table, TableDefinition, Value, WriteTransaction};
 use runstore_core::{
-    Durability, Error, Result,
+    Durability, Error, FeedSignal, Result,
     raw::group::{self, Budget, Reply},
 };
 
 use crate::{
     error::{self, Failure},
-    tables::{ERASED, EVENTS, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
+    tables::{ERASED, EVENTS, FEED, HEADS, IDS, SNAPSHOT_ORDER, SNAPSHOTS},
 };
 
 type EventsTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
@@ -42,9 +42,7 @@ type OrderTable<'t> = Table<'t, &'static [u8], ()>;
 /// a root update in redb's table tree at commit.
 pub(crate) struct WriteTables<'t> {
     txn: &'t WriteTransaction,
-    events: Option<EventsTable<'t>>,
-    ids: Option<SeqTable<'t>>,
-    heads: Option<SeqTable<'t>>,
+    log: LogSlots<'t>,
     erased: Option<SeqTable<'t>>,
     snapshots: Option<EventsTable<'t>>,
     order: Option<OrderTable<'t>>,
@@ -55,11 +53,40 @@ pub(crate) struct WriteTables<'t> {
     batch_writes: bool,
 }
 
-/// The event log's tables.
+/// The event log's tables as [`WriteTables`] keeps them, each opened on
+/// first use.
+#[derive(Default)]
+struct LogSlots<'t> {
+    events: Option<EventsTable<'t>>,
+    ids: Option<SeqTable<'t>>,
+    heads: Option<SeqTable<'t>>,
+    feed: Option<EventsTable<'t>>,
+    /// Whether a job of the batch gave records feed positions: the commit
+    /// then sleeps for the test delay first, and raises the feed signal.
+    fed: bool,
+}
+
+impl<'t> LogSlots<'t> {
+    fn open(&mut self, txn: &'t WriteTransaction) -> Result<LogTables<'_, 't>, Failure> {
+        Ok(LogTables {
+            events: opened(&mut self.events, txn, EVENTS)?,
+            ids: opened(&mut self.ids, txn, IDS)?,
+            heads: opened(&mut self.heads, txn, HEADS)?,
+            feed: opened(&mut self.feed, txn, FEED)?,
+            fed: &mut self.fed,
+        })
+    }
+}
+
+/// The event log's tables, the feed's included: every write of a record
+/// gives it a feed position or takes it out of the feed.
 pub(crate) struct LogTables<'a, 't> {
     pub(crate) events: &'a mut EventsTable<'t>,
     pub(crate) ids: &'a mut SeqTable<'t>,
     pub(crate) heads: &'a mut SeqTable<'t>,
+    pub(crate) feed: &'a mut EventsTable<'t>,
+    /// Set when records take positions ([`crate::feed::Positions`]).
+    pub(crate) fed: &'a mut bool,
 }
 
 /// The snapshot store's tables.
@@ -84,9 +111,7 @@ impl<'t> WriteTables<'t> {
     fn new(txn: &'t WriteTransaction) -> Self {
         Self {
             txn,
-            events: None,
-            ids: None,
-            heads: None,
+            log: LogSlots::default(),
             erased: None,
             snapshots: None,
             order: None,
@@ -103,13 +128,9 @@ impl<'t> WriteTables<'t> {
         self.job_writes = false;
     }
 
-    /// The event log's tables (`events`, `ids`, `heads`).
+    /// The event log's tables (`events`, `ids`, `heads`, `feed`).
     pub(crate) fn log(&mut self) -> Result<LogTables<'_, 't>, Failure> {
-        Ok(LogTables {
-            events: opened(&mut self.events, self.txn, EVENTS)?,
-            ids: opened(&mut self.ids, self.txn, IDS)?,
-            heads: opened(&mut self.heads, self.txn, HEADS)?,
-        })
+        self.log.open(self.txn)
     }
 
     /// The event log's tables and `erased`, for the jobs that can make a
@@ -118,11 +139,7 @@ impl<'t> WriteTables<'t> {
     pub(crate) fn log_and_erased(
         &mut self,
     ) -> Result<(LogTables<'_, 't>, &mut SeqTable<'t>), Failure> {
-        let log = LogTables {
-            events: opened(&mut self.events, self.txn, EVENTS)?,
-            ids: opened(&mut self.ids, self.txn, IDS)?,
-            heads: opened(&mut self.heads, self.txn, HEADS)?,
-        };
+        let log = self.log.open(self.txn)?;
         Ok((log, opened(&mut self.erased, self.txn, ERASED)?))
     }
 
@@ -137,11 +154,7 @@ impl<'t> WriteTables<'t> {
     /// Every table, for work that spans both (compaction reads the
     /// snapshot index for each stream's floor).
     pub(crate) fn all(&mut self) -> Result<(LogTables<'_, 't>, SnapshotTables<'_, 't>), Failure> {
-        let log = LogTables {
-            events: opened(&mut self.events, self.txn, EVENTS)?,
-            ids: opened(&mut self.ids, self.txn, IDS)?,
-            heads: opened(&mut self.heads, self.txn, HEADS)?,
-        };
+        let log = self.log.open(self.txn)?;
         let snapshots = SnapshotTables {
             snapshots: opened(&mut self.snapshots, self.txn, SNAPSHOTS)?,
             order: opened(&mut self.order, self.txn, SNAPSHOT_ORDER)?,
@@ -214,6 +227,7 @@ impl Writer {
         path: PathBuf,
         durability: Durability,
         max_batch: usize,
+        feed: FeedHooks,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
         let thread_path = path.clone();
@@ -225,6 +239,7 @@ impl Writer {
                     path: thread_path,
                     durability,
                     max_batch: max_batch.max(1),
+                    feed,
                 };
                 loop_state.run(&receiver);
             })
@@ -324,11 +339,21 @@ fn next_job(receiver: &mpsc::Receiver<Box<dyn Job>>, spin: bool) -> Option<Box<d
     receiver.recv().ok()
 }
 
+/// What the writer does around a commit that gave records feed positions.
+pub(crate) struct FeedHooks {
+    /// Raised after each such commit.
+    pub(crate) signal: FeedSignal,
+    /// How long each such commit sleeps after its records took their
+    /// positions and before it commits (a test hook; `None` normally).
+    pub(crate) commit_delay: Option<Duration>,
+}
+
 struct WriterLoop {
     db: Arc<Database>,
     path: PathBuf,
     durability: Durability,
     max_batch: usize,
+    feed: FeedHooks,
 }
 
 impl WriterLoop {
@@ -371,18 +396,24 @@ impl WriterLoop {
     /// Runs the batch; whether it was committed (it wrote something).
     fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
         let txn = self.db.begin_write()?;
-        let writes = {
+        let (writes, fed) = {
             let mut tables = WriteTables::new(&txn);
             for job in batch.iter_mut() {
                 job.run(&mut tables)?;
             }
-            tables.batch_writes
+            (tables.batch_writes, tables.log.fed)
         };
-        if writes {
-            txn.commit()?;
-        } else {
+        if !writes {
             txn.abort()?;
+            return Ok(false);
         }
-        Ok(writes)
+        if fed && let Some(delay) = self.feed.commit_delay {
+            std::thread::sleep(delay);
+        }
+        txn.commit()?;
+        if fed {
+            self.feed.signal.raise();
+        }
+        Ok(true)
     }
 }

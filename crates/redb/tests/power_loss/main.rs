@@ -30,8 +30,10 @@
 //! marker); every acknowledged event is at its acknowledged seq, and out of
 //! the live records once an acknowledged compaction pruned it; every batch
 //! is there whole or not at all; acknowledged snapshots are readable unless
-//! an acknowledged prune deleted them; retrying every acknowledged event
-//! answers its original seq, and the next append gets the next seq.
+//! an acknowledged prune deleted them; each tenant's feed holds exactly the
+//! records its streams hold, each once, at increasing positions (CONTRACT
+//! §29); retrying every acknowledged event answers its original seq, and
+//! the next append gets the next seq.
 
 mod disk;
 
@@ -39,8 +41,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use disk::{Loss, Op, Rng, SimDisk, image_after, sync_points, sync_points_from};
 use runstore_core::{
-    Durability, EventId, EventLog, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
-    SnapshotRecord, SnapshotStore, Tenant,
+    Durability, EventId, EventLog, EventRecord, FeedPosition, ReadQuery, RunId, RunStatus,
+    SnapshotId, SnapshotRecord, SnapshotStore, Tenant,
     raw::compaction::{CompactionPolicy, compacted_ids, marker_payload},
 };
 use runstore_redb::{RedbOptions, RedbStore};
@@ -286,6 +288,58 @@ impl Workload {
     }
 }
 
+/// Checks that each tenant's feed, read in small pages, holds exactly the
+/// records its streams hold, each once, at increasing positions.
+async fn check_feed(store: &RedbStore, script: &Script) -> Result<(), String> {
+    let mut tenants: Vec<&Tenant> = Vec::new();
+    for (tenant, _) in &script.streams {
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
+        }
+    }
+    for tenant in tenants {
+        let mut fed = Vec::new();
+        let mut after = FeedPosition::START;
+        loop {
+            let page = store
+                .read_feed(tenant, after, 7)
+                .await
+                .map_err(|err| format!("read_feed: {err}"))?;
+            for entry in &page {
+                if entry.position <= after {
+                    return Err(format!("feed: {} after {after}", entry.position));
+                }
+                after = entry.position;
+            }
+            let done = page.len() < 7;
+            fed.extend(page.into_iter().map(|entry| entry.record));
+            if done {
+                break;
+            }
+        }
+        let mut stored = Vec::new();
+        for (_, run) in script.streams.iter().filter(|(t, _)| t == tenant) {
+            stored.extend(
+                store
+                    .read(tenant, run, ReadQuery::all())
+                    .await
+                    .map_err(|err| format!("read: {err}"))?,
+            );
+        }
+        let key = |record: &EventRecord| (record.run_id.clone(), record.seq);
+        fed.sort_by_key(key);
+        stored.sort_by_key(key);
+        if fed != stored {
+            return Err(format!(
+                "feed of {tenant}: {:?}, the streams hold {:?}",
+                fed.iter().map(key).collect::<Vec<_>>(),
+                stored.iter().map(key).collect::<Vec<_>>()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Opens `image` as a store and checks it against what `script` had
 /// acknowledged once `cut` operations were issued. `Err` says what is
 /// wrong.
@@ -294,6 +348,7 @@ async fn check(image: Vec<u8>, script: &Script, cut: usize) -> Result<(), String
         RedbStore::open_with_backend(SimDisk::with_image(image), NAME, RedbOptions::default())
             .await
             .map_err(|err| format!("the store does not open: {err}"))?;
+    check_feed(&store, script).await?;
     let compacted_floor = script
         .compactions
         .iter()
