@@ -106,14 +106,15 @@ pub(crate) const READ_WINDOWS: [&str; 4] =
 /// ([`aggregated_read`]); larger reads fetch row by row.
 pub(crate) const AGGREGATED_READ_MAX: usize = 4_096;
 
-/// `window` (one of the `READ_*` queries) as one row: a JSON array of the
-/// seqs and a JSON array of the records (empty window: `'[]'` and `NULL`).
+/// `window` (one of the `READ_*` queries, or [`READ_FEED`]) as one row: a
+/// JSON array of its `key` column (the seqs, the feed positions) and a JSON
+/// array of the records (empty window: `'[]'` and `NULL`).
 /// One row crosses from the connection's worker thread instead of one per
 /// record. The arrays follow the order the window's rows are produced in,
 /// which the reader checks rather than assumes.
-pub(crate) fn aggregated_read(window: &str) -> String {
+pub(crate) fn aggregated_read(window: &str, key: &str) -> String {
     format!(
-        "SELECT json_group_array(seq), '[' || group_concat(record, ',') || ']'\n\
+        "SELECT json_group_array({key}), '[' || group_concat(record, ',') || ']'\n\
          FROM ({window})"
     )
 }
@@ -259,11 +260,17 @@ pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
 SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 
 /// Parameters per row of [`insert_events_sql`].
-pub(crate) const INSERT_ROW_PARAMS: usize = 10;
+pub(crate) const INSERT_ROW_PARAMS: usize = 11;
 
 /// The multi-row insert of `rows` events: each row binds
 /// [`INSERT_ROW_PARAMS`] parameters, the stream's four columns then seq,
-/// event_id, event_type, occurred_at_ms, is_marker and record.
+/// event_id, event_type, occurred_at_ms, is_marker, record and the row's
+/// feed offset: its 1-based place among the statement's rows of its tenant.
+/// A row's `feed_pos` is its tenant's counter (`feed_heads`, 0 when the
+/// tenant has none yet) plus its offset; [`ADVANCE_FEED_HEAD`], run after
+/// it in the same transaction, moves the counter past the statement's rows.
+/// The statement itself never changes `feed_heads`, so every row reads the
+/// same counter, however SQLite orders the work.
 ///
 /// The parameters are anonymous (`?`): SQLite looks a numbered parameter's
 /// name up by a linear scan per bind, which made binding a many-row
@@ -271,8 +278,13 @@ pub(crate) const INSERT_ROW_PARAMS: usize = 10;
 pub(crate) fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
-         event_type, occurred_at_ms, is_marker, record)\n\
-         SELECT * FROM (VALUES ",
+         event_type, occurred_at_ms, is_marker, record, feed_pos)\n\
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
+         column9, column10,\n\
+         \x20   COALESCE((SELECT last_position FROM feed_heads\n\
+         \x20             WHERE org_id = column1 AND workspace_id = column2\n\
+         \x20               AND deployment_id = column3), 0) + column11\n\
+         FROM (VALUES ",
     );
     let row = format!("({})", ["?"; INSERT_ROW_PARAMS].join(", "));
     for index in 0..rows {
@@ -285,6 +297,39 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
     sql
 }
 
+/// Moves a tenant's feed counter on by `?4` positions (creating it at `?4`),
+/// the tenant's three columns being `?1..?3` (anonymous parameters, bound in
+/// that order), if the statement before it in the transaction changed any
+/// row: a guarded insert that wrote nothing takes no position.
+pub(crate) const ADVANCE_FEED_HEAD: &str = "\
+INSERT INTO feed_heads (org_id, workspace_id, deployment_id, last_position)
+SELECT ?, ?, ?, ? WHERE changes() > 0
+ON CONFLICT (org_id, workspace_id, deployment_id)
+DO UPDATE SET last_position = last_position + excluded.last_position";
+
+/// [`insert_events_sql`] of `rows` rows followed by one
+/// [`ADVANCE_FEED_HEAD`] per tenant of the rows, and `COMMIT` if `commit`.
+/// The counters' parameters follow the rows', tenant by tenant.
+pub(crate) fn insert_and_advance_sql(rows: usize, tenants: usize, commit: bool) -> String {
+    let mut sql = insert_events_sql(rows);
+    for _ in 0..tenants {
+        sql.push_str(";\n");
+        sql.push_str(ADVANCE_FEED_HEAD);
+    }
+    if commit {
+        sql.push_str(";\nCOMMIT");
+    }
+    sql
+}
+
+/// A tenant's records after feed position `?4`, at most `?5`, in position
+/// order: one range scan of `events_by_feed`, each row's record then found
+/// by its primary key.
+pub(crate) const READ_FEED: &str = "\
+SELECT feed_pos, record FROM events INDEXED BY events_by_feed
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND feed_pos > ?4
+ORDER BY feed_pos ASC LIMIT ?5";
+
 /// [`insert_events_sql`] guarded by what the rows were planned against.
 /// After the rows' parameters come the guard's: the stream's four columns
 /// and its planned last seq, then the stream's four columns again and a
@@ -293,11 +338,12 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
 /// stream's compacted ids; otherwise the statement writes nothing. The
 /// last seq comes from `events_by_seq` (see [`LAST_SEQ`]).
 ///
-/// Run on its own (autocommit), the statement is one write transaction:
-/// SQLite takes the write lock before the guard reads anything, exactly as
-/// `BEGIN IMMEDIATE` would, so the guard and the insert see one state
-/// (CONTRACT §3). A live id that is already stored fails the statement on
-/// the unique index instead, and it too writes nothing.
+/// It runs inside `BEGIN IMMEDIATE` ([`guarded_transaction_sql`]), with the
+/// feed counter's advance after it: SQLite holds the write lock before the
+/// guard reads anything, so the guard, the insert and the counter see one
+/// state (CONTRACT §3, §29). (On its own the statement would take the write
+/// lock before its first read too.) A live id that is already stored fails
+/// the statement on the unique index instead, and it too writes nothing.
 pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
     format!(
         "{}\n\
@@ -309,6 +355,22 @@ pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
          \x20     AND event_id IN (SELECT value FROM json_each(?)))",
         insert_events_sql(rows)
     )
+}
+
+/// The guarded path's transaction of `rows` rows of one tenant:
+/// `BEGIN IMMEDIATE`, [`guarded_insert_events_sql`], then
+/// [`ADVANCE_FEED_HEAD`] answering the tenant's new counter (a row only if
+/// the insert wrote its rows), then `COMMIT` if `commit`. The counter's
+/// parameters follow the guard's.
+pub(crate) fn guarded_transaction_sql(rows: usize, commit: bool) -> String {
+    let mut sql = format!(
+        "BEGIN IMMEDIATE;\n{};\n{ADVANCE_FEED_HEAD}\nRETURNING last_position",
+        guarded_insert_events_sql(rows)
+    );
+    if commit {
+        sql.push_str(";\nCOMMIT");
+    }
+    sql
 }
 
 /// The `deployment_id` column value of `tenant`.

@@ -55,7 +55,8 @@ mod state;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use runstore_core::{
-    AppendOutcome, Error, EventRecord, MaintenanceReport, RunId, SnapshotId, StreamKey, Tenant,
+    AppendOutcome, Error, EventRecord, FeedSignal, MaintenanceReport, RunId, SnapshotId, StreamKey,
+    Tenant,
     raw::compaction::CompactionPolicy,
     raw::group::{Joins, Reply},
 };
@@ -67,9 +68,12 @@ pub(crate) use self::{
 };
 use self::{
     retry::{Replan, into_error, retrying},
-    rows::InsertSql,
+    rows::{Commit, InsertSql},
 };
-use crate::schema::{self, INSERT_CHUNK};
+use crate::{
+    error::SqliteError,
+    schema::{self, INSERT_CHUNK},
+};
 
 /// One write request.
 pub(crate) enum Job {
@@ -195,17 +199,29 @@ impl Maintenance {
     }
 }
 
+/// What the writer does around the commits that write records (CONTRACT
+/// §29).
+#[derive(Debug, Clone)]
+pub(crate) struct FeedHooks {
+    /// Raised after each commit that wrote records.
+    pub(crate) signal: FeedSignal,
+    /// The test hook: how long each commit that writes records waits after
+    /// its rows (and their feed positions) are written and before `COMMIT`.
+    pub(crate) commit_delay: Option<Duration>,
+}
+
 /// The writer connection and the statements it has built.
 pub(crate) struct Writer {
     conn: SqliteConnection,
     path: Arc<str>,
     busy_timeout: Duration,
+    feed: FeedHooks,
     /// `insert_sql[n - 1]` inserts `n` event rows; see [`InsertSql`].
     insert_sql: InsertSql,
     /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
     begin_and_state_sql: String,
-    /// `guarded_sql[n - 1]` is [`schema::guarded_insert_events_sql`] of `n`
-    /// rows.
+    /// `guarded_sql[n - 1]` is [`schema::guarded_transaction_sql`] of `n`
+    /// rows (without its `COMMIT` when commits are delayed).
     guarded_sql: Vec<String>,
     /// The last seq of streams as this writer's own commits left them. A
     /// hint for the guarded path only: another process may have appended
@@ -213,9 +229,24 @@ pub(crate) struct Writer {
     last_seqs: HashMap<StreamKey, u64>,
 }
 
+/// Waits the test hook's commit delay, if any: called after a transaction
+/// has written its records (and they their feed positions) and before it
+/// commits.
+async fn delay_commit(delay: Option<Duration>) {
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 impl Writer {
     /// A writer over `conn`, an open connection with the writer's settings.
-    pub(crate) fn new(conn: SqliteConnection, path: Arc<str>, busy_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        conn: SqliteConnection,
+        path: Arc<str>,
+        busy_timeout: Duration,
+        feed: FeedHooks,
+    ) -> Self {
+        let commit = feed.commit_delay.is_none();
         Self {
             conn,
             path,
@@ -223,10 +254,38 @@ impl Writer {
             insert_sql: InsertSql::new(),
             begin_and_state_sql: format!("BEGIN IMMEDIATE;\n{}", schema::STREAM_STATE),
             guarded_sql: (1..=INSERT_CHUNK)
-                .map(schema::guarded_insert_events_sql)
+                .map(|rows| schema::guarded_transaction_sql(rows, commit))
                 .collect(),
             last_seqs: HashMap::new(),
+            feed,
         }
+    }
+
+    /// How the last insert of a group ends: with `COMMIT` in the same
+    /// round trip, unless commits are delayed (the test hook), when
+    /// [`Writer::commit_records`] commits after the delay.
+    fn last_insert_commits(&self) -> Commit {
+        if self.feed.commit_delay.is_some() {
+            Commit::Separately
+        } else {
+            Commit::WithLast
+        }
+    }
+
+    /// Commits a transaction that wrote records and took feed positions:
+    /// waits the test hook's delay first, if any.
+    async fn commit_records(&mut self, action: &'static str) -> Result<(), SqliteError> {
+        delay_commit(self.feed.commit_delay).await;
+        sqlx::query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|err| SqliteError::driver(&self.path, action, err))
+    }
+
+    /// Says a commit wrote records: wakes the handle's feed followers.
+    fn records_committed(&self) {
+        self.feed.signal.raise();
     }
 
     /// Runs a job that has a transaction of its own: maintenance

@@ -2,12 +2,14 @@
 //!
 //! [`EventRow`] holds one record's columns, owned so that binding moves them
 //! into the statement; [`insert_rows`] writes rows with the multi-row
-//! statements of [`InsertSql`], a chunk at a time, and names the failing
-//! rows in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
+//! statements of [`InsertSql`], a chunk at a time, each followed by the
+//! advance of its tenants' feed counters, so the rows take the next feed
+//! positions in the order given (CONTRACT §29), and names the failing rows
+//! in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
 //! ids a compaction marker stands for, and [`stream_from_row`] decodes a
 //! stream key. Every write path uses these inside its own transaction.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use runstore_core::{Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant};
 use sqlx::{Row as _, SqliteConnection, sqlite::SqliteRow};
@@ -49,8 +51,10 @@ impl<'a> EventRow<'a> {
     }
 
     /// Binds the row's [`schema::INSERT_ROW_PARAMS`] parameters, moving its
-    /// strings into the query.
-    pub(super) fn bind(self, query: SqlQuery<'a>) -> SqlQuery<'a> {
+    /// strings into the query; `feed_offset` is the row's 1-based place
+    /// among the statement's rows of its tenant (see
+    /// [`schema::insert_events_sql`]).
+    pub(super) fn bind(self, query: SqlQuery<'a>, feed_offset: i64) -> SqlQuery<'a> {
         bind_stream(query, self.tenant, self.run_id.as_str())
             .bind(self.seq)
             .bind(self.event_id)
@@ -58,11 +62,52 @@ impl<'a> EventRow<'a> {
             .bind(self.occurred_at_ms)
             .bind(self.is_marker)
             .bind(self.record)
+            .bind(feed_offset)
     }
 }
 
-/// The multi-row insert statements, by row count: `plain[n - 1]` inserts
-/// `n` rows, `commit[n - 1]` does the same and commits.
+/// Binds `rows` in order with their feed offsets, then one feed counter
+/// advance per tenant ([`schema::ADVANCE_FEED_HEAD`]), in the order the
+/// tenants first appear: `guard` binds whatever parameters come between
+/// the rows' and the counters'. Answers the query and how many tenants the
+/// rows span.
+pub(super) fn bind_rows_and_heads<'a>(
+    mut query: SqlQuery<'a>,
+    rows: Vec<EventRow<'a>>,
+    guard: impl FnOnce(SqlQuery<'a>) -> SqlQuery<'a>,
+) -> (SqlQuery<'a>, usize) {
+    // Tenants and their row counts, in first-appearance order; a statement
+    // rarely spans more than one or two, so a scan beats a map.
+    let mut heads: Vec<(&'a Tenant, i64)> = Vec::with_capacity(1);
+    for row in rows {
+        let offset = match heads.iter_mut().find(|(tenant, _)| *tenant == row.tenant) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                heads.push((row.tenant, 1));
+                1
+            }
+        };
+        query = row.bind(query, offset);
+    }
+    query = guard(query);
+    let tenants = heads.len();
+    for (tenant, count) in heads {
+        query = query
+            .bind(tenant.org_id())
+            .bind(tenant.workspace_id())
+            .bind(schema::deployment_column(tenant))
+            .bind(count);
+    }
+    (query, tenants)
+}
+
+/// The multi-row insert statements with their feed counter advance, by row
+/// count, for rows of one tenant: `plain[n - 1]` inserts `n` rows and
+/// advances the counter, `commit[n - 1]` does the same and commits. Rows
+/// of several tenants get their statement built when needed.
 pub(super) struct InsertSql {
     plain: Vec<String>,
     commit: Vec<String>,
@@ -72,10 +117,23 @@ impl InsertSql {
     /// The statements of 1 to [`INSERT_CHUNK`] rows.
     pub(super) fn new() -> Self {
         Self {
-            plain: (1..=INSERT_CHUNK).map(schema::insert_events_sql).collect(),
-            commit: (1..=INSERT_CHUNK)
-                .map(|rows| format!("{};\nCOMMIT", schema::insert_events_sql(rows)))
+            plain: (1..=INSERT_CHUNK)
+                .map(|rows| schema::insert_and_advance_sql(rows, 1, false))
                 .collect(),
+            commit: (1..=INSERT_CHUNK)
+                .map(|rows| schema::insert_and_advance_sql(rows, 1, true))
+                .collect(),
+        }
+    }
+
+    /// The statement inserting `rows` rows (1 to [`INSERT_CHUNK`]) of
+    /// `tenants` tenants and advancing their counters, committing if
+    /// `commit`.
+    fn get(&self, rows: usize, tenants: usize, commit: bool) -> Cow<'_, str> {
+        match (tenants, commit) {
+            (1, false) => Cow::Borrowed(&self.plain[rows - 1]),
+            (1, true) => Cow::Borrowed(&self.commit[rows - 1]),
+            _ => Cow::Owned(schema::insert_and_advance_sql(rows, tenants, commit)),
         }
     }
 }
@@ -113,21 +171,31 @@ pub(super) async fn insert_rows(
             first: (first.tenant, first.run_id, first.seq),
             last: (last.tenant, last.run_id, last.seq),
         };
-        let sql = if commit == Commit::WithLast && index + 1 == count {
-            &insert_sql.commit[chunk.len() - 1]
-        } else {
-            &insert_sql.plain[chunk.len() - 1]
-        };
-        let mut query = sqlx::query(sql);
-        for row in chunk {
-            query = row.bind(query);
-        }
+        let tenants = distinct_tenants(&chunk);
+        let sql = insert_sql.get(
+            chunk.len(),
+            tenants,
+            commit == Commit::WithLast && index + 1 == count,
+        );
+        let (query, bound) = bind_rows_and_heads(sqlx::query(&sql), chunk, |query| query);
+        debug_assert_eq!(bound, tenants);
         query
             .execute(&mut *conn)
             .await
             .map_err(|err| SqliteError::driver_at(path, action, span, err))?;
     }
     Ok(())
+}
+
+/// How many tenants `rows` span.
+fn distinct_tenants(rows: &[EventRow<'_>]) -> usize {
+    let mut seen: Vec<&Tenant> = Vec::with_capacity(1);
+    for row in rows {
+        if !seen.contains(&row.tenant) {
+            seen.push(row.tenant);
+        }
+    }
+    seen.len()
 }
 
 /// The first and last row of an insert statement, named in its error:

@@ -1,0 +1,52 @@
+-- runstore SQLite schema, version 3: the tenant change feed (CONTRACT §29).
+--
+-- Every record (event, compaction or erasure marker) takes the next
+-- position of its tenant's feed in the write transaction that stores it.
+-- SQLite serialises write transactions (across processes too), so positions
+-- follow commit order and a reader can never be handed a position below one
+-- it has already read: the feed is lossless.
+--
+-- `feed_heads` is each tenant's counter: the highest position it has handed
+-- out, advanced in the same transaction as the rows that take positions.
+-- It is a counter of its own rather than the highest `feed_pos` in
+-- `events`, because compaction and erasure delete rows and a position must
+-- never be handed out twice.
+--
+-- A store written before this version gets its positions here, once: each
+-- tenant's records in (run_id, seq) order, which keeps every stream's seq
+-- order, and the tenant's counter at the last of them. The migration runs in
+-- one transaction, like every migration. ALTER TABLE has no IF NOT EXISTS:
+-- a second process opening the same file at the same moment fails on the
+-- duplicate column (or on SQLite's write lock), rolls back and retries, and
+-- then finds this version applied.
+ALTER TABLE events ADD COLUMN feed_pos INTEGER;
+
+CREATE TABLE IF NOT EXISTS feed_heads (
+    org_id        TEXT    NOT NULL,
+    workspace_id  TEXT    NOT NULL,
+    deployment_id TEXT    NOT NULL DEFAULT '',
+    last_position INTEGER NOT NULL CHECK (last_position >= 0),
+    PRIMARY KEY (org_id, workspace_id, deployment_id)
+) WITHOUT ROWID;
+
+-- The window's order is the primary key's, so numbering needs no sort.
+UPDATE events SET feed_pos = numbered.position
+FROM (SELECT org_id, workspace_id, deployment_id, run_id, seq,
+             ROW_NUMBER() OVER (PARTITION BY org_id, workspace_id, deployment_id
+                                ORDER BY run_id, seq) AS position
+      FROM events) AS numbered
+WHERE events.org_id = numbered.org_id
+  AND events.workspace_id = numbered.workspace_id
+  AND events.deployment_id = numbered.deployment_id
+  AND events.run_id = numbered.run_id
+  AND events.seq = numbered.seq;
+
+INSERT OR REPLACE INTO feed_heads (org_id, workspace_id, deployment_id, last_position)
+SELECT org_id, workspace_id, deployment_id, MAX(feed_pos) FROM events
+GROUP BY org_id, workspace_id, deployment_id;
+
+-- A tenant's feed in position order: read_feed is one range scan of it.
+-- Built after the numbering, so that the update does not maintain it row by
+-- row.
+CREATE INDEX IF NOT EXISTS events_by_feed
+    ON events (org_id, workspace_id, deployment_id, feed_pos);
