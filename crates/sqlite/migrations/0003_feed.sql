@@ -6,15 +6,15 @@
 -- follow commit order and a reader can never be handed a position below one
 -- it has already read: the feed is lossless.
 --
--- `feed_heads` is each tenant's counter: the highest position it has handed
--- out, advanced in the same transaction as the rows that take positions.
--- It is a counter of its own rather than the highest `feed_pos` in
--- `events`, because compaction and erasure delete rows and a position must
--- never be handed out twice.
+-- A tenant's last position is the larger of its highest `feed_pos` in
+-- `events` (one seek at the end of its `events_by_feed` range) and its
+-- `feed_heads` row. Appends only read them. Compaction and erasure delete
+-- rows, so before they do they raise `feed_heads` to the highest `feed_pos`:
+-- the deleted rows' positions are never handed out again.
 --
 -- A store written before this version gets its positions here, once: each
 -- tenant's records in (run_id, seq) order, which keeps every stream's seq
--- order, and the tenant's counter at the last of them. The migration runs in
+-- order, and its `feed_heads` row at the last of them. The migration runs in
 -- one transaction, like every migration. ALTER TABLE has no IF NOT EXISTS:
 -- a second process opening the same file at the same moment fails on the
 -- duplicate column (or on SQLite's write lock), rolls back and retries, and

@@ -262,15 +262,20 @@ SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 /// Parameters per row of [`insert_events_sql`].
 pub(crate) const INSERT_ROW_PARAMS: usize = 11;
 
-/// The multi-row insert of `rows` events: each row binds
-/// [`INSERT_ROW_PARAMS`] parameters, the stream's four columns then seq,
-/// event_id, event_type, occurred_at_ms, is_marker, record and the row's
-/// feed offset: its 1-based place among the statement's rows of its tenant.
-/// A row's `feed_pos` is its tenant's counter (`feed_heads`, 0 when the
-/// tenant has none yet) plus its offset; [`ADVANCE_FEED_HEAD`], run after
-/// it in the same transaction, moves the counter past the statement's rows.
-/// The statement itself never changes `feed_heads`, so every row reads the
-/// same counter, however SQLite orders the work.
+/// The multi-row insert of `rows` events of one tenant. It first binds six
+/// parameters, the tenant's three columns twice;
+/// then each row binds [`INSERT_ROW_PARAMS`], the stream's four columns then
+/// seq, event_id, event_type, occurred_at_ms, is_marker, record and the
+/// row's feed offset: its 1-based place among the statement's rows.
+///
+/// A row's `feed_pos` is the tenant's last position plus its offset. The
+/// last position is the larger of the tenant's highest `feed_pos` (one
+/// seek at the end of its `events_by_feed` range) and its `feed_heads` row,
+/// which keeps the highest position of records since deleted (see
+/// [`RAISE_FEED_HEAD`]). An `INSERT ... SELECT` evaluates its `SELECT` on
+/// the table as it was before the statement (SQLite stores the rows in a
+/// temporary table first when the `SELECT` reads the table inserted into),
+/// so every row sees the same last position.
 ///
 /// The parameters are anonymous (`?`): SQLite looks a numbered parameter's
 /// name up by a linear scan per bind, which made binding a many-row
@@ -281,9 +286,12 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
          event_type, occurred_at_ms, is_marker, record, feed_pos)\n\
          SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
          column9, column10,\n\
-         \x20   COALESCE((SELECT last_position FROM feed_heads\n\
-         \x20             WHERE org_id = column1 AND workspace_id = column2\n\
-         \x20               AND deployment_id = column3), 0) + column11\n\
+         \x20   max(coalesce((SELECT feed_pos FROM events INDEXED BY events_by_feed\n\
+         \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?\n\
+         \x20                 ORDER BY feed_pos DESC LIMIT 1), 0),\n\
+         \x20       coalesce((SELECT last_position FROM feed_heads\n\
+         \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?), 0))\n\
+         \x20   + column11\n\
          FROM (VALUES ",
     );
     let row = format!("({})", ["?"; INSERT_ROW_PARAMS].join(", "));
@@ -297,30 +305,17 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
     sql
 }
 
-/// Moves a tenant's feed counter on by `?4` positions (creating it at `?4`),
-/// the tenant's three columns being `?1..?3` (anonymous parameters, bound in
-/// that order), if the statement before it in the transaction changed any
-/// row: a guarded insert that wrote nothing takes no position.
-pub(crate) const ADVANCE_FEED_HEAD: &str = "\
+/// Before records of the tenant `?1..?3` are deleted: raises its
+/// `feed_heads` row to its highest `feed_pos`, so that the positions of the
+/// deleted records are never handed out again (a position is never
+/// reused, CONTRACT §29).
+pub(crate) const RAISE_FEED_HEAD: &str = "\
 INSERT INTO feed_heads (org_id, workspace_id, deployment_id, last_position)
-SELECT ?, ?, ?, ? WHERE changes() > 0
+SELECT org_id, workspace_id, deployment_id, feed_pos FROM events INDEXED BY events_by_feed
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3
+ORDER BY feed_pos DESC LIMIT 1
 ON CONFLICT (org_id, workspace_id, deployment_id)
-DO UPDATE SET last_position = last_position + excluded.last_position";
-
-/// [`insert_events_sql`] of `rows` rows followed by one
-/// [`ADVANCE_FEED_HEAD`] per tenant of the rows, and `COMMIT` if `commit`.
-/// The counters' parameters follow the rows', tenant by tenant.
-pub(crate) fn insert_and_advance_sql(rows: usize, tenants: usize, commit: bool) -> String {
-    let mut sql = insert_events_sql(rows);
-    for _ in 0..tenants {
-        sql.push_str(";\n");
-        sql.push_str(ADVANCE_FEED_HEAD);
-    }
-    if commit {
-        sql.push_str(";\nCOMMIT");
-    }
-    sql
-}
+DO UPDATE SET last_position = max(last_position, excluded.last_position)";
 
 /// A tenant's records after feed position `?4`, at most `?5`, in position
 /// order: one range scan of `events_by_feed`, each row's record then found
@@ -338,12 +333,12 @@ ORDER BY feed_pos ASC LIMIT ?5";
 /// stream's compacted ids; otherwise the statement writes nothing. The
 /// last seq comes from `events_by_seq` (see [`LAST_SEQ`]).
 ///
-/// It runs inside `BEGIN IMMEDIATE` ([`guarded_transaction_sql`]), with the
-/// feed counter's advance after it: SQLite holds the write lock before the
-/// guard reads anything, so the guard, the insert and the counter see one
-/// state (CONTRACT §3, §29). (On its own the statement would take the write
-/// lock before its first read too.) A live id that is already stored fails
-/// the statement on the unique index instead, and it too writes nothing.
+/// Run on its own (autocommit), the statement is one write transaction:
+/// SQLite takes the write lock before the guard reads anything, exactly as
+/// `BEGIN IMMEDIATE` would, so the guard, the feed's last position and the
+/// insert see one state (CONTRACT §3, §29). A live id that is already
+/// stored fails the statement on the unique index instead, and it too
+/// writes nothing.
 pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
     format!(
         "{}\n\
@@ -355,22 +350,6 @@ pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
          \x20     AND event_id IN (SELECT value FROM json_each(?)))",
         insert_events_sql(rows)
     )
-}
-
-/// The guarded path's transaction of `rows` rows of one tenant:
-/// `BEGIN IMMEDIATE`, [`guarded_insert_events_sql`], then
-/// [`ADVANCE_FEED_HEAD`] answering the tenant's new counter (a row only if
-/// the insert wrote its rows), then `COMMIT` if `commit`. The counter's
-/// parameters follow the guard's.
-pub(crate) fn guarded_transaction_sql(rows: usize, commit: bool) -> String {
-    let mut sql = format!(
-        "BEGIN IMMEDIATE;\n{};\n{ADVANCE_FEED_HEAD}\nRETURNING last_position",
-        guarded_insert_events_sql(rows)
-    );
-    if commit {
-        sql.push_str(";\nCOMMIT");
-    }
-    sql
 }
 
 /// The `deployment_id` column value of `tenant`.

@@ -290,3 +290,66 @@ async fn a_commit_that_wrote_records_raises_the_feed_signal() {
         "the guarded path raises it too"
     );
 }
+
+// CONTRACT §29: a position is never handed out twice, also when the records
+// at the highest positions are deleted: compaction and erasure keep the
+// tenant's last position in `feed_heads` before they delete, and their
+// markers, like every later record, come after it, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_of_deleted_records_are_never_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let tenant = Tenant::local();
+    let at = |run: &str, id: &str, ms: u64| {
+        EventRecord::new(
+            &tenant,
+            RunId::new(run).unwrap(),
+            EventId::new(id).unwrap(),
+            "feed.test",
+            ms,
+        )
+    };
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store
+            .append(&tenant, &at("new", "n1", 10_000))
+            .await
+            .unwrap();
+        for id in ["o1", "o2"] {
+            store.append(&tenant, &at("old", id, 1)).await.unwrap();
+        }
+        // Positions 2 and 3, the highest, go with the compacted events.
+        assert_eq!(store.compact(100, 1_000).await.unwrap().removed, 2);
+        let feed = whole_feed(&store, &tenant).await;
+        assert_eq!(
+            keys(&feed),
+            vec![(1, "new".to_owned(), 1), (4, "old".to_owned(), 2)]
+        );
+        assert!(feed[1].record.is_compaction_marker());
+        // Position 4, the highest, goes with the erased run.
+        assert_eq!(
+            store
+                .delete_run(&tenant, &RunId::new("old").unwrap())
+                .await
+                .unwrap(),
+            0
+        );
+        let feed = whole_feed(&store, &tenant).await;
+        assert_eq!(
+            keys(&feed),
+            vec![(1, "new".to_owned(), 1), (5, "old".to_owned(), 2)]
+        );
+        store
+            .delete_run(&tenant, &RunId::new("new").unwrap())
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.append(&tenant, &at("later", "l1", 1)).await.unwrap();
+    let positions: Vec<u64> = whole_feed(&store, &tenant)
+        .await
+        .iter()
+        .map(|entry| entry.position.parts().1)
+        .collect();
+    assert_eq!(positions, vec![5, 6, 7]);
+}

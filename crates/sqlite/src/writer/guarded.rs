@@ -3,17 +3,18 @@
 //! The writer remembers the last seq its own commits left each stream at
 //! ([`Writer::remember`]). A group of appends to one remembered stream is
 //! planned against that seq without reading the database, and written by
-//! one guarded insert and the advance of the tenant's feed counter, sent
-//! together with `BEGIN IMMEDIATE` and `COMMIT` in one round trip; the guard
-//! refuses the whole insert if the stream moved on, and the counter then
-//! stays where it was. What the path cannot answer goes
+//! one guarded insert that is its own transaction, in which its rows also
+//! take the tenant's next feed positions; the guard refuses the whole
+//! statement if the stream moved on. What the path cannot answer goes
 //! back, unwritten, to the general path ([`super::general`]).
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use sqlx::sqlite::SqliteQueryResult;
+
 use runstore_core::StreamKey;
 
-use super::{Job, Writer, rows::bind_rows_and_heads, state::StreamState};
+use super::{Job, Writer, rows::bind_rows, state::StreamState};
 use crate::{
     error::{SqliteError, shared},
     schema::{self, INSERT_CHUNK, bind_stream, to_sql_int},
@@ -35,10 +36,9 @@ impl Writer {
     /// The guarded path: a group of appends to one stream whose last seq
     /// this writer remembers is planned against that seq, request after
     /// request, without reading the database first, and written by one
-    /// guarded statement ([`schema::guarded_insert_events_sql`]) in a write
-    /// transaction of its own that also advances the tenant's feed counter
-    /// ([`schema::guarded_transaction_sql`]): one round trip to the
-    /// connection instead of two.
+    /// guarded statement ([`schema::guarded_insert_events_sql`]) that is its
+    /// own write transaction: one round trip to the connection instead of
+    /// two.
     ///
     /// Returns the group, unanswered and with nothing written, when the
     /// path does not apply or its guard failed: the stream moved on (another
@@ -87,22 +87,19 @@ impl Writer {
             return Some(group);
         }
         let ids = schema::json_array(rows.iter().map(|row| row.event_id.as_str()));
-        let (query, _) =
-            bind_rows_and_heads(sqlx::query(&self.guarded_sql[count - 1]), rows, |query| {
-                let query = bind_stream(query, tenant, run_id.as_str()).bind(guard_seq);
-                bind_stream(query, tenant, run_id.as_str()).bind(ids)
-            });
+        let query = bind_rows(sqlx::query(&self.guarded_sql[count - 1]), tenant, rows);
+        let query = bind_stream(query, tenant, run_id.as_str()).bind(guard_seq);
+        let query = bind_stream(query, tenant, run_id.as_str()).bind(ids);
         let started = Instant::now();
-        // The counter's advance answers a row only if the insert wrote.
-        let written = query
-            .fetch_all(&mut self.conn)
-            .await
-            .map(|advanced| advanced.len() == 1);
-        if written.is_err() {
-            // The transaction may have begun: nothing of it stays. "No
-            // transaction is active" is the answer when it did not.
-            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        let delayed = self.feed.commit_delay.is_some();
+        let written = if delayed {
+            // The test hook: the statement inside a transaction of its own,
+            // so that the commit can wait.
+            begin_delayed(&mut self.conn, query).await
+        } else {
+            query.execute(&mut self.conn).await
         }
+        .map(|done| done.rows_affected());
         if let Err(err) = &written
             && crate::error::is_busy(err)
         {
@@ -119,13 +116,21 @@ impl Writer {
             }
             return None;
         }
-        let written = matches!(written, Ok(true));
-        if self.feed.commit_delay.is_some() {
-            // The statements left the transaction open (see `Writer::new`).
-            if !written {
+        // The statement is all or nothing: every row, or none when the
+        // guard failed or a unique key refused a row.
+        let written = written.ok() == u64::try_from(count).ok();
+        if delayed {
+            let committed = if written {
+                self.commit_records("commit").await
+            } else {
+                Ok(())
+            };
+            if !written || committed.is_err() {
+                // "No transaction is active" is the answer when it did not
+                // begin.
                 let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-            } else if let Err(err) = self.commit_records("commit").await {
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            }
+            if let Err(err) = committed {
                 let err = Arc::new(err);
                 for job in group {
                     job.fail(shared(&err));
@@ -133,8 +138,6 @@ impl Writer {
                 return None;
             }
         }
-        // The statement is all or nothing: every row, or none when the
-        // guard failed or a unique key refused a row.
         if !written {
             self.last_seqs.remove(&stream);
             return Some(group);
@@ -150,4 +153,15 @@ impl Writer {
         }
         None
     }
+}
+
+/// The test hook's form of the guarded statement: `BEGIN IMMEDIATE`, then
+/// the statement, leaving the transaction open for
+/// [`Writer::commit_records`].
+async fn begin_delayed(
+    conn: &mut sqlx::SqliteConnection,
+    query: crate::schema::SqlQuery<'_>,
+) -> Result<SqliteQueryResult, sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    query.execute(conn).await
 }

@@ -220,8 +220,8 @@ pub(crate) struct Writer {
     insert_sql: InsertSql,
     /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
     begin_and_state_sql: String,
-    /// `guarded_sql[n - 1]` is [`schema::guarded_transaction_sql`] of `n`
-    /// rows (without its `COMMIT` when commits are delayed).
+    /// `guarded_sql[n - 1]` is [`schema::guarded_insert_events_sql`] of `n`
+    /// rows.
     guarded_sql: Vec<String>,
     /// The last seq of streams as this writer's own commits left them. A
     /// hint for the guarded path only: another process may have appended
@@ -246,7 +246,6 @@ impl Writer {
         busy_timeout: Duration,
         feed: FeedHooks,
     ) -> Self {
-        let commit = feed.commit_delay.is_none();
         Self {
             conn,
             path,
@@ -254,7 +253,7 @@ impl Writer {
             insert_sql: InsertSql::new(),
             begin_and_state_sql: format!("BEGIN IMMEDIATE;\n{}", schema::STREAM_STATE),
             guarded_sql: (1..=INSERT_CHUNK)
-                .map(|rows| schema::guarded_transaction_sql(rows, commit))
+                .map(schema::guarded_insert_events_sql)
                 .collect(),
             last_seqs: HashMap::new(),
             feed,

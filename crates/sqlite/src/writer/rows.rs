@@ -2,14 +2,15 @@
 //!
 //! [`EventRow`] holds one record's columns, owned so that binding moves them
 //! into the statement; [`insert_rows`] writes rows with the multi-row
-//! statements of [`InsertSql`], a chunk at a time, each followed by the
-//! advance of its tenants' feed counters, so the rows take the next feed
-//! positions in the order given (CONTRACT §29), and names the failing rows
-//! in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
+//! statements of [`InsertSql`], a chunk of one tenant's rows at a time, so
+//! that the rows take their tenant's next feed positions in the order given
+//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]);
+//! [`raise_feed_head`] keeps a tenant's last position before records are
+//! deleted. [`insert_compacted_ids`] remembers the
 //! ids a compaction marker stands for, and [`stream_from_row`] decodes a
 //! stream key. Every write path uses these inside its own transaction.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
 use runstore_core::{Error, EventId, EventRecord, Result, RunId, StreamKey, Tenant};
 use sqlx::{Row as _, SqliteConnection, sqlite::SqliteRow};
@@ -66,48 +67,31 @@ impl<'a> EventRow<'a> {
     }
 }
 
-/// Binds `rows` in order with their feed offsets, then one feed counter
-/// advance per tenant ([`schema::ADVANCE_FEED_HEAD`]), in the order the
-/// tenants first appear: `guard` binds whatever parameters come between
-/// the rows' and the counters'. Answers the query and how many tenants the
-/// rows span.
-pub(super) fn bind_rows_and_heads<'a>(
-    mut query: SqlQuery<'a>,
+/// Binds a statement of [`schema::insert_events_sql`] (or its guarded
+/// form): the tenant's parameters, then `rows` (all of `tenant`) in order
+/// with their feed offsets from 1.
+pub(super) fn bind_rows<'a>(
+    query: SqlQuery<'a>,
+    tenant: &'a Tenant,
     rows: Vec<EventRow<'a>>,
-    guard: impl FnOnce(SqlQuery<'a>) -> SqlQuery<'a>,
-) -> (SqlQuery<'a>, usize) {
-    // Tenants and their row counts, in first-appearance order; a statement
-    // rarely spans more than one or two, so a scan beats a map.
-    let mut heads: Vec<(&'a Tenant, i64)> = Vec::with_capacity(1);
-    for row in rows {
-        let offset = match heads.iter_mut().find(|(tenant, _)| *tenant == row.tenant) {
-            Some((_, count)) => {
-                *count += 1;
-                *count
-            }
-            None => {
-                heads.push((row.tenant, 1));
-                1
-            }
-        };
-        query = row.bind(query, offset);
-    }
-    query = guard(query);
-    let tenants = heads.len();
-    for (tenant, count) in heads {
+) -> SqlQuery<'a> {
+    let deployment = schema::deployment_column(tenant);
+    let mut query = query;
+    for _ in 0..2 {
         query = query
             .bind(tenant.org_id())
             .bind(tenant.workspace_id())
-            .bind(schema::deployment_column(tenant))
-            .bind(count);
+            .bind(deployment);
     }
-    (query, tenants)
+    for (offset, row) in (1_i64..).zip(rows) {
+        debug_assert!(row.tenant == tenant, "a statement's rows are of one tenant");
+        query = row.bind(query, offset);
+    }
+    query
 }
 
-/// The multi-row insert statements with their feed counter advance, by row
-/// count, for rows of one tenant: `plain[n - 1]` inserts `n` rows and
-/// advances the counter, `commit[n - 1]` does the same and commits. Rows
-/// of several tenants get their statement built when needed.
+/// The multi-row insert statements, by row count: `plain[n - 1]` inserts
+/// `n` rows, `commit[n - 1]` does the same and commits.
 pub(super) struct InsertSql {
     plain: Vec<String>,
     commit: Vec<String>,
@@ -117,23 +101,10 @@ impl InsertSql {
     /// The statements of 1 to [`INSERT_CHUNK`] rows.
     pub(super) fn new() -> Self {
         Self {
-            plain: (1..=INSERT_CHUNK)
-                .map(|rows| schema::insert_and_advance_sql(rows, 1, false))
-                .collect(),
+            plain: (1..=INSERT_CHUNK).map(schema::insert_events_sql).collect(),
             commit: (1..=INSERT_CHUNK)
-                .map(|rows| schema::insert_and_advance_sql(rows, 1, true))
+                .map(|rows| format!("{};\nCOMMIT", schema::insert_events_sql(rows)))
                 .collect(),
-        }
-    }
-
-    /// The statement inserting `rows` rows (1 to [`INSERT_CHUNK`]) of
-    /// `tenants` tenants and advancing their counters, committing if
-    /// `commit`.
-    fn get(&self, rows: usize, tenants: usize, commit: bool) -> Cow<'_, str> {
-        match (tenants, commit) {
-            (1, false) => Cow::Borrowed(&self.plain[rows - 1]),
-            (1, true) => Cow::Borrowed(&self.commit[rows - 1]),
-            _ => Cow::Owned(schema::insert_and_advance_sql(rows, tenants, commit)),
         }
     }
 }
@@ -145,9 +116,14 @@ pub(super) enum Commit {
     Separately,
 }
 
-/// Inserts event rows, up to [`INSERT_CHUNK`] rows per statement; with
-/// [`Commit::WithLast`] the last statement also commits. A failure names
-/// `action` and the failing statement's rows ([`RowSpan`]).
+/// Inserts event rows, up to [`INSERT_CHUNK`] rows of one tenant per
+/// statement; with [`Commit::WithLast`] the last statement also commits. A
+/// failure names `action` and the failing statement's rows ([`RowSpan`]).
+///
+/// The rows take their tenants' next feed positions in the order given
+/// (CONTRACT §29); rows of several tenants are grouped by tenant first (a
+/// stable sort: each tenant's rows keep their order), so that a statement
+/// finds its tenant's last position once.
 pub(super) async fn insert_rows(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
@@ -156,12 +132,21 @@ pub(super) async fn insert_rows(
     mut rows: Vec<EventRow<'_>>,
     commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
-    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
-    while rows.len() > INSERT_CHUNK {
-        let rest = rows.split_off(INSERT_CHUNK);
-        chunks.push(std::mem::replace(&mut rows, rest));
+    if rows.windows(2).any(|pair| pair[0].tenant != pair[1].tenant) {
+        rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
     }
-    chunks.push(rows);
+    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.next() {
+        let tenant = first.tenant;
+        let mut chunk = vec![first];
+        while chunk.len() < INSERT_CHUNK
+            && let Some(row) = rows.next_if(|row| row.tenant == tenant)
+        {
+            chunk.push(row);
+        }
+        chunks.push(chunk);
+    }
     let count = chunks.len();
     for (index, chunk) in chunks.into_iter().enumerate() {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
@@ -171,15 +156,13 @@ pub(super) async fn insert_rows(
             first: (first.tenant, first.run_id, first.seq),
             last: (last.tenant, last.run_id, last.seq),
         };
-        let tenants = distinct_tenants(&chunk);
-        let sql = insert_sql.get(
-            chunk.len(),
-            tenants,
-            commit == Commit::WithLast && index + 1 == count,
-        );
-        let (query, bound) = bind_rows_and_heads(sqlx::query(&sql), chunk, |query| query);
-        debug_assert_eq!(bound, tenants);
-        query
+        let tenant = first.tenant;
+        let sql = if commit == Commit::WithLast && index + 1 == count {
+            &insert_sql.commit[chunk.len() - 1]
+        } else {
+            &insert_sql.plain[chunk.len() - 1]
+        };
+        bind_rows(sqlx::query(sql), tenant, chunk)
             .execute(&mut *conn)
             .await
             .map_err(|err| SqliteError::driver_at(path, action, span, err))?;
@@ -187,15 +170,23 @@ pub(super) async fn insert_rows(
     Ok(())
 }
 
-/// How many tenants `rows` span.
-fn distinct_tenants(rows: &[EventRow<'_>]) -> usize {
-    let mut seen: Vec<&Tenant> = Vec::with_capacity(1);
-    for row in rows {
-        if !seen.contains(&row.tenant) {
-            seen.push(row.tenant);
-        }
-    }
-    seen.len()
+/// Raises `stream`'s tenant's `feed_heads` row to the tenant's highest
+/// position ([`schema::RAISE_FEED_HEAD`]): run before a transaction deletes
+/// records, so that their positions are never handed out again.
+pub(super) async fn raise_feed_head(
+    conn: &mut SqliteConnection,
+    path: &Arc<str>,
+    stream: &StreamKey,
+) -> std::result::Result<(), SqliteError> {
+    let tenant = &stream.tenant;
+    sqlx::query(schema::RAISE_FEED_HEAD)
+        .bind(tenant.org_id())
+        .bind(tenant.workspace_id())
+        .bind(schema::deployment_column(tenant))
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|err| SqliteError::driver_at(path, "keep the feed's last position", stream, err))
 }
 
 /// The first and last row of an insert statement, named in its error:
