@@ -506,6 +506,50 @@ mod tests {
 
     use super::*;
 
+    // A row's feed position is the tenant's last position plus its offset:
+    // the last position must be found once per statement, from the table as
+    // it was before the statement (an uncorrelated subquery, and the rows
+    // stored in a temporary table before they are inserted), and the seek
+    // for it must use `events_by_feed`.
+    #[tokio::test]
+    async fn the_insert_finds_the_last_position_once_before_inserting() {
+        let mut conn = SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        for sql in [insert_events_sql(3), guarded_insert_events_sql(3)] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(3))
+                .collect();
+            assert!(
+                plan.iter().all(|line| !line.contains("CORRELATED")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|line| line.contains("USING COVERING INDEX events_by_feed")),
+                "{plan:?}"
+            );
+            let program: Vec<String> = sqlx::query(&format!("EXPLAIN {sql}"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(1))
+                .collect();
+            assert!(
+                program.iter().any(|op| op == "OpenEphemeral"),
+                "the rows are stored in a temporary table first: {program:?}"
+            );
+        }
+    }
+
     // The guarded insert's claim to be one write transaction rests on SQLite
     // starting the statement with a write transaction on the main database
     // (`Transaction` with p2 = 1), reached from `Init` before the guard's
