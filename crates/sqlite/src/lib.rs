@@ -61,6 +61,13 @@
 //!   transaction deletes the run's `events` and `compacted_ids` rows and
 //!   writes its erasure marker at its last seq. The freed pages keep their
 //!   bytes until SQLite reuses them or a `VACUUM` rewrites the file.
+//! - **Change feed** (CONTRACT §29): every record takes its tenant's next
+//!   feed position (`events.feed_pos`) in the write transaction that
+//!   stores it, under SQLite's write lock, so positions follow commit order
+//!   across processes and a reader never skips a later commit;
+//!   `read_feed` is one range scan of the index `events_by_feed`. The
+//!   handle's feed signal is raised after each of its commits that wrote
+//!   records; other processes' commits are seen by polling.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of
