@@ -8,9 +8,10 @@
 --
 -- A tenant's last position is the larger of its highest `feed_pos` in
 -- `events` (one seek at the end of its `events_by_feed` range) and its
--- `feed_heads` row. Appends only read them. Compaction and erasure delete
--- rows, so before they do they raise `feed_heads` to the highest `feed_pos`:
--- the deleted rows' positions are never handed out again.
+-- `feed_heads` row. Appends only read them. Rows are deleted (compaction,
+-- erasure), so a trigger raises `feed_heads` to the position of every row
+-- deleted: the deleted rows' positions are never handed out again, whoever
+-- deletes them.
 --
 -- A store written before this version gets its positions here, once: each
 -- tenant's records in (run_id, seq) order, which keeps every stream's seq
@@ -50,3 +51,32 @@ GROUP BY org_id, workspace_id, deployment_id;
 -- row.
 CREATE INDEX IF NOT EXISTS events_by_feed
     ON events (org_id, workspace_id, deployment_id, feed_pos);
+
+-- Whatever deletes a record, its position stays taken.
+CREATE TRIGGER IF NOT EXISTS events_keep_feed_head AFTER DELETE ON events
+WHEN OLD.feed_pos IS NOT NULL
+BEGIN
+    INSERT INTO feed_heads (org_id, workspace_id, deployment_id, last_position)
+    VALUES (OLD.org_id, OLD.workspace_id, OLD.deployment_id, OLD.feed_pos)
+    ON CONFLICT (org_id, workspace_id, deployment_id)
+    DO UPDATE SET last_position = max(last_position, excluded.last_position);
+END;
+
+-- A row inserted without a position (by a process of the previous version
+-- still running when the file was upgraded, which lists the columns it
+-- knows) takes its tenant's next one, inside the same write transaction.
+-- This version's inserts always give one, and skip the body.
+CREATE TRIGGER IF NOT EXISTS events_give_feed_pos AFTER INSERT ON events
+WHEN NEW.feed_pos IS NULL
+BEGIN
+    UPDATE events SET feed_pos = 1 + max(
+        coalesce((SELECT feed_pos FROM events INDEXED BY events_by_feed
+                  WHERE org_id = NEW.org_id AND workspace_id = NEW.workspace_id
+                    AND deployment_id = NEW.deployment_id
+                  ORDER BY feed_pos DESC LIMIT 1), 0),
+        coalesce((SELECT last_position FROM feed_heads
+                  WHERE org_id = NEW.org_id AND workspace_id = NEW.workspace_id
+                    AND deployment_id = NEW.deployment_id), 0))
+    WHERE org_id = NEW.org_id AND workspace_id = NEW.workspace_id
+      AND deployment_id = NEW.deployment_id AND run_id = NEW.run_id AND seq = NEW.seq;
+END;

@@ -271,8 +271,8 @@ pub(crate) const INSERT_ROW_PARAMS: usize = 11;
 /// A row's `feed_pos` is the tenant's last position plus its offset. The
 /// last position is the larger of the tenant's highest `feed_pos` (one
 /// seek at the end of its `events_by_feed` range) and its `feed_heads` row,
-/// which keeps the highest position of records since deleted (see
-/// [`RAISE_FEED_HEAD`]). An `INSERT ... SELECT` evaluates its `SELECT` on
+/// which a trigger raises to the position of every record deleted
+/// (migration 3). An `INSERT ... SELECT` evaluates its `SELECT` on
 /// the table as it was before the statement (SQLite stores the rows in a
 /// temporary table first when the `SELECT` reads the table inserted into),
 /// so every row sees the same last position.
@@ -304,18 +304,6 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
     sql.push(')');
     sql
 }
-
-/// Before records of the tenant `?1..?3` are deleted: raises its
-/// `feed_heads` row to its highest `feed_pos`, so that the positions of the
-/// deleted records are never handed out again (a position is never
-/// reused, CONTRACT §29).
-pub(crate) const RAISE_FEED_HEAD: &str = "\
-INSERT INTO feed_heads (org_id, workspace_id, deployment_id, last_position)
-SELECT org_id, workspace_id, deployment_id, feed_pos FROM events INDEXED BY events_by_feed
-WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3
-ORDER BY feed_pos DESC LIMIT 1
-ON CONFLICT (org_id, workspace_id, deployment_id)
-DO UPDATE SET last_position = max(last_position, excluded.last_position)";
 
 /// A tenant's records after feed position `?4`, at most `?5`, in position
 /// order: one range scan of `events_by_feed`, each row's record then found

@@ -353,3 +353,50 @@ async fn positions_of_deleted_records_are_never_handed_out_again() {
         .collect();
     assert_eq!(positions, vec![5, 6, 7]);
 }
+
+// A process of the previous version still running when the file was
+// upgraded inserts rows without a position and deletes rows without keeping
+// their positions: the schema's triggers give such a row its tenant's next
+// position, and keep a deleted row's position taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_the_old_way_still_take_and_keep_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let tenant = Tenant::local();
+    store
+        .append(&tenant, &event(&tenant, "run", "new-1"))
+        .await
+        .unwrap();
+    let mut old = raw(&path).await;
+    let mut record = event(&tenant, "run", "old-2");
+    record.seq = 2;
+    sqlx::query(
+        "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
+         event_type, occurred_at_ms, is_marker, record) \
+         VALUES (?, ?, '', 'run', 2, 'old-2', 'feed.test', 1, 0, ?)",
+    )
+    .bind(tenant.org_id())
+    .bind(tenant.workspace_id())
+    .bind(serde_json::to_string(&record).unwrap())
+    .execute(&mut old)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(&whole_feed(&store, &tenant).await),
+        vec![(1, "run".to_owned(), 1), (2, "run".to_owned(), 2)]
+    );
+    // The row at the highest position goes, as the old compaction deleted.
+    sqlx::query("DELETE FROM events WHERE run_id = 'run' AND seq = 2")
+        .execute(&mut old)
+        .await
+        .unwrap();
+    store
+        .append(&tenant, &event(&tenant, "other", "new-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&whole_feed(&store, &tenant).await),
+        vec![(1, "run".to_owned(), 1), (3, "other".to_owned(), 1)]
+    );
+}

@@ -15,7 +15,7 @@ use runstore_core::{RunId, StreamKey, Tenant, raw::erasure::erasure_marker};
 use super::{
     Deletion, Writer, delay_commit,
     retry::Fail,
-    rows::{Commit, EventRow, insert_rows, raise_feed_head},
+    rows::{Commit, EventRow, insert_rows},
 };
 use crate::{
     error::SqliteError,
@@ -84,7 +84,6 @@ impl Writer {
         let last_seq = schema::from_sql_int(last, || {
             format!("sqlite store {path}: last seq of {stream}")
         })?;
-        raise_feed_head(&mut tx, &path, &stream).await?;
         let deleted = bind_stream(sqlx::query(schema::DELETE_ORDINARY_EVENTS), tenant, run)
             .execute(&mut *tx)
             .await

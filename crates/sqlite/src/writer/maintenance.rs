@@ -19,7 +19,7 @@ use sqlx::{Connection, Row as _, SqliteConnection};
 use super::{
     Maintenance, Writer, delay_commit,
     retry::{Fail, Replan, into_error, retrying},
-    rows::{Commit, EventRow, InsertSql, insert_compacted_ids, insert_rows, raise_feed_head},
+    rows::{Commit, EventRow, InsertSql, insert_compacted_ids, insert_rows},
 };
 use crate::{
     error::SqliteError,
@@ -219,7 +219,6 @@ async fn compact_stream(
         .chain(old_marker.as_ref())
         .map(|record| to_sql_int(record.seq, "seq"))
         .collect::<Result<Vec<_>>>()?;
-    raise_feed_head(conn, path, stream).await?;
     bind_stream(sqlx::query(schema::DELETE_SEQS), tenant, run)
         .bind(schema::json_int_array(doomed))
         .execute(&mut *conn)

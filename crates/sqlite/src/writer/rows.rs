@@ -4,9 +4,7 @@
 //! into the statement; [`insert_rows`] writes rows with the multi-row
 //! statements of [`InsertSql`], a chunk of one tenant's rows at a time, so
 //! that the rows take their tenant's next feed positions in the order given
-//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]);
-//! [`raise_feed_head`] keeps a tenant's last position before records are
-//! deleted. [`insert_compacted_ids`] remembers the
+//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
 //! ids a compaction marker stands for, and [`stream_from_row`] decodes a
 //! stream key. Every write path uses these inside its own transaction.
 
@@ -168,25 +166,6 @@ pub(super) async fn insert_rows(
             .map_err(|err| SqliteError::driver_at(path, action, span, err))?;
     }
     Ok(())
-}
-
-/// Raises `stream`'s tenant's `feed_heads` row to the tenant's highest
-/// position ([`schema::RAISE_FEED_HEAD`]): run before a transaction deletes
-/// records, so that their positions are never handed out again.
-pub(super) async fn raise_feed_head(
-    conn: &mut SqliteConnection,
-    path: &Arc<str>,
-    stream: &StreamKey,
-) -> std::result::Result<(), SqliteError> {
-    let tenant = &stream.tenant;
-    sqlx::query(schema::RAISE_FEED_HEAD)
-        .bind(tenant.org_id())
-        .bind(tenant.workspace_id())
-        .bind(schema::deployment_column(tenant))
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(|err| SqliteError::driver_at(path, "keep the feed's last position", stream, err))
 }
 
 /// The first and last row of an insert statement, named in its error:
