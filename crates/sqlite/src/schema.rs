@@ -494,6 +494,34 @@ mod tests {
 
     use super::*;
 
+    /// An in-memory database with the schema.
+    async fn migrated() -> sqlx::SqliteConnection {
+        let mut conn = SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .unwrap();
+        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        conn
+    }
+
+    /// Column `column` of each row `explain` (`EXPLAIN` or `EXPLAIN QUERY
+    /// PLAN`) answers for `sql`.
+    async fn explained(
+        conn: &mut sqlx::SqliteConnection,
+        explain: &str,
+        sql: &str,
+        column: usize,
+    ) -> Vec<String> {
+        sqlx::query(&format!("{explain} {sql}"))
+            .fetch_all(conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(column))
+            .collect()
+    }
+
     // A row's feed position is the tenant's last position plus its offset:
     // the last position must be found once per statement, from the table as
     // it was before the statement (an uncorrelated subquery, and the rows
@@ -501,20 +529,9 @@ mod tests {
     // for it must use `events_by_feed`.
     #[tokio::test]
     async fn the_insert_finds_the_last_position_once_before_inserting() {
-        let mut conn = SqliteConnectOptions::new()
-            .in_memory(true)
-            .connect()
-            .await
-            .unwrap();
-        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        let mut conn = migrated().await;
         for sql in [insert_events_sql(3), guarded_insert_events_sql(3)] {
-            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(3))
-                .collect();
+            let plan = explained(&mut conn, "EXPLAIN QUERY PLAN", &sql, 3).await;
             assert!(
                 plan.iter().all(|line| !line.contains("CORRELATED")),
                 "{plan:?}"
@@ -524,13 +541,7 @@ mod tests {
                     .any(|line| line.contains("USING COVERING INDEX events_by_feed")),
                 "{plan:?}"
             );
-            let program: Vec<String> = sqlx::query(&format!("EXPLAIN {sql}"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(1))
-                .collect();
+            let program = explained(&mut conn, "EXPLAIN", &sql, 1).await;
             assert!(
                 program.iter().any(|op| op == "OpenEphemeral"),
                 "the rows are stored in a temporary table first: {program:?}"
@@ -544,12 +555,7 @@ mod tests {
     // first read.
     #[tokio::test]
     async fn the_guarded_insert_writes_from_its_first_read() {
-        let mut conn = SqliteConnectOptions::new()
-            .in_memory(true)
-            .connect()
-            .await
-            .unwrap();
-        MIGRATOR.run_direct(&mut conn).await.unwrap();
+        let mut conn = migrated().await;
         for rows in [1, 3] {
             let program = sqlx::query(&format!("EXPLAIN {}", guarded_insert_events_sql(rows)))
                 .fetch_all(&mut conn)
