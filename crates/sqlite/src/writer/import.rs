@@ -3,7 +3,8 @@
 //!
 //! Import reads the stream's state ([`stream_state`]), inserts the records
 //! the stream lacks (taking the tenant's next feed positions in seq order)
-//! and the ids their compaction markers stand for, and records a new stream. The leader retries it as it does a group
+//! and the ids their compaction markers stand for, and records a new
+//! stream. The leader retries it as it does a group
 //! ([`Writer::run_exclusive`]).
 
 use runstore_core::{

@@ -24,6 +24,11 @@
 //! until the busy timeout has passed; then the requests fail with a
 //! retryable error naming the lock.
 //!
+//! Every insert of records gives them their tenant's next feed positions
+//! inside its transaction (CONTRACT §29; see [`rows`]), and the writer
+//! raises the handle's feed signal after each commit that wrote records
+//! ([`FeedHooks`]).
+//!
 //! This file holds the requests ([`Job`]) and the [`Writer`]; each job it
 //! runs has a file of its own:
 //!
