@@ -3,7 +3,7 @@
 
 use runstore_conformance::{Capabilities, Harness};
 use runstore_core::StreamKey;
-use runstore_sqlite::SqliteStore;
+use runstore_sqlite::{SqliteOptions, SqliteStore};
 
 fn harness() -> Harness {
     Harness::new(
@@ -12,6 +12,13 @@ fn harness() -> Harness {
         |location| async move { SqliteStore::open(location.dir.join("db.sqlite")).await },
     )
     .on_damage(|location, stream| damage_marker(location.dir.join("db.sqlite"), stream))
+    .on_slow_commits(|location, delay| async move {
+        SqliteStore::open_with(
+            location.dir.join("db.sqlite"),
+            SqliteOptions::default().with_test_commit_delay(delay),
+        )
+        .await
+    })
 }
 
 /// Overwrites the payload of `stream`'s compaction marker with something

@@ -61,6 +61,13 @@
 //!   transaction deletes the run's `events` and `compacted_ids` rows and
 //!   writes its erasure marker at its last seq. The freed pages keep their
 //!   bytes until SQLite reuses them or a `VACUUM` rewrites the file.
+//! - **Change feed** (CONTRACT §29): every record takes its tenant's next
+//!   feed position (`events.feed_pos`) in the write transaction that
+//!   stores it, under SQLite's write lock, so positions follow commit order
+//!   across processes and a reader never skips a later commit;
+//!   `read_feed` is one range scan of the index `events_by_feed`. The
+//!   handle's feed signal is raised after each of its commits that wrote
+//!   records; other processes' commits are seen by polling.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of
@@ -99,7 +106,8 @@ use std::{
 };
 
 use runstore_core::{
-    Durability, Error, MaintenanceReport, Result, StreamKey, raw::group::Answer, validate::Limits,
+    Durability, Error, FeedSignal, MaintenanceReport, Result, StreamKey, raw::group::Answer,
+    validate::Limits,
 };
 
 use runstore_fs::{StdFs, run_blocking};
@@ -107,7 +115,7 @@ use runstore_fs::{StdFs, run_blocking};
 use crate::{
     conn::Readers,
     error::{BACKEND, SqliteError},
-    writer::{Job, Maintenance, WriteQueue, Writer},
+    writer::{FeedHooks, Job, Maintenance, WriteQueue, Writer},
 };
 
 /// Streams offered to one maintenance transaction, which takes them until
@@ -134,6 +142,13 @@ pub struct SqliteOptions {
     /// against it before it reaches the writer, and a refused write writes
     /// nothing. Default [`Limits::default`] (records up to 4 MiB).
     pub limits: Limits,
+    /// A test hook: how long every commit that writes records waits after
+    /// the records have taken their feed positions and before `COMMIT`
+    /// makes them visible. Set with
+    /// [`with_test_commit_delay`](Self::with_test_commit_delay); not part of
+    /// the supported API.
+    #[doc(hidden)]
+    pub test_commit_delay: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -143,6 +158,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             limits: Limits::default(),
+            test_commit_delay: None,
         }
     }
 }
@@ -175,6 +191,19 @@ impl SqliteOptions {
         self.limits = limits;
         self
     }
+
+    /// Makes every commit that writes records wait `delay` after the records
+    /// have taken their feed positions and before `COMMIT` (CONTRACT §29's
+    /// late commit, for tests). The waiting transaction holds SQLite's write
+    /// lock, so every other writer of the file waits with it.
+    ///
+    /// For tests; not part of the supported API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_test_commit_delay(mut self, delay: Duration) -> Self {
+        self.test_commit_delay = Some(delay);
+        self
+    }
 }
 
 /// A runstore on one SQLite database file.
@@ -195,6 +224,10 @@ struct Inner {
     readers: Readers,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
+    /// [`schema::aggregated_read`] of [`schema::READ_FEED`].
+    feed_sql: String,
+    /// Raised by the writer after each commit that wrote records.
+    signal: FeedSignal,
     /// What the durable open's checkpoint answered: (busy, frames in the
     /// WAL, frames checkpointed); `None` in relaxed mode.
     open_checkpoint: Option<(i64, i64, i64)>,
@@ -284,8 +317,13 @@ impl SqliteStore {
                     })?,
             );
         }
+        let signal = FeedSignal::new();
+        let feed = FeedHooks {
+            signal: signal.clone(),
+            commit_delay: options.test_commit_delay,
+        };
         let writes = WriteQueue::new(
-            Writer::new(conn, name.clone(), options.busy_timeout),
+            Writer::new(conn, name.clone(), options.busy_timeout, feed),
             writer_options,
         );
         let readers = Readers::new(name.clone(), &file, options.readers, options.busy_timeout);
@@ -295,7 +333,9 @@ impl SqliteStore {
                 options,
                 writes,
                 readers,
-                read_sql: schema::READ_WINDOWS.map(schema::aggregated_read),
+                read_sql: schema::READ_WINDOWS.map(|window| schema::aggregated_read(window, "seq")),
+                feed_sql: schema::aggregated_read(schema::READ_FEED, "feed_pos"),
+                signal,
                 open_checkpoint,
             }),
         })

@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result, RunId,
-    StreamKey, Tenant, raw::compaction::CompactionPolicy,
+    AppendOutcome, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
+    raw::compaction::CompactionPolicy,
 };
 use sqlx::Row as _;
 
@@ -233,6 +234,66 @@ impl EventLog for SqliteStore {
         .await
     }
 
+    /// CONTRACT §29: one range scan of the tenant's `events_by_feed` keys
+    /// after `after`, each record found by its primary key, on a reader
+    /// connection (one snapshot). Positions are taken inside the write
+    /// transaction that stores the records, under SQLite's write lock, so a
+    /// transaction this snapshot does not see takes positions above every
+    /// one it does: the feed is lossless, across processes too.
+    ///
+    /// # Cancel safety
+    /// Reads change nothing; dropping the future is harmless.
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let (high, low) = after.parts();
+        // Positions here are single counters, at most i64::MAX: none is
+        // after a larger position.
+        let Ok(after) = i64::try_from(low) else {
+            return Ok(Vec::new());
+        };
+        if high != 0 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let statement = |sql| {
+            sqlx::query(sql)
+                .bind(tenant.org_id())
+                .bind(tenant.workspace_id())
+                .bind(schema::deployment_column(tenant))
+                .bind(after)
+                .bind(sql_limit)
+        };
+        let mut reader = self.readers().get().await?;
+        if limit <= schema::AGGREGATED_READ_MAX {
+            // As in `read`: a window that cannot be aggregated or parsed as
+            // a whole is read again row by row, which names the record at
+            // fault.
+            let row = statement(&self.inner.feed_sql)
+                .fetch_one(reader.conn())
+                .await
+                .ok();
+            if let Some(records) = row.and_then(|row| parse_feed_window(&row)) {
+                return Ok(records);
+            }
+        }
+        let rows = statement(schema::READ_FEED)
+            .fetch_all(reader.conn())
+            .await
+            .map_err(|err| SqliteError::driver(&self.inner.path, "read the feed", err))?;
+        drop(reader);
+        rows.iter()
+            .map(|row| parse_feed_row(row, self.path(), tenant))
+            .collect()
+    }
+
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(self.inner.signal.clone())
+    }
+
     /// CONTRACT §27: one `BEGIN IMMEDIATE` transaction on the writer, queued
     /// behind the appends already waiting (so ordered with their group
     /// commits) and holding SQLite's write lock (so ordered with other
@@ -258,17 +319,25 @@ impl EventLog for SqliteStore {
     }
 }
 
-/// The records of an aggregated window row ([`schema::aggregated_read`]) in
-/// the window's order (descending seqs for a tail), if both arrays parse,
-/// every record's seq is its row's and the seqs run in that order.
-fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRecord>> {
-    let seqs: &str = row.try_get(0).ok()?;
+/// The two arrays of an aggregated row ([`schema::aggregated_read`]): the
+/// key column's values and the records, if both parse and are as long as
+/// each other.
+fn parse_aggregated(row: &sqlx::sqlite::SqliteRow) -> Option<(Vec<u64>, Vec<EventRecord>)> {
+    let keys: &str = row.try_get(0).ok()?;
     let records: Option<&str> = row.try_get(1).ok()?;
-    let seqs: Vec<u64> = serde_json::from_str(seqs).ok()?;
+    let keys: Vec<u64> = serde_json::from_str(keys).ok()?;
     let records: Vec<EventRecord> = match records {
         Some(text) => serde_json::from_str(text).ok()?,
         None => Vec::new(),
     };
+    (keys.len() == records.len()).then_some((keys, records))
+}
+
+/// The records of an aggregated window row ([`schema::aggregated_read`]) in
+/// the window's order (descending seqs for a tail), if both arrays parse,
+/// every record's seq is its row's and the seqs run in that order.
+fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRecord>> {
+    let (seqs, records) = parse_aggregated(row)?;
     let ordered = seqs.windows(2).all(|pair| {
         if tail {
             pair[0] > pair[1]
@@ -277,12 +346,51 @@ fn parse_window(row: &sqlx::sqlite::SqliteRow, tail: bool) -> Option<Vec<EventRe
         }
     });
     let matching = ordered
-        && seqs.len() == records.len()
         && seqs
             .iter()
             .zip(&records)
             .all(|(seq, record)| *seq == record.seq);
     matching.then_some(records)
+}
+
+/// The records of an aggregated feed row ([`schema::aggregated_read`] of
+/// [`schema::READ_FEED`]), if both arrays parse, are as long as each other
+/// and the positions ascend.
+fn parse_feed_window(row: &sqlx::sqlite::SqliteRow) -> Option<Vec<FeedRecord>> {
+    let (positions, records) = parse_aggregated(row)?;
+    positions.windows(2).all(|pair| pair[0] < pair[1]).then(|| {
+        positions
+            .into_iter()
+            .zip(records)
+            .map(|(position, record)| FeedRecord {
+                position: FeedPosition::new(position),
+                record,
+            })
+            .collect()
+    })
+}
+
+/// A feed row `(feed_pos, record)` of `tenant`.
+fn parse_feed_row(
+    row: &sqlx::sqlite::SqliteRow,
+    path: &str,
+    tenant: &Tenant,
+) -> Result<FeedRecord> {
+    let location = |position: &dyn std::fmt::Display| {
+        format!("sqlite store {path}: feed of {tenant} at position {position}")
+    };
+    let position: i64 = row
+        .try_get(0)
+        .map_err(|err| runstore_core::Error::corrupt(location(&"?"), err))?;
+    let text: &str = row
+        .try_get(1)
+        .map_err(|err| runstore_core::Error::corrupt(location(&position), err))?;
+    let record = schema::parse(text, || location(&position))?;
+    let position = schema::from_sql_int(position, || location(&position))?;
+    Ok(FeedRecord {
+        position: FeedPosition::new(position),
+        record,
+    })
 }
 
 #[cfg(test)]

@@ -106,14 +106,15 @@ pub(crate) const READ_WINDOWS: [&str; 4] =
 /// ([`aggregated_read`]); larger reads fetch row by row.
 pub(crate) const AGGREGATED_READ_MAX: usize = 4_096;
 
-/// `window` (one of the `READ_*` queries) as one row: a JSON array of the
-/// seqs and a JSON array of the records (empty window: `'[]'` and `NULL`).
+/// `window` (one of the `READ_*` queries, or [`READ_FEED`]) as one row: a
+/// JSON array of its `key` column (the seqs, the feed positions) and a JSON
+/// array of the records (empty window: `'[]'` and `NULL`).
 /// One row crosses from the connection's worker thread instead of one per
 /// record. The arrays follow the order the window's rows are produced in,
 /// which the reader checks rather than assumes.
-pub(crate) fn aggregated_read(window: &str) -> String {
+pub(crate) fn aggregated_read(window: &str, key: &str) -> String {
     format!(
-        "SELECT json_group_array(seq), '[' || group_concat(record, ',') || ']'\n\
+        "SELECT json_group_array({key}), '[' || group_concat(record, ',') || ']'\n\
          FROM ({window})"
     )
 }
@@ -259,11 +260,22 @@ pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
 SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 
 /// Parameters per row of [`insert_events_sql`].
-pub(crate) const INSERT_ROW_PARAMS: usize = 10;
+pub(crate) const INSERT_ROW_PARAMS: usize = 11;
 
-/// The multi-row insert of `rows` events: each row binds
-/// [`INSERT_ROW_PARAMS`] parameters, the stream's four columns then seq,
-/// event_id, event_type, occurred_at_ms, is_marker and record.
+/// The multi-row insert of `rows` events of one tenant. It first binds six
+/// parameters, the tenant's three columns twice;
+/// then each row binds [`INSERT_ROW_PARAMS`], the stream's four columns then
+/// seq, event_id, event_type, occurred_at_ms, is_marker, record and the
+/// row's feed offset: its 1-based place among the statement's rows.
+///
+/// A row's `feed_pos` is the tenant's last position plus its offset. The
+/// last position is the larger of the tenant's highest `feed_pos` (one
+/// seek at the end of its `events_by_feed` range) and its `feed_heads` row,
+/// which a trigger raises to the position of every record deleted
+/// (migration 3). An `INSERT ... SELECT` evaluates its `SELECT` on
+/// the table as it was before the statement (SQLite stores the rows in a
+/// temporary table first when the `SELECT` reads the table inserted into),
+/// so every row sees the same last position.
 ///
 /// The parameters are anonymous (`?`): SQLite looks a numbered parameter's
 /// name up by a linear scan per bind, which made binding a many-row
@@ -271,8 +283,16 @@ pub(crate) const INSERT_ROW_PARAMS: usize = 10;
 pub(crate) fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
-         event_type, occurred_at_ms, is_marker, record)\n\
-         SELECT * FROM (VALUES ",
+         event_type, occurred_at_ms, is_marker, record, feed_pos)\n\
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
+         column9, column10,\n\
+         \x20   max(coalesce((SELECT feed_pos FROM events INDEXED BY events_by_feed\n\
+         \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?\n\
+         \x20                 ORDER BY feed_pos DESC LIMIT 1), 0),\n\
+         \x20       coalesce((SELECT last_position FROM feed_heads\n\
+         \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?), 0))\n\
+         \x20   + column11\n\
+         FROM (VALUES ",
     );
     let row = format!("({})", ["?"; INSERT_ROW_PARAMS].join(", "));
     for index in 0..rows {
@@ -285,6 +305,14 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
     sql
 }
 
+/// A tenant's records after feed position `?4`, at most `?5`, in position
+/// order: one range scan of `events_by_feed`, each row's record then found
+/// by its primary key.
+pub(crate) const READ_FEED: &str = "\
+SELECT feed_pos, record FROM events INDEXED BY events_by_feed
+WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND feed_pos > ?4
+ORDER BY feed_pos ASC LIMIT ?5";
+
 /// [`insert_events_sql`] guarded by what the rows were planned against.
 /// After the rows' parameters come the guard's: the stream's four columns
 /// and its planned last seq, then the stream's four columns again and a
@@ -295,9 +323,10 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
 ///
 /// Run on its own (autocommit), the statement is one write transaction:
 /// SQLite takes the write lock before the guard reads anything, exactly as
-/// `BEGIN IMMEDIATE` would, so the guard and the insert see one state
-/// (CONTRACT §3). A live id that is already stored fails the statement on
-/// the unique index instead, and it too writes nothing.
+/// `BEGIN IMMEDIATE` would, so the guard, the feed's last position and the
+/// insert see one state (CONTRACT §3, §29). A live id that is already
+/// stored fails the statement on the unique index instead, and it too
+/// writes nothing.
 pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
     format!(
         "{}\n\
@@ -465,18 +494,68 @@ mod tests {
 
     use super::*;
 
-    // The guarded insert's claim to be one write transaction rests on SQLite
-    // starting the statement with a write transaction on the main database
-    // (`Transaction` with p2 = 1), reached from `Init` before the guard's
-    // first read.
-    #[tokio::test]
-    async fn the_guarded_insert_writes_from_its_first_read() {
+    /// An in-memory database with the schema.
+    async fn migrated() -> sqlx::SqliteConnection {
         let mut conn = SqliteConnectOptions::new()
             .in_memory(true)
             .connect()
             .await
             .unwrap();
         MIGRATOR.run_direct(&mut conn).await.unwrap();
+        conn
+    }
+
+    /// Column `column` of each row `explain` (`EXPLAIN` or `EXPLAIN QUERY
+    /// PLAN`) answers for `sql`.
+    async fn explained(
+        conn: &mut sqlx::SqliteConnection,
+        explain: &str,
+        sql: &str,
+        column: usize,
+    ) -> Vec<String> {
+        sqlx::query(&format!("{explain} {sql}"))
+            .fetch_all(conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(column))
+            .collect()
+    }
+
+    // A row's feed position is the tenant's last position plus its offset:
+    // the last position must be found once per statement, from the table as
+    // it was before the statement (an uncorrelated subquery, and the rows
+    // stored in a temporary table before they are inserted), and the seek
+    // for it must use `events_by_feed`.
+    #[tokio::test]
+    async fn the_insert_finds_the_last_position_once_before_inserting() {
+        let mut conn = migrated().await;
+        for sql in [insert_events_sql(3), guarded_insert_events_sql(3)] {
+            let plan = explained(&mut conn, "EXPLAIN QUERY PLAN", &sql, 3).await;
+            assert!(
+                plan.iter().all(|line| !line.contains("CORRELATED")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|line| line.contains("USING COVERING INDEX events_by_feed")),
+                "{plan:?}"
+            );
+            let program = explained(&mut conn, "EXPLAIN", &sql, 1).await;
+            assert!(
+                program.iter().any(|op| op == "OpenEphemeral"),
+                "the rows are stored in a temporary table first: {program:?}"
+            );
+        }
+    }
+
+    // The guarded insert's claim to be one write transaction rests on SQLite
+    // starting the statement with a write transaction on the main database
+    // (`Transaction` with p2 = 1), reached from `Init` before the guard's
+    // first read.
+    #[tokio::test]
+    async fn the_guarded_insert_writes_from_its_first_read() {
+        let mut conn = migrated().await;
         for rows in [1, 3] {
             let program = sqlx::query(&format!("EXPLAIN {}", guarded_insert_events_sql(rows)))
                 .fetch_all(&mut conn)

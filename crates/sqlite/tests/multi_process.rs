@@ -16,7 +16,8 @@ use std::{
 
 use runstore_conformance::support;
 use runstore_core::{
-    AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, StreamKey, Tenant,
+    AppendOutcome, EventId, EventLog, EventLogExt, EventRecord, FeedPosition, ReadQuery, RunId,
+    StreamKey, Tenant,
 };
 use runstore_sqlite::SqliteStore;
 use serde_json::json;
@@ -145,13 +146,30 @@ fn two_processes_append_to_one_stream() {
         .enable_all()
         .build()
         .expect("runtime");
-    let records = runtime.block_on(async {
+    let (records, feed) = runtime.block_on(async {
         let store = SqliteStore::open(&db).await.expect("reopen");
-        store
+        let records = store
             .read(&tenant(), &run(), ReadQuery::all())
             .await
-            .expect("read")
+            .expect("read");
+        let feed = store
+            .read_feed(&tenant(), FeedPosition::START, usize::MAX)
+            .await
+            .expect("read the feed");
+        (records, feed)
     });
+    // CONTRACT §29: the two processes' commits took the tenant's positions
+    // one after another, under SQLite's write lock: one stream's records
+    // have positions 1..n in seq order, and no write that stored nothing
+    // (a duplicate, a guard that found the stream moved on) took one.
+    let positions: Vec<(u64, u64)> = feed
+        .iter()
+        .map(|entry| (entry.position.parts().1, entry.record.seq))
+        .collect();
+    let expected: Vec<(u64, u64)> = (1..=u64::try_from(records.len()).unwrap())
+        .map(|n| (n, n))
+        .collect();
+    assert_eq!(positions, expected, "feed positions across both processes");
 
     let check = support::assert_sound_stream(&StreamKey::new(tenant(), run()), &records);
     assert_eq!(

@@ -13,7 +13,7 @@ use sqlx::{Connection, Row as _};
 use runstore_core::{RunId, StreamKey, Tenant, raw::erasure::erasure_marker};
 
 use super::{
-    Deletion, Writer,
+    Deletion, Writer, delay_commit,
     retry::Fail,
     rows::{Commit, EventRow, insert_rows},
 };
@@ -107,7 +107,9 @@ impl Writer {
             Commit::Separately,
         )
         .await?;
+        delay_commit(self.feed.commit_delay).await;
         tx.commit().await.map_err(db("commit a deletion"))?;
+        self.records_committed();
         Ok(count(deleted))
     }
 

@@ -219,15 +219,20 @@ impl Writer {
                 .await
                 .map_err(db("commit"))?;
         } else {
+            let commit = self.last_insert_commits();
             insert_rows(
                 &mut self.conn,
                 &self.insert_sql,
                 p,
                 "insert events",
                 rows,
-                Commit::WithLast,
+                commit,
             )
             .await?;
+            if commit == Commit::Separately {
+                self.commit_records("commit").await?;
+            }
+            self.records_committed();
         }
         for ((tenant, run_id), state) in states {
             if state.last_seq > 0 {

@@ -3,15 +3,18 @@
 //! The writer remembers the last seq its own commits left each stream at
 //! ([`Writer::remember`]). A group of appends to one remembered stream is
 //! planned against that seq without reading the database, and written by
-//! one guarded insert that is its own transaction; the guard refuses the
-//! whole statement if the stream moved on. What the path cannot answer goes
+//! one guarded insert that is its own transaction, in which its rows also
+//! take the tenant's next feed positions; the guard refuses the whole
+//! statement if the stream moved on. What the path cannot answer goes
 //! back, unwritten, to the general path ([`super::general`]).
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use sqlx::sqlite::SqliteQueryResult;
+
 use runstore_core::StreamKey;
 
-use super::{Job, Writer, state::StreamState};
+use super::{Job, Writer, rows::bind_rows, state::StreamState};
 use crate::{
     error::{SqliteError, shared},
     schema::{self, INSERT_CHUNK, bind_stream, to_sql_int},
@@ -84,17 +87,19 @@ impl Writer {
             return Some(group);
         }
         let ids = schema::json_array(rows.iter().map(|row| row.event_id.as_str()));
-        let mut query = sqlx::query(&self.guarded_sql[count - 1]);
-        for row in rows {
-            query = row.bind(query);
-        }
+        let query = bind_rows(sqlx::query(&self.guarded_sql[count - 1]), tenant, rows);
         let query = bind_stream(query, tenant, run_id.as_str()).bind(guard_seq);
+        let query = bind_stream(query, tenant, run_id.as_str()).bind(ids);
         let started = Instant::now();
-        let written = bind_stream(query, tenant, run_id.as_str())
-            .bind(ids)
-            .execute(&mut self.conn)
-            .await
-            .map(|done| done.rows_affected());
+        let delayed = self.feed.commit_delay.is_some();
+        let written = if delayed {
+            // The test hook: the statement inside a transaction of its own,
+            // so that the commit can wait.
+            begin_delayed(&mut self.conn, query).await
+        } else {
+            query.execute(&mut self.conn).await
+        }
+        .map(|done| done.rows_affected());
         if let Err(err) = &written
             && crate::error::is_busy(err)
         {
@@ -113,10 +118,31 @@ impl Writer {
         }
         // The statement is all or nothing: every row, or none when the
         // guard failed or a unique key refused a row.
-        if written.ok() != u64::try_from(count).ok() {
+        let written = written.ok() == u64::try_from(count).ok();
+        if delayed {
+            let committed = if written {
+                self.commit_records("commit").await
+            } else {
+                Ok(())
+            };
+            if !written || committed.is_err() {
+                // "No transaction is active" is the answer when it did not
+                // begin.
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            }
+            if let Err(err) = committed {
+                let err = Arc::new(err);
+                for job in group {
+                    job.fail(shared(&err));
+                }
+                return None;
+            }
+        }
+        if !written {
             self.last_seqs.remove(&stream);
             return Some(group);
         }
+        self.records_committed();
         self.remember(stream, state.last_seq);
         for (job, outcomes) in group.into_iter().zip(outcomes) {
             if let Job::Append(job) = job {
@@ -127,4 +153,15 @@ impl Writer {
         }
         None
     }
+}
+
+/// The test hook's form of the guarded statement: `BEGIN IMMEDIATE`, then
+/// the statement, leaving the transaction open for
+/// [`Writer::commit_records`].
+async fn begin_delayed(
+    conn: &mut sqlx::SqliteConnection,
+    query: crate::schema::SqlQuery<'_>,
+) -> Result<SqliteQueryResult, sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    query.execute(conn).await
 }

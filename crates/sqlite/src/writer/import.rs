@@ -2,8 +2,9 @@
 //! written in one transaction.
 //!
 //! Import reads the stream's state ([`stream_state`]), inserts the records
-//! the stream lacks and the ids their compaction markers stand for, and
-//! records a new stream. The leader retries it as it does a group
+//! the stream lacks (taking the tenant's next feed positions in seq order)
+//! and the ids their compaction markers stand for, and records a new
+//! stream. The leader retries it as it does a group
 //! ([`Writer::run_exclusive`]).
 
 use runstore_core::{
@@ -13,7 +14,7 @@ use runstore_core::{
 use sqlx::Connection;
 
 use super::{
-    Writer,
+    Writer, delay_commit,
     retry::Fail,
     rows::{Commit, EventRow, insert_compacted_ids, insert_rows},
     state::stream_state,
@@ -95,7 +96,9 @@ impl Writer {
                 .await
                 .map_err(at("record a new stream"))?;
         }
+        delay_commit(self.feed.commit_delay).await;
         tx.commit().await.map_err(at("commit an import"))?;
+        self.records_committed();
         Ok(missing.len())
     }
 }

@@ -17,7 +17,7 @@ use runstore_core::{
 use sqlx::{Connection, Row as _, SqliteConnection};
 
 use super::{
-    Maintenance, Writer,
+    Maintenance, Writer, delay_commit,
     retry::{Fail, Replan, into_error, retrying},
     rows::{Commit, EventRow, InsertSql, insert_compacted_ids, insert_rows},
 };
@@ -126,9 +126,18 @@ impl Writer {
                 break;
             }
         }
+        // A compaction that pruned events wrote markers, which took feed
+        // positions.
+        let wrote_records = matches!(task, Maintenance::Compact(_)) && work > 0;
+        if wrote_records {
+            delay_commit(self.feed.commit_delay).await;
+        }
         tx.commit()
             .await
             .map_err(|err| SqliteError::driver(&path, "commit a maintenance transaction", err))?;
+        if wrote_records {
+            self.records_committed();
+        }
         Ok(counts)
     }
 }

@@ -24,6 +24,11 @@
 //! until the busy timeout has passed; then the requests fail with a
 //! retryable error naming the lock.
 //!
+//! Every insert of records gives them their tenant's next feed positions
+//! inside its transaction (CONTRACT §29; see [`rows`]), and the writer
+//! raises the handle's feed signal after each commit that wrote records
+//! ([`FeedHooks`]).
+//!
 //! This file holds the requests ([`Job`]) and the [`Writer`]; each job it
 //! runs has a file of its own:
 //!
@@ -55,7 +60,8 @@ mod state;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use runstore_core::{
-    AppendOutcome, Error, EventRecord, MaintenanceReport, RunId, SnapshotId, StreamKey, Tenant,
+    AppendOutcome, Error, EventRecord, FeedSignal, MaintenanceReport, RunId, SnapshotId, StreamKey,
+    Tenant,
     raw::compaction::CompactionPolicy,
     raw::group::{Joins, Reply},
 };
@@ -67,9 +73,12 @@ pub(crate) use self::{
 };
 use self::{
     retry::{Replan, into_error, retrying},
-    rows::InsertSql,
+    rows::{Commit, InsertSql},
 };
-use crate::schema::{self, INSERT_CHUNK};
+use crate::{
+    error::SqliteError,
+    schema::{self, INSERT_CHUNK},
+};
 
 /// One write request.
 pub(crate) enum Job {
@@ -195,11 +204,23 @@ impl Maintenance {
     }
 }
 
+/// What the writer does around the commits that write records (CONTRACT
+/// §29).
+#[derive(Debug, Clone)]
+pub(crate) struct FeedHooks {
+    /// Raised after each commit that wrote records.
+    pub(crate) signal: FeedSignal,
+    /// The test hook: how long each commit that writes records waits after
+    /// its rows (and their feed positions) are written and before `COMMIT`.
+    pub(crate) commit_delay: Option<Duration>,
+}
+
 /// The writer connection and the statements it has built.
 pub(crate) struct Writer {
     conn: SqliteConnection,
     path: Arc<str>,
     busy_timeout: Duration,
+    feed: FeedHooks,
     /// `insert_sql[n - 1]` inserts `n` event rows; see [`InsertSql`].
     insert_sql: InsertSql,
     /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
@@ -213,9 +234,23 @@ pub(crate) struct Writer {
     last_seqs: HashMap<StreamKey, u64>,
 }
 
+/// Waits the test hook's commit delay, if any: called after a transaction
+/// has written its records (and they their feed positions) and before it
+/// commits.
+async fn delay_commit(delay: Option<Duration>) {
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 impl Writer {
     /// A writer over `conn`, an open connection with the writer's settings.
-    pub(crate) fn new(conn: SqliteConnection, path: Arc<str>, busy_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        conn: SqliteConnection,
+        path: Arc<str>,
+        busy_timeout: Duration,
+        feed: FeedHooks,
+    ) -> Self {
         Self {
             conn,
             path,
@@ -226,7 +261,35 @@ impl Writer {
                 .map(schema::guarded_insert_events_sql)
                 .collect(),
             last_seqs: HashMap::new(),
+            feed,
         }
+    }
+
+    /// How the last insert of a group ends: with `COMMIT` in the same
+    /// round trip, unless commits are delayed (the test hook), when
+    /// [`Writer::commit_records`] commits after the delay.
+    fn last_insert_commits(&self) -> Commit {
+        if self.feed.commit_delay.is_some() {
+            Commit::Separately
+        } else {
+            Commit::WithLast
+        }
+    }
+
+    /// Commits a transaction that wrote records and took feed positions:
+    /// waits the test hook's delay first, if any.
+    async fn commit_records(&mut self, action: &'static str) -> Result<(), SqliteError> {
+        delay_commit(self.feed.commit_delay).await;
+        sqlx::query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|err| SqliteError::driver(&self.path, action, err))
+    }
+
+    /// Says a commit wrote records: wakes the handle's feed followers.
+    fn records_committed(&self) {
+        self.feed.signal.raise();
     }
 
     /// Runs a job that has a transaction of its own: maintenance

@@ -21,7 +21,7 @@ use runstore_core::raw::group::{self, Answer, Batch, Budget};
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 
-use super::{Job, Writer};
+use super::{FeedHooks, Job, Writer};
 use crate::{
     conn,
     error::{SqliteError, shared},
@@ -59,6 +59,8 @@ pub(crate) struct WriteQueue {
     /// How the writer connects again after a leader was cancelled.
     options: SqliteConnectOptions,
     busy_timeout: Duration,
+    /// The writer's feed hooks, for a writer that connects anew.
+    feed: FeedHooks,
     /// The thread that runs leaders their callers stopped driving; started
     /// on first need.
     driver: Mutex<Option<Driver>>,
@@ -113,6 +115,7 @@ impl WriteQueue {
         Arc::new(Self {
             path: writer.path.clone(),
             busy_timeout: writer.busy_timeout,
+            feed: writer.feed.clone(),
             options,
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -177,7 +180,12 @@ impl WriteQueue {
         let mut writer = match writer {
             Some(writer) => writer,
             None => match conn::connect(&self.path, &self.options, self.busy_timeout).await {
-                Ok(conn) => Writer::new(conn, self.path.clone(), self.busy_timeout),
+                Ok(conn) => Writer::new(
+                    conn,
+                    self.path.clone(),
+                    self.busy_timeout,
+                    self.feed.clone(),
+                ),
                 Err(err) => {
                     let err = Arc::new(err);
                     let jobs = {

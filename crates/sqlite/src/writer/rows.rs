@@ -2,8 +2,9 @@
 //!
 //! [`EventRow`] holds one record's columns, owned so that binding moves them
 //! into the statement; [`insert_rows`] writes rows with the multi-row
-//! statements of [`InsertSql`], a chunk at a time, and names the failing
-//! rows in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
+//! statements of [`InsertSql`], a chunk of one tenant's rows at a time, so
+//! that the rows take their tenant's next feed positions in the order given
+//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
 //! ids a compaction marker stands for, and [`stream_from_row`] decodes a
 //! stream key. Every write path uses these inside its own transaction.
 
@@ -49,8 +50,10 @@ impl<'a> EventRow<'a> {
     }
 
     /// Binds the row's [`schema::INSERT_ROW_PARAMS`] parameters, moving its
-    /// strings into the query.
-    pub(super) fn bind(self, query: SqlQuery<'a>) -> SqlQuery<'a> {
+    /// strings into the query; `feed_offset` is the row's 1-based place
+    /// among the statement's rows of its tenant (see
+    /// [`schema::insert_events_sql`]).
+    pub(super) fn bind(self, query: SqlQuery<'a>, feed_offset: i64) -> SqlQuery<'a> {
         bind_stream(query, self.tenant, self.run_id.as_str())
             .bind(self.seq)
             .bind(self.event_id)
@@ -58,7 +61,31 @@ impl<'a> EventRow<'a> {
             .bind(self.occurred_at_ms)
             .bind(self.is_marker)
             .bind(self.record)
+            .bind(feed_offset)
     }
+}
+
+/// Binds a statement of [`schema::insert_events_sql`] (or its guarded
+/// form): the tenant's parameters, then `rows` (all of `tenant`) in order
+/// with their feed offsets from 1.
+pub(super) fn bind_rows<'a>(
+    query: SqlQuery<'a>,
+    tenant: &'a Tenant,
+    rows: Vec<EventRow<'a>>,
+) -> SqlQuery<'a> {
+    let deployment = schema::deployment_column(tenant);
+    let mut query = query;
+    for _ in 0..2 {
+        query = query
+            .bind(tenant.org_id())
+            .bind(tenant.workspace_id())
+            .bind(deployment);
+    }
+    for (offset, row) in (1_i64..).zip(rows) {
+        debug_assert!(row.tenant == tenant, "a statement's rows are of one tenant");
+        query = row.bind(query, offset);
+    }
+    query
 }
 
 /// The multi-row insert statements, by row count: `plain[n - 1]` inserts
@@ -87,9 +114,14 @@ pub(super) enum Commit {
     Separately,
 }
 
-/// Inserts event rows, up to [`INSERT_CHUNK`] rows per statement; with
-/// [`Commit::WithLast`] the last statement also commits. A failure names
-/// `action` and the failing statement's rows ([`RowSpan`]).
+/// Inserts event rows, up to [`INSERT_CHUNK`] rows of one tenant per
+/// statement; with [`Commit::WithLast`] the last statement also commits. A
+/// failure names `action` and the failing statement's rows ([`RowSpan`]).
+///
+/// The rows take their tenants' next feed positions in the order given
+/// (CONTRACT §29); rows of several tenants are grouped by tenant first (a
+/// stable sort: each tenant's rows keep their order), so that a statement
+/// finds its tenant's last position once.
 pub(super) async fn insert_rows(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
@@ -98,12 +130,21 @@ pub(super) async fn insert_rows(
     mut rows: Vec<EventRow<'_>>,
     commit: Commit,
 ) -> std::result::Result<(), SqliteError> {
-    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
-    while rows.len() > INSERT_CHUNK {
-        let rest = rows.split_off(INSERT_CHUNK);
-        chunks.push(std::mem::replace(&mut rows, rest));
+    if rows.windows(2).any(|pair| pair[0].tenant != pair[1].tenant) {
+        rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
     }
-    chunks.push(rows);
+    let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.next() {
+        let tenant = first.tenant;
+        let mut chunk = vec![first];
+        while chunk.len() < INSERT_CHUNK
+            && let Some(row) = rows.next_if(|row| row.tenant == tenant)
+        {
+            chunk.push(row);
+        }
+        chunks.push(chunk);
+    }
     let count = chunks.len();
     for (index, chunk) in chunks.into_iter().enumerate() {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
@@ -113,16 +154,13 @@ pub(super) async fn insert_rows(
             first: (first.tenant, first.run_id, first.seq),
             last: (last.tenant, last.run_id, last.seq),
         };
+        let tenant = first.tenant;
         let sql = if commit == Commit::WithLast && index + 1 == count {
             &insert_sql.commit[chunk.len() - 1]
         } else {
             &insert_sql.plain[chunk.len() - 1]
         };
-        let mut query = sqlx::query(sql);
-        for row in chunk {
-            query = row.bind(query);
-        }
-        query
+        bind_rows(sqlx::query(sql), tenant, chunk)
             .execute(&mut *conn)
             .await
             .map_err(|err| SqliteError::driver_at(path, action, span, err))?;
