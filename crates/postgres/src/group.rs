@@ -158,9 +158,10 @@ impl PostgresStore {
             return Ok(answers);
         }
         EventRows::new(&new_records)?
-            .insert(&mut tx, stream_id)
+            .insert(&mut tx, stream_id, cols)
             .await?;
-        tx.commit().await.during("committing a group append")?;
+        self.commit_records(tx, cols, "committing a group append")
+            .await?;
         Ok(answers)
     }
 

@@ -124,18 +124,40 @@ impl PostgresStore {
         cols: &StreamCols<'_>,
         lone: &Lone,
     ) -> Result<Option<Vec<AppendOutcome>>, TxError> {
-        let seq: Option<i64> = cols
+        let call = cols
             .bind(sqlx::query(APPEND_ONE))
             .bind(&lone.event_id)
             .bind(lone.occurred_at_ms)
             .bind(&lone.head)
             .bind(&lone.tail)
             .bind(lone.expected_last_seq)
-            .bind(keys::clamp_i64(MAX_SEQ))
-            .fetch_one(self.pool_ref())
-            .await
-            .and_then(|row| row.try_get(0))
-            .during("appending an event")?;
+            .bind(keys::clamp_i64(MAX_SEQ));
+        let seq: Option<i64> = if self.has_commit_delay() {
+            // The test delay sits between the call and its commit.
+            let mut tx = self
+                .pool_ref()
+                .begin()
+                .await
+                .during("beginning an append")?;
+            let seq = call
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| row.try_get(0))
+                .during("appending an event")?;
+            self.commit_records(tx, cols, "committing an append")
+                .await?;
+            seq
+        } else {
+            let seq: Option<i64> = call
+                .fetch_one(self.pool_ref())
+                .await
+                .and_then(|row| row.try_get(0))
+                .during("appending an event")?;
+            if seq.is_some() {
+                self.feed().committed(self.pool_ref(), cols);
+            }
+            seq
+        };
         seq.map(|seq| {
             let seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), seq)?;
             Ok(vec![AppendOutcome {

@@ -1,0 +1,311 @@
+//! The tenant change feed (CONTRACT §29, migration 0004).
+//!
+//! A record's position is `(tx, feed_seq)`: the id of the transaction that
+//! wrote its row (`txid_current()`, 64 bits, never reused) and a number the
+//! `feed_seq` sequence gave the row at insert. [`PostgresStore::read_feed`]
+//! reads only rows whose `tx` is below the oldest transaction still in
+//! progress in the cluster, `txid_snapshot_xmin` of the statement's own
+//! snapshot: every transaction below it has ended, so the rows it wrote are
+//! visible and final, and a row that becomes visible later belongs to a
+//! transaction at or above that horizon, so its position is larger than
+//! every position read. That is the lossless rule, whatever order
+//! concurrent writers commit in.
+//!
+//! Within a stream, positions follow seq order because every transaction
+//! that writes a stream's records takes the stream's advisory lock
+//! (`pg_advisory_xact_lock(stream_lock_key(key_hash))`) before anything
+//! that assigns it a transaction id: the next writer of the stream gets
+//! its id only after the previous one has ended, so its id is larger.
+//! Every transaction writes one stream (group commit groups one stream's
+//! requests), so no transaction takes two of these locks.
+//!
+//! Wake-ups: after a commit that wrote records, the handle raises its own
+//! [`FeedSignal`] and queues the tenant's key for its notifier task, which
+//! sends `pg_notify(feed_channel(), key)` for every queued key in one
+//! autocommit statement (commits that land while one is in flight share the
+//! next). The `NOTIFY` is not sent inside the writing transaction: there it
+//! holds a database-wide lock through the commit's WAL flush and
+//! serialises every notifying commit. A handle whose
+//! [`feed_signal`](runstore_core::EventLog::feed_signal) was asked for
+//! listens on the channel on a connection of its own and raises its signal
+//! for the tenants it has read the feed of.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use runstore_core::{Error, EventRecord, FeedPosition, FeedRecord, FeedSignal, Result, Tenant};
+use sqlx::{
+    PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+};
+use tokio::task::JoinHandle;
+
+use crate::{
+    PostgresStore,
+    error::{self, SqlContext, TxError},
+    keys::{self, StreamCols},
+};
+
+/// Notifies the feed's channel once for each queued tenant key.
+const NOTIFY: &str = "SELECT pg_notify(feed_channel(), key::TEXT) FROM UNNEST($1::BIGINT[]) key";
+
+/// A tenant's records after a position, in feed order, below the horizon.
+/// The index `events_feed` gives the order; the join to `streams` matches
+/// the full tenant hash, so tenants whose 8-byte keys collide stay apart.
+const READ_FEED: &str = "SELECT e.tx, e.feed_seq, e.seq, e.record FROM events e \
+     JOIN streams s ON s.stream_id = e.stream_id \
+     WHERE e.tenant_key = $1 AND s.tenant_hash = $2 \
+       AND (e.tx, e.feed_seq) > ($3, $4) \
+       AND e.tx < txid_snapshot_xmin(txid_current_snapshot()) \
+     ORDER BY e.tx, e.feed_seq LIMIT $5";
+
+/// How long the listener waits before connecting again after a failure.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// A handle's feed state: its signal, the tenants it has read the feed of,
+/// the tenants with commits to notify, and its two tasks once started.
+pub(crate) struct Feed {
+    signal: FeedSignal,
+    /// Tenant keys [`PostgresStore::read_feed`] was asked about; a
+    /// notification for another tenant wakes nobody.
+    tenants: Arc<Mutex<HashSet<i64>>>,
+    listener: OnceLock<Task>,
+    connect: PgConnectOptions,
+    /// Tenant keys with commits not yet notified.
+    pending: Arc<Mutex<HashSet<i64>>>,
+    /// Wakes the notifier (a permit is kept when it is busy).
+    wake: Arc<tokio::sync::Notify>,
+    notifier: OnceLock<Task>,
+}
+
+/// A task of the handle's; aborted when the handle's last clone goes.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Feed {
+    pub(crate) fn new(connect: PgConnectOptions) -> Self {
+        Self {
+            signal: FeedSignal::new(),
+            tenants: Arc::default(),
+            listener: OnceLock::new(),
+            connect,
+            pending: Arc::default(),
+            wake: Arc::default(),
+            notifier: OnceLock::new(),
+        }
+    }
+
+    /// After a commit that wrote records of the tenant `cols` names: wakes
+    /// this handle's followers and queues the tenant for the notifier
+    /// (started on first use; without a runtime, other handles poll).
+    pub(crate) fn committed(&self, pool: &PgPool, cols: &StreamCols<'_>) {
+        self.signal.raise();
+        locked(&self.pending).insert(keys::tenant_key(&cols.tenant_hash));
+        if self.notifier.get().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            self.notifier.get_or_init(|| {
+                Task(runtime.spawn(notify(
+                    pool.clone(),
+                    self.pending.clone(),
+                    self.wake.clone(),
+                )))
+            });
+        }
+        self.wake.notify_one();
+    }
+
+    /// The signal, starting the listener on first use when a runtime is
+    /// there to run it (otherwise followers wake on this handle's own
+    /// commits and poll).
+    pub(crate) fn signal(&self) -> FeedSignal {
+        if self.listener.get().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            self.listener.get_or_init(|| {
+                Task(runtime.spawn(listen(
+                    self.connect.clone(),
+                    self.signal.clone(),
+                    self.tenants.clone(),
+                )))
+            });
+        }
+        self.signal.clone()
+    }
+
+    /// Stops the listener and the notifier (the store is closing).
+    pub(crate) fn stop(&self) {
+        for task in [&self.listener, &self.notifier] {
+            if let Some(task) = task.get() {
+                task.0.abort();
+            }
+        }
+    }
+
+    fn follow(&self, tenant_key: i64) {
+        locked(&self.tenants).insert(tenant_key);
+    }
+}
+
+/// The notifier: for each wake-up, one `pg_notify` statement for every
+/// tenant queued since the last. A failure is dropped: a notification is a
+/// wake-up only, and followers poll.
+async fn notify(pool: PgPool, pending: Arc<Mutex<HashSet<i64>>>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        let keys: Vec<i64> = locked(&pending).drain().collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let _ = sqlx::query(NOTIFY).bind(&keys).execute(&pool).await;
+    }
+}
+
+/// The listener: one connection (a pool of one, which reconnects) that
+/// listens on the schema's feed channel and raises `signal` for each
+/// notification naming a followed tenant, and once after each reconnect
+/// (notifications sent while it was away are lost).
+async fn listen(connect: PgConnectOptions, signal: FeedSignal, tenants: Arc<Mutex<HashSet<i64>>>) {
+    let pool: PgPool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(connect);
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            let (channel,): (String,) = sqlx::query_as("SELECT feed_channel()")
+                .fetch_one(&mut listener)
+                .await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listener.await {
+            Ok(listener) => listener,
+            Err(_) => {
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        // Records committed while the listener was not yet listening.
+        signal.raise();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    let wanted = notification
+                        .payload()
+                        .parse::<i64>()
+                        .map_or(true, |key| locked(&tenants).contains(&key));
+                    if wanted {
+                        signal.raise();
+                    }
+                }
+                // Reconnected: anything may have been missed.
+                Ok(None) => signal.raise(),
+                Err(_) => {
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Commits a transaction that wrote records of the stream `cols` names:
+    /// after the test delay, if one is set (the records hold their
+    /// positions and are not yet visible), then `COMMIT`, then followers
+    /// are woken ([`Feed::committed`]).
+    pub(crate) async fn commit_records(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        cols: &StreamCols<'_>,
+        doing: &'static str,
+    ) -> Result<(), TxError> {
+        self.commit_delay().await;
+        tx.commit().await.during(doing)?;
+        self.inner.feed.committed(self.pool_ref(), cols);
+        Ok(())
+    }
+
+    /// Whether a test commit delay is set.
+    pub(crate) fn has_commit_delay(&self) -> bool {
+        self.inner.commit_delay.is_some()
+    }
+
+    /// Sleeps for the test commit delay, if one is set.
+    pub(crate) async fn commit_delay(&self) {
+        if let Some(delay) = self.inner.commit_delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The store's feed state.
+    pub(crate) fn feed(&self) -> &Feed {
+        &self.inner.feed
+    }
+
+    /// CONTRACT §29: up to `limit` records of `tenant` after `after`.
+    pub(crate) async fn read_feed_rows(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        let tenant_hash = keys::tenant_hash(tenant);
+        let tenant_key = keys::tenant_key(&tenant_hash);
+        self.feed().follow(tenant_key);
+        let (high, low) = after.parts();
+        // Transaction ids and sequence values are BIGINTs: a position
+        // beyond them has nothing after it.
+        let Ok(high) = i64::try_from(high) else {
+            return Ok(Vec::new());
+        };
+        let low = i64::try_from(low).unwrap_or(i64::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(READ_FEED)
+            .bind(tenant_key)
+            .bind(&tenant_hash)
+            .bind(high)
+            .bind(low)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool_ref())
+            .await
+            .map_err(|err| error::map(&format!("reading the feed of tenant {tenant}"), err))?;
+        rows.into_iter()
+            .map(|(tx, feed_seq, seq, text)| {
+                let location = || {
+                    format!(
+                        "postgres {}.events of tenant {tenant}, feed position {tx}.{feed_seq}",
+                        self.schema()
+                    )
+                };
+                let record: EventRecord = serde_json::from_str(&text)
+                    .map_err(|err| Error::corrupt(format!("{}, seq {seq}", location()), err))?;
+                Ok(FeedRecord {
+                    position: FeedPosition::from_parts(
+                        keys::to_u64(location, tx)?,
+                        keys::to_u64(location, feed_seq)?,
+                    ),
+                    record,
+                })
+            })
+            .collect()
+    }
+}
