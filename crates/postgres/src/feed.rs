@@ -20,12 +20,16 @@
 //! requests), so no transaction takes two of these locks.
 //!
 //! Wake-ups: after a commit that wrote records, the handle raises its own
-//! [`FeedSignal`] and queues the tenant's key for its notifier task, which
-//! sends `pg_notify(feed_channel(), key)` for every queued key in one
-//! autocommit statement (commits that land while one is in flight share the
-//! next). The `NOTIFY` is not sent inside the writing transaction: there it
-//! holds a database-wide lock through the commit's WAL flush and
-//! serialises every notifying commit. A handle whose
+//! [`FeedSignal`] and queues the tenant's key for its notifier task. The
+//! notifier reads the next transaction id to be assigned (every commit
+//! before has a smaller one), waits until the cluster's horizon has passed
+//! it (the records are then readable), raises the signal again and sends
+//! `pg_notify(feed_channel(), key)` for every queued key in one autocommit
+//! statement; commits that land meanwhile share the next round. A
+//! notification thus says "readable now", also while an older transaction
+//! held the records back. The `NOTIFY` is not sent inside the writing
+//! transaction: there it holds a database-wide lock through the commit's
+//! WAL flush and serialises every notifying commit. A handle whose
 //! [`feed_signal`](runstore_core::EventLog::feed_signal) was asked for
 //! listens on the channel on a connection of its own and raises its signal
 //! for the tenants it has read the feed of.
@@ -49,8 +53,19 @@ use crate::{
     keys::{self, StreamCols},
 };
 
-/// Notifies the feed's channel once for each queued tenant key.
-const NOTIFY: &str = "SELECT pg_notify(feed_channel(), key::TEXT) FROM UNNEST($1::BIGINT[]) key";
+/// The next transaction id to be assigned: every transaction committed
+/// before has a smaller one.
+const NEXT_TX: &str = "SELECT txid_snapshot_xmax(txid_current_snapshot())";
+
+/// Notifies the feed's channel once for each tenant key in `$1` if every
+/// transaction below `$2` has ended (the horizon has passed it); answers
+/// how many it sent (0: not yet).
+const NOTIFY: &str = "SELECT count(pg_notify(feed_channel(), key::TEXT)) \
+     FROM UNNEST($1::BIGINT[]) key WHERE txid_snapshot_xmin(txid_current_snapshot()) >= $2";
+
+/// How long the notifier waits between looks at the horizon: from the
+/// first, doubling up to the last.
+const HORIZON_WAIT: (Duration, Duration) = (Duration::from_millis(2), Duration::from_secs(1));
 
 /// A tenant's records after a position, in feed order, below the horizon.
 /// The index `events_feed` gives the order; the join to `streams` matches
@@ -121,6 +136,7 @@ impl Feed {
             self.notifier.get_or_init(|| {
                 Task(runtime.spawn(notify(
                     pool.clone(),
+                    self.signal.clone(),
                     self.pending.clone(),
                     self.wake.clone(),
                 )))
@@ -161,17 +177,44 @@ impl Feed {
     }
 }
 
-/// The notifier: for each wake-up, one `pg_notify` statement for every
-/// tenant queued since the last. A failure is dropped: a notification is a
-/// wake-up only, and followers poll.
-async fn notify(pool: PgPool, pending: Arc<Mutex<HashSet<i64>>>, wake: Arc<tokio::sync::Notify>) {
+/// The notifier: for each round, the tenants queued since the last are
+/// notified once the horizon has passed their commits (see the module
+/// doc), and this handle's followers are woken then too. A failure drops
+/// the round: a notification is a wake-up only, and followers poll.
+async fn notify(
+    pool: PgPool,
+    signal: FeedSignal,
+    pending: Arc<Mutex<HashSet<i64>>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
     loop {
         wake.notified().await;
         let keys: Vec<i64> = locked(&pending).drain().collect();
         if keys.is_empty() {
             continue;
         }
-        let _ = sqlx::query(NOTIFY).bind(&keys).execute(&pool).await;
+        let Ok((next_tx,)) = sqlx::query_as::<_, (i64,)>(NEXT_TX).fetch_one(&pool).await else {
+            continue;
+        };
+        let mut pause = HORIZON_WAIT.0;
+        loop {
+            match sqlx::query_as::<_, (i64,)>(NOTIFY)
+                .bind(&keys)
+                .bind(next_tx)
+                .fetch_one(&pool)
+                .await
+            {
+                Ok((0,)) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(HORIZON_WAIT.1);
+                }
+                Ok(_) => {
+                    signal.raise();
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
     }
 }
 
@@ -307,5 +350,38 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runstore_conformance::support::records::{acme, tenant};
+
+    use crate::{
+        keys,
+        testing::{drop_store, fresh_store},
+    };
+
+    /// The tenant key written by the store and by migration 0004's SQL
+    /// (`tenant_key`, used by `append_one` and the backfill) agree.
+    #[tokio::test]
+    async fn the_tenant_key_is_the_same_in_rust_and_sql() {
+        let Some(url) = runstore_conformance::support::service_url(
+            "RUNSTORE_POSTGRES_URL",
+            "postgres tenant key test",
+        ) else {
+            return;
+        };
+        let store = fresh_store(&url, &format!("feed_key_{}", std::process::id())).await;
+        for tenant in [acme(), tenant("globex"), tenant("initech")] {
+            let hash = keys::tenant_hash(&tenant);
+            let (sql,): (i64,) = sqlx::query_as("SELECT tenant_key($1)")
+                .bind(&hash)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(sql, keys::tenant_key(&hash), "{tenant}");
+        }
+        drop_store(store).await;
     }
 }
