@@ -151,8 +151,8 @@ async fn a_deletion_waits_for_an_append_holding_the_stream_row() {
     let mut late = event(&t, "r", "e4", 4);
     late.seq = 4;
     sqlx::query(
-        "INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record) \
-         VALUES ($1, 4, 'e4', false, 4, $2)",
+        "INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record, tenant_key) \
+         SELECT $1, 4, 'e4', false, 4, $2, tenant_key(tenant_hash) FROM streams WHERE stream_id = $1",
     )
     .bind(stream_id)
     .bind(serde_json::to_string(&late).unwrap())
