@@ -20,24 +20,26 @@
 //! requests), so no transaction takes two of these locks.
 //!
 //! Wake-ups: after a commit that wrote records, the handle raises its own
-//! [`FeedSignal`] and queues the tenant's key for its notifier task. The
-//! notifier reads the next transaction id to be assigned (every commit
-//! before has a smaller one), waits until the cluster's horizon has passed
-//! it (the records are then readable), raises the signal again and sends
-//! `pg_notify(feed_channel(), key)` for every queued key in one autocommit
-//! statement; commits that land meanwhile share the next round. A
-//! notification thus says "readable now", also while an older transaction
-//! held the records back. The `NOTIFY` is not sent inside the writing
-//! transaction: there it holds a database-wide lock through the commit's
-//! WAL flush and serialises every notifying commit. A handle whose
+//! [`FeedSignal`] and queues the tenant's key and the writing
+//! transaction's id for its notifier task. When some session listens on
+//! the schema's channel (looked up at most once a second), the notifier
+//! sends `pg_notify(feed_channel(), key)` for every queued key in one
+//! autocommit statement without a WAL flush, once the cluster's horizon
+//! has passed the queued transactions (the records are then readable), and
+//! raises the signal again; commits that land meanwhile share the next
+//! round. A notification thus says "readable now", also while an older
+//! transaction held the records back. The `NOTIFY` is not sent inside the
+//! writing transaction: there it holds a database-wide lock through the
+//! commit's WAL flush and serialises every notifying commit. A handle whose
 //! [`feed_signal`](runstore_core::EventLog::feed_signal) was asked for
-//! listens on the channel on a connection of its own and raises its signal
-//! for the tenants it has read the feed of.
+//! listens on the channel on a connection of its own (named
+//! `runstore-feed <channel>` in `pg_stat_activity`, which is how notifiers
+//! find it) and raises its signal for the tenants it has read the feed of.
 
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use runstore_core::{Error, EventRecord, FeedPosition, FeedRecord, FeedSignal, Result, Tenant};
@@ -53,15 +55,22 @@ use crate::{
     keys::{self, StreamCols},
 };
 
-/// The next transaction id to be assigned: every transaction committed
-/// before has a smaller one.
-const NEXT_TX: &str = "SELECT txid_snapshot_xmax(txid_current_snapshot())";
-
 /// Notifies the feed's channel once for each tenant key in `$1` if every
-/// transaction below `$2` has ended (the horizon has passed it); answers
-/// how many it sent (0: not yet).
+/// transaction up to `$2` has ended (the horizon has passed it); answers
+/// how many it sent (0: not yet). The statement commits on its own with
+/// `synchronous_commit` off: a notification needs no durability, so it
+/// waits for no WAL flush.
 const NOTIFY: &str = "SELECT count(pg_notify(feed_channel(), key::TEXT)) \
-     FROM UNNEST($1::BIGINT[]) key WHERE txid_snapshot_xmin(txid_current_snapshot()) >= $2";
+     FROM UNNEST($1::BIGINT[]) key, set_config('synchronous_commit', 'off', true) \
+     WHERE txid_snapshot_xmin(txid_current_snapshot()) > $2";
+
+/// Whether a session listens on the schema's channel: listeners name their
+/// connection after it.
+const LISTENING: &str = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+     WHERE application_name = 'runstore-feed ' || feed_channel())";
+
+/// How long the notifier trusts its last look for listeners.
+const LISTENING_FOR: Duration = Duration::from_secs(1);
 
 /// How long the notifier waits between looks at the horizon: from the
 /// first, doubling up to the last.
@@ -89,11 +98,19 @@ pub(crate) struct Feed {
     tenants: Arc<Mutex<HashSet<i64>>>,
     listener: OnceLock<Task>,
     connect: PgConnectOptions,
-    /// Tenant keys with commits not yet notified.
-    pending: Arc<Mutex<HashSet<i64>>>,
+    /// Tenants with commits not yet notified.
+    pending: Arc<Mutex<Pending>>,
     /// Wakes the notifier (a permit is kept when it is busy).
     wake: Arc<tokio::sync::Notify>,
     notifier: OnceLock<Task>,
+}
+
+/// Commits not yet notified: their tenants' keys and the largest of their
+/// transaction ids.
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<i64>,
+    last_tx: i64,
 }
 
 /// A task of the handle's; aborted when the handle's last clone goes.
@@ -124,12 +141,16 @@ impl Feed {
         }
     }
 
-    /// After a commit that wrote records of the tenant `cols` names: wakes
-    /// this handle's followers and queues the tenant for the notifier
+    /// After transaction `tx` committed records of the tenant `cols` names:
+    /// wakes this handle's followers and queues the tenant for the notifier
     /// (started on first use; without a runtime, other handles poll).
-    pub(crate) fn committed(&self, pool: &PgPool, cols: &StreamCols<'_>) {
+    pub(crate) fn committed(&self, pool: &PgPool, cols: &StreamCols<'_>, tx: i64) {
         self.signal.raise();
-        locked(&self.pending).insert(keys::tenant_key(&cols.tenant_hash));
+        {
+            let mut pending = locked(&self.pending);
+            pending.keys.insert(keys::tenant_key(&cols.tenant_hash));
+            pending.last_tx = pending.last_tx.max(tx);
+        }
         if self.notifier.get().is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -179,28 +200,44 @@ impl Feed {
 
 /// The notifier: for each round, the tenants queued since the last are
 /// notified once the horizon has passed their commits (see the module
-/// doc), and this handle's followers are woken then too. A failure drops
-/// the round: a notification is a wake-up only, and followers poll.
+/// doc), and this handle's followers are woken then too; nothing is sent
+/// while no session listens. A failure drops the round: a notification is
+/// a wake-up only, and followers poll.
 async fn notify(
     pool: PgPool,
     signal: FeedSignal,
-    pending: Arc<Mutex<HashSet<i64>>>,
+    pending: Arc<Mutex<Pending>>,
     wake: Arc<tokio::sync::Notify>,
 ) {
+    let mut listening: Option<(Instant, bool)> = None;
     loop {
         wake.notified().await;
-        let keys: Vec<i64> = locked(&pending).drain().collect();
+        let Pending { keys, last_tx } = std::mem::take(&mut *locked(&pending));
         if keys.is_empty() {
             continue;
         }
-        let Ok((next_tx,)) = sqlx::query_as::<_, (i64,)>(NEXT_TX).fetch_one(&pool).await else {
-            continue;
+        let keys: Vec<i64> = keys.into_iter().collect();
+        let anyone = match listening {
+            Some((at, anyone)) if at.elapsed() < LISTENING_FOR => anyone,
+            _ => {
+                let Ok((anyone,)) = sqlx::query_as::<_, (bool,)>(LISTENING)
+                    .fetch_one(&pool)
+                    .await
+                else {
+                    continue;
+                };
+                listening = Some((Instant::now(), anyone));
+                anyone
+            }
         };
+        if !anyone {
+            continue;
+        }
         let mut pause = HORIZON_WAIT.0;
         loop {
             match sqlx::query_as::<_, (i64,)>(NOTIFY)
                 .bind(&keys)
-                .bind(next_tx)
+                .bind(last_tx)
                 .fetch_one(&pool)
                 .await
             {
@@ -231,6 +268,12 @@ async fn listen(connect: PgConnectOptions, signal: FeedSignal, tenants: Arc<Mute
     loop {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
+            // Named after the channel, so that notifiers find it.
+            sqlx::query(
+                "SELECT set_config('application_name', 'runstore-feed ' || feed_channel(), false)",
+            )
+            .execute(&mut listener)
+            .await?;
             let (channel,): (String,) = sqlx::query_as("SELECT feed_channel()")
                 .fetch_one(&mut listener)
                 .await?;
@@ -269,7 +312,7 @@ async fn listen(connect: PgConnectOptions, signal: FeedSignal, tenants: Arc<Mute
 }
 
 impl PostgresStore {
-    /// Commits a transaction that wrote records of the stream `cols` names:
+    /// Commits transaction `txid`, which wrote records of the stream `cols` names:
     /// after the test delay, if one is set (the records hold their
     /// positions and are not yet visible), then `COMMIT`, then followers
     /// are woken ([`Feed::committed`]).
@@ -277,11 +320,12 @@ impl PostgresStore {
         &self,
         tx: Transaction<'static, Postgres>,
         cols: &StreamCols<'_>,
+        txid: i64,
         doing: &'static str,
     ) -> Result<(), TxError> {
         self.commit_delay().await;
         tx.commit().await.during(doing)?;
-        self.inner.feed.committed(self.pool_ref(), cols);
+        self.inner.feed.committed(self.pool_ref(), cols, txid);
         Ok(())
     }
 

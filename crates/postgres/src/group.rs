@@ -157,10 +157,10 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only append")?;
             return Ok(answers);
         }
-        EventRows::new(&new_records)?
+        let txid = EventRows::new(&new_records)?
             .insert(&mut tx, stream_id, cols)
             .await?;
-        self.commit_records(tx, cols, "committing a group append")
+        self.commit_records(tx, cols, txid, "committing a group append")
             .await?;
         Ok(answers)
     }

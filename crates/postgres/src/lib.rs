@@ -14,6 +14,14 @@
 //! replaces a stream's rows with its erasure marker under it too. `docs/backends/postgres.md` has the
 //! schema and why `READ COMMITTED` is enough.
 //!
+//! The tenant change feed (CONTRACT §29) orders records by the writing
+//! transaction's id and a sequence, and reads only below the oldest
+//! transaction still in progress, so a commit that lands late is never
+//! skipped; every writer of a stream takes the stream's advisory lock before
+//! its transaction has an id, so a stream's events keep seq order.
+//! Followers are woken by `LISTEN`/`NOTIFY`. `docs/backends/postgres.md`,
+//! "Change feed", has the details and the costs.
+//!
 //! The tables live in their own schema (default `runstore`, see
 //! [`PostgresOptions::with_schema`]), created by embedded, versioned
 //! migrations when the store connects. Records are kept as the exact JSON

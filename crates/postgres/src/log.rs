@@ -34,12 +34,13 @@ const KNOWN_IDS: &str = "SELECT event_id, seq FROM events WHERE stream_id = $1 A
 
 /// Inserts a stream's records (their `tx` and `feed_seq` from the columns'
 /// defaults, `feed_seq` taken row by row in the order `UNNEST` gives them,
-/// which is seq order) and moves its last seq.
+/// which is seq order) and moves its last seq; answers the transaction's id.
 const INSERT_EVENTS: &str = "WITH inserted AS ( \
        INSERT INTO events (stream_id, tenant_key, seq, event_id, is_marker, occurred_at_ms, record) \
        SELECT $1, $8, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BOOLEAN[], $5::BIGINT[], $6::TEXT[]) \
      ) \
-     UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1";
+     UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1 \
+     RETURNING txid_current()";
 
 /// Locks an existing stream (its advisory lock, then its row) as appends
 /// and compaction do, without creating it: `(stream_id, last_seq)`.
@@ -102,15 +103,15 @@ impl EventRows {
     }
 
     /// Inserts the rows into the stream `stream_id` of the tenant whose
-    /// hash `cols` holds.
+    /// hash `cols` holds; answers the transaction's id.
     pub(crate) async fn insert(
         self,
         conn: &mut PgConnection,
         stream_id: i64,
         cols: &StreamCols<'_>,
-    ) -> Result<(), TxError> {
+    ) -> Result<i64, TxError> {
         let last_seq = self.last_seq();
-        sqlx::query(INSERT_EVENTS)
+        let (txid,): (i64,) = sqlx::query_as(INSERT_EVENTS)
             .bind(stream_id)
             .bind(&self.seqs)
             .bind(&self.event_ids)
@@ -119,7 +120,7 @@ impl EventRows {
             .bind(&self.records)
             .bind(last_seq)
             .bind(keys::tenant_key(&cols.tenant_hash))
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await
             .during("inserting events")?;
         if !self.compacted.0.is_empty() {
@@ -131,7 +132,7 @@ impl EventRows {
                 .await
                 .during("inserting compacted ids")?;
         }
-        Ok(())
+        Ok(txid)
     }
 }
 
@@ -223,10 +224,10 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only append")?;
             return Ok(plan.outcomes);
         }
-        EventRows::new(&plan.new_records)?
+        let txid = EventRows::new(&plan.new_records)?
             .insert(&mut tx, stream_id, cols)
             .await?;
-        self.commit_records(tx, cols, "committing an append")
+        self.commit_records(tx, cols, txid, "committing an append")
             .await?;
         Ok(plan.outcomes)
     }
@@ -261,7 +262,7 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only import")?;
             return Ok(0);
         }
-        match EventRows::new(missing)?
+        let txid = match EventRows::new(missing)?
             .insert(&mut tx, stream_id, cols)
             .await
         {
@@ -274,8 +275,8 @@ impl PostgresStore {
                 .into());
             }
             other => other?,
-        }
-        self.commit_records(tx, cols, "committing an import")
+        };
+        self.commit_records(tx, cols, txid, "committing an import")
             .await?;
         Ok(missing.len())
     }
@@ -404,8 +405,8 @@ impl PostgresStore {
             rows.compacted.0.push(record.event_id.as_str().to_owned());
             rows.compacted.1.push(keys::to_i64("seq", record.seq)?);
         }
-        rows.insert(&mut tx, stream_id, &cols).await?;
-        self.commit_records(tx, &cols, "committing a compaction")
+        let txid = rows.insert(&mut tx, stream_id, &cols).await?;
+        self.commit_records(tx, &cols, txid, "committing a compaction")
             .await?;
         Ok(pruned.len())
     }
@@ -463,10 +464,10 @@ impl PostgresStore {
             .await
             .during("deleting a stream's events and compacted ids")?;
         let marker = erasure_marker(tenant, run_id, last_seq);
-        EventRows::new([&marker])?
+        let txid = EventRows::new([&marker])?
             .insert(&mut tx, stream_id, cols)
             .await?;
-        self.commit_records(tx, cols, "committing a deletion")
+        self.commit_records(tx, cols, txid, "committing a deletion")
             .await?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
@@ -691,7 +692,8 @@ impl EventLog for PostgresStore {
         retrying!(&cols, self.delete_run_once(tenant, run_id, &cols))
     }
 
-    /// CONTRACT §29: see [`crate::feed`]. Also records the tenant as one
+    /// CONTRACT §29: see `docs/backends/postgres.md`, "Change feed". Also
+    /// records the tenant as one
     /// this handle's listener wakes followers for.
     async fn read_feed(
         &self,
