@@ -69,6 +69,11 @@ const NOTIFY: &str = "SELECT count(pg_notify(feed_channel(), key::TEXT)) \
 const LISTENING: &str = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
      WHERE application_name = 'runstore-feed ' || feed_channel())";
 
+/// The shortest time between two rounds of the notifier: commits within it
+/// share one `NOTIFY` statement (a follower on another handle learns of a
+/// commit up to this much later; one on the same handle at once).
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+
 /// How long the notifier trusts its last look for listeners.
 const LISTENING_FOR: Duration = Duration::from_secs(1);
 
@@ -210,8 +215,13 @@ async fn notify(
     wake: Arc<tokio::sync::Notify>,
 ) {
     let mut listening: Option<(Instant, bool)> = None;
+    let mut last_round: Option<Instant> = None;
     loop {
         wake.notified().await;
+        if let Some(at) = last_round {
+            tokio::time::sleep(NOTIFY_EVERY.saturating_sub(at.elapsed())).await;
+        }
+        last_round = Some(Instant::now());
         let Pending { keys, last_tx } = std::mem::take(&mut *locked(&pending));
         if keys.is_empty() {
             continue;
