@@ -266,9 +266,9 @@ async fn notify(
 }
 
 /// The listener: one connection (a pool of one, which reconnects) that
-/// listens on the schema's feed channel and raises `signal` for each
-/// notification naming a followed tenant, and once after each reconnect
-/// (notifications sent while it was away are lost).
+/// names itself after the schema's feed channel, listens on it and raises
+/// `signal` for each notification naming a followed tenant, and once after
+/// each reconnect (notifications sent while it was away are lost).
 async fn listen(connect: PgConnectOptions, signal: FeedSignal, tenants: Arc<Mutex<HashSet<i64>>>) {
     let pool: PgPool = PgPoolOptions::new()
         .max_connections(1)
@@ -310,8 +310,12 @@ async fn listen(connect: PgConnectOptions, signal: FeedSignal, tenants: Arc<Mute
                         signal.raise();
                     }
                 }
-                // Reconnected: anything may have been missed.
-                Ok(None) => signal.raise(),
+                // The connection was lost (and anything sent meanwhile):
+                // start over on a new one, named and listening as above.
+                Ok(None) => {
+                    signal.raise();
+                    break;
+                }
                 Err(_) => {
                     tokio::time::sleep(LISTEN_RETRY).await;
                     break;

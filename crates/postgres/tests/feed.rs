@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
 use futures::StreamExt as _;
 use runstore_conformance::support::records::{event, run, tenant};
 use runstore_core::{
@@ -206,6 +208,25 @@ async fn a_store_at_version_3_gets_a_feed_on_open() {
     drop_schema(&store).await;
 }
 
+/// A task that follows `t`'s feed from the start on `reader`, with an
+/// hour's poll interval (so only wake-ups deliver in time), and answers the
+/// event ids of the first `count` records.
+fn follow(reader: &PostgresStore, t: &Tenant, count: usize) -> JoinHandle<Vec<String>> {
+    let (reader, t) = (reader.clone(), t.clone());
+    let options = FollowOptions {
+        poll_interval: Duration::from_secs(3_600),
+        batch: 16,
+    };
+    tokio::spawn(async move {
+        reader
+            .follow_feed(&t, FeedPosition::START, options)
+            .take(count)
+            .map(|entry| entry.unwrap().record.event_id.to_string())
+            .collect::<Vec<String>>()
+            .await
+    })
+}
+
 /// A follower on one handle wakes for a commit through another handle (or
 /// another node) through LISTEN/NOTIFY, long before its poll interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,22 +235,8 @@ async fn a_follower_wakes_for_another_handles_commit() {
     let reader = connect(&url, "feed_notify").await;
     let writer = reconnect(&url, reader.schema()).await;
     let t = tenant("acme");
-    let options = FollowOptions {
-        poll_interval: Duration::from_secs(3_600),
-        batch: 16,
-    };
     // The follower reads (nothing yet) and then waits, before each append.
-    let follower = {
-        let (reader, t) = (reader.clone(), t.clone());
-        tokio::spawn(async move {
-            reader
-                .follow_feed(&t, FeedPosition::START, options)
-                .take(3)
-                .map(|entry| entry.unwrap().record.event_id.to_string())
-                .collect::<Vec<String>>()
-                .await
-        })
-    };
+    let follower = follow(&reader, &t, 3);
     for n in 0..3u64 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         writer
@@ -242,6 +249,46 @@ async fn a_follower_wakes_for_another_handles_commit() {
         .expect("woken by the other handle's notifications")
         .unwrap();
     assert_eq!(followed, ["e0", "e1", "e2"]);
+    writer.close().await;
+    drop_schema(&reader).await;
+}
+
+/// A listener whose connection is terminated connects again, names itself
+/// again (notifiers look for it by name) and listens again: the follower
+/// keeps waking for the other handle's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_keeps_waking_after_its_listener_lost_its_connection() {
+    let Some(url) = server_url() else { return };
+    let reader = connect(&url, "feed_relisten").await;
+    let writer = reconnect(&url, reader.schema()).await;
+    let t = tenant("acme");
+    let follower = follow(&reader, &t, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer
+        .append(&t, &event(&t, "run-a", "e0", 0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (terminated,): (i64,) = sqlx::query_as(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'runstore-feed ' || feed_channel()",
+    )
+    .fetch_one(writer.pool())
+    .await
+    .unwrap();
+    assert_eq!(terminated, 1, "the reader's listener");
+    // Past the notifier's look for listeners (once a second) and the
+    // listener's reconnect.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    writer
+        .append(&t, &event(&t, "run-a", "e1", 1))
+        .await
+        .unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .expect("woken after the listener connected again")
+        .unwrap();
+    assert_eq!(followed, ["e0", "e1"]);
     writer.close().await;
     drop_schema(&reader).await;
 }
