@@ -292,3 +292,86 @@ async fn a_follower_keeps_waking_after_its_listener_lost_its_connection() {
     writer.close().await;
     drop_schema(&reader).await;
 }
+
+/// Every path that writes a stream's records -- a lone append, a batch,
+/// an import, a compaction (its marker), a deletion (its erasure marker)
+/// -- waits while another transaction holds the stream's advisory lock
+/// (see "Change feed" in docs/backends/postgres.md), so none can take its
+/// transaction id before the stream is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_writer_of_a_stream_waits_for_its_advisory_lock() {
+    let Some(url) = server_url() else { return };
+    let store = connect(&url, "feed_locks").await;
+    let t = tenant("acme");
+    for id in ["old-1", "old-2"] {
+        store.append(&t, &event(&t, "r", id, 1)).await.unwrap();
+    }
+    // After the two above, the lone append and the batch: seq 6.
+    let mut imported = event(&t, "r", "imported", 5);
+    imported.seq = 6;
+    type Write = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    type Writer = Box<dyn Fn(PostgresStore, Tenant) -> Write>;
+    let writes: Vec<(&str, Writer)> = vec![
+        (
+            "a lone append",
+            Box::new(|s, t| {
+                Box::pin(async move {
+                    s.append(&t, &event(&t, "r", "lone", 5)).await.unwrap();
+                })
+            }),
+        ),
+        (
+            "a batch",
+            Box::new(|s, t| {
+                Box::pin(async move {
+                    let batch = [event(&t, "r", "b1", 5), event(&t, "r", "b2", 5)];
+                    s.append_batch(&t, &run("r"), &batch, None).await.unwrap();
+                })
+            }),
+        ),
+        (
+            "an import",
+            Box::new(move |s, t| {
+                let imported = imported.clone();
+                Box::pin(async move {
+                    let stored = s.import_stream(&t, &run("r"), &[imported]).await;
+                    assert_eq!(stored.unwrap(), 1);
+                })
+            }),
+        ),
+        (
+            "a compaction",
+            Box::new(|s, _| {
+                Box::pin(async move {
+                    assert_eq!(s.compact(1, 3).await.unwrap().removed, 2);
+                })
+            }),
+        ),
+        (
+            "a deletion",
+            Box::new(|s, t| {
+                Box::pin(async move {
+                    assert!(s.delete_run(&t, &run("r")).await.unwrap() > 0);
+                })
+            }),
+        ),
+    ];
+    for (what, write) in writes {
+        let mut holder = store.pool().begin().await.unwrap();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(stream_lock_key(key_hash)) FROM streams WHERE run_id = 'r'",
+        )
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+        let task = tokio::spawn(write(store.clone(), t.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!task.is_finished(), "{what} waits for the stream's lock");
+        holder.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap_or_else(|_| panic!("{what} goes on once the lock is free"))
+            .unwrap();
+    }
+    drop_schema(&store).await;
+}
