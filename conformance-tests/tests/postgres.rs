@@ -30,6 +30,19 @@ fn harness() -> Harness {
             }
         },
     );
+    // The late-commit case: a handle whose commits sleep after their rows
+    // took their feed positions and before COMMIT.
+    let slow_url = url.clone().unwrap_or_default();
+    let harness = harness.on_slow_commits(move |location, delay| {
+        let url = slow_url.clone();
+        async move {
+            let options = PostgresOptions::default()
+                .with_schema(location.name)
+                .with_max_connections(8)
+                .with_test_commit_delay(delay);
+            PostgresStore::connect_with(&url, options).await
+        }
+    });
     let drop_url = url.clone().unwrap_or_default();
     let harness = harness.on_cleanup(move |location| {
         let url = drop_url.clone();

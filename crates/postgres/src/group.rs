@@ -157,10 +157,11 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only append")?;
             return Ok(answers);
         }
-        EventRows::new(&new_records)?
-            .insert(&mut tx, stream_id)
+        let txid = EventRows::new(&new_records)?
+            .insert(&mut tx, stream_id, cols)
             .await?;
-        tx.commit().await.during("committing a group append")?;
+        self.commit_records(tx, cols, txid, "committing a group append")
+            .await?;
         Ok(answers)
     }
 

@@ -89,6 +89,14 @@ pub(crate) fn tenant_hash(tenant: &Tenant) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
+/// The feed index's tenant key (migration 0004, `tenant_key`): the first 8
+/// bytes of the tenant hash, big-endian, as a `BIGINT`.
+pub(crate) fn tenant_key(tenant_hash: &[u8]) -> i64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&tenant_hash[..8]);
+    i64::from_be_bytes(bytes)
+}
+
 /// A `streams` row read back as a [`StreamKey`].
 pub(crate) fn stream_key(
     org_id: String,

@@ -14,6 +14,14 @@
 //! replaces a stream's rows with its erasure marker under it too. `docs/backends/postgres.md` has the
 //! schema and why `READ COMMITTED` is enough.
 //!
+//! The tenant change feed (CONTRACT §29) orders records by the writing
+//! transaction's id and a sequence, and reads only below the oldest
+//! transaction still in progress, so a commit that lands late is never
+//! skipped; every writer of a stream takes the stream's advisory lock before
+//! its transaction has an id, so a stream's events keep seq order.
+//! Followers are woken by `LISTEN`/`NOTIFY`. `docs/backends/postgres.md`,
+//! "Change feed", has the details and the costs.
+//!
 //! The tables live in their own schema (default `runstore`, see
 //! [`PostgresOptions::with_schema`]), created by embedded, versioned
 //! migrations when the store connects. Records are kept as the exact JSON
@@ -58,6 +66,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod feed;
 mod group;
 mod keys;
 mod log;
@@ -94,6 +103,11 @@ pub struct PostgresOptions {
     /// What a write may carry (CONTRACT §21-§24), checked before a
     /// connection is taken. Default [`Limits::default`].
     pub limits: Limits,
+    /// For tests of the change feed only: every transaction that writes
+    /// records sleeps this long after its rows have taken their feed
+    /// positions and before it commits. Default `None`.
+    #[doc(hidden)]
+    pub test_commit_delay: Option<Duration>,
 }
 
 impl Default for PostgresOptions {
@@ -104,6 +118,7 @@ impl Default for PostgresOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            test_commit_delay: None,
         }
     }
 }
@@ -143,6 +158,17 @@ impl PostgresOptions {
         self.limits = limits;
         self
     }
+
+    /// For tests of the change feed only: delays every commit that writes
+    /// records by `delay`, after the records have taken their feed
+    /// positions and before the commit makes them visible (a lone append
+    /// then runs its one statement inside a transaction of its own).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_test_commit_delay(mut self, delay: Duration) -> Self {
+        self.test_commit_delay = Some(delay);
+        self
+    }
 }
 
 /// A runstore on PostgreSQL: both traits over one connection pool.
@@ -161,6 +187,10 @@ struct Inner {
     limits: Limits,
     /// Appends waiting for their stream's group commit (speed only).
     appends: group::Queues,
+    /// The change feed's signal and listener.
+    feed: feed::Feed,
+    /// [`PostgresOptions::test_commit_delay`].
+    commit_delay: Option<Duration>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -192,13 +222,15 @@ impl PostgresStore {
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
         let connect = schema::connect_options(url, &options)?;
         schema::migrate(&connect, &options.schema).await?;
-        let pool = schema::pool(connect, &options).await?;
+        let pool = schema::pool(connect.clone(), &options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 schema: options.schema,
                 limits: options.limits,
                 appends: group::Queues::default(),
+                feed: feed::Feed::new(connect),
+                commit_delay: options.test_commit_delay,
             }),
         })
     }
@@ -215,8 +247,10 @@ impl PostgresStore {
     }
 
     /// Closes the pool: waits for checked-out connections to return and
-    /// closes them all. Later operations fail with a `Backend` error.
+    /// closes them all, and stops the feed's listener. Later operations
+    /// fail with a `Backend` error.
     pub async fn close(&self) {
+        self.inner.feed.stop();
         self.inner.pool.close().await;
     }
 

@@ -7,8 +7,8 @@ use std::{
 
 use async_trait::async_trait;
 use runstore_core::{
-    AppendOutcome, Error, EventId, EventLog, EventRecord, MaintenanceReport, ReadQuery, Result,
-    RunId, StreamKey, Tenant,
+    AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
+    MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
     raw::append::{plan_append, plan_import},
     raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, compacted_ids, merge_marker},
     raw::erasure::erasure_marker,
@@ -32,16 +32,19 @@ const KNOWN_IDS: &str = "SELECT event_id, seq FROM events WHERE stream_id = $1 A
      UNION ALL \
      SELECT event_id, seq FROM compacted_ids WHERE stream_id = $1 AND event_id = ANY($2)";
 
+/// Inserts a stream's records (their `tx` and `feed_seq` from the columns'
+/// defaults, `feed_seq` taken row by row in the order `UNNEST` gives them,
+/// which is seq order) and moves its last seq; answers the transaction's id.
 const INSERT_EVENTS: &str = "WITH inserted AS ( \
-       INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record) \
-       SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BOOLEAN[], $5::BIGINT[], $6::TEXT[]) \
+       INSERT INTO events (stream_id, tenant_key, seq, event_id, is_marker, occurred_at_ms, record) \
+       SELECT $1, $8, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BOOLEAN[], $5::BIGINT[], $6::TEXT[]) \
      ) \
-     UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1";
+     UPDATE streams SET last_seq = GREATEST(last_seq, $7) WHERE stream_id = $1 \
+     RETURNING txid_current()";
 
-/// Locks an existing stream's row as appends and compaction do, without
-/// creating one: `(stream_id, last_seq)`.
-const LOCK_EXISTING: &str =
-    "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 FOR NO KEY UPDATE";
+/// Locks an existing stream (its advisory lock, then its row) as appends
+/// and compaction do, without creating it: `(stream_id, last_seq)`.
+const LOCK_EXISTING: &str = streams::LOCK;
 
 /// Whether the stream holds an ordinary event, and whether it remembers a
 /// compacted id: two lookups by primary key prefix.
@@ -99,13 +102,16 @@ impl EventRows {
         self.seqs.last().copied().unwrap_or(0)
     }
 
+    /// Inserts the rows into the stream `stream_id` of the tenant whose
+    /// hash `cols` holds; answers the transaction's id.
     pub(crate) async fn insert(
         self,
         conn: &mut PgConnection,
         stream_id: i64,
-    ) -> Result<(), TxError> {
+        cols: &StreamCols<'_>,
+    ) -> Result<i64, TxError> {
         let last_seq = self.last_seq();
-        sqlx::query(INSERT_EVENTS)
+        let (txid,): (i64,) = sqlx::query_as(INSERT_EVENTS)
             .bind(stream_id)
             .bind(&self.seqs)
             .bind(&self.event_ids)
@@ -113,7 +119,8 @@ impl EventRows {
             .bind(&self.occurred)
             .bind(&self.records)
             .bind(last_seq)
-            .execute(&mut *conn)
+            .bind(keys::tenant_key(&cols.tenant_hash))
+            .fetch_one(&mut *conn)
             .await
             .during("inserting events")?;
         if !self.compacted.0.is_empty() {
@@ -125,7 +132,7 @@ impl EventRows {
                 .await
                 .during("inserting compacted ids")?;
         }
-        Ok(())
+        Ok(txid)
     }
 }
 
@@ -217,10 +224,11 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only append")?;
             return Ok(plan.outcomes);
         }
-        EventRows::new(&plan.new_records)?
-            .insert(&mut tx, stream_id)
+        let txid = EventRows::new(&plan.new_records)?
+            .insert(&mut tx, stream_id, cols)
             .await?;
-        tx.commit().await.during("committing an append")?;
+        self.commit_records(tx, cols, txid, "committing an append")
+            .await?;
         Ok(plan.outcomes)
     }
 
@@ -254,7 +262,10 @@ impl PostgresStore {
             tx.rollback().await.during("ending a read-only import")?;
             return Ok(0);
         }
-        match EventRows::new(missing)?.insert(&mut tx, stream_id).await {
+        let txid = match EventRows::new(missing)?
+            .insert(&mut tx, stream_id, cols)
+            .await
+        {
             Err(TxError::Sql(_, err))
                 if error::sqlstate(&err).as_deref() == Some(UNIQUE_VIOLATION) =>
             {
@@ -264,8 +275,9 @@ impl PostgresStore {
                 .into());
             }
             other => other?,
-        }
-        tx.commit().await.during("committing an import")?;
+        };
+        self.commit_records(tx, cols, txid, "committing an import")
+            .await?;
         Ok(missing.len())
     }
 
@@ -282,11 +294,19 @@ impl PostgresStore {
             .begin()
             .await
             .during("beginning a compaction")?;
-        sqlx::query("SELECT 1 FROM streams WHERE stream_id = $1 FOR NO KEY UPDATE")
-            .bind(stream_id)
-            .execute(&mut *tx)
+        let cols = StreamCols::new(&key.tenant, &key.run_id);
+        let locked: Option<(i64, i64)> = sqlx::query_as(streams::LOCK)
+            .bind(&cols.key_hash)
+            .fetch_optional(&mut *tx)
             .await
             .during("locking a stream row for compaction")?;
+        if locked.map(|(id, _)| id) != Some(stream_id) {
+            return Err(Error::backend(
+                error::BACKEND,
+                format!("the streams row of {key} is not row {stream_id}"),
+            )
+            .into());
+        }
         // The compaction floor is the seq of the stream's newest snapshot.
         let (floor,): (Option<i64>,) =
             sqlx::query_as("SELECT max(seq) FROM snapshots WHERE stream_id = $1")
@@ -385,8 +405,9 @@ impl PostgresStore {
             rows.compacted.0.push(record.event_id.as_str().to_owned());
             rows.compacted.1.push(keys::to_i64("seq", record.seq)?);
         }
-        rows.insert(&mut tx, stream_id).await?;
-        tx.commit().await.during("committing a compaction")?;
+        let txid = rows.insert(&mut tx, stream_id, &cols).await?;
+        self.commit_records(tx, &cols, txid, "committing a compaction")
+            .await?;
         Ok(pruned.len())
     }
 
@@ -443,10 +464,11 @@ impl PostgresStore {
             .await
             .during("deleting a stream's events and compacted ids")?;
         let marker = erasure_marker(tenant, run_id, last_seq);
-        EventRows::new([&marker])?
-            .insert(&mut tx, stream_id)
+        let txid = EventRows::new([&marker])?
+            .insert(&mut tx, stream_id, cols)
             .await?;
-        tx.commit().await.during("committing a deletion")?;
+        self.commit_records(tx, cols, txid, "committing a deletion")
+            .await?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
@@ -668,5 +690,24 @@ impl EventLog for PostgresStore {
     async fn delete_run(&self, tenant: &Tenant, run_id: &RunId) -> Result<usize> {
         let cols = StreamCols::new(tenant, run_id);
         retrying!(&cols, self.delete_run_once(tenant, run_id, &cols))
+    }
+
+    /// CONTRACT §29: see `docs/backends/postgres.md`, "Change feed". Also
+    /// records the tenant as one
+    /// this handle's listener wakes followers for.
+    async fn read_feed(
+        &self,
+        tenant: &Tenant,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<FeedRecord>> {
+        self.read_feed_rows(tenant, after, limit).await
+    }
+
+    /// Raised after this handle's commits that wrote records, and for
+    /// other handles' and nodes' commits through `LISTEN` on a connection
+    /// of the handle's own, started on the first call.
+    fn feed_signal(&self) -> Option<FeedSignal> {
+        Some(self.feed().signal())
     }
 }

@@ -26,8 +26,10 @@ use crate::{
     keys::{self, StreamCols},
 };
 
-const APPEND_ONE: &str =
-    "SELECT append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// The call, and the id of the transaction it wrote in (NULL when it
+/// wrote nothing): the select list is evaluated in order.
+const APPEND_ONE: &str = "SELECT append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13), \
+     txid_current_if_assigned()";
 
 /// A request the fast path may write: one event, already planned as the
 /// stream's first (its scope stamped with the tenant), its JSON text split
@@ -124,18 +126,53 @@ impl PostgresStore {
         cols: &StreamCols<'_>,
         lone: &Lone,
     ) -> Result<Option<Vec<AppendOutcome>>, TxError> {
-        let seq: Option<i64> = cols
+        let call = cols
             .bind(sqlx::query(APPEND_ONE))
             .bind(&lone.event_id)
             .bind(lone.occurred_at_ms)
             .bind(&lone.head)
             .bind(&lone.tail)
             .bind(lone.expected_last_seq)
-            .bind(keys::clamp_i64(MAX_SEQ))
-            .fetch_one(self.pool_ref())
-            .await
-            .and_then(|row| row.try_get(0))
-            .during("appending an event")?;
+            .bind(keys::clamp_i64(MAX_SEQ));
+        let written = |row: sqlx::postgres::PgRow| -> Result<Option<(i64, i64)>, sqlx::Error> {
+            let seq: Option<i64> = row.try_get(0)?;
+            let txid: Option<i64> = row.try_get(1)?;
+            // A written event always has its transaction's id; 0 would only
+            // make the notifier skip its wait for the horizon.
+            Ok(seq.map(|seq| (seq, txid.unwrap_or(0))))
+        };
+        let written = if self.has_commit_delay() {
+            // The test delay sits between the call and its commit.
+            let mut tx = self
+                .pool_ref()
+                .begin()
+                .await
+                .during("beginning an append")?;
+            let written = call
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(written)
+                .during("appending an event")?;
+            match written {
+                Some((_, txid)) => {
+                    self.commit_records(tx, cols, txid, "committing an append")
+                        .await?;
+                }
+                None => tx.rollback().await.during("ending a declined append")?,
+            }
+            written
+        } else {
+            let written = call
+                .fetch_one(self.pool_ref())
+                .await
+                .and_then(written)
+                .during("appending an event")?;
+            if let Some((_, txid)) = written {
+                self.feed().committed(self.pool_ref(), cols, txid);
+            }
+            written
+        };
+        let seq = written.map(|(seq, _)| seq);
         seq.map(|seq| {
             let seq = keys::to_u64(|| self.location("streams", cols, "last_seq"), seq)?;
             Ok(vec![AppendOutcome {

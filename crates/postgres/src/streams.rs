@@ -8,7 +8,13 @@ use crate::{
     keys::StreamCols,
 };
 
-const LOCK: &str = "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 FOR NO KEY UPDATE";
+/// Takes the stream's advisory lock, then locks its row. The advisory lock
+/// is a one-time filter (an uncorrelated subquery the executor runs once,
+/// before the scan and whether or not the row exists), so it is held before
+/// the row lock or a row insert assigns the transaction its id (migration
+/// 0004, `stream_lock_key`).
+pub(crate) const LOCK: &str = "SELECT stream_id, last_seq FROM streams WHERE key_hash = $1 \
+     AND (SELECT pg_advisory_xact_lock(stream_lock_key($1))) IS NOT NULL FOR NO KEY UPDATE";
 
 const CREATE: &str = "INSERT INTO streams \
      (key_hash, tenant_hash, org_id, workspace_id, has_deployment, deployment_id, run_id) \

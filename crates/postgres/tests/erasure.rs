@@ -23,32 +23,11 @@ const GONE: &str = "ERASE-ME-7f3a";
 /// What the run left alone carries.
 const KEPT: &str = "KEEP-ME-91c2";
 
+mod common;
+use common::{connect, drop_schema};
+
 fn server_url() -> Option<String> {
     runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres erasure test")
-}
-
-async fn connect(url: &str, name: &str) -> PostgresStore {
-    let schema = format!("{name}_{}", std::process::id());
-    let store = PostgresStore::connect_with(url, PostgresOptions::default().with_schema(&schema))
-        .await
-        .unwrap();
-    // A schema left by an earlier, failed run of this test starts over.
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
-    PostgresStore::connect_with(url, PostgresOptions::default().with_schema(schema))
-        .await
-        .unwrap()
-}
-
-async fn drop_schema(store: &PostgresStore) {
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
 }
 
 fn secret_event(t: &Tenant, run_id: &str, id: &str, at: u64, secret: &str) -> EventRecord {
@@ -172,8 +151,8 @@ async fn a_deletion_waits_for_an_append_holding_the_stream_row() {
     let mut late = event(&t, "r", "e4", 4);
     late.seq = 4;
     sqlx::query(
-        "INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record) \
-         VALUES ($1, 4, 'e4', false, 4, $2)",
+        "INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record, tenant_key) \
+         SELECT $1, 4, 'e4', false, 4, $2, tenant_key(tenant_hash) FROM streams WHERE stream_id = $1",
     )
     .bind(stream_id)
     .bind(serde_json::to_string(&late).unwrap())

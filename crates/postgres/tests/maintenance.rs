@@ -15,34 +15,12 @@ use runstore_core::{
     Error, EventLog, EventLogExt, EventRecord, ReadQuery, RunStatus, SnapshotId, SnapshotRecord,
     SnapshotStore, Tenant, raw::compaction::marker_event_id,
 };
-use runstore_postgres::{PostgresOptions, PostgresStore};
+
+mod common;
+use common::{connect, drop_schema};
 
 fn server_url() -> Option<String> {
     runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres maintenance test")
-}
-
-async fn connect(url: &str, name: &str) -> PostgresStore {
-    let schema = format!("{name}_{}", std::process::id());
-    let store = PostgresStore::connect_with(url, PostgresOptions::default().with_schema(&schema))
-        .await
-        .unwrap();
-    // A schema left by an earlier, failed run of this test starts over.
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
-    PostgresStore::connect_with(url, PostgresOptions::default().with_schema(schema))
-        .await
-        .unwrap()
-}
-
-async fn drop_schema(store: &PostgresStore) {
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
 }
 
 #[tokio::test]

@@ -9,6 +9,9 @@
 use runstore_core::{Durability, EventId, EventLog, EventLogExt, EventRecord, RunId, Tenant};
 use runstore_postgres::{PostgresOptions, PostgresStore};
 
+mod common;
+use common::drop_schema;
+
 fn server_url() -> Option<String> {
     runstore_conformance::support::service_url("RUNSTORE_POSTGRES_URL", "postgres session test")
 }
@@ -19,14 +22,6 @@ async fn setting(store: &PostgresStore, name: &str) -> String {
         .await
         .unwrap();
     value
-}
-
-async fn drop_schema(store: &PostgresStore) {
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.close().await;
 }
 
 #[tokio::test]
