@@ -305,6 +305,9 @@ pub struct BenchArgs {
     /// --events).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: Option<u64>,
+    /// Records per tail read and per feed read (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tail: Option<u64>,
     /// Print one JSON object per backend instead of the table.
     #[arg(long)]
     pub json: bool,

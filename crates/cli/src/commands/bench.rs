@@ -63,6 +63,9 @@ pub async fn run(_ctx: &Ctx, args: BenchArgs) -> Result<()> {
     if let Some(runs) = args.runs {
         config.runs = runs;
     }
+    if let Some(tail) = args.tail {
+        config.tail = tail;
+    }
     config.runs = config.runs.min(config.events.max(1));
 
     let bar = ProgressBar::new(0).with_style(
@@ -177,17 +180,14 @@ fn targets(names: &[String], dir: &Path) -> Result<Vec<Target>> {
 }
 
 fn print_table(reports: &[BackendReport], config: &WorkloadConfig) {
-    let operations: Vec<Operation> = reports
-        .first()
-        .map(|report| {
-            report
-                .report
-                .results
-                .iter()
-                .map(|result| result.operation)
-                .collect()
-        })
-        .unwrap_or_default();
+    // Every operation any backend ran, in the order they ran: a backend
+    // without a feed has no feed rows, and its cells there stay empty.
+    let mut operations: Vec<Operation> = Vec::new();
+    for result in reports.iter().flat_map(|report| &report.report.results) {
+        if !operations.contains(&result.operation) {
+            operations.push(result.operation);
+        }
+    }
     let mut rows: Vec<Row> = Vec::new();
     let mut row = |operation: &str, metric: &str, cell: &dyn Fn(&BackendReport) -> String| {
         let mut fields = vec![
@@ -226,8 +226,8 @@ fn print_table(reports: &[BackendReport], config: &WorkloadConfig) {
     columns.extend(reports.iter().map(|report| report.backend.clone()));
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     println!(
-        "runstore bench: {} events preloaded over {} runs, {} concurrent appenders, batches of {}",
-        config.events, config.runs, config.concurrency, config.batch_size
+        "runstore bench: {} events preloaded over {} runs, {} concurrent appenders, batches of {}, reads of {}",
+        config.events, config.runs, config.concurrency, config.batch_size, config.tail
     );
     print!("{}", render_table(&rows, Some(&columns)));
 }
