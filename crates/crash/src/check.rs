@@ -19,7 +19,10 @@
 //!    not have had: with [`Mode::Kills`] none but a `Locked` while
 //!    opening (the killed writer's lock being released), with
 //!    [`Mode::Faults`] only retryable `Backend` errors, and each writer
-//!    acknowledged writes after its last error (it recovered by itself).
+//!    acknowledged writes after its last error (it recovered by itself);
+//! 8. each tenant's feed (CONTRACT §29), where the backend has one, holds
+//!    every record its streams hold exactly once, byte for byte, with
+//!    positions that increase and each stream's events in seq order.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,8 +33,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use runstore::{
-    EventId, EventLog as _, EventLogExt as _, ReadQuery, SnapshotStore as _, Store, StreamKey,
-    core::raw::check,
+    EventId, EventLog as _, EventLogExt as _, EventRecord, FeedPosition, FeedRecord, ReadQuery,
+    SnapshotStore as _, Store, StreamKey, Tenant, core::raw::check,
 };
 use runstore_conformance::support::rng::Rng;
 use serde::Serialize;
@@ -76,6 +79,9 @@ pub struct Report {
     pub seq_of_checked: usize,
     /// Ids retried by the checker.
     pub retries_checked: usize,
+    /// Feed records checked against the streams (0 where the backend has
+    /// no feed).
+    pub feed_records: usize,
     /// Acknowledged writes missing: must be 0.
     pub lost: usize,
     /// Everything found wrong, one line each.
@@ -139,6 +145,7 @@ pub async fn check(
         }
     }
     check_snapshots(&store, &lines, &mut report).await?;
+    check_feed(&store, &mut report).await?;
     ask_seq_of(&store, &events, recent, &mut rng, &mut report).await?;
     retry(&store, &events, &mut rng, &mut report).await?;
     drop(store);
@@ -241,6 +248,97 @@ async fn read_streams(store: &Store, report: &mut Report) -> Result<Streams> {
         streams.insert((t, r), checked.ids);
     }
     Ok(streams)
+}
+
+/// How long the feed may take to show what the streams hold (PostgreSQL
+/// withholds records while an older transaction of the cluster is open,
+/// for example a killed writer's until the server notices).
+const FEED_SETTLE: Duration = Duration::from_secs(30);
+
+/// Check 8: each tenant's feed against its streams.
+async fn check_feed(store: &Store, report: &mut Report) -> Result<()> {
+    let mut tenants: BTreeMap<u8, (Tenant, Vec<EventRecord>)> = BTreeMap::new();
+    for (t, r, tenant, run) in workload::streams()? {
+        let records = store
+            .read(&tenant, &run, ReadQuery::all())
+            .await
+            .with_context(|| format!("reading tenant {t} run-{r}"))?;
+        let entry = tenants
+            .entry(t)
+            .or_insert_with(|| (tenant.clone(), Vec::new()));
+        entry.1.extend(records);
+    }
+    for (t, (tenant, stored)) in tenants {
+        let deadline = tokio::time::Instant::now() + FEED_SETTLE;
+        let feed = loop {
+            let Some(feed) = whole_feed(store, &tenant).await? else {
+                return Ok(());
+            };
+            if feed.len() >= stored.len() || tokio::time::Instant::now() > deadline {
+                break feed;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        report.feed_records += feed.len();
+        if feed
+            .windows(2)
+            .any(|pair| pair[0].position >= pair[1].position)
+        {
+            report
+                .problems
+                .push(format!("tenant {t}: feed positions do not increase"));
+        }
+        let mut runs: BTreeMap<String, Vec<&EventRecord>> = BTreeMap::new();
+        for entry in &feed {
+            let seqs = runs.entry(entry.record.run_id.to_string()).or_default();
+            if !entry.record.is_compaction_marker()
+                && seqs
+                    .iter()
+                    .rev()
+                    .find(|record| !record.is_compaction_marker())
+                    .is_some_and(|before| before.seq >= entry.record.seq)
+            {
+                report.problems.push(format!(
+                    "tenant {t} {}: the feed gives seq {} after a later seq",
+                    entry.record.run_id, entry.record.seq
+                ));
+            }
+            seqs.push(&entry.record);
+        }
+        let mut fed: Vec<&EventRecord> = runs.into_values().flatten().collect();
+        fed.sort_by(|a, b| (&a.run_id, a.seq).cmp(&(&b.run_id, b.seq)));
+        let mut held: Vec<&EventRecord> = stored.iter().collect();
+        held.sort_by(|a, b| (&a.run_id, a.seq).cmp(&(&b.run_id, b.seq)));
+        if serde_json::to_string(&fed)? != serde_json::to_string(&held)? {
+            report.problems.push(format!(
+                "tenant {t}: the feed holds {} records, the streams {}, and they differ",
+                fed.len(),
+                held.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every record of `tenant`'s feed, or `None` where the backend has none.
+async fn whole_feed(store: &Store, tenant: &Tenant) -> Result<Option<Vec<FeedRecord>>> {
+    let mut feed = Vec::new();
+    let mut after = FeedPosition::START;
+    loop {
+        let page = match store.read_feed(tenant, after, 1_000).await {
+            Ok(page) => page,
+            Err(runstore::Error::Unsupported { .. }) => return Ok(None),
+            Err(err) => return Err(err).context("reading the feed"),
+        };
+        let done = page.len() < 1_000;
+        if let Some(last) = page.last() {
+            after = last.position;
+        }
+        feed.extend(page);
+        if done {
+            return Ok(Some(feed));
+        }
+    }
 }
 
 async fn check_snapshots(

@@ -21,11 +21,13 @@
 //!
 //! [`read_feed`]: runstore_core::EventLog::read_feed
 
-use std::io::Write as _;
+use std::{io::Write as _, path::Path};
 
-use runstore_core::{Error, EventRecord, FeedPosition, FeedRecord, Result, RunId, Tenant};
+use runstore_core::{
+    Durability, Error, EventRecord, FeedPosition, FeedRecord, Result, RunId, Tenant,
+};
 
-use crate::{index::Loc, writer::Shared};
+use crate::{error::io_at, fileio::Io, index::Loc, layout::FEED_FILE, writer::Shared};
 
 /// How a line this version wrote starts (after a batch's leading space).
 pub(crate) const MEMBER: &[u8] = b"{\"feed_position\":";
@@ -33,6 +35,67 @@ pub(crate) const MEMBER: &[u8] = b"{\"feed_position\":";
 /// Bytes a compaction marker reserves for its position: enough for any
 /// `u64`.
 pub(crate) const RESERVED: usize = 20;
+
+/// Positions are `epoch << EPOCH_BITS | n`: an epoch holds 2^40 positions
+/// per tenant.
+pub(crate) const EPOCH_BITS: u32 = 40;
+
+/// The epoch of `position`.
+pub(crate) fn epoch_of(position: u64) -> u64 {
+    position >> EPOCH_BITS
+}
+
+/// The epoch the store's `FEED` file records, `None` when there is none
+/// (a store this version never opened).
+///
+/// Why an epoch: an earlier version that writes to the store (after a
+/// roll-back) writes lines without positions and may delete the lines that
+/// held a tenant's highest positions, so the highest position left in the
+/// log can be below one a reader was given. When open finds such lines in
+/// a store that had positions, it raises the epoch above every epoch the
+/// store or its lines ever used and gives them positions in the new one:
+/// above every position handed out before, whatever was deleted.
+///
+/// # Errors
+/// `Io`; `Corrupt` when the file holds no epoch.
+pub(crate) fn read_epoch(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(FEED_FILE);
+    match std::fs::read(&path) {
+        Ok(found) => std::str::from_utf8(&found)
+            .ok()
+            .and_then(|text| text.strip_suffix('\n'))
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .filter(|epoch| *epoch < 1 << (64 - EPOCH_BITS))
+            .map(Some)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    path.display(),
+                    format!(
+                        "the feed epoch file holds {:?}, not an epoch and a newline",
+                        String::from_utf8_lossy(&found)
+                    ),
+                )
+            }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io_at("read", &path, err)),
+    }
+}
+
+/// Records `epoch` in the store's `FEED` file, durably whatever the
+/// store's durability (positions are handed out once).
+///
+/// # Errors
+/// `Io`.
+pub(crate) fn write_epoch(io: &Io, dir: &Path, epoch: u64) -> Result<()> {
+    runstore_fs::write_atomic(
+        io,
+        dir,
+        FEED_FILE,
+        format!("{epoch}\n").as_bytes(),
+        Durability::Durable,
+    )
+    .map_err(|err| io_at("write", &dir.join(FEED_FILE), err))
+}
 
 /// The position after `head`.
 ///

@@ -5,6 +5,7 @@
 //! ```text
 //! <dir>/FORMAT                      "runstore-jsonl 1\n"
 //! <dir>/LOCK                        held with an OS lock while a handle is open
+//! <dir>/FEED                        "<epoch>\n": the feed's epoch (crate::feed)
 //! <dir>/events.jsonl                every stream's records, one JSON object per line
 //! <dir>/snapshots/<tenant>/<run>/snapshots.jsonl   the run's snapshots, appended
 //! <dir>/snapshots/<tenant>/<run>/<snapshot>.json     a snapshot written before the log
@@ -17,6 +18,9 @@ use sha2::{Digest, Sha256};
 pub(crate) const FORMAT_FILE: &str = "FORMAT";
 /// The format marker's exact content.
 pub(crate) const FORMAT_LINE: &str = "runstore-jsonl 1\n";
+/// The feed's epoch: the high bits of every position this version hands
+/// out, raised when an earlier version wrote to the store (`crate::feed`).
+pub(crate) const FEED_FILE: &str = "FEED";
 /// The file the OS lock is taken on.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 /// The event log.

@@ -299,10 +299,30 @@ impl JsonlStore {
             .map_err(|err| io_at("open", &path, err))?;
         let mut log = LogFile { file, path };
         let mut scanned = recovery::scan(io, &log, hasher.clone(), durability)?;
+        let recorded = feed::read_epoch(&dir)?;
+        let used = scanned
+            .index
+            .streams
+            .iter()
+            .flat_map(|stream| &stream.locs)
+            .filter(|loc| loc.pos != 0)
+            .map(|loc| feed::epoch_of(loc.pos))
+            .max();
         if scanned.unpositioned > 0 {
-            // A log of an earlier version: its records take their feed
-            // positions once, in its lines (crate::upgrade).
-            upgrade::give_positions(io, &dir, &log, &scanned.index)?;
+            // Records an earlier version wrote: they take their feed
+            // positions once, in the log's lines (crate::upgrade). In a
+            // store that never had positions they start the feed; in one
+            // that had (an earlier version wrote to it after a roll-back,
+            // and may have deleted the lines that held the highest
+            // positions) they start a new epoch, above every position
+            // handed out before (crate::feed::read_epoch).
+            let epoch = match (recorded, used) {
+                (None, None) => 0,
+                (recorded, used) => recorded.max(used).unwrap_or(0) + 1,
+            };
+            feed::write_epoch(io, &dir, epoch)?;
+            let floor = epoch << feed::EPOCH_BITS;
+            upgrade::give_positions(io, &dir, &log, &scanned.index, floor)?;
             let file = io
                 .open(&log.path, &fileio::log_options())
                 .map_err(|err| io_at("reopen", &log.path, err))?;
@@ -321,6 +341,10 @@ impl JsonlStore {
                     ),
                 ));
             }
+        } else if recorded.is_none() {
+            // A store this version opens for the first time records the
+            // epoch its lines use, before it hands out any position.
+            feed::write_epoch(io, &dir, used.unwrap_or(0))?;
         }
         let snapshots = Snapshots::open(dir.join(SNAPSHOT_DIR), durability, io.clone())?;
         if durability == Durability::Durable {

@@ -27,16 +27,24 @@ use crate::{
 };
 
 /// Rewrites the log at `log` (whose records `index` holds) with a position
-/// in every line; the caller reopens and scans it again. Lines the index
-/// does not hold (of deleted runs) are dropped, as a compaction drops them.
+/// in every line, each tenant's new positions above `floor` (the start of
+/// the feed's epoch, `crate::feed::read_epoch`); the caller reopens and
+/// scans it again. Lines the index does not hold (of deleted runs) are
+/// dropped, as a compaction drops them.
 ///
 /// # Errors
 /// `Io`; `Corrupt` when a line cannot be read back.
-pub(crate) fn give_positions(io: &Io, dir: &Path, log: &LogFile, index: &Index) -> Result<()> {
+pub(crate) fn give_positions(
+    io: &Io,
+    dir: &Path,
+    log: &LogFile,
+    index: &Index,
+    floor: u64,
+) -> Result<()> {
     let mut heads: HashMap<&Tenant, u64> = HashMap::new();
     let mut order: Vec<(Loc, &Tenant)> = Vec::new();
     for stream in &index.streams {
-        let head = heads.entry(&stream.key.tenant).or_insert(0);
+        let head = heads.entry(&stream.key.tenant).or_insert(floor);
         for loc in &stream.locs {
             *head = (*head).max(loc.pos);
             order.push((*loc, &stream.key.tenant));
