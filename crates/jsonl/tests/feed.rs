@@ -211,16 +211,27 @@ async fn lines_an_earlier_version_added_later_take_positions_above_the_rest() {
     ]));
     fs::write(dir.join("events.jsonl"), log).unwrap();
     let store = JsonlStore::open(&dir).await.unwrap();
+    // The store had positions: the earlier version's lines start the next
+    // epoch, above any position the lines it may have deleted held.
+    let epoch = 1 << 40;
     assert_eq!(
         keys(&feed(&store, &local).await),
         vec![
             (1, "a".to_owned(), 1),
             (2, "b".to_owned(), 1),
             (3, "a".to_owned(), 2),
-            (4, "b".to_owned(), 2),
-            (5, "c".to_owned(), 1),
-            (6, "c".to_owned(), 2),
+            (epoch + 1, "b".to_owned(), 2),
+            (epoch + 2, "c".to_owned(), 1),
+            (epoch + 3, "c".to_owned(), 2),
         ]
+    );
+    assert_eq!(fs::read_to_string(dir.join("FEED")).unwrap(), "1\n");
+    drop(store);
+    // The same positions at every later open.
+    let store = JsonlStore::open(&dir).await.unwrap();
+    assert_eq!(
+        keys(&feed(&store, &local).await)[5],
+        (epoch + 3, "c".to_owned(), 2)
     );
 }
 

@@ -193,3 +193,43 @@ async fn an_earlier_versions_compaction_marker_is_not_skipped_by_a_follower() {
         summary(&all)
     );
 }
+
+/// The earlier version deletes every run that held a position: no line
+/// states one any more, so only the feed's epoch, recorded in `FEED` when
+/// this version first opened the store, tells that positions were handed
+/// out. The marker takes a position in the next epoch.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_versions_erasure_of_every_positioned_run_is_not_skipped() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    let t = acme();
+    let store = JsonlStore::open(&dir).await.unwrap();
+    store.append(&t, &event(&t, "b", "b1", 1)).await.unwrap();
+    store.append(&t, &event(&t, "b", "b2", 2)).await.unwrap();
+    let followed = feed_after(&store, &t, 0)
+        .await
+        .last()
+        .unwrap()
+        .position
+        .parts()
+        .1;
+    assert_eq!(followed, 2);
+    drop(store);
+    assert_eq!(fs::read_to_string(dir.join("FEED")).unwrap(), "0\n");
+
+    let b = RunId::new("b").unwrap();
+    rewrite_log(
+        &dir,
+        |_| false,
+        |_, line| line.to_vec(),
+        &[erasure_marker(&t, &b, 2)],
+    );
+
+    let store = JsonlStore::open(&dir).await.unwrap();
+    let new = feed_after(&store, &t, followed).await;
+    assert_eq!(
+        summary(&new),
+        vec![((1 << 40) + 1, "b".to_owned(), 2, true)],
+        "the erasure marker comes after what the follower read"
+    );
+}
