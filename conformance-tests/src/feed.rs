@@ -749,3 +749,133 @@ pub async fn feed_never_skips_a_late_commit(h: &Harness) {
         assert_eq!(whole, last);
     }
 }
+
+/// CONTRACT §29 with maintenance in the race: writers on shared runs
+/// (through every handle the backend allows), compactions that prune them
+/// and a run's deletion, while a reader polls the feed with small pages.
+/// The reader's positions only go up; every record the final feed holds at
+/// or below the reader's last position is one the reader was given there
+/// (none became visible behind it); and the final feed holds each run's
+/// records as `read` does.
+pub async fn feed_stays_lossless_while_maintenance_races_writers(h: &Harness) {
+    const CASE: &str = "feed_stays_lossless_while_maintenance_races_writers";
+    if !has_feed(h, CASE).await {
+        return;
+    }
+    const WRITERS: usize = 4;
+    const ROUNDS: usize = 25;
+    let instance = h.fresh().await;
+    let mut handles: Vec<Arc<dyn Storage>> = vec![instance.store().clone()];
+    if h.capabilities().shared_writers {
+        handles.push(instance.open_again().await.expect("open again"));
+    }
+    let t = tenant(1);
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let store = handles[handles.len() - 1].clone();
+        let t = t.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen: Seen = Vec::new();
+            let mut position = FeedPosition::START;
+            let mut page = 1;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let batch = store
+                    .read_feed(&t, position, page)
+                    .await
+                    .expect("read_feed");
+                for entry in &batch {
+                    assert!(entry.position > position, "positions go up");
+                    position = entry.position;
+                }
+                let drained = batch.len() < page;
+                seen.extend(batch);
+                if finished && drained {
+                    return (seen, position);
+                }
+                page = page % 7 + 1;
+                if drained {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let maintenance = {
+        let store = handles[0].clone();
+        let t = t.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut passes = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                passes += 1;
+                // Every event occurred at 1: each pass prunes what is there.
+                let report = store.compact(1, 1_000 + passes).await.expect("compact");
+                assert!(report.is_clean(), "{:?}", report.failed);
+                if passes == 3 {
+                    store.delete_run(&t, &run("run-3")).await.expect("delete");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            passes
+        })
+    };
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = handles[writer % handles.len()].clone();
+        let t = t.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let run_id = format!("run-{}", (writer + round) % 4);
+                let id = format!("w{writer}-r{round}");
+                if round % 4 == 0 {
+                    let batch: Vec<EventRecord> = (0..3)
+                        .map(|n| event(&t, &run_id, &format!("{id}-{n}"), 1))
+                        .collect();
+                    store
+                        .append_batch(&t, &run(&run_id), &batch, None)
+                        .await
+                        .expect("append_batch");
+                } else {
+                    store
+                        .append(&t, &event(&t, &run_id, &id, 1))
+                        .await
+                        .expect("append");
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, Ordering::SeqCst);
+    let passes = maintenance.await.expect("maintenance");
+    assert!(passes >= 1);
+    let (seen, last) = reader.await.expect("reader");
+    let store = instance.store().clone();
+    // The writers' runs, run-3 deleted on the way (its erasure marker and
+    // what came after it stay records of the stream).
+    let mut held = 0;
+    for n in 0..4 {
+        held += store
+            .read(&t, &run(&format!("run-{n}")), ReadQuery::all())
+            .await
+            .expect("read")
+            .len();
+    }
+    let whole = settled(store.as_ref(), &t, FeedPosition::START, held).await;
+    let given: BTreeMap<FeedPosition, &FeedRecord> =
+        seen.iter().map(|entry| (entry.position, entry)).collect();
+    for entry in whole.iter().take_while(|entry| entry.position <= last) {
+        assert_eq!(
+            given.get(&entry.position),
+            Some(&entry),
+            "the feed holds {:?} at {} behind the reader's position {last}: \
+             it became visible after the reader passed it",
+            entry.record.event_id.as_str(),
+            entry.position
+        );
+    }
+    assert_matches_the_store(store.as_ref(), &t, &whole).await;
+}

@@ -111,6 +111,7 @@ macro_rules! suite {
             feed::feed_takes_imported_streams_in_seq_order,
             feed::follow_feed_yields_records_as_they_commit,
             feed::feed_never_skips_a_late_commit,
+            feed::feed_stays_lossless_while_maintenance_races_writers,
         );
 
         /// The second process of the suite's cross-process case; the case

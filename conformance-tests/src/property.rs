@@ -293,13 +293,12 @@ async fn whole_feed(
 async fn feed_view(store: &dyn Storage, tenant: &Tenant) -> (String, usize) {
     let feed = whole_feed(store, tenant).await;
     let len = feed.as_ref().map_or(0, Vec::len);
-    if let Ok(feed) = &feed {
-        if feed
+    if let Ok(feed) = &feed
+        && feed
             .windows(2)
             .any(|pair| pair[0].position >= pair[1].position)
-        {
-            return (format!("positions out of order: {feed:?}"), len);
-        }
+    {
+        return (format!("positions out of order: {feed:?}"), len);
     }
     let view = summary(feed.map(|feed| {
         let mut records: Vec<EventRecord> = feed.into_iter().map(|entry| entry.record).collect();

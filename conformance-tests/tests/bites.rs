@@ -409,6 +409,10 @@ async fn a_feed_that_reads_past_a_commit_in_flight_fails_the_lossless_rule() {
         feed::feed_orders_every_record_and_resumes_anywhere(&h).await;
     })
     .await;
+    must_fail(Fault::FeedSkipsLateCommits, |h| async move {
+        feed::feed_stays_lossless_while_maintenance_races_writers(&h).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
