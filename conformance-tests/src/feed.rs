@@ -621,6 +621,48 @@ pub async fn follow_feed_yields_records_as_they_commit(h: &Harness) {
     assert_eq!(followed, read_rest(store.as_ref(), &t, start, 100).await);
 }
 
+/// `writers` tasks, each on the handle after the previous one's, each
+/// writing `rounds` times to `run-{(writer + round) % runs}`: every
+/// `batch_every`-th round a batch of 3, else a single event, all occurring
+/// at 1. Returns when every write is acknowledged.
+async fn write_rounds(
+    handles: &[Arc<dyn Storage>],
+    t: &Tenant,
+    writers: usize,
+    rounds: usize,
+    runs: usize,
+    batch_every: usize,
+) {
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = handles[writer % handles.len()].clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..rounds {
+                let run_id = format!("run-{}", (writer + round) % runs);
+                let id = format!("w{writer}-r{round}");
+                if round % batch_every == 0 {
+                    let batch: Vec<EventRecord> = (0..3)
+                        .map(|n| event(&t, &run_id, &format!("{id}-{n}"), 1))
+                        .collect();
+                    store
+                        .append_batch(&t, &run(&run_id), &batch, None)
+                        .await
+                        .expect("append_batch");
+                } else {
+                    store
+                        .append(&t, &event(&t, &run_id, &id, 1))
+                        .await
+                        .expect("append");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+}
+
 /// What one reader of the late-commit case saw.
 type Seen = Vec<FeedRecord>;
 
@@ -701,34 +743,7 @@ pub async fn feed_never_skips_a_late_commit(h: &Harness) {
         }));
     }
 
-    let mut writers = Vec::new();
-    for writer in 0..WRITERS {
-        let store = handles[writer % handles.len()].clone();
-        let t = t.clone();
-        writers.push(tokio::spawn(async move {
-            for round in 0..ROUNDS {
-                let run_id = format!("run-{}", (writer + round) % 5);
-                let id = format!("w{writer}-r{round}");
-                if round % 3 == 0 {
-                    let batch: Vec<EventRecord> = (0..3)
-                        .map(|n| event(&t, &run_id, &format!("{id}-{n}"), 1))
-                        .collect();
-                    store
-                        .append_batch(&t, &run(&run_id), &batch, None)
-                        .await
-                        .expect("append_batch");
-                } else {
-                    store
-                        .append(&t, &event(&t, &run_id, &id, 1))
-                        .await
-                        .expect("append");
-                }
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    write_rounds(&handles, &t, WRITERS, ROUNDS, 5, 3).await;
     let expected = WRITERS * ROUNDS + WRITERS * ROUNDS.div_ceil(3) * 2;
     let store = instance.store().clone();
     // Every write is acknowledged: wait until the feed shows all of them,
@@ -821,34 +836,7 @@ pub async fn feed_stays_lossless_while_maintenance_races_writers(h: &Harness) {
             passes
         })
     };
-    let mut writers = Vec::new();
-    for writer in 0..WRITERS {
-        let store = handles[writer % handles.len()].clone();
-        let t = t.clone();
-        writers.push(tokio::spawn(async move {
-            for round in 0..ROUNDS {
-                let run_id = format!("run-{}", (writer + round) % 4);
-                let id = format!("w{writer}-r{round}");
-                if round % 4 == 0 {
-                    let batch: Vec<EventRecord> = (0..3)
-                        .map(|n| event(&t, &run_id, &format!("{id}-{n}"), 1))
-                        .collect();
-                    store
-                        .append_batch(&t, &run(&run_id), &batch, None)
-                        .await
-                        .expect("append_batch");
-                } else {
-                    store
-                        .append(&t, &event(&t, &run_id, &id, 1))
-                        .await
-                        .expect("append");
-                }
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    write_rounds(&handles, &t, WRITERS, ROUNDS, 4, 4).await;
     done.store(true, Ordering::SeqCst);
     let passes = maintenance.await.expect("maintenance");
     assert!(passes >= 1);
