@@ -277,7 +277,8 @@ fn verify_finds_gaps_and_duplicates() {
         cli.ok(&["append", "--run", "r", "--event-id", id, "--type", "t"]);
     }
     // Edit the log by hand (the store itself never writes this): drop seq 2
-    // and store id "a" again at seq 4.
+    // and store id "a" again at seq 4 (at a feed position of its own: two
+    // records at one position make the log `Corrupt` at open).
     let log = store.join("events.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -285,7 +286,9 @@ fn verify_finds_gaps_and_duplicates() {
         "{}\n{}\n{}\n",
         lines[0],
         lines[2],
-        lines[0].replace("\"seq\":1", "\"seq\":4")
+        lines[0]
+            .replace("\"seq\":1", "\"seq\":4")
+            .replace("{\"feed_position\":1,", "{\"feed_position\":9,")
     );
     std::fs::write(&log, edited).unwrap();
     let run = cli.run(&["verify"]);
