@@ -45,6 +45,8 @@ fn bench_reports_every_operation_per_backend() {
                 "batch_append",
                 "preload",
                 "read_tail",
+                "read_feed",
+                "follow_feed",
                 "compact",
                 "append_during_compact",
                 "prune",
