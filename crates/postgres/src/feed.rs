@@ -81,15 +81,106 @@ const LISTENING_FOR: Duration = Duration::from_secs(1);
 /// first, doubling up to the last.
 const HORIZON_WAIT: (Duration, Duration) = (Duration::from_millis(2), Duration::from_secs(1));
 
-/// A tenant's records after a position, in feed order, below the horizon.
-/// The index `events_feed` gives the order; the join to `streams` matches
-/// the full tenant hash, so tenants whose 8-byte keys collide stay apart.
-const READ_FEED: &str = "SELECT e.tx, e.feed_seq, e.seq, e.record FROM events e \
-     JOIN streams s ON s.stream_id = e.stream_id \
+/// A tenant's records after a position, in feed order, below the horizon,
+/// with their positions `(tx + shift, feed_seq)` (migration 0005; the
+/// shift is read by one-time subqueries, so the index `events_feed` still
+/// gives the order). The join to `streams` matches the full tenant hash, so
+/// tenants whose 8-byte keys collide stay apart. A last row of NULLs says
+/// that the tenant has a row whose `tx` is at or above every transaction id
+/// this cluster has handed out ([`MOVED`]): the store came from another
+/// cluster and needs [`rebase`].
+const READ_FEED: &str = "(SELECT e.tx + (SELECT shift FROM feed_shift), e.feed_seq, e.seq, e.record \
+     FROM events e JOIN streams s ON s.stream_id = e.stream_id \
      WHERE e.tenant_key = $1 AND s.tenant_hash = $2 \
-       AND (e.tx, e.feed_seq) > ($3, $4) \
+       AND (e.tx, e.feed_seq) > ($3 - (SELECT shift FROM feed_shift), $4) \
        AND e.tx < txid_snapshot_xmin(txid_current_snapshot()) \
-     ORDER BY e.tx, e.feed_seq LIMIT $5";
+     ORDER BY e.tx, e.feed_seq LIMIT $5) \
+     UNION ALL SELECT NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM events \
+       WHERE tenant_key = $1 AND tx >= txid_snapshot_xmax(txid_current_snapshot()))";
+
+/// The condition for a re-base: a row's `tx` at or above `xmax` of the
+/// statement's snapshot, an id this cluster has not handed out yet. On the
+/// cluster that wrote the rows it never holds: a visible row was written
+/// by a transaction that ended before the snapshot. `$1`: whether to look
+/// (a connect on the cluster the store was last checked on does not).
+const MOVED: &str = "SELECT max(tx), txid_snapshot_xmin(txid_current_snapshot()), \
+     txid_snapshot_xmax(txid_current_snapshot()) FROM events";
+
+/// This cluster's identifier, or NULL where `pg_control_system()` is not
+/// allowed; and the one the store was last checked on.
+const CLUSTER: &str = "SELECT (SELECT system_identifier FROM pg_control_system()), \
+     (SELECT system_identifier FROM feed_shift)";
+
+/// Moves the store's feed onto this cluster's transaction ids if its rows
+/// carry ids this cluster has not handed out yet (it was restored from, or
+/// replicated from, a cluster whose counter is ahead), and records the
+/// cluster it was checked on. In one transaction that first takes `events`
+/// in `EXCLUSIVE` mode (it waits for every writer that has written to the
+/// table and holds off new ones; readers go on): every row's `tx` goes down
+/// by `d = max(tx) - xmin + 1` and `feed_shift.shift` up by `d`, where
+/// `xmin` is the oldest transaction in progress once the lock is held. So
+/// every position `(tx + shift, feed_seq)` stays what it was (a follower's
+/// position keeps its meaning and nothing it read moves), every row is
+/// below every transaction in progress or to come (readable once the
+/// re-base and the transactions before it ended), and a record written
+/// later (also by a writer that got its id before the lock and waited for
+/// it) sorts after every existing one. A reader's statement reads the shift
+/// and the rows from one snapshot, so it sees either side of the re-base,
+/// never a mix. Two re-bases serialise on the table lock; the second finds
+/// nothing to do.
+pub(crate) async fn rebase(
+    conn: &mut sqlx::PgConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let (max, xmin, xmax): (Option<i64>, i64, i64) =
+        sqlx::query_as(MOVED).fetch_one(&mut *tx).await?;
+    let moved = max.is_some_and(|max| max >= xmax);
+    if let Some(max) = max.filter(|_| moved) {
+        let down = max - xmin + 1;
+        sqlx::query("UPDATE events SET tx = tx - $1")
+            .bind(down)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE feed_shift SET shift = shift + $1")
+            .bind(down)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE feed_shift SET system_identifier = \
+         (SELECT system_identifier FROM pg_control_system())",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// At connect (under the schema's migration lock): [`rebase`] if the
+/// cluster is not the one the store was last checked on, or cannot tell
+/// (`pg_control_system()` refused: then every connect looks at `max(tx)`).
+pub(crate) async fn rebase_if_new_cluster(
+    conn: &mut sqlx::PgConnection,
+) -> std::result::Result<(), sqlx::Error> {
+    let same = match sqlx::query_as::<_, (Option<i64>, Option<i64>)>(CLUSTER)
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok((Some(here), Some(checked))) => here == checked,
+        Ok(_) | Err(_) => false,
+    };
+    if !same {
+        rebase(conn).await?;
+    }
+    Ok(())
+}
+
+/// A feed row: position (`tx + shift`, `feed_seq`), seq and record text.
+type FeedRow = (i64, i64, i64, String);
 
 /// How long the listener waits before connecting again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -380,15 +471,42 @@ impl PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(READ_FEED)
-            .bind(tenant_key)
-            .bind(&tenant_hash)
-            .bind(high)
-            .bind(low)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(|err| error::map(&format!("reading the feed of tenant {tenant}"), err))?;
+        let doing = || format!("reading the feed of tenant {tenant}");
+        let mut rows: Vec<FeedRow> = Vec::new();
+        // A second round only after a re-base.
+        for _ in 0..2 {
+            let read: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
+                sqlx::query_as(READ_FEED)
+                    .bind(tenant_key)
+                    .bind(&tenant_hash)
+                    .bind(high)
+                    .bind(low)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(self.pool_ref())
+                    .await
+                    .map_err(|err| error::map(&doing(), err))?;
+            let moved = read.iter().any(|row| row.0.is_none());
+            rows = read
+                .into_iter()
+                .filter_map(|row| match row {
+                    (Some(tx), Some(feed_seq), Some(seq), Some(text)) => {
+                        Some((tx, feed_seq, seq, text))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !moved {
+                break;
+            }
+            let mut conn = self
+                .pool_ref()
+                .acquire()
+                .await
+                .map_err(|err| error::map(&doing(), err))?;
+            rebase(&mut conn).await.map_err(|err| {
+                error::map(&format!("re-basing the feed for tenant {tenant}"), err)
+            })?;
+        }
         rows.into_iter()
             .map(|(tx, feed_seq, seq, text)| {
                 let location = || {
