@@ -11,6 +11,15 @@
 //! every position read. That is the lossless rule, whatever order
 //! concurrent writers commit in.
 //!
+//! Since migration 0005 the position is `(tx + shift, feed_seq)`, the
+//! shift 0 until the store is found on a cluster whose transaction counter
+//! is behind its rows' `tx` (a `pg_dump` and restore, or logical
+//! replication, copies `tx`): [`rebase`] then moves every row's `tx` down
+//! and the shift up by the same amount, keeping every position, and makes
+//! the restored rows readable and later records sort after them. It runs
+//! at connect when the cluster's identifier changed, and at a feed read
+//! that meets such a row.
+//!
 //! Within a stream, positions follow seq order because every transaction
 //! that writes a stream's records takes the stream's advisory lock
 //! (`pg_advisory_xact_lock(stream_lock_key(key_hash))`) before anything
@@ -181,6 +190,9 @@ pub(crate) async fn rebase_if_new_cluster(
 
 /// A feed row: position (`tx + shift`, `feed_seq`), seq and record text.
 type FeedRow = (i64, i64, i64, String);
+
+/// A row [`READ_FEED`] answers: a feed row, or NULLs (the store moved).
+type ReadRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
 /// How long the listener waits before connecting again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -475,16 +487,15 @@ impl PostgresStore {
         let mut rows: Vec<FeedRow> = Vec::new();
         // A second round only after a re-base.
         for _ in 0..2 {
-            let read: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
-                sqlx::query_as(READ_FEED)
-                    .bind(tenant_key)
-                    .bind(&tenant_hash)
-                    .bind(high)
-                    .bind(low)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(self.pool_ref())
-                    .await
-                    .map_err(|err| error::map(&doing(), err))?;
+            let read: Vec<ReadRow> = sqlx::query_as(READ_FEED)
+                .bind(tenant_key)
+                .bind(&tenant_hash)
+                .bind(high)
+                .bind(low)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(self.pool_ref())
+                .await
+                .map_err(|err| error::map(&doing(), err))?;
             let moved = read.iter().any(|row| row.0.is_none());
             rows = read
                 .into_iter()
