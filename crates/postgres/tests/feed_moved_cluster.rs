@@ -162,3 +162,54 @@ async fn a_node_connecting_to_a_restored_store_writes_after_every_restored_recor
         "after {followed}: {after:?}; feed {shown:?}"
     );
 }
+
+/// A writer that got its transaction id before the re-base and writes
+/// after it still sorts after every restored record: the re-base moves the
+/// rows below the oldest transaction in progress, not merely below its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_older_than_the_rebase_sorts_after_the_restored_records() {
+    let Some(url) = server_url() else { return };
+    let (store, t, _) = restored(&url, "feed_moved_writer").await;
+    let mut writer = store.pool().begin().await.unwrap();
+    let (writer_id,): (i64,) = sqlx::query_as("SELECT txid_current()")
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+    // Later transactions took ids too: the writer's is not the newest.
+    for _ in 0..2 {
+        sqlx::query("SELECT txid_current()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    // The read meets the restored rows and re-bases.
+    let before = store.read_feed(&t, FeedPosition::START, 100).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (stream_id, seq, event_id, is_marker, occurred_at_ms, record, \
+         tenant_key) SELECT stream_id, 4, 'late', false, 4, \
+         replace(replace(record, '\"e3\"', '\"late\"'), '\"seq\":3', '\"seq\":4'), tenant_key \
+         FROM events WHERE seq = 3",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE streams SET last_seq = 4")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    writer.commit().await.unwrap();
+    let feed = settled(&store, &t, FeedPosition::START, 4).await;
+    let shown = feed
+        .iter()
+        .map(|entry| (entry.position.to_string(), entry.record.seq))
+        .collect::<Vec<_>>();
+    drop_schema(&store).await;
+    assert!(before.len() <= 3, "writer {writer_id}: before {before:?}");
+    assert_eq!(
+        feed.iter()
+            .map(|entry| entry.record.seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "writer {writer_id}: feed {shown:?}"
+    );
+}
