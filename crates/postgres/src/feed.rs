@@ -110,8 +110,7 @@ const READ_FEED: &str = "(SELECT e.tx + (SELECT shift FROM feed_shift), e.feed_s
 /// The condition for a re-base: a row's `tx` at or above `xmax` of the
 /// statement's snapshot, an id this cluster has not handed out yet. On the
 /// cluster that wrote the rows it never holds: a visible row was written
-/// by a transaction that ended before the snapshot. `$1`: whether to look
-/// (a connect on the cluster the store was last checked on does not).
+/// by a transaction that ended before the snapshot.
 const MOVED: &str = "SELECT max(tx), txid_snapshot_xmin(txid_current_snapshot()), \
      txid_snapshot_xmax(txid_current_snapshot()) FROM events";
 
@@ -122,8 +121,8 @@ const CLUSTER: &str = "SELECT (SELECT system_identifier FROM pg_control_system()
 
 /// Moves the store's feed onto this cluster's transaction ids if its rows
 /// carry ids this cluster has not handed out yet (it was restored from, or
-/// replicated from, a cluster whose counter is ahead), and records the
-/// cluster it was checked on. In one transaction that first takes `events`
+/// replicated from, a cluster whose counter is ahead); answers whether it
+/// did. In one transaction that first takes `events`
 /// in `EXCLUSIVE` mode (it waits for every writer that has written to the
 /// table and holds off new ones; readers go on): every row's `tx` goes down
 /// by `d = max(tx) - xmin + 1` and `feed_shift.shift` up by `d`, where
@@ -159,31 +158,35 @@ pub(crate) async fn rebase(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(
-        "UPDATE feed_shift SET system_identifier = \
-         (SELECT system_identifier FROM pg_control_system())",
-    )
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
     Ok(moved)
 }
 
-/// At connect (under the schema's migration lock): [`rebase`] if the
-/// cluster is not the one the store was last checked on, or cannot tell
-/// (`pg_control_system()` refused: then every connect looks at `max(tx)`).
+/// At connect (under the schema's migration lock): unless the store was
+/// last checked on this cluster, looks for rows from another cluster
+/// (`max(tx)`, a scan of `events_feed`), [`rebase`]s if there are any, and
+/// records this cluster's identifier. Where `pg_control_system()` is
+/// refused, nothing is recorded and every connect looks.
 pub(crate) async fn rebase_if_new_cluster(
     conn: &mut sqlx::PgConnection,
 ) -> std::result::Result<(), sqlx::Error> {
-    let same = match sqlx::query_as::<_, (Option<i64>, Option<i64>)>(CLUSTER)
+    let (here, checked) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(CLUSTER)
         .fetch_one(&mut *conn)
         .await
-    {
-        Ok((Some(here), Some(checked))) => here == checked,
-        Ok(_) | Err(_) => false,
-    };
-    if !same {
+        .unwrap_or((None, None));
+    if here.is_some() && here == checked {
+        return Ok(());
+    }
+    let (max, _, xmax): (Option<i64>, i64, i64) =
+        sqlx::query_as(MOVED).fetch_one(&mut *conn).await?;
+    if max.is_some_and(|max| max >= xmax) {
         rebase(conn).await?;
+    }
+    if let Some(here) = here {
+        sqlx::query("UPDATE feed_shift SET system_identifier = $1")
+            .bind(here)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
