@@ -11,6 +11,15 @@
 //! every position read. That is the lossless rule, whatever order
 //! concurrent writers commit in.
 //!
+//! Since migration 0005 the position is `(tx + shift, feed_seq)`, the
+//! shift 0 until the store is found on a cluster whose transaction counter
+//! is behind its rows' `tx` (a `pg_dump` and restore, or logical
+//! replication, copies `tx`): [`rebase`] then moves every row's `tx` down
+//! and the shift up by the same amount, keeping every position, and makes
+//! the restored rows readable and later records sort after them. It runs
+//! at connect when the cluster's identifier changed, and at a feed read
+//! that meets such a row.
+//!
 //! Within a stream, positions follow seq order because every transaction
 //! that writes a stream's records takes the stream's advisory lock
 //! (`pg_advisory_xact_lock(stream_lock_key(key_hash))`) before anything
@@ -81,15 +90,112 @@ const LISTENING_FOR: Duration = Duration::from_secs(1);
 /// first, doubling up to the last.
 const HORIZON_WAIT: (Duration, Duration) = (Duration::from_millis(2), Duration::from_secs(1));
 
-/// A tenant's records after a position, in feed order, below the horizon.
-/// The index `events_feed` gives the order; the join to `streams` matches
-/// the full tenant hash, so tenants whose 8-byte keys collide stay apart.
-const READ_FEED: &str = "SELECT e.tx, e.feed_seq, e.seq, e.record FROM events e \
-     JOIN streams s ON s.stream_id = e.stream_id \
+/// A tenant's records after a position, in feed order, below the horizon,
+/// with their positions `(tx + shift, feed_seq)` (migration 0005; the
+/// shift is read by one-time subqueries, so the index `events_feed` still
+/// gives the order). The join to `streams` matches the full tenant hash, so
+/// tenants whose 8-byte keys collide stay apart. A last row of NULLs says
+/// that the tenant has a row whose `tx` is at or above every transaction id
+/// this cluster has handed out ([`MOVED`]): the store came from another
+/// cluster and needs [`rebase`].
+const READ_FEED: &str = "(SELECT e.tx + (SELECT shift FROM feed_shift), e.feed_seq, e.seq, e.record \
+     FROM events e JOIN streams s ON s.stream_id = e.stream_id \
      WHERE e.tenant_key = $1 AND s.tenant_hash = $2 \
-       AND (e.tx, e.feed_seq) > ($3, $4) \
+       AND (e.tx, e.feed_seq) > ($3 - (SELECT shift FROM feed_shift), $4) \
        AND e.tx < txid_snapshot_xmin(txid_current_snapshot()) \
-     ORDER BY e.tx, e.feed_seq LIMIT $5";
+     ORDER BY e.tx, e.feed_seq LIMIT $5) \
+     UNION ALL SELECT NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM events \
+       WHERE tenant_key = $1 AND tx >= txid_snapshot_xmax(txid_current_snapshot()))";
+
+/// The condition for a re-base: a row's `tx` at or above `xmax` of the
+/// statement's snapshot, an id this cluster has not handed out yet. On the
+/// cluster that wrote the rows it never holds: a visible row was written
+/// by a transaction that ended before the snapshot.
+const MOVED: &str = "SELECT max(tx), txid_snapshot_xmin(txid_current_snapshot()), \
+     txid_snapshot_xmax(txid_current_snapshot()) FROM events";
+
+/// This cluster's identifier, or NULL where `pg_control_system()` is not
+/// allowed; and the one the store was last checked on.
+const CLUSTER: &str = "SELECT (SELECT system_identifier FROM pg_control_system()), \
+     (SELECT system_identifier FROM feed_shift)";
+
+/// Moves the store's feed onto this cluster's transaction ids if its rows
+/// carry ids this cluster has not handed out yet (it was restored from, or
+/// replicated from, a cluster whose counter is ahead); answers whether it
+/// did. In one transaction that first takes `events`
+/// in `EXCLUSIVE` mode (it waits for every writer that has written to the
+/// table and holds off new ones; readers go on): every row's `tx` goes down
+/// by `d = max(tx) - xmin + 1` and `feed_shift.shift` up by `d`, where
+/// `xmin` is the oldest transaction in progress once the lock is held. So
+/// every position `(tx + shift, feed_seq)` stays what it was (a follower's
+/// position keeps its meaning and nothing it read moves), every row is
+/// below every transaction in progress or to come (readable once the
+/// re-base and the transactions before it ended), and a record written
+/// later (also by a writer that got its id before the lock and waited for
+/// it) sorts after every existing one. A reader's statement reads the shift
+/// and the rows from one snapshot, so it sees either side of the re-base,
+/// never a mix. Two re-bases serialise on the table lock; the second finds
+/// nothing to do.
+pub(crate) async fn rebase(
+    conn: &mut sqlx::PgConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let (max, xmin, xmax): (Option<i64>, i64, i64) =
+        sqlx::query_as(MOVED).fetch_one(&mut *tx).await?;
+    let moved = max.is_some_and(|max| max >= xmax);
+    if let Some(max) = max.filter(|_| moved) {
+        let down = max - xmin + 1;
+        sqlx::query("UPDATE events SET tx = tx - $1")
+            .bind(down)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE feed_shift SET shift = shift + $1")
+            .bind(down)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// At connect (under the schema's migration lock): unless the store was
+/// last checked on this cluster, looks for rows from another cluster
+/// (`max(tx)`, a scan of `events_feed`), [`rebase`]s if there are any, and
+/// records this cluster's identifier. Where `pg_control_system()` is
+/// refused, nothing is recorded and every connect looks.
+pub(crate) async fn rebase_if_new_cluster(
+    conn: &mut sqlx::PgConnection,
+) -> std::result::Result<(), sqlx::Error> {
+    let (here, checked) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(CLUSTER)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or((None, None));
+    if here.is_some() && here == checked {
+        return Ok(());
+    }
+    let (max, _, xmax): (Option<i64>, i64, i64) =
+        sqlx::query_as(MOVED).fetch_one(&mut *conn).await?;
+    if max.is_some_and(|max| max >= xmax) {
+        rebase(conn).await?;
+    }
+    if let Some(here) = here {
+        sqlx::query("UPDATE feed_shift SET system_identifier = $1")
+            .bind(here)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A feed row: position (`tx + shift`, `feed_seq`), seq and record text.
+type FeedRow = (i64, i64, i64, String);
+
+/// A row [`READ_FEED`] answers: a feed row, or NULLs (the store moved).
+type ReadRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
 /// How long the listener waits before connecting again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
@@ -380,15 +486,41 @@ impl PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(READ_FEED)
-            .bind(tenant_key)
-            .bind(&tenant_hash)
-            .bind(high)
-            .bind(low)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.pool_ref())
-            .await
-            .map_err(|err| error::map(&format!("reading the feed of tenant {tenant}"), err))?;
+        let doing = || format!("reading the feed of tenant {tenant}");
+        let mut rows: Vec<FeedRow> = Vec::new();
+        // A second round only after a re-base.
+        for _ in 0..2 {
+            let read: Vec<ReadRow> = sqlx::query_as(READ_FEED)
+                .bind(tenant_key)
+                .bind(&tenant_hash)
+                .bind(high)
+                .bind(low)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(self.pool_ref())
+                .await
+                .map_err(|err| error::map(&doing(), err))?;
+            let moved = read.iter().any(|row| row.0.is_none());
+            rows = read
+                .into_iter()
+                .filter_map(|row| match row {
+                    (Some(tx), Some(feed_seq), Some(seq), Some(text)) => {
+                        Some((tx, feed_seq, seq, text))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !moved {
+                break;
+            }
+            let mut conn = self
+                .pool_ref()
+                .acquire()
+                .await
+                .map_err(|err| error::map(&doing(), err))?;
+            rebase(&mut conn).await.map_err(|err| {
+                error::map(&format!("re-basing the feed for tenant {tenant}"), err)
+            })?;
+        }
         rows.into_iter()
             .map(|(tx, feed_seq, seq, text)| {
                 let location = || {

@@ -54,7 +54,8 @@ pub(crate) fn connect_options(url: &str, options: &PostgresOptions) -> Result<Pg
     Ok(connect.application_name("runstore").options(settings))
 }
 
-/// Creates the schema if needed and applies pending migrations, on a
+/// Creates the schema if needed, applies pending migrations and re-bases
+/// the feed of a store that moved to this cluster, on a
 /// dedicated connection holding an advisory lock named after the schema, so
 /// nodes starting together migrate one at a time. The lock dies with the
 /// connection, also when a step fails.
@@ -81,6 +82,11 @@ pub(crate) async fn migrate(connect: &PgConnectOptions, schema: &str) -> Result<
         .run_direct(&mut conn)
         .await
         .map_err(|err| error::map_migrate(schema, err))?;
+    // A store restored or replicated from another cluster (see
+    // `feed::rebase`), before this node writes anything.
+    crate::feed::rebase_if_new_cluster(&mut conn)
+        .await
+        .map_err(|err| error::map(&format!("re-basing the feed of schema {schema}"), err))?;
     conn.close().await.map_err(|err| error::map(&doing, err))?;
     Ok(())
 }

@@ -105,8 +105,9 @@ async fn a_stream_keeps_seq_order_when_a_writer_took_its_id_before_waiting() {
 }
 
 /// Takes a store's schema back to version 3, as the previous version
-/// left it: no feed columns, sequence, index or functions, `append_one` as
-/// migration 0002 wrote it, and no record of migration 4.
+/// left it: no feed columns, sequence, index, functions or shift table,
+/// `append_one` as migration 0002 wrote it, and no record of migrations 4
+/// and 5.
 async fn downgrade_to_version_3(store: &PostgresStore) {
     let append_one = include_str!("../migrations/0002_append_one.sql")
         .replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION");
@@ -116,7 +117,8 @@ async fn downgrade_to_version_3(store: &PostgresStore) {
          DROP FUNCTION tenant_key(BYTEA); \
          DROP FUNCTION stream_lock_key(BYTEA); \
          DROP FUNCTION feed_channel(); \
-         DELETE FROM _sqlx_migrations WHERE version = 4;",
+         DROP TABLE feed_shift; \
+         DELETE FROM _sqlx_migrations WHERE version IN (4, 5);",
     )
     .execute(store.pool())
     .await
