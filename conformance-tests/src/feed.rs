@@ -80,7 +80,7 @@ pub async fn read_rest(
 
 /// `tenant`'s feed after `after` once it holds at least `count` records
 /// (records committed before the call may take a moment to become
-/// visible; see [`SETTLE`]).
+/// visible, for up to a minute).
 pub async fn settled(
     store: &dyn Storage,
     tenant: &Tenant,

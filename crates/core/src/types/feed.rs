@@ -27,7 +27,7 @@
 //! - Single-counter backends use [`FeedPosition::new`]; a backend whose
 //!   order has two parts (PostgreSQL: transaction, then row) uses
 //!   [`FeedPosition::from_parts`]. Both print and parse through
-//!   [`Display`](std::fmt::Display) and [`FromStr`](std::str::FromStr), so a
+//!   [`Display`](std::fmt::Display) and [`FromStr`], so a
 //!   user can copy a position from the CLI's output.
 
 use std::{fmt, str::FromStr};
