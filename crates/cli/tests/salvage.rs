@@ -176,10 +176,12 @@ fn a_jsonl_store_with_a_corrupt_line_in_the_middle() {
 
     let to = format!("jsonl:{}", dir.path().join("salvaged").display());
     let place = format!("{}:{line}", log.display());
+    // The column counts from the start of the line, which states the
+    // record's feed position first (`{"feed_position":3,`).
     let loss = json!({
         "loss": "record",
         "place": place,
-        "reason": "expected `:` at line 1 column 31 (the line looks like seq 5 of acme/prod:run-a)",
+        "reason": "expected `:` at line 1 column 49 (the line looks like seq 5 of acme/prod:run-a)",
     });
     salvage_and_check(&from, &to, dir.path(), &loss);
 }
