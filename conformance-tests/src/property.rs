@@ -292,7 +292,8 @@ async fn whole_feed(
 /// keep theirs) before comparing.
 async fn feed_view(store: &dyn Storage, tenant: &Tenant) -> (String, usize) {
     let feed = whole_feed(store, tenant).await;
-    let len = feed.as_ref().map_or(0, Vec::len);
+    // An error is not a feed still catching up: it counts as complete.
+    let len = feed.as_ref().map_or(usize::MAX, Vec::len);
     if let Ok(feed) = &feed
         && feed
             .windows(2)

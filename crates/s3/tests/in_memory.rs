@@ -13,7 +13,7 @@ fn harness() -> Harness {
     let opened = bucket.clone();
     Harness::new(
         "s3-in-memory",
-        Capabilities::persistent(),
+        Capabilities::persistent().without_feed(),
         move |location| {
             let bucket = opened.clone();
             async move { S3Store::new(bucket, location.name) }
