@@ -3,12 +3,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{Cli, embedded_backends, store_url};
 use serde_json::Value;
@@ -87,21 +82,8 @@ fn feed_follow_prints_records_of_every_run_as_they_commit() {
         "--type",
         "t",
     ]);
-    let mut follower = Command::new(common::binary())
-        .args(["--store", &cli.store, "feed", "--follow", "--poll-ms", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if lines_tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, lines) =
+        common::spawn_lines(&["--store", &cli.store, "feed", "--follow", "--poll-ms", "20"]);
     let next_id = || -> String {
         let line = lines
             .recv_timeout(Duration::from_secs(30))

@@ -2,12 +2,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{Cli, embedded_backends, store_url};
 use serde_json::Value;
@@ -28,33 +23,19 @@ fn follow_prints_new_records_until_killed() {
     for id in ["a", "b", "c"] {
         cli.ok(&["append", "--run", "r", "--event-id", id, "--type", "t"]);
     }
-    let mut follower = Command::new(common::binary())
-        .args([
-            "--store",
-            &cli.store,
-            "read",
-            "--run",
-            "r",
-            "--tail",
-            "--limit",
-            "2",
-            "--follow",
-            "--poll-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if lines_tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, lines) = common::spawn_lines(&[
+        "--store",
+        &cli.store,
+        "read",
+        "--run",
+        "r",
+        "--tail",
+        "--limit",
+        "2",
+        "--follow",
+        "--poll-ms",
+        "20",
+    ]);
     let next_seq = || -> u64 {
         let line = lines
             .recv_timeout(Duration::from_secs(30))

@@ -3,12 +3,35 @@
 #![allow(dead_code)]
 
 use std::{
-    io::Write as _,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
 };
 
 use serde_json::Value;
+
+/// Starts the binary with `args` in the background; its stdout lines
+/// arrive on the receiver as it prints them (for `--follow` commands, which
+/// run until killed).
+pub fn spawn_lines(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
 
 /// The binary under test.
 pub fn binary() -> &'static str {
