@@ -22,7 +22,8 @@ fn harness() -> Harness {
 }
 
 /// Overwrites the payload of `stream`'s compaction marker with something
-/// that is no marker payload, through a connection of its own.
+/// that is no marker payload, through a connection of its own. The record
+/// is in `marker_records` (the marker's `events` row holds none).
 async fn damage_marker(path: std::path::PathBuf, stream: StreamKey) {
     use sqlx::Connection as _;
     let url = format!("sqlite://{}", path.display());
@@ -30,10 +31,13 @@ async fn damage_marker(path: std::path::PathBuf, stream: StreamKey) {
         .await
         .expect("connect");
     let damaged = sqlx::query(
-        "UPDATE events SET record = json_set(record, '$.payload', \
+        "UPDATE marker_records SET record = json_set(record, '$.payload', \
          json('{\"compacted_event_ids\":\"damaged\"}')) \
          WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ? \
-         AND is_marker = 1",
+         AND seq IN (SELECT seq FROM events AS e WHERE e.org_id = marker_records.org_id \
+           AND e.workspace_id = marker_records.workspace_id \
+           AND e.deployment_id = marker_records.deployment_id \
+           AND e.run_id = marker_records.run_id AND e.is_marker = 1)",
     )
     .bind(stream.tenant.org_id())
     .bind(stream.tenant.workspace_id())

@@ -72,7 +72,15 @@ pub async fn scan(path: impl AsRef<Path>) -> Result<SalvageScan> {
     // another process writes meanwhile. A failed begin only loses that.
     let _ = sqlx::query("BEGIN").execute(&mut conn).await;
     let mut scan = ScanBuilder::new();
-    let events = Events { path: &name };
+    let columns = if tables.iter().any(|name| name == "marker_records") {
+        EVENT_COLUMNS
+    } else {
+        EVENT_COLUMNS_V3
+    };
+    let events = Events {
+        path: &name,
+        columns,
+    };
     let candidates = events.candidates(&mut conn).await;
     scan_table(&events, &mut conn, &candidates, &mut scan).await;
     let snapshots = Snapshots { path: &name };
@@ -270,17 +278,27 @@ impl fmt::Display for EventKey {
     }
 }
 
-/// Every row's columns, the record as bytes (damaged text need not be UTF-8).
-const EVENT_COLUMNS: &str =
+/// Every row's columns, the record as bytes (damaged text need not be
+/// UTF-8), in a file written before migration 4.
+const EVENT_COLUMNS_V3: &str =
     "org_id, workspace_id, deployment_id, run_id, seq, CAST(record AS BLOB)";
+
+/// [`EVENT_COLUMNS_V3`] from migration 4 on: a marker's record is in
+/// `marker_records` ([`schema::record_column`]); if that table's pages are
+/// damaged, only the marker's row is lost.
+const EVENT_COLUMNS: &str = concat!(
+    "org_id, workspace_id, deployment_id, run_id, seq, CAST((",
+    schema::record_column!(),
+    ") AS BLOB)"
+);
 const EVENT_ORDER: &str = "ORDER BY org_id, workspace_id, deployment_id, run_id, seq";
 
 /// Up to `?6` rows after the key `?1..?5`. A row value: SQLite seeks the
 /// primary key to it, so a resumed scan starts there instead of reading
 /// from the start (and meeting a damaged page again).
-fn events_after() -> String {
+fn events_after(columns: &str) -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
+        "SELECT {columns} FROM events \
          WHERE (org_id, workspace_id, deployment_id, run_id, seq) > (?1, ?2, ?3, ?4, ?5) \
          {EVENT_ORDER} LIMIT ?6"
     )
@@ -288,6 +306,9 @@ fn events_after() -> String {
 
 struct Events<'a> {
     path: &'a str,
+    /// [`EVENT_COLUMNS`], or [`EVENT_COLUMNS_V3`] for a file without
+    /// `marker_records`.
+    columns: &'static str,
 }
 
 impl Events<'_> {
@@ -350,14 +371,15 @@ impl Table for Events<'_> {
         match after {
             None => {
                 sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events {EVENT_ORDER} LIMIT ?1"
+                    "SELECT {} FROM events {EVENT_ORDER} LIMIT ?1",
+                    self.columns
                 ))
                 .bind(limit)
                 .fetch_all(conn)
                 .await
             }
             Some(key) => {
-                sqlx::query(&events_after())
+                sqlx::query(&events_after(self.columns))
                     .bind(&key.org_id)
                     .bind(&key.workspace_id)
                     .bind(&key.deployment_id)
@@ -389,18 +411,20 @@ impl Table for Events<'_> {
                 .bind(key.seq)
         };
         let exact = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE org_id = ?1 AND workspace_id = ?2 \
-             AND deployment_id = ?3 AND run_id = ?4 AND seq = ?5"
+            "SELECT {} FROM events WHERE org_id = ?1 AND workspace_id = ?2 \
+             AND deployment_id = ?3 AND run_id = ?4 AND seq = ?5",
+            self.columns
         );
         let failed = match bind(&exact).fetch_optional(&mut *conn).await {
             Ok(row) => return Ok(row),
             Err(err) => err,
         };
         let descending = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {} FROM events \
              WHERE (org_id, workspace_id, deployment_id, run_id, seq) <= (?1, ?2, ?3, ?4, ?5) \
              ORDER BY org_id DESC, workspace_id DESC, deployment_id DESC, run_id DESC, seq DESC \
-             LIMIT 1"
+             LIMIT 1",
+            self.columns
         );
         match bind(&descending).fetch_optional(&mut *conn).await {
             Ok(Some(row)) if EventKey::from_row(&row).is_ok_and(|found| found == *key) => {
@@ -718,13 +742,16 @@ mod tests {
             .await
             .unwrap();
         schema::MIGRATOR.run_direct(&mut conn).await.unwrap();
-        let detail: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", events_after()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>(3))
-            .collect();
+        let detail: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            events_after(EVENT_COLUMNS)
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>(3))
+        .collect();
         assert!(
             detail
                 .iter()

@@ -16,6 +16,21 @@ use sqlx::{
     sqlite::{SqliteArguments, SqliteRow},
 };
 
+/// A row's record, as an expression in a query of `events`: an event's own `record`, a
+/// marker's from `marker_records` (migration 4), where a marker's row keeps
+/// an empty record. A marker row that still holds its record (one written
+/// by a process of an earlier version) is read from its row.
+macro_rules! record_column {
+    () => {
+        "CASE WHEN is_marker = 0 THEN record ELSE coalesce((\
+         SELECT m.record FROM marker_records AS m \
+         WHERE m.org_id = events.org_id AND m.workspace_id = events.workspace_id \
+         AND m.deployment_id = events.deployment_id AND m.run_id = events.run_id \
+         AND m.seq = events.seq), record) END"
+    };
+}
+pub(crate) use record_column;
+
 /// The embedded, versioned schema.
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -31,7 +46,7 @@ pub(crate) type SqlQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 /// does not grow with the stream's compacted ids.
 pub(crate) const STREAM_STATE: &str = "\
 SELECT 0 AS kind, NULL AS event_id, seq FROM (
-    SELECT seq FROM events INDEXED BY events_by_seq
+    SELECT seq FROM events
     WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
     ORDER BY seq DESC LIMIT 1)
 UNION ALL
@@ -43,11 +58,12 @@ SELECT 2, event_id, seq FROM compacted_ids
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND event_id IN (SELECT value FROM json_each(?5))";
 
-/// The stream's last seq, from the keys only (`events_by_seq`: a seek in
-/// `events` itself reads every overflowing record it compares with, such as
-/// a large compaction marker's).
+/// The stream's last seq: one seek at the end of the stream's range of
+/// `events`. A seek reads every row it compares with in full, overflow pages
+/// too; a compaction marker's row holds no record since migration 4
+/// (`record_column!`), so no row it meets grows with the stream's history.
 pub(crate) const LAST_SEQ: &str = "\
-SELECT seq FROM events INDEXED BY events_by_seq
+SELECT seq FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
 ORDER BY seq DESC LIMIT 1";
 
@@ -65,6 +81,13 @@ pub(crate) const INSERT_STREAM: &str = "\
 INSERT OR IGNORE INTO streams (org_id, workspace_id, deployment_id, run_id)
 VALUES (?1, ?2, ?3, ?4)";
 
+/// Stores the record of the stream's marker at seq `?5` (migration 4): its
+/// `events` row is written with an empty record. A trigger deletes it with
+/// the row.
+pub(crate) const INSERT_MARKER_RECORD: &str = "\
+INSERT OR REPLACE INTO marker_records (org_id, workspace_id, deployment_id, run_id, seq, record)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Remembers compacted ids: `?5` is a JSON array of `[event_id, seq]`.
 pub(crate) const INSERT_COMPACTED_IDS: &str = "\
 INSERT OR IGNORE INTO compacted_ids (org_id, workspace_id, deployment_id, run_id, event_id, seq)
@@ -72,30 +95,42 @@ SELECT ?1, ?2, ?3, ?4, value ->> 0, value ->> 1 FROM json_each(?5)";
 
 /// A window of the stream: seqs after `?5`, at most `?6` (-1: all), first
 /// ones first.
-pub(crate) const READ_HEAD: &str = "\
-SELECT seq, record FROM events
+pub(crate) const READ_HEAD: &str = concat!(
+    "SELECT seq, ",
+    record_column!(),
+    " AS record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND seq > ?5
-ORDER BY seq ASC LIMIT ?6";
+ORDER BY seq ASC LIMIT ?6"
+);
 
 /// [`READ_HEAD`] with seqs also below `?7`.
-pub(crate) const READ_HEAD_BEFORE: &str = "\
-SELECT seq, record FROM events
+pub(crate) const READ_HEAD_BEFORE: &str = concat!(
+    "SELECT seq, ",
+    record_column!(),
+    " AS record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND seq > ?5 AND seq < ?7
-ORDER BY seq ASC LIMIT ?6";
+ORDER BY seq ASC LIMIT ?6"
+);
 
 /// [`READ_HEAD`], last ones first (a tail read; the caller reverses).
-pub(crate) const READ_TAIL: &str = "\
-SELECT seq, record FROM events
+pub(crate) const READ_TAIL: &str = concat!(
+    "SELECT seq, ",
+    record_column!(),
+    " AS record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND seq > ?5
-ORDER BY seq DESC LIMIT ?6";
+ORDER BY seq DESC LIMIT ?6"
+);
 
 /// [`READ_TAIL`] with seqs also below `?7`.
-pub(crate) const READ_TAIL_BEFORE: &str = "\
-SELECT seq, record FROM events
+pub(crate) const READ_TAIL_BEFORE: &str = concat!(
+    "SELECT seq, ",
+    record_column!(),
+    " AS record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND seq > ?5 AND seq < ?7
-ORDER BY seq DESC LIMIT ?6";
+ORDER BY seq DESC LIMIT ?6"
+);
 
 /// The window reads, by `2 * tail + has_before`: [`READ_HEAD`],
 /// [`READ_HEAD_BEFORE`], [`READ_TAIL`], [`READ_TAIL_BEFORE`].
@@ -173,10 +208,13 @@ WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND event_id >= ?5 AND event_id < ?6";
 
 /// The stream's compaction marker, if any (the first, should there be more).
-pub(crate) const MARKER: &str = "\
-SELECT seq, record FROM events
+pub(crate) const MARKER: &str = concat!(
+    "SELECT seq, ",
+    record_column!(),
+    " AS record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4 AND is_marker = 1
-ORDER BY seq LIMIT 1";
+ORDER BY seq LIMIT 1"
+);
 
 /// Deletes the stream's records whose seqs are in the JSON array `?5`.
 pub(crate) const DELETE_SEQS: &str = "\
@@ -189,7 +227,7 @@ WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
 /// holds an ordinary event, and whether it remembers a compacted id.
 pub(crate) const ERASURE_STATE: &str = "\
 SELECT
-    (SELECT seq FROM events INDEXED BY events_by_seq
+    (SELECT seq FROM events
      WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
      ORDER BY seq DESC LIMIT 1),
     EXISTS (SELECT 1 FROM events
@@ -260,13 +298,16 @@ pub(crate) const ALL_SNAPSHOT_STREAMS: &str = "\
 SELECT DISTINCT org_id, workspace_id, deployment_id, run_id FROM snapshots";
 
 /// Parameters per row of [`insert_events_sql`].
-pub(crate) const INSERT_ROW_PARAMS: usize = 11;
+pub(crate) const INSERT_ROW_PARAMS: usize = 8;
 
-/// The multi-row insert of `rows` events of one tenant. It first binds six
-/// parameters, the tenant's three columns twice;
-/// then each row binds [`INSERT_ROW_PARAMS`], the stream's four columns then
-/// seq, event_id, event_type, occurred_at_ms, is_marker, record and the
-/// row's feed offset: its 1-based place among the statement's rows.
+/// The multi-row insert of `rows` events of one tenant. It first binds nine
+/// parameters, the tenant's three columns three times (the rows' tenant
+/// columns, then the two lookups of its last feed position); then each row
+/// binds [`INSERT_ROW_PARAMS`]: run_id, seq, event_id, event_type,
+/// occurred_at_ms, is_marker, record and the row's feed offset, its 1-based
+/// place among the statement's rows. The tenant is bound once per statement,
+/// not once per row: fewer values to bind, and narrower rows in the
+/// temporary table below.
 ///
 /// A row's `feed_pos` is the tenant's last position plus its offset. The
 /// last position is the larger of the tenant's highest `feed_pos` (one
@@ -284,14 +325,13 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (org_id, workspace_id, deployment_id, run_id, seq, event_id, \
          event_type, occurred_at_ms, is_marker, record, feed_pos)\n\
-         SELECT column1, column2, column3, column4, column5, column6, column7, column8, \
-         column9, column10,\n\
+         SELECT ?, ?, ?, column1, column2, column3, column4, column5, column6, column7,\n\
          \x20   max(coalesce((SELECT feed_pos FROM events INDEXED BY events_by_feed\n\
          \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?\n\
          \x20                 ORDER BY feed_pos DESC LIMIT 1), 0),\n\
          \x20       coalesce((SELECT last_position FROM feed_heads\n\
          \x20                 WHERE org_id = ? AND workspace_id = ? AND deployment_id = ?), 0))\n\
-         \x20   + column11\n\
+         \x20   + column8\n\
          FROM (VALUES ",
     );
     let row = format!("({})", ["?"; INSERT_ROW_PARAMS].join(", "));
@@ -308,10 +348,13 @@ pub(crate) fn insert_events_sql(rows: usize) -> String {
 /// A tenant's records after feed position `?4`, at most `?5`, in position
 /// order: one range scan of `events_by_feed`, each row's record then found
 /// by its primary key.
-pub(crate) const READ_FEED: &str = "\
-SELECT feed_pos, record FROM events INDEXED BY events_by_feed
+pub(crate) const READ_FEED: &str = concat!(
+    "SELECT feed_pos, ",
+    record_column!(),
+    " AS record FROM events INDEXED BY events_by_feed
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND feed_pos > ?4
-ORDER BY feed_pos ASC LIMIT ?5";
+ORDER BY feed_pos ASC LIMIT ?5"
+);
 
 /// [`insert_events_sql`] guarded by what the rows were planned against.
 /// After the rows' parameters come the guard's: the stream's four columns
@@ -319,7 +362,7 @@ ORDER BY feed_pos ASC LIMIT ?5";
 /// JSON array of the rows' ids. The rows are written only if the stream's
 /// last seq is still the planned one and no id in the array is among the
 /// stream's compacted ids; otherwise the statement writes nothing. The
-/// last seq comes from `events_by_seq` (see [`LAST_SEQ`]).
+/// last seq is found as [`LAST_SEQ`] finds it.
 ///
 /// Run on its own (autocommit), the statement is one write transaction:
 /// SQLite takes the write lock before the guard reads anything, exactly as
@@ -330,7 +373,7 @@ ORDER BY feed_pos ASC LIMIT ?5";
 pub(crate) fn guarded_insert_events_sql(rows: usize) -> String {
     format!(
         "{}\n\
-         WHERE (SELECT seq FROM events INDEXED BY events_by_seq\n\
+         WHERE (SELECT seq FROM events\n\
          \x20   WHERE org_id = ? AND workspace_id = ? AND deployment_id = ? AND run_id = ?\n\
          \x20   ORDER BY seq DESC LIMIT 1) = ?\n\
          \x20 AND NOT EXISTS (SELECT 1 FROM compacted_ids\n\

@@ -162,7 +162,7 @@ async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     // Reopening an existing file applies nothing twice.
     drop(store);
     let again = SqliteStore::open(&path).await.unwrap();
@@ -231,44 +231,136 @@ async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
     assert_eq!(all.len(), 4);
 }
 
-/// A store written with schema version 1 (no `events_by_seq`) opens: the
-/// migration builds the index, and the compacted ids and the stream's last
-/// seq answer as before (CONTRACT §7, §10).
+/// A compacted stream of 100 events plus one live one, compacted by a
+/// second pass too, so that the marker is a merged one.
+async fn compacted_store(path: &std::path::Path, tenant: &Tenant, run: &RunId) {
+    let store = SqliteStore::open(path).await.unwrap();
+    let events: Vec<_> = (1..=100)
+        .map(|n| event(tenant, run.as_str(), &format!("e{n}"), n))
+        .collect();
+    store
+        .append_batch(tenant, run, &events[..50], None)
+        .await
+        .unwrap();
+    assert_eq!(store.compact(1_000, 1_101).await.unwrap().removed, 50);
+    store
+        .append_batch(tenant, run, &events[50..], None)
+        .await
+        .unwrap();
+    store
+        .append(tenant, &event(tenant, run.as_str(), "live", 10_000))
+        .await
+        .unwrap();
+    assert_eq!(store.compact(1_000, 1_101).await.unwrap().removed, 50);
+}
+
+/// `(is_marker, length(record))` of every row of `events`, and the number
+/// of rows of `marker_records`.
+async fn marker_layout(conn: &mut SqliteConnection) -> (Vec<(i64, i64)>, i64) {
+    let rows = event_rows(conn).await;
+    let side: i64 = sqlx::query("SELECT count(*) FROM marker_records")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+        .get(0);
+    (rows, side)
+}
+
+/// `(is_marker, length(record))` of every row of `events`.
+async fn event_rows(conn: &mut SqliteConnection) -> Vec<(i64, i64)> {
+    sqlx::query("SELECT is_marker, length(record) FROM events ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// A compaction marker's record lives in `marker_records`, and its row in
+/// `events` holds an empty one: no row of `events` grows with the ids a
+/// stream compacted, so a seek in `events` (the last seq of appends, their
+/// guard, `next_seq`) never reads a marker's record. Erasing the run takes
+/// the record with the row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_of_schema_version_1_opens_and_keeps_its_compacted_ids() {
+async fn a_markers_record_lives_outside_the_events_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
-    let tenant = Tenant::local();
-    let run = RunId::new("run").unwrap();
-    {
+    let (tenant, run) = (Tenant::local(), RunId::new("run").unwrap());
+    compacted_store(&path, &tenant, &run).await;
+    let mut conn = raw(&path).await;
+    let (rows, side) = marker_layout(&mut conn).await;
+    assert_eq!(rows.len(), 2, "the marker and the live event: {rows:?}");
+    assert_eq!(rows[0], (1, 0), "the marker's row holds no record");
+    assert!(rows[1].0 == 0 && rows[1].1 > 0, "{rows:?}");
+    assert_eq!(side, 1, "one marker record, the merged one");
+    let record: String = sqlx::query("SELECT record FROM marker_records")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        record.contains("\"e100\""),
+        "the merged marker names every id"
+    );
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let read = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
+    assert!(read[0].is_compaction_marker());
+    assert_eq!(serde_json::to_string(&read[0]).unwrap(), record);
+    assert_eq!(store.delete_run(&tenant, &run).await.unwrap(), 1);
+    let (rows, side) = marker_layout(&mut conn).await;
+    assert_eq!(
+        (rows.len(), side),
+        (1, 1),
+        "only the erasure marker: {rows:?}"
+    );
+    let read = store.read(&tenant, &run, ReadQuery::all()).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        serde_json::to_string(&read[0]).unwrap(),
+        sqlx::query_scalar::<_, String>("SELECT record FROM marker_records")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    );
+}
+
+/// A store written with schema version 3 (markers' records in `events`,
+/// the keys copied in `events_by_seq`) opens: migration 4 moves the marker's
+/// record and drops the index, and reads, the compacted ids and the
+/// stream's last seq answer as before (CONTRACT §7, §10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_schema_version_3_opens_and_keeps_its_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let (tenant, run) = (Tenant::local(), RunId::new("run").unwrap());
+    compacted_store(&path, &tenant, &run).await;
+    let before = {
         let store = SqliteStore::open(&path).await.unwrap();
-        let events: Vec<_> = (1..=100)
-            .map(|n| event(&tenant, "run", &format!("e{n}"), n))
-            .collect();
-        store
-            .append_batch(&tenant, &run, &events, None)
-            .await
-            .unwrap();
-        store
-            .append(&tenant, &event(&tenant, "run", "live", 10_000))
-            .await
-            .unwrap();
-        assert_eq!(store.compact(1_000, 1_101).await.unwrap().removed, 100);
-    }
+        store.read(&tenant, &run, ReadQuery::all()).await.unwrap()
+    };
     {
-        // What version 1 left: no index, no record of migration 2.
+        // What version 3 left: the record in the marker's row, no
+        // `marker_records`, `events_by_seq`, no record of migration 4.
         let mut conn = raw(&path).await;
-        sqlx::query("DROP INDEX events_by_seq")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        for sql in [
+            "UPDATE events SET record = (SELECT m.record FROM marker_records AS m \
+             WHERE m.run_id = events.run_id AND m.seq = events.seq) WHERE is_marker = 1",
+            "DROP TRIGGER events_drop_marker_record",
+            "DROP TABLE marker_records",
+            "CREATE INDEX events_by_seq ON events (org_id, workspace_id, deployment_id, run_id, seq)",
+            "DELETE FROM _sqlx_migrations WHERE version = 4",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        let rows = event_rows(&mut conn).await;
+        assert!(rows[0].0 == 1 && rows[0].1 > 1_000, "{rows:?}");
     }
     let store = SqliteStore::open(&path).await.unwrap();
     let mut conn = raw(&path).await;
+    let (rows, side) = marker_layout(&mut conn).await;
+    assert_eq!((rows[0], side), ((1, 0), 1), "the record moved: {rows:?}");
     let indexes: i64 = sqlx::query(
         "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_by_seq'",
     )
@@ -276,7 +368,11 @@ async fn a_store_of_schema_version_1_opens_and_keeps_its_compacted_ids() {
     .await
     .unwrap()
     .get(0);
-    assert_eq!(indexes, 1, "the migration built the index");
+    assert_eq!(indexes, 0, "the migration dropped the index");
+    assert_eq!(
+        store.read(&tenant, &run, ReadQuery::all()).await.unwrap(),
+        before
+    );
     for n in 1..=100 {
         let id = EventId::new(format!("e{n}")).unwrap();
         assert_eq!(store.seq_of(&tenant, &run, &id).await.unwrap(), Some(n));

@@ -4,7 +4,9 @@
 //! into the statement; [`insert_rows`] writes rows with the multi-row
 //! statements of [`InsertSql`], a chunk of one tenant's rows at a time, so
 //! that the rows take their tenant's next feed positions in the order given
-//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]). [`insert_compacted_ids`] remembers the
+//! (CONTRACT §29), and names the failing rows in its error ([`RowSpan`]); a
+//! compaction marker's record goes to `marker_records` instead of its row.
+//! [`insert_compacted_ids`] remembers the
 //! ids a compaction marker stands for, and [`stream_from_row`] decodes a
 //! stream key. Every write path uses these inside its own transaction.
 
@@ -54,7 +56,8 @@ impl<'a> EventRow<'a> {
     /// among the statement's rows of its tenant (see
     /// [`schema::insert_events_sql`]).
     pub(super) fn bind(self, query: SqlQuery<'a>, feed_offset: i64) -> SqlQuery<'a> {
-        bind_stream(query, self.tenant, self.run_id.as_str())
+        query
+            .bind(self.run_id.as_str())
             .bind(self.seq)
             .bind(self.event_id)
             .bind(self.event_type)
@@ -75,7 +78,7 @@ pub(super) fn bind_rows<'a>(
 ) -> SqlQuery<'a> {
     let deployment = schema::deployment_column(tenant);
     let mut query = query;
-    for _ in 0..2 {
+    for _ in 0..3 {
         query = query
             .bind(tenant.org_id())
             .bind(tenant.workspace_id())
@@ -132,6 +135,33 @@ pub(super) async fn insert_rows(
 ) -> std::result::Result<(), SqliteError> {
     if rows.windows(2).any(|pair| pair[0].tenant != pair[1].tenant) {
         rows.sort_by(|a, b| a.tenant.cmp(b.tenant));
+    }
+    // A marker's record goes to `marker_records`, its row keeps an empty
+    // one (see `schema::record_column!`). First, so that the last insert
+    // below can still commit.
+    for row in rows.iter_mut().filter(|row| row.is_marker) {
+        let record = std::mem::take(&mut row.record);
+        bind_stream(
+            sqlx::query(schema::INSERT_MARKER_RECORD),
+            row.tenant,
+            row.run_id.as_str(),
+        )
+        .bind(row.seq)
+        .bind(record)
+        .execute(&mut *conn)
+        .await
+        .map_err(|err| {
+            let at = (row.tenant, row.run_id, row.seq);
+            SqliteError::driver_at(
+                path,
+                action,
+                RowSpan {
+                    first: at,
+                    last: at,
+                },
+                err,
+            )
+        })?;
     }
     let mut chunks = Vec::with_capacity(rows.len().div_ceil(INSERT_CHUNK));
     let mut rows = rows.into_iter().peekable();
