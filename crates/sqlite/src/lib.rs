@@ -1,7 +1,8 @@
 //! The SQLite backend of runstore: [`SqliteStore`] implements
 //! [`EventLog`](runstore_core::EventLog) and
 //! [`SnapshotStore`](runstore_core::SnapshotStore) on one SQLite database
-//! file, through sqlx with the tokio runtime.
+//! file, through sqlx with the tokio runtime (and rusqlite for one-row
+//! snapshot reads on the caller's thread).
 //!
 //! # Example
 //!
@@ -68,6 +69,11 @@
 //!   `read_feed` is one range scan of the index `events_by_feed`. The
 //!   handle's feed signal is raised after each of its commits that wrote
 //!   records; other processes' commits are seen by polling.
+//! - **Reads** go through a few sqlx reader connections, except the
+//!   one-row snapshot reads (`get`, and `list` of up to 16, which `latest`
+//!   is): those run on the caller's thread through rusqlite over the same
+//!   SQLite library, with no hand-off to wait for, and fall back to the
+//!   sqlx readers whenever they cannot answer at once.
 //! - **Driven by its callers**: the request that finds the writer idle
 //!   drives it until its own answer arrives, so an uncontended write runs
 //!   on the caller's thread; queued work left then is handed to a thread of
@@ -92,6 +98,7 @@
 
 mod conn;
 mod error;
+mod inline;
 mod log;
 pub mod salvage;
 mod schema;
@@ -115,6 +122,7 @@ use runstore_fs::{StdFs, run_blocking};
 use crate::{
     conn::Readers,
     error::{BACKEND, SqliteError},
+    inline::InlineReaders,
     writer::{FeedHooks, Job, Maintenance, WriteQueue, Writer},
 };
 
@@ -222,6 +230,8 @@ struct Inner {
     options: SqliteOptions,
     writes: Arc<WriteQueue>,
     readers: Readers,
+    /// One-row snapshot reads on the caller's thread ([`inline`]).
+    inline: InlineReaders,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
     /// [`schema::aggregated_read`] of [`schema::READ_FEED`].
@@ -333,6 +343,7 @@ impl SqliteStore {
                 options,
                 writes,
                 readers,
+                inline: InlineReaders::new(&file),
                 read_sql: schema::READ_WINDOWS.map(|window| schema::aggregated_read(window, "seq")),
                 feed_sql: schema::aggregated_read(schema::READ_FEED, "feed_pos"),
                 signal,
@@ -363,6 +374,10 @@ impl SqliteStore {
 
     fn readers(&self) -> &Readers {
         &self.inner.readers
+    }
+
+    fn inline(&self) -> &InlineReaders {
+        &self.inner.inline
     }
 
     /// The streams `query` lists (rows of the four key columns), ascending

@@ -10,6 +10,7 @@ use sqlx::Row as _;
 use crate::{
     SqliteStore,
     error::SqliteError,
+    inline,
     schema::{self, bind_stream, to_json, to_sql_int},
     writer::{Deletion, Job, Maintenance, PutJob},
 };
@@ -53,6 +54,26 @@ impl SnapshotStore for SqliteStore {
         run_id: &RunId,
         snapshot_id: &SnapshotId,
     ) -> Result<Option<SnapshotRecord>> {
+        let inline = self.inline().stream_rows(
+            schema::GET_SNAPSHOT,
+            tenant,
+            run_id,
+            &snapshot_id.as_str(),
+            1,
+        );
+        if let Some(rows) = inline {
+            return rows
+                .first()
+                .map(|row| {
+                    schema::parse_snapshot(
+                        &row[0],
+                        self.path(),
+                        (tenant, run_id),
+                        snapshot_id.as_str(),
+                    )
+                })
+                .transpose();
+        }
         let mut reader = self.readers().get().await?;
         let row = bind_stream(sqlx::query(schema::GET_SNAPSHOT), tenant, run_id.as_str())
             .bind(snapshot_id.as_str())
@@ -78,6 +99,25 @@ impl SnapshotStore for SqliteStore {
         let limit = limit
             .filter(|limit| *limit > 0)
             .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
+        if (1..=inline::MAX_ROWS as i64).contains(&limit) {
+            let rows = self.inline().stream_rows(
+                schema::LIST_SNAPSHOTS_NEWEST_FIRST,
+                tenant,
+                run_id,
+                &limit,
+                2,
+            );
+            if let Some(rows) = rows {
+                let mut snapshots = rows
+                    .iter()
+                    .map(|row| {
+                        schema::parse_snapshot(&row[1], self.path(), (tenant, run_id), &row[0])
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                snapshots.sort_by(snapshot_order);
+                return Ok(snapshots);
+            }
+        }
         let mut reader = self.readers().get().await?;
         let rows = bind_stream(
             sqlx::query(schema::LIST_SNAPSHOTS_NEWEST_FIRST),
