@@ -476,6 +476,79 @@ impl BareRedbSnapshots {
     }
 }
 
+/// A bare loop of a put comparison: puts as many as it is told and answers
+/// the time they took.
+pub type BareLoop<'a> = Box<dyn FnMut(u64) -> std::result::Result<Duration, String> + 'a>;
+
+/// Puts/s of each side of [`puts_alternated`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutsAlternated {
+    /// The store's puts/s.
+    pub store: f64,
+    /// Each bare loop's puts/s, in the order given.
+    pub bare: Vec<f64>,
+    /// The peer's puts/s, when it ran.
+    pub peer: Option<f64>,
+}
+
+/// The store's snapshot puts against bare loops and the peer's puts
+/// ([`PeerChunks`], when given), alternated in `chunks` chunks of `chunk`
+/// puts each (the peer bench: 100 of 20), each chunk starting with the next
+/// side in turn, so every side shares the disk's seconds: the sync rate of a
+/// shared disk swings more between seconds than the gaps measured.
+///
+/// # Errors
+/// The store's, a loop's or the peer's error, as text.
+pub async fn puts_alternated(
+    store: &Arc<dyn Storage>,
+    bare: &mut [BareLoop<'_>],
+    mut peer: Option<&mut PeerChunks>,
+    chunks: u64,
+    chunk: u64,
+) -> std::result::Result<PutsAlternated, String> {
+    let tenant = runstore::bench::bench_tenant();
+    let run = RunId::new("cp-floor").map_err(|err| err.to_string())?;
+    let sides = 1 + bare.len() + usize::from(peer.is_some());
+    let mut took = vec![Duration::ZERO; sides];
+    let mut step = 0;
+    for index in 0..chunks {
+        let records = (step..step + chunk)
+            .map(|step| snapshot(&tenant, &run, step))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|err| err.to_string())?;
+        step += chunk;
+        for turn in 0..sides {
+            let side = usize::try_from((index + turn as u64) % sides as u64).unwrap_or(0);
+            took[side] += if side == 0 {
+                let start = Instant::now();
+                for record in &records {
+                    store
+                        .put(&tenant, record)
+                        .await
+                        .map_err(|err| err.to_string())?;
+                }
+                start.elapsed()
+            } else if let Some(bare) = bare.get_mut(side - 1) {
+                bare(chunk)?
+            } else {
+                match peer.as_deref_mut() {
+                    Some(peer) => peer.put(chunk)?,
+                    None => Duration::ZERO,
+                }
+            };
+        }
+    }
+    let n = chunks * chunk;
+    Ok(PutsAlternated {
+        store: rate(n, took[0]),
+        bare: took[1..=bare.len()]
+            .iter()
+            .map(|took| rate(n, *took))
+            .collect(),
+        peer: peer.is_some().then(|| rate(n, took[sides - 1])),
+    })
+}
+
 /// Snapshot puts on the store, on the bare loops and on the peer, in the
 /// same seconds.
 #[cfg(feature = "redb")]
@@ -491,12 +564,8 @@ pub struct RedbPutFloor {
     pub peer: Option<f64>,
 }
 
-/// The store's snapshot puts against the bare redb loops and the peer's
-/// puts ([`PeerChunks`], when given), alternated in `chunks` chunks of
-/// `chunk` puts each (the peer bench: 100 of 20), each chunk starting with
-/// the next side in turn, so every side shares the disk's seconds: the sync
-/// rate of a shared disk swings more between seconds than the gaps
-/// measured. Bare files go into `dir`.
+/// [`puts_alternated`] with redb's bare loops: the store's two tables
+/// ([`BareRedbSnapshots`]) and one table. Bare files go into `dir`.
 ///
 /// # Errors
 /// The store's, the driver's or the peer's error, as text.
@@ -504,54 +573,200 @@ pub struct RedbPutFloor {
 pub async fn redb_put_vs_floor(
     store: &Arc<dyn Storage>,
     dir: &Path,
-    mut peer: Option<&mut PeerChunks>,
+    peer: Option<&mut PeerChunks>,
     chunks: u64,
     chunk: u64,
 ) -> std::result::Result<RedbPutFloor, String> {
-    let tenant = runstore::bench::bench_tenant();
-    let run = RunId::new("cp-floor").map_err(|err| err.to_string())?;
     std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
     let mut two =
         BareRedbSnapshots::open(&dir.join("floor-two.redb")).map_err(|e| e.to_string())?;
     let mut one = crate::baseline::BareRedb::open(&dir.join("floor-one.redb"))
         .map_err(|err| err.to_string())?;
-    let sides = if peer.is_some() { 4 } else { 3 };
-    let mut took = [Duration::ZERO; 4];
-    let mut step = 0;
-    for index in 0..chunks {
-        let records = (step..step + chunk)
-            .map(|step| snapshot(&tenant, &run, step))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|err| err.to_string())?;
-        step += chunk;
-        for turn in 0..sides {
-            let side = usize::try_from((index + turn) % sides).unwrap_or(0);
-            took[side] += match side {
-                0 => {
-                    let start = Instant::now();
-                    for record in &records {
-                        store
-                            .put(&tenant, record)
-                            .await
-                            .map_err(|err| err.to_string())?;
-                    }
-                    start.elapsed()
-                }
-                1 => two.put(chunk).map_err(|err| err.to_string())?,
-                2 => one.insert(chunk).map_err(|err| err.to_string())?.elapsed(),
-                _ => match peer.as_deref_mut() {
-                    Some(peer) => peer.put(chunk)?,
-                    None => Duration::ZERO,
-                },
-            };
+    let mut bare: [BareLoop<'_>; 2] = [
+        Box::new(|n| two.put(n).map_err(|err| err.to_string())),
+        Box::new(|n| {
+            one.insert(n)
+                .map(|result| result.elapsed())
+                .map_err(|err| err.to_string())
+        }),
+    ];
+    let rates = puts_alternated(store, &mut bare, peer, chunks, chunk).await?;
+    Ok(RedbPutFloor {
+        store: rates.store,
+        two_tables: rates.bare[0],
+        one_table: rates.bare[1],
+        peer: rates.peer,
+    })
+}
+
+/// A runtime of its own inside an async caller: dropped without waiting
+/// (a runtime cannot be dropped where blocking is not allowed).
+#[cfg(feature = "sqlite")]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+#[cfg(feature = "sqlite")]
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
     }
-    let n = chunks * chunk;
-    Ok(RedbPutFloor {
-        store: rate(n, took[0]),
-        two_tables: rate(n, took[1]),
-        one_table: rate(n, took[2]),
-        peer: peer.is_some().then(|| rate(n, took[3])),
+}
+
+/// The store's upsert of a snapshot, as `PUT_SNAPSHOT` in the SQLite
+/// backend's schema: the bare loops run it on a file the store created.
+#[cfg(feature = "sqlite")]
+const SQLITE_PUT: &str = "\
+INSERT INTO snapshots
+    (org_id, workspace_id, deployment_id, run_id, snapshot_id, seq, created_at_ms, record)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT (org_id, workspace_id, deployment_id, run_id, snapshot_id)
+DO UPDATE SET seq = excluded.seq, created_at_ms = excluded.created_at_ms, record = excluded.record";
+
+/// Snapshot puts on the SQLite store, on two bare loops and on the peer,
+/// in the same seconds.
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SqlitePutFloor {
+    /// The store's puts/s.
+    pub store: f64,
+    /// The store's upsert, one autocommit statement per put through one
+    /// sqlx connection (WAL, `synchronous=FULL`): puts/s.
+    pub sqlx: f64,
+    /// The same upsert through rusqlite on the calling thread: what a
+    /// caller that may block its thread on the sync does, as the peer
+    /// does. Puts/s.
+    pub caller_thread: f64,
+    /// The peer's puts/s, when it ran.
+    pub peer: Option<f64>,
+}
+
+/// [`puts_alternated`] with SQLite's bare loops ([`SqlitePutFloor`]), on
+/// two files `open` creates with the store's schema in `dir`. The sqlx loop
+/// runs on a runtime of its own on a thread of its own, so that its
+/// hand-offs are sqlx's alone.
+///
+/// # Errors
+/// The store's, the driver's or the peer's error, as text.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_put_vs_floor(
+    store: &Arc<dyn Storage>,
+    dir: &Path,
+    peer: Option<&mut PeerChunks>,
+    chunks: u64,
+    chunk: u64,
+) -> std::result::Result<SqlitePutFloor, String> {
+    std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
+    let (sqlx_file, caller_file) = (
+        dir.join("floor-sqlx.sqlite"),
+        dir.join("floor-caller.sqlite"),
+    );
+    for file in [&sqlx_file, &caller_file] {
+        drop(
+            runstore_sqlite::SqliteStore::open(file)
+                .await
+                .map_err(|err| err.to_string())?,
+        );
+    }
+    let tenant = runstore::bench::bench_tenant();
+    let run = RunId::new("cp-bare").map_err(|err| err.to_string())?;
+    let record = serde_json::to_string(&snapshot(&tenant, &run, 0).map_err(|e| e.to_string())?)
+        .map_err(|err| err.to_string())?;
+    let deployment = tenant.deployment_id().unwrap_or("").to_owned();
+    let row = |step: u64| {
+        (
+            format!("cp-{step:08}"),
+            i64::try_from(step).unwrap_or(i64::MAX),
+            i64::try_from(BASE_MS + step).unwrap_or(i64::MAX),
+        )
+    };
+
+    let runtime = OwnRuntime(Some(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| err.to_string())?,
+    ));
+    let runtime = runtime.0.as_ref().ok_or("no runtime")?;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&sqlx_file)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+    let mut sqlx_conn = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                runtime.block_on(async {
+                    use sqlx::Connection as _;
+                    sqlx::SqliteConnection::connect_with(&options).await
+                })
+            })
+            .join()
+    })
+    .map_err(|_| "the sqlx loop's thread panicked".to_owned())?
+    .map_err(|err| err.to_string())?;
+    let caller = rusqlite::Connection::open(&caller_file).map_err(|err| err.to_string())?;
+    caller
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(|err| err.to_string())?;
+
+    let (mut sqlx_next, mut caller_next) = (0, 0);
+    let (org, workspace, run) = (tenant.org_id(), tenant.workspace_id(), run.as_str());
+    let mut bare: [BareLoop<'_>; 2] = [
+        Box::new(|n| {
+            let (record, deployment) = (&record, &deployment);
+            let conn = &mut sqlx_conn;
+            let next = &mut sqlx_next;
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        runtime.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..n {
+                                let (id, seq, at) = row(*next);
+                                *next += 1;
+                                sqlx::query(SQLITE_PUT)
+                                    .bind(org)
+                                    .bind(workspace)
+                                    .bind(deployment)
+                                    .bind(run)
+                                    .bind(id)
+                                    .bind(seq)
+                                    .bind(at)
+                                    .bind(record)
+                                    .execute(&mut *conn)
+                                    .await
+                                    .map_err(|err| err.to_string())?;
+                            }
+                            Ok(start.elapsed())
+                        })
+                    })
+                    .join()
+                    .map_err(|_| "the sqlx loop's thread panicked".to_owned())?
+            })
+        }),
+        Box::new(|n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                let (id, seq, at) = row(caller_next);
+                caller_next += 1;
+                caller
+                    .prepare_cached(SQLITE_PUT)
+                    .and_then(|mut put| {
+                        put.execute(rusqlite::params![
+                            org, workspace, deployment, run, id, seq, at, record
+                        ])
+                    })
+                    .map_err(|err| err.to_string())?;
+            }
+            Ok(start.elapsed())
+        }),
+    ];
+    let rates = puts_alternated(store, &mut bare, peer, chunks, chunk).await?;
+    Ok(SqlitePutFloor {
+        store: rates.store,
+        sqlx: rates.bare[0],
+        caller_thread: rates.bare[1],
+        peer: rates.peer,
     })
 }
 

@@ -148,6 +148,8 @@ pub fn peer_main() {
     let wanted = |backend: &str| wanted.is_empty() || wanted.split(',').any(|b| b == backend);
     #[cfg(feature = "redb")]
     let mut redb_floors = Vec::new();
+    #[cfg(feature = "sqlite")]
+    let mut sqlite_floors = Vec::new();
     for round in 0..rounds {
         let name = format!("cp{round}");
         let lg_dir = |backend: &str| bench.path(&format!("{name}-{backend}-langgraph"));
@@ -163,6 +165,51 @@ pub fn peer_main() {
                 "round {round}: sqlite floor without runstore: bare sqlx newest-snapshot query \
                  and parse p50 {newest:.1} us, bare sqlx SELECT 1 p50 {select_1:.1} us"
             );
+            // The put's floors, no runstore code: the store's puts
+            // alternated in chunks with its upsert through a bare sqlx
+            // connection and through rusqlite on the calling thread.
+            let path = bench.path(&format!("{name}-floor-store.sqlite"));
+            let store = crate::engine::open_store(
+                &bench,
+                &crate::engines::Sqlite,
+                &path,
+                runstore_core::Durability::Durable,
+            );
+            let mut peer_chunks = peer.as_ref().map(|peer| {
+                peer.chunks(
+                    "sqlite",
+                    &bench.path(&format!("{name}-sqlite-floor-langgraph")),
+                )
+                .unwrap_or_else(|err| panic!("peer chunks: {err}"))
+            });
+            let floor = bench
+                .block_on(crate::checkpoints::sqlite_put_vs_floor(
+                    &store,
+                    &bench.path(&format!("{name}-sqlite-floor")),
+                    peer_chunks.as_mut(),
+                    100,
+                    (sizes.puts / 100).max(1),
+                ))
+                .unwrap_or_else(|err| panic!("the bare SQLite loops: {err}"));
+            drop(peer_chunks);
+            drop(store);
+            println!(
+                "round {round}: sqlite put floor, alternated in chunks: store put {:.0}/s, bare sqlx \
+                 loop of the store's upsert {:.0}/s ({:.2}x), the same upsert through rusqlite on \
+                 the calling thread {:.0}/s ({:.2}x){}",
+                floor.store,
+                floor.sqlx,
+                floor.store / floor.sqlx,
+                floor.caller_thread,
+                floor.store / floor.caller_thread,
+                floor.peer.map_or_else(String::new, |peer| format!(
+                    ", SqliteSaver put {peer:.0}/s (store {:.2}x, bare sqlx {:.2}x, caller thread {:.2}x)",
+                    floor.store / peer,
+                    floor.sqlx / peer,
+                    floor.caller_thread / peer
+                )),
+            );
+            sqlite_floors.push(floor);
             sides[sqlite].record(ours, lg);
         }
         #[cfg(feature = "jsonl")]
@@ -247,6 +294,27 @@ pub fn peer_main() {
     ));
     for side in sides.iter().filter(|side| !side.ours.is_empty()) {
         side.report(&mut table);
+    }
+    #[cfg(feature = "sqlite")]
+    if !sqlite_floors.is_empty() {
+        table.note(format!(
+            "sqlite put floor (chunks alternated): store put / bare sqlx loop {:.2}x, / caller-thread rusqlite loop {:.2}x (medians of {} rounds)",
+            median(sqlite_floors.iter().map(|f| f.store / f.sqlx)),
+            median(sqlite_floors.iter().map(|f| f.store / f.caller_thread)),
+            sqlite_floors.len()
+        ));
+        let against_peer: Vec<_> = sqlite_floors
+            .iter()
+            .filter_map(|f| f.peer.map(|peer| (f, peer)))
+            .collect();
+        if !against_peer.is_empty() {
+            table.note(format!(
+                "sqlite put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, bare sqlx loop {:.2}x, caller-thread rusqlite loop {:.2}x (medians)",
+                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.sqlx / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.caller_thread / peer)),
+            ));
+        }
     }
     #[cfg(feature = "redb")]
     if !redb_floors.is_empty() {

@@ -123,7 +123,7 @@ use crate::{
     conn::Readers,
     error::{BACKEND, SqliteError},
     inline::InlineReaders,
-    writer::{FeedHooks, Job, Maintenance, WriteQueue, Writer},
+    writer::{CallerPuts, FeedHooks, Job, Maintenance, WriteQueue, Writer},
 };
 
 /// Streams offered to one maintenance transaction, which takes them until
@@ -333,7 +333,17 @@ impl SqliteStore {
             commit_delay: options.test_commit_delay,
         };
         let writes = WriteQueue::new(
-            Writer::new(conn, name.clone(), options.busy_timeout, feed),
+            Writer::new(
+                conn,
+                name.clone(),
+                options.busy_timeout,
+                feed,
+                CallerPuts {
+                    file: file.clone(),
+                    durability: options.durability,
+                    busy_timeout: options.busy_timeout,
+                },
+            ),
             writer_options,
         );
         let readers = Readers::new(name.clone(), &file, options.readers, options.busy_timeout);

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use runstore_core::{Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, Tenant};
+use runstore_core::{
+    Error, EventId, EventLog, EventLogExt, EventRecord, ReadQuery, RunId, RunStatus, SnapshotId,
+    SnapshotRecord, SnapshotStore, SnapshotStoreExt, Tenant,
+};
 use runstore_sqlite::{SqliteOptions, SqliteStore};
 use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection, sqlite::SqliteConnectOptions};
 
@@ -107,8 +110,22 @@ async fn reads_go_on_while_another_connection_holds_the_write_lock() {
     let path = dir.path().join("db.sqlite");
     let store = SqliteStore::open(&path).await.unwrap();
     store.append(&Tenant::local(), &event("a")).await.unwrap();
+    store.put(&Tenant::local(), &snapshot("s1")).await.unwrap();
     let _locker = hold_write_lock(&path).await;
     let run = RunId::new("run").unwrap();
+    let latest = store.latest(&Tenant::local(), &run).await.unwrap();
+    assert_eq!(
+        latest.map(|s| s.snapshot_id),
+        Some(SnapshotId::new("s1").unwrap())
+    );
+    let id = SnapshotId::new("s1").unwrap();
+    assert!(
+        store
+            .get(&Tenant::local(), &run, &id)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(store.next_seq(&Tenant::local(), &run).await.unwrap(), 2);
     assert_eq!(
         store
@@ -117,5 +134,73 @@ async fn reads_go_on_while_another_connection_holds_the_write_lock() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+fn snapshot(id: &str) -> SnapshotRecord {
+    SnapshotRecord::new(
+        &Tenant::local(),
+        RunId::new("run").unwrap(),
+        SnapshotId::new(id).unwrap(),
+        1,
+        1,
+        RunStatus::Running,
+    )
+}
+
+/// A lone snapshot put runs on the caller's thread on a multi-threaded
+/// runtime and through sqlx on a current-thread one: either way it waits
+/// for the lock, gives up after the busy timeout with the same retryable
+/// error, and goes through once the lock is released.
+fn a_lone_put_gives_up_after_the_busy_timeout(runtime: tokio::runtime::Runtime) {
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let timeout = Duration::from_millis(300);
+        let options = SqliteOptions::default().with_busy_timeout(timeout);
+        let store = SqliteStore::open_with(&path, options).await.unwrap();
+        let mut locker = hold_write_lock(&path).await;
+
+        let started = Instant::now();
+        let err = store
+            .put(&Tenant::local(), &snapshot("s1"))
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert!(err.is_retryable(), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("locked") && message.contains("SQLITE_BUSY"),
+            "the error names the lock: {message}"
+        );
+        assert!(waited >= timeout, "gave up after {waited:?}");
+
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        store.put(&Tenant::local(), &snapshot("s1")).await.unwrap();
+        let run = RunId::new("run").unwrap();
+        let latest = store.latest(&Tenant::local(), &run).await.unwrap().unwrap();
+        assert_eq!(latest.snapshot_id.as_str(), "s1");
+        locker.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_lone_put_on_the_callers_thread_gives_up_after_the_busy_timeout() {
+    a_lone_put_gives_up_after_the_busy_timeout(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_lone_put_through_sqlx_gives_up_after_the_busy_timeout() {
+    a_lone_put_gives_up_after_the_busy_timeout(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
     );
 }

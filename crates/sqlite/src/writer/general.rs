@@ -94,7 +94,8 @@ impl Writer {
 
     /// A group of one snapshot put: its upsert alone, as its own
     /// (autocommit) write transaction, committed and synced like any other:
-    /// one round trip to the connection instead of three (`BEGIN
+    /// on the caller's thread where the runtime allows it ([`super::caller`]),
+    /// else one round trip to the connection instead of three (`BEGIN
     /// IMMEDIATE`, the upsert, `COMMIT`). Returns any other group
     /// unanswered.
     async fn try_lone_put(&mut self, group: Vec<Job>) -> Option<Vec<Job>> {
@@ -105,6 +106,12 @@ impl Writer {
             unreachable!("a group of one put");
         };
         let path = self.path.clone();
+        if self.feed.commit_delay.is_none()
+            && let Some(result) = self.caller.put(&path, &put)
+        {
+            put.reply.send(result.map_err(|err| err.into()));
+            return None;
+        }
         let result = retrying!(
             self,
             "store a snapshot",

@@ -34,6 +34,7 @@
 //!
 //! - [`queue`]: the queue, its leaders and the store's own thread.
 //! - [`general`]: a group in one `BEGIN IMMEDIATE` transaction.
+//! - [`caller`]: a lone snapshot put, on the caller's thread.
 //! - [`guarded`]: a group of appends to one remembered stream, in one
 //!   guarded statement.
 //! - [`maintenance`]: compaction and snapshot prune.
@@ -47,6 +48,7 @@
 //! - [`rows`]: event rows, binding and inserting them.
 //! - [`retry`]: failures inside a transaction, and retrying them.
 
+mod caller;
 mod erase;
 mod general;
 mod guarded;
@@ -67,13 +69,15 @@ use runstore_core::{
 };
 use sqlx::SqliteConnection;
 
-pub(crate) use self::{
-    queue::{WriteQueue, answered},
-    rows::stream_from_row,
-};
 use self::{
+    caller::CallerConn,
     retry::{Replan, into_error, retrying},
     rows::{Commit, InsertSql},
+};
+pub(crate) use self::{
+    caller::CallerPuts,
+    queue::{WriteQueue, answered},
+    rows::stream_from_row,
 };
 use crate::{
     error::SqliteError,
@@ -221,6 +225,8 @@ pub(crate) struct Writer {
     path: Arc<str>,
     busy_timeout: Duration,
     feed: FeedHooks,
+    /// Lone snapshot puts on the caller's thread ([`caller`]).
+    caller: CallerConn,
     /// `insert_sql[n - 1]` inserts `n` event rows; see [`InsertSql`].
     insert_sql: InsertSql,
     /// `BEGIN IMMEDIATE` followed by [`schema::STREAM_STATE`].
@@ -250,8 +256,10 @@ impl Writer {
         path: Arc<str>,
         busy_timeout: Duration,
         feed: FeedHooks,
+        caller: CallerPuts,
     ) -> Self {
         Self {
+            caller: CallerConn::new(caller),
             conn,
             path,
             busy_timeout,

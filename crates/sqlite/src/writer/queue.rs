@@ -21,7 +21,7 @@ use runstore_core::raw::group::{self, Answer, Batch, Budget};
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::oneshot;
 
-use super::{FeedHooks, Job, Writer};
+use super::{CallerPuts, FeedHooks, Job, Writer};
 use crate::{
     conn,
     error::{SqliteError, shared},
@@ -61,6 +61,8 @@ pub(crate) struct WriteQueue {
     busy_timeout: Duration,
     /// The writer's feed hooks, for a writer that connects anew.
     feed: FeedHooks,
+    /// The writer's caller-thread puts, for a writer that connects anew.
+    caller: CallerPuts,
     /// The thread that runs leaders their callers stopped driving; started
     /// on first need.
     driver: Mutex<Option<Driver>>,
@@ -116,6 +118,7 @@ impl WriteQueue {
             path: writer.path.clone(),
             busy_timeout: writer.busy_timeout,
             feed: writer.feed.clone(),
+            caller: writer.caller.config().clone(),
             options,
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -185,6 +188,7 @@ impl WriteQueue {
                     self.path.clone(),
                     self.busy_timeout,
                     self.feed.clone(),
+                    self.caller.clone(),
                 ),
                 Err(err) => {
                     let err = Arc::new(err);
