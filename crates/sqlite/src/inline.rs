@@ -14,15 +14,19 @@
 //!
 //! **An accelerator, never an answer of its own.** Whatever this path cannot
 //! do -- open a connection, find the database unlocked at once (its busy
-//! timeout is zero, so it never sleeps on the executor's thread), prepare or
-//! step the statement -- it returns `None`, and the caller reads through
-//! the sqlx readers as before, which answer with their own errors and wait
-//! their busy timeout off the executor. The rows it returns are parsed by the
-//! same code as the sqlx path's. In WAL mode a reader sees every committed
-//! write, on either path.
+//! timeout is zero: it never waits out a lock on the executor's thread),
+//! prepare or step the statement -- it returns `None`, and the caller reads
+//! through the sqlx readers as before, which answer with their own errors
+//! and wait their busy timeout off the executor. The rows it returns are
+//! parsed by the same code as the sqlx path's. In WAL mode a reader sees
+//! every committed write, on either path. What it does cost the calling
+//! thread: a connection's opening, once (the file's open and schema read),
+//! and, rarely, SQLite's own short retries when a read starts while the WAL
+//! is being checkpointed or restarted.
 //!
-//! Connections are opened on first use and kept for reuse, at most
-//! [`MAX_IDLE`]; concurrent callers each take one (or open one).
+//! At most [`MAX_IDLE`] connections: opened on first use, kept for reuse,
+//! one per concurrent caller; a caller that finds all of them in use reads
+//! through sqlx instead of opening another.
 
 use std::{
     path::{Path, PathBuf},
@@ -32,7 +36,7 @@ use std::{
 use runstore_core::{RunId, Tenant};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-/// Idle connections kept for reuse.
+/// Connections, in use or idle.
 const MAX_IDLE: usize = 4;
 
 /// The most rows a read on this path may ask for.
@@ -44,7 +48,14 @@ const STATEMENT_CACHE: usize = 8;
 /// The caller-thread connections of one store handle.
 pub(crate) struct InlineReaders {
     file: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
+}
+
+/// The idle connections, and how many there are in all.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
 }
 
 impl InlineReaders {
@@ -52,7 +63,7 @@ impl InlineReaders {
     pub(crate) fn new(file: &Path) -> Self {
         Self {
             file: file.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
         }
     }
 
@@ -67,14 +78,18 @@ impl InlineReaders {
     ) -> Option<Vec<Vec<String>>> {
         let conn = self.take()?;
         let rows = query(&conn, sql, params, columns);
-        // A connection whose statement failed is dropped, not reused.
+        let mut pool = self.lock();
         if rows.is_some() {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
-            }
+            pool.idle.push(conn);
+        } else {
+            // A connection whose statement failed is dropped, not reused.
+            pool.open -= 1;
         }
         rows
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// [`InlineReaders::text_rows`] of a statement that binds the stream
@@ -99,14 +114,23 @@ impl InlineReaders {
         self.text_rows(sql, &params, columns)
     }
 
-    /// An idle connection, or a new one.
+    /// An idle connection, or a new one while there are fewer than
+    /// [`MAX_IDLE`].
     fn take(&self) -> Option<Connection> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        idle.or_else(|| open(&self.file))
+        let mut pool = self.lock();
+        if let Some(conn) = pool.idle.pop() {
+            return Some(conn);
+        }
+        if pool.open >= MAX_IDLE {
+            return None;
+        }
+        pool.open += 1;
+        drop(pool);
+        let conn = open(&self.file);
+        if conn.is_none() {
+            self.lock().open -= 1;
+        }
+        conn
     }
 }
 
@@ -174,10 +198,28 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, vec![vec!["two", "2"], vec!["three", "3"]]);
         }
+        let pool = readers.lock();
         assert_eq!(
-            readers.idle.lock().unwrap().len(),
-            1,
+            (pool.idle.len(), pool.open),
+            (1, 1),
             "one connection, reused"
+        );
+    }
+
+    #[test]
+    fn at_most_max_idle_connections_then_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let readers = InlineReaders::new(&database(dir.path()));
+        let held: Vec<_> = (0..MAX_IDLE).map(|_| readers.take().unwrap()).collect();
+        assert!(
+            readers.take().is_none(),
+            "a fifth caller reads through sqlx"
+        );
+        assert_eq!(readers.text_rows("SELECT v FROM t", &[], 1), None);
+        readers.lock().idle.extend(held);
+        assert_eq!(
+            readers.text_rows("SELECT v FROM t WHERE k = 1", &[], 1),
+            Some(vec![vec!["one".to_owned()]])
         );
     }
 

@@ -341,7 +341,6 @@ impl SqliteStore {
                 CallerPuts {
                     file: file.clone(),
                     durability: options.durability,
-                    busy_timeout: options.busy_timeout,
                 },
             ),
             writer_options,

@@ -149,9 +149,10 @@ fn snapshot(id: &str) -> SnapshotRecord {
 }
 
 /// A lone snapshot put runs on the caller's thread on a multi-threaded
-/// runtime and through sqlx on a current-thread one: either way it waits
-/// for the lock, gives up after the busy timeout with the same retryable
-/// error, and goes through once the lock is released.
+/// runtime and through sqlx on a current-thread one. The caller's thread
+/// never waits for a lock: a locked database sends the put through sqlx,
+/// which waits; either way it gives up after the busy timeout with the same
+/// retryable error, and goes through once the lock is released.
 fn a_lone_put_gives_up_after_the_busy_timeout(runtime: tokio::runtime::Runtime) {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();

@@ -17,19 +17,25 @@
 //! on a multi-threaded runtime; on any other (a current-thread runtime, the
 //! store's own driver thread) the put goes through sqlx as before.
 //!
-//! The connection has the writer's settings: WAL, the `synchronous` level
-//! of the store's durability, its busy timeout. The writer runs one job at
-//! a time, so this connection and the sqlx one never write at once; to
-//! other processes they are two writers like any other, ordered by
-//! SQLite's write lock. An upsert that fails for any reason but a busy
-//! database is run again through sqlx, which answers with its own error
-//! (the upsert writes the same row either way); a busy database is
-//! answered at once, having waited the busy timeout.
+//! The connection has the writer's settings (WAL, the `synchronous` level
+//! of the store's durability) but a busy timeout of zero: it never waits
+//! for a lock on the caller's thread. The writer runs one job at a time,
+//! so this connection and the sqlx one never write at once; to other
+//! processes (and other handles on the file) they are two writers like any
+//! other, ordered by SQLite's write lock. A put that finds the database
+//! locked, or fails for any other reason, runs again through sqlx, which
+//! waits for the lock off the caller's thread and answers with its own
+//! error (the upsert writes the same row either way). A runtime that does
+//! not allow `block_in_place` where the flavor check lets it through (a
+//! multi-threaded runtime's handle entered inside a current-thread
+//! runtime's `block_on`) is caught the same way: its panic unwinds before
+//! the upsert runs, and the put goes through sqlx.
 
 use std::{
+    panic::AssertUnwindSafe,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use runstore_core::Durability;
@@ -37,7 +43,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::PutJob;
-use crate::{error::SqliteError, schema};
+use crate::schema;
 
 /// What the caller-thread connection needs; cloned into a writer that
 /// connects anew.
@@ -46,7 +52,6 @@ pub(crate) struct CallerPuts {
     /// The database file.
     pub(crate) file: PathBuf,
     pub(crate) durability: Durability,
-    pub(crate) busy_timeout: Duration,
 }
 
 /// The writer's caller-thread connection, opened on first use. (Behind a
@@ -69,27 +74,23 @@ impl CallerConn {
     }
 
     /// Runs `put`'s upsert on this thread. `None` when this path does not
-    /// apply (not on a multi-threaded runtime) or failed for another
-    /// reason than a busy database: the caller then puts through sqlx.
-    pub(super) fn put(
-        &mut self,
-        path: &Arc<str>,
-        put: &PutJob,
-    ) -> Option<std::result::Result<(), SqliteError>> {
+    /// apply (not on a multi-threaded runtime) or did not write (a locked
+    /// database, any failure): the caller then puts through sqlx.
+    pub(super) fn put(&mut self, put: &PutJob) -> Option<()> {
         let multi_threaded = Handle::try_current()
             .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread);
         if !multi_threaded {
             return None;
         }
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = tokio::task::block_in_place(|| open(&self.config));
-        }
-        let conn = slot.as_ref()?;
-        let started = Instant::now();
         let deployment = schema::deployment_column(&put.tenant);
-        let result = tokio::task::block_in_place(|| {
-            conn.prepare_cached(schema::PUT_SNAPSHOT)
+        let upsert = |slot: &mut Option<Connection>| -> Option<()> {
+            if slot.is_none() {
+                *slot = open(&self.config);
+            }
+            let conn = slot.as_ref()?;
+            let written = conn
+                .prepare_cached(schema::PUT_SNAPSHOT)
                 .and_then(|mut upsert| {
                     upsert.execute(rusqlite::params![
                         put.tenant.org_id(),
@@ -101,25 +102,23 @@ impl CallerConn {
                         put.created_at_ms,
                         put.record.as_str(),
                     ])
-                })
-        });
-        match result {
-            Ok(_) => Some(Ok(())),
-            Err(err) if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
-                Some(Err(SqliteError::Busy {
-                    path: path.clone(),
-                    action: "store a snapshot",
-                    waited: started.elapsed(),
-                    timeout: self.config.busy_timeout,
-                }))
+                });
+            match written {
+                Ok(_) => Some(()),
+                Err(err) if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => None,
+                Err(_) => {
+                    // Whatever state the connection is in, the next put
+                    // opens another.
+                    *slot = None;
+                    None
+                }
             }
-            Err(_) => {
-                // Whatever state the connection is in, the next put opens
-                // another.
-                *slot = None;
-                None
-            }
-        }
+        };
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            tokio::task::block_in_place(|| upsert(&mut slot))
+        }))
+        .ok()
+        .flatten()
     }
 }
 
@@ -133,7 +132,7 @@ fn open(config: &CallerPuts) -> Option<Connection> {
         Durability::Relaxed => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", synchronous).ok()?;
-    conn.busy_timeout(config.busy_timeout).ok()?;
+    conn.busy_timeout(Duration::ZERO).ok()?;
     conn.set_prepared_statement_cache_capacity(4);
     Some(conn)
 }

@@ -106,10 +106,8 @@ impl Writer {
             unreachable!("a group of one put");
         };
         let path = self.path.clone();
-        if self.feed.commit_delay.is_none()
-            && let Some(result) = self.caller.put(&path, &put)
-        {
-            put.reply.send(result.map_err(|err| err.into()));
+        if self.feed.commit_delay.is_none() && self.caller.put(&put).is_some() {
+            put.reply.send(Ok(()));
             return None;
         }
         let result = retrying!(
