@@ -108,7 +108,10 @@ mod writer;
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -232,6 +235,8 @@ struct Inner {
     readers: Readers,
     /// One-row snapshot reads on the caller's thread ([`inline`]).
     inline: InlineReaders,
+    /// Lone snapshot puts the writer committed on the caller's thread.
+    caller_puts: Arc<AtomicU64>,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
     /// [`schema::aggregated_read`] of [`schema::READ_FEED`].
@@ -327,6 +332,7 @@ impl SqliteStore {
                     })?,
             );
         }
+        let caller_puts = Arc::new(AtomicU64::new(0));
         let signal = FeedSignal::new();
         let feed = FeedHooks {
             signal: signal.clone(),
@@ -341,6 +347,7 @@ impl SqliteStore {
                 CallerPuts {
                     file: file.clone(),
                     durability: options.durability,
+                    written: Arc::clone(&caller_puts),
                 },
             ),
             writer_options,
@@ -353,6 +360,7 @@ impl SqliteStore {
                 writes,
                 readers,
                 inline: InlineReaders::new(&file),
+                caller_puts,
                 read_sql: schema::READ_WINDOWS.map(|window| schema::aggregated_read(window, "seq")),
                 feed_sql: schema::aggregated_read(schema::READ_FEED, "feed_pos"),
                 signal,
@@ -379,6 +387,16 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn open_checkpoint(&self) -> Option<(i64, i64, i64)> {
         self.inner.open_checkpoint
+    }
+
+    /// How many snapshot puts this handle committed on the caller's thread
+    /// (see `docs/backends/sqlite.md`, "A lone snapshot put on the caller's
+    /// thread").
+    ///
+    /// For tests of which path a put took; not part of the supported API.
+    #[doc(hidden)]
+    pub fn caller_thread_puts(&self) -> u64 {
+        self.inner.caller_puts.load(Ordering::Relaxed)
     }
 
     fn readers(&self) -> &Readers {

@@ -176,6 +176,11 @@ fn a_lone_put_gives_up_after_the_busy_timeout(runtime: tokio::runtime::Runtime) 
         );
         assert!(waited >= timeout, "gave up after {waited:?}");
 
+        assert_eq!(
+            store.caller_thread_puts(),
+            0,
+            "a locked database is not written"
+        );
         sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
         store.put(&Tenant::local(), &snapshot("s1")).await.unwrap();
         let run = RunId::new("run").unwrap();
@@ -204,4 +209,41 @@ fn a_lone_put_through_sqlx_gives_up_after_the_busy_timeout() {
             .build()
             .unwrap(),
     );
+}
+
+/// Which path a lone put takes: the caller's thread on a multi-threaded
+/// runtime (each put counted, readable back through another handle, and
+/// durable like any other), sqlx on a current-thread runtime (none counted).
+fn lone_puts(runtime: &tokio::runtime::Runtime) -> u64 {
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path).await.unwrap();
+        for n in 1..=5 {
+            store
+                .put(&Tenant::local(), &snapshot(&format!("s{n}")))
+                .await
+                .unwrap();
+        }
+        let other = SqliteStore::open(&path).await.unwrap();
+        let run = RunId::new("run").unwrap();
+        let all = other.list(&Tenant::local(), &run, None).await.unwrap();
+        assert_eq!(all.len(), 5);
+        store.caller_thread_puts()
+    })
+}
+
+#[test]
+fn lone_puts_commit_on_the_callers_thread_only_on_a_multi_threaded_runtime() {
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(lone_puts(&multi), 5);
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(lone_puts(&current), 0);
 }
