@@ -141,6 +141,16 @@ pub enum IoOp<'a> {
 pub trait IoObserver: Send + Sync + 'static {
     /// Takes one operation.
     fn observe(&self, op: IoOp<'_>);
+
+    /// Asked before each directory sync: an error fails the sync, as a
+    /// failing disk would (tests of what a store does then). The default
+    /// lets every sync through.
+    ///
+    /// # Errors
+    /// The error the sync is to fail with.
+    fn before_sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The store's file operations: `std::fs`, reported to an observer when
@@ -291,6 +301,9 @@ impl Io {
     /// as a file, NTFS journals the entries themselves and this does
     /// nothing.
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if let Some(observer) = &self.observer {
+            observer.before_sync_dir(dir)?;
+        }
         runstore_fs::sync_dir(dir)?;
         self.report(IoOp::SyncDir { path: dir });
         Ok(())

@@ -89,6 +89,15 @@ struct LogSpace {
 /// The logs of the streams of one stripe, by stream.
 type Logs = HashMap<StreamKey, LogSpace>;
 
+/// How a rewrite of a run log failed.
+enum Rewrite {
+    /// Before the new log was in place: the old log and the index stand.
+    Kept(Error),
+    /// After: the new log is in place and the index follows it, but the
+    /// directory sync that makes the rename durable failed.
+    Unsynced(Error),
+}
+
 /// The snapshot side of a store.
 #[derive(Debug)]
 pub(crate) struct Snapshots {
@@ -717,10 +726,16 @@ impl Snapshots {
         };
         let mut deleted = Vec::new();
         if !lines.is_empty() {
-            if let Err(err) = self.rewrite_log(logs, stream, &dir, &lines) {
-                return (deleted, Err(err));
+            match self.rewrite_log(logs, stream, &dir, &lines) {
+                Ok(()) => deleted.extend(lines),
+                // The new log is in place without them: they are gone,
+                // though not yet durably.
+                Err(Rewrite::Unsynced(err)) => {
+                    deleted.extend(lines);
+                    return (deleted, Err(err));
+                }
+                Err(Rewrite::Kept(err)) => return (deleted, Err(err)),
             }
-            deleted.extend(lines);
         }
         for snapshot_id in files {
             let path = dir.join(layout::snapshot_file(&snapshot_id));
@@ -743,13 +758,18 @@ impl Snapshots {
     /// of `doomed` (atomically; removed when nothing is left), and points
     /// the index at the kept lines' new offsets. The new log has no spare
     /// space; the stream's space in `logs` follows it.
+    ///
+    /// The index follows the new log as soon as it is in place, before the
+    /// directory sync that makes the rename durable: should that sync fail
+    /// ([`Rewrite::Unsynced`]), the kept lines are read at their new
+    /// offsets, not at the old log's.
     fn rewrite_log(
         &self,
         logs: &mut Logs,
         stream: &StreamKey,
         dir: &Path,
         doomed: &[SnapshotId],
-    ) -> Result<()> {
+    ) -> std::result::Result<(), Rewrite> {
         let log = dir.join(SNAPSHOT_LOG);
         let mut kept: Vec<(SnapshotId, u64, u64)> = self
             .lock()
@@ -767,12 +787,15 @@ impl Snapshots {
         let mut bytes = Vec::new();
         let mut places = Vec::with_capacity(kept.len());
         if !kept.is_empty() {
-            let file = fs::File::open(&log).map_err(|err| io_at("read", &log, err))?;
+            let file =
+                fs::File::open(&log).map_err(|err| Rewrite::Kept(io_at("read", &log, err)))?;
             for (id, offset, len) in kept {
                 let at = bytes.len();
-                bytes.resize(at + usize::try_from(len).map_err(Error::invalid)?, 0);
+                let len_bytes =
+                    usize::try_from(len).map_err(|err| Rewrite::Kept(Error::invalid(err)))?;
+                bytes.resize(at + len_bytes, 0);
                 read_exact_at(&file, &mut bytes[at..], offset)
-                    .map_err(|err| io_at("read", &log, err))?;
+                    .map_err(|err| Rewrite::Kept(io_at("read", &log, err)))?;
                 places.push((
                     id,
                     Place::Log {
@@ -789,27 +812,36 @@ impl Snapshots {
             match self.io.remove_file(&log) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(io_at("remove", &log, err)),
+                Err(err) => return Err(Rewrite::Kept(io_at("remove", &log, err))),
             }
-        } else {
-            write_atomic(&self.io, dir, SNAPSHOT_LOG, &bytes, self.durability)
-                .map_err(|err| io_at("rewrite", &log, err))?;
-            let end = bytes.len() as u64;
-            logs.insert(
-                stream.clone(),
-                LogSpace {
-                    end,
-                    len: Some(end),
-                    // `write_atomic` synced the directory when durable.
-                    entry_synced: true,
-                },
-            );
+            return Ok(());
         }
+        // Up to the rename; the directory is synced below, once the index
+        // follows the new log.
+        write_atomic(&self.io, dir, SNAPSHOT_LOG, &bytes, Durability::Relaxed)
+            .map_err(|err| Rewrite::Kept(io_at("rewrite", &log, err)))?;
+        let end = bytes.len() as u64;
+        logs.insert(
+            stream.clone(),
+            LogSpace {
+                end,
+                len: Some(end),
+                entry_synced: self.durability == Durability::Relaxed,
+            },
+        );
         if let Some(metas) = self.lock().get_mut(stream) {
             for (id, place) in places {
                 if let Some(meta) = metas.get_mut(&id) {
                     meta.place = place;
                 }
+            }
+        }
+        if self.durability == Durability::Durable {
+            self.io
+                .sync_dir(dir)
+                .map_err(|err| Rewrite::Unsynced(io_at("sync", dir, err)))?;
+            if let Some(space) = logs.get_mut(stream) {
+                space.entry_synced = true;
             }
         }
         Ok(())
@@ -1291,6 +1323,57 @@ mod tests {
         assert_eq!(
             reopened(snapshots, temp.path()),
             notes_of(&[("s3", "x"), ("s4", "x")])
+        );
+    }
+
+    /// Fails every directory sync while armed.
+    #[derive(Default)]
+    struct FailingDirSync(std::sync::atomic::AtomicBool);
+
+    impl crate::fileio::IoObserver for FailingDirSync {
+        fn observe(&self, _op: crate::fileio::IoOp<'_>) {}
+
+        fn before_sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(std::io::Error::other("injected: the directory sync fails"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    // A prune whose rewritten log is renamed into place but whose directory
+    // sync then fails reports the failure, and the handle reads the kept
+    // snapshots from the new log: the index follows the rename, not the
+    // sync.
+    #[test]
+    fn a_failed_sync_after_a_rewrite_leaves_the_index_on_the_new_log() {
+        let temp = tempfile::tempdir().unwrap();
+        let fail = Arc::new(FailingDirSync::default());
+        let io = Io::observed(fail.clone());
+        let snapshots =
+            Snapshots::open(temp.path().to_path_buf(), Durability::Durable, io).unwrap();
+        put(&snapshots, "s1", 1, "the first, a longer note");
+        put(&snapshots, "s2", 2, "the second");
+        put(&snapshots, "s3", 3, "third");
+        fail.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = snapshots.prune(1, 1, 100);
+        assert_eq!(
+            report.removed, 2,
+            "the lines are gone from the log: {report:?}"
+        );
+        assert_eq!(
+            report.failed.len(),
+            1,
+            "the sync failure is reported: {report:?}"
+        );
+        assert_eq!(log_bytes(temp.path()), line("s3", 3, "third"));
+        assert_eq!(notes(&snapshots), notes_of(&[("s3", "third")]));
+        fail.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        put(&snapshots, "s4", 4, "x");
+        assert_eq!(
+            reopened(snapshots, temp.path()),
+            notes_of(&[("s3", "third"), ("s4", "x")])
         );
     }
 
