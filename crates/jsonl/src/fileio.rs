@@ -142,13 +142,14 @@ pub trait IoObserver: Send + Sync + 'static {
     /// Takes one operation.
     fn observe(&self, op: IoOp<'_>);
 
-    /// Asked before each directory sync: an error fails the sync, as a
-    /// failing disk would (tests of what a store does then). The default
-    /// lets every sync through.
+    /// Asked before each directory sync and each removal, with the
+    /// operation about to run: an error fails it, as a failing disk would
+    /// (tests of what a store does then). The default lets everything
+    /// through.
     ///
     /// # Errors
-    /// The error the sync is to fail with.
-    fn before_sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    /// The error the operation is to fail with.
+    fn before(&self, _op: IoOp<'_>) -> io::Result<()> {
         Ok(())
     }
 }
@@ -186,6 +187,13 @@ impl Io {
     pub(crate) fn observed(observer: Arc<dyn IoObserver>) -> Self {
         Self {
             observer: Some(observer),
+        }
+    }
+
+    fn before(&self, op: IoOp<'_>) -> io::Result<()> {
+        match &self.observer {
+            Some(observer) => observer.before(op),
+            None => Ok(()),
         }
     }
 
@@ -301,9 +309,7 @@ impl Io {
     /// as a file, NTFS journals the entries themselves and this does
     /// nothing.
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if let Some(observer) = &self.observer {
-            observer.before_sync_dir(dir)?;
-        }
+        self.before(IoOp::SyncDir { path: dir })?;
         runstore_fs::sync_dir(dir)?;
         self.report(IoOp::SyncDir { path: dir });
         Ok(())
@@ -318,6 +324,7 @@ impl Io {
 
     /// Removes the file `path`.
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.before(IoOp::Remove { path })?;
         fs::remove_file(path)?;
         self.report(IoOp::Remove { path });
         Ok(())

@@ -89,15 +89,6 @@ struct LogSpace {
 /// The logs of the streams of one stripe, by stream.
 type Logs = HashMap<StreamKey, LogSpace>;
 
-/// How a rewrite of a run log failed.
-enum Rewrite {
-    /// Before the new log was in place: the old log and the index stand.
-    Kept(Error),
-    /// After: the new log is in place and the index follows it, but the
-    /// directory sync that makes the rename durable failed.
-    Unsynced(Error),
-}
-
 /// The snapshot side of a store.
 #[derive(Debug)]
 pub(crate) struct Snapshots {
@@ -726,16 +717,12 @@ impl Snapshots {
         };
         let mut deleted = Vec::new();
         if !lines.is_empty() {
-            match self.rewrite_log(logs, stream, &dir, &lines) {
-                Ok(()) => deleted.extend(lines),
-                // The new log is in place without them: they are gone,
-                // though not yet durably.
-                Err(Rewrite::Unsynced(err)) => {
-                    deleted.extend(lines);
-                    return (deleted, Err(err));
-                }
-                Err(Rewrite::Kept(err)) => return (deleted, Err(err)),
+            if let Err(err) = self.rewrite_log(logs, stream, &dir, &lines) {
+                return (deleted, Err(err));
             }
+            // The new log is in place without them: gone, and durably so
+            // once the directory sync below succeeds.
+            deleted.extend(lines);
         }
         for snapshot_id in files {
             let path = dir.join(layout::snapshot_file(&snapshot_id));
@@ -746,10 +733,13 @@ impl Snapshots {
             }
             deleted.push(snapshot_id);
         }
-        if self.durability == Durability::Durable
-            && let Err(err) = self.io.sync_dir(&dir)
-        {
-            return (deleted, Err(io_at("sync", &dir, err)));
+        if self.durability == Durability::Durable {
+            if let Err(err) = self.io.sync_dir(&dir) {
+                return (deleted, Err(io_at("sync", &dir, err)));
+            }
+            if let Some(space) = logs.get_mut(stream) {
+                space.entry_synced = true;
+            }
         }
         (deleted, Ok(()))
     }
@@ -759,17 +749,17 @@ impl Snapshots {
     /// the index at the kept lines' new offsets. The new log has no spare
     /// space; the stream's space in `logs` follows it.
     ///
-    /// The index follows the new log as soon as it is in place, before the
-    /// directory sync that makes the rename durable: should that sync fail
-    /// ([`Rewrite::Unsynced`]), the kept lines are read at their new
-    /// offsets, not at the old log's.
+    /// The rename is made durable by the caller's directory sync
+    /// ([`Snapshots::delete`]); the index follows the new log as soon as it
+    /// is in place, so that should that sync fail, the kept lines are still
+    /// read at their new offsets, not at the old log's.
     fn rewrite_log(
         &self,
         logs: &mut Logs,
         stream: &StreamKey,
         dir: &Path,
         doomed: &[SnapshotId],
-    ) -> std::result::Result<(), Rewrite> {
+    ) -> Result<()> {
         let log = dir.join(SNAPSHOT_LOG);
         let mut kept: Vec<(SnapshotId, u64, u64)> = self
             .lock()
@@ -787,15 +777,12 @@ impl Snapshots {
         let mut bytes = Vec::new();
         let mut places = Vec::with_capacity(kept.len());
         if !kept.is_empty() {
-            let file =
-                fs::File::open(&log).map_err(|err| Rewrite::Kept(io_at("read", &log, err)))?;
+            let file = fs::File::open(&log).map_err(|err| io_at("read", &log, err))?;
             for (id, offset, len) in kept {
                 let at = bytes.len();
-                let len_bytes =
-                    usize::try_from(len).map_err(|err| Rewrite::Kept(Error::invalid(err)))?;
-                bytes.resize(at + len_bytes, 0);
+                bytes.resize(at + usize::try_from(len).map_err(Error::invalid)?, 0);
                 read_exact_at(&file, &mut bytes[at..], offset)
-                    .map_err(|err| Rewrite::Kept(io_at("read", &log, err)))?;
+                    .map_err(|err| io_at("read", &log, err))?;
                 places.push((
                     id,
                     Place::Log {
@@ -812,21 +799,21 @@ impl Snapshots {
             match self.io.remove_file(&log) {
                 Ok(()) => {}
                 Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(Rewrite::Kept(io_at("remove", &log, err))),
+                Err(err) => return Err(io_at("remove", &log, err)),
             }
             return Ok(());
         }
-        // Up to the rename; the directory is synced below, once the index
-        // follows the new log.
+        // Up to the rename: the caller syncs the directory.
         write_atomic(&self.io, dir, SNAPSHOT_LOG, &bytes, Durability::Relaxed)
-            .map_err(|err| Rewrite::Kept(io_at("rewrite", &log, err)))?;
+            .map_err(|err| io_at("rewrite", &log, err))?;
         let end = bytes.len() as u64;
         logs.insert(
             stream.clone(),
             LogSpace {
                 end,
                 len: Some(end),
-                entry_synced: self.durability == Durability::Relaxed,
+                // Until the caller's sync of the directory succeeds.
+                entry_synced: false,
             },
         );
         if let Some(metas) = self.lock().get_mut(stream) {
@@ -834,14 +821,6 @@ impl Snapshots {
                 if let Some(meta) = metas.get_mut(&id) {
                     meta.place = place;
                 }
-            }
-        }
-        if self.durability == Durability::Durable {
-            self.io
-                .sync_dir(dir)
-                .map_err(|err| Rewrite::Unsynced(io_at("sync", dir, err)))?;
-            if let Some(space) = logs.get_mut(stream) {
-                space.entry_synced = true;
             }
         }
         Ok(())
@@ -1326,55 +1305,101 @@ mod tests {
         );
     }
 
-    /// Fails every directory sync while armed.
+    /// Fails directory syncs, or removals, while armed, and counts the
+    /// directory syncs that went through.
     #[derive(Default)]
-    struct FailingDirSync(std::sync::atomic::AtomicBool);
+    struct FailingDisk {
+        syncs: std::sync::atomic::AtomicBool,
+        removals: std::sync::atomic::AtomicBool,
+        synced: std::sync::atomic::AtomicUsize,
+    }
 
-    impl crate::fileio::IoObserver for FailingDirSync {
-        fn observe(&self, _op: crate::fileio::IoOp<'_>) {}
+    impl crate::fileio::IoObserver for FailingDisk {
+        fn observe(&self, op: crate::fileio::IoOp<'_>) {
+            if matches!(op, crate::fileio::IoOp::SyncDir { .. }) {
+                self.synced
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
 
-        fn before_sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
-            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
-                Err(std::io::Error::other("injected: the directory sync fails"))
+        fn before(&self, op: crate::fileio::IoOp<'_>) -> std::io::Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let fails = match op {
+                crate::fileio::IoOp::SyncDir { .. } => self.syncs.load(SeqCst),
+                crate::fileio::IoOp::Remove { .. } => self.removals.load(SeqCst),
+                _ => false,
+            };
+            if fails {
+                Err(std::io::Error::other("injected: the disk fails"))
             } else {
                 Ok(())
             }
         }
     }
 
+    fn on_failing_disk(root: &Path) -> (Snapshots, Arc<FailingDisk>) {
+        let disk = Arc::new(FailingDisk::default());
+        let io = Io::observed(disk.clone());
+        let snapshots = Snapshots::open(root.to_path_buf(), Durability::Durable, io).unwrap();
+        (snapshots, disk)
+    }
+
     // A prune whose rewritten log is renamed into place but whose directory
     // sync then fails reports the failure, and the handle reads the kept
     // snapshots from the new log: the index follows the rename, not the
-    // sync.
+    // sync. The next put syncs the directory the failed sync left unsynced.
     #[test]
     fn a_failed_sync_after_a_rewrite_leaves_the_index_on_the_new_log() {
+        use std::sync::atomic::Ordering::SeqCst;
         let temp = tempfile::tempdir().unwrap();
-        let fail = Arc::new(FailingDirSync::default());
-        let io = Io::observed(fail.clone());
-        let snapshots =
-            Snapshots::open(temp.path().to_path_buf(), Durability::Durable, io).unwrap();
+        let (snapshots, disk) = on_failing_disk(temp.path());
         put(&snapshots, "s1", 1, "the first, a longer note");
         put(&snapshots, "s2", 2, "the second");
         put(&snapshots, "s3", 3, "third");
-        fail.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        disk.syncs.store(true, SeqCst);
         let report = snapshots.prune(1, 1, 100);
-        assert_eq!(
-            report.removed, 2,
-            "the lines are gone from the log: {report:?}"
-        );
+        assert_eq!(report.removed, 2, "the lines are gone: {report:?}");
         assert_eq!(
             report.failed.len(),
             1,
-            "the sync failure is reported: {report:?}"
+            "the failed sync is reported: {report:?}"
         );
         assert_eq!(log_bytes(temp.path()), line("s3", 3, "third"));
         assert_eq!(notes(&snapshots), notes_of(&[("s3", "third")]));
-        fail.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        disk.syncs.store(false, SeqCst);
+        let synced = disk.synced.load(SeqCst);
         put(&snapshots, "s4", 4, "x");
+        assert!(
+            disk.synced.load(SeqCst) > synced,
+            "the put syncs the directory"
+        );
         assert_eq!(
             reopened(snapshots, temp.path()),
             notes_of(&[("s3", "third"), ("s4", "x")])
         );
+    }
+
+    // Pruning every snapshot of a run removes its log: a log already gone
+    // (removed behind the handle) is no failure, a removal that fails is
+    // the stream's failure and deletes nothing.
+    #[test]
+    fn removing_the_log_of_a_pruned_run() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let temp = tempfile::tempdir().unwrap();
+        let (snapshots, _disk) = on_failing_disk(temp.path());
+        put_three(&snapshots);
+        fs::remove_file(run_dir(temp.path()).join(SNAPSHOT_LOG)).unwrap();
+        let report = snapshots.prune(1, 0, 100);
+        assert_eq!((report.removed, report.failed.len()), (3, 0), "{report:?}");
+
+        let temp = tempfile::tempdir().unwrap();
+        let (snapshots, disk) = on_failing_disk(temp.path());
+        put_three(&snapshots);
+        disk.removals.store(true, SeqCst);
+        let report = snapshots.prune(1, 0, 100);
+        assert_eq!((report.removed, report.failed.len()), (0, 1), "{report:?}");
+        disk.removals.store(false, SeqCst);
+        assert_eq!(notes(&snapshots).len(), 3);
     }
 
     #[test]
