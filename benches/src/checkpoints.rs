@@ -549,23 +549,9 @@ pub async fn puts_alternated(
     })
 }
 
-/// Snapshot puts on the store, on the bare loops and on the peer, in the
-/// same seconds.
-#[cfg(feature = "redb")]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RedbPutFloor {
-    /// The store's puts/s.
-    pub store: f64,
-    /// [`BareRedbSnapshots`]' puts/s (the store's two tables).
-    pub two_tables: f64,
-    /// One insert per durable commit into one table, puts/s.
-    pub one_table: f64,
-    /// The peer's puts/s, when it ran.
-    pub peer: Option<f64>,
-}
-
-/// [`puts_alternated`] with redb's bare loops: the store's two tables
-/// ([`BareRedbSnapshots`]) and one table. Bare files go into `dir`.
+/// [`puts_alternated`] with redb's bare loops, in this order: the store's
+/// two tables ([`BareRedbSnapshots`]), and one insert per durable commit
+/// into one table. Bare files go into `dir`.
 ///
 /// # Errors
 /// The store's, the driver's or the peer's error, as text.
@@ -576,7 +562,7 @@ pub async fn redb_put_vs_floor(
     peer: Option<&mut PeerChunks>,
     chunks: u64,
     chunk: u64,
-) -> std::result::Result<RedbPutFloor, String> {
+) -> std::result::Result<PutsAlternated, String> {
     std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
     let mut two =
         BareRedbSnapshots::open(&dir.join("floor-two.redb")).map_err(|e| e.to_string())?;
@@ -590,13 +576,7 @@ pub async fn redb_put_vs_floor(
                 .map_err(|err| err.to_string())
         }),
     ];
-    let rates = puts_alternated(store, &mut bare, peer, chunks, chunk).await?;
-    Ok(RedbPutFloor {
-        store: rates.store,
-        two_tables: rates.bare[0],
-        one_table: rates.bare[1],
-        peer: rates.peer,
-    })
+    puts_alternated(store, &mut bare, peer, chunks, chunk).await
 }
 
 /// A runtime of its own inside an async caller: dropped without waiting
@@ -623,26 +603,12 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (org_id, workspace_id, deployment_id, run_id, snapshot_id)
 DO UPDATE SET seq = excluded.seq, created_at_ms = excluded.created_at_ms, record = excluded.record";
 
-/// Snapshot puts on the SQLite store, on two bare loops and on the peer,
-/// in the same seconds.
-#[cfg(feature = "sqlite")]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SqlitePutFloor {
-    /// The store's puts/s.
-    pub store: f64,
-    /// The store's upsert, one autocommit statement per put through one
-    /// sqlx connection (WAL, `synchronous=FULL`): puts/s.
-    pub sqlx: f64,
-    /// The same upsert through rusqlite on the calling thread: what a
-    /// caller that may block its thread on the sync does, as the peer
-    /// does. Puts/s.
-    pub caller_thread: f64,
-    /// The peer's puts/s, when it ran.
-    pub peer: Option<f64>,
-}
-
-/// [`puts_alternated`] with SQLite's bare loops ([`SqlitePutFloor`]), on
-/// two files `open` creates with the store's schema in `dir`. The sqlx loop
+/// [`puts_alternated`] with SQLite's bare loops, in this order: the
+/// store's upsert as one autocommit statement per put through one sqlx
+/// connection (WAL, `synchronous=FULL`), and the same upsert through
+/// rusqlite on the calling thread (what a caller that may block its thread
+/// on the sync does, as the peer does); on two files the store creates with
+/// its schema in `dir`. The sqlx loop
 /// runs on a runtime of its own on a thread of its own, so that its
 /// hand-offs are sqlx's alone.
 ///
@@ -655,7 +621,7 @@ pub async fn sqlite_put_vs_floor(
     peer: Option<&mut PeerChunks>,
     chunks: u64,
     chunk: u64,
-) -> std::result::Result<SqlitePutFloor, String> {
+) -> std::result::Result<PutsAlternated, String> {
     std::fs::create_dir_all(dir).map_err(|err| err.to_string())?;
     let (sqlx_file, caller_file) = (
         dir.join("floor-sqlx.sqlite"),
@@ -761,13 +727,7 @@ pub async fn sqlite_put_vs_floor(
             Ok(start.elapsed())
         }),
     ];
-    let rates = puts_alternated(store, &mut bare, peer, chunks, chunk).await?;
-    Ok(SqlitePutFloor {
-        store: rates.store,
-        sqlx: rates.bare[0],
-        caller_thread: rates.bare[1],
-        peer: rates.peer,
-    })
+    puts_alternated(store, &mut bare, peer, chunks, chunk).await
 }
 
 #[cfg(test)]

@@ -193,22 +193,7 @@ pub fn peer_main() {
                 .unwrap_or_else(|err| panic!("the bare SQLite loops: {err}"));
             drop(peer_chunks);
             drop(store);
-            println!(
-                "round {round}: sqlite put floor, alternated in chunks: store put {:.0}/s, bare sqlx \
-                 loop of the store's upsert {:.0}/s ({:.2}x), the same upsert through rusqlite on \
-                 the calling thread {:.0}/s ({:.2}x){}",
-                floor.store,
-                floor.sqlx,
-                floor.store / floor.sqlx,
-                floor.caller_thread,
-                floor.store / floor.caller_thread,
-                floor.peer.map_or_else(String::new, |peer| format!(
-                    ", SqliteSaver put {peer:.0}/s (store {:.2}x, bare sqlx {:.2}x, caller thread {:.2}x)",
-                    floor.store / peer,
-                    floor.sqlx / peer,
-                    floor.caller_thread / peer
-                )),
-            );
+            SQLITE_FLOOR.print_round(round, &floor);
             sqlite_floors.push(floor);
             sides[sqlite].record(ours, lg);
         }
@@ -248,22 +233,7 @@ pub fn peer_main() {
                 .unwrap_or_else(|err| panic!("the bare redb loops: {err}"));
             drop(peer_chunks);
             drop(store);
-            println!(
-                "round {round}: redb floor, alternated in chunks: store put {:.0}/s, bare loop of the \
-                 store's two tables (record, order key) per durable commit {:.0}/s ({:.2}x), bare loop \
-                 of one insert per durable commit {:.0}/s ({:.2}x){}",
-                floor.store,
-                floor.two_tables,
-                floor.store / floor.two_tables,
-                floor.one_table,
-                floor.store / floor.one_table,
-                floor.peer.map_or_else(String::new, |peer| format!(
-                    ", SqliteSaver put {peer:.0}/s (store {:.2}x, bare two-table {:.2}x, bare one-table {:.2}x)",
-                    floor.store / peer,
-                    floor.two_tables / peer,
-                    floor.one_table / peer
-                )),
-            );
+            REDB_FLOOR.print_round(round, &floor);
             redb_floors.push(floor);
             sides[redb].record(ours, lg);
         }
@@ -296,50 +266,115 @@ pub fn peer_main() {
         side.report(&mut table);
     }
     #[cfg(feature = "sqlite")]
-    if !sqlite_floors.is_empty() {
-        table.note(format!(
-            "sqlite put floor (chunks alternated): store put / bare sqlx loop {:.2}x, / caller-thread rusqlite loop {:.2}x (medians of {} rounds)",
-            median(sqlite_floors.iter().map(|f| f.store / f.sqlx)),
-            median(sqlite_floors.iter().map(|f| f.store / f.caller_thread)),
-            sqlite_floors.len()
-        ));
-        let against_peer: Vec<_> = sqlite_floors
-            .iter()
-            .filter_map(|f| f.peer.map(|peer| (f, peer)))
-            .collect();
-        if !against_peer.is_empty() {
-            table.note(format!(
-                "sqlite put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, bare sqlx loop {:.2}x, caller-thread rusqlite loop {:.2}x (medians)",
-                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
-                median(against_peer.iter().map(|(f, peer)| f.sqlx / peer)),
-                median(against_peer.iter().map(|(f, peer)| f.caller_thread / peer)),
-            ));
-        }
-    }
+    SQLITE_FLOOR.notes(&mut table, &sqlite_floors);
     #[cfg(feature = "redb")]
-    if !redb_floors.is_empty() {
-        table.note(format!(
-            "redb floor (chunks alternated): store put / bare two-table loop {:.2}x, / bare one-table loop {:.2}x (medians of {} rounds)",
-            median(redb_floors.iter().map(|f| f.store / f.two_tables)),
-            median(redb_floors.iter().map(|f| f.store / f.one_table)),
-            redb_floors.len()
-        ));
-        let against_peer: Vec<_> = redb_floors
-            .iter()
-            .filter_map(|f| f.peer.map(|peer| (f, peer)))
-            .collect();
-        if !against_peer.is_empty() {
-            table.note(format!(
-                "redb put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, bare two-table loop {:.2}x, bare one-table loop {:.2}x (medians)",
-                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
-                median(against_peer.iter().map(|(f, peer)| f.two_tables / peer)),
-                median(against_peer.iter().map(|(f, peer)| f.one_table / peer)),
-            ));
-        }
-    }
+    REDB_FLOOR.notes(&mut table, &redb_floors);
     table.note("ratios are medians of per-round ratios; in each round every backend runs right after a peer run of its own");
     table.note("latest p50: the peer's p50 over runstore's, so above 1.00x runstore is faster");
     table.print();
+}
+
+/// How a backend's put floors ([`crate::checkpoints::puts_alternated`])
+/// are named in the peer bench's output.
+#[cfg(any(feature = "sqlite", feature = "redb"))]
+struct FloorNames {
+    /// Starts the round line and the first note.
+    title: &'static str,
+    /// Each bare loop, in order: in the round line, beside the peer's put,
+    /// and in the notes.
+    bare: [(&'static str, &'static str, &'static str); 2],
+}
+
+#[cfg(feature = "sqlite")]
+const SQLITE_FLOOR: FloorNames = FloorNames {
+    title: "sqlite put floor",
+    bare: [
+        (
+            "bare sqlx loop of the store's upsert",
+            "bare sqlx",
+            "bare sqlx loop",
+        ),
+        (
+            "the same upsert through rusqlite on the calling thread",
+            "caller thread",
+            "caller-thread rusqlite loop",
+        ),
+    ],
+};
+
+#[cfg(feature = "redb")]
+const REDB_FLOOR: FloorNames = FloorNames {
+    title: "redb floor",
+    bare: [
+        (
+            "bare loop of the store's two tables (record, order key) per durable commit",
+            "bare two-table",
+            "bare two-table loop",
+        ),
+        (
+            "bare loop of one insert per durable commit",
+            "bare one-table",
+            "bare one-table loop",
+        ),
+    ],
+};
+
+#[cfg(any(feature = "sqlite", feature = "redb"))]
+impl FloorNames {
+    /// The round's line: each side's puts/s, the store over each bare
+    /// loop, and each side over the peer when it ran.
+    fn print_round(&self, round: u64, floor: &crate::checkpoints::PutsAlternated) {
+        let mut line = format!(
+            "round {round}: {}, alternated in chunks: store put {:.0}/s",
+            self.title, floor.store
+        );
+        for ((long, _, _), rate) in self.bare.iter().zip(&floor.bare) {
+            line.push_str(&format!(
+                ", {long} {rate:.0}/s ({:.2}x)",
+                floor.store / rate
+            ));
+        }
+        if let Some(peer) = floor.peer {
+            line.push_str(&format!(
+                ", SqliteSaver put {peer:.0}/s (store {:.2}x",
+                floor.store / peer
+            ));
+            for ((_, short, _), rate) in self.bare.iter().zip(&floor.bare) {
+                line.push_str(&format!(", {short} {:.2}x", rate / peer));
+            }
+            line.push(')');
+        }
+        println!("{line}");
+    }
+
+    /// The table's notes: medians over the rounds of the store over each
+    /// bare loop, and of every side over the peer.
+    fn notes(&self, table: &mut RatioTable, floors: &[crate::checkpoints::PutsAlternated]) {
+        if floors.is_empty() {
+            return;
+        }
+        let [(_, _, first), (_, _, second)] = self.bare;
+        table.note(format!(
+            "{} (chunks alternated): store put / {first} {:.2}x, / {second} {:.2}x (medians of {} rounds)",
+            self.title,
+            median(floors.iter().map(|f| f.store / f.bare[0])),
+            median(floors.iter().map(|f| f.store / f.bare[1])),
+            floors.len()
+        ));
+        let against_peer: Vec<_> = floors
+            .iter()
+            .filter_map(|f| f.peer.map(|peer| (f, peer)))
+            .collect();
+        if !against_peer.is_empty() {
+            let backend = self.title.split(' ').next().unwrap_or(self.title);
+            table.note(format!(
+                "{backend} put alternated in chunks with SqliteSaver's (target >= 1.2x): store {:.2}x, {first} {:.2}x, {second} {:.2}x (medians)",
+                median(against_peer.iter().map(|(f, peer)| f.store / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.bare[0] / peer)),
+                median(against_peer.iter().map(|(f, peer)| f.bare[1] / peer)),
+            ));
+        }
+    }
 }
 
 /// One backend's rounds and the peer's of the same rounds.
