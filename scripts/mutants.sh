@@ -22,7 +22,9 @@
 # ARGS go to cargo-mutants (`--list`, `--re REGEX`, `--shard K/N`,
 # `--in-diff FILE`, ...). Outcome files land in
 # ${RUNSTORE_MUTANTS_OUT:-target/mutants}/<scope>/mutants.out (caught.txt,
-# missed.txt, timeout.txt, unviable.txt, outcomes.json).
+# missed.txt, timeout.txt, unviable.txt, outcomes.json). A mutant's tests
+# are stopped after RUNSTORE_MUTANTS_TIMEOUT seconds (default 300) and the
+# mutant counted as a timeout.
 #
 # --changed-since REV runs, for each scope whose files changed between REV
 # and HEAD, only the mutants on the changed lines (`--in-diff`). It stops
@@ -146,7 +148,7 @@ run_scope() {
     fi
     mkdir -p "$out_root/$scope"
     (cd "$tree" && "${prefix[@]}" cargo mutants -p "runstore-$scope" "${file_args[@]}" \
-        --output "$out_root/$scope" --in-place --timeout 300 "$@" -- "${test_args[@]}")
+        --output "$out_root/$scope" --in-place --timeout "${RUNSTORE_MUTANTS_TIMEOUT:-300}" "$@" -- "${test_args[@]}")
 }
 
 # The property test's case count: 64 keeps one core mutant's run near ten

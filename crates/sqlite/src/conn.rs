@@ -90,8 +90,8 @@ pub(crate) async fn connect(
     }
 }
 
-/// The pause before retry `attempt` (from 1) after SQLITE_BUSY: doubling
-/// from 1 ms, at most 50 ms.
+/// The pause before retry `attempt` (from 1) after SQLITE_BUSY: 2 ms,
+/// doubling, at most 50 ms.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((1u64 << attempt.min(6)).min(50))
 }
@@ -196,15 +196,58 @@ mod tests {
         assert!(denied.is_err(), "reader connections cannot write");
     }
 
-    #[tokio::test]
-    async fn reads_one_after_another_reuse_one_connection() {
+    /// `count` reader slots over a database the writer has just created.
+    async fn readers_of_a_new_database(count: usize) -> (tempfile::TempDir, Readers) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("db.sqlite");
         let path: Arc<str> = Arc::from("test");
         let timeout = Duration::from_secs(5);
         let options = writer_options(&file, Durability::Durable, timeout);
         drop(connect(&path, &options, timeout).await.unwrap());
-        let readers = Readers::new(path, &file, 4, timeout);
+        let readers = Readers::new(path, &file, count, timeout);
+        (dir, readers)
+    }
+
+    #[test]
+    fn the_busy_backoff_doubles_from_2_ms_up_to_50_ms() {
+        let pauses: Vec<Duration> = (1..=8).map(backoff).collect();
+        let expected = [2, 4, 8, 16, 32, 50, 50, 50].map(Duration::from_millis);
+        assert_eq!(pauses, expected);
+        assert_eq!(backoff(u32::MAX), Duration::from_millis(50));
+    }
+
+    // More concurrent reads than connections: each waits in turn on one of
+    // the connections and every read is answered.
+    #[tokio::test]
+    async fn reads_beyond_the_connections_wait_for_one() {
+        let (_dir, readers) = readers_of_a_new_database(2).await;
+        let readers: &'static Readers = Box::leak(Box::new(readers));
+        let held = (readers.get().await.unwrap(), readers.get().await.unwrap());
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut reader = readers.get().await.unwrap();
+                    let row = sqlx::query("SELECT 1")
+                        .fetch_one(reader.conn())
+                        .await
+                        .unwrap();
+                    row.get::<i64, _>(0)
+                })
+            })
+            .collect();
+        // On this current-thread runtime the waiting reads run while this
+        // task sleeps: each finds both connections taken and waits.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(readers.next.load(Ordering::Relaxed), 8);
+        drop(held);
+        for read in waiting {
+            assert_eq!(read.await.unwrap(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_one_after_another_reuse_one_connection() {
+        let (_dir, readers) = readers_of_a_new_database(4).await;
         for _ in 0..3 {
             let mut reader = readers.get().await.unwrap();
             sqlx::query("SELECT 1")

@@ -247,3 +247,72 @@ fn lone_puts_commit_on_the_callers_thread_only_on_a_multi_threaded_runtime() {
         .unwrap();
     assert_eq!(lone_puts(&current), 0);
 }
+
+/// Opening a database whose file another connection holds exclusively (as
+/// another process in the middle of a rollback-journal write would) waits
+/// out the busy timeout, then fails with the busy error, which names the
+/// open and is retryable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_gives_up_after_the_busy_timeout_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker
+        .execute_batch(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t (x); \
+             BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+    let timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    let opened = tokio::time::timeout(
+        Duration::from_secs(30),
+        SqliteStore::open_with(&path, SqliteOptions::default().with_busy_timeout(timeout)),
+    )
+    .await
+    .expect("the open gives up after its busy timeout, not never");
+    let waited = started.elapsed();
+    let Err(err) = opened else {
+        panic!("opened a database another connection holds exclusively");
+    };
+    let message = err.to_string();
+    assert!(err.is_retryable(), "{message}");
+    assert!(
+        message.contains("open a connection")
+            && message.contains("SQLITE_BUSY")
+            && message.contains("gave up"),
+        "the error names the open and the lock: {message}"
+    );
+    assert!(waited >= timeout, "gave up after {waited:?}");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    SqliteStore::open(&path).await.unwrap();
+}
+
+/// A file that is not a database fails the open with SQLite's own error:
+/// only SQLITE_BUSY is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_file_that_is_not_a_database_fails_without_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    // A busy timeout longer than the test waits: a retry of this error
+    // would outlast it.
+    let options = SqliteOptions::default().with_busy_timeout(Duration::from_secs(120));
+    let opened = tokio::time::timeout(
+        Duration::from_secs(30),
+        SqliteStore::open_with(&path, options),
+    )
+    .await
+    .expect("the open fails, it does not retry");
+    let Err(err) = opened else {
+        panic!("opened a file that is not a database");
+    };
+    let message = err.to_string();
+    assert!(!err.is_retryable(), "{message}");
+    assert!(
+        message.contains("not a database") && !message.contains("SQLITE_BUSY"),
+        "the error is SQLite's own: {message}"
+    );
+}
