@@ -245,4 +245,53 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 1, "the close synced once");
         assert_eq!(closes.load(Ordering::SeqCst), 1, "the close was passed on");
     }
+
+    /// The lock methods are the wrapped file backend's: what the wrapper
+    /// takes, another descriptor of the file (as another process) sees.
+    #[test]
+    fn locks_are_the_wrapped_backends() {
+        use std::ops::Bound::Included;
+
+        use redb::backends::FileBackend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks");
+        let descriptor = || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            FileBackend::new(file).unwrap()
+        };
+        let ours = UnsyncedBackend::new(descriptor());
+        let peer = descriptor();
+
+        let b100 = Included(100);
+        assert!(ours.try_lock_range(b100, b100).unwrap());
+        assert!(!peer.try_lock_range(b100, b100).unwrap());
+        ours.unlock_range(b100, b100).unwrap();
+        assert!(peer.try_lock_range(b100, b100).unwrap());
+        assert!(ours.query_lock_range(b100, b100).unwrap());
+        assert!(!ours.try_lock_shared_range(b100, b100).unwrap());
+        peer.unlock_range(b100, b100).unwrap();
+        assert!(!ours.query_lock_range(b100, b100).unwrap());
+
+        let (b101, b102, b103) = (Included(101), Included(102), Included(103));
+        assert!(ours.try_lock_shared_range(b101, b101).unwrap());
+        assert!(!peer.try_lock_range(b101, b101).unwrap());
+        ours.lock_range(b102, b102).unwrap();
+        assert!(!peer.try_lock_shared_range(b102, b102).unwrap());
+        ours.lock_shared_range(b103, b103).unwrap();
+        assert!(!peer.try_lock_range(b103, b103).unwrap());
+        assert!(peer.try_lock_shared_range(b103, b103).unwrap());
+
+        let debug = format!("{ours:?}");
+        assert!(
+            debug.starts_with("UnsyncedBackend") && debug.contains("inner: FileBackend"),
+            "{debug}"
+        );
+    }
 }
