@@ -294,4 +294,41 @@ mod tests {
             "{debug}"
         );
     }
+
+    /// A file that looks like an unfinished creation is left alone while
+    /// another handle holds one of redb's lock bytes on it, and emptied
+    /// otherwise.
+    #[test]
+    fn an_unfinished_creation_another_handle_holds_is_left_alone() {
+        use std::ops::Bound::Included;
+
+        use redb::backends::FileBackend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creating");
+        std::fs::write(&path, vec![0u8; 3 * 4096]).unwrap();
+        let descriptor = || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            FileBackend::new(file).unwrap()
+        };
+        let ours = descriptor();
+        let creator = descriptor();
+        // A lock outside redb's lock bytes is not a creation in progress.
+        let foreign = Included(100);
+        assert!(creator.try_lock_range(foreign, foreign).unwrap());
+        assert!(discard_unfinished_create(&ours).unwrap());
+        creator.unlock_range(foreign, foreign).unwrap();
+        ours.set_len(3 * 4096).unwrap();
+        let held = Included((1 << 62) + 10);
+        assert!(creator.try_lock_shared_range(held, held).unwrap());
+        assert!(!discard_unfinished_create(&ours).unwrap());
+        assert_eq!(ours.len().unwrap(), 3 * 4096, "left alone");
+        creator.unlock_range(held, held).unwrap();
+        assert!(discard_unfinished_create(&ours).unwrap());
+        assert_eq!(ours.len().unwrap(), 0, "emptied");
+    }
 }
