@@ -237,6 +237,8 @@ struct Inner {
     inline: InlineReaders,
     /// Lone snapshot puts the writer committed on the caller's thread.
     caller_puts: Arc<AtomicU64>,
+    /// Event and feed reads answered from one aggregated row.
+    aggregated_reads: AtomicU64,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
     /// [`schema::aggregated_read`] of [`schema::READ_FEED`].
@@ -361,6 +363,7 @@ impl SqliteStore {
                 readers,
                 inline: InlineReaders::new(&file),
                 caller_puts,
+                aggregated_reads: AtomicU64::new(0),
                 read_sql: schema::READ_WINDOWS.map(|window| schema::aggregated_read(window, "seq")),
                 feed_sql: schema::aggregated_read(schema::READ_FEED, "feed_pos"),
                 signal,
@@ -397,6 +400,21 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn caller_thread_puts(&self) -> u64 {
         self.inner.caller_puts.load(Ordering::Relaxed)
+    }
+
+    /// How many event and feed reads this handle answered from one
+    /// aggregated row (see `docs/backends/sqlite.md`, "Reads"); the others
+    /// were read row by row.
+    ///
+    /// For tests of which path a read took; not part of the supported API.
+    #[doc(hidden)]
+    pub fn aggregated_reads(&self) -> u64 {
+        self.inner.aggregated_reads.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read answered from one aggregated row.
+    fn aggregated_read(&self) {
+        self.inner.aggregated_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     fn readers(&self) -> &Readers {

@@ -89,6 +89,7 @@ impl EventLog for SqliteStore {
                 .await
                 .ok();
             if let Some(mut records) = row.and_then(|row| parse_window(&row, query.tail)) {
+                self.aggregated_read();
                 if query.tail {
                     records.reverse();
                 }
@@ -277,6 +278,7 @@ impl EventLog for SqliteStore {
                 .await
                 .ok();
             if let Some(records) = row.and_then(|row| parse_feed_window(&row)) {
+                self.aggregated_read();
                 return Ok(records);
             }
         }

@@ -169,6 +169,19 @@ async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
     assert!(again.snapshot_streams().await.unwrap().is_empty());
 }
 
+/// A new store at `path` whose run `r` holds four events, seqs 1 to 4.
+async fn four_events(path: &std::path::Path) -> (SqliteStore, Tenant, RunId) {
+    let store = SqliteStore::open(path).await.unwrap();
+    let tenant = Tenant::new("org", "ws", None).unwrap();
+    for id in ["a", "b", "c", "d"] {
+        store
+            .append(&tenant, &event(&tenant, "r", id, 1))
+            .await
+            .unwrap();
+    }
+    (store, tenant, RunId::new("r").unwrap())
+}
+
 // A read fetches its window as one aggregated row; a record in it that does
 // not parse, or says another seq than its row, makes the read `Corrupt`
 // naming that seq, whether it is read as a window or alone (CONTRACT §18).
@@ -176,15 +189,7 @@ async fn the_database_is_in_wal_mode_with_the_migration_recorded() {
 async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
-    let store = SqliteStore::open(&path).await.unwrap();
-    let tenant = Tenant::new("org", "ws", None).unwrap();
-    let run = RunId::new("r").unwrap();
-    for id in ["a", "b", "c", "d"] {
-        store
-            .append(&tenant, &event(&tenant, "r", id, 1))
-            .await
-            .unwrap();
-    }
+    let (store, tenant, run) = four_events(&path).await;
     let mut conn = raw(&path).await;
     for (damage, seq) in [
         ("'{\"not\": json'", 2),
@@ -229,6 +234,44 @@ async fn a_damaged_record_makes_reads_corrupt_naming_its_seq() {
         .await
         .unwrap();
     assert_eq!(all.len(), 4);
+}
+
+// A read of at most 4,096 records, and a feed read, fetches its window as
+// one aggregated row whose seqs run in the window's order; an unbounded or
+// larger read goes row by row. Both answer the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_reads_come_from_one_aggregated_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, tenant, run) = four_events(&dir.path().join("db.sqlite")).await;
+    let seqs = |records: Vec<runstore_core::EventRecord>| -> Vec<u64> {
+        records.iter().map(|record| record.seq).collect()
+    };
+    for (query, expected, aggregated) in [
+        (ReadQuery::tail(10), vec![1, 2, 3, 4], true),
+        (ReadQuery::tail(2).before(4), vec![2, 3], true),
+        (ReadQuery::all().after(1).limit(2), vec![2, 3], true),
+        (ReadQuery::all().limit(3).before(4), vec![1, 2, 3], true),
+        (ReadQuery::all().limit(4_096), vec![1, 2, 3, 4], true),
+        (ReadQuery::all().limit(4_097), vec![1, 2, 3, 4], false),
+        (ReadQuery::all(), vec![1, 2, 3, 4], false),
+    ] {
+        let before = store.aggregated_reads();
+        let read = store.read(&tenant, &run, query).await.unwrap();
+        assert_eq!(seqs(read), expected, "{query:?}");
+        assert_eq!(
+            store.aggregated_reads() - before,
+            u64::from(aggregated),
+            "{query:?} aggregated: {aggregated}"
+        );
+    }
+    let before = store.aggregated_reads();
+    let feed = store
+        .read_feed(&tenant, runstore_core::FeedPosition::START, 10)
+        .await
+        .unwrap();
+    let positions: Vec<u64> = feed.iter().map(|entry| entry.position.parts().1).collect();
+    assert_eq!(positions, [1, 2, 3, 4]);
+    assert_eq!(store.aggregated_reads() - before, 1, "the feed read");
 }
 
 /// A compacted stream of 100 events plus one live one, compacted by a
