@@ -331,4 +331,24 @@ mod tests {
         assert!(discard_unfinished_create(&ours).unwrap());
         assert_eq!(ours.len().unwrap(), 0, "emptied");
     }
+
+    /// Every byte after the header page is looked at, also past the first
+    /// chunk the check reads.
+    #[test]
+    fn a_byte_set_anywhere_after_the_header_page_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-creation");
+        let len = 4096 + 3 * 64 * 1024;
+        let mut image = vec![0u8; len];
+        image[len - 1] = 1;
+        std::fs::write(&path, &image).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let backend = redb::backends::FileBackend::new(file).unwrap();
+        assert!(!discard_unfinished_create(&backend).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), image, "left alone");
+    }
 }
