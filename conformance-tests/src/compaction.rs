@@ -2,7 +2,7 @@
 
 use runstore_core::{
     EventLog, EventLogExt, MemoryStore, ReadQuery, SnapshotStore, Storage,
-    raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_payload},
+    raw::compaction::{COMPACTION_EVENT_TYPE, COMPACTION_SOURCE, marker_event_id, marker_payload},
     validate::MAX_TIMESTAMP_MS,
 };
 
@@ -252,29 +252,59 @@ pub async fn compaction_keeps_streams_and_tenants_independent(h: &Harness) {
 
 async fn marker_scenario(store: &dyn Storage) -> Vec<Vec<u8>> {
     let t = runstore_core::Tenant::new("org", "ws", Some("dep".into())).expect("tenant");
-    let r = run("run-m");
     for n in 1..=5u64 {
         let mut e = event(&t, "run-m", &format!("m{n}"), n * 10);
         e.scope.tenant_context.actor_id = Some(format!("actor-{n}"));
         store.append(&t, &e).await.expect("append");
     }
+    // An older store's stream compacted through seq 2 whose marker carries
+    // the id this store derives for a marker through seq 4: the next pass
+    // replaces that marker, so its id is free for the new one.
+    let older = MemoryStore::new();
+    for (at, id) in [(10, "c1"), (20, "c2")] {
+        older
+            .append(&t, &event(&t, "run-c", id, at))
+            .await
+            .expect("append");
+    }
+    removed(older.compact(25, 50).await.expect("compact"));
+    let mut clash = older
+        .read(&t, &run("run-c"), ReadQuery::all())
+        .await
+        .expect("read");
+    clash[0].event_id = marker_event_id(&t, &run("run-c"), 4);
+    for (at, seq) in [(60, 3), (70, 4)] {
+        let mut e = event(&t, "run-c", &format!("c{seq}"), at);
+        e.seq = seq;
+        clash.push(e);
+    }
+    store
+        .import_stream(&t, &run("run-c"), &clash)
+        .await
+        .expect("import");
     removed(store.compact(25, 50).await.expect("compact"));
     store
         .append(&t, &event(&t, "run-m", "m6", 60))
         .await
         .expect("append");
     removed(store.compact(25, 100).await.expect("compact"));
-    store
-        .read(&t, &r, ReadQuery::all())
-        .await
-        .expect("read")
-        .iter()
-        .map(|record| serde_json::to_vec(record).expect("serialize"))
-        .collect()
+    let mut records = Vec::new();
+    for r in ["run-m", "run-c"] {
+        records.extend(
+            store
+                .read(&t, &run(r), ReadQuery::all())
+                .await
+                .expect("read")
+                .iter()
+                .map(|record| serde_json::to_vec(record).expect("serialize")),
+        );
+    }
+    records
 }
 
 /// CONTRACT §9: every backend writes byte-for-byte the same marker as the
-/// model for the same history.
+/// model for the same history, also where the marker it replaces holds the
+/// id it derives.
 pub async fn compaction_markers_match_the_model_byte_for_byte(h: &Harness) {
     let instance = h.fresh().await;
     let got = marker_scenario(instance.store().as_ref()).await;

@@ -200,10 +200,11 @@ fn import(
     }
     tables.heads.insert(stream, new_last)?;
     positions.finish(tables)?;
-    // A deleted run imported (or imported onto a deleted run) stays a
-    // deleted run: `list_runs` leaves it out as the source store did.
-    let was_erased = last == 0 || erased_at(&*erased, stream)? == Some(last);
-    if was_erased && missing.iter().all(remembers_nothing) {
+    // A deleted run imported stays a deleted run: `list_runs` leaves it out
+    // as the source store did. Only an empty stream can take one (a marker
+    // imports into an empty stream only, `plan_import`); what an import
+    // adds to a deleted run is events, which bring it back.
+    if last == 0 && missing.iter().all(remembers_nothing) {
         erased.insert(stream, new_last)?;
     }
     Ok(missing.len())
@@ -215,15 +216,6 @@ fn import(
 fn remembers_nothing(record: &EventRecord) -> bool {
     record.is_compaction_marker()
         && marker_payload(record).is_ok_and(|payload| payload.compacted_event_ids.is_empty())
-}
-
-/// The last seq `stream` had when it was last deleted, if ever (see
-/// [`ERASED`]).
-fn erased_at(
-    erased: &impl ReadableTable<&'static [u8], u64>,
-    stream: &[u8],
-) -> Result<Option<u64>, StorageError> {
-    Ok(erased.get(stream)?.map(|guard| guard.value()))
 }
 
 /// Deletes `tenant`'s `run_id` (CONTRACT §27, `raw::erasure`) in the
