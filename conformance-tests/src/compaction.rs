@@ -283,12 +283,23 @@ async fn marker_scenario(store: &dyn Storage) -> Vec<Vec<u8>> {
         .await
         .expect("import");
     removed(store.compact(25, 50).await.expect("compact"));
+    let first_marker = store
+        .read(&t, &run("run-m"), ReadQuery::all())
+        .await
+        .expect("read")[0]
+        .event_id
+        .clone();
     store
         .append(&t, &event(&t, "run-m", "m6", 60))
         .await
         .expect("append");
     removed(store.compact(25, 100).await.expect("compact"));
-    let mut records = Vec::new();
+    // The replaced marker's id went with it.
+    let replaced = store
+        .seq_of(&t, &run("run-m"), &first_marker)
+        .await
+        .expect("seq_of");
+    let mut records = vec![format!("seq_of the replaced marker's id: {replaced:?}").into_bytes()];
     for r in ["run-m", "run-c"] {
         records.extend(
             store

@@ -316,3 +316,33 @@ async fn opening_a_file_that_is_not_a_database_fails_without_a_retry() {
         "the error is SQLite's own: {message}"
     );
 }
+
+/// A deletion that meets the lock past the busy timeout fails with the busy
+/// error naming what it was deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_gives_up_after_the_busy_timeout_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let options = SqliteOptions::default().with_busy_timeout(Duration::from_millis(200));
+    let store = SqliteStore::open_with(&path, options).await.unwrap();
+    store.append(&Tenant::local(), &event("a")).await.unwrap();
+    let mut locker = hold_write_lock(&path).await;
+    let run = RunId::new("run").unwrap();
+    let run_err = store.delete_run(&Tenant::local(), &run).await.unwrap_err();
+    let snapshots_err = store
+        .delete_snapshots(&Tenant::local(), &run)
+        .await
+        .unwrap_err();
+    for (err, action) in [
+        (run_err, ": delete a run: "),
+        (snapshots_err, ": delete a run's snapshots: "),
+    ] {
+        let message = err.to_string();
+        assert!(
+            err.is_retryable() && message.contains(action) && message.contains("SQLITE_BUSY"),
+            "{message}"
+        );
+    }
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    locker.close().await.unwrap();
+}
