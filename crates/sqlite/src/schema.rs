@@ -537,6 +537,15 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_prefix_ends_at_its_last_byte_raised_by_one() {
+        assert_eq!(prefix_end("ab"), "ac");
+        assert_eq!(
+            prefix_end(runstore_core::raw::compaction::COMPACTION_ID_PREFIX),
+            "stateful-compaction."
+        );
+    }
+
     /// An in-memory database with the schema.
     async fn migrated() -> sqlx::SqliteConnection {
         let mut conn = SqliteConnectOptions::new()
