@@ -12,7 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt as _;
@@ -710,7 +710,22 @@ pub async fn feed_never_skips_a_late_commit(h: &Harness) {
         handles.push(instance.store().clone());
         false
     };
-    if !slowed {
+    if slowed {
+        // The hook does slow commits: a lone append through the slowed
+        // handle (the last) waits at least the delay. Another tenant's, so
+        // that the feed below stays the writers' own.
+        let other = tenant(2);
+        let started = Instant::now();
+        handles[handles.len() - 1]
+            .append(&other, &event(&other, "slowed", "slowed-1", 1))
+            .await
+            .expect("append");
+        assert!(
+            started.elapsed() >= delay,
+            "a commit through the slowed handle took {:?}, less than its delay",
+            started.elapsed()
+        );
+    } else {
         h.not_applicable(
             CASE,
             "no slowed-commit hook: the writers run at full speed, unslowed",

@@ -317,15 +317,18 @@ async fn opening_a_file_that_is_not_a_database_fails_without_a_retry() {
     );
 }
 
-/// A deletion that meets the lock past the busy timeout fails with the busy
-/// error naming what it was deleting.
+/// A deletion or a maintenance pass that meets the lock past the busy
+/// timeout fails with the busy error naming what it was doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deletion_gives_up_after_the_busy_timeout_naming_it() {
+async fn deletions_and_maintenance_give_up_after_the_busy_timeout_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
     let options = SqliteOptions::default().with_busy_timeout(Duration::from_millis(200));
     let store = SqliteStore::open_with(&path, options).await.unwrap();
     store.append(&Tenant::local(), &event("a")).await.unwrap();
+    for id in ["s1", "s2"] {
+        store.put(&Tenant::local(), &snapshot(id)).await.unwrap();
+    }
     let mut locker = hold_write_lock(&path).await;
     let run = RunId::new("run").unwrap();
     let run_err = store.delete_run(&Tenant::local(), &run).await.unwrap_err();
@@ -333,9 +336,13 @@ async fn a_deletion_gives_up_after_the_busy_timeout_naming_it() {
         .delete_snapshots(&Tenant::local(), &run)
         .await
         .unwrap_err();
+    let compact_err = store.compact(1, 1_000).await.unwrap_err();
+    let prune_err = store.prune(1, 0, 1_000).await.unwrap_err();
     for (err, action) in [
         (run_err, ": delete a run: "),
         (snapshots_err, ": delete a run's snapshots: "),
+        (compact_err, ": compact: "),
+        (prune_err, ": prune snapshots: "),
     ] {
         let message = err.to_string();
         assert!(
