@@ -239,6 +239,8 @@ struct Inner {
     caller_puts: Arc<AtomicU64>,
     /// Event and feed reads answered from one aggregated row.
     aggregated_reads: AtomicU64,
+    /// Append groups the writer wrote on the guarded path.
+    guarded_groups: Arc<AtomicU64>,
     /// [`schema::aggregated_read`] of each of [`schema::READ_WINDOWS`].
     read_sql: [String; 4],
     /// [`schema::aggregated_read`] of [`schema::READ_FEED`].
@@ -335,6 +337,7 @@ impl SqliteStore {
             );
         }
         let caller_puts = Arc::new(AtomicU64::new(0));
+        let guarded_groups = Arc::new(AtomicU64::new(0));
         let signal = FeedSignal::new();
         let feed = FeedHooks {
             signal: signal.clone(),
@@ -351,6 +354,7 @@ impl SqliteStore {
                     durability: options.durability,
                     written: Arc::clone(&caller_puts),
                 },
+                Arc::clone(&guarded_groups),
             ),
             writer_options,
         );
@@ -364,6 +368,7 @@ impl SqliteStore {
                 inline: InlineReaders::new(&file),
                 caller_puts,
                 aggregated_reads: AtomicU64::new(0),
+                guarded_groups,
                 read_sql: schema::READ_WINDOWS.map(|window| schema::aggregated_read(window, "seq")),
                 feed_sql: schema::aggregated_read(schema::READ_FEED, "feed_pos"),
                 signal,
@@ -410,6 +415,17 @@ impl SqliteStore {
     #[doc(hidden)]
     pub fn aggregated_reads(&self) -> u64 {
         self.inner.aggregated_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many append groups this handle's writer wrote on the guarded
+    /// path (see `docs/backends/sqlite.md`, "The guarded path"); the others
+    /// took the general one.
+    ///
+    /// For tests of which path an append took; not part of the supported
+    /// API.
+    #[doc(hidden)]
+    pub fn guarded_appends(&self) -> u64 {
+        self.inner.guarded_groups.load(Ordering::Relaxed)
     }
 
     /// Counts a read answered from one aggregated row.

@@ -109,6 +109,43 @@ async fn appends_of_another_handle_are_not_overwritten_or_skipped() {
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
 }
 
+// An append to a stream whose last seq the writer remembers from its own
+// last commit there takes the guarded path; the first append to a stream
+// does not. Appends alternating between two streams keep both remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_a_remembered_stream_take_the_guarded_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let t = tenant();
+    let other = runstore_core::RunId::new("run-2").unwrap();
+    let on_other = |id: &str| {
+        let mut record = event(id, 1);
+        record.run_id = other.clone();
+        record
+    };
+    let steps = [
+        (event("a1", 1), 0, 1),
+        (event("a2", 1), 1, 2),
+        (on_other("o1"), 1, 1),
+        (event("a3", 1), 2, 3),
+        (on_other("o2"), 3, 2),
+        (event("a4", 1), 4, 4),
+    ];
+    for (record, guarded, seq) in steps {
+        let outcome = store.append(&t, &record).await.unwrap();
+        assert_eq!(outcome.seq, seq, "{}", record.event_id.as_str());
+        assert_eq!(
+            store.guarded_appends(),
+            guarded,
+            "after {}",
+            record.event_id.as_str()
+        );
+    }
+    assert_eq!(store.next_seq(&t, &other).await.unwrap(), 3);
+}
+
 // After another handle compacted the stream, the stream's last seq is what
 // this handle remembers, but the pruned ids live on only in the marker: an
 // append of one of them is a duplicate, not a new event.

@@ -8,7 +8,11 @@
 //! statement if the stream moved on. What the path cannot answer goes
 //! back, unwritten, to the general path ([`super::general`]).
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use sqlx::sqlite::SqliteQueryResult;
 
@@ -143,6 +147,7 @@ impl Writer {
             return Some(group);
         }
         self.records_committed();
+        self.guarded_groups.fetch_add(1, Ordering::Relaxed);
         self.remember(stream, state.last_seq);
         for (job, outcomes) in group.into_iter().zip(outcomes) {
             if let Job::Append(job) = job {

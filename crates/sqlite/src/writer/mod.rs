@@ -59,7 +59,11 @@ mod retry;
 mod rows;
 mod state;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use runstore_core::{
     AppendOutcome, Error, EventRecord, FeedSignal, MaintenanceReport, RunId, SnapshotId, StreamKey,
@@ -238,6 +242,9 @@ pub(crate) struct Writer {
     /// hint for the guarded path only: another process may have appended
     /// since, which the guard detects.
     last_seqs: HashMap<StreamKey, u64>,
+    /// Groups the guarded path wrote, shared with the store handle (for
+    /// tests: which path a group took is not otherwise visible).
+    guarded_groups: Arc<AtomicU64>,
 }
 
 /// Waits the test hook's commit delay, if any: called after a transaction
@@ -257,6 +264,7 @@ impl Writer {
         busy_timeout: Duration,
         feed: FeedHooks,
         caller: CallerPuts,
+        guarded_groups: Arc<AtomicU64>,
     ) -> Self {
         Self {
             caller: CallerConn::new(caller),
@@ -270,6 +278,7 @@ impl Writer {
                 .collect(),
             last_seqs: HashMap::new(),
             feed,
+            guarded_groups,
         }
     }
 

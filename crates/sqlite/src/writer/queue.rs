@@ -12,7 +12,7 @@
 use std::{
     collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64},
     task::Poll,
     time::Duration,
 };
@@ -63,6 +63,9 @@ pub(crate) struct WriteQueue {
     feed: FeedHooks,
     /// The writer's caller-thread puts, for a writer that connects anew.
     caller: CallerPuts,
+    /// The writer's count of guarded groups, for a writer that connects
+    /// anew.
+    guarded_groups: Arc<AtomicU64>,
     /// The thread that runs leaders their callers stopped driving; started
     /// on first need.
     driver: Mutex<Option<Driver>>,
@@ -119,6 +122,7 @@ impl WriteQueue {
             busy_timeout: writer.busy_timeout,
             feed: writer.feed.clone(),
             caller: writer.caller.config().clone(),
+            guarded_groups: Arc::clone(&writer.guarded_groups),
             options,
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -189,6 +193,7 @@ impl WriteQueue {
                     self.busy_timeout,
                     self.feed.clone(),
                     self.caller.clone(),
+                    Arc::clone(&self.guarded_groups),
                 ),
                 Err(err) => {
                     let err = Arc::new(err);
