@@ -421,6 +421,17 @@ mod tests {
     }
 
     #[test]
+    fn an_order_key_splits_into_seq_and_id_and_needs_an_id() {
+        let stream = stream_key(&tenant("a", "b", None), &RunId::new("r").unwrap());
+        let key = order_key(&stream, 7, 9, "snap");
+        let (seq, id) = split_order_key(&stream, &key).unwrap();
+        assert_eq!((seq, id), (7, b"snap".as_slice()));
+        let without_id = &key[..stream.len() + 16];
+        assert!(split_order_key(&stream, without_id).is_err());
+        assert!(split_order_key(&stream, &key[..stream.len() + 4]).is_err());
+    }
+
+    #[test]
     fn stream_keys_round_trip_and_are_prefix_free() {
         let cases = [
             (tenant("a", "b", None), "r"),
