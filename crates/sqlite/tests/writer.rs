@@ -146,6 +146,39 @@ async fn appends_to_a_remembered_stream_take_the_guarded_path() {
     assert_eq!(store.next_seq(&t, &other).await.unwrap(), 3);
 }
 
+// The guarded path under the commit-delay test hook (its statement in a
+// transaction of its own, so that the commit can wait): a remembered stream
+// takes it; after another handle moved the stream on, the guard fails, the
+// transaction is rolled back and the general path appends. A group of
+// exactly 128 new rows, the most one statement takes, still goes guarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_guard_under_delayed_commits_rolls_back_to_the_general_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let options = SqliteOptions::default().with_test_commit_delay(Duration::from_millis(1));
+    let slow = SqliteStore::open_with(&path, options).await.unwrap();
+    let other = SqliteStore::open(&path).await.unwrap();
+    let t = tenant();
+    assert_eq!(slow.append(&t, &event("a1", 1)).await.unwrap(), inserted(1));
+    assert_eq!(slow.append(&t, &event("a2", 1)).await.unwrap(), inserted(2));
+    assert_eq!(slow.guarded_appends(), 1);
+    assert_eq!(
+        other.append(&t, &event("b1", 1)).await.unwrap(),
+        inserted(3)
+    );
+    assert_eq!(slow.append(&t, &event("a3", 1)).await.unwrap(), inserted(4));
+    assert_eq!(slow.guarded_appends(), 1, "the guard failed");
+    let batch: Vec<EventRecord> = (0..128).map(|n| event(&format!("c{n}"), 1)).collect();
+    let outcomes = slow.append_batch(&t, &run(), &batch, None).await.unwrap();
+    assert_eq!(outcomes.last(), Some(&inserted(132)));
+    assert_eq!(
+        slow.guarded_appends(),
+        2,
+        "128 rows in one guarded statement"
+    );
+    assert_eq!(seqs_and_ids(&other).await.len(), 132);
+}
+
 // After another handle compacted the stream, the stream's last seq is what
 // this handle remembers, but the pruned ids live on only in the marker: an
 // append of one of them is a duplicate, not a new event.
