@@ -421,6 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_key_with_an_invalid_part_is_corrupt_saying_why() {
+        // org "a", workspace "b", no deployment, run "" (empty: not a run id).
+        let key = [0, 1, b'a', 0, 1, b'b', 0, 0, 0];
+        let Err(Failure::Rejected(err)) = decode_stream(&key) else {
+            panic!("decoded a stream key with an empty run id");
+        };
+        let shown = err.to_string();
+        let why = RunId::new("").unwrap_err().to_string();
+        let why = why
+            .split_once(": ")
+            .map_or(why.as_str(), |(_, reason)| reason);
+        assert!(
+            matches!(err, runstore_core::Error::Corrupt { .. }) && shown.contains(why),
+            "{shown} does not say {why}"
+        );
+    }
+
+    #[test]
     fn an_order_key_splits_into_seq_and_id_and_needs_an_id() {
         let stream = stream_key(&tenant("a", "b", None), &RunId::new("r").unwrap());
         let key = order_key(&stream, 7, 9, "snap");
