@@ -214,6 +214,10 @@ struct Inner {
     /// test the stream-by-stream retry.
     #[cfg(test)]
     maintenance_fault: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Reads [`RedbStore::read_txn_inline`] answered, to test which path a
+    /// read took.
+    #[cfg(test)]
+    inline_reads: std::sync::atomic::AtomicUsize,
     db: Arc<Database>,
     // Declared last: dropped after `db`'s reference, it stops and joins the
     // writer thread, which holds the last other reference, so the file is
@@ -305,6 +309,8 @@ impl RedbStore {
                 feed_signal,
                 #[cfg(test)]
                 maintenance_fault: std::sync::Mutex::new(None),
+                #[cfg(test)]
+                inline_reads: std::sync::atomic::AtomicUsize::new(0),
                 db,
                 writer,
             }),
@@ -344,6 +350,10 @@ impl RedbStore {
     where
         F: FnOnce(&ReadTransaction) -> Result<T, Failure>,
     {
+        #[cfg(test)]
+        self.inner
+            .inline_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let txn = self
             .inner
             .db

@@ -372,6 +372,28 @@ mod tests {
         )
     }
 
+    // `latest` (a list of one) reads on the calling task; longer lists and
+    // whole lists go to the blocking pool. Both answer in the same order.
+    #[tokio::test]
+    async fn only_a_list_of_one_reads_on_the_calling_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_snapshots(&dir).await;
+        let (tenant, run) = (Tenant::local(), RunId::new("a").unwrap());
+        let inline = || {
+            store
+                .inner
+                .inline_reads
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let all = store.list(&tenant, &run, None).await.unwrap();
+        let two = store.list(&tenant, &run, Some(2)).await.unwrap();
+        assert_eq!(inline(), 0);
+        let one = store.list(&tenant, &run, Some(1)).await.unwrap();
+        assert_eq!(inline(), 1);
+        assert_eq!(one[..], all[all.len() - 1..]);
+        assert_eq!(two[..], all[all.len() - 2..]);
+    }
+
     async fn store_with_snapshots(dir: &tempfile::TempDir) -> RedbStore {
         let options = RedbOptions::default().with_durability(Durability::Relaxed);
         let store = RedbStore::open_with(dir.path().join("store.redb"), options)
