@@ -252,9 +252,30 @@ async fn a_group_commit_of_several_tenants_numbers_each_tenant_apart() {
     }
 }
 
+async fn put_snapshot(
+    store: &SqliteStore,
+    tenant: &Tenant,
+    run: &RunId,
+    id: &str,
+    seq: u64,
+    at: u64,
+) {
+    let snapshot = runstore_core::SnapshotRecord::new(
+        tenant,
+        run.clone(),
+        runstore_core::SnapshotId::new(id).unwrap(),
+        seq,
+        at,
+        runstore_core::RunStatus::Running,
+    );
+    runstore_core::SnapshotStore::put(store, tenant, &snapshot)
+        .await
+        .unwrap();
+}
+
 // The handle raises its feed signal after a commit that wrote records, so a
 // follower sharing it wakes at once; a duplicate writes nothing and raises
-// nothing.
+// nothing, and neither do maintenance passes that write no record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_wrote_records_raises_the_feed_signal() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,6 +310,38 @@ async fn a_commit_that_wrote_records_raises_the_feed_signal() {
         woken.has_changed().unwrap(),
         "the guarded path raises it too"
     );
+
+    // A compaction that pruned wrote a marker: it raises the signal. A pass
+    // that prunes nothing, and a prune of snapshots, write no record.
+    woken.mark_unchanged();
+    assert!(store.compact(1, 1_000).await.unwrap().removed > 0);
+    assert!(woken.has_changed().unwrap(), "a compaction's marker");
+    // Old events a snapshot at seq 1 keeps: the pass takes the stream and
+    // prunes nothing.
+    let kept = RunId::new("kept").unwrap();
+    for id in ["k1", "k2"] {
+        store
+            .append(&tenant, &event(&tenant, "kept", id))
+            .await
+            .unwrap();
+    }
+    put_snapshot(&store, &tenant, &kept, "at-1", 1, 1).await;
+    woken.mark_unchanged();
+    assert_eq!(store.compact(1, 1_000).await.unwrap().removed, 0);
+    assert!(
+        !woken.has_changed().unwrap(),
+        "a compaction pruning nothing"
+    );
+    let run = RunId::new("run").unwrap();
+    for (id, at) in [("s1", 1), ("s2", 2)] {
+        put_snapshot(&store, &tenant, &run, id, 2, at).await;
+    }
+    woken.mark_unchanged();
+    let pruned = runstore_core::SnapshotStore::prune(&store, 1, 0, 1_000)
+        .await
+        .unwrap();
+    assert!(pruned.removed > 0);
+    assert!(!woken.has_changed().unwrap(), "a prune of snapshots");
 }
 
 // CONTRACT §29: a position is never handed out twice, also when the records
