@@ -438,6 +438,35 @@ mod tests {
         );
     }
 
+    // An `events` value of layout version 1 (flags, `occurred_at_ms`, JSON)
+    // has no position and decodes as it is; given one, it decodes the same
+    // and answers it. A value of today's layout has the position flag next
+    // to the marker flag.
+    #[test]
+    fn event_values_of_both_layouts_decode_and_answer_their_position() {
+        let t = tenant("a", "b", None);
+        let run = RunId::new("r").unwrap();
+        let stream = stream_key(&t, &run);
+        let mut record = EventRecord::new(&t, run, EventId::new("e").unwrap(), "t", 7);
+        record.seq = 3;
+        let mut old = vec![0u8];
+        old.extend_from_slice(&7u64.to_be_bytes());
+        old.extend_from_slice(&serde_json::to_vec(&record).unwrap());
+        assert_eq!(event_position(&old), None);
+        assert_eq!(event_header(&old), Some((false, 7)));
+        assert_eq!(decode_event(&stream, 3, &old).unwrap(), record);
+        let given = with_position(&old, 5).unwrap();
+        assert_eq!(event_position(&given), Some(5));
+        assert_eq!(decode_event(&stream, 3, &given).unwrap(), record);
+
+        let mut new = encode_event(&record).unwrap();
+        assert_eq!(new[0], FLAG_POSITION);
+        assert_eq!(event_position(&new), None, "not given a position yet");
+        set_position(&mut new, 9);
+        assert_eq!(event_position(&new), Some(9));
+        assert_eq!(decode_event(&stream, 3, &new).unwrap(), record);
+    }
+
     #[test]
     fn an_order_key_splits_into_seq_and_id_and_needs_an_id() {
         let stream = stream_key(&tenant("a", "b", None), &RunId::new("r").unwrap());
