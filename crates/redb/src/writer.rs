@@ -214,12 +214,6 @@ pub(crate) struct Writer {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
-}
-
 impl Writer {
     /// Starts the writer thread of `db`.
     pub(crate) fn start(
