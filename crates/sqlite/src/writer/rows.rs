@@ -250,3 +250,27 @@ pub(crate) fn stream_from_row(row: &SqliteRow, path: &str) -> Result<StreamKey> 
     };
     schema::stream_from_columns(path, column(0)?, column(1)?, column(2)?, column(3)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_span_names_one_row_a_run_of_rows_or_two_streams() {
+        let tenant = Tenant::new("acme", "prod", None).unwrap();
+        let (a, b) = (RunId::new("a").unwrap(), RunId::new("b").unwrap());
+        let span = |first, last| RowSpan { first, last }.to_string();
+        assert_eq!(
+            span((&tenant, &a, 4), (&tenant, &a, 4)),
+            format!("{tenant}:a, seq 4")
+        );
+        assert_eq!(
+            span((&tenant, &a, 4), (&tenant, &a, 9)),
+            format!("{tenant}:a, seqs 4 to 9")
+        );
+        assert_eq!(
+            span((&tenant, &a, 4), (&tenant, &b, 1)),
+            format!("{tenant}:a, seq 4 to {tenant}:b, seq 1")
+        );
+    }
+}
