@@ -263,12 +263,18 @@ pub async fn feed_orders_every_record_and_resumes_anywhere(h: &Harness) {
             .is_empty(),
         "a limit of 0 answers nothing"
     );
-    // Past every position a backend hands out: the last possible one, and
-    // positions whose high or low part alone is past them.
+    // Past every record: the last possible position, and positions past
+    // the last record by their high part alone (the next high part) or by
+    // their low part alone (the last record's high part, the largest low).
+    let (high, _) = feed
+        .last()
+        .expect("the feed holds records")
+        .position
+        .parts();
     for past in [
         FeedPosition::from_parts(u64::MAX, u64::MAX),
-        FeedPosition::from_parts(u64::MAX, 0),
-        FeedPosition::new(u64::MAX),
+        FeedPosition::from_parts(high + 1, 0),
+        FeedPosition::from_parts(high, u64::MAX),
     ] {
         assert!(
             store

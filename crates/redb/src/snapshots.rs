@@ -374,6 +374,8 @@ mod tests {
 
     // `latest` (a list of one) reads on the calling task; longer lists and
     // whole lists go to the blocking pool. Both answer in the same order.
+    // On a current-thread runtime on purpose: the store is dropped there
+    // too, where the writer's drop must not call `block_in_place`.
     #[tokio::test]
     async fn only_a_list_of_one_reads_on_the_calling_task() {
         let dir = tempfile::tempdir().unwrap();
