@@ -662,15 +662,8 @@ mod tests {
         );
         store.put(&t, &floor).await.unwrap();
         let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
-        let shared = store.inner.shared.clone();
         let pass = store.inner.compaction.clone().lock_owned().await;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, Some(&policy), pass))
-            .await
-            .unwrap()
-            .unwrap();
-        let Prepared::Rewritten(rewritten) = prepared else {
-            panic!("a is compacted");
-        };
+        let rewritten = first_step(&store, Some(policy), pass).await;
         // The rewritten log holds the pass's lock until it is published,
         // whoever still waits for it: no second pass writes the temporary
         // file meanwhile.
@@ -723,6 +716,195 @@ mod tests {
             .find(|stream| stream.key.run_id.as_str() == "a")
             .unwrap();
         assert_eq!(stream.oldest_ms, 300);
+    }
+
+    /// Runs a pass's first step, which must rewrite the log.
+    async fn first_step(
+        store: &JsonlStore,
+        policy: Option<CompactionPolicy>,
+        pass: OwnedMutexGuard<()>,
+    ) -> Box<Rewritten> {
+        let shared = store.inner.shared.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&shared, policy.as_ref(), pass))
+            .await
+            .unwrap()
+            .unwrap();
+        let Prepared::Rewritten(rewritten) = prepared else {
+            panic!("the first step rewrote nothing");
+        };
+        rewritten
+    }
+
+    /// The file operations of a store, in order, as `(kind, file name,
+    /// bytes written)`.
+    #[derive(Default)]
+    struct Ops(std::sync::Mutex<Vec<(&'static str, String, usize)>>);
+
+    impl crate::fileio::IoObserver for Ops {
+        fn observe(&self, op: crate::fileio::IoOp<'_>) {
+            use crate::fileio::IoOp;
+            let name = |path: &Path| path.file_name().unwrap().to_string_lossy().into_owned();
+            let entry = match op {
+                IoOp::Write { path, bytes, .. } => ("write", name(path), bytes.len()),
+                IoOp::SyncData { path } => ("sync", name(path), 0),
+                IoOp::Rename { from, .. } => ("rename", name(from), 0),
+                _ => return,
+            };
+            self.0.lock().unwrap().push(entry);
+        }
+    }
+
+    impl Ops {
+        fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+
+        /// The operations on the temporary log from the `from`-th on, up to
+        /// its rename.
+        fn on_tmp_since(&self, from: usize) -> Vec<(&'static str, usize)> {
+            let tmp = format!("{LOG_FILE}{TMP_SUFFIX}");
+            self.0.lock().unwrap()[from..]
+                .iter()
+                .filter(|(_, name, _)| *name == tmp)
+                .map(|(kind, _, len)| (*kind, *len))
+                .collect()
+        }
+    }
+
+    async fn observed_store(dir: &Path) -> (JsonlStore, Arc<Ops>) {
+        let ops = Arc::new(Ops::default());
+        let options = crate::JsonlOptions::default().with_io_observer(ops.clone());
+        let store = JsonlStore::open_with(dir.join("store"), options)
+            .await
+            .unwrap();
+        (store, ops)
+    }
+
+    // What is appended between the steps is copied in reads of at most
+    // MAX_SPAN, each written once, then synced before the rename; and a
+    // compacted stream whose every event was pruned takes the time of the
+    // oldest event appended meanwhile as its oldest.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tail_longer_than_a_read_is_copied_in_spans_then_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let (store, ops) = observed_store(dir.path()).await;
+        for n in 1..=3 {
+            store
+                .append(&t, &event("a", &format!("a{n}"), n))
+                .await
+                .unwrap();
+        }
+        let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
+        let pass = store.inner.compaction.clone().lock_owned().await;
+        let rewritten = first_step(&store, Some(policy), pass).await;
+        let end = store.inner.shared.write_state().end;
+        // Three records of 3 MiB: a tail over three spans.
+        let big = "x".repeat(3 << 20);
+        for n in 1..=3 {
+            let record = event("t", &format!("t{n}"), 1).with_payload(serde_json::json!(big));
+            store.append(&t, &record).await.unwrap();
+        }
+        store.append(&t, &event("a", "a4", 200)).await.unwrap();
+        let tail = store.inner.shared.write_state().end - end;
+        assert!(tail > MAX_SPAN, "{tail}");
+        let before = ops.len();
+        let report = store
+            .request(|reply| Command::FinishCompaction { rewritten, reply })
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 3, "{report:?}");
+
+        let on_tmp = ops.on_tmp_since(before);
+        // The marker's feed position, filled in; the tail span by span; the
+        // sync; the rename.
+        let copies: Vec<usize> = on_tmp[1..on_tmp.len() - 2]
+            .iter()
+            .map(|(kind, len)| {
+                assert_eq!(*kind, "write", "{on_tmp:?}");
+                *len
+            })
+            .collect();
+        assert_eq!(on_tmp[0].0, "write", "{on_tmp:?}");
+        let full = usize::try_from(tail / MAX_SPAN).unwrap();
+        let mut spans = vec![usize::try_from(MAX_SPAN).unwrap(); full];
+        spans.push(usize::try_from(tail % MAX_SPAN).unwrap());
+        assert_eq!(copies, spans);
+        assert_eq!(on_tmp[on_tmp.len() - 2..], [("sync", 0), ("rename", 0)]);
+        {
+            let state = store.inner.shared.read_state();
+            let a = state
+                .index
+                .streams
+                .iter()
+                .find(|stream| stream.key.run_id.as_str() == "a")
+                .unwrap();
+            assert_eq!(a.oldest_ms, 200, "a4 is a's oldest event");
+        }
+
+        drop(store);
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        let run = RunId::new("t").unwrap();
+        let records = store.read(&t, &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(
+            ids(&records),
+            [(1, "t1".into()), (2, "t2".into()), (3, "t3".into())]
+        );
+        assert!(records.iter().all(|r| r.payload == serde_json::json!(big)));
+        let run = RunId::new("a").unwrap();
+        let records = store.read(&t, &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(records.len(), 2, "the marker and a4");
+    }
+
+    // A deletion's pass (no policy, no marker) syncs the new log again only
+    // when something was appended since its first step.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deletion_pass_syncs_the_tail_it_copied_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let (store, ops) = observed_store(dir.path()).await;
+        for run in ["x", "y", "z"] {
+            store
+                .append(&t, &event(run, &format!("{run}1"), 1))
+                .await
+                .unwrap();
+        }
+        for (run, appended) in [("x", true), ("y", false)] {
+            let key = StreamKey::new(t.clone(), RunId::new(run).unwrap());
+            let pass = store.inner.compaction.clone().lock_owned().await;
+            let counts = store
+                .request(|reply| Command::Erase {
+                    streams: vec![key],
+                    reply,
+                })
+                .await
+                .unwrap();
+            assert_eq!(counts, [1]);
+            let rewritten = first_step(&store, None, pass).await;
+            if appended {
+                store.append(&t, &event("z", "z2", 2)).await.unwrap();
+            }
+            let before = ops.len();
+            let report = store
+                .request(|reply| Command::FinishCompaction { rewritten, reply })
+                .await
+                .unwrap();
+            assert!(report.is_clean(), "{report:?}");
+            let on_tmp = ops.on_tmp_since(before);
+            if appended {
+                assert_eq!(on_tmp.len(), 3, "{on_tmp:?}");
+                assert_eq!(on_tmp[0].0, "write", "{on_tmp:?}");
+                assert_eq!(on_tmp[1..], [("sync", 0), ("rename", 0)]);
+            } else {
+                assert_eq!(on_tmp, [("rename", 0)], "synced when it was written");
+            }
+        }
+        drop(store);
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        let z = RunId::new("z").unwrap();
+        let records = store.read(&t, &z, ReadQuery::all()).await.unwrap();
+        assert_eq!(ids(&records), [(1, "z1".into()), (2, "z2".into())]);
+        assert_eq!(store.list_runs(&t).await.unwrap(), [z]);
     }
 
     /// The streams of [`appends_between_the_steps_are_carried_into_the_new_log`]

@@ -413,3 +413,108 @@ pub(crate) fn log_options() -> OpenOptions {
     }
     options
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Mutex, mpsc},
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// Records the offset and bytes of every write.
+    #[derive(Default)]
+    struct Writes(Mutex<Vec<(u64, Vec<u8>)>>);
+
+    impl IoObserver for Writes {
+        fn observe(&self, op: IoOp<'_>) {
+            if let IoOp::Write { offset, bytes, .. } = op {
+                self.0.lock().unwrap().push((offset, bytes.to_vec()));
+            }
+        }
+    }
+
+    /// Runs `call` on a thread of its own: a loop that retries a lasting
+    /// error fails the test instead of hanging it.
+    fn within_seconds<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(call()).unwrap());
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the call returned within 10 s")
+    }
+
+    #[test]
+    fn a_read_past_the_end_fails_instead_of_reading_the_start_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = [0; 15];
+        let err = read_exact_at(&file, &mut buf, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut buf = [0; 4];
+        read_exact_at(&file, &mut buf, 6).unwrap();
+        assert_eq!(&buf, b"6789");
+    }
+
+    #[test]
+    fn lasting_read_and_write_errors_are_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let write_only = OpenOptions::new().write(true).open(&path).unwrap();
+        let read = within_seconds(move || read_exact_at(&write_only, &mut [0; 4], 0));
+        assert!(read.is_err(), "a read through a write-only handle fails");
+        let read_only = File::open(&path).unwrap();
+        let written = within_seconds(move || {
+            Io::default().write_all_at(&read_only, Path::new("f"), b"ab", 0)
+        });
+        assert!(written.is_err(), "a write through a read-only handle fails");
+    }
+
+    #[test]
+    fn sequential_writes_are_reported_at_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let writes = Arc::new(Writes::default());
+        let io = Io::observed(writes.clone());
+        let mut writer = io.writer(File::create(&path).unwrap(), &path);
+        writer.write_all(b"ab").unwrap();
+        writer.write_all(b"cde").unwrap();
+        writer.flush().unwrap();
+        drop(writer);
+        assert_eq!(
+            *writes.0.lock().unwrap(),
+            [(0, b"ab".to_vec()), (2, b"cde".to_vec())]
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"abcde");
+    }
+
+    #[test]
+    fn removals_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::default();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        io.remove_dir(&sub).unwrap();
+        assert!(!sub.exists());
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        runstore_fs::DurableFs::remove_file(&io, &file).unwrap();
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn handles_are_equal_when_they_report_to_the_same_observer() {
+        let one: Arc<dyn IoObserver> = Arc::new(Writes::default());
+        let other: Arc<dyn IoObserver> = Arc::new(Writes::default());
+        assert_eq!(Io::default(), Io::default());
+        assert_eq!(Io::observed(one.clone()), Io::observed(one.clone()));
+        assert_ne!(Io::observed(one.clone()), Io::observed(other));
+        assert_ne!(Io::observed(one.clone()), Io::default());
+        assert_ne!(Io::default(), Io::observed(one.clone()));
+        assert_eq!(format!("{:?}", Io::observed(one)), "Io { observed: true }");
+        assert_eq!(format!("{:?}", Io::default()), "Io { observed: false }");
+    }
+}

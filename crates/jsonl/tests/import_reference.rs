@@ -136,3 +136,43 @@ async fn a_bad_line_in_the_middle_is_corrupt() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_directory_without_an_event_log_imports_its_snapshots() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    fs::create_dir_all(source.join("stateful_snapshots/run-a")).unwrap();
+    let legacy = json!({
+        "schema_version": 1, "snapshot_id": "snap-1", "run_id": "run-a", "seq": 0,
+        "created_at_ms": 4200,
+        "scope": {"tenant_context": {"org_id": "acme", "workspace_id": "prod", "source": "explicit"}},
+        "status": "running", "phase_id": "node-a"
+    });
+    fs::write(
+        source.join("stateful_snapshots/run-a/snap-1.json"),
+        serde_json::to_vec(&legacy).unwrap(),
+    )
+    .unwrap();
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    let report = import_reference(&source, &store).await.unwrap();
+    assert_eq!(
+        (report.streams, report.records_written, report.snapshots),
+        (0, 0, 1)
+    );
+}
+
+#[tokio::test]
+async fn an_event_log_that_cannot_be_read_fails_the_import() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    // A directory where the log should be: reading it fails, and only a
+    // missing log counts as an empty one.
+    fs::create_dir_all(source.join("stateful_events.jsonl")).unwrap();
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    match import_reference(&source, &store).await {
+        Err(runstore_core::Error::Io { context, .. }) => {
+            assert!(context.contains("stateful_events.jsonl"), "{context}");
+        }
+        other => panic!("expected an i/o error naming the log, got {other:?}"),
+    }
+}
