@@ -718,6 +718,83 @@ mod tests {
         assert_eq!(stream.oldest_ms, 300);
     }
 
+    // A marker imported as the first line of a batch starts with the
+    // batch's space. A rewrite drops the space from the lines it writes,
+    // and the index's pages of such a marker follow; a marker copied in
+    // the tail keeps its space and its pages. (Pages that miss their line
+    // still answer, from the whole list, only slower.)
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_pages_of_a_rewritten_marker_follow_its_trimmed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        let import = |run: &'static str| {
+            let store = store.clone();
+            let t = t.clone();
+            async move {
+                let run_id = RunId::new(run).unwrap();
+                let pruned: Vec<EventRecord> = (1..=2)
+                    .map(|seq| {
+                        let mut record = event(run, &format!("{run}{seq}"), 1);
+                        record.seq = seq;
+                        record
+                    })
+                    .collect();
+                let marker = runstore_core::raw::compaction::merge_marker(
+                    &t,
+                    &run_id,
+                    None,
+                    pruned.iter(),
+                    5_000,
+                    |_| Ok(false),
+                )
+                .unwrap();
+                let mut young = event(run, &format!("{run}3"), 10_000);
+                young.seq = 3;
+                store
+                    .import_stream(&t, &run_id, &[marker, young])
+                    .await
+                    .unwrap();
+            }
+        };
+        let leads = |run: &str| -> Vec<Option<u32>> {
+            let state = store.inner.shared.read_state();
+            let stream = state
+                .index
+                .streams
+                .iter()
+                .find(|stream| stream.key.run_id.as_str() == run)
+                .unwrap();
+            stream.markers.iter().map(MarkerEntry::lead).collect()
+        };
+        import("m").await;
+        assert_eq!(leads("m"), [Some(1)]);
+        for n in 1..=2 {
+            store
+                .append(&t, &event("a", &format!("a{n}"), n))
+                .await
+                .unwrap();
+        }
+        let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
+        let pass = store.inner.compaction.clone().lock_owned().await;
+        let rewritten = first_step(&store, Some(policy), pass).await;
+        import("n").await;
+        let report = store
+            .request(|reply| Command::FinishCompaction { rewritten, reply })
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 2, "only a is compacted: {report:?}");
+        assert_eq!(leads("m"), [Some(0)], "rewritten");
+        assert_eq!(leads("n"), [Some(1)], "copied as it was");
+        for run in ["m", "n"] {
+            let again = store
+                .append(&t, &event(run, &format!("{run}1"), 1))
+                .await
+                .unwrap();
+            assert_eq!((again.seq, again.inserted), (1, false), "{run}");
+        }
+    }
+
     /// Runs a pass's first step, which must rewrite the log.
     async fn first_step(
         store: &JsonlStore,

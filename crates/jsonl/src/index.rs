@@ -352,6 +352,12 @@ impl MarkerEntry {
         }
     }
 
+    /// Bytes before the `{` of the marker's line, as its pages have them.
+    #[cfg(test)]
+    pub(crate) fn lead(&self) -> Option<u32> {
+        self.pages.as_ref().map(|pages| pages.lead)
+    }
+
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.event_id.len()
