@@ -769,12 +769,7 @@ mod tests {
         };
         import("m").await;
         assert_eq!(leads("m"), [Some(1)]);
-        for n in 1..=2 {
-            store
-                .append(&t, &event("a", &format!("a{n}"), n))
-                .await
-                .unwrap();
-        }
+        append_old(&store, "a", 2).await;
         let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
         let pass = store.inner.compaction.clone().lock_owned().await;
         let rewritten = first_step(&store, Some(policy), pass).await;
@@ -792,6 +787,16 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!((again.seq, again.inserted), (1, false), "{run}");
+        }
+    }
+
+    /// Appends `count` events to `run`, at times 1, 2, ...
+    async fn append_old(store: &JsonlStore, run: &str, count: u64) {
+        for n in 1..=count {
+            store
+                .append(&Tenant::local(), &event(run, &format!("{run}{n}"), n))
+                .await
+                .unwrap();
         }
     }
 
@@ -866,12 +871,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Tenant::local();
         let (store, ops) = observed_store(dir.path()).await;
-        for n in 1..=3 {
-            store
-                .append(&t, &event("a", &format!("a{n}"), n))
-                .await
-                .unwrap();
-        }
+        append_old(&store, "a", 3).await;
         let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
         let pass = store.inner.compaction.clone().lock_owned().await;
         let rewritten = first_step(&store, Some(policy), pass).await;
