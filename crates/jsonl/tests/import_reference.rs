@@ -176,3 +176,60 @@ async fn an_event_log_that_cannot_be_read_fails_the_import() {
         other => panic!("expected an i/o error naming the log, got {other:?}"),
     }
 }
+
+/// Imports `lines`, joined by newlines, as a reference log.
+async fn import_lines(lines: &[String], trailing_newline: bool) -> runstore_core::Result<usize> {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    fs::create_dir_all(&source).unwrap();
+    let mut text = lines.join("\n");
+    if trailing_newline {
+        text.push('\n');
+    }
+    fs::write(source.join("stateful_events.jsonl"), text).unwrap();
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    let report = import_reference(&source, &store).await?;
+    Ok(report.records_written)
+}
+
+#[tokio::test]
+async fn only_the_last_line_of_an_unfinished_log_may_be_torn() {
+    let tenant = Tenant::local();
+    let good = |seq| serde_json::to_string(&event(&tenant, "r", &format!("e{seq}"), seq)).unwrap();
+    let torn = |seq: u64| {
+        let line = good(seq);
+        line[..line.len() / 2].to_owned()
+    };
+    // A torn line in the middle is damage, whether or not the file ends
+    // with a newline.
+    for trailing_newline in [true, false] {
+        match import_lines(&[good(1), torn(2), good(3)], trailing_newline).await {
+            Err(runstore_core::Error::Corrupt { location, .. }) => {
+                assert!(location.ends_with("stateful_events.jsonl:2"), "{location}");
+            }
+            other => panic!("expected Corrupt at line 2, got {other:?}"),
+        }
+    }
+    // A last line that is not a prefix of JSON is damage too.
+    match import_lines(&[good(1), "not json".to_owned()], false).await {
+        Err(runstore_core::Error::Corrupt { location, .. }) => {
+            assert!(location.ends_with("stateful_events.jsonl:2"), "{location}");
+        }
+        other => panic!("expected Corrupt at line 2, got {other:?}"),
+    }
+    assert_eq!(import_lines(&[good(1), torn(2)], false).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_line_imports_once_and_two_events_at_one_seq_do_not_import() {
+    let tenant = Tenant::local();
+    let line = |id: &str, seq| serde_json::to_string(&event(&tenant, "r", id, seq)).unwrap();
+    let written = import_lines(&[line("e1", 1), line("e2", 2), line("e1", 1)], true)
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    match import_lines(&[line("e1", 1), line("other", 1)], true).await {
+        Err(runstore_core::Error::InvalidInput { .. }) => {}
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
