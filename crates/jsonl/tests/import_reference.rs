@@ -137,11 +137,9 @@ async fn a_bad_line_in_the_middle_is_corrupt() {
     }
 }
 
-#[tokio::test]
-async fn a_directory_without_an_event_log_imports_its_snapshots() {
-    let temp = tempfile::tempdir().unwrap();
-    let source = temp.path().join("runtime");
-    fs::create_dir_all(source.join("stateful_snapshots/run-a")).unwrap();
+/// Writes a legacy snapshot of run-a, `snap-1.json`, into `run_dir`.
+fn write_legacy_snapshot(run_dir: &std::path::Path) {
+    fs::create_dir_all(run_dir).unwrap();
     let legacy = json!({
         "schema_version": 1, "snapshot_id": "snap-1", "run_id": "run-a", "seq": 0,
         "created_at_ms": 4200,
@@ -149,10 +147,17 @@ async fn a_directory_without_an_event_log_imports_its_snapshots() {
         "status": "running", "phase_id": "node-a"
     });
     fs::write(
-        source.join("stateful_snapshots/run-a/snap-1.json"),
+        run_dir.join("snap-1.json"),
         serde_json::to_vec(&legacy).unwrap(),
     )
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_without_an_event_log_imports_its_snapshots() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    write_legacy_snapshot(&source.join("stateful_snapshots/run-a"));
     let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
     let report = import_reference(&source, &store).await.unwrap();
     assert_eq!(
@@ -231,5 +236,35 @@ async fn a_repeated_line_imports_once_and_two_events_at_one_seq_do_not_import() 
     match import_lines(&[line("e1", 1), line("other", 1)], true).await {
         Err(runstore_core::Error::InvalidInput { .. }) => {}
         other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn snapshots_are_read_from_json_files_in_run_directories_only() {
+    let temp = tempfile::tempdir().unwrap();
+    let source = temp.path().join("runtime");
+    let run_dir = source.join("stateful_snapshots/run-a");
+    write_legacy_snapshot(&run_dir);
+    // Neither a file beside the run directories nor a file of another kind
+    // is a snapshot.
+    fs::write(
+        source.join("stateful_snapshots/notes.json"),
+        b"not a snapshot",
+    )
+    .unwrap();
+    fs::write(run_dir.join("snap-1.json.bak"), b"not a snapshot").unwrap();
+    let store = JsonlStore::open(temp.path().join("store")).await.unwrap();
+    let report = import_reference(&source, &store).await.unwrap();
+    assert_eq!(report.snapshots, 1);
+
+    // A snapshot directory that cannot be listed fails the import.
+    let other = temp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("stateful_snapshots"), b"a file").unwrap();
+    match import_reference(&other, &store).await {
+        Err(runstore_core::Error::Io { context, .. }) => {
+            assert!(context.contains("stateful_snapshots"), "{context}");
+        }
+        other => panic!("expected an i/o error naming the directory, got {other:?}"),
     }
 }
