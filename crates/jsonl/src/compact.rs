@@ -503,10 +503,7 @@ pub(crate) fn finish(shared: &Shared, rewritten: Rewritten) -> Result<Maintenanc
         let file = io
             .open(&path, &fileio::log_options())
             .map_err(|err| io_at("reopen", &path, err))?;
-        Ok(Arc::new(LogFile {
-            file,
-            path: path.clone(),
-        }))
+        Ok(Arc::new(LogFile::new(file, path.clone())))
     })();
     let log = match reopened {
         Ok(log) => log,
@@ -788,6 +785,69 @@ mod tests {
                 .unwrap();
             assert_eq!((again.seq, again.inserted), (1, false), "{run}");
         }
+    }
+
+    // The rewrite reads kept records that lie next to each other with one
+    // read, and starts a new read at a record MAX_SPAN or more after the
+    // read's first (answers are the same however the reads are grouped).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rewrite_reads_adjacent_kept_records_together_within_max_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        let sized = |id: &str, at: u64, chars: usize| {
+            event(if id == "a1" { "a" } else { "k" }, id, at)
+                .with_payload(serde_json::json!("x".repeat(chars)))
+        };
+        // a1, pruned, puts k's records 2 MiB into the log.
+        store.append(&t, &sized("a1", 1, 2 << 20)).await.unwrap();
+        let locs = |run: &str| -> Vec<Loc> {
+            let state = store.inner.shared.read_state();
+            let slot = state.index.slot(&t, &RunId::new(run).unwrap()).unwrap();
+            state.index.streams[slot].locs.clone()
+        };
+        // k1 shows how long a line is around its payload; k2-k4 then fill
+        // MAX_SPAN exactly, so that k5 starts MAX_SPAN after k1.
+        store.append(&t, &sized("k1", 10_000, 100)).await.unwrap();
+        let frame = usize::try_from(locs("k")[0].len).unwrap() - 100;
+        let k1_line = usize::try_from(locs("k")[0].len).unwrap() + 1;
+        let left = usize::try_from(MAX_SPAN).unwrap() - k1_line;
+        for (n, line) in [(2, left / 3), (3, left / 3), (4, left - 2 * (left / 3))] {
+            let record = sized(&format!("k{n}"), 10_000, line - 1 - frame);
+            store.append(&t, &record).await.unwrap();
+        }
+        for n in 5..=6 {
+            store
+                .append(&t, &sized(&format!("k{n}"), 10_000, 100))
+                .await
+                .unwrap();
+        }
+        let k = locs("k");
+        assert_eq!(
+            k[4].offset - k[0].offset,
+            MAX_SPAN,
+            "sized as planned: {k:?}"
+        );
+
+        let log = store.inner.shared.read_state().log.clone();
+        let before = log.span_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let policy = CompactionPolicy::new(1, 100).unwrap().unwrap();
+        let pass = store.inner.compaction.clone().lock_owned().await;
+        let rewritten = first_step(&store, Some(policy), pass).await;
+        let reads = log.span_reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        // One read of a1 (its id goes into the marker), then k1-k4 and
+        // k5-k6.
+        assert_eq!(reads, 3);
+        let report = store
+            .request(|reply| Command::FinishCompaction { rewritten, reply })
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 1, "{report:?}");
+        let records = store
+            .read(&t, &RunId::new("k").unwrap(), ReadQuery::all())
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 6);
     }
 
     /// Appends `count` events to `run`, at times 1, 2, ...

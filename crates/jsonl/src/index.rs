@@ -47,6 +47,10 @@ pub(crate) struct Loc {
 pub(crate) struct LogFile {
     pub(crate) file: File,
     pub(crate) path: PathBuf,
+    /// Positioned reads of record spans, for tests of how records are
+    /// grouped into reads (answers are the same however they are grouped).
+    #[cfg(test)]
+    pub(crate) span_reads: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +60,16 @@ struct IdOnly<'a> {
 }
 
 impl LogFile {
+    /// The log `file`, open at `path`.
+    pub(crate) fn new(file: File, path: PathBuf) -> Self {
+        Self {
+            file,
+            path,
+            #[cfg(test)]
+            span_reads: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Reads the bytes of the records at `locs` (which must be adjacent in
     /// the file, the last starting less than [`MAX_SPAN`] after the first)
     /// with one positioned read. Callers group records into such spans so
@@ -79,6 +93,9 @@ impl LogFile {
         let size = usize::try_from(end - first.offset)
             .map_err(|_| corrupt_at(&self.path, first.offset, "record span larger than memory"))?;
         let mut bytes = vec![0; size];
+        #[cfg(test)]
+        self.span_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::fileio::read_exact_at(&self.file, &mut bytes, first.offset)
             .map_err(|err| io_at("read", &self.path, err))?;
         Ok(bytes)
@@ -844,7 +861,73 @@ mod tests {
             len: u32::try_from(line.len()).unwrap(),
         };
         let file = File::open(&path).unwrap();
-        (dir, LogFile { file, path }, loc)
+        (dir, LogFile::new(file, path), loc)
+    }
+
+    /// A log of `lines`, each followed by a newline, and the loc of each.
+    fn log_of(lines: &[Vec<u8>]) -> (tempfile::TempDir, LogFile, Vec<Loc>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut file = File::create(&path).unwrap();
+        let mut locs = Vec::new();
+        let mut offset = 0;
+        for (seq, line) in (1..).zip(lines) {
+            file.write_all(line).unwrap();
+            file.write_all(b"\n").unwrap();
+            let len = u32::try_from(line.len()).unwrap();
+            locs.push(Loc {
+                seq,
+                pos: seq,
+                offset,
+                len,
+            });
+            offset += u64::from(len) + 1;
+        }
+        let file = File::open(&path).unwrap();
+        (dir, LogFile::new(file, path), locs)
+    }
+
+    /// Reads `wanted` of `locs` with `read_lines`: the lines handed out, in
+    /// order, and how many reads it took.
+    fn read_lines_of(log: &LogFile, locs: &[Loc]) -> (Vec<(usize, Vec<u8>)>, u64) {
+        let before = log.span_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let mut got = Vec::new();
+        log.read_lines(locs, |at, line| {
+            got.push((at, line.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        let reads = log.span_reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        (got, reads)
+    }
+
+    // Adjacent lines are read together, a gap starts a new read, and a read
+    // starts no line MAX_SPAN or more after its first.
+    #[test]
+    fn read_lines_reads_adjacent_lines_together_within_max_span() {
+        let short: Vec<Vec<u8>> = (b'a'..=b'd').map(|byte| vec![byte; 10]).collect();
+        let (_dir, log, locs) = log_of(&short);
+        let wanted = [locs[0], locs[1], locs[3]];
+        let (got, reads) = read_lines_of(&log, &wanted);
+        let expected: Vec<(usize, Vec<u8>)> = vec![
+            (0, short[0].clone()),
+            (1, short[1].clone()),
+            (2, short[3].clone()),
+        ];
+        assert_eq!((got, reads), (expected, 2));
+
+        // Lines a quarter of MAX_SPAN long, newline included: the fifth
+        // starts exactly MAX_SPAN after the first, so it starts the second
+        // read, which takes the sixth too.
+        let quarter = usize::try_from(crate::writer::MAX_SPAN / 4).unwrap() - 1;
+        let long: Vec<Vec<u8>> = (b'a'..=b'f').map(|byte| vec![byte; quarter]).collect();
+        let (_dir, log, locs) = log_of(&long);
+        let (got, reads) = read_lines_of(&log, &locs);
+        assert_eq!(reads, 2);
+        assert_eq!(got.len(), long.len());
+        for ((at, line), (want_at, want)) in got.iter().zip(long.iter().enumerate()) {
+            assert!(*at == want_at && line == want, "line {want_at}");
+        }
     }
 
     /// Every id answers from its page (never the whole list), every other

@@ -297,7 +297,7 @@ impl JsonlStore {
         let file = io
             .open(&path, fileio::log_options().create(true).truncate(false))
             .map_err(|err| io_at("open", &path, err))?;
-        let mut log = LogFile { file, path };
+        let mut log = LogFile::new(file, path);
         let mut scanned = recovery::scan(io, &log, hasher.clone(), durability)?;
         let recorded = feed::read_epoch(&dir)?;
         let used = scanned
@@ -326,10 +326,7 @@ impl JsonlStore {
             let file = io
                 .open(&log.path, &fileio::log_options())
                 .map_err(|err| io_at("reopen", &log.path, err))?;
-            log = LogFile {
-                file,
-                path: log.path,
-            };
+            log = LogFile::new(file, log.path);
             scanned = recovery::scan(io, &log, hasher, durability)?;
             if scanned.unpositioned > 0 {
                 return Err(Error::corrupt(
