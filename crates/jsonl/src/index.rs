@@ -975,6 +975,59 @@ mod tests {
         }
     }
 
+    // A list may hold one seq twice, across a page's end: an id at that
+    // seq answers from either page.
+    #[test]
+    fn a_seq_repeated_across_a_page_end_is_found_in_both_pages() {
+        let seqs: Vec<u64> = (1..=64)
+            .map(|n| {
+                if n == MARKER_PAGE as u64 + 1 {
+                    n - 1
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let ids: Vec<String> = seqs
+            .iter()
+            .enumerate()
+            .map(|(at, seq)| format!(r#"{{"event_id":"id-{at}","seq":{seq}}}"#))
+            .collect();
+        let line = format!(
+            r#"{{"event_id":"m","seq":64,"payload":{{"compacted_event_ids":[{}],"source":"s"}}}}"#,
+            ids.join(",")
+        );
+        let (_dir, log, loc) = log_with(&line);
+        let entry = MarkerEntry::new(line.as_bytes(), 64, "m");
+        let pages = entry.pages.as_ref().expect("an ascending list has pages");
+        let repeated = MARKER_PAGE as u64;
+        for at in [MARKER_PAGE - 1, MARKER_PAGE] {
+            assert_eq!(
+                log.page_remembers(&loc, pages, &format!("id-{at}"), repeated)
+                    .unwrap(),
+                Some(true),
+                "id-{at}"
+            );
+        }
+    }
+
+    // Pages of a longer list than the line holds (stale pages) are no
+    // answer, and read nothing past the line.
+    #[test]
+    fn pages_reaching_past_the_line_are_no_answer() {
+        let entry = MarkerEntry::new(marker_line(70).as_bytes(), 140, "m");
+        let pages = entry.pages.as_ref().unwrap();
+        let (_dir, log, loc) = log_with(&marker_line(10));
+        for seq in [2, 70, 140] {
+            assert_eq!(
+                log.page_remembers(&loc, pages, &format!("id-{seq}"), seq)
+                    .unwrap(),
+                None,
+                "{seq}"
+            );
+        }
+    }
+
     #[test]
     fn a_trimmed_line_keeps_its_pages() {
         let line = marker_line(70);
