@@ -1028,6 +1028,22 @@ mod tests {
         }
     }
 
+    // What a marker adds to the index's size: its entry and id, and 16
+    // bytes per page of MARKER_PAGE ids (none without pages).
+    #[test]
+    fn a_marker_costs_its_entry_its_id_and_its_pages() {
+        let entry = MarkerEntry::new(marker_line(70).as_bytes(), 140, "marker-id");
+        let pages = 70_usize.div_ceil(MARKER_PAGE);
+        assert_eq!(
+            entry.approx_bytes(),
+            std::mem::size_of::<MarkerEntry>() + "marker-id".len() + 16 * pages
+        );
+        let unsorted = marker_line(3).replace(r#""seq":2}"#, r#""seq":9}"#);
+        let entry = MarkerEntry::new(unsorted.as_bytes(), 6, "m");
+        assert_eq!(entry.lead(), None, "no pages");
+        assert_eq!(entry.approx_bytes(), std::mem::size_of::<MarkerEntry>() + 1);
+    }
+
     #[test]
     fn a_trimmed_line_keeps_its_pages() {
         let line = marker_line(70);
