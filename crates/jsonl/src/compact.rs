@@ -850,6 +850,34 @@ mod tests {
         assert_eq!(records.len(), 6);
     }
 
+    // A marker's own id is confirmed from the index, without reading its
+    // line (which can be large); a live event's id is read from its line.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_markers_own_id_answers_without_reading_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        append_old(&store, "a", 2).await;
+        store
+            .append(&t, &event("a", "young", 10_000))
+            .await
+            .unwrap();
+        let report = store.compact(1, 100).await.unwrap();
+        assert_eq!(report.removed, 2, "{report:?}");
+        let a = RunId::new("a").unwrap();
+        let records = store.read(&t, &a, ReadQuery::all()).await.unwrap();
+        let marker = records[0].event_id.clone();
+        assert!(records[0].is_compaction_marker());
+        let log = store.inner.shared.read_state().log.clone();
+        let reads = || log.span_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let before = reads();
+        assert_eq!(store.seq_of(&t, &a, &marker).await.unwrap(), Some(2));
+        assert_eq!(reads(), before, "the marker's id came from the index");
+        let young = EventId::new("young").unwrap();
+        assert_eq!(store.seq_of(&t, &a, &young).await.unwrap(), Some(3));
+        assert_eq!(reads(), before + 1, "the event's id came from its line");
+    }
+
     /// Appends `count` events to `run`, at times 1, 2, ...
     async fn append_old(store: &JsonlStore, run: &str, count: u64) {
         for n in 1..=count {

@@ -1044,6 +1044,18 @@ mod tests {
         assert_eq!(entry.approx_bytes(), std::mem::size_of::<MarkerEntry>() + 1);
     }
 
+    // Keys are already hashes: a u64 passes through as it is; bytes are
+    // folded in whole.
+    #[test]
+    fn pass_through_keeps_a_u64_and_folds_bytes() {
+        let mut hasher = PassThrough::default();
+        hasher.write_u64(0x0123_4567_89ab_cdef);
+        assert_eq!(hasher.finish(), 0x0123_4567_89ab_cdef);
+        let mut hasher = PassThrough::default();
+        hasher.write(&[0xff; 9]);
+        assert_eq!(hasher.finish(), 0xffff_ffff_ffff_ff00);
+    }
+
     #[test]
     fn a_trimmed_line_keeps_its_pages() {
         let line = marker_line(70);
