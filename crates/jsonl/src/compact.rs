@@ -878,6 +878,26 @@ mod tests {
         assert_eq!(reads(), before + 1, "the event's id came from its line");
     }
 
+    // A marker replaced by a later pass leaves the index: it answers for
+    // the compacted ids and the new marker's own id, no more (CONTRACT §9).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replaced_markers_id_leaves_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tenant::local();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        append_old(&store, "a", 3).await;
+        assert_eq!(store.compact(1, 100).await.unwrap().removed, 3);
+        for n in 4..=5 {
+            store
+                .append(&t, &event("a", &format!("a{n}"), n))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.compact(1, 100).await.unwrap().removed, 2);
+        let stats = store.index_stats();
+        assert_eq!((stats.records, stats.ids), (1, 5 + 1), "{stats:?}");
+    }
+
     /// Appends `count` events to `run`, at times 1, 2, ...
     async fn append_old(store: &JsonlStore, run: &str, count: u64) {
         for n in 1..=count {

@@ -1056,6 +1056,27 @@ mod tests {
         assert_eq!(hasher.finish(), 0xffff_ffff_ffff_ff00);
     }
 
+    // Clearing a stream answers the bytes its lines took, newlines
+    // included.
+    #[test]
+    fn clearing_a_stream_answers_its_lines_bytes() {
+        let mut index = Index::new(IdHasher::new());
+        let slot = index.slot_or_create(&Tenant::local(), &RunId::new("r").unwrap());
+        let stream = &mut index.streams[slot];
+        for (seq, offset, len) in [(1, 0, 10), (2, 11, 20)] {
+            let loc = Loc {
+                seq,
+                pos: seq,
+                offset,
+                len,
+            };
+            stream.push(loc, 1, None);
+        }
+        assert_eq!(stream.clear(), 11 + 21);
+        assert_eq!(stream.last_seq(), 0);
+        assert_eq!(stream.clear(), 0);
+    }
+
     #[test]
     fn a_trimmed_line_keeps_its_pages() {
         let line = marker_line(70);

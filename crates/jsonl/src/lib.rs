@@ -499,6 +499,18 @@ mod tests {
         assert_eq!(records[0].event_type, COMPACTION_EVENT_TYPE);
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(store.next_seq(&tenant, &run).await.unwrap(), 5);
+
+        // Every event compacted away: the marker's own id and the four it
+        // remembers share one hash. The run is not a deleted one until it
+        // is deleted, and a second deletion writes nothing.
+        assert_eq!(store.compact(1, 1_000).await.unwrap().removed, 2);
+        let end = || store.inner.shared.read_state().end;
+        let compacted = end();
+        store.delete_run(&tenant, &run).await.unwrap();
+        let deleted = end();
+        assert_ne!(deleted, compacted, "an erasure marker was written");
+        store.delete_run(&tenant, &run).await.unwrap();
+        assert_eq!(end(), deleted, "nothing was written");
     }
 
     /// CONTRACT §16, STYLE 2.3: after a failed sync the handle refuses
