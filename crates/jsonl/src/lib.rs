@@ -513,6 +513,34 @@ mod tests {
         assert_eq!(end(), deleted, "nothing was written");
     }
 
+    /// The index's size counts at least each record's place, its entry in
+    /// the tenant's feed, and its id's slot in the hash table (the id's
+    /// hash, its seq and a control byte).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn index_stats_count_every_record_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path().join("store")).await.unwrap();
+        let tenant = Tenant::local();
+        let batch: Vec<EventRecord> = (0..1_000)
+            .map(|n| event(&tenant, &format!("e{n}"), 1))
+            .collect();
+        let run = RunId::new("run").unwrap();
+        store
+            .append_batch(&tenant, &run, &batch, None)
+            .await
+            .unwrap();
+        let stats = store.index_stats();
+        assert_eq!((stats.records, stats.ids), (1_000, 1_000));
+        let floor = 1_000
+            * (std::mem::size_of::<index::Loc>() + std::mem::size_of::<feed::FeedEntry>() + 17);
+        assert!(stats.approx_bytes >= floor, "{stats:?} below {floor}");
+        assert!(
+            stats.approx_bytes <= 3 * floor,
+            "{stats:?} above {}",
+            3 * floor
+        );
+    }
+
     /// CONTRACT §16, STYLE 2.3: after a failed sync the handle refuses
     /// writes; reads keep working and a reopen writes again.
     #[tokio::test(flavor = "multi_thread")]
