@@ -1109,6 +1109,20 @@ mod tests {
         assert!(log.marker_remembers(&loc, &entry, "id-100", 100).unwrap());
         assert!(log.marker_remembers(&loc, &marker, "id-100", 100).unwrap());
         assert!(!log.marker_remembers(&loc, &entry, "id-100", 101).unwrap());
+
+        // Ids where the pages expect them, as many as expected, at other
+        // seqs (each one higher, in as many digits).
+        let shifted = (1..=70).fold(line.clone(), |line, n| {
+            line.replace(
+                &format!(r#""seq":{}}}"#, 2 * n),
+                &format!(r#""seq":{}}}"#, 2 * n + 1),
+            )
+        });
+        assert_eq!(shifted.len(), line.len());
+        let entry = MarkerEntry::new(line.as_bytes(), 140, "m");
+        let (_dir, log, loc) = log_with(&shifted);
+        let pages = entry.pages.as_ref().unwrap();
+        assert_eq!(log.page_remembers(&loc, pages, "id-2", 2).unwrap(), None);
     }
 
     #[test]
