@@ -887,8 +887,8 @@ mod tests {
         (dir, LogFile::new(file, path), locs)
     }
 
-    /// Reads `wanted` of `locs` with `read_lines`: the lines handed out, in
-    /// order, and how many reads it took.
+    /// Reads the lines at `locs` with `read_lines`: the lines handed out,
+    /// in order, and how many reads it took.
     fn read_lines_of(log: &LogFile, locs: &[Loc]) -> (Vec<(usize, Vec<u8>)>, u64) {
         let before = log.span_reads.load(std::sync::atomic::Ordering::Relaxed);
         let mut got = Vec::new();
@@ -1028,15 +1028,18 @@ mod tests {
         }
     }
 
-    // What a marker adds to the index's size: its entry and id, and 16
-    // bytes per page of MARKER_PAGE ids (none without pages).
+    // What a marker adds to the index's size: its entry and id, and one
+    // page start (a seq and an offset) per MARKER_PAGE ids (none without
+    // pages).
     #[test]
     fn a_marker_costs_its_entry_its_id_and_its_pages() {
         let entry = MarkerEntry::new(marker_line(70).as_bytes(), 140, "marker-id");
         let pages = 70_usize.div_ceil(MARKER_PAGE);
         assert_eq!(
             entry.approx_bytes(),
-            std::mem::size_of::<MarkerEntry>() + "marker-id".len() + 16 * pages
+            std::mem::size_of::<MarkerEntry>()
+                + "marker-id".len()
+                + std::mem::size_of::<(u64, u32)>() * pages
         );
         let unsorted = marker_line(3).replace(r#""seq":2}"#, r#""seq":9}"#);
         let entry = MarkerEntry::new(unsorted.as_bytes(), 6, "m");
