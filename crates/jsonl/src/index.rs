@@ -916,6 +916,14 @@ mod tests {
         ];
         assert_eq!((got, reads), (expected, 2));
 
+        // A gap as long as the next line is longer than the last one is
+        // still a gap.
+        let varied = vec![vec![b'a'; 10], vec![b'b'; 9], vec![b'c'; 20]];
+        let (_dir, log, locs) = log_of(&varied);
+        let (got, reads) = read_lines_of(&log, &[locs[0], locs[2]]);
+        let expected = vec![(0, varied[0].clone()), (1, varied[2].clone())];
+        assert_eq!((got, reads), (expected, 2));
+
         // Lines a quarter of MAX_SPAN long, newline included: the fifth
         // starts exactly MAX_SPAN after the first, so it starts the second
         // read, which takes the sixth too.
