@@ -611,7 +611,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{JsonlStore, writer::Command};
+    use crate::{JsonlStore, index::StreamIndex, writer::Command};
 
     fn event(run: &str, id: &str, at: u64) -> EventRecord {
         EventRecord::new(
@@ -705,14 +705,7 @@ mod tests {
         // Cutoff 250: a1 and a2 go, a3 (300) is the oldest kept.
         let report = store.compact(150, 400).await.unwrap();
         assert_eq!(report.removed, 2, "{report:?}");
-        let state = store.inner.shared.read_state();
-        let stream = state
-            .index
-            .streams
-            .iter()
-            .find(|stream| stream.key.run_id.as_str() == "a")
-            .unwrap();
-        assert_eq!(stream.oldest_ms, 300);
+        assert_eq!(with_stream(&store, "a", |a| a.oldest_ms), 300);
     }
 
     // A marker imported as the first line of a batch starts with the
@@ -755,14 +748,9 @@ mod tests {
             }
         };
         let leads = |run: &str| -> Vec<Option<u32>> {
-            let state = store.inner.shared.read_state();
-            let stream = state
-                .index
-                .streams
-                .iter()
-                .find(|stream| stream.key.run_id.as_str() == run)
-                .unwrap();
-            stream.markers.iter().map(MarkerEntry::lead).collect()
+            with_stream(&store, run, |stream| {
+                stream.markers.iter().map(MarkerEntry::lead).collect()
+            })
         };
         import("m").await;
         assert_eq!(leads("m"), [Some(1)]);
@@ -801,11 +789,8 @@ mod tests {
         };
         // a1, pruned, puts k's records 2 MiB into the log.
         store.append(&t, &sized("a1", 1, 2 << 20)).await.unwrap();
-        let locs = |run: &str| -> Vec<Loc> {
-            let state = store.inner.shared.read_state();
-            let slot = state.index.slot(&t, &RunId::new(run).unwrap()).unwrap();
-            state.index.streams[slot].locs.clone()
-        };
+        let locs =
+            |run: &str| -> Vec<Loc> { with_stream(&store, run, |stream| stream.locs.clone()) };
         // k1 shows how long a line is around its payload; k2-k4 then fill
         // MAX_SPAN exactly, so that k5 starts MAX_SPAN after k1.
         store.append(&t, &sized("k1", 10_000, 100)).await.unwrap();
@@ -896,6 +881,13 @@ mod tests {
         assert_eq!(store.compact(1, 100).await.unwrap().removed, 2);
         let stats = store.index_stats();
         assert_eq!((stats.records, stats.ids), (1, 5 + 1), "{stats:?}");
+    }
+
+    /// Answers `f` of the local tenant's stream `run` in the index.
+    fn with_stream<T>(store: &JsonlStore, run: &str, f: impl FnOnce(&StreamIndex) -> T) -> T {
+        let state = store.inner.shared.read_state();
+        let run = RunId::new(run).unwrap();
+        f(state.index.stream(&Tenant::local(), &run).unwrap())
     }
 
     /// Appends `count` events to `run`, at times 1, 2, ...
@@ -1016,16 +1008,11 @@ mod tests {
         spans.push(usize::try_from(tail % MAX_SPAN).unwrap());
         assert_eq!(copies, spans);
         assert_eq!(on_tmp[on_tmp.len() - 2..], [("sync", 0), ("rename", 0)]);
-        {
-            let state = store.inner.shared.read_state();
-            let a = state
-                .index
-                .streams
-                .iter()
-                .find(|stream| stream.key.run_id.as_str() == "a")
-                .unwrap();
-            assert_eq!(a.oldest_ms, 200, "a4 is a's oldest event");
-        }
+        assert_eq!(
+            with_stream(&store, "a", |a| a.oldest_ms),
+            200,
+            "a4 is a's oldest event"
+        );
 
         drop(store);
         let store = JsonlStore::open(dir.path().join("store")).await.unwrap();

@@ -506,8 +506,7 @@ mod tests {
         assert_eq!(store.compact(1, 1_000).await.unwrap().removed, 2);
         let erased = || {
             let state = store.inner.shared.read_state();
-            let slot = state.index.slot(&tenant, &run).unwrap();
-            state.index.streams[slot].is_erased()
+            state.index.stream(&tenant, &run).unwrap().is_erased()
         };
         assert!(!erased(), "compacted, not deleted");
         store.delete_run(&tenant, &run).await.unwrap();
