@@ -73,7 +73,10 @@ fn damage_records(records: &mut Value) -> bool {
     found
 }
 
-async fn read_json(store: &dyn ObjectStore, path: &Path) -> Value {
+/// The first JSON value of the object at `path`, and the byte offset where
+/// it ends: a segment's id table follows its records (docs/backends/s3.md,
+/// "Key layout").
+async fn read_value(store: &dyn ObjectStore, path: &Path) -> (Value, Vec<u8>, usize) {
     let bytes = store
         .get(path)
         .await
@@ -81,11 +84,42 @@ async fn read_json(store: &dyn ObjectStore, path: &Path) -> Value {
         .bytes()
         .await
         .expect("read");
-    serde_json::from_slice(&bytes).expect("JSON")
+    let mut values = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
+    let value = values.next().expect("a JSON value").expect("JSON");
+    let end = values.byte_offset();
+    (value, bytes[end..].to_vec(), end)
 }
 
-async fn write_json(store: &dyn ObjectStore, path: &Path, value: &Value) {
-    let bytes = serde_json::to_vec(value).expect("JSON");
+/// The JSON of the object at `path` (a segment's records, without the id
+/// table after them).
+///
+/// # Panics
+/// When the GET fails or the object does not start with JSON.
+pub async fn read_json(store: &dyn ObjectStore, path: &Path) -> Value {
+    read_value(store, path).await.0
+}
+
+/// Writes `value` over the JSON of the object at `path`. An object with
+/// bytes after its JSON (a segment's id table, which the head locates by
+/// offset) keeps them at the same offset: the JSON is padded with spaces to
+/// its old length, and must not grow past it.
+///
+/// # Panics
+/// When a request fails, or the new JSON is longer than the old one of an
+/// object with a table.
+pub async fn write_json(store: &dyn ObjectStore, path: &Path, value: &Value) {
+    let mut bytes = serde_json::to_vec(value).expect("JSON");
+    if store.head(path).await.is_ok() {
+        let (_, tail, end) = read_value(store, path).await;
+        if !tail.is_empty() {
+            assert!(
+                bytes.len() <= end,
+                "the new JSON of {path} is longer than the old"
+            );
+            bytes.resize(end, b' ');
+            bytes.extend_from_slice(&tail);
+        }
+    }
     store
         .put(path, PutPayload::from(bytes))
         .await

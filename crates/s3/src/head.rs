@@ -18,6 +18,12 @@ pub(crate) const FORMAT: u32 = 1;
 /// prefix as the stream's ids; a stream never deleted keeps format 1, byte
 /// for byte.
 pub(crate) const FORMAT_ERASED: u32 = 2;
+/// The format of a head that names a segment with an id table
+/// ([`SegmentRef::index`]), deleted or not. A version of the store that
+/// predates the tables refuses it as `Corrupt` rather than parse a segment
+/// with a table after its records or look its ids up under `ids/`; a head
+/// without such a segment keeps format 1 or 2, byte for byte.
+pub(crate) const FORMAT_INDEXED: u32 = 3;
 /// How many commit tokens a head remembers.
 const COMMITS_KEPT: usize = 32;
 /// A flush runs once the buffer holds this many records...
@@ -42,6 +48,19 @@ pub(crate) struct SegmentRef {
     /// only when this says it may hold an event old enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) oldest_ms: Option<u64>,
+    /// Where the segment's id table starts and how many entries it holds
+    /// ([`crate::idtable`]); `None` for a segment written before segments
+    /// carried one, whose ids are found under `ids/` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) index: Option<IndexRef>,
+}
+
+/// The id table of a segment: it starts at byte `at` (the end of the
+/// records' JSON) and holds `count` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IndexRef {
+    pub(crate) at: u64,
+    pub(crate) count: u64,
 }
 
 impl SegmentRef {
@@ -157,7 +176,27 @@ impl Head {
     /// through `through`: the head takes [`FORMAT_ERASED`].
     pub(crate) fn mark_erased(&mut self, through: u64) {
         self.erased_through = Some(through);
-        self.format = FORMAT_ERASED;
+        self.settle_format();
+    }
+
+    /// Sets `format` to what the head holds: [`FORMAT_INDEXED`] once a
+    /// segment has an id table, else [`FORMAT_ERASED`] once the stream was
+    /// deleted, else [`FORMAT`]. Called wherever segments or the deletion
+    /// change.
+    pub(crate) fn settle_format(&mut self) {
+        self.format = if self.segments.iter().any(|segment| segment.index.is_some()) {
+            FORMAT_INDEXED
+        } else if self.erased_through.is_some() {
+            FORMAT_ERASED
+        } else {
+            FORMAT
+        };
+    }
+
+    /// Whether a segment without an id table is named: its ids are then
+    /// found under the `ids/` prefix of [`Head::ids_epoch`].
+    pub(crate) fn has_unindexed(&self) -> bool {
+        self.segments.iter().any(|segment| segment.index.is_none())
     }
 
     /// The stream this head belongs to.
@@ -176,7 +215,7 @@ impl Head {
         let fail =
             |reason: String| Error::corrupt(format!("{location} ({})", head_what(key)), reason);
         match (self.format, self.erased_through) {
-            (FORMAT, None) | (FORMAT_ERASED, Some(_)) => {}
+            (FORMAT, None) | (FORMAT_ERASED, Some(_)) | (FORMAT_INDEXED, _) => {}
             (FORMAT_ERASED, None) => {
                 return Err(fail(format!(
                     "head format {FORMAT_ERASED} without erased_through"
@@ -184,7 +223,7 @@ impl Head {
             }
             (format, _) => {
                 return Err(fail(format!(
-                    "head format {format} is not {FORMAT} or {FORMAT_ERASED}"
+                    "head format {format} is not {FORMAT}, {FORMAT_ERASED} or {FORMAT_INDEXED}"
                 )));
             }
         }
@@ -243,6 +282,7 @@ impl Head {
         rebased.markers.clone_from(&changed.markers);
         rebased.flushed_through = changed.flushed_through;
         rebased.buffer.drain(..base.buffer.len());
+        rebased.settle_format();
         if let Some(token) = changed.commits.last() {
             rebased.remember(token);
         }
@@ -408,6 +448,51 @@ mod tests {
     }
 
     #[test]
+    fn the_format_follows_the_tables_and_the_deletion() {
+        let key = StreamKey::new(Tenant::local(), RunId::new("r").unwrap());
+        let segment = |index| SegmentRef {
+            first: 1,
+            last: 2,
+            count: 2,
+            token: "t".into(),
+            oldest_ms: Some(1),
+            index,
+        };
+        let mut plain = head(&[3]);
+        plain.segments.push(segment(None));
+        plain.settle_format();
+        assert_eq!(plain.format, FORMAT);
+        assert!(plain.has_unindexed());
+        let mut erased = plain.clone();
+        erased.mark_erased(3);
+        assert_eq!(erased.format, FORMAT_ERASED);
+        let mut indexed = plain.clone();
+        indexed
+            .segments
+            .push(segment(Some(IndexRef { at: 10, count: 2 })));
+        indexed.settle_format();
+        assert_eq!(indexed.format, FORMAT_INDEXED);
+        indexed.mark_erased(3);
+        assert_eq!(
+            indexed.format, FORMAT_INDEXED,
+            "a table outranks the deletion"
+        );
+        for head in [&plain, &erased, &indexed] {
+            head.check(&key, &"head").unwrap();
+        }
+        let mut unknown = plain.clone();
+        unknown.format = 4;
+        let err = unknown.check(&key, &"head").unwrap_err();
+        assert!(
+            err.to_string().contains("head format 4 is not 1, 2 or 3"),
+            "{err}"
+        );
+        // A head without tables serializes exactly as before them.
+        let written = serde_json::to_value(&plain).unwrap();
+        assert!(written["segments"][0].get("index").is_none(), "{written}");
+    }
+
+    #[test]
     fn an_id_entry_naming_another_id_is_corrupt() {
         let mine = EventId::new("mine").unwrap();
         let other = EventId::new("other").unwrap();
@@ -452,6 +537,7 @@ mod tests {
             count: 2,
             token: "t".into(),
             oldest_ms: Some(1),
+            index: None,
         });
         flushed.remember("flush");
         let current = head(&[1, 2, 3]);
@@ -469,6 +555,7 @@ mod tests {
             count: 3,
             token: "other".into(),
             oldest_ms: None,
+            index: None,
         });
         flushed_elsewhere.buffer.clear();
         flushed_elsewhere.flushed_through = 3;

@@ -66,6 +66,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;
+mod idtable;
 mod keys;
 mod log;
 mod objects;

@@ -59,6 +59,51 @@ pub(crate) async fn get(
     Ok(Some((bytes, version)))
 }
 
+/// GETs the bytes `range` of `path`, or `None` when it is absent. A
+/// stored object shorter than the range is `Corrupt` (a failed ranged GET
+/// costs a HEAD request to tell).
+pub(crate) async fn get_range(
+    store: &dyn ObjectStore,
+    path: &Path,
+    what: &str,
+    range: std::ops::Range<u64>,
+) -> Result<Option<Bytes>> {
+    if range.is_empty() {
+        return Ok(Some(Bytes::new()));
+    }
+    let wanted = range.end - range.start;
+    match store.get_range(path, range.clone()).await {
+        Ok(bytes) if bytes.len() as u64 == wanted => Ok(Some(bytes)),
+        Ok(bytes) => Err(corrupt(
+            path,
+            what,
+            format!(
+                "bytes {}..{} were asked for and {} came back",
+                range.start,
+                range.end,
+                bytes.len()
+            ),
+        )),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(err) => {
+            // A range past the object's end is refused by the store (S3
+            // answers 416): it is the data that is wrong, not the request.
+            match store.head(path).await {
+                Ok(meta) if meta.size < range.end => Err(corrupt(
+                    path,
+                    what,
+                    format!(
+                        "bytes {}..{} were asked for and the object holds {}",
+                        range.start, range.end, meta.size
+                    ),
+                )),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                _ => Err(request(format!("get part of {what}"), err)),
+            }
+        }
+    }
+}
+
 /// GETs and parses `path`, or `None` when absent.
 pub(crate) async fn get_json<T: DeserializeOwned>(
     store: &dyn ObjectStore,

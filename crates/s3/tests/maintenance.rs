@@ -9,13 +9,16 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
 use runstore_conformance::support::records::{event, run, tenant};
-use runstore_conformance::support::{corrupt_failure, failed_streams};
+use runstore_conformance::support::{
+    corrupt_failure, failed_streams,
+    s3::{read_json, write_json},
+};
 use runstore_core::{
     Error, EventLog, EventLogExt, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
     StreamKey, Tenant,
 };
 use runstore_s3::S3Store;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn snapshot(t: &Tenant, run_id: &str, id: &str, seq: u64, at: u64) -> SnapshotRecord {
     SnapshotRecord::new(
@@ -41,16 +44,6 @@ async fn objects(bucket: &InMemory, part: &str) -> Vec<Path> {
         .try_collect()
         .await
         .unwrap()
-}
-
-async fn read_json(bucket: &InMemory, path: &Path) -> Value {
-    let bytes = bucket.get(path).await.unwrap().bytes().await.unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-async fn write_json(bucket: &InMemory, path: &Path, value: &Value) {
-    let bytes = serde_json::to_vec(value).unwrap();
-    bucket.put(path, PutPayload::from(bytes)).await.unwrap();
 }
 
 /// The key of the object under `part` (`"head"` or `"snap"`) whose JSON
@@ -287,8 +280,8 @@ async fn hashed_keys_name_the_stream_their_objects_prove() {
         .await
         .unwrap();
     let heads = objects(&bucket, "head").await;
-    let copied = read_json(&bucket, &heads[0]).await;
-    write_json(&bucket, &heads[1], &copied).await;
+    let copied = read_json(&*bucket, &heads[0]).await;
+    write_json(&*bucket, &heads[1], &copied).await;
     let err = store.streams().await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("whose key is elsewhere"), "{err}");

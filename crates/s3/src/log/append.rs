@@ -162,7 +162,10 @@ impl Inner {
             for pending in batch {
                 ids.extend(pending.events.iter().map(|event| event.event_id.clone()));
             }
-            let known = self.resolve(key, &loaded.head, &local.ids, ids).await?;
+            let Some(known) = self.resolve(key, &loaded.head, &local.ids, ids).await? else {
+                // A segment of the head is gone: the head was replaced.
+                continue;
+            };
             let head = &loaded.head;
             let GroupPlan {
                 new_records,

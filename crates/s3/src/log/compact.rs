@@ -16,7 +16,7 @@ use super::{Loaded, MAINTENANCE_ATTEMPTS, Work};
 use crate::{
     Inner, backoff,
     error::{contended, request},
-    head::{Head, MarkerRef, SegmentRef, head_what, index_entries},
+    head::{Head, MarkerRef, SegmentRef, head_what},
     new_token,
     objects::{Put, to_json},
 };
@@ -170,12 +170,6 @@ impl Inner {
                 .collect();
             let at = kept.partition_point(|record| record.seq < change.marker.seq);
             kept.insert(at, change.marker);
-            self.write_ids(
-                key,
-                loaded.head.ids_epoch(),
-                index_entries(&loaded.head.buffer)?,
-            )
-            .await?;
             let mut next = loaded.head.clone();
             next.buffer.clear();
             next.segments.clear();
@@ -203,6 +197,7 @@ impl Inner {
                 next.segments.push(segment);
                 work.created.push(path);
             }
+            next.settle_format();
             let removes = Some(change.remove_seqs.as_slice());
             match self
                 .commit_rebasing(key, &loaded, next, &work, removes)

@@ -6,19 +6,22 @@
 //! head, replaying it onto heads that only gained appends meanwhile, for
 //! flushes and compactions alike.
 
-use runstore_core::{Result, StreamKey};
+use futures::{StreamExt, TryStreamExt, stream};
+use runstore_core::{EventRecord, Result, StreamKey};
 
 use super::{Loaded, Local, MAINTENANCE_ATTEMPTS, Work};
 use crate::{
     Inner, backoff,
     error::contended,
-    head::{Head, MarkerRef, index_entries},
+    head::{Head, MarkerRef},
     new_token,
     objects::Put,
 };
 
 /// Most records in one segment made by merging.
 const SEGMENT_MAX: u64 = 65_536;
+/// Segments a flush reads at once to merge them.
+const MERGE_PARALLEL: usize = 8;
 
 /// Whether the head this handle holds has a buffer due for a flush.
 fn flush_due(local: &Local) -> bool {
@@ -48,17 +51,17 @@ impl Inner {
         }
     }
 
-    /// Moves `head`'s buffer into new segments (indexing its ids first) and
-    /// merges the newest segments while the binary-counter rule says so.
-    /// Nothing is committed until `head` is put.
+    /// Moves `head`'s buffer into a new segment (its id table included),
+    /// merged in the same write with the newest segments the binary-counter
+    /// rule would merge it with: those are read (in parallel) and replaced,
+    /// so a flush writes one segment whatever it merges. Nothing is
+    /// committed until `head` is put.
     async fn materialize(&self, key: &StreamKey, head: &mut Head) -> Result<Work> {
         let mut work = Work::default();
         let records = std::mem::take(&mut head.buffer);
         if records.is_empty() {
             return Ok(work);
         }
-        self.write_ids(key, head.ids_epoch(), index_entries(&records)?)
-            .await?;
         for record in &records {
             if record.is_compaction_marker() {
                 head.markers.push(MarkerRef {
@@ -67,33 +70,41 @@ impl Inner {
                 });
             }
         }
-        let (segment, path) = self.write_segment(key, &records).await?;
-        work.created.push(path);
-        head.segments.push(segment);
-        head.flushed_through = head.last_seq;
-        while head.segments.len() >= 2 {
-            let n = head.segments.len();
-            let (older, newer) = (&head.segments[n - 2], &head.segments[n - 1]);
+        // The rule compares the newest segment with the one before it and
+        // merges while the older is less than twice the newer: the new
+        // segment absorbs older ones from the end while they qualify.
+        let mut count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+        let mut keep = head.segments.len();
+        while keep > 0 {
+            let older = head.segments[keep - 1].count;
             // Counts come from a stored head: saturate rather than trust them.
-            if older.count >= newer.count.saturating_mul(2)
-                || older.count.saturating_add(newer.count) > SEGMENT_MAX
-            {
+            if older >= count.saturating_mul(2) || older.saturating_add(count) > SEGMENT_MAX {
                 break;
             }
-            let (Some(mut merged), Some(tail)) = (
-                self.read_segment(key, older).await?,
-                self.read_segment(key, newer).await?,
-            ) else {
+            count = count.saturating_add(older);
+            keep -= 1;
+        }
+        let merged = head.segments.split_off(keep);
+        let parts: Vec<Option<Vec<EventRecord>>> = stream::iter(merged.clone())
+            .map(|segment| async move { self.read_segment(key, &segment).await })
+            .buffered(MERGE_PARALLEL)
+            .try_collect()
+            .await?;
+        let mut all = Vec::new();
+        for part in parts {
+            let Some(part) = part else {
                 return Err(contended(format!("merge segments of {key}")));
             };
-            merged.extend(tail);
-            let (segment, path) = self.write_segment(key, &merged).await?;
-            work.replaced.push(self.segment_path(key, older));
-            work.replaced.push(self.segment_path(key, newer));
-            work.created.push(path);
-            head.segments.truncate(n - 2);
-            head.segments.push(segment);
+            all.extend(part);
         }
+        all.extend(records);
+        let (segment, path) = self.write_segment(key, &all).await?;
+        work.created.push(path);
+        work.replaced
+            .extend(merged.iter().map(|segment| self.segment_path(key, segment)));
+        head.segments.push(segment);
+        head.flushed_through = head.last_seq;
+        head.settle_format();
         Ok(work)
     }
 

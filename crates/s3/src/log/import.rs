@@ -48,7 +48,10 @@ impl Inner {
                     ids.extend(compacted_ids(record)?.into_iter().map(|id| id.event_id));
                 }
             }
-            let known = self.resolve(key, &loaded.head, &local.ids, ids).await?;
+            let Some(known) = self.resolve(key, &loaded.head, &local.ids, ids).await? else {
+                // A segment of the head is gone: the head was replaced.
+                continue 'plan;
+            };
             let head = &loaded.head;
             let missing = plan_import(&key.tenant, &key.run_id, last, records, |id| {
                 if let Some(seq) = head.find(id)? {

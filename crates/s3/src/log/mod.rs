@@ -138,18 +138,23 @@ impl EventLog for S3Store {
         event_id: &EventId,
     ) -> Result<Option<u64>> {
         let key = key_of(tenant, run_id);
-        let loaded = self.inner.load(&key).await?;
-        if loaded.version.is_none() {
-            return Ok(None);
+        for _ in 0..READ_ATTEMPTS {
+            let loaded = self.inner.load(&key).await?;
+            if loaded.version.is_none() {
+                return Ok(None);
+            }
+            if let Some(seq) = loaded.head.find(event_id)? {
+                return Ok(Some(seq));
+            }
+            if let Some(found) = self
+                .inner
+                .find_ids(&key, &loaded.head, vec![event_id.clone()])
+                .await?
+            {
+                return Ok(found.get(event_id).copied().flatten());
+            }
         }
-        if let Some(seq) = loaded.head.find(event_id)? {
-            return Ok(Some(seq));
-        }
-        let found = self
-            .inner
-            .fetch_ids(&key, loaded.head.ids_epoch(), vec![event_id.clone()])
-            .await?;
-        Ok(found.get(event_id).copied().flatten())
+        Err(contended(format!("look up an event id in {key}")))
     }
 
     async fn list_runs(&self, tenant: &Tenant) -> Result<Vec<RunId>> {

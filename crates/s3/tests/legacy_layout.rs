@@ -1,0 +1,349 @@
+//! Streams written before segments carried id tables (docs/backends/s3.md,
+//! "Where an event id is found"): segments that are JSON arrays alone, a
+//! head of format 1 that names them without `index`, and one `ids/` object
+//! per flushed id. Such a stream is built here by writing a stream with
+//! today's code and rewriting its objects into that layout; the store then
+//! finds every id, answers duplicates with their seqs, and moves the ids
+//! into tables as flushes and compactions rewrite the segments.
+
+use runstore_conformance::support::records::{acme as tenant, run_1 as run, step as event};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, PutPayload, memory::InMemory, path::Path};
+use runstore_core::{
+    EventId, EventLog, EventRecord, ReadQuery, RunStatus, SnapshotId, SnapshotRecord, SnapshotStore,
+};
+use runstore_s3::S3Store;
+use serde_json::{Value, json};
+
+const PREFIX: &str = "legacy";
+
+fn store(bucket: &Arc<InMemory>) -> S3Store {
+    S3Store::new(bucket.clone(), PREFIX).unwrap()
+}
+
+async fn keys(bucket: &InMemory) -> Vec<Path> {
+    bucket
+        .list(Some(&Path::from(PREFIX)))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+async fn bytes_of(bucket: &InMemory, path: &Path) -> bytes::Bytes {
+    bucket.get(path).await.unwrap().bytes().await.unwrap()
+}
+
+async fn head_json(bucket: &InMemory) -> (Path, Value) {
+    let path = keys(bucket)
+        .await
+        .into_iter()
+        .find(|path| path.filename() == Some("head"))
+        .expect("a head");
+    let head = serde_json::from_slice(&bytes_of(bucket, &path).await).unwrap();
+    (path, head)
+}
+
+/// Rewrites the stream into the layout of a version before id tables: each
+/// segment loses its table, the head its `index` fields and format 3, and
+/// every id a segment holds gets its `ids/` object. Returns how many.
+async fn downgrade(bucket: &InMemory) -> usize {
+    let (head_path, mut head) = head_json(bucket).await;
+    let dir = head_path.prefix_match(&Path::from(PREFIX)).unwrap();
+    let dir: Vec<_> = dir.collect();
+    let mut stream_dir = Path::from(PREFIX);
+    for part in &dir[..dir.len() - 1] {
+        stream_dir = stream_dir.child(part.as_ref());
+    }
+    let mut entries = 0;
+    for segment in head["segments"].as_array_mut().unwrap() {
+        let name = format!(
+            "{:020}-{:020}-{}",
+            segment["first"].as_u64().unwrap(),
+            segment["last"].as_u64().unwrap(),
+            segment["token"].as_str().unwrap()
+        );
+        let path = stream_dir.child("seg").child(name);
+        let bytes = bytes_of(bucket, &path).await;
+        let at = usize::try_from(segment["index"]["at"].as_u64().unwrap()).unwrap();
+        let records: Vec<EventRecord> = serde_json::from_slice(&bytes[..at]).unwrap();
+        bucket
+            .put(&path, PutPayload::from(bytes.slice(..at)))
+            .await
+            .unwrap();
+        segment.as_object_mut().unwrap().remove("index");
+        for record in records {
+            let ids = if record.is_compaction_marker() {
+                record.payload["compacted_event_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|id| {
+                        (
+                            id["event_id"].as_str().unwrap().to_owned(),
+                            id["seq"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![(record.event_id.as_str().to_owned(), record.seq)]
+            };
+            for (id, seq) in ids {
+                // Test ids are lowercase letters, digits and dashes: their
+                // key segment is `v` and the id.
+                let entry = stream_dir.child("ids").child(format!("v{id}"));
+                let body = serde_json::to_vec(&json!({"seq": seq, "id": id})).unwrap();
+                bucket.put(&entry, PutPayload::from(body)).await.unwrap();
+                entries += 1;
+            }
+        }
+    }
+    head["format"] = json!(1);
+    let body = serde_json::to_vec(&head).unwrap();
+    bucket
+        .put(&head_path, PutPayload::from(body))
+        .await
+        .unwrap();
+    entries
+}
+
+/// The key of the first segment the head names, and where its id table
+/// starts.
+async fn first_segment(bucket: &InMemory) -> (Path, usize) {
+    let (head_path, head) = head_json(bucket).await;
+    let segment = &head["segments"][0];
+    let at = usize::try_from(segment["index"]["at"].as_u64().unwrap()).unwrap();
+    let dir = head_path.as_ref().strip_suffix("/head").unwrap();
+    let path = Path::from(format!(
+        "{dir}/seg/{:020}-{:020}-{}",
+        segment["first"].as_u64().unwrap(),
+        segment["last"].as_u64().unwrap(),
+        segment["token"].as_str().unwrap()
+    ));
+    (path, at)
+}
+
+fn snapshot(seq: u64) -> SnapshotRecord {
+    SnapshotRecord::new(
+        &tenant(),
+        run(),
+        SnapshotId::new("s").unwrap(),
+        seq,
+        1,
+        RunStatus::Running,
+    )
+}
+
+async fn seq_of(store: &S3Store, id: &str) -> Option<u64> {
+    store
+        .seq_of(&tenant(), &run(), &EventId::new(id).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Appends `e<from>..=e<to>` in batches of 50, occurring at `at`.
+async fn append_range(store: &S3Store, from: u64, to: u64, at: u64) {
+    let events: Vec<_> = (from..=to).map(|n| event(&format!("e{n}"), at)).collect();
+    for chunk in events.chunks(50) {
+        store
+            .append_batch(&tenant(), &run(), chunk, None)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
+    let bucket = Arc::new(InMemory::new());
+    // e1..e300, old; compacted behind a snapshot at 200 (a marker that
+    // remembers e1..e199); then e301..e600, flushed into more segments.
+    let writer = store(&bucket);
+    append_range(&writer, 1, 300, 10).await;
+    writer.put(&tenant(), &snapshot(200)).await.unwrap();
+    assert_eq!(writer.compact(100, 1_000).await.unwrap().removed, 199);
+    append_range(&writer, 301, 600, 2_000).await;
+    // Let the last flush finish (an import of nothing waits for it).
+    writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let before = writer
+        .read(&tenant(), &run(), ReadQuery::all())
+        .await
+        .unwrap();
+    drop(writer);
+
+    let entries = downgrade(&bucket).await;
+    let (_, head) = head_json(&bucket).await;
+    assert!(entries >= 400, "ids of the flushed segments: {entries}");
+    assert_eq!(head["format"], json!(1));
+    assert!(!head["segments"].as_array().unwrap().is_empty());
+
+    // A new handle (nothing cached) finds ids of every kind.
+    let old = store(&bucket);
+    assert_eq!(
+        old.read(&tenant(), &run(), ReadQuery::all()).await.unwrap(),
+        before
+    );
+    assert_eq!(seq_of(&old, "e5").await, Some(5), "a compacted id");
+    assert_eq!(seq_of(&old, "e250").await, Some(250), "kept in a segment");
+    assert_eq!(seq_of(&old, "e420").await, Some(420), "appended later");
+    assert_eq!(seq_of(&old, "nope").await, None);
+    // Duplicates answer their seqs; a new event goes after the last.
+    let again = old
+        .append_batch(
+            &tenant(),
+            &run(),
+            &[event("e7", 1), event("e333", 1), event("fresh", 1)],
+            None,
+        )
+        .await
+        .unwrap();
+    let last = before.last().unwrap().seq;
+    let answers: Vec<_> = again.iter().map(|a| (a.seq, a.inserted)).collect();
+    assert_eq!(answers, [(7, false), (333, false), (last + 1, true)]);
+    let (_, head) = head_json(&bucket).await;
+    assert_eq!(
+        head["format"],
+        json!(1),
+        "an append alone keeps the old format"
+    );
+
+    // A flush too small to merge the old segment (151 records against 402)
+    // writes a segment with a table beside it: the head takes format 3, and
+    // ids are found in both kinds.
+    append_range(&old, 601, 750, 3_000).await;
+    old.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let (_, head) = head_json(&bucket).await;
+    let segments = head["segments"].as_array().unwrap();
+    assert_eq!(head["format"], json!(3), "{segments:?}");
+    assert!(
+        segments
+            .iter()
+            .any(|segment| segment.get("index").is_none()),
+        "{segments:?}"
+    );
+    assert!(
+        segments
+            .iter()
+            .any(|segment| segment.get("index").is_some()),
+        "{segments:?}"
+    );
+    let fresh = store(&bucket);
+    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
+        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
+    }
+    // A larger flush merges the old segment into one with a table.
+    append_range(&old, 751, 1_000, 3_000).await;
+    old.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let (_, head) = head_json(&bucket).await;
+    let segments = head["segments"].as_array().unwrap();
+    assert!(
+        segments
+            .iter()
+            .all(|segment| segment.get("index").is_some()),
+        "{segments:?}"
+    );
+    let fresh = store(&bucket);
+    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e900", 901)] {
+        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
+    }
+
+    // Compaction rewrites every segment with a table: the `ids/` objects
+    // are no longer needed to find anything.
+    fresh.put(&tenant(), &snapshot(900)).await.unwrap();
+    assert!(fresh.compact(100, 10_000).await.unwrap().removed > 0);
+    let (_, head) = head_json(&bucket).await;
+    let segments = head["segments"].as_array().unwrap();
+    assert!(
+        segments
+            .iter()
+            .all(|segment| segment.get("index").is_some()),
+        "{segments:?}"
+    );
+    for path in keys(&bucket).await {
+        if path.as_ref().contains("/ids/") {
+            bucket.delete(&path).await.unwrap();
+        }
+    }
+    let fresh = store(&bucket);
+    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
+        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
+    }
+    let dup = fresh
+        .append_batch(&tenant(), &run(), &[event("e250", 1)], None)
+        .await
+        .unwrap();
+    assert_eq!((dup[0].seq, dup[0].inserted), (250, false));
+}
+
+/// A segment whose id table was damaged (unsorted) is `Corrupt`, naming
+/// the segment; a lookup never takes it for absence.
+#[tokio::test]
+async fn a_damaged_id_table_is_corrupt() {
+    let bucket = Arc::new(InMemory::new());
+    let writer = store(&bucket);
+    append_range(&writer, 1, 200, 10).await;
+    writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let (path, at) = first_segment(&bucket).await;
+    let mut bytes = bytes_of(&bucket, &path).await.to_vec();
+    // Swap the first two entries of the table.
+    let (first, second) = (
+        bytes[at..at + 40].to_vec(),
+        bytes[at + 40..at + 80].to_vec(),
+    );
+    bytes[at..at + 40].copy_from_slice(&second);
+    bytes[at + 40..at + 80].copy_from_slice(&first);
+    bucket.put(&path, PutPayload::from(bytes)).await.unwrap();
+
+    let reader = store(&bucket);
+    let err = reader
+        .seq_of(&tenant(), &run(), &EventId::new("e3").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, runstore_core::Error::Corrupt { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("/seg/") && text.contains("not sorted"),
+        "{text}"
+    );
+    // The records themselves still read.
+    assert_eq!(
+        reader
+            .read(&tenant(), &run(), ReadQuery::all())
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
+}
+
+/// A head whose id table lies past its segment's end (the object was cut
+/// short) is `Corrupt` for reads and lookups alike, never a request error.
+#[tokio::test]
+async fn a_table_past_the_segment_end_is_corrupt() {
+    let bucket = Arc::new(InMemory::new());
+    let writer = store(&bucket);
+    append_range(&writer, 1, 200, 10).await;
+    writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let (path, at) = first_segment(&bucket).await;
+    let bytes = bytes_of(&bucket, &path).await;
+    for cut in [at + 20, at / 2] {
+        bucket
+            .put(&path, PutPayload::from(bytes.slice(..cut)))
+            .await
+            .unwrap();
+        let reader = store(&bucket);
+        let err = reader
+            .seq_of(&tenant(), &run(), &EventId::new("e3").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, runstore_core::Error::Corrupt { .. }), "{err}");
+        if cut < at {
+            let err = reader
+                .read(&tenant(), &run(), ReadQuery::all())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, runstore_core::Error::Corrupt { .. }), "{err}");
+        }
+    }
+}
