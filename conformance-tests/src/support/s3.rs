@@ -73,10 +73,42 @@ fn damage_records(records: &mut Value) -> bool {
     found
 }
 
-/// The first JSON value of the object at `path`, and the byte offset where
-/// it ends: a segment's id table follows its records (docs/backends/s3.md,
-/// "Key layout").
-async fn read_value(store: &dyn ObjectStore, path: &Path) -> (Value, Vec<u8>, usize) {
+/// The bytes of the id table that leads the segment at `path` (binary, not
+/// JSON; docs/backends/s3.md, "The head"), as its stream's head states them;
+/// 0 for any other object, and for a segment whose table is in pages or
+/// that has none.
+///
+/// # Panics
+/// When the stream's head cannot be read or does not name the segment.
+pub async fn leading_table(store: &dyn ObjectStore, path: &Path) -> usize {
+    let parts: Vec<_> = path.parts().collect();
+    let [.., dir, name] = parts.as_slice() else {
+        return 0;
+    };
+    if dir.as_ref() != "seg" {
+        return 0;
+    }
+    let head_path = Path::from_iter(parts[..parts.len() - 2].iter().cloned()).child("head");
+    let head = read_value(store, &head_path, 0).await.0;
+    let token = name.as_ref().rsplit('-').next().expect("a segment token");
+    let segment = head["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .find(|segment| segment["token"] == token)
+        .expect("the head names the segment");
+    let count = segment["index"]["count"].as_u64().unwrap_or(0);
+    let pages = segment["index"]["pages"].as_u64().unwrap_or(0);
+    if pages == 0 {
+        usize::try_from(40 * count).expect("a table length")
+    } else {
+        0
+    }
+}
+
+/// The JSON of the object at `path` after its first `skip` bytes, and
+/// those bytes.
+async fn read_value(store: &dyn ObjectStore, path: &Path, skip: usize) -> (Value, Vec<u8>) {
     let bytes = store
         .get(path)
         .await
@@ -84,42 +116,33 @@ async fn read_value(store: &dyn ObjectStore, path: &Path) -> (Value, Vec<u8>, us
         .bytes()
         .await
         .expect("read");
-    let mut values = serde_json::Deserializer::from_slice(&bytes).into_iter::<Value>();
-    let value = values.next().expect("a JSON value").expect("JSON");
-    let end = values.byte_offset();
-    (value, bytes[end..].to_vec(), end)
+    let value = serde_json::from_slice(&bytes[skip..]).expect("JSON");
+    (value, bytes[..skip].to_vec())
 }
 
 /// The JSON of the object at `path` (a segment's records, without the id
-/// table after them).
+/// table that leads them).
 ///
 /// # Panics
-/// When the GET fails or the object does not start with JSON.
+/// When a GET fails or the object is not the JSON the layout describes.
 pub async fn read_json(store: &dyn ObjectStore, path: &Path) -> Value {
-    read_value(store, path).await.0
+    let skip = leading_table(store, path).await;
+    read_value(store, path, skip).await.0
 }
 
-/// Writes `value` over the JSON of the object at `path`. An object with
-/// bytes after its JSON (a segment's id table, which the head locates by
-/// offset) keeps them at the same offset: the JSON is padded with spaces to
-/// its old length, and must not grow past it.
+/// Writes `value` as the JSON of the object at `path`; a segment keeps the
+/// id table that leads it.
 ///
 /// # Panics
-/// When a request fails, or the new JSON is longer than the old one of an
-/// object with a table.
+/// When a request fails.
 pub async fn write_json(store: &dyn ObjectStore, path: &Path, value: &Value) {
-    let mut bytes = serde_json::to_vec(value).expect("JSON");
-    if store.head(path).await.is_ok() {
-        let (_, tail, end) = read_value(store, path).await;
-        if !tail.is_empty() {
-            assert!(
-                bytes.len() <= end,
-                "the new JSON of {path} is longer than the old"
-            );
-            bytes.resize(end, b' ');
-            bytes.extend_from_slice(&tail);
-        }
-    }
+    let skip = leading_table(store, path).await;
+    let mut bytes = if skip > 0 {
+        read_value(store, path, skip).await.1
+    } else {
+        Vec::new()
+    };
+    bytes.extend(serde_json::to_vec(value).expect("JSON"));
     store
         .put(path, PutPayload::from(bytes))
         .await

@@ -19,7 +19,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     S3Store,
-    head::{Head, IdEntry},
+    head::{Head, IdEntry, SegmentRef, index_entries},
+    idtable,
     keys::{Keys, SnapshotVersion, decode_id, decode_tenant, id_segment, tenant_segment},
     objects::{from_json, to_json},
 };
@@ -172,7 +173,8 @@ pub async fn check_head(bytes: &[u8]) -> Result<Vec<EventRecord>> {
     if let Some(head) = &head {
         for (at, segment) in head.segments.iter().enumerate() {
             let path = keys.segment(&key, segment.first, segment.last, &segment.token);
-            put(&bucket, &path, chunks.get(at + 1).copied().unwrap_or(b"[]")).await;
+            let chunk = chunks.get(at + 1).copied().unwrap_or(b"[]");
+            put(&bucket, &path, &with_table(segment, chunk)).await;
         }
     }
     let store = S3Store::new(bucket, "").expect("the root prefix is valid");
@@ -239,6 +241,26 @@ pub async fn check_head(bytes: &[u8]) -> Result<Vec<EventRecord>> {
         assert_corrupt(&err, "streams");
     }
     Ok(all)
+}
+
+/// The bytes of a segment object for `chunk`: led by the id table of its
+/// records when the head states a leading table of exactly their ids (so
+/// inputs written as plain JSON reach the reads of tabled segments), else
+/// `chunk` as it is.
+fn with_table(segment: &SegmentRef, chunk: &[u8]) -> Vec<u8> {
+    let table = segment
+        .index
+        .filter(|index| index.pages == 0)
+        .and_then(|index| {
+            let records: Vec<EventRecord> = serde_json::from_slice(chunk).ok()?;
+            let entries = index_entries(&records).ok()?;
+            (entries.len() as u64 == index.count).then_some(entries)
+        })
+        .and_then(|entries| idtable::encode(&entries).ok())
+        .and_then(|mut parts| parts.pop());
+    let mut bytes = table.unwrap_or_default();
+    bytes.extend_from_slice(chunk);
+    bytes
 }
 
 /// Stores `bytes` as a snapshot object: under the legacy (unversioned) key

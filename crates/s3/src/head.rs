@@ -48,19 +48,38 @@ pub(crate) struct SegmentRef {
     /// only when this says it may hold an event old enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) oldest_ms: Option<u64>,
-    /// Where the segment's id table starts and how many entries it holds
-    /// ([`crate::idtable`]); `None` for a segment written before segments
-    /// carried one, whose ids are found under `ids/` instead.
+    /// The segment's id table ([`crate::idtable`]); `None` for a segment
+    /// written before segments carried one, whose ids are found under
+    /// `ids/` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) index: Option<IndexRef>,
 }
 
-/// The id table of a segment: it starts at byte `at` (the end of the
-/// records' JSON) and holds `count` entries.
+/// The id table of a segment ([`crate::idtable`]): `count` entries, split
+/// into `pages` objects of their own, or leading the segment object (before
+/// its records) when `pages` is 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct IndexRef {
-    pub(crate) at: u64,
     pub(crate) count: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) pages: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(pages: &u32) -> bool {
+    *pages == 0
+}
+
+impl IndexRef {
+    /// Where the segment's records start in its object: after a table that
+    /// leads it.
+    pub(crate) fn records_at(self) -> u64 {
+        if self.pages == 0 {
+            self.count.saturating_mul(crate::idtable::ENTRY)
+        } else {
+            0
+        }
+    }
 }
 
 impl SegmentRef {
@@ -225,6 +244,33 @@ impl Head {
                 return Err(fail(format!(
                     "head format {format} is not {FORMAT}, {FORMAT_ERASED} or {FORMAT_INDEXED}"
                 )));
+            }
+        }
+        for segment in &self.segments {
+            if let Some(index) = segment.index {
+                if self.format != FORMAT_INDEXED {
+                    return Err(fail(format!(
+                        "head format {} names a segment with an id table",
+                        self.format
+                    )));
+                }
+                let pages_fit = index.pages == crate::idtable::pages_for(index.count);
+                // Every ordinary record has an entry; a marker may remember
+                // none, and its own id is not in the table.
+                let markers = self
+                    .markers
+                    .iter()
+                    .filter(|marker| (segment.first..=segment.last).contains(&marker.seq))
+                    .count() as u64;
+                let too_few = index.count.saturating_add(markers) < segment.count;
+                if index.count.checked_mul(crate::idtable::ENTRY).is_none() || !pages_fit || too_few
+                {
+                    return Err(fail(format!(
+                        "the id table of the segment holding seqs {} to {} ({} records) states \
+                         {} entries in {} pages",
+                        segment.first, segment.last, segment.count, index.count, index.pages
+                    )));
+                }
             }
         }
         let named = self.stream().map_err(|err| fail(err.to_string()))?;
@@ -469,7 +515,7 @@ mod tests {
         let mut indexed = plain.clone();
         indexed
             .segments
-            .push(segment(Some(IndexRef { at: 10, count: 2 })));
+            .push(segment(Some(IndexRef { count: 2, pages: 0 })));
         indexed.settle_format();
         assert_eq!(indexed.format, FORMAT_INDEXED);
         indexed.mark_erased(3);
@@ -480,6 +526,31 @@ mod tests {
         for head in [&plain, &erased, &indexed] {
             head.check(&key, &"head").unwrap();
         }
+        let mut stale = plain.clone();
+        stale
+            .segments
+            .push(segment(Some(IndexRef { count: 2, pages: 0 })));
+        let err = stale.check(&key, &"head").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("format 1 names a segment with an id table"),
+            "{err}"
+        );
+        let mut wrong = indexed.clone();
+        wrong.segments[1].index = Some(IndexRef {
+            count: 5_000,
+            pages: 0,
+        });
+        let err = wrong.check(&key, &"head").unwrap_err();
+        assert!(
+            err.to_string().contains("states 5000 entries in 0 pages"),
+            "{err}"
+        );
+        wrong.segments[1].index = Some(IndexRef {
+            count: u64::MAX,
+            pages: u32::MAX,
+        });
+        assert!(wrong.check(&key, &"head").is_err());
         let mut unknown = plain.clone();
         unknown.format = 4;
         let err = unknown.check(&key, &"head").unwrap_err();

@@ -1,23 +1,21 @@
-//! The id table a segment carries after its records (docs/backends/s3.md,
-//! "Where an event id is found").
+//! The id table of a segment (docs/backends/s3.md, "Where an event id is
+//! found").
 //!
-//! A segment object is its records as a JSON array followed by this table:
-//! one fixed-width entry per id the segment holds ([`crate::head::index_entries`]:
-//! an ordinary record's own id, and every id a marker remembers), sorted by
-//! entry. An entry is the SHA-256 digest of the id's bytes (32 bytes) and
-//! the id's seq (8 bytes, big-endian). The head's [`SegmentRef::index`]
-//! says where the table starts and how many entries it has, so a reader
-//! fetches only the part it needs with a ranged GET:
+//! A segment's table has one fixed-width entry per id the segment holds
+//! ([`crate::head::index_entries`]: an ordinary record's own id, and every
+//! id a marker remembers): the SHA-256 digest of the id's bytes (32 bytes)
+//! and the id's seq (8 bytes, big-endian), sorted by digest. The head's
+//! [`SegmentRef::index`] says how many entries it has and where they are:
 //!
-//! - digests are uniform, so the entry for an id sits near
-//!   `digest / 2^256 * count`; [`window`] names a range of entries around
-//!   that position wide enough that it nearly always holds it (eight
-//!   standard deviations of where a uniform sample puts it), or the whole
-//!   table when that is small;
-//! - [`check`] refuses a part that is not whole entries in ascending order,
-//!   and [`find`] answers `Found`, `Absent`, or `Outside` when the window did
-//!   not bracket the digest (the caller then reads the whole table, which
-//!   always answers).
+//! - a table of at most [`PAGE`] entries leads the segment object itself,
+//!   before its records' JSON, so one GET from byte 0 reads it;
+//! - a larger one is split by digest into `pages` objects of about
+//!   [`PAGE`] entries each ([`page_of`]: digests are uniform, so page `p`
+//!   holds the digests whose top 64 bits, times `pages`, fall in `p`), and
+//!   a lookup reads the one page its digest belongs to.
+//!
+//! [`check`] refuses a part that is not whole entries in ascending order;
+//! [`find`] answers whether a digest is in it.
 //!
 //! Two ids are taken to be the same id when their SHA-256 digests are:
 //! finding two ids with one digest is beyond any known computation, and
@@ -26,13 +24,15 @@
 //!
 //! [`SegmentRef::index`]: crate::head::SegmentRef::index
 
-use runstore_core::{Error, EventId, Result};
+use runstore_core::EventId;
 use sha2::{Digest as _, Sha256};
 
 /// Bytes of one entry: a digest and a seq.
 pub(crate) const ENTRY: u64 = 40;
-/// A table of at most this many entries is always read whole (40 KiB).
-const READ_WHOLE: u64 = 1_024;
+/// Entries per page: a table of at most this many leads its segment, a
+/// larger one is split into pages of about this many (40 KiB): a lookup
+/// of an id in a large table reads one such page.
+pub(crate) const PAGE: u64 = 1_024;
 
 /// The SHA-256 digest of an id's bytes: its key in the table.
 pub(crate) type Digest = [u8; 32];
@@ -42,83 +42,86 @@ pub(crate) fn digest(id: &EventId) -> Digest {
     Sha256::digest(id.as_str().as_bytes()).into()
 }
 
-/// The table of `entries` (id and seq; each id once). Two ids with one
-/// digest, or one id twice, are refused.
-pub(crate) fn encode(entries: &[(EventId, u64)]) -> Result<Vec<u8>> {
+/// How many page objects a table of `count` entries is split into: 0 when
+/// it leads its segment.
+pub(crate) fn pages_for(count: u64) -> u32 {
+    if count <= PAGE {
+        0
+    } else {
+        u32::try_from(count.div_ceil(PAGE)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The page of a table split into `pages` that holds `key`.
+pub(crate) fn page_of(key: &Digest, pages: u32) -> u32 {
+    let mut high = [0; 8];
+    high.copy_from_slice(&key[..8]);
+    let page = (u128::from(u64::from_be_bytes(high)) * u128::from(pages)) >> 64;
+    u32::try_from(page).unwrap_or(u32::MAX)
+}
+
+/// The table of `entries` (id and seq; each id once), as the bytes of each
+/// of its `pages_for(entries.len())` pages (one part when it leads its
+/// segment). Two ids with one digest are refused with the reason.
+pub(crate) fn encode(entries: &[(EventId, u64)]) -> std::result::Result<Vec<Vec<u8>>, String> {
     let mut keyed: Vec<(Digest, u64)> =
         entries.iter().map(|(id, seq)| (digest(id), *seq)).collect();
     keyed.sort_unstable();
     if let Some(pair) = keyed.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(Error::invalid(format!(
-            "cannot index a segment: two of its ids share a digest (seqs {} and {})",
+        return Err(format!(
+            "two of its ids share a digest (seqs {} and {})",
             pair[0].1, pair[1].1
-        )));
+        ));
     }
-    let mut bytes = Vec::with_capacity(keyed.len() * 40);
+    let pages = pages_for(keyed.len() as u64);
+    let mut parts = vec![Vec::new(); pages.max(1) as usize];
     for (key, seq) in keyed {
-        bytes.extend_from_slice(&key);
-        bytes.extend_from_slice(&seq.to_be_bytes());
+        let part = if pages == 0 {
+            0
+        } else {
+            page_of(&key, pages) as usize
+        };
+        parts[part].extend_from_slice(&key);
+        parts[part].extend_from_slice(&seq.to_be_bytes());
     }
-    Ok(bytes)
+    Ok(parts)
 }
 
-/// The entries `[start, end)` of a table of `count` entries that a lookup
-/// of `key` reads first.
-pub(crate) fn window(count: u64, key: &Digest) -> (u64, u64) {
-    if count <= READ_WHOLE {
-        return (0, count);
-    }
-    let mut high = [0; 8];
-    high.copy_from_slice(&key[..8]);
-    let at = (u128::from(u64::from_be_bytes(high)) * u128::from(count)) >> 64;
-    let at = u64::try_from(at).unwrap_or(count);
-    // A uniform sample puts the entry within sqrt(count) / 2 of `at` in one
-    // standard deviation.
-    let half = 4 * count.isqrt() + 16;
-    (at.saturating_sub(half), at.saturating_add(half).min(count))
-}
-
-/// What a part of a table says of one digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
-    /// The id is in the table, at this seq.
-    Found(u64),
-    /// The id is not in the table.
-    Absent,
-    /// The part does not bracket the digest: read the whole table.
-    Outside,
-}
-
-/// Checks that `bytes`, the entries from `start` on of a table, are whole
-/// entries in ascending order; the reason when not (the caller names the
-/// object). Done once per part read, before [`find`] searches it.
-pub(crate) fn check(bytes: &[u8], start: u64) -> std::result::Result<(), String> {
+/// Checks that `bytes`, a whole table (`page` `None`) or page `page` of a
+/// table split into `pages`, is whole entries in ascending order, each on
+/// its page; the reason when not (the caller names the object). Done once
+/// per part read, before [`find`] searches it.
+pub(crate) fn check(bytes: &[u8], page: Option<(u32, u32)>) -> std::result::Result<(), String> {
     if !(bytes.len() as u64).is_multiple_of(ENTRY) {
         return Err(format!(
             "an id table part of {} bytes is not whole entries of {ENTRY}",
             bytes.len()
         ));
     }
-    let mut entries = bytes.chunks_exact(40);
-    let mut previous = entries.next();
-    for (at, entry) in entries.enumerate() {
+    let mut previous: Option<&[u8]> = None;
+    for (at, entry) in bytes.chunks_exact(40).enumerate() {
         if previous.is_some_and(|previous| previous[..32] >= entry[..32]) {
-            return Err(format!(
-                "the id table is not sorted at entry {}",
-                start + at as u64 + 1
-            ));
+            return Err(format!("the id table is not sorted at entry {at}"));
+        }
+        if let Some((page, pages)) = page {
+            let mut key = [0; 32];
+            key.copy_from_slice(&entry[..32]);
+            if page_of(&key, pages) != page {
+                return Err(format!(
+                    "entry {at} of id table page {page} belongs to another page"
+                ));
+            }
         }
         previous = Some(entry);
     }
     Ok(())
 }
 
-/// Looks `key` up in `bytes`, the entries `[start, start + len)` of a table
-/// of `count` entries, which [`check`] accepted.
-pub(crate) fn find(bytes: &[u8], start: u64, count: u64, key: &Digest) -> Lookup {
+/// The seq of `key` in `bytes`, a part [`check`] accepted; `None` when the
+/// part does not hold it.
+pub(crate) fn find(bytes: &[u8], key: &Digest) -> Option<u64> {
     let entry = |at: usize| &bytes[at * 40..at * 40 + 40];
-    let len = bytes.len() / 40;
-    let (mut low, mut high) = (0, len);
+    let (mut low, mut high) = (0, bytes.len() / 40);
     while low < high {
         let middle = low + (high - low) / 2;
         match entry(middle)[..32].cmp(&key[..]) {
@@ -127,18 +130,11 @@ pub(crate) fn find(bytes: &[u8], start: u64, count: u64, key: &Digest) -> Lookup
             std::cmp::Ordering::Equal => {
                 let mut seq = [0; 8];
                 seq.copy_from_slice(&entry(middle)[32..]);
-                return Lookup::Found(u64::from_be_bytes(seq));
+                return Some(u64::from_be_bytes(seq));
             }
         }
     }
-    // Below the part's first entry: absent only if the part starts the
-    // table; above its last: only if it ends it.
-    let end = start + len as u64;
-    if (low == 0 && start > 0) || (low == len && end < count) {
-        Lookup::Outside
-    } else {
-        Lookup::Absent
-    }
+    None
 }
 
 #[cfg(test)]
@@ -149,96 +145,74 @@ mod tests {
         EventId::new(text).unwrap()
     }
 
-    fn table(n: u64) -> (Vec<(EventId, u64)>, Vec<u8>) {
+    fn table(n: u64) -> (Vec<(EventId, u64)>, Vec<Vec<u8>>) {
         let entries: Vec<_> = (1..=n)
             .map(|seq| (id(&format!("event-{seq}")), seq))
             .collect();
-        let bytes = encode(&entries).unwrap();
-        (entries, bytes)
-    }
-
-    fn part(bytes: &[u8], (start, end): (u64, u64)) -> &[u8] {
-        let from = usize::try_from(start * ENTRY).unwrap();
-        let to = usize::try_from(end * ENTRY).unwrap();
-        &bytes[from..to]
+        let parts = encode(&entries).unwrap();
+        (entries, parts)
     }
 
     #[test]
-    fn every_id_is_found_in_its_window_and_absent_ones_are_not() {
-        for n in [1, 5, 1_024, 1_025, 20_000] {
-            let (entries, bytes) = table(n);
-            assert_eq!(bytes.len() as u64, n * ENTRY);
-            check(&bytes, 0).unwrap();
-            let mut outside = 0;
+    fn every_id_is_found_on_its_page_and_absent_ones_are_not() {
+        for n in [0, 1, 5, PAGE, PAGE + 1, 10 * PAGE + 7] {
+            let (entries, parts) = table(n);
+            let pages = pages_for(n);
+            assert_eq!(parts.len(), pages.max(1) as usize, "{n}");
+            assert_eq!(parts.iter().map(Vec::len).sum::<usize>() as u64, n * ENTRY);
+            for (at, part) in parts.iter().enumerate() {
+                let page = (pages > 0).then(|| (u32::try_from(at).unwrap(), pages));
+                check(part, page).unwrap();
+                if pages > 0 {
+                    // Digests are uniform: every page holds about n / pages.
+                    let (len, mean) = (part.len() as u64 / ENTRY, n / u64::from(pages));
+                    let spread = 4 * mean.isqrt() + 16;
+                    assert!(len.abs_diff(mean) <= spread, "page {at} of {n}: {len}");
+                }
+            }
             for (event_id, seq) in &entries {
                 let key = digest(event_id);
-                let range = window(n, &key);
-                let window = part(&bytes, range);
-                check(window, range.0).unwrap();
-                match find(window, range.0, n, &key) {
-                    Lookup::Found(found) => assert_eq!(found, *seq),
-                    Lookup::Outside => outside += 1,
-                    Lookup::Absent => panic!("{event_id:?} reported absent from a table of {n}"),
-                }
-                assert_eq!(
-                    find(&bytes, 0, n, &key),
-                    Lookup::Found(*seq),
-                    "the whole table always answers"
-                );
+                let part = if pages == 0 {
+                    0
+                } else {
+                    page_of(&key, pages) as usize
+                };
+                assert_eq!(find(&parts[part], &key), Some(*seq), "{event_id:?} in {n}");
             }
-            assert_eq!(outside, 0, "windows of a table of {n} missed {outside} ids");
             for missing in 0..200 {
                 let key = digest(&id(&format!("missing-{missing}")));
-                let range = window(n, &key);
-                assert!(!matches!(
-                    find(part(&bytes, range), range.0, n, &key),
-                    Lookup::Found(_)
-                ));
-                assert_eq!(find(&bytes, 0, n, &key), Lookup::Absent);
+                let part = if pages == 0 {
+                    0
+                } else {
+                    page_of(&key, pages) as usize
+                };
+                assert_eq!(find(&parts[part], &key), None);
             }
         }
     }
 
     #[test]
-    fn windows_are_small_in_large_tables_and_whole_in_small_ones() {
-        let key = digest(&id("x"));
-        assert_eq!(window(1_024, &key), (0, 1_024));
-        let (start, end) = window(1_000_000, &key);
-        assert!(end - start <= 2 * (4 * 1_000 + 16), "{start}..{end}");
-        assert!(end <= 1_000_000);
-        assert_eq!(window(0, &key), (0, 0));
-    }
-
-    #[test]
-    fn a_part_that_does_not_bracket_the_digest_says_so() {
-        let (entries, bytes) = table(100);
-        let mut keyed: Vec<_> = entries.iter().map(|(id, seq)| (digest(id), *seq)).collect();
-        keyed.sort_unstable();
-        let middle = part(&bytes, (40, 60));
-        // The smallest and largest digests lie outside the middle part.
-        assert_eq!(find(middle, 40, 100, &keyed[0].0), Lookup::Outside);
-        assert_eq!(find(middle, 40, 100, &keyed[99].0), Lookup::Outside);
-        assert_eq!(
-            find(middle, 40, 100, &keyed[50].0),
-            Lookup::Found(keyed[50].1)
-        );
-        // At the table's ends, below the first or above the last is absent.
-        assert_eq!(
-            find(part(&bytes, (0, 10)), 0, 100, &[0; 32]),
-            Lookup::Absent
-        );
-        assert_eq!(
-            find(part(&bytes, (90, 100)), 90, 100, &[0xff; 32]),
-            Lookup::Absent
-        );
-        assert_eq!(find(&[], 0, 0, &keyed[0].0), Lookup::Absent);
+    fn pages_split_by_the_top_of_the_digest() {
+        assert_eq!(pages_for(0), 0);
+        assert_eq!(pages_for(PAGE), 0);
+        assert_eq!(pages_for(PAGE + 1), 2);
+        assert_eq!(pages_for(1_000_000), 977);
+        assert_eq!(page_of(&[0; 32], 977), 0);
+        assert_eq!(page_of(&[0xff; 32], 977), 976);
+        let mut half = [0; 32];
+        half[0] = 0x80;
+        assert_eq!(page_of(&half, 2), 1);
+        half[0] = 0x7f;
+        half[1] = 0xff;
+        assert_eq!(page_of(&half, 2), 0);
     }
 
     #[test]
     fn damaged_parts_and_repeated_ids_are_refused() {
-        let (_, bytes) = table(10);
+        let (_, parts) = table(10);
+        let bytes = &parts[0];
         assert!(
-            check(&bytes[..39], 0)
+            check(&bytes[..39], None)
                 .unwrap_err()
                 .contains("whole entries")
         );
@@ -246,16 +220,14 @@ mod tests {
         swapped[..40].copy_from_slice(&bytes[40..80]);
         swapped[40..80].copy_from_slice(&bytes[..40]);
         assert!(
-            check(&swapped, 0)
+            check(&swapped, None)
                 .unwrap_err()
                 .contains("not sorted at entry 1")
         );
-        assert!(
-            check(&swapped[..120], 7)
-                .unwrap_err()
-                .contains("not sorted at entry 8")
-        );
+        let (_, parts) = table(PAGE + 1);
+        let err = check(&parts[1], Some((0, 2))).unwrap_err();
+        assert!(err.contains("belongs to another page"), "{err}");
         let twice = encode(&[(id("a"), 1), (id("a"), 2)]).unwrap_err();
-        assert!(twice.to_string().contains("seqs 1 and 2"), "{twice}");
+        assert!(twice.contains("seqs 1 and 2"), "{twice}");
     }
 }

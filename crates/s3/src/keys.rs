@@ -195,6 +195,22 @@ impl Keys {
             .child(format!("{first:020}-{last:020}-{token}"))
     }
 
+    /// Page `page` of the id table of the segment named as in
+    /// [`Keys::segment`] (docs/backends/s3.md, "Key layout").
+    pub(crate) fn index_page(
+        &self,
+        key: &StreamKey,
+        first: u64,
+        last: u64,
+        token: &str,
+        page: u32,
+    ) -> Path {
+        self.stream_dir(key)
+            .child("idx")
+            .child(format!("{first:020}-{last:020}-{token}"))
+            .child(format!("{page:05}"))
+    }
+
     /// The id index of `epoch` ([`Head::ids_epoch`](crate::head::Head::ids_epoch)):
     /// `ids/` for a stream never deleted, `ids-<seq:020>/` for the index
     /// started by the deletion through `seq`.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, memory::InMemory, path::Path};
+use runstore_conformance::support::s3::leading_table;
 use runstore_core::{
     Error, EventId, EventLog, EventRecord, ReadQuery, RunId, SnapshotId, SnapshotRecord,
     SnapshotStore, Tenant,
@@ -54,7 +55,8 @@ async fn deepest_object(bucket: &InMemory, name: &str) -> usize {
             .any(|part| part.as_ref() == name || path.filename() == Some(name))
     }) {
         let bytes = bucket.get(path).await.unwrap().bytes().await.unwrap();
-        deepest = deepest.max(text_depth(&bytes));
+        let skip = leading_table(bucket, path).await;
+        deepest = deepest.max(text_depth(&bytes[skip..]));
     }
     deepest
 }

@@ -175,6 +175,52 @@ async fn deletion_leaves_only_the_head_and_the_hint_on_a_real_server() {
     deletion_leaves_only_the_head_and_the_hint(store.object_store().clone(), &prefix).await;
 }
 
+/// A run with segments whose id tables are split into pages: a flush that
+/// merges such a segment deletes its pages with it, and the deletion
+/// removes the rest.
+#[tokio::test]
+async fn deletion_removes_the_pages_of_a_large_id_table() {
+    let bucket = Arc::new(InMemory::new());
+    let store = S3Store::new(bucket.clone(), "pages").unwrap();
+    let t = tenant("org-1");
+    // 17 flushes of 1,000: the 16th merges every segment before it into
+    // one of 16,000 ids (16 pages), replacing the paged ones it merges; the
+    // 17th leads its own table.
+    let events: Vec<_> = (1..=17_000)
+        .map(|n| event(&t, "big", &format!("e{n}"), n))
+        .collect();
+    for chunk in events.chunks(1_000) {
+        store
+            .append_batch(&t, &run("big"), chunk, None)
+            .await
+            .unwrap();
+    }
+    // Wait for the last flush: an import of nothing takes the leader slot.
+    store.import_stream(&t, &run("big"), &[]).await.unwrap();
+    let before = listed(&*bucket, "pages").await;
+    let segments: Vec<&str> = before
+        .iter()
+        .filter_map(|key| key.split_once("/seg/").map(|(_, name)| name))
+        .collect();
+    let paged: Vec<&str> = before
+        .iter()
+        .filter_map(|key| key.split_once("/idx/").map(|(_, rest)| rest))
+        .map(|rest| rest.split_once('/').unwrap().0)
+        .collect();
+    assert_eq!(
+        paged.len(),
+        16,
+        "one segment's 16 pages, no others: {before:?}"
+    );
+    assert!(
+        paged.iter().all(|name| segments.contains(name)),
+        "{before:?}"
+    );
+    assert_eq!(store.delete_run(&t, &run("big")).await.unwrap(), 17_000);
+    let after = listed(&*bucket, "pages").await;
+    assert_eq!(after.len(), 2, "the head and the hint: {after:?}");
+}
+
 /// A deletion cut short after its head was put leaves objects of the run:
 /// reads and appends never take them for live data, and the next
 /// `delete_run` (answering 0) removes them.

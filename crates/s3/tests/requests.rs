@@ -83,6 +83,13 @@ async fn append_batches(store: &S3Store, batches: usize) {
     settle(store).await;
 }
 
+/// How many table pages (`idx/`) and segment objects (`seg/`, whose
+/// leading table a lookup reads) the requests of `log` name.
+fn parts_read(log: &[String]) -> (usize, usize) {
+    let count = |part: &str| log.iter().filter(|line| line.contains(part)).count();
+    (count("/idx/"), count("/seg/"))
+}
+
 fn verbs(log: &[String]) -> Vec<&str> {
     log.iter()
         .map(|line| line.split(' ').next().unwrap())
@@ -206,6 +213,19 @@ async fn appends_cost_one_put_and_flushes_a_few_requests_per_128_records() {
         let expected = batch.parse::<u64>().unwrap() * 100 + at.parse::<u64>().unwrap() + 1;
         assert_eq!(seq, Some(expected), "{id}");
     }
+    // 50 flushes of 200 records leave segments of 6,400, 3,200 and 400: the
+    // two larger tables are split into 7 and 4 pages, of which a lookup of
+    // one id reads one each; the smallest leads its segment.
+    recording.hooks().take();
+    let seq = cold
+        .seq_of(&tenant(), &run(), &EventId::new("b7-7").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(708));
+    let log = recording.hooks().take();
+    assert_eq!(verbs(&log), ["GET"; 4], "{log:?}");
+    let (pages, tables) = parts_read(&log);
+    assert_eq!((pages, tables), (2, 1), "{log:?}");
 }
 
 #[tokio::test]
@@ -251,12 +271,13 @@ async fn reading_the_tail_fetches_only_the_tail() {
             .unwrap(),
         Some(308)
     );
-    // The head, then one ranged GET of each segment's id table (every
-    // second batch fills the buffer past 128: 20 flushes of 200 records
-    // leave 2 segments, 16 and 4 flushes' worth).
+    // The head, then one GET per segment (every second batch fills the
+    // buffer past 128: 20 flushes of 200 records leave segments of 3,200
+    // and 800): the page of the larger table the id falls on, and the
+    // table leading the smaller segment.
     let log = recording.hooks().take();
     assert_eq!(verbs(&log), ["GET"; 3], "{log:?}");
-    assert_eq!(log.iter().filter(|line| line.contains("/seg/")).count(), 2);
+    assert_eq!(parts_read(&log), (1, 1), "{log:?}");
     assert_eq!(
         recording.hooks().lists.load(Ordering::SeqCst),
         lists,

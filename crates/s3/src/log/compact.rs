@@ -21,8 +21,28 @@ use crate::{
     objects::{Put, to_json},
 };
 
-/// Records per segment written by compaction.
+/// Records in the newest segment a compaction writes...
 const COMPACTED_SEGMENT: usize = 4_096;
+/// ...and at most in any (as many as a flush merges into one).
+const COMPACTED_SEGMENT_MAX: usize = 65_536;
+
+/// The sizes of the segments a compaction writes `len` records into,
+/// oldest first: [`COMPACTED_SEGMENT`] records in the newest, doubling
+/// towards older ones up to [`COMPACTED_SEGMENT_MAX`]. A tail read stays
+/// within small segments, and a lookup of an id, which reads one table per
+/// segment, reads about log2 of them rather than one per 4,096 records.
+fn compacted_sizes(len: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let (mut left, mut size) = (len, COMPACTED_SEGMENT);
+    while left > 0 {
+        let take = size.min(left);
+        sizes.push(take);
+        left -= take;
+        size = size.saturating_mul(2).min(COMPACTED_SEGMENT_MAX);
+    }
+    sizes.reverse();
+    sizes
+}
 
 /// Whether compaction with `policy` may prune anything from the stream of
 /// `head` whose newest snapshot is at `floor`, judged from the head alone:
@@ -189,13 +209,16 @@ impl Inner {
                     .head
                     .segments
                     .iter()
-                    .map(|segment| self.segment_path(key, segment))
+                    .flat_map(|segment| self.segment_paths(key, segment))
                     .collect(),
             };
-            for chunk in kept.chunks(COMPACTED_SEGMENT) {
-                let (segment, path) = self.write_segment(key, chunk).await?;
+            let mut rest = kept.as_slice();
+            for size in compacted_sizes(kept.len()) {
+                let (chunk, after) = rest.split_at(size);
+                rest = after;
+                let (segment, paths) = self.write_segment(key, chunk).await?;
                 next.segments.push(segment);
-                work.created.push(path);
+                work.created.extend(paths);
             }
             next.settle_format();
             let removes = Some(change.remove_seqs.as_slice());
@@ -211,5 +234,26 @@ impl Inner {
             }
         }
         Err(contended(format!("compact {key}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_segments_double_from_the_newest() {
+        assert!(compacted_sizes(0).is_empty());
+        assert_eq!(compacted_sizes(10), [10]);
+        assert_eq!(compacted_sizes(4_097), [1, 4_096]);
+        assert_eq!(compacted_sizes(20_000), [7_712, 8_192, 4_096]);
+        let big = compacted_sizes(1_000_001);
+        assert_eq!(big.iter().sum::<usize>(), 1_000_001);
+        assert_eq!(
+            &big[big.len() - 5..],
+            [65_536, 32_768, 16_384, 8_192, 4_096]
+        );
+        assert!(big.iter().all(|size| *size <= COMPACTED_SEGMENT_MAX));
+        assert_eq!(big.len(), 4 + 15);
     }
 }

@@ -62,6 +62,7 @@ fn erased(records: &[EventRecord]) -> bool {
 fn dead(rest: &[String], through: u64) -> bool {
     match rest {
         [dir, name] if dir == "seg" => segment_last(name).is_some_and(|last| last <= through),
+        [dir, name, _] if dir == "idx" => segment_last(name).is_some_and(|last| last <= through),
         [dir, _] if dir == "ids" => true,
         [dir, _] => dir
             .strip_prefix("ids-")
@@ -227,6 +228,12 @@ mod tests {
         let seg = |first: u64, last: u64| format!("seg/{first:020}-{last:020}-tok");
         assert!(dead(&parts(&seg(1, 6)), 6));
         assert!(!dead(&parts(&seg(6, 7)), 6), "holds a record above");
+        let page = |first: u64, last: u64| format!("idx/{first:020}-{last:020}-tok/00001");
+        assert!(
+            dead(&parts(&page(1, 6)), 6),
+            "a page of a deleted segment's table"
+        );
+        assert!(!dead(&parts(&page(6, 7)), 6));
         assert!(dead(&parts("ids/ve1"), 6));
         assert!(dead(&parts(&format!("ids-{:020}/ve1", 3)), 6));
         assert!(!dead(&parts(&format!("ids-{:020}/ve1", 6)), 6), "current");

@@ -98,10 +98,13 @@ impl Inner {
             all.extend(part);
         }
         all.extend(records);
-        let (segment, path) = self.write_segment(key, &all).await?;
-        work.created.push(path);
-        work.replaced
-            .extend(merged.iter().map(|segment| self.segment_path(key, segment)));
+        let (segment, paths) = self.write_segment(key, &all).await?;
+        work.created.extend(paths);
+        work.replaced.extend(
+            merged
+                .iter()
+                .flat_map(|segment| self.segment_paths(key, segment)),
+        );
         head.segments.push(segment);
         head.flushed_through = head.last_seq;
         head.settle_format();

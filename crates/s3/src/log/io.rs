@@ -16,13 +16,15 @@ use super::Loaded;
 use crate::{
     Inner,
     head::{Head, IdCache, IdEntry, IndexRef, SegmentRef, head_what, index_entries},
-    idtable::{self, Digest, ENTRY, Lookup},
+    idtable::{self, Digest},
     new_token,
     objects::{Put, corrupt, from_json, get, get_json, get_range, put, put_conditional, to_json},
 };
 
 /// Parallel requests for id entries and segments.
 const PARALLEL: usize = 32;
+/// Parallel puts of the pages of one id table.
+const PAGE_PARALLEL: usize = 8;
 
 /// How a segment is named in errors.
 pub(super) fn segment_what(key: &StreamKey, segment: &SegmentRef) -> String {
@@ -130,11 +132,11 @@ impl Inner {
     }
 
     /// The seqs the segments `head` names hold for `ids` (`None` = not
-    /// stored): one ranged GET of each segment's id table per id, or one of
-    /// the whole table when the ids' windows would cover it, all segments
-    /// in parallel; plus one GET per id under `ids/` while a segment
-    /// without a table is named. A head with no segment answers without a
-    /// request. `Ok(None)` when a segment is gone (the head was replaced).
+    /// stored): per segment, one GET of the id table that leads it, or of
+    /// each page of its table that one of the ids falls on; all segments in
+    /// parallel. Plus one GET per id under `ids/` while a segment without a
+    /// table is named. A head with no segment answers without a request.
+    /// `Ok(None)` when a segment is gone (the head was replaced).
     pub(super) async fn find_ids(
         &self,
         key: &StreamKey,
@@ -160,134 +162,124 @@ impl Inner {
                 (id, digest)
             })
             .collect();
+        // One request per table part: the table leading a segment, or a
+        // page that one of the ids falls on.
+        let mut parts: Vec<(SegmentRef, Option<u32>)> = Vec::new();
+        for segment in &head.segments {
+            let Some(index) = segment.index else {
+                continue;
+            };
+            if index.pages == 0 {
+                parts.push((segment.clone(), None));
+                continue;
+            }
+            let mut pages: Vec<u32> = keyed
+                .iter()
+                .map(|(_, digest)| idtable::page_of(digest, index.pages))
+                .collect();
+            pages.sort_unstable();
+            pages.dedup();
+            parts.extend(pages.into_iter().map(|page| (segment.clone(), Some(page))));
+        }
         let keyed = &keyed;
-        let indexed: Vec<(SegmentRef, IndexRef)> = head
-            .segments
-            .iter()
-            .filter_map(|segment| segment.index.map(|index| (segment.clone(), index)))
-            .collect();
-        let tables: Vec<Option<Vec<(EventId, u64)>>> =
-            stream::iter(indexed)
-                .map(|(segment, index)| async move {
-                    self.search_table(key, &segment, index, keyed).await
-                })
-                .buffer_unordered(PARALLEL)
-                .try_collect()
-                .await?;
-        for table in tables {
-            let Some(hits) = table else {
+        let hits: Vec<Option<Vec<(EventId, u64)>>> = stream::iter(parts)
+            .map(
+                |(segment, page)| async move { self.search_part(key, &segment, page, keyed).await },
+            )
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        for part in hits {
+            let Some(part) = part else {
                 return Ok(None);
             };
-            for (id, seq) in hits {
+            for (id, seq) in part {
                 found.insert(id, Some(seq));
             }
         }
         Ok(Some(found))
     }
 
-    /// The ids of `keyed` that the id table of `segment` holds, with their
-    /// seqs; `None` when the segment is gone.
-    async fn search_table(
+    /// The ids of `keyed` found in one part of the id table of `segment`:
+    /// the table leading the segment (`page` `None`), or page `page`; `None`
+    /// when the object is gone.
+    async fn search_part(
         &self,
         key: &StreamKey,
         segment: &SegmentRef,
-        index: IndexRef,
+        page: Option<u32>,
         keyed: &[(EventId, Digest)],
     ) -> Result<Option<Vec<(EventId, u64)>>> {
-        let path = self.segment_path(key, segment);
-        let what = format!("the id table of {}", segment_what(key, segment));
-        let bytes_of = |(start, end): (u64, u64)| {
-            index.at.saturating_add(start.saturating_mul(ENTRY))
-                ..index.at.saturating_add(end.saturating_mul(ENTRY))
+        let Some(index) = segment.index else {
+            return Ok(Some(Vec::new()));
         };
-        let windows: Vec<(u64, u64)> = keyed
-            .iter()
-            .map(|(_, digest)| idtable::window(index.count, digest))
-            .collect();
-        let spans: u64 = windows.iter().map(|(start, end)| end - start).sum();
-        let mut hits = Vec::new();
-        let mut rest = Vec::new();
-        if spans < index.count {
-            let asks: Vec<(Digest, (u64, u64))> = keyed
-                .iter()
-                .map(|(_, digest)| *digest)
-                .zip(windows.iter().copied())
-                .collect();
-            let (path, what) = (&path, &what);
-            let parts: Vec<Option<Lookup>> = stream::iter(asks)
-                .map(|(digest, window)| async move {
-                    let Some(bytes) = get_range(self.store(), path, what, bytes_of(window)).await?
-                    else {
-                        return Ok(None);
-                    };
-                    idtable::check(&bytes, window.0)
-                        .map_err(|reason| corrupt(path, what, reason))?;
-                    Ok(Some(idtable::find(&bytes, window.0, index.count, &digest)))
-                })
-                .buffered(PARALLEL)
-                .try_collect()
-                .await?;
-            for ((id, digest), part) in keyed.iter().zip(parts) {
-                match part {
-                    None => return Ok(None),
-                    Some(Lookup::Found(seq)) => hits.push((id.clone(), seq)),
-                    Some(Lookup::Absent) => {}
-                    Some(Lookup::Outside) => rest.push((id.clone(), *digest)),
-                }
+        let (path, what, bytes) = match page {
+            None => {
+                let path = self.segment_path(key, segment);
+                let what = format!("the id table of {}", segment_what(key, segment));
+                let table = 0..index.records_at();
+                let bytes = get_range(self.store(), &path, &what, table).await?;
+                (path, what, bytes)
             }
-        } else {
-            rest = keyed.to_vec();
-        }
-        if !rest.is_empty() {
-            let Some(mut more) = self.search_whole(&path, &what, index, &rest).await? else {
-                return Ok(None);
-            };
-            hits.append(&mut more);
-        }
-        for (_, seq) in &hits {
-            if *seq > segment.last {
-                return Err(corrupt(
-                    &path,
-                    &what,
-                    format!("an entry states seq {seq}, past the segment's last"),
-                ));
+            Some(page) => {
+                let path =
+                    self.keys
+                        .index_page(key, segment.first, segment.last, &segment.token, page);
+                let what = format!(
+                    "page {page} of the id table of {}",
+                    segment_what(key, segment)
+                );
+                let bytes = get(self.store(), &path, &what)
+                    .await?
+                    .map(|(bytes, _)| bytes);
+                (path, what, bytes)
             }
-        }
-        Ok(Some(hits))
-    }
-
-    /// [`Inner::search_table`] over the whole table: one ranged GET.
-    async fn search_whole(
-        &self,
-        path: &Path,
-        what: &str,
-        index: IndexRef,
-        keyed: &[(EventId, Digest)],
-    ) -> Result<Option<Vec<(EventId, u64)>>> {
-        let end = index.at.saturating_add(index.count.saturating_mul(ENTRY));
-        let Some(bytes) = get_range(self.store(), path, what, index.at..end).await? else {
+        };
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
-        idtable::check(&bytes, 0).map_err(|reason| corrupt(path, what, reason))?;
+        idtable::check(&bytes, page.map(|page| (page, index.pages)))
+            .map_err(|reason| corrupt(&path, &what, reason))?;
         let mut hits = Vec::new();
         for (id, digest) in keyed {
-            match idtable::find(&bytes, 0, index.count, digest) {
-                Lookup::Found(seq) => hits.push((id.clone(), seq)),
-                Lookup::Absent | Lookup::Outside => {}
+            if page.is_some_and(|page| idtable::page_of(digest, index.pages) != page) {
+                continue;
+            }
+            if let Some(seq) = idtable::find(&bytes, digest) {
+                if seq > segment.last {
+                    return Err(corrupt(
+                        &path,
+                        &what,
+                        format!("an entry states seq {seq}, past the segment's last"),
+                    ));
+                }
+                hits.push((id.clone(), seq));
             }
         }
         Ok(Some(hits))
     }
 
-    /// Writes `records` (ascending, non-empty) as a new segment: their JSON
-    /// array followed by the id table of their ids ([`index_entries`]).
+    /// Every object of `segment`: the segment and the pages of its id table.
+    pub(super) fn segment_paths(&self, key: &StreamKey, segment: &SegmentRef) -> Vec<Path> {
+        let pages = segment.index.map_or(0, |index| index.pages);
+        let mut paths = vec![self.segment_path(key, segment)];
+        paths.extend((0..pages).map(|page| {
+            self.keys
+                .index_page(key, segment.first, segment.last, &segment.token, page)
+        }));
+        paths
+    }
+
+    /// Writes `records` (ascending, non-empty) as a new segment with the id
+    /// table of their ids ([`index_entries`]): leading the segment object,
+    /// or as page objects written first when it is large. Answers the
+    /// segment and every object written.
     pub(super) async fn write_segment(
         &self,
         key: &StreamKey,
         records: &[EventRecord],
-    ) -> Result<(SegmentRef, Path)> {
+    ) -> Result<(SegmentRef, Vec<Path>)> {
         let entries = index_entries(records)?;
-        let table = idtable::encode(&entries)?;
         let mut segment = SegmentRef {
             first: records.first().map_or(0, |record| record.seq),
             last: records.last().map_or(0, |record| record.seq),
@@ -297,16 +289,54 @@ impl Inner {
             index: None,
         };
         let what = segment_what(key, &segment);
-        let mut bytes = serde_json::to_vec(records)
-            .map_err(|err| Error::invalid(format!("cannot encode {what}: {err}")))?;
-        segment.index = Some(IndexRef {
-            at: bytes.len() as u64,
+        // Only stored data can repeat an id within one segment.
+        let mut table = idtable::encode(&entries).map_err(|reason| {
+            Error::corrupt(
+                format!("stream {key}"),
+                format!("indexing {what}: {reason}"),
+            )
+        })?;
+        let index = IndexRef {
             count: entries.len() as u64,
-        });
-        bytes.extend_from_slice(&table);
+            pages: idtable::pages_for(entries.len() as u64),
+        };
+        segment.index = Some(index);
+        let json = serde_json::to_vec(records)
+            .map_err(|err| Error::invalid(format!("cannot encode {what}: {err}")))?;
+        let mut written = Vec::new();
+        let bytes = if index.pages == 0 {
+            let mut bytes = table.pop().unwrap_or_default();
+            bytes.extend_from_slice(&json);
+            bytes
+        } else {
+            let pages: Vec<(u32, Vec<u8>)> = (0..index.pages).zip(table).collect();
+            let segment = &segment;
+            let paths: Vec<Path> = stream::iter(pages)
+                .map(|(page, bytes)| async move {
+                    let path = self.keys.index_page(
+                        key,
+                        segment.first,
+                        segment.last,
+                        &segment.token,
+                        page,
+                    );
+                    let what = format!(
+                        "page {page} of the id table of {}",
+                        segment_what(key, segment)
+                    );
+                    put(self.store(), &path, &what, bytes.into()).await?;
+                    Ok::<_, Error>(path)
+                })
+                .buffer_unordered(PAGE_PARALLEL)
+                .try_collect()
+                .await?;
+            written.extend(paths);
+            json
+        };
         let path = self.segment_path(key, &segment);
         put(self.store(), &path, &what, bytes.into()).await?;
-        Ok((segment, path))
+        written.insert(0, path);
+        Ok((segment, written))
     }
 
     /// Reads a segment; `None` when it no longer exists (the head that named
@@ -318,15 +348,21 @@ impl Inner {
     ) -> Result<Option<Vec<EventRecord>>> {
         let path = self.segment_path(key, segment);
         let what = segment_what(key, segment);
-        let bytes = match segment.index {
-            Some(index) => get_range(self.store(), &path, &what, 0..index.at).await?,
-            None => get(self.store(), &path, &what)
-                .await?
-                .map(|(bytes, _)| bytes),
+        let Some((bytes, _)) = get(self.store(), &path, &what).await? else {
+            return Ok(None);
         };
-        bytes
-            .map(|bytes| from_json(&bytes, &path, &what))
-            .transpose()
+        let at = segment.index.map_or(0, IndexRef::records_at);
+        let Some(json) = usize::try_from(at).ok().and_then(|at| bytes.get(at..)) else {
+            return Err(corrupt(
+                &path,
+                &what,
+                format!(
+                    "its id table of {at} bytes is longer than the object ({})",
+                    bytes.len()
+                ),
+            ));
+        };
+        from_json(json, &path, &what).map(Some)
     }
 
     /// Best-effort deletes of objects no head names any more: one bulk
