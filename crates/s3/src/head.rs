@@ -21,9 +21,13 @@ pub(crate) const FORMAT_ERASED: u32 = 2;
 /// The format of a head that names a segment with an id table
 /// ([`SegmentRef::index`]), deleted or not. A version of the store that
 /// predates the tables refuses it as `Corrupt` rather than parse a segment
-/// with a table after its records or look its ids up under `ids/`; a head
+/// that starts with its table or look its ids up under `ids/`; a head
 /// without such a segment keeps format 1 or 2, byte for byte.
 pub(crate) const FORMAT_INDEXED: u32 = 3;
+/// Most entries a segment's id table may state: 2^30 ids (2^20 pages). A
+/// head stating more is `Corrupt` rather than a request for billions of
+/// page objects.
+const MAX_TABLE: u64 = 1 << 30;
 /// How many commit tokens a head remembers.
 const COMMITS_KEPT: usize = 32;
 /// A flush runs once the buffer holds this many records...
@@ -59,6 +63,7 @@ pub(crate) struct SegmentRef {
 /// into `pages` objects of their own, or leading the segment object (before
 /// its records) when `pages` is 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct IndexRef {
     pub(crate) count: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -83,6 +88,13 @@ impl IndexRef {
 }
 
 impl SegmentRef {
+    /// What the flush's merge rule counts a segment as: its records or its
+    /// table's entries, whichever is more.
+    pub(crate) fn weight(&self) -> u64 {
+        self.index
+            .map_or(self.count, |index| self.count.max(index.count))
+    }
+
     /// [`SegmentRef::oldest_ms`] of a segment holding `records`.
     pub(crate) fn oldest_of(records: &[EventRecord]) -> u64 {
         records
@@ -263,8 +275,8 @@ impl Head {
                     .filter(|marker| (segment.first..=segment.last).contains(&marker.seq))
                     .count() as u64;
                 let too_few = index.count.saturating_add(markers) < segment.count;
-                if index.count.checked_mul(crate::idtable::ENTRY).is_none() || !pages_fit || too_few
-                {
+                let too_many = index.count > MAX_TABLE;
+                if !pages_fit || too_few || too_many {
                     return Err(fail(format!(
                         "the id table of the segment holding seqs {} to {} ({} records) states \
                          {} entries in {} pages",
@@ -551,6 +563,10 @@ mod tests {
             pages: u32::MAX,
         });
         assert!(wrong.check(&key, &"head").is_err());
+        let count = MAX_TABLE + 1;
+        let pages = crate::idtable::pages_for(count);
+        wrong.segments[1].index = Some(IndexRef { count, pages });
+        assert!(wrong.check(&key, &"head").is_err());
         let mut unknown = plain.clone();
         unknown.format = 4;
         let err = unknown.check(&key, &"head").unwrap_err();
@@ -558,6 +574,9 @@ mod tests {
             err.to_string().contains("head format 4 is not 1, 2 or 3"),
             "{err}"
         );
+        // An id table of another shape (a field this version does not
+        // know) is refused, never read as one it knows.
+        assert!(serde_json::from_str::<IndexRef>(r#"{"at": 9, "count": 1}"#).is_err());
         // A head without tables serializes exactly as before them.
         let written = serde_json::to_value(&plain).unwrap();
         assert!(written["segments"][0].get("index").is_none(), "{written}");

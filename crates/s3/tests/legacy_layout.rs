@@ -67,7 +67,7 @@ async fn downgrade(bucket: &InMemory) -> usize {
         );
         let path = stream_dir.child("seg").child(name);
         let bytes = bytes_of(bucket, &path).await;
-        // A table of up to 4,096 entries leads the segment (the test's
+        // A table of up to 1,024 entries leads the segment (the test's
         // tables are that small).
         assert!(segment["index"].get("pages").is_none(), "{segment}");
         let at = 40 * usize::try_from(segment["index"]["count"].as_u64().unwrap()).unwrap();
@@ -348,5 +348,45 @@ async fn a_segment_cut_short_is_corrupt() {
             .await
             .unwrap_err();
         assert!(matches!(err, runstore_core::Error::Corrupt { .. }), "{err}");
+    }
+}
+
+/// A head that states a shorter table than the one leading its segment
+/// (and as few records, so the counts agree) is `Corrupt` for every lookup:
+/// the records must start right after the table the head states, so a
+/// prefix of the real table is never searched as if it were whole.
+#[tokio::test]
+async fn a_head_stating_a_shorter_table_is_corrupt() {
+    let bucket = Arc::new(InMemory::new());
+    let writer = store(&bucket);
+    append_range(&writer, 1, 200, 10).await;
+    writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
+    let (head_path, mut head) = head_json(&bucket).await;
+    let segment = &mut head["segments"][0];
+    assert_eq!(segment["count"], json!(150), "{segment}");
+    segment["count"] = json!(100);
+    segment["index"]["count"] = json!(100);
+    bucket
+        .put(
+            &head_path,
+            PutPayload::from(serde_json::to_vec(&head).unwrap()),
+        )
+        .await
+        .unwrap();
+    let reader = store(&bucket);
+    for n in [1, 77, 100, 101, 150] {
+        let err = reader
+            .seq_of(&tenant(), &run(), &EventId::new(format!("e{n}")).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, runstore_core::Error::Corrupt { .. }),
+            "e{n}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("do not start after a table of 100"),
+            "{err}"
+        );
     }
 }

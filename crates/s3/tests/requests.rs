@@ -496,3 +496,32 @@ async fn a_compaction_with_nothing_old_enough_reads_no_segment() {
         .unwrap();
     assert_eq!(records.len(), 500);
 }
+
+/// A compaction that keeps few records leaves a segment whose table holds
+/// every id its marker remembers: the flushes after it weigh that segment
+/// by its table and write their own segments beside it, instead of reading
+/// and rewriting the marker and its table pages.
+#[tokio::test]
+async fn flushes_after_a_compaction_leave_the_marker_segment_alone() {
+    let recording = recording();
+    let store = S3Store::new(recording.clone(), "p").unwrap();
+    append_batches(&store, 30).await;
+    store
+        .put(&tenant(), &snapshot(run(), "s", 2_990, 1))
+        .await
+        .unwrap();
+    // Every event occurred at 1: all of them before the snapshot go.
+    assert_eq!(store.compact(1, 10).await.unwrap().removed, 2_989);
+    recording.hooks().take();
+    for i in 0..2 {
+        let batch: Vec<_> = (0..100).map(|n| event(format!("late-{i}-{n}"))).collect();
+        store
+            .append_batch(&tenant(), &run(), &batch, None)
+            .await
+            .unwrap();
+    }
+    settle(&store).await;
+    let log = recording.hooks().take();
+    assert_eq!(verbs(&log), ["PUT"; 4], "two appends, one segment, one head: {log:?}");
+    assert_eq!(parts_read(&log), (0, 1), "{log:?}");
+}

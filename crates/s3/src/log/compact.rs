@@ -30,7 +30,8 @@ const COMPACTED_SEGMENT_MAX: usize = 65_536;
 /// oldest first: [`COMPACTED_SEGMENT`] records in the newest, doubling
 /// towards older ones up to [`COMPACTED_SEGMENT_MAX`]. A tail read stays
 /// within small segments, and a lookup of an id, which reads one table per
-/// segment, reads about log2 of them rather than one per 4,096 records.
+/// segment, reads five for the newest 61,440 records and one per 65,536
+/// older ones, rather than one per 4,096 records.
 fn compacted_sizes(len: usize) -> Vec<usize> {
     let mut sizes = Vec::new();
     let (mut left, mut size) = (len, COMPACTED_SEGMENT);

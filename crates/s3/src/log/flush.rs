@@ -72,11 +72,15 @@ impl Inner {
         }
         // The rule compares the newest segment with the one before it and
         // merges while the older is less than twice the newer: the new
-        // segment absorbs older ones from the end while they qualify.
+        // segment absorbs older ones from the end while they qualify. A
+        // segment weighs its records or its table's entries, whichever is
+        // more, so a compaction marker remembering many ids (a segment of
+        // few records and a large table) is not rewritten by the flushes
+        // after it.
         let mut count = u64::try_from(records.len()).unwrap_or(u64::MAX);
         let mut keep = head.segments.len();
         while keep > 0 {
-            let older = head.segments[keep - 1].count;
+            let older = head.segments[keep - 1].weight();
             // Counts come from a stored head: saturate rather than trust them.
             if older >= count.saturating_mul(2) || older.saturating_add(count) > SEGMENT_MAX {
                 break;

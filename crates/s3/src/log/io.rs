@@ -217,9 +217,27 @@ impl Inner {
             None => {
                 let path = self.segment_path(key, segment);
                 let what = format!("the id table of {}", segment_what(key, segment));
-                let table = 0..index.records_at();
-                let bytes = get_range(self.store(), &path, &what, table).await?;
-                (path, what, bytes)
+                // One byte more: the records' JSON array must start right
+                // after the table, or the head states the wrong table.
+                let end = index.records_at();
+                let bytes = get_range(self.store(), &path, &what, 0..end + 1).await?;
+                if let Some(bytes) = &bytes
+                    && bytes.last() != Some(&b'[')
+                {
+                    return Err(corrupt(
+                        &path,
+                        &what,
+                        format!(
+                            "the records do not start after a table of {} entries",
+                            index.count
+                        ),
+                    ));
+                }
+                (
+                    path,
+                    what,
+                    bytes.map(|bytes| bytes.slice(..bytes.len() - 1)),
+                )
             }
             Some(page) => {
                 let path =
