@@ -522,6 +522,10 @@ async fn flushes_after_a_compaction_leave_the_marker_segment_alone() {
     }
     settle(&store).await;
     let log = recording.hooks().take();
-    assert_eq!(verbs(&log), ["PUT"; 4], "two appends, one segment, one head: {log:?}");
+    assert_eq!(
+        verbs(&log),
+        ["PUT"; 4],
+        "two appends, one segment, one head: {log:?}"
+    );
     assert_eq!(parts_read(&log), (0, 1), "{log:?}");
 }
