@@ -6,7 +6,10 @@
 //! finds every id, answers duplicates with their seqs, and moves the ids
 //! into tables as flushes and compactions rewrite the segments.
 
-use runstore_conformance::support::records::{acme as tenant, run_1 as run, step as event};
+use runstore_conformance::support::{
+    self,
+    records::{acme as tenant, run_1 as run, step as event},
+};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -17,115 +20,128 @@ use runstore_core::{
 use runstore_s3::S3Store;
 use serde_json::{Value, json};
 
-const PREFIX: &str = "legacy";
-
-fn store(bucket: &Arc<InMemory>) -> S3Store {
-    S3Store::new(bucket.clone(), PREFIX).unwrap()
+/// A bucket and the prefix of the store under test.
+struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
 }
 
-async fn keys(bucket: &InMemory) -> Vec<Path> {
-    bucket
-        .list(Some(&Path::from(PREFIX)))
-        .map_ok(|meta| meta.location)
-        .try_collect()
-        .await
-        .unwrap()
-}
-
-async fn bytes_of(bucket: &InMemory, path: &Path) -> bytes::Bytes {
-    bucket.get(path).await.unwrap().bytes().await.unwrap()
-}
-
-async fn head_json(bucket: &InMemory) -> (Path, Value) {
-    let path = keys(bucket)
-        .await
-        .into_iter()
-        .find(|path| path.filename() == Some("head"))
-        .expect("a head");
-    let head = serde_json::from_slice(&bytes_of(bucket, &path).await).unwrap();
-    (path, head)
-}
-
-/// Rewrites the stream into the layout of a version before id tables: each
-/// segment loses its table, the head its `index` fields and format 3, and
-/// every id a segment holds gets its `ids/` object. Returns how many.
-async fn downgrade(bucket: &InMemory) -> usize {
-    let (head_path, mut head) = head_json(bucket).await;
-    let dir = head_path.prefix_match(&Path::from(PREFIX)).unwrap();
-    let dir: Vec<_> = dir.collect();
-    let mut stream_dir = Path::from(PREFIX);
-    for part in &dir[..dir.len() - 1] {
-        stream_dir = stream_dir.child(part.as_ref());
+impl Bucket {
+    fn in_memory() -> Self {
+        Self {
+            store: Arc::new(InMemory::new()),
+            prefix: "legacy".to_owned(),
+        }
     }
-    let mut entries = 0;
-    for segment in head["segments"].as_array_mut().unwrap() {
-        let name = format!(
-            "{:020}-{:020}-{}",
+
+    fn s3(&self) -> S3Store {
+        S3Store::new(self.store.clone(), &self.prefix).unwrap()
+    }
+
+    async fn keys(&self) -> Vec<Path> {
+        self.store
+            .list(Some(&Path::from(self.prefix.as_str())))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    async fn bytes_of(&self, path: &Path) -> bytes::Bytes {
+        self.store.get(path).await.unwrap().bytes().await.unwrap()
+    }
+
+    async fn put(&self, path: &Path, bytes: impl Into<PutPayload>) {
+        self.store.put(path, bytes.into()).await.unwrap();
+    }
+
+    async fn head_json(&self) -> (Path, Value) {
+        let path = self
+            .keys()
+            .await
+            .into_iter()
+            .find(|path| path.filename() == Some("head"))
+            .expect("a head");
+        let head = serde_json::from_slice(&self.bytes_of(&path).await).unwrap();
+        (path, head)
+    }
+    /// Rewrites the stream into the layout of a version before id tables: each
+    /// segment loses its table, the head its `index` fields and format 3, and
+    /// every id a segment holds gets its `ids/` object. Returns how many.
+    async fn downgrade(&self) -> usize {
+        let (head_path, mut head) = self.head_json().await;
+        let dir = head_path
+            .prefix_match(&Path::from(self.prefix.as_str()))
+            .unwrap();
+        let dir: Vec<_> = dir.collect();
+        let mut stream_dir = Path::from(self.prefix.as_str());
+        for part in &dir[..dir.len() - 1] {
+            stream_dir = stream_dir.child(part.as_ref());
+        }
+        let mut entries = 0;
+        for segment in head["segments"].as_array_mut().unwrap() {
+            let name = format!(
+                "{:020}-{:020}-{}",
+                segment["first"].as_u64().unwrap(),
+                segment["last"].as_u64().unwrap(),
+                segment["token"].as_str().unwrap()
+            );
+            let path = stream_dir.child("seg").child(name);
+            let bytes = self.bytes_of(&path).await;
+            // A table of up to 1,024 entries leads the segment (the test's
+            // tables are that small).
+            assert!(segment["index"].get("pages").is_none(), "{segment}");
+            let at = 40 * usize::try_from(segment["index"]["count"].as_u64().unwrap()).unwrap();
+            let records: Vec<EventRecord> = serde_json::from_slice(&bytes[at..]).unwrap();
+            self.put(&path, bytes.slice(at..)).await;
+            segment.as_object_mut().unwrap().remove("index");
+            for record in records {
+                let ids = if record.is_compaction_marker() {
+                    record.payload["compacted_event_ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|id| {
+                            (
+                                id["event_id"].as_str().unwrap().to_owned(),
+                                id["seq"].as_u64().unwrap(),
+                            )
+                        })
+                        .collect()
+                } else {
+                    vec![(record.event_id.as_str().to_owned(), record.seq)]
+                };
+                for (id, seq) in ids {
+                    // Test ids are lowercase letters, digits and dashes: their
+                    // key segment is `v` and the id.
+                    let entry = stream_dir.child("ids").child(format!("v{id}"));
+                    let body = serde_json::to_vec(&json!({"seq": seq, "id": id})).unwrap();
+                    self.put(&entry, body).await;
+                    entries += 1;
+                }
+            }
+        }
+        head["format"] = json!(1);
+        let body = serde_json::to_vec(&head).unwrap();
+        self.put(&head_path, body).await;
+        entries
+    }
+
+    /// The key of the first segment the head names, and the length of the id
+    /// table that leads it.
+    async fn first_segment(&self) -> (Path, usize) {
+        let (head_path, head) = self.head_json().await;
+        let segment = &head["segments"][0];
+        let at = 40 * usize::try_from(segment["index"]["count"].as_u64().unwrap()).unwrap();
+        let dir = head_path.as_ref().strip_suffix("/head").unwrap();
+        let path = Path::from(format!(
+            "{dir}/seg/{:020}-{:020}-{}",
             segment["first"].as_u64().unwrap(),
             segment["last"].as_u64().unwrap(),
             segment["token"].as_str().unwrap()
-        );
-        let path = stream_dir.child("seg").child(name);
-        let bytes = bytes_of(bucket, &path).await;
-        // A table of up to 1,024 entries leads the segment (the test's
-        // tables are that small).
-        assert!(segment["index"].get("pages").is_none(), "{segment}");
-        let at = 40 * usize::try_from(segment["index"]["count"].as_u64().unwrap()).unwrap();
-        let records: Vec<EventRecord> = serde_json::from_slice(&bytes[at..]).unwrap();
-        bucket
-            .put(&path, PutPayload::from(bytes.slice(at..)))
-            .await
-            .unwrap();
-        segment.as_object_mut().unwrap().remove("index");
-        for record in records {
-            let ids = if record.is_compaction_marker() {
-                record.payload["compacted_event_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|id| {
-                        (
-                            id["event_id"].as_str().unwrap().to_owned(),
-                            id["seq"].as_u64().unwrap(),
-                        )
-                    })
-                    .collect()
-            } else {
-                vec![(record.event_id.as_str().to_owned(), record.seq)]
-            };
-            for (id, seq) in ids {
-                // Test ids are lowercase letters, digits and dashes: their
-                // key segment is `v` and the id.
-                let entry = stream_dir.child("ids").child(format!("v{id}"));
-                let body = serde_json::to_vec(&json!({"seq": seq, "id": id})).unwrap();
-                bucket.put(&entry, PutPayload::from(body)).await.unwrap();
-                entries += 1;
-            }
-        }
+        ));
+        (path, at)
     }
-    head["format"] = json!(1);
-    let body = serde_json::to_vec(&head).unwrap();
-    bucket
-        .put(&head_path, PutPayload::from(body))
-        .await
-        .unwrap();
-    entries
-}
-
-/// The key of the first segment the head names, and the length of the id
-/// table that leads it.
-async fn first_segment(bucket: &InMemory) -> (Path, usize) {
-    let (head_path, head) = head_json(bucket).await;
-    let segment = &head["segments"][0];
-    let at = 40 * usize::try_from(segment["index"]["count"].as_u64().unwrap()).unwrap();
-    let dir = head_path.as_ref().strip_suffix("/head").unwrap();
-    let path = Path::from(format!(
-        "{dir}/seg/{:020}-{:020}-{}",
-        segment["first"].as_u64().unwrap(),
-        segment["last"].as_u64().unwrap(),
-        segment["token"].as_str().unwrap()
-    ));
-    (path, at)
 }
 
 fn snapshot(seq: u64) -> SnapshotRecord {
@@ -158,11 +174,30 @@ async fn append_range(store: &S3Store, from: u64, to: u64, at: u64) {
 }
 
 #[tokio::test]
-async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
-    let bucket = Arc::new(InMemory::new());
+async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts_in_memory() {
+    a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts(Bucket::in_memory()).await;
+}
+
+#[tokio::test]
+async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts_on_a_real_server() {
+    let Some([endpoint, bucket]) = support::service_urls(
+        ["RUNSTORE_S3_ENDPOINT", "RUNSTORE_S3_BUCKET"],
+        "s3 layout before id tables",
+    ) else {
+        return;
+    };
+    let store = S3Store::from_env_with_endpoint(&bucket, Some(endpoint), "").unwrap();
+    let bucket = Bucket {
+        store: store.object_store().clone(),
+        prefix: format!("legacy-{}", uuid::Uuid::new_v4().simple()),
+    };
+    a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts(bucket).await;
+}
+
+async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts(bucket: Bucket) {
     // e1..e300, old; compacted behind a snapshot at 200 (a marker that
     // remembers e1..e199); then e301..e600, flushed into more segments.
-    let writer = store(&bucket);
+    let writer = bucket.s3();
     append_range(&writer, 1, 300, 10).await;
     writer.put(&tenant(), &snapshot(200)).await.unwrap();
     assert_eq!(writer.compact(100, 1_000).await.unwrap().removed, 199);
@@ -175,14 +210,14 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
         .unwrap();
     drop(writer);
 
-    let entries = downgrade(&bucket).await;
-    let (_, head) = head_json(&bucket).await;
+    let entries = bucket.downgrade().await;
+    let (_, head) = bucket.head_json().await;
     assert!(entries >= 400, "ids of the flushed segments: {entries}");
     assert_eq!(head["format"], json!(1));
     assert!(!head["segments"].as_array().unwrap().is_empty());
 
     // A new handle (nothing cached) finds ids of every kind.
-    let old = store(&bucket);
+    let old = bucket.s3();
     assert_eq!(
         old.read(&tenant(), &run(), ReadQuery::all()).await.unwrap(),
         before
@@ -204,7 +239,7 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
     let last = before.last().unwrap().seq;
     let answers: Vec<_> = again.iter().map(|a| (a.seq, a.inserted)).collect();
     assert_eq!(answers, [(7, false), (333, false), (last + 1, true)]);
-    let (_, head) = head_json(&bucket).await;
+    let (_, head) = bucket.head_json().await;
     assert_eq!(
         head["format"],
         json!(1),
@@ -216,7 +251,7 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
     // ids are found in both kinds.
     append_range(&old, 601, 750, 3_000).await;
     old.import_stream(&tenant(), &run(), &[]).await.unwrap();
-    let (_, head) = head_json(&bucket).await;
+    let (_, head) = bucket.head_json().await;
     let segments = head["segments"].as_array().unwrap();
     assert_eq!(head["format"], json!(3), "{segments:?}");
     assert!(
@@ -231,14 +266,14 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
             .any(|segment| segment.get("index").is_some()),
         "{segments:?}"
     );
-    let fresh = store(&bucket);
+    let fresh = bucket.s3();
     for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
         assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
     }
     // A larger flush merges the old segment into one with a table.
     append_range(&old, 751, 1_000, 3_000).await;
     old.import_stream(&tenant(), &run(), &[]).await.unwrap();
-    let (_, head) = head_json(&bucket).await;
+    let (_, head) = bucket.head_json().await;
     let segments = head["segments"].as_array().unwrap();
     assert!(
         segments
@@ -246,7 +281,7 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
             .all(|segment| segment.get("index").is_some()),
         "{segments:?}"
     );
-    let fresh = store(&bucket);
+    let fresh = bucket.s3();
     for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e900", 901)] {
         assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
     }
@@ -255,7 +290,7 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
     // are no longer needed to find anything.
     fresh.put(&tenant(), &snapshot(900)).await.unwrap();
     assert!(fresh.compact(100, 10_000).await.unwrap().removed > 0);
-    let (_, head) = head_json(&bucket).await;
+    let (_, head) = bucket.head_json().await;
     let segments = head["segments"].as_array().unwrap();
     assert!(
         segments
@@ -263,12 +298,12 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
             .all(|segment| segment.get("index").is_some()),
         "{segments:?}"
     );
-    for path in keys(&bucket).await {
+    for path in bucket.keys().await {
         if path.as_ref().contains("/ids/") {
-            bucket.delete(&path).await.unwrap();
+            bucket.store.delete(&path).await.unwrap();
         }
     }
-    let fresh = store(&bucket);
+    let fresh = bucket.s3();
     for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
         assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
     }
@@ -283,19 +318,19 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts() {
 /// the segment; a lookup never takes it for absence.
 #[tokio::test]
 async fn a_damaged_id_table_is_corrupt() {
-    let bucket = Arc::new(InMemory::new());
-    let writer = store(&bucket);
+    let bucket = Bucket::in_memory();
+    let writer = bucket.s3();
     append_range(&writer, 1, 200, 10).await;
     writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
-    let (path, _) = first_segment(&bucket).await;
-    let mut bytes = bytes_of(&bucket, &path).await.to_vec();
+    let (path, _) = bucket.first_segment().await;
+    let mut bytes = bucket.bytes_of(&path).await.to_vec();
     // Swap the first two entries of the table.
     let (first, second) = (bytes[..40].to_vec(), bytes[40..80].to_vec());
     bytes[..40].copy_from_slice(&second);
     bytes[40..80].copy_from_slice(&first);
-    bucket.put(&path, PutPayload::from(bytes)).await.unwrap();
+    bucket.put(&path, bytes).await;
 
-    let reader = store(&bucket);
+    let reader = bucket.s3();
     let err = reader
         .seq_of(&tenant(), &run(), &EventId::new("e3").unwrap())
         .await
@@ -322,18 +357,15 @@ async fn a_damaged_id_table_is_corrupt() {
 /// alike; cut inside its records, for reads (its table still answers).
 #[tokio::test]
 async fn a_segment_cut_short_is_corrupt() {
-    let bucket = Arc::new(InMemory::new());
-    let writer = store(&bucket);
+    let bucket = Bucket::in_memory();
+    let writer = bucket.s3();
     append_range(&writer, 1, 200, 10).await;
     writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
-    let (path, at) = first_segment(&bucket).await;
-    let bytes = bytes_of(&bucket, &path).await;
+    let (path, at) = bucket.first_segment().await;
+    let bytes = bucket.bytes_of(&path).await;
     for cut in [at / 2, at + 20] {
-        bucket
-            .put(&path, PutPayload::from(bytes.slice(..cut)))
-            .await
-            .unwrap();
-        let reader = store(&bucket);
+        bucket.put(&path, bytes.slice(..cut)).await;
+        let reader = bucket.s3();
         let found = reader
             .seq_of(&tenant(), &run(), &EventId::new("e3").unwrap())
             .await;
@@ -357,23 +389,19 @@ async fn a_segment_cut_short_is_corrupt() {
 /// prefix of the real table is never searched as if it were whole.
 #[tokio::test]
 async fn a_head_stating_a_shorter_table_is_corrupt() {
-    let bucket = Arc::new(InMemory::new());
-    let writer = store(&bucket);
+    let bucket = Bucket::in_memory();
+    let writer = bucket.s3();
     append_range(&writer, 1, 200, 10).await;
     writer.import_stream(&tenant(), &run(), &[]).await.unwrap();
-    let (head_path, mut head) = head_json(&bucket).await;
+    let (head_path, mut head) = bucket.head_json().await;
     let segment = &mut head["segments"][0];
     assert_eq!(segment["count"], json!(150), "{segment}");
     segment["count"] = json!(100);
     segment["index"]["count"] = json!(100);
     bucket
-        .put(
-            &head_path,
-            PutPayload::from(serde_json::to_vec(&head).unwrap()),
-        )
-        .await
-        .unwrap();
-    let reader = store(&bucket);
+        .put(&head_path, serde_json::to_vec(&head).unwrap())
+        .await;
+    let reader = bucket.s3();
     for n in [1, 77, 100, 101, 150] {
         let err = reader
             .seq_of(&tenant(), &run(), &EventId::new(format!("e{n}")).unwrap())
