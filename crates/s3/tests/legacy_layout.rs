@@ -38,6 +38,16 @@ impl Bucket {
         S3Store::new(self.store.clone(), &self.prefix).unwrap()
     }
 
+    /// A new handle (nothing cached), after checking that it finds each
+    /// id at its seq.
+    async fn finds(&self, expected: &[(&str, u64)]) -> S3Store {
+        let fresh = self.s3();
+        for (id, seq) in expected {
+            assert_eq!(seq_of(&fresh, id).await, Some(*seq), "{id}");
+        }
+        fresh
+    }
+
     async fn keys(&self) -> Vec<Path> {
         self.store
             .list(Some(&Path::from(self.prefix.as_str())))
@@ -142,6 +152,16 @@ impl Bucket {
         ));
         (path, at)
     }
+}
+
+/// Whether each segment `head` names has an id table.
+fn tabled(head: &Value) -> Vec<bool> {
+    head["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|segment| segment.get("index").is_some())
+        .collect()
 }
 
 fn snapshot(seq: u64) -> SnapshotRecord {
@@ -252,61 +272,38 @@ async fn a_stream_of_the_layout_before_id_tables_reads_appends_and_compacts(buck
     append_range(&old, 601, 750, 3_000).await;
     old.import_stream(&tenant(), &run(), &[]).await.unwrap();
     let (_, head) = bucket.head_json().await;
-    let segments = head["segments"].as_array().unwrap();
-    assert_eq!(head["format"], json!(3), "{segments:?}");
+    assert_eq!(head["format"], json!(3), "{head}");
+    let tables = tabled(&head);
     assert!(
-        segments
-            .iter()
-            .any(|segment| segment.get("index").is_none()),
-        "{segments:?}"
+        tables.contains(&false) && tables.contains(&true),
+        "{tables:?}"
     );
-    assert!(
-        segments
-            .iter()
-            .any(|segment| segment.get("index").is_some()),
-        "{segments:?}"
-    );
-    let fresh = bucket.s3();
-    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
-        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
-    }
+    bucket
+        .finds(&[("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)])
+        .await;
     // A larger flush merges the old segment into one with a table.
     append_range(&old, 751, 1_000, 3_000).await;
     old.import_stream(&tenant(), &run(), &[]).await.unwrap();
     let (_, head) = bucket.head_json().await;
-    let segments = head["segments"].as_array().unwrap();
-    assert!(
-        segments
-            .iter()
-            .all(|segment| segment.get("index").is_some()),
-        "{segments:?}"
-    );
-    let fresh = bucket.s3();
-    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e900", 901)] {
-        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
-    }
+    assert!(tabled(&head).iter().all(|has| *has), "{head}");
+    let fresh = bucket
+        .finds(&[("e5", 5), ("e250", 250), ("e420", 420), ("e900", 901)])
+        .await;
 
     // Compaction rewrites every segment with a table: the `ids/` objects
     // are no longer needed to find anything.
     fresh.put(&tenant(), &snapshot(900)).await.unwrap();
     assert!(fresh.compact(100, 10_000).await.unwrap().removed > 0);
     let (_, head) = bucket.head_json().await;
-    let segments = head["segments"].as_array().unwrap();
-    assert!(
-        segments
-            .iter()
-            .all(|segment| segment.get("index").is_some()),
-        "{segments:?}"
-    );
+    assert!(tabled(&head).iter().all(|has| *has), "{head}");
     for path in bucket.keys().await {
         if path.as_ref().contains("/ids/") {
             bucket.store.delete(&path).await.unwrap();
         }
     }
-    let fresh = bucket.s3();
-    for (id, seq) in [("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)] {
-        assert_eq!(seq_of(&fresh, id).await, Some(seq), "{id}");
-    }
+    let fresh = bucket
+        .finds(&[("e5", 5), ("e250", 250), ("e420", 420), ("e700", 701)])
+        .await;
     let dup = fresh
         .append_batch(&tenant(), &run(), &[event("e250", 1)], None)
         .await

@@ -34,6 +34,14 @@ pub(super) fn segment_what(key: &StreamKey, segment: &SegmentRef) -> String {
     )
 }
 
+/// How page `page` of the id table of `segment` is named in errors.
+fn page_what(key: &StreamKey, segment: &SegmentRef, page: u32) -> String {
+    format!(
+        "page {page} of the id table of {}",
+        segment_what(key, segment)
+    )
+}
+
 /// How an id index entry is named in errors.
 fn id_what(key: &StreamKey, id: &EventId) -> String {
     format!("the id entry of event {:?} in stream {key}", id.as_str())
@@ -43,6 +51,12 @@ impl Inner {
     pub(super) fn segment_path(&self, key: &StreamKey, segment: &SegmentRef) -> Path {
         self.keys
             .segment(key, segment.first, segment.last, &segment.token)
+    }
+
+    /// Where page `page` of the id table of `segment` is stored.
+    fn page_path(&self, key: &StreamKey, segment: &SegmentRef, page: u32) -> Path {
+        self.keys
+            .index_page(key, segment.first, segment.last, &segment.token, page)
     }
 
     /// GETs the stream's head.
@@ -164,13 +178,13 @@ impl Inner {
             .collect();
         // One request per table part: the table leading a segment, or a
         // page that one of the ids falls on.
-        let mut parts: Vec<(SegmentRef, Option<u32>)> = Vec::new();
+        let mut parts: Vec<(SegmentRef, IndexRef, Option<u32>)> = Vec::new();
         for segment in &head.segments {
             let Some(index) = segment.index else {
                 continue;
             };
             if index.pages == 0 {
-                parts.push((segment.clone(), None));
+                parts.push((segment.clone(), index, None));
                 continue;
             }
             let mut pages: Vec<u32> = keyed
@@ -179,13 +193,17 @@ impl Inner {
                 .collect();
             pages.sort_unstable();
             pages.dedup();
-            parts.extend(pages.into_iter().map(|page| (segment.clone(), Some(page))));
+            parts.extend(
+                pages
+                    .into_iter()
+                    .map(|page| (segment.clone(), index, Some(page))),
+            );
         }
         let keyed = &keyed;
         let hits: Vec<Option<Vec<(EventId, u64)>>> = stream::iter(parts)
-            .map(
-                |(segment, page)| async move { self.search_part(key, &segment, page, keyed).await },
-            )
+            .map(|(segment, index, page)| async move {
+                self.search_part(key, &segment, index, page, keyed).await
+            })
             .buffer_unordered(PARALLEL)
             .try_collect()
             .await?;
@@ -200,19 +218,17 @@ impl Inner {
         Ok(Some(found))
     }
 
-    /// The ids of `keyed` found in one part of the id table of `segment`:
-    /// the table leading the segment (`page` `None`), or page `page`; `None`
-    /// when the object is gone.
+    /// The ids of `keyed` found in one part of `index`, the id table of
+    /// `segment`: the table leading the segment (`page` `None`), or page
+    /// `page`; `None` when the object is gone.
     async fn search_part(
         &self,
         key: &StreamKey,
         segment: &SegmentRef,
+        index: IndexRef,
         page: Option<u32>,
         keyed: &[(EventId, Digest)],
     ) -> Result<Option<Vec<(EventId, u64)>>> {
-        let Some(index) = segment.index else {
-            return Ok(Some(Vec::new()));
-        };
         let (path, what, bytes) = match page {
             None => {
                 let path = self.segment_path(key, segment);
@@ -240,12 +256,9 @@ impl Inner {
                 )
             }
             Some(page) => {
-                let path =
-                    self.keys
-                        .index_page(key, segment.first, segment.last, &segment.token, page);
-                let what = format!(
-                    "page {page} of the id table of {}",
-                    segment_what(key, segment)
+                let (path, what) = (
+                    self.page_path(key, segment, page),
+                    page_what(key, segment, page),
                 );
                 let bytes = get(self.store(), &path, &what)
                     .await?
@@ -281,10 +294,7 @@ impl Inner {
     pub(super) fn segment_paths(&self, key: &StreamKey, segment: &SegmentRef) -> Vec<Path> {
         let pages = segment.index.map_or(0, |index| index.pages);
         let mut paths = vec![self.segment_path(key, segment)];
-        paths.extend((0..pages).map(|page| {
-            self.keys
-                .index_page(key, segment.first, segment.last, &segment.token, page)
-        }));
+        paths.extend((0..pages).map(|page| self.page_path(key, segment, page)));
         paths
     }
 
@@ -331,18 +341,14 @@ impl Inner {
             let segment = &segment;
             let paths: Vec<Path> = stream::iter(pages)
                 .map(|(page, bytes)| async move {
-                    let path = self.keys.index_page(
-                        key,
-                        segment.first,
-                        segment.last,
-                        &segment.token,
-                        page,
-                    );
-                    let what = format!(
-                        "page {page} of the id table of {}",
-                        segment_what(key, segment)
-                    );
-                    put(self.store(), &path, &what, bytes.into()).await?;
+                    let path = self.page_path(key, segment, page);
+                    put(
+                        self.store(),
+                        &path,
+                        &page_what(key, segment, page),
+                        bytes.into(),
+                    )
+                    .await?;
                     Ok::<_, Error>(path)
                 })
                 .buffer_unordered(PAGE_PARALLEL)
