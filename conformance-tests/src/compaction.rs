@@ -330,6 +330,90 @@ pub async fn compaction_markers_match_the_model_byte_for_byte(h: &Harness) {
     }
 }
 
+/// A stream of 1,200 events, compacted once through its first 300, then
+/// again with 900 more old enough, one young event among them and a
+/// snapshot above them: more than a backend prunes in one step (a backend
+/// may split a stream over several, CONTRACT §11). Answers the pass's
+/// count, then the stream and a small second stream as stored.
+async fn long_stream_scenario(store: &dyn Storage) -> (usize, Vec<Vec<u8>>) {
+    let t = tenant(1);
+    for first in (1..=1_200u64).step_by(100) {
+        let batch: Vec<_> = (first..first + 100)
+            .map(|seq| {
+                let at = if seq == 777 { 5_000 } else { seq };
+                event(&t, "run-long", &format!("long-{seq}"), at)
+            })
+            .collect();
+        store
+            .append_batch(&t, &run("run-long"), &batch, None)
+            .await
+            .expect("append");
+    }
+    for seq in 1..=3u64 {
+        store
+            .append(&t, &event(&t, "run-short", &format!("short-{seq}"), seq))
+            .await
+            .expect("append");
+    }
+    assert_eq!(
+        removed(store.compact(1_000, 1_301).await.expect("compact")),
+        303
+    );
+    store
+        .put(&t, &snapshot(&t, "run-long", "snap", 1_190, 2_000))
+        .await
+        .expect("put");
+    let pruned = removed(store.compact(1_000, 3_000).await.expect("compact"));
+    let mut stored = Vec::new();
+    for r in ["run-long", "run-short"] {
+        stored.extend(
+            store
+                .read(&t, &run(r), ReadQuery::all())
+                .await
+                .expect("read")
+                .iter()
+                .map(|record| serde_json::to_vec(record).expect("serialize")),
+        );
+    }
+    (pruned, stored)
+}
+
+/// CONTRACT §9, §11: a stream with more events to prune than a backend
+/// takes in one step ends with byte-for-byte the model's marker (merged
+/// with the older one, skipping the young event, stopping below the
+/// snapshot), and every id of it answers its seq.
+pub async fn compaction_of_a_long_stream_matches_the_model(h: &Harness) {
+    let instance = h.fresh().await;
+    let store = instance.store();
+    let (pruned, got) = long_stream_scenario(store.as_ref()).await;
+    let (model_pruned, model) = long_stream_scenario(&MemoryStore::new()).await;
+    assert_eq!((pruned, got.len()), (model_pruned, model.len()));
+    assert_eq!(pruned, 1_189 - 300 - 1);
+    for (got, want) in got.iter().zip(&model) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "records differ from the model's"
+        );
+    }
+    let t = tenant(1);
+    let r = run("run-long");
+    for seq in 1..=1_200u64 {
+        let id = format!("long-{seq}");
+        assert_eq!(
+            store.seq_of(&t, &r, &eid(&id)).await.expect("seq_of"),
+            Some(seq),
+            "seq_of {id}"
+        );
+    }
+    let dup = store
+        .append(&t, &event(&t, "run-long", "long-5", 9_999))
+        .await
+        .expect("duplicate append");
+    assert_eq!((dup.seq, dup.inserted), (5, false));
+    assert_eq!(store.next_seq(&t, &r).await.expect("next_seq"), 1_201);
+}
+
 /// Checks that every one of the stream's `total` ids (`id-<seq>`) answers
 /// its seq by `seq_of` and as a duplicate append, and that ids it never
 /// held answer `None`.

@@ -80,6 +80,7 @@ macro_rules! suite {
             compaction::compaction_keeps_streams_and_tenants_independent,
             compaction::compaction_markers_match_the_model_byte_for_byte,
             compaction::compacted_ids_answer_after_reopen_and_recompaction,
+            compaction::compaction_of_a_long_stream_matches_the_model,
             snapshots::snapshot_put_replaces_and_get_finds,
             snapshots::snapshot_list_orders_by_seq_and_keeps_newest,
             snapshots::snapshots_are_tenant_scoped,

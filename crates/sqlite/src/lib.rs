@@ -494,8 +494,9 @@ impl SqliteStore {
                 .await?;
             report.removed += done.removed;
             report.failed.extend(done.failed);
-            // A transaction takes at least one stream.
-            rest = &rest[taken.clamp(1, offered.len())..];
+            // A transaction finishes at least one stream, or prunes some of
+            // the first one's events and leaves it first for the next.
+            rest = &rest[taken.min(offered.len())..];
         }
         report.sort();
         Ok(report)

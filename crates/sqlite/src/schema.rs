@@ -188,12 +188,13 @@ pub(crate) const SNAPSHOT_FLOOR: &str = "\
 SELECT MAX(seq) FROM snapshots
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4";
 
-/// Events of the stream that occurred before `?5`, at seq `?6` or below.
+/// Events of the stream that occurred before `?5`, at seq `?6` or below,
+/// the first `?7` by seq.
 pub(crate) const PRUNE_CANDIDATES: &str = "\
 SELECT seq, record FROM events
 WHERE org_id = ?1 AND workspace_id = ?2 AND deployment_id = ?3 AND run_id = ?4
   AND is_marker = 0 AND occurred_at_ms < ?5 AND seq <= ?6
-ORDER BY seq";
+ORDER BY seq LIMIT ?7";
 
 /// The ids from `?5` (inclusive) to `?6` (exclusive) that the stream's
 /// ordinary events hold, live or compacted: with [`prefix_end`], the ids

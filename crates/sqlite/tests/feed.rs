@@ -3,7 +3,8 @@
 //! it is opened (also by two openers at once), a guarded append that finds
 //! its stream moved on takes no position, one statement's rows of several
 //! tenants each take their own tenant's next positions, and the handle
-//! raises its feed signal after a commit.
+//! raises its feed signal after a commit; a long stream's compaction takes
+//! several transactions, each marker its position.
 
 use std::{borrow::Cow, collections::BTreeMap, path::Path};
 
@@ -452,4 +453,46 @@ async fn rows_written_the_old_way_still_take_and_keep_positions() {
         keys(&whole_feed(&store, &tenant).await),
         vec![(1, "run".to_owned(), 1), (3, "other".to_owned(), 1)]
     );
+}
+
+// A stream with more events to prune than one maintenance transaction takes
+// is compacted over several (the core's "Steps within one stream"). Each
+// step's marker takes a feed position and leaves the feed when the next
+// replaces it, so the final marker's position counts the steps: 999 old
+// events with no marker yet go in steps of 256, 256 (as many as the first
+// marker remembers) and the last 487 (fewer than the 512 the marker then
+// remembers).
+#[tokio::test]
+async fn a_long_stream_is_compacted_over_several_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let tenant = Tenant::local();
+    let run = RunId::new("long").unwrap();
+    let events: Vec<_> = (1..=1_001u64)
+        .map(|seq| {
+            let mut record = event(&tenant, "long", &format!("e{seq}"));
+            record.occurred_at_ms = seq;
+            record
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        store
+            .append_batch(&tenant, &run, chunk, None)
+            .await
+            .unwrap();
+    }
+    let report = store.compact(1, 1_001).await.unwrap();
+    assert_eq!((report.removed, report.failed.len()), (999, 0));
+    let at = |position: u64, seq: u64| (position, "long".to_owned(), seq);
+    assert_eq!(
+        keys(&whole_feed(&store, &tenant).await),
+        vec![at(1_000, 1_000), at(1_001, 1_001), at(1_004, 999)],
+        "three markers were written, one per transaction"
+    );
+    for seq in [1, 256, 257, 512, 513, 999] {
+        let id = EventId::new(format!("e{seq}")).unwrap();
+        assert_eq!(store.seq_of(&tenant, &run, &id).await.unwrap(), Some(seq));
+    }
 }

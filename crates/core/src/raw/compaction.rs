@@ -8,6 +8,23 @@
 //! into the pass's [`MaintenanceReport`](crate::MaintenanceReport) and the
 //! pass goes on.
 //!
+//! # Steps within one stream
+//!
+//! A backend that commits a pass in bounded steps (so that appends queued
+//! meanwhile wait for one step, not for the pass) may also split one
+//! stream's compaction over several steps. A step then prunes only the
+//! stream's first [`stream_step_events`] pruned events by seq, merges them
+//! into the marker as above, and commits; the next step starts again from
+//! the stream's records as they are now (its marker is the one the step
+//! before wrote). Each step leaves a stream the contract allows (one
+//! marker, remembering every id pruned so far), and the last one writes
+//! byte-for-byte the marker one step would have written: ids, seqs and
+//! scope are the same, and a marker never counts its predecessor's id as
+//! held. The rule's lower bound, the old marker's id count, keeps the total
+//! cost linear: a step never rewrites a marker larger than what it prunes,
+//! so a stream whose marker already remembers many ids is compacted in as
+//! few steps as that allows.
+//!
 //! A marker's id is derived from the stream and its seq, so a user could know
 //! it in advance. Appends refuse ids in the marker namespace
 //! ([`COMPACTION_ID_PREFIX`]), but an import from an older store may bring
@@ -87,6 +104,19 @@ impl CompactionPolicy {
             && occurred_at_ms < self.cutoff_ms
             && snapshot_floor.is_none_or(|floor| seq < floor)
     }
+}
+
+/// How many of a stream's pruned events (lowest seqs first) one step of
+/// its compaction takes at most: `budget`, the pruned events the step has
+/// left, but never fewer than the ids the stream's current marker
+/// remembers (`old_marker`, counted without parsing them), nor fewer than
+/// one. See the module doc, "Steps within one stream".
+pub fn stream_step_events(budget: usize, old_marker: Option<&EventRecord>) -> usize {
+    let remembered = old_marker
+        .and_then(|marker| marker.payload.get("compacted_event_ids"))
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    budget.max(remembered).max(1)
 }
 
 /// An id a marker remembers.
@@ -473,6 +503,96 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(change.marker.event_id, plain);
+    }
+
+    /// A stream compacted in steps of [`stream_step_events`] ends with
+    /// byte-for-byte the marker one step writes: with an older marker, an
+    /// event kept between pruned ones, and an ordinary event holding the
+    /// id the final marker would take.
+    #[test]
+    fn steps_within_a_stream_write_the_marker_one_step_writes() {
+        let tenant = Tenant::local();
+        let run = RunId::new("run-a").unwrap();
+        let first = CompactionPolicy::new(500, 1_000).unwrap().unwrap();
+        let mut records: Vec<_> = (1..=40).map(|seq| event(seq, 100)).collect();
+        records[2].occurred_at_ms = 900;
+        records[6].occurred_at_ms = 600;
+        let earlier = compact_stream(&tenant, &run, &records[..5], None, &first)
+            .unwrap()
+            .unwrap();
+        let mut start: Vec<_> = records
+            .iter()
+            .filter(|record| !earlier.remove_seqs.contains(&record.seq))
+            .cloned()
+            .chain([earlier.marker])
+            .collect();
+        start.sort_by_key(|record| record.seq);
+        let policy = CompactionPolicy::new(500, 2_000).unwrap().unwrap();
+        // The event at seq 40 is kept, and holds the id the final marker
+        // (through seq 39) would take.
+        assert_eq!(start[36].seq, 40);
+        start[36].event_id = marker_event_id(&tenant, &run, 39);
+        start[36].occurred_at_ms = 1_900;
+        let whole = compact_stream(&tenant, &run, &start, None, &policy)
+            .unwrap()
+            .unwrap();
+        for budget in [1, 3, 7, 100] {
+            let mut stream = start.clone();
+            let mut pruned = 0;
+            let mut steps = 0;
+            loop {
+                let old = stream.iter().find(|record| record.is_compaction_marker());
+                let take = stream_step_events(budget, old);
+                let remembered = old.map_or(0, |marker| compacted_ids(marker).unwrap().len());
+                assert_eq!(take, budget.max(remembered));
+                let doomed: Vec<&EventRecord> = stream
+                    .iter()
+                    .filter(|record| policy.prunes(record, None))
+                    .take(take)
+                    .collect();
+                if doomed.is_empty() {
+                    break;
+                }
+                let marker = merge_marker(
+                    &tenant,
+                    &run,
+                    old,
+                    doomed.iter().copied(),
+                    policy.now_ms(),
+                    |id| {
+                        Ok(stream
+                            .iter()
+                            .any(|record| !record.is_compaction_marker() && record.event_id == *id)
+                            || compacted_ids(old.unwrap_or(&records[0]))?
+                                .iter()
+                                .any(|known| known.event_id == *id))
+                    },
+                )
+                .unwrap();
+                let gone: Vec<u64> = doomed
+                    .iter()
+                    .map(|record| record.seq)
+                    .chain(old.map(|marker| marker.seq))
+                    .collect();
+                pruned += doomed.len();
+                steps += 1;
+                stream.retain(|record| !gone.contains(&record.seq));
+                stream.push(marker);
+                stream.sort_by_key(|record| record.seq);
+            }
+            assert!(steps > 1 || budget >= whole.pruned, "budget {budget}");
+            assert_eq!(pruned, whole.pruned, "budget {budget}");
+            let last = stream
+                .iter()
+                .find(|record| record.is_compaction_marker())
+                .unwrap();
+            assert_eq!(
+                serde_json::to_string(last).unwrap(),
+                serde_json::to_string(&whole.marker).unwrap(),
+                "budget {budget}"
+            );
+        }
+        assert_eq!(stream_step_events(0, None), 1);
     }
 
     /// The id is SHA-256 over the parts, each followed by NUL (CONTRACT §9):

@@ -5,13 +5,16 @@
 //! in one transaction, until [`STEP_WORK`] is done, and, should that fail,
 //! on the first stream alone, so that only the streams that fail are
 //! reported (CONTRACT §25). [`compact_stream`] and
-//! [`prune_stream`] are the work on one stream inside that transaction.
+//! [`prune_stream`] are the work on one stream inside that transaction. A
+//! stream with more pruned events than the transaction has left is split
+//! over several transactions (the core's "Steps within one stream",
+//! [`stream_step_events`]): the caller offers it again until it is done.
 
 use std::{collections::HashSet, sync::Arc};
 
 use runstore_core::{
     MaintenanceReport, Result, SnapshotRecord, StreamKey,
-    raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker},
+    raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker, stream_step_events},
     raw::snapshots::prune_selection,
 };
 use sqlx::{Connection, Row as _, SqliteConnection};
@@ -28,18 +31,48 @@ use crate::{
 
 /// How much one maintenance transaction does at most before it commits and
 /// lets the writes queued meanwhile go first: events pruned (compaction) or
-/// snapshots deleted (prune). A stream is never split: one with more is a
-/// transaction of its own.
+/// snapshots read (prune). A compaction takes the pruned events of a large
+/// stream over several transactions ([`stream_step_events`]); a prune never
+/// splits a stream, so one with more snapshots is a transaction of its own.
 pub(crate) const STEP_WORK: usize = 256;
+
+/// What a maintenance transaction did: per stream it took, in order, the
+/// count for the report (events pruned, snapshots deleted), and whether the
+/// last one is done. A stream left unfinished is offered again first.
+#[derive(Debug, Default)]
+struct Progress {
+    counts: Vec<usize>,
+    last_done: bool,
+}
+
+impl Progress {
+    /// How many streams are done: every stream taken, but the last one
+    /// when it is unfinished. 0 means the one stream taken made progress
+    /// and must be offered again.
+    fn finished(&self) -> usize {
+        self.counts.len() - usize::from(!self.last_done && !self.counts.is_empty())
+    }
+}
+
+/// One stream's work inside a transaction.
+struct StreamWork {
+    /// Events pruned or snapshots deleted (the report's count).
+    removed: usize,
+    /// What it cost against [`STEP_WORK`].
+    work: usize,
+    /// Whether the stream is done; `false` leaves more pruned events for
+    /// the next transaction.
+    done: bool,
+}
 
 impl Writer {
     /// Runs `task` on the first of `streams`, in order, in one
     /// transaction, until [`STEP_WORK`] is done; answers the report and how
-    /// many streams it took. Each stream is its own step (CONTRACT §25):
-    /// should the transaction fail, the first stream runs again alone, so
-    /// that only a stream that fails alone is reported, and the caller goes
-    /// on after it. A failure of the store itself ([`Fail::is_store_wide`])
-    /// ends the pass.
+    /// many streams are done ([`Progress::finished`]). Each stream is its
+    /// own step (CONTRACT §25): should the transaction fail, the first
+    /// stream runs again alone, so that only a stream that fails alone is
+    /// reported, and the caller goes on after it. A failure of the store
+    /// itself ([`Fail::is_store_wide`]) ends the pass.
     pub(super) async fn run_maintenance(
         &mut self,
         task: &Maintenance,
@@ -53,11 +86,11 @@ impl Writer {
             Replan::No,
             self.try_maintain(task, streams).await
         ) {
-            Ok(counts) => {
-                for (stream, count) in streams.iter().zip(&counts) {
+            Ok(progress) => {
+                for (stream, count) in streams.iter().zip(&progress.counts) {
                     report.record(stream, Ok(*count));
                 }
-                return Ok((report, counts.len()));
+                return Ok((report, progress.finished()));
             }
             Err(fail) => fail,
         };
@@ -77,7 +110,10 @@ impl Writer {
             Replan::No,
             self.try_maintain(task, std::slice::from_ref(first)).await
         ) {
-            Ok(counts) => report.record(first, Ok(counts.iter().sum())),
+            Ok(progress) => {
+                report.record(first, Ok(progress.counts.iter().sum()));
+                return Ok((report, progress.finished()));
+            }
             Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
             Err(fail) => report.record(first, Err(into_error(fail))),
         }
@@ -85,29 +121,31 @@ impl Writer {
     }
 
     /// Runs `task` on the first of `streams` in one transaction, until
-    /// [`STEP_WORK`] is done; returns the count of each stream it took
-    /// (events pruned, snapshots deleted). On failure the transaction is
-    /// rolled back.
+    /// [`STEP_WORK`] is done; returns what it did to each stream it took.
+    /// On failure the transaction is rolled back.
     async fn try_maintain(
         &mut self,
         task: &Maintenance,
         streams: &[StreamKey],
-    ) -> std::result::Result<Vec<usize>, Fail> {
+    ) -> std::result::Result<Progress, Fail> {
         let path = self.path.clone();
         let mut tx = self
             .conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|err| SqliteError::driver(&path, "begin a maintenance transaction", err))?;
-        let mut counts = Vec::new();
+        let mut progress = Progress::default();
         let mut work = 0;
+        let mut wrote_records = false;
         for stream in streams {
             if let Maintenance::Compact(_) = task {
                 self.last_seqs.remove(stream);
             }
-            let count = match *task {
+            let budget = STEP_WORK.saturating_sub(work);
+            let done = match *task {
                 Maintenance::Compact(policy) => {
-                    compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy).await?
+                    compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy, budget)
+                        .await?
                 }
                 Maintenance::Prune {
                     retention_ms,
@@ -120,15 +158,16 @@ impl Writer {
                     .await?
                 }
             };
-            counts.push(count);
-            work += count;
-            if work >= STEP_WORK {
+            // A compaction that pruned events wrote a marker, which took a
+            // feed position.
+            wrote_records |= matches!(task, Maintenance::Compact(_)) && done.removed > 0;
+            progress.counts.push(done.removed);
+            progress.last_done = done.done;
+            work += done.work;
+            if work >= STEP_WORK || !done.done {
                 break;
             }
         }
-        // A compaction that pruned events wrote markers, which took feed
-        // positions.
-        let wrote_records = matches!(task, Maintenance::Compact(_)) && work > 0;
         if wrote_records {
             delay_commit(self.feed.commit_delay).await;
         }
@@ -138,20 +177,23 @@ impl Writer {
         if wrote_records {
             self.records_committed();
         }
-        Ok(counts)
+        Ok(progress)
     }
 }
 
 /// Compacts one stream inside the caller's transaction (CONTRACT §8-§11):
 /// re-reads its snapshot floor, candidates and marker, merges the marker and
-/// swaps it in. Returns how many events were pruned.
+/// swaps it in. Prunes the stream's first [`stream_step_events`] pruned
+/// events by seq (`budget` is what the transaction has left), and says
+/// whether more are left for the next transaction.
 async fn compact_stream(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
     path: &Arc<str>,
     stream: &StreamKey,
     policy: &CompactionPolicy,
-) -> std::result::Result<usize, Fail> {
+    budget: usize,
+) -> std::result::Result<StreamWork, Fail> {
     let (tenant, run_id) = (&stream.tenant, &stream.run_id);
     let run = run_id.as_str();
     let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
@@ -168,25 +210,15 @@ async fn compact_stream(
             })
         })
         .transpose()?;
-    // Events below the floor: at most seq floor - 1 (a stored floor is at
-    // most i64::MAX, so this cannot overflow), any seq without a snapshot --
-    // including i64::MAX itself.
-    let highest = floor.map_or(i64::MAX, |floor| schema::saturating_sql_int(floor) - 1);
-    let candidates = bind_stream(sqlx::query(schema::PRUNE_CANDIDATES), tenant, run)
-        .bind(schema::saturating_sql_int(policy.cutoff_ms()))
-        .bind(highest)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("read compaction candidates"))?;
-    let mut pruned = Vec::with_capacity(candidates.len());
-    for row in &candidates {
-        let record = schema::parse_event_row(row, path, (tenant, run_id))?;
-        if policy.prunes(&record, floor) {
-            pruned.push(record);
-        }
-    }
+    // One more than a step takes, to learn whether the stream is done.
+    let budget = budget.max(1);
+    let mut pruned = candidates(conn, path, stream, policy, floor, budget + 1).await?;
     if pruned.is_empty() {
-        return Ok(0);
+        return Ok(StreamWork {
+            removed: 0,
+            work: 0,
+            done: true,
+        });
     }
     let old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
         .fetch_optional(&mut *conn)
@@ -194,6 +226,12 @@ async fn compact_stream(
         .map_err(db("read the compaction marker"))?
         .map(|row| schema::parse_event_row(&row, path, (tenant, run_id)))
         .transpose()?;
+    let limit = stream_step_events(budget, old_marker.as_ref());
+    if limit > budget && pruned.len() > budget {
+        pruned = candidates(conn, path, stream, policy, floor, limit.saturating_add(1)).await?;
+    }
+    let done = pruned.len() <= limit;
+    pruned.truncate(limit);
     // The ids in the marker namespace the stream's ordinary events hold,
     // live or compacted: the new marker must not take one of them.
     let held = bind_stream(sqlx::query(schema::HELD_MARKER_IDS), tenant, run)
@@ -241,18 +279,58 @@ async fn compact_stream(
         pruned.iter().map(|record| (&record.event_id, record.seq)),
     )
     .await?;
-    Ok(pruned.len())
+    Ok(StreamWork {
+        removed: pruned.len(),
+        work: pruned.len(),
+        done,
+    })
+}
+
+/// The first `limit` events of the stream that `policy` prunes below the
+/// snapshot floor, by seq.
+async fn candidates(
+    conn: &mut SqliteConnection,
+    path: &Arc<str>,
+    stream: &StreamKey,
+    policy: &CompactionPolicy,
+    floor: Option<u64>,
+    limit: usize,
+) -> std::result::Result<Vec<runstore_core::EventRecord>, Fail> {
+    let (tenant, run_id) = (&stream.tenant, &stream.run_id);
+    // Events below the floor: at most seq floor - 1 (a stored floor is at
+    // most i64::MAX, so this cannot overflow), any seq without a snapshot --
+    // including i64::MAX itself.
+    let highest = floor.map_or(i64::MAX, |floor| schema::saturating_sql_int(floor) - 1);
+    let rows = bind_stream(
+        sqlx::query(schema::PRUNE_CANDIDATES),
+        tenant,
+        run_id.as_str(),
+    )
+    .bind(schema::saturating_sql_int(policy.cutoff_ms()))
+    .bind(highest)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|err| SqliteError::driver_at(path, "read compaction candidates", stream, err))?;
+    let mut pruned = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let record = schema::parse_event_row(row, path, (tenant, run_id))?;
+        if policy.prunes(&record, floor) {
+            pruned.push(record);
+        }
+    }
+    Ok(pruned)
 }
 
 /// Deletes the snapshots of one stream that `select` picks from them in
-/// snapshot order, inside the caller's transaction (CONTRACT §14). Returns
-/// how many were deleted.
+/// snapshot order, inside the caller's transaction (CONTRACT §14). Counts
+/// the snapshots deleted for the report, and those read as its work.
 async fn prune_stream(
     conn: &mut SqliteConnection,
     path: &Arc<str>,
     stream: &StreamKey,
     select: impl FnOnce(&[SnapshotRecord]) -> Vec<usize>,
-) -> std::result::Result<usize, Fail> {
+) -> std::result::Result<StreamWork, Fail> {
     let (tenant, run) = (&stream.tenant, stream.run_id.as_str());
     let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
     let rows = bind_stream(sqlx::query(schema::LIST_SNAPSHOTS), tenant, run)
@@ -287,5 +365,9 @@ async fn prune_stream(
                 )
             })?;
     }
-    Ok(doomed.len())
+    Ok(StreamWork {
+        removed: doomed.len(),
+        work: ordered.len().max(1),
+        done: true,
+    })
 }
