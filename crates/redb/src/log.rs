@@ -8,7 +8,9 @@ use runstore_core::{
     AppendOutcome, Error, EventId, EventLog, EventRecord, FeedPosition, FeedRecord, FeedSignal,
     MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
     raw::append::{plan_append_owned, plan_import},
-    raw::compaction::{CompactionPolicy, compacted_ids, marker_payload, merge_marker},
+    raw::compaction::{
+        CompactionPolicy, compacted_ids, marker_payload, merge_marker, stream_step_events,
+    },
     raw::erasure::erasure_marker,
     validate::Limits,
 };
@@ -303,8 +305,13 @@ struct Change {
     left: Vec<Option<u64>>,
     marker: EventRecord,
     marker_bytes: Vec<u8>,
+    /// Whether the stream has more to prune than this step takes.
+    unfinished: bool,
 }
 
+/// One step of a stream's compaction: its first [`stream_step_events`]
+/// pruned events by seq (`budget` is what the step has left), merged into
+/// its marker. `None` when nothing in it is old enough.
 fn compact_stream(
     tables: &LogTables<'_, '_>,
     snapshots: &SnapshotTables<'_, '_>,
@@ -312,15 +319,16 @@ fn compact_stream(
     key: StreamKey,
     policy: &CompactionPolicy,
     limits: &Limits,
+    budget: usize,
 ) -> Result<Option<Change>, Failure> {
     let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
-    let mut pruned = Vec::new();
     let mut left = Vec::new();
+    let mut candidates = Vec::new();
     let first = event_key(&stream, 0);
     let last = event_key(&stream, u64::MAX);
-    // One pass: the header says which records matter, and only those are
-    // parsed.
+    // One pass over the headers says which records matter; only the marker
+    // is parsed here, and the pruned events the step takes below.
     for entry in tables.events.range(first.as_slice()..=last.as_slice())? {
         let (entry_key, value) = entry?;
         let seq = seq_of_event_key(&stream, entry_key.value())?;
@@ -337,12 +345,31 @@ fn compact_stream(
             old_marker = Some(decode_event(&stream, seq, value.value())?);
             left.push(event_position(value.value()));
         } else if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
-            pruned.push(decode_event(&stream, seq, value.value())?);
-            left.push(event_position(value.value()));
+            candidates.push(seq);
         }
     }
-    if pruned.is_empty() {
+    if candidates.is_empty() {
         return Ok(None);
+    }
+    let take = stream_step_events(budget, old_marker.as_ref());
+    let unfinished = candidates.len() > take;
+    candidates.truncate(take);
+    let mut pruned = Vec::with_capacity(candidates.len());
+    for &seq in &candidates {
+        let entry = tables
+            .events
+            .get(event_key(&stream, seq).as_slice())?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!(
+                        "events table, {}, seq {seq}",
+                        tables::describe_stream(&stream)
+                    ),
+                    "the record vanished within one transaction",
+                )
+            })?;
+        pruned.push(decode_event(&stream, seq, entry.value())?);
+        left.push(event_position(entry.value()));
     }
     let old = old_marker
         .as_ref()
@@ -400,13 +427,14 @@ fn compact_stream(
         COMPACT_STEP_EVENTS,
     )?;
     Ok(Some(Change {
-        pruned: pruned.iter().map(|record| record.seq).collect(),
+        pruned: candidates,
         old_marker: old,
         left,
         stream,
         key,
         marker,
         marker_bytes,
+        unfinished,
     }))
 }
 
@@ -460,35 +488,36 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Fail
 }
 
 /// How many events one compaction step prunes at most before it commits
-/// and lets the writes queued meanwhile go first (a stream is never split:
-/// one with more is a step of its own).
+/// and lets the writes queued meanwhile go first. A stream with more goes
+/// over several steps ([`stream_step_events`]).
 const COMPACT_STEP_EVENTS: usize = 256;
 
 /// Which streams one compaction step takes.
 #[derive(Debug, Clone)]
 enum Streams {
-    /// The streams after this key (all from the first when `None`), in key
-    /// order, until [`COMPACT_STEP_EVENTS`] events are pruned.
-    After(Option<Vec<u8>>),
+    /// The streams from this bound on, in key order, until
+    /// [`COMPACT_STEP_EVENTS`] events are pruned.
+    From(Bound<Vec<u8>>),
     /// This stream alone.
     Only(Vec<u8>),
 }
 
-/// The stream heads after the key `after` in key order (all of them when
-/// `None`): where a compaction pass goes on.
-fn heads_after<'a>(
+/// Where a compaction pass goes on: `None` once it is done.
+type Resume = Option<Bound<Vec<u8>>>;
+
+/// The stream heads from `from` on, in key order: where a compaction pass
+/// goes on.
+fn heads_from<'a>(
     heads: &'a impl ReadableTable<&'static [u8], u64>,
-    after: Option<&[u8]>,
+    from: Bound<&[u8]>,
 ) -> Result<redb::Range<'a, &'static [u8], u64>, StorageError> {
-    match after {
-        Some(after) => heads.range::<&[u8]>((Bound::Excluded(after), Bound::Unbounded)),
-        None => heads.iter(),
-    }
+    heads.range::<&[u8]>((from, Bound::Unbounded))
 }
 
 /// One step of a compaction pass, in the writer's transaction: compacts
-/// `streams` and answers the report and the last stream it looked at
-/// (`None` once the pass reached the last stream).
+/// `streams` and answers the report and where the pass goes on (`None`
+/// once it is done): after the last stream the step took, or at it again
+/// when the step left it unfinished.
 ///
 /// A stream that cannot be compacted (an unreadable record, a malformed
 /// marker) is reported and left as it is; the others are compacted
@@ -500,46 +529,65 @@ fn compact(
     limits: &Limits,
     streams: Streams,
     fault: Option<&[u8]>,
-) -> Result<(MaintenanceReport, Option<Vec<u8>>), Failure> {
+) -> Result<(MaintenanceReport, Resume), Failure> {
     let (mut tables, snapshots) = tables.all()?;
     let mut report = MaintenanceReport::default();
     // Every stream's change is computed before the first write, so a
     // refusal writes nothing of its stream.
     let mut changes = Vec::new();
     let mut pruned = 0;
-    let mut looked_at = None;
-    let mut step = |stream: Vec<u8>, changes: &mut Vec<Change>| -> Result<usize, Failure> {
+    let mut resume = None;
+    let mut step = |stream: Vec<u8>,
+                    budget: usize,
+                    changes: &mut Vec<Change>|
+     -> Result<(usize, bool), Failure> {
         let (key, _) = decode_stream(&stream)?;
-        match compact_stream(&tables, &snapshots, stream, key.clone(), policy, limits) {
+        match compact_stream(
+            &tables,
+            &snapshots,
+            stream,
+            key.clone(),
+            policy,
+            limits,
+            budget,
+        ) {
             Ok(Some(change)) => {
-                let count = change.pruned.len();
+                let taken = (change.pruned.len(), change.unfinished);
                 changes.push(change);
-                Ok(count)
+                Ok(taken)
             }
-            Ok(None) => Ok(0),
+            Ok(None) => Ok((0, false)),
             Err(Failure::Rejected(err)) => {
                 report.record(&key, Err(err));
-                Ok(0)
+                Ok((0, false))
             }
             Err(failure) => Err(failure),
         }
     };
     match streams {
         Streams::Only(stream) => {
-            step(stream, &mut changes)?;
+            let (_, unfinished) = step(stream.clone(), COMPACT_STEP_EVENTS, &mut changes)?;
+            resume = unfinished.then_some(Bound::Included(stream));
         }
-        Streams::After(after) => {
-            let mut range = heads_after(&*tables.heads, after.as_deref())?;
+        Streams::From(from) => {
+            let mut range = heads_from(&*tables.heads, from.as_ref().map(Vec::as_slice))?;
+            let mut last = None;
             for entry in range.by_ref() {
                 let stream = entry?.0.value().to_vec();
-                looked_at = Some(stream.clone());
-                pruned += step(stream, &mut changes)?;
+                let (count, unfinished) =
+                    step(stream.clone(), COMPACT_STEP_EVENTS - pruned, &mut changes)?;
+                pruned += count;
+                if unfinished {
+                    resume = Some(Bound::Included(stream));
+                    break;
+                }
+                last = Some(stream);
                 if pruned >= COMPACT_STEP_EVENTS {
                     break;
                 }
             }
-            if range.next().is_none() {
-                looked_at = None;
+            if resume.is_none() && range.next().is_some() {
+                resume = last.map(Bound::Excluded);
             }
         }
     }
@@ -551,7 +599,7 @@ fn compact(
         report.record(&change.key, Ok(change.pruned.len()));
     }
     report.sort();
-    Ok((report, looked_at))
+    Ok((report, resume))
 }
 
 fn decode_entry(stream: &[u8], key: &[u8], value: &[u8]) -> Result<EventRecord, Failure> {
@@ -627,10 +675,10 @@ fn live_streams_of(
 impl RedbStore {
     /// The first stream after the key `after` (the first of all when
     /// `None`), with its key, if any.
-    async fn stream_after(&self, after: Option<Vec<u8>>) -> Result<Option<(StreamKey, Vec<u8>)>> {
+    async fn stream_from(&self, from: Bound<Vec<u8>>) -> Result<Option<(StreamKey, Vec<u8>)>> {
         self.read_txn(move |txn| {
             let heads = txn.open_table(HEADS)?;
-            match heads_after(&heads, after.as_deref())?.next() {
+            match heads_from(&heads, from.as_ref().map(Vec::as_slice))?.next() {
                 Some(entry) => {
                     let stream = entry?.0.value().to_vec();
                     Ok(Some((decode_stream(&stream)?.0, stream)))
@@ -767,30 +815,30 @@ impl EventLog for RedbStore {
             return Ok(MaintenanceReport::default());
         };
         let limits = *self.limits();
-        // The pass walks the streams in key order, a step of a few
-        // thousand pruned events per commit, so writes queued meanwhile
-        // wait for one step, not for the whole pass.
+        // The pass walks the streams in key order, a step of a few hundred
+        // pruned events per commit (a long stream over several steps), so
+        // writes queued meanwhile wait for one step, not for the whole pass.
         let mut report = MaintenanceReport::default();
-        let mut after: Option<Vec<u8>> = None;
+        let mut from: Bound<Vec<u8>> = Bound::Unbounded;
         loop {
             let fault = self.maintenance_fault();
-            let from = Streams::After(after.clone());
+            let streams = Streams::From(from.clone());
             let step = self
                 .writer()
-                .submit(move |tables| compact(tables, &policy, &limits, from, fault.as_deref()))
+                .submit(move |tables| compact(tables, &policy, &limits, streams, fault.as_deref()))
                 .await;
-            let last = match step {
-                Ok((done, last)) => {
+            let resume = match step {
+                Ok((done, resume)) => {
                     report.removed += done.removed;
                     report.failed.extend(done.failed);
-                    last
+                    resume
                 }
                 Err(err @ Error::Poisoned { .. }) => return Err(err),
                 // redb failed the step's transaction: the next stream goes
                 // alone, so that only a stream whose own writes fail is
                 // reported (CONTRACT §25), and the pass goes on after it.
                 Err(_) => {
-                    let Some((key, stream)) = self.stream_after(after.clone()).await? else {
+                    let Some((key, stream)) = self.stream_from(from.clone()).await? else {
                         break;
                     };
                     let fault = self.maintenance_fault();
@@ -802,18 +850,27 @@ impl EventLog for RedbStore {
                         })
                         .await;
                     match one {
-                        Ok((one, _)) => {
+                        // Unfinished: it goes on alone from where it is.
+                        Ok((one, Some(again))) => {
                             report.removed += one.removed;
                             report.failed.extend(one.failed);
+                            Some(again)
+                        }
+                        Ok((one, None)) => {
+                            report.removed += one.removed;
+                            report.failed.extend(one.failed);
+                            Some(Bound::Excluded(stream))
                         }
                         Err(err @ Error::Poisoned { .. }) => return Err(err),
-                        Err(err) => report.record(&key, Err(err)),
+                        Err(err) => {
+                            report.record(&key, Err(err));
+                            Some(Bound::Excluded(stream))
+                        }
                     }
-                    Some(stream)
                 }
             };
-            match last {
-                Some(last) => after = Some(last),
+            match resume {
+                Some(next) => from = next,
                 None => break,
             }
         }
@@ -1076,10 +1133,10 @@ mod tests {
         assert_eq!(store.compact(5, 100).await.unwrap().removed, 2);
     }
 
-    /// A pass takes the streams in steps of about [`COMPACT_STEP_EVENTS`]
-    /// pruned events, one commit each, so writes queued meanwhile wait for
-    /// one step: a step ends after the stream that reached the budget, and
-    /// the last step says the pass is done.
+    /// A pass takes the streams in steps of [`COMPACT_STEP_EVENTS`] pruned
+    /// events, one commit each, so writes queued meanwhile wait for one
+    /// step: a stream with more than the step has left is split, and the
+    /// next step starts at it again; the last step says the pass is done.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pass_commits_in_steps_of_bounded_work() {
         let dir = tempfile::tempdir().unwrap();
@@ -1102,18 +1159,26 @@ mod tests {
                 .writer()
                 .submit(move |tables| compact(tables, &policy, &limits, from, None))
         };
-        let (first, last) = step(Streams::After(None)).await.unwrap();
-        let b = stream_key(&t, &RunId::new("b").unwrap());
-        assert_eq!(
-            last.as_deref(),
-            Some(b.as_slice()),
-            "a and b reach the budget"
-        );
-        // Every event is old enough, and no snapshot holds any back.
-        assert_eq!(first.removed, 2 * per_stream);
-        let (second, last) = step(Streams::After(Some(b))).await.unwrap();
-        assert_eq!(second.removed, per_stream);
-        assert_eq!(last, None, "c was the last stream");
+        let [b, c] = ["b", "c"].map(|r| stream_key(&t, &RunId::new(r).unwrap()));
+        // Every event is old enough, and no snapshot holds any back: a
+        // whole, then b's first events up to the budget.
+        let (first, next) = step(Streams::From(Bound::Unbounded)).await.unwrap();
+        assert_eq!(first.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Included(b.clone())), "b goes on");
+        // The rest of b, then c up to the budget.
+        let (second, next) = step(Streams::From(Bound::Included(b))).await.unwrap();
+        assert_eq!(second.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Included(c.clone())), "c goes on");
+        let (third, next) = step(Streams::From(Bound::Included(c))).await.unwrap();
+        assert_eq!(third.removed, 3 * per_stream - 2 * COMPACT_STEP_EVENTS);
+        assert_eq!(next, None, "c was the last stream");
+        for r in ["a", "b", "c"] {
+            let run = RunId::new(r).unwrap();
+            let read = store.read(&t, &run, ReadQuery::all()).await.unwrap();
+            assert_eq!(read.len(), 1, "{r}: one marker");
+            let remembered = compacted_ids(&read[0]).unwrap();
+            assert_eq!(remembered.len(), per_stream, "{r}");
+        }
     }
 
     /// A head at `u64::MAX` (an older version's import) has no next seq:

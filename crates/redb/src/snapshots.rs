@@ -129,53 +129,110 @@ fn streams(order: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<StreamKe
 /// A snapshot's `snapshots` key and its `snapshot_order` key.
 type SnapshotKeys = (Vec<u8>, Vec<u8>);
 
-/// The snapshots `prune` deletes from `stream`.
+/// The snapshots `prune` deletes from `stream`, and how many it read.
 fn doomed(
     tables: &SnapshotTables<'_, '_>,
     stream: &[u8],
     retention_ms: u64,
     keep_last_per_run: usize,
     now_ms: u64,
-) -> Result<Vec<SnapshotKeys>, Failure> {
+) -> Result<(Vec<SnapshotKeys>, usize), Failure> {
     let keys = order_keys(&*tables.order, stream, None)?;
     let ordered = list(&*tables.snapshots, &*tables.order, stream, None)?;
-    Ok(
-        prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
-            .into_iter()
-            .map(|index| {
-                let snapshot_key = join(stream, ordered[index].snapshot_id.as_str().as_bytes());
-                (snapshot_key, keys[index].clone())
-            })
-            .collect(),
-    )
+    let doomed = prune_selection(&ordered, retention_ms, keep_last_per_run, now_ms)
+        .into_iter()
+        .map(|index| {
+            let snapshot_key = join(stream, ordered[index].snapshot_id.as_str().as_bytes());
+            (snapshot_key, keys[index].clone())
+        })
+        .collect();
+    Ok((doomed, ordered.len()))
 }
 
-/// Prunes every stream, or only `only`, in the writer's transaction. A
-/// stream whose snapshots cannot be read is reported and left as it is; the
-/// others are pruned (CONTRACT §25).
+/// How many snapshots one prune step reads at most before it commits and
+/// lets the writes queued meanwhile go first (a stream is never split: one
+/// with more is a step of its own).
+const PRUNE_STEP_SNAPSHOTS: usize = 256;
+
+/// Which streams one prune step takes.
+#[derive(Debug, Clone)]
+enum PruneStreams {
+    /// The streams whose `snapshot_order` keys start at or after this key,
+    /// in key order, until [`PRUNE_STEP_SNAPSHOTS`] snapshots are read.
+    From(Vec<u8>),
+    /// This stream alone.
+    Only(StreamKey),
+}
+
+/// A stream, and where the stream after it starts.
+type NextStream = (StreamKey, Option<Vec<u8>>);
+
+/// The first stream with a snapshot whose `snapshot_order` keys start at or
+/// after `from`, and where the stream after it starts (`None` when no key
+/// can follow).
+fn next_stream(
+    order: &impl ReadableTable<&'static [u8], ()>,
+    from: &[u8],
+) -> Result<Option<NextStream>, Failure> {
+    let Some(entry) = order.range(from..)?.next() else {
+        return Ok(None);
+    };
+    let (key, _) = entry?;
+    let (stream, len) = decode_stream(key.value())?;
+    Ok(Some((stream, prefix_end(&key.value()[..len]))))
+}
+
+/// One step of a prune pass, in the writer's transaction: prunes `streams`
+/// and answers the report and the key the pass goes on from (`None` once
+/// it is done). A stream whose snapshots cannot be read is reported and
+/// left as it is; the others are pruned (CONTRACT §25).
 fn prune(
     tables: &mut WriteTables<'_>,
     retention_ms: u64,
     keep_last_per_run: usize,
     now_ms: u64,
-    only: Option<StreamKey>,
+    streams: PruneStreams,
     fault: Option<&[u8]>,
-) -> Result<MaintenanceReport, Failure> {
+) -> Result<(MaintenanceReport, Option<Vec<u8>>), Failure> {
     let tables = tables.snapshots()?;
-    let streams = match only {
-        Some(stream) => vec![stream],
-        None => streams(&*tables.order)?,
-    };
     let mut report = MaintenanceReport::default();
     let mut selected = Vec::new();
-    for stream in streams {
+    let mut take = |stream: StreamKey, report: &mut MaintenanceReport| {
         let key = stream_key(&stream.tenant, &stream.run_id);
         match doomed(&tables, &key, retention_ms, keep_last_per_run, now_ms) {
-            Ok(keys) => selected.push((stream, key, keys)),
-            Err(Failure::Rejected(err)) => report.record(&stream, Err(err)),
-            Err(failure) => return Err(failure),
+            Ok((keys, read)) => {
+                selected.push((stream, key, keys));
+                Ok(read)
+            }
+            Err(Failure::Rejected(err)) => {
+                report.record(&stream, Err(err));
+                Ok(1)
+            }
+            Err(failure) => Err(failure),
         }
-    }
+    };
+    let resume = match streams {
+        PruneStreams::Only(stream) => {
+            take(stream, &mut report)?;
+            None
+        }
+        PruneStreams::From(mut from) => {
+            let mut read = 0;
+            loop {
+                let Some((stream, after)) = next_stream(&*tables.order, &from)? else {
+                    break None;
+                };
+                read += take(stream, &mut report)?.max(1);
+                let Some(after) = after else {
+                    break None;
+                };
+                from = after;
+                if read >= PRUNE_STEP_SNAPSHOTS {
+                    break next_stream(&*tables.order, &from)?.map(|_| from);
+                }
+            }
+        }
+    };
     // Nothing is written above this line.
     for (stream, key, keys) in selected {
         if fault == Some(key.as_slice()) && !keys.is_empty() {
@@ -188,7 +245,7 @@ fn prune(
         report.record(&stream, Ok(keys.len()));
     }
     report.sort();
-    Ok(report)
+    Ok((report, resume))
 }
 
 /// Deletes every snapshot of `stream` and its `snapshot_order` keys, in the
@@ -205,6 +262,31 @@ fn delete_all(tables: &mut SnapshotTables<'_, '_>, stream: &[u8]) -> Result<usiz
         .order
         .retain_in(stream..end.as_slice(), |_, ()| false)?;
     Ok(deleted)
+}
+
+impl RedbStore {
+    /// Runs one prune step ([`prune`]) in the writer.
+    async fn prune_step(
+        &self,
+        streams: PruneStreams,
+        retention_ms: u64,
+        keep_last_per_run: usize,
+        now_ms: u64,
+    ) -> Result<(MaintenanceReport, Option<Vec<u8>>)> {
+        let fault = self.maintenance_fault();
+        self.writer()
+            .submit(move |tables| {
+                prune(
+                    tables,
+                    retention_ms,
+                    keep_last_per_run,
+                    now_ms,
+                    streams,
+                    fault.as_deref(),
+                )
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -279,51 +361,63 @@ impl SnapshotStore for RedbStore {
         if retention_ms == 0 {
             return Ok(MaintenanceReport::default());
         }
-        let fault = self.maintenance_fault();
-        let whole = self
-            .writer()
-            .submit(move |tables| {
-                prune(
-                    tables,
+        // The pass walks the streams in key order, a step of a few hundred
+        // snapshots read per commit, so writes queued meanwhile wait for
+        // one step, not for the whole pass.
+        let mut report = MaintenanceReport::default();
+        let mut from = Vec::new();
+        loop {
+            let step = self
+                .prune_step(
+                    PruneStreams::From(from.clone()),
                     retention_ms,
                     keep_last_per_run,
                     now_ms,
-                    None,
-                    fault.as_deref(),
                 )
-            })
-            .await;
-        match whole {
-            Err(err) if !matches!(err, Error::Poisoned { .. }) => {}
-            answer => return answer,
-        }
-        // The pass shares one transaction, and redb failed it: retried
-        // stream by stream, so that only a stream whose own writes fail is
-        // reported (CONTRACT §25).
-        let mut report = MaintenanceReport::default();
-        for stream in self.snapshot_streams().await? {
-            let key = stream.clone();
-            let fault = self.maintenance_fault();
-            let one = self
-                .writer()
-                .submit(move |tables| {
-                    prune(
-                        tables,
-                        retention_ms,
-                        keep_last_per_run,
-                        now_ms,
-                        Some(key),
-                        fault.as_deref(),
-                    )
-                })
                 .await;
-            match one {
-                Ok(one) => {
-                    report.removed += one.removed;
-                    report.failed.extend(one.failed);
+            let resume = match step {
+                Ok((done, resume)) => {
+                    report.removed += done.removed;
+                    report.failed.extend(done.failed);
+                    resume
                 }
                 Err(err @ Error::Poisoned { .. }) => return Err(err),
-                Err(err) => report.record(&stream, Err(err)),
+                // redb failed the step's transaction: the next stream goes
+                // alone, so that only a stream whose own writes fail is
+                // reported (CONTRACT §25), and the pass goes on after it.
+                Err(_) => {
+                    let start = from.clone();
+                    let next = self
+                        .read_txn(move |txn| {
+                            let order = txn.open_table(SNAPSHOT_ORDER)?;
+                            next_stream(&order, &start)
+                        })
+                        .await?;
+                    let Some((stream, after)) = next else {
+                        break;
+                    };
+                    let one = self
+                        .prune_step(
+                            PruneStreams::Only(stream.clone()),
+                            retention_ms,
+                            keep_last_per_run,
+                            now_ms,
+                        )
+                        .await;
+                    match one {
+                        Ok((one, _)) => {
+                            report.removed += one.removed;
+                            report.failed.extend(one.failed);
+                        }
+                        Err(err @ Error::Poisoned { .. }) => return Err(err),
+                        Err(err) => report.record(&stream, Err(err)),
+                    }
+                    after
+                }
+            };
+            match resume {
+                Some(next) => from = next,
+                None => break,
             }
         }
         report.sort();
@@ -448,8 +542,48 @@ mod tests {
         assert_eq!(order_keys(&order, &bad, None).unwrap().len(), 3, "kept");
     }
 
-    /// A prune in one transaction that redb fails is retried stream by
-    /// stream: only the stream whose own writes fail is reported.
+    /// A pass takes the streams in steps of about [`PRUNE_STEP_SNAPSHOTS`]
+    /// snapshots read, one commit each, so writes queued meanwhile wait for
+    /// one step: a step ends after the stream that reached the budget, and
+    /// the last step says the pass is done.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_prune_pass_commits_in_steps_of_bounded_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RedbOptions::default().with_durability(Durability::Relaxed);
+        let store = RedbStore::open_with(dir.path().join("store.redb"), options)
+            .await
+            .unwrap();
+        let per_stream = PRUNE_STEP_SNAPSHOTS * 3 / 4;
+        for run in ["a", "b", "c"] {
+            for n in 1..=per_stream as u64 {
+                store
+                    .put(&Tenant::local(), &snapshot(run, &format!("s{n}"), n))
+                    .await
+                    .unwrap();
+            }
+        }
+        let step = |from| {
+            store
+                .writer()
+                .submit(move |tables| prune(tables, 1, 1, 10_000, PruneStreams::From(from), None))
+        };
+        let (first, next) = step(Vec::new()).await.unwrap();
+        assert_eq!(first.removed, 2 * (per_stream - 1), "a and b");
+        let c = stream_key(&Tenant::local(), &RunId::new("c").unwrap());
+        let next = next.expect("c is left");
+        assert!(next.as_slice() <= c.as_slice(), "the next step starts at c");
+        let (second, next) = step(next).await.unwrap();
+        assert_eq!(second.removed, per_stream - 1, "c");
+        assert_eq!(next, None, "c was the last stream");
+        for run in ["a", "b", "c"] {
+            let run = RunId::new(run).unwrap();
+            let left = store.list(&Tenant::local(), &run, None).await.unwrap();
+            assert_eq!(left.len(), 1);
+        }
+    }
+
+    /// A prune step that redb fails is retried stream by stream: only the
+    /// stream whose own writes fail is reported.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_prune_is_retried_stream_by_stream() {
         let dir = tempfile::tempdir().unwrap();

@@ -469,6 +469,15 @@ impl SqliteStore {
     /// its own (CONTRACT §25): a stream that fails is in the report, and the
     /// pass goes on.
     ///
+    /// After each transaction the pass waits as long as the transaction
+    /// took before it queues the next. Appends of this handle go first
+    /// anyway (the writer takes queued jobs in order); a writer of another
+    /// process is not queued: SQLite's busy handler polls the lock, up to
+    /// 100 ms apart, and would find it taken every time if the
+    /// transactions followed each other at once, until its busy timeout
+    /// ran out. With the lock free half of the pass, each poll finds it
+    /// free about every other time (`tests/maintenance_beside_a_process.rs`).
+    ///
     /// # Errors
     /// When the store itself fails (locked past the busy timeout, the
     /// connection or the file failed); streams compacted by then stay so.
@@ -482,6 +491,7 @@ impl SqliteStore {
         while !rest.is_empty() {
             let offered = &rest[..rest.len().min(MAINTENANCE_STREAMS_OFFERED)];
             let (reply, answer) = runstore_core::raw::group::reply();
+            let started = Instant::now();
             let (done, taken) = self
                 .submit(
                     Job::Maintain {
@@ -497,6 +507,9 @@ impl SqliteStore {
             // A transaction finishes at least one stream, or prunes some of
             // the first one's events and leaves it first for the next.
             rest = &rest[taken.min(offered.len())..];
+            if !rest.is_empty() {
+                tokio::time::sleep(started.elapsed()).await;
+            }
         }
         report.sort();
         Ok(report)
