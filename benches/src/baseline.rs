@@ -371,7 +371,14 @@ impl BareLoop for BareRedb {
 pub struct BareRedbLog {
     db: redb::Database,
     next: u64,
+    /// Whether each commit also writes the `feed` table as the store does
+    /// since the change feed (issue 16): the record's entry under its
+    /// tenant and position, and the tenant's last position.
+    feed: bool,
 }
+
+#[cfg(feature = "redb")]
+const LOG_FEED: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("feed");
 
 #[cfg(feature = "redb")]
 const LOG_EVENTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("events");
@@ -405,6 +412,19 @@ impl BareRedbLog {
         Ok(Self {
             db: redb::Database::create(path)?,
             next: 0,
+            feed: false,
+        })
+    }
+
+    /// Creates the database file at `path`, for a loop that also writes
+    /// the `feed` table.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn open_with_feed(path: &Path) -> Result<Self, redb::Error> {
+        Ok(Self {
+            feed: true,
+            ..Self::open(path)?
         })
     }
 
@@ -414,8 +434,14 @@ impl BareRedbLog {
     /// The driver's error.
     pub fn append(&mut self, n: u64) -> Result<OpResult, redb::Error> {
         let stream = redb_stream_key("bare-run");
-        let mut value = vec![0_u8; 9];
+        // The store's header: flags and `occurred_at_ms`, then the feed
+        // position when there is a feed.
+        let mut value = vec![0_u8; if self.feed { 17 } else { 9 }];
         value.extend_from_slice(bare_body().as_bytes());
+        let tenant = redb_stream_key("");
+        let tenant = &tenant[..tenant.len() - 2];
+        let mut head_key = tenant.to_vec();
+        head_key.extend_from_slice(&[0xff; 9]);
         let mut timed = Timed::start(n);
         for _ in 0..n {
             self.next += 1;
@@ -432,6 +458,15 @@ impl BareRedbLog {
                     .insert(id_key.as_slice(), self.next)?;
                 txn.open_table(LOG_HEADS)?
                     .insert(stream.as_slice(), self.next)?;
+                if self.feed {
+                    let mut feed = txn.open_table(LOG_FEED)?;
+                    let mut feed_key = tenant.to_vec();
+                    feed_key.extend_from_slice(&self.next.to_be_bytes());
+                    let mut entry = event_key[tenant.len()..].to_vec();
+                    entry.extend_from_slice(&1_u64.to_be_bytes());
+                    feed.insert(feed_key.as_slice(), entry.as_slice())?;
+                    feed.insert(head_key.as_slice(), self.next.to_be_bytes().as_slice())?;
+                }
             }
             txn.commit()?;
             timed.record(began);
@@ -443,7 +478,11 @@ impl BareRedbLog {
 #[cfg(feature = "redb")]
 impl BareLoop for BareRedbLog {
     fn label(&self) -> &'static str {
-        "bare redb loop, store's tables"
+        if self.feed {
+            "bare redb loop, store's tables and feed"
+        } else {
+            "bare redb loop, store's tables"
+        }
     }
 
     fn run(&mut self, _bench: &Bench, n: u64) -> OpResult {

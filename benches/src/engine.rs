@@ -20,7 +20,7 @@ pub struct Targets {
     /// Single durable append events/s over the bare driver loop.
     pub single_vs_bare: Option<f64>,
     /// Single durable append events/s over the bare driver loop that
-    /// writes the store's own tables ([`Engine::bare_layout`]).
+    /// writes the store's own tables (the first of [`Engine::bare_layouts`]).
     pub single_vs_layout: Option<f64>,
     /// Concurrent appenders events/s over single-task events/s.
     pub concurrent_vs_single: Option<f64>,
@@ -106,11 +106,12 @@ pub trait Engine {
         None
     }
 
-    /// A second bare driver loop, writing the tables a single append of
-    /// the store writes (for redb: `events`, `ids`, `heads`), measured in
-    /// the same rounds; `None` for engines without one.
-    fn bare_layout(&self, _bench: &Bench) -> Option<Box<dyn BareLoop>> {
-        None
+    /// More bare driver loops, writing the tables a single append of the
+    /// store writes, measured in the same rounds: for redb, `events`,
+    /// `ids`, `heads` (the one [`Targets::single_vs_layout`] is about),
+    /// then the same with the `feed` table; none for other engines.
+    fn bare_layouts(&self, _bench: &Bench) -> Vec<Box<dyn BareLoop>> {
+        Vec::new()
     }
 
     /// The plain parse of the stored data that an open is compared with:

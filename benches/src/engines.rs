@@ -184,10 +184,13 @@ impl Engine for Redb {
         Some(Box::new(bare))
     }
 
-    fn bare_layout(&self, bench: &crate::Bench) -> Option<Box<dyn crate::BareLoop>> {
-        let bare = crate::baseline::BareRedbLog::open(&bench.path("bare-log.redb"))
+    fn bare_layouts(&self, bench: &crate::Bench) -> Vec<Box<dyn crate::BareLoop>> {
+        use crate::baseline::BareRedbLog;
+        let tables =
+            BareRedbLog::open(&bench.path("bare-log.redb")).expect("the bare redb file opens");
+        let with_feed = BareRedbLog::open_with_feed(&bench.path("bare-log-feed.redb"))
             .expect("the bare redb file opens");
-        Some(Box::new(bare))
+        vec![Box::new(tables), Box::new(with_feed)]
     }
 
     fn targets(&self) -> Targets {

@@ -156,8 +156,9 @@ pub struct WriteRounds {
     pub fdatasync: Option<Tally>,
     /// The bare driver loop, with its label.
     pub bare: Option<(&'static str, Tally)>,
-    /// The bare driver loop writing the store's own tables, with its label.
-    pub layout: Option<(&'static str, Tally)>,
+    /// The bare driver loops writing the store's own tables, with their
+    /// labels ([`Engine::bare_layouts`]).
+    pub layouts: Vec<(&'static str, Tally)>,
     /// Single-task appends.
     pub single: Tally,
     /// Concurrent appenders.
@@ -218,14 +219,17 @@ pub fn write_rounds<E: Engine>(
             Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
         )
     });
-    let mut layout_loop = s.engine.bare_layout(bench);
-    let mut layout = layout_loop.as_deref_mut().map(|bare| {
-        let label = bare.label();
-        (
-            label,
-            Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
-        )
-    });
+    let mut layout_loops = s.engine.bare_layouts(bench);
+    let mut layouts: Vec<_> = layout_loops
+        .iter_mut()
+        .map(|bare| {
+            let label = bare.label();
+            (
+                label,
+                Windowed::new(5, 1_000_000, move |n| bare.run(bench, n)),
+            )
+        })
+        .collect();
     let logs = [(); 3].map(|()| RequestLog::new(s.engine.requests()));
     let [single_log, concurrent_log, batch_log] = &logs;
     let mut single = Windowed::new(5, 1_000_000, |n| {
@@ -257,7 +261,7 @@ pub fn write_rounds<E: Engine>(
         if let Some((_, bare)) = bare.as_mut() {
             sides.push(bare);
         }
-        if let Some((_, layout)) = layout.as_mut() {
+        for (_, layout) in &mut layouts {
             sides.push(layout);
         }
         sides.push(&mut single);
@@ -273,7 +277,10 @@ pub fn write_rounds<E: Engine>(
     WriteRounds {
         fdatasync: s.engine.local_disk().then(|| fsync.tally().clone()),
         bare: bare.map(|(label, bare)| (label, bare.tally().clone())),
-        layout: layout.map(|(label, layout)| (label, layout.tally().clone())),
+        layouts: layouts
+            .into_iter()
+            .map(|(label, layout)| (label, layout.tally().clone()))
+            .collect(),
         requests: s.engine.requests().map(|_| {
             [
                 single_log.per_event(&single),
@@ -310,14 +317,13 @@ pub fn single_append<E: Engine>(s: &mut Session<'_, E>, rounds: &WriteRounds) {
             target(targets.single_vs_bare),
         );
     }
-    if let Some((label, layout)) = &rounds.layout {
-        s.table.ratio(
-            figure,
-            &rounds.single,
-            label,
-            layout,
-            target(targets.single_vs_layout),
-        );
+    for (index, (label, layout)) in rounds.layouts.iter().enumerate() {
+        let goal = if index == 0 {
+            target(targets.single_vs_layout)
+        } else {
+            Target::None
+        };
+        s.table.ratio(figure, &rounds.single, label, layout, goal);
     }
     if rounds.fdatasync.is_none() && rounds.bare.is_none() {
         s.table.rate(figure, &rounds.single, Target::None);

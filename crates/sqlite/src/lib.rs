@@ -135,6 +135,17 @@ use crate::{
 /// process wait for it), enough to share one sync among several streams.
 const MAINTENANCE_STREAMS_OFFERED: usize = 256;
 
+/// How long a maintenance pass's transactions hold the write lock, one
+/// after another, before the pass leaves it free for [`MAINTENANCE_PAUSE`]
+/// (see `SqliteStore::maintain`).
+const MAINTENANCE_HOLD: Duration = Duration::from_secs(1);
+
+/// How long a maintenance pass leaves the write lock free after
+/// [`MAINTENANCE_HOLD`]: twice the 100 ms between two polls of SQLite's
+/// busy handler, so that a writer of another process waiting for the lock
+/// polls inside the pause even when its sleep overshoots.
+const MAINTENANCE_PAUSE: Duration = Duration::from_millis(200);
+
 /// How a [`SqliteStore`] is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -469,14 +480,16 @@ impl SqliteStore {
     /// its own (CONTRACT §25): a stream that fails is in the report, and the
     /// pass goes on.
     ///
-    /// After each transaction the pass waits as long as the transaction
-    /// took before it queues the next. Appends of this handle go first
-    /// anyway (the writer takes queued jobs in order); a writer of another
-    /// process is not queued: SQLite's busy handler polls the lock, up to
-    /// 100 ms apart, and would find it taken every time if the
-    /// transactions followed each other at once, until its busy timeout
-    /// ran out. With the lock free half of the pass, each poll finds it
-    /// free about every other time (`tests/maintenance_beside_a_process.rs`).
+    /// After its transactions have held the write lock for
+    /// [`MAINTENANCE_HOLD`], the pass leaves it free for
+    /// [`MAINTENANCE_PAUSE`]. Appends of this handle go first anyway (the
+    /// writer takes queued jobs in order); a writer of another process is
+    /// not queued: SQLite's busy handler polls the lock, 100 ms apart once
+    /// it has waited a third of a second, and would find it taken at every
+    /// poll if the transactions followed each other at once, until its
+    /// busy timeout ran out. A pause longer than that interval holds one of
+    /// its polls, so it waits about [`MAINTENANCE_HOLD`] at most
+    /// (`tests/maintenance_beside_a_process.rs`).
     ///
     /// # Errors
     /// When the store itself fails (locked past the busy timeout, the
@@ -488,6 +501,7 @@ impl SqliteStore {
     ) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let mut rest = streams;
+        let mut held = Duration::ZERO;
         while !rest.is_empty() {
             let offered = &rest[..rest.len().min(MAINTENANCE_STREAMS_OFFERED)];
             let (reply, answer) = runstore_core::raw::group::reply();
@@ -507,8 +521,10 @@ impl SqliteStore {
             // A transaction finishes at least one stream, or prunes some of
             // the first one's events and leaves it first for the next.
             rest = &rest[taken.min(offered.len())..];
-            if !rest.is_empty() {
-                tokio::time::sleep(started.elapsed()).await;
+            held += started.elapsed();
+            if held >= MAINTENANCE_HOLD && !rest.is_empty() {
+                tokio::time::sleep(MAINTENANCE_PAUSE).await;
+                held = Duration::ZERO;
             }
         }
         report.sort();

@@ -5,7 +5,7 @@
 //! The parent test preloads a store, starts this test binary again as the
 //! second process, running only the ignored `child_appends_until_told`
 //! test, and compacts and prunes while the child appends single durable
-//! events to a run of its own with a busy timeout of two seconds, well
+//! events to a run of its own with a busy timeout of three seconds, well
 //! below what the whole pass takes. The child writes down every answer and every
 //! error; the parent then checks there was no error and that every
 //! acknowledged event is stored at its seq.
@@ -26,11 +26,11 @@ const DB_VAR: &str = "RUNSTORE_SQLITE_MAINT_DB";
 const STREAMS: u64 = 40;
 const EVENTS_PER_STREAM: u64 = 2_500;
 const SNAPSHOTS_PER_STREAM: u64 = 40;
-/// The child's busy timeout, well below what the pass takes: a
-/// maintenance transaction holding the lock this long, or transactions
-/// following each other with no gap its busy handler can find, would fail
-/// its append.
-const CHILD_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The child's busy timeout, well below what the pass takes and above the
+/// second the pass holds the lock before a pause: a maintenance
+/// transaction holding the lock this long, or transactions following each
+/// other with no gap its busy handler can find, would fail its append.
+const CHILD_BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn tenant() -> Tenant {
     Tenant::new("org-maint", "ws-maint", None).expect("valid tenant")
