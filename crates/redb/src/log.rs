@@ -673,8 +673,7 @@ fn live_streams_of(
 }
 
 impl RedbStore {
-    /// The first stream after the key `after` (the first of all when
-    /// `None`), with its key, if any.
+    /// The first stream from the bound `from` on, with its key, if any.
     async fn stream_from(&self, from: Bound<Vec<u8>>) -> Result<Option<(StreamKey, Vec<u8>)>> {
         self.read_txn(move |txn| {
             let heads = txn.open_table(HEADS)?;
@@ -850,7 +849,7 @@ impl EventLog for RedbStore {
                         })
                         .await;
                     match one {
-                        // Unfinished: it goes on alone from where it is.
+                        // Unfinished: the next step starts at it again.
                         Ok((one, Some(again))) => {
                             report.removed += one.removed;
                             report.failed.extend(one.failed);
@@ -1096,9 +1095,9 @@ mod tests {
         assert!(store.list_runs(&t).await.unwrap().is_empty());
     }
 
-    /// A pass in one transaction that redb fails is retried stream by
-    /// stream: only the stream whose own writes fail is reported (CONTRACT
-    /// §25), and it is left as it was.
+    /// A step that redb fails is retried stream by stream: only the stream
+    /// whose own writes fail is reported (CONTRACT §25), and it is left as
+    /// it was.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_compaction_is_retried_stream_by_stream() {
         let dir = tempfile::tempdir().unwrap();

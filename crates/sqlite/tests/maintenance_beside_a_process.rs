@@ -51,6 +51,19 @@ fn marker_file(db: &Path, name: &str) -> PathBuf {
 /// What the child saw: each appended id with its seq, and each error.
 type ChildReport = (Vec<(String, u64)>, Vec<String>);
 
+/// The second process, killed should the parent test fail before it tells
+/// the child to stop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 #[ignore = "the second process of a_second_process_appends_through_compaction_and_prune; run by it"]
 fn child_appends_until_told() {
@@ -133,10 +146,12 @@ fn a_second_process_appends_through_compaction_and_prune() {
             }
         }
     });
-    let mut child = support::child_command("child_appends_until_told", [(DB_VAR, db.as_os_str())])
-        .expect("the test binary's path")
-        .spawn()
-        .expect("spawn the second process");
+    let mut child = Child(
+        support::child_command("child_appends_until_told", [(DB_VAR, db.as_os_str())])
+            .expect("the test binary's path")
+            .spawn()
+            .expect("spawn the second process"),
+    );
     let started = Instant::now();
     while !marker_file(&db, "child.ready").exists() {
         assert!(
@@ -158,8 +173,14 @@ fn a_second_process_appends_through_compaction_and_prune() {
     });
     let pass = started.elapsed();
     std::fs::write(marker_file(&db, "parent.done"), b"done").expect("write the done file");
-    let status = child.wait().expect("wait for the second process");
+    let status = child.0.wait().expect("wait for the second process");
     assert!(status.success(), "the second process failed: {status}");
+    // A pass shorter than the child's busy timeout could not make it give
+    // up, whatever it did with the lock.
+    assert!(
+        pass > CHILD_BUSY_TIMEOUT,
+        "the pass took {pass:?}, too short to test the busy timeout"
+    );
     assert!(
         pruned.is_clean() && deleted.is_clean(),
         "{pruned:?} {deleted:?}"

@@ -21,9 +21,10 @@
 //! byte-for-byte the marker one step would have written: ids, seqs and
 //! scope are the same, and a marker never counts its predecessor's id as
 //! held. The rule's lower bound, the old marker's id count, keeps the total
-//! cost linear: a step never rewrites a marker larger than what it prunes,
-//! so a stream whose marker already remembers many ids is compacted in as
-//! few steps as that allows.
+//! cost linear: a step that leaves more to prune has pruned at least as
+//! many events as the old marker remembered, so the ids it rewrites are at
+//! most twice the events it prunes, and a stream whose marker already
+//! remembers many ids is compacted in as few steps as that allows.
 //!
 //! A marker's id is derived from the stream and its seq, so a user could know
 //! it in advance. Appends refuse ids in the marker namespace

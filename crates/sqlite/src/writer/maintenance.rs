@@ -30,8 +30,8 @@ use crate::{
 };
 
 /// How much one maintenance transaction does at most before it commits and
-/// lets the writes queued meanwhile go first: events pruned (compaction) or
-/// snapshots read (prune). A compaction takes the pruned events of a large
+/// lets the writes queued meanwhile go first: events pruned (compaction);
+/// for prune, per stream its listing, each snapshot read and each deleted. A compaction takes the pruned events of a large
 /// stream over several transactions ([`stream_step_events`]); a prune never
 /// splits a stream, so one with more snapshots is a transaction of its own.
 pub(crate) const STEP_WORK: usize = 256;
@@ -312,6 +312,9 @@ async fn candidates(
     .fetch_all(&mut *conn)
     .await
     .map_err(|err| SqliteError::driver_at(path, "read compaction candidates", stream, err))?;
+    // The query selects what `policy.prunes` does (an ordinary event, old
+    // enough, below the floor), so its `LIMIT` counts pruned events; the
+    // check below repeats the policy on the parsed record.
     let mut pruned = Vec::with_capacity(rows.len());
     for row in &rows {
         let record = schema::parse_event_row(row, path, (tenant, run_id))?;
@@ -324,7 +327,8 @@ async fn candidates(
 
 /// Deletes the snapshots of one stream that `select` picks from them in
 /// snapshot order, inside the caller's transaction (CONTRACT §14). Counts
-/// the snapshots deleted for the report, and those read as its work.
+/// the snapshots deleted for the report; its work is the listing, each
+/// snapshot read and each deleted (one statement each, or a parse).
 async fn prune_stream(
     conn: &mut SqliteConnection,
     path: &Arc<str>,
@@ -367,7 +371,7 @@ async fn prune_stream(
     }
     Ok(StreamWork {
         removed: doomed.len(),
-        work: ordered.len().max(1),
+        work: 1 + ordered.len() + doomed.len(),
         done: true,
     })
 }

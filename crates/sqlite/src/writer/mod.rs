@@ -95,7 +95,8 @@ pub(crate) enum Job {
     /// `put` of a snapshot.
     Put(PutJob),
     /// Compaction or snapshot prune of the first of some streams, in one
-    /// transaction of bounded work; answers how many streams it took.
+    /// transaction of bounded work; answers how many streams it finished
+    /// (the first one it left unfinished is offered again).
     Maintain {
         task: Maintenance,
         streams: Vec<StreamKey>,
