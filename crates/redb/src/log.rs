@@ -1180,6 +1180,33 @@ mod tests {
         }
     }
 
+    /// A stream with exactly as many events to prune as the step has left
+    /// is done in that step: the next one starts after it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stream_that_fills_the_step_exactly_is_done_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        for (r, count) in [("a", COMPACT_STEP_EVENTS), ("b", 1)] {
+            let events: Vec<EventRecord> = (0..count)
+                .map(|n| event(r, &format!("{r}{n}"), 0, 10))
+                .collect();
+            let run = RunId::new(r).unwrap();
+            store.append_batch(&t, &run, &events, None).await.unwrap();
+        }
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let limits = *store.limits();
+        let from = Streams::From(Bound::Unbounded);
+        let (first, next) = store
+            .writer()
+            .submit(move |tables| compact(tables, &policy, &limits, from, None))
+            .await
+            .unwrap();
+        assert_eq!(first.removed, COMPACT_STEP_EVENTS);
+        let a = stream_key(&t, &RunId::new("a").unwrap());
+        assert_eq!(next, Some(Bound::Excluded(a)), "a is done, b is next");
+    }
+
     /// A head at `u64::MAX` (an older version's import) has no next seq:
     /// `next_seq` answers `Corrupt` naming the stream instead of
     /// overflowing.
