@@ -300,10 +300,17 @@ async fn marker_scenario(store: &dyn Storage) -> Vec<Vec<u8>> {
         .await
         .expect("seq_of");
     let mut records = vec![format!("seq_of the replaced marker's id: {replaced:?}").into_bytes()];
-    for r in ["run-m", "run-c"] {
+    records.extend(stored(store, &t, &["run-m", "run-c"]).await);
+    records
+}
+
+/// Every record of `runs` of tenant `t`, in order, serialized.
+async fn stored(store: &dyn Storage, t: &runstore_core::Tenant, runs: &[&str]) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    for r in runs {
         records.extend(
             store
-                .read(&t, &run(r), ReadQuery::all())
+                .read(t, &run(r), ReadQuery::all())
                 .await
                 .expect("read")
                 .iter()
@@ -311,6 +318,17 @@ async fn marker_scenario(store: &dyn Storage) -> Vec<Vec<u8>> {
         );
     }
     records
+}
+
+/// Asserts that serialized records are the model's, one by one.
+fn assert_records_match_the_model(got: &[Vec<u8>], model: &[Vec<u8>]) {
+    for (got, want) in got.iter().zip(model) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "records differ from the model's"
+        );
+    }
 }
 
 /// CONTRACT §9: every backend writes byte-for-byte the same marker as the
@@ -321,13 +339,7 @@ pub async fn compaction_markers_match_the_model_byte_for_byte(h: &Harness) {
     let got = marker_scenario(instance.store().as_ref()).await;
     let model = marker_scenario(&MemoryStore::new()).await;
     assert_eq!(got.len(), model.len());
-    for (got, want) in got.iter().zip(&model) {
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "records differ from the model's"
-        );
-    }
+    assert_records_match_the_model(&got, &model);
 }
 
 /// A stream of 1,200 events, compacted once through its first 300, then
@@ -373,18 +385,10 @@ async fn long_stream_scenario(store: &dyn Storage) -> (usize, Vec<Vec<u8>>) {
         .await
         .expect("put");
     let pruned = removed(store.compact(1_000, 3_000).await.expect("compact"));
-    let mut stored = Vec::new();
-    for r in ["run-a", "run-long", "run-short"] {
-        stored.extend(
-            store
-                .read(&t, &run(r), ReadQuery::all())
-                .await
-                .expect("read")
-                .iter()
-                .map(|record| serde_json::to_vec(record).expect("serialize")),
-        );
-    }
-    (pruned, stored)
+    (
+        pruned,
+        stored(store, &t, &["run-a", "run-long", "run-short"]).await,
+    )
 }
 
 /// CONTRACT §9, §11: a stream with more events to prune than a backend
@@ -398,13 +402,7 @@ pub async fn compaction_of_a_long_stream_matches_the_model(h: &Harness) {
     let (model_pruned, model) = long_stream_scenario(&MemoryStore::new()).await;
     assert_eq!((pruned, got.len()), (model_pruned, model.len()));
     assert_eq!(pruned, 100 + 1_189 - 300 - 1);
-    for (got, want) in got.iter().zip(&model) {
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "records differ from the model's"
-        );
-    }
+    assert_records_match_the_model(&got, &model);
     let t = tenant(1);
     let r = run("run-long");
     for seq in 1..=1_200u64 {
