@@ -375,6 +375,17 @@ pub struct BareRedbLog {
     /// since the change feed (issue 16): the record's entry under its
     /// tenant and position, and the tenant's last position.
     feed: bool,
+    keys: LogKeys,
+}
+
+/// What every commit of a [`BareRedbLog`] writes the same: the stream key,
+/// the record, the tenant's key prefix and its feed head key.
+#[cfg(feature = "redb")]
+struct LogKeys {
+    stream: Vec<u8>,
+    value: Vec<u8>,
+    tenant: Vec<u8>,
+    head_key: Vec<u8>,
 }
 
 #[cfg(feature = "redb")]
@@ -409,11 +420,7 @@ impl BareRedbLog {
     /// # Errors
     /// The driver's error.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        Ok(Self {
-            db: redb::Database::create(path)?,
-            next: 0,
-            feed: false,
-        })
+        Self::create(path, false)
     }
 
     /// Creates the database file at `path`, for a loop that also writes
@@ -422,9 +429,28 @@ impl BareRedbLog {
     /// # Errors
     /// The driver's error.
     pub fn open_with_feed(path: &Path) -> Result<Self, redb::Error> {
+        Self::create(path, true)
+    }
+
+    fn create(path: &Path, feed: bool) -> Result<Self, redb::Error> {
+        // The store's header: flags and `occurred_at_ms`, then the feed
+        // position when there is a feed.
+        let mut value = vec![0_u8; if feed { 17 } else { 9 }];
+        value.extend_from_slice(bare_body().as_bytes());
+        let mut tenant = redb_stream_key("");
+        tenant.truncate(tenant.len() - 2);
+        let mut head_key = tenant.clone();
+        head_key.extend_from_slice(&[0xff; 9]);
         Ok(Self {
-            feed: true,
-            ..Self::open(path)?
+            db: redb::Database::create(path)?,
+            next: 0,
+            feed,
+            keys: LogKeys {
+                stream: redb_stream_key("bare-run"),
+                value,
+                tenant,
+                head_key,
+            },
         })
     }
 
@@ -433,45 +459,112 @@ impl BareRedbLog {
     /// # Errors
     /// The driver's error.
     pub fn append(&mut self, n: u64) -> Result<OpResult, redb::Error> {
-        let stream = redb_stream_key("bare-run");
-        // The store's header: flags and `occurred_at_ms`, then the feed
-        // position when there is a feed.
-        let mut value = vec![0_u8; if self.feed { 17 } else { 9 }];
-        value.extend_from_slice(bare_body().as_bytes());
-        let tenant = redb_stream_key("");
-        let tenant = &tenant[..tenant.len() - 2];
-        let mut head_key = tenant.to_vec();
-        head_key.extend_from_slice(&[0xff; 9]);
         let mut timed = Timed::start(n);
         for _ in 0..n {
-            self.next += 1;
             let began = Instant::now();
-            let mut event_key = stream.clone();
-            event_key.extend_from_slice(&self.next.to_be_bytes());
-            let mut id_key = stream.clone();
-            id_key.extend_from_slice(format!("e-{}", self.next).as_bytes());
-            let txn = self.db.begin_write()?;
-            {
-                txn.open_table(LOG_EVENTS)?
-                    .insert(event_key.as_slice(), value.as_slice())?;
-                txn.open_table(LOG_IDS)?
-                    .insert(id_key.as_slice(), self.next)?;
-                txn.open_table(LOG_HEADS)?
-                    .insert(stream.as_slice(), self.next)?;
-                if self.feed {
-                    let mut feed = txn.open_table(LOG_FEED)?;
-                    let mut feed_key = tenant.to_vec();
-                    feed_key.extend_from_slice(&self.next.to_be_bytes());
-                    let mut entry = event_key[tenant.len()..].to_vec();
-                    entry.extend_from_slice(&1_u64.to_be_bytes());
-                    feed.insert(feed_key.as_slice(), entry.as_slice())?;
-                    feed.insert(head_key.as_slice(), self.next.to_be_bytes().as_slice())?;
-                }
-            }
-            txn.commit()?;
+            self.commit_one()?;
             timed.record(began);
         }
         Ok(timed.finish())
+    }
+
+    /// One append: one durable commit.
+    fn commit_one(&mut self) -> Result<(), redb::Error> {
+        let LogKeys {
+            stream,
+            value,
+            tenant,
+            head_key,
+        } = &self.keys;
+        self.next += 1;
+        let mut event_key = stream.clone();
+        event_key.extend_from_slice(&self.next.to_be_bytes());
+        let mut id_key = stream.clone();
+        id_key.extend_from_slice(format!("e-{}", self.next).as_bytes());
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(LOG_EVENTS)?
+                .insert(event_key.as_slice(), value.as_slice())?;
+            txn.open_table(LOG_IDS)?
+                .insert(id_key.as_slice(), self.next)?;
+            txn.open_table(LOG_HEADS)?
+                .insert(stream.as_slice(), self.next)?;
+            if self.feed {
+                let mut feed = txn.open_table(LOG_FEED)?;
+                let mut feed_key = tenant.to_vec();
+                feed_key.extend_from_slice(&self.next.to_be_bytes());
+                let mut entry = event_key[tenant.len()..].to_vec();
+                entry.extend_from_slice(&1_u64.to_be_bytes());
+                feed.insert(feed_key.as_slice(), entry.as_slice())?;
+                feed.insert(head_key.as_slice(), self.next.to_be_bytes().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// [`BareRedbLog`] with the feed, its commits made on a thread of its own:
+/// each append sends a request over a channel and waits for the answer on
+/// the bench's runtime, the hand-off the store's writer thread makes.
+#[cfg(feature = "redb")]
+pub struct HandedOffRedbLog {
+    requests: Option<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "redb")]
+impl HandedOffRedbLog {
+    /// Creates the database file at `path` and starts the thread.
+    ///
+    /// # Errors
+    /// The driver's error.
+    pub fn open(path: &Path) -> Result<Self, redb::Error> {
+        let mut log = BareRedbLog::open_with_feed(path)?;
+        let (requests, received) =
+            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        let thread = std::thread::spawn(move || {
+            while let Ok(reply) = received.recv() {
+                let _ = reply.send(log.commit_one().map_err(|err| err.to_string()));
+            }
+        });
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(feature = "redb")]
+impl Drop for HandedOffRedbLog {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(feature = "redb")]
+impl BareLoop for HandedOffRedbLog {
+    fn label(&self) -> &'static str {
+        "bare redb loop, store's tables and feed, handed to a thread"
+    }
+
+    fn run(&mut self, bench: &Bench, n: u64) -> OpResult {
+        let requests = self.requests.as_ref().expect("the sender lives until drop");
+        let mut timed = Timed::start(n);
+        for _ in 0..n {
+            let began = Instant::now();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            requests.send(reply).expect("the bare thread runs");
+            bench
+                .block_on(answer)
+                .expect("the bare thread answers")
+                .expect("bare redb append");
+            timed.record(began);
+        }
+        timed.finish()
     }
 }
 

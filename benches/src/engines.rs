@@ -190,7 +190,10 @@ impl Engine for Redb {
             BareRedbLog::open(&bench.path("bare-log.redb")).expect("the bare redb file opens");
         let with_feed = BareRedbLog::open_with_feed(&bench.path("bare-log-feed.redb"))
             .expect("the bare redb file opens");
-        vec![Box::new(tables), Box::new(with_feed)]
+        let handed_off =
+            crate::baseline::HandedOffRedbLog::open(&bench.path("bare-log-thread.redb"))
+                .expect("the bare redb file opens");
+        vec![Box::new(tables), Box::new(with_feed), Box::new(handed_off)]
     }
 
     fn targets(&self) -> Targets {
@@ -294,7 +297,7 @@ impl Engine for Postgres {
     }
 
     fn finish(&self, bench: &crate::Bench) {
-        let schemas: Vec<String> = ["bare", "write-store", "read-store"]
+        let schemas: Vec<String> = ["bare", "write-store", "write-single-store", "read-store"]
             .into_iter()
             .map(str::to_owned)
             .chain(

@@ -9,7 +9,8 @@ use runstore_core::{
     MaintenanceReport, ReadQuery, Result, RunId, StreamKey, Tenant,
     raw::append::{plan_append_owned, plan_import},
     raw::compaction::{
-        CompactionPolicy, compacted_ids, marker_payload, merge_marker, stream_step_events,
+        CompactionPolicy, STEPS_PER_COMMIT, compacted_ids, marker_payload, merge_marker,
+        stream_step_events,
     },
     raw::erasure::erasure_marker,
     validate::Limits,
@@ -487,9 +488,10 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Fail
     Ok(())
 }
 
-/// How many events one compaction step prunes at most before it commits
-/// and lets the writes queued meanwhile go first. A stream with more goes
-/// over several steps ([`stream_step_events`]).
+/// How many events one compaction step prunes at most before its
+/// transaction commits and lets the writes queued meanwhile go first (or,
+/// with none waiting, goes on with the next step, see [`compact`]). A
+/// stream with more goes over several steps ([`stream_step_events`]).
 const COMPACT_STEP_EVENTS: usize = 256;
 
 /// Which streams one compaction step takes.
@@ -514,6 +516,55 @@ fn heads_from<'a>(
     heads.range::<&[u8]>((from, Bound::Unbounded))
 }
 
+/// Steps of a compaction pass, in the writer's transaction: up to `steps`
+/// steps ([`compact_step`]), each going on where the last left off, while
+/// no other request waits ([`WriteTables::writes_waiting`]) and the pass is
+/// not done (the core's "Several steps in one commit"). Answers the report
+/// and where the pass goes on.
+///
+/// A failure fails the transaction, with every step it took (the caller
+/// then retries its streams one by one).
+fn compact(
+    tables: &mut WriteTables<'_>,
+    policy: &CompactionPolicy,
+    limits: &Limits,
+    streams: Streams,
+    fault: Option<&[u8]>,
+    steps: usize,
+) -> Result<(MaintenanceReport, Resume), Failure> {
+    let mut report = MaintenanceReport::default();
+    let mut streams = streams;
+    // Where the running step started, when a step came before it.
+    let mut started: Option<Bound<Vec<u8>>> = None;
+    let mut taken = 0;
+    loop {
+        let (step, resume) = match compact_step(tables, policy, limits, streams, fault) {
+            Ok(step) => step,
+            // A refusal answers a request that wrote nothing; the steps
+            // before this one have written, so they commit, and the next
+            // request meets the refusal in its first step.
+            Err(Failure::Rejected(_)) if started.is_some() => {
+                report.sort();
+                return Ok((report, started));
+            }
+            Err(failure) => return Err(failure),
+        };
+        report.removed += step.removed;
+        report.failed.extend(step.failed);
+        taken += 1;
+        match resume {
+            Some(from) if taken < steps && !tables.writes_waiting() => {
+                started = Some(from.clone());
+                streams = Streams::From(from);
+            }
+            resume => {
+                report.sort();
+                return Ok((report, resume));
+            }
+        }
+    }
+}
+
 /// One step of a compaction pass, in the writer's transaction: compacts
 /// `streams` and answers the report and where the pass goes on (`None`
 /// once it is done): after the last stream the step took, or at it again
@@ -523,7 +574,7 @@ fn heads_from<'a>(
 /// marker) is reported and left as it is; the others are compacted
 /// (CONTRACT §25). A redb failure fails the transaction, and with it the
 /// step (the caller then retries its streams one by one).
-fn compact(
+fn compact_step(
     tables: &mut WriteTables<'_>,
     policy: &CompactionPolicy,
     limits: &Limits,
@@ -814,17 +865,21 @@ impl EventLog for RedbStore {
             return Ok(MaintenanceReport::default());
         };
         let limits = *self.limits();
-        // The pass walks the streams in key order, a step of a few hundred
-        // pruned events per commit (a long stream over several steps), so
-        // writes queued meanwhile wait for one step, not for the whole pass.
+        // The pass walks the streams in key order, in steps of a few
+        // hundred pruned events (a long stream over several steps), so
+        // writes queued meanwhile wait for one step, not for the whole pass;
+        // a request takes up to `steps` of them while no write waits.
         let mut report = MaintenanceReport::default();
         let mut from: Bound<Vec<u8>> = Bound::Unbounded;
+        let mut steps = STEPS_PER_COMMIT;
         loop {
             let fault = self.maintenance_fault();
             let streams = Streams::From(from.clone());
             let step = self
                 .writer()
-                .submit(move |tables| compact(tables, &policy, &limits, streams, fault.as_deref()))
+                .submit(move |tables| {
+                    compact(tables, &policy, &limits, streams, fault.as_deref(), steps)
+                })
                 .await;
             let resume = match step {
                 Ok((done, resume)) => {
@@ -833,10 +888,13 @@ impl EventLog for RedbStore {
                     resume
                 }
                 Err(err @ Error::Poisoned { .. }) => return Err(err),
-                // redb failed the step's transaction: the next stream goes
+                // redb failed the request's transaction: the next stream goes
                 // alone, so that only a stream whose own writes fail is
-                // reported (CONTRACT §25), and the pass goes on after it.
+                // reported (CONTRACT §25), and the pass goes on after it, a
+                // step per transaction, so that a failure further on
+                // rolls back one step's work, not many.
                 Err(_) => {
+                    steps = 1;
                     let Some((key, stream)) = self.stream_from(from.clone()).await? else {
                         break;
                     };
@@ -845,7 +903,7 @@ impl EventLog for RedbStore {
                     let one = self
                         .writer()
                         .submit(move |tables| {
-                            compact(tables, &policy, &limits, only, fault.as_deref())
+                            compact(tables, &policy, &limits, only, fault.as_deref(), 1)
                         })
                         .await;
                     match one {
@@ -964,6 +1022,8 @@ mod tests {
         validate::{MAX_DEPTH, nested_arrays},
     };
 
+    use std::sync::atomic::Ordering;
+
     use crate::RedbOptions;
 
     fn tenant() -> Tenant {
@@ -980,6 +1040,22 @@ mod tests {
         );
         record.seq = seq;
         record
+    }
+
+    /// Appends `count` events that occurred at 10 to each run of `runs`.
+    async fn old_streams(store: &RedbStore, runs: &[(&str, usize)]) {
+        for &(r, count) in runs {
+            let events: Vec<EventRecord> = (0..count)
+                .map(|n| event(r, &format!("{r}{n}"), 0, 10))
+                .collect();
+            let run = RunId::new(r).unwrap();
+            for chunk in events.chunks(500) {
+                store
+                    .append_batch(&tenant(), &run, chunk, None)
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     async fn open(dir: &tempfile::TempDir) -> RedbStore {
@@ -1133,30 +1209,27 @@ mod tests {
     }
 
     /// A pass takes the streams in steps of [`COMPACT_STEP_EVENTS`] pruned
-    /// events, one commit each, so writes queued meanwhile wait for one
-    /// step: a stream with more than the step has left is split, and the
-    /// next step starts at it again; the last step says the pass is done.
+    /// events (here one per request), so writes queued meanwhile wait for
+    /// one step: a stream with more than the step has left is split, and
+    /// the next step starts at it again; the last step says the pass is
+    /// done.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_pass_commits_in_steps_of_bounded_work() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let t = tenant();
         let per_stream = COMPACT_STEP_EVENTS * 3 / 4;
-        for r in ["a", "b", "c"] {
-            let events: Vec<EventRecord> = (0..per_stream)
-                .map(|n| event(r, &format!("{r}{n}"), 0, 10))
-                .collect();
-            for chunk in events.chunks(500) {
-                let run = RunId::new(r).unwrap();
-                store.append_batch(&t, &run, chunk, None).await.unwrap();
-            }
-        }
+        old_streams(
+            &store,
+            &[("a", per_stream), ("b", per_stream), ("c", per_stream)],
+        )
+        .await;
         let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
         let limits = *store.limits();
         let step = |from| {
             store
                 .writer()
-                .submit(move |tables| compact(tables, &policy, &limits, from, None))
+                .submit(move |tables| compact(tables, &policy, &limits, from, None, 1))
         };
         let [b, c] = ["b", "c"].map(|r| stream_key(&t, &RunId::new(r).unwrap()));
         // Every event is old enough, and no snapshot holds any back: a
@@ -1187,24 +1260,113 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let t = tenant();
-        for (r, count) in [("a", COMPACT_STEP_EVENTS), ("b", 1)] {
-            let events: Vec<EventRecord> = (0..count)
-                .map(|n| event(r, &format!("{r}{n}"), 0, 10))
-                .collect();
-            let run = RunId::new(r).unwrap();
-            store.append_batch(&t, &run, &events, None).await.unwrap();
-        }
+        old_streams(&store, &[("a", COMPACT_STEP_EVENTS), ("b", 1)]).await;
         let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
         let limits = *store.limits();
         let from = Streams::From(Bound::Unbounded);
         let (first, next) = store
             .writer()
-            .submit(move |tables| compact(tables, &policy, &limits, from, None))
+            .submit(move |tables| compact(tables, &policy, &limits, from, None, 1))
             .await
             .unwrap();
         assert_eq!(first.removed, COMPACT_STEP_EVENTS);
         let a = stream_key(&t, &RunId::new("a").unwrap());
         assert_eq!(next, Some(Bound::Excluded(a)), "a is done, b is next");
+    }
+
+    /// While no other write waits, one transaction goes on from step to
+    /// step, up to its limit; a write queued behind it ends it after the
+    /// step it is in.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn steps_share_a_commit_until_a_write_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        let runs = ["a", "b", "c", "d", "e"].map(|r| (r, COMPACT_STEP_EVENTS));
+        old_streams(&store, &runs).await;
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let limits = *store.limits();
+        let steps = |from, steps| {
+            store
+                .writer()
+                .submit(move |tables| compact(tables, &policy, &limits, from, None, steps))
+        };
+        let key = |r| stream_key(&t, &RunId::new(r).unwrap());
+        // Nothing waits: three steps (a, b, c) in one transaction.
+        let (first, next) = steps(Streams::From(Bound::Unbounded), 3).await.unwrap();
+        assert_eq!(first.removed, 3 * COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Excluded(key("c"))));
+        // A write waits (counted as the writer counts a queued request):
+        // one step, d, then the transaction commits.
+        store.writer().waiting().fetch_add(1, Ordering::Relaxed);
+        let waited = steps(Streams::From(Bound::Excluded(key("c"))), 3).await;
+        store.writer().waiting().fetch_sub(1, Ordering::Relaxed);
+        let (second, next) = waited.unwrap();
+        assert_eq!(second.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Excluded(key("d"))));
+        // The last step ends the transaction however many it may take.
+        let (third, next) = steps(Streams::From(Bound::Excluded(key("d"))), 3)
+            .await
+            .unwrap();
+        assert_eq!(third.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, None);
+        // The store-wide pass finds nothing left.
+        assert_eq!(store.compact(5, 100).await.unwrap().removed, 0);
+    }
+
+    /// A write in the same batch as the compaction waits for its commit as
+    /// much as one queued behind it: the transaction ends after one step.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_write_sharing_the_batch_ends_the_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        old_streams(&store, &["a", "b", "c"].map(|r| (r, COMPACT_STEP_EVENTS))).await;
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let limits = *store.limits();
+        // A request that holds the writer until released, so that the
+        // compaction and an append queue up behind it and share a batch.
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holding = store.writer().submit(move |tables| {
+            started.send(()).unwrap();
+            released.recv().unwrap();
+            tables.wrote_nothing();
+            Ok(())
+        });
+        let queued = async {
+            while has_started.try_recv().is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let compaction = store.writer().submit(move |tables| {
+                compact(
+                    tables,
+                    &policy,
+                    &limits,
+                    Streams::From(Bound::Unbounded),
+                    None,
+                    3,
+                )
+            });
+            let (z, late) = (RunId::new("z").unwrap(), [event("z", "z0", 0, 200)]);
+            let append = store.append_batch(&t, &z, &late, None);
+            let releasing = async {
+                while store.writer().waiting().load(Ordering::Relaxed) < 2 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                release.send(()).unwrap();
+            };
+            tokio::join!(compaction, append, releasing)
+        };
+        let (held, (compacted, appended, ())) = tokio::join!(holding, queued);
+        held.unwrap();
+        appended.unwrap();
+        let (report, next) = compacted.unwrap();
+        assert_eq!(report.removed, COMPACT_STEP_EVENTS, "one step");
+        assert_eq!(
+            next,
+            Some(Bound::Excluded(stream_key(&t, &RunId::new("a").unwrap())))
+        );
     }
 
     /// A head at `u64::MAX` (an older version's import) has no next seq:

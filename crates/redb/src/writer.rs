@@ -16,7 +16,11 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -42,6 +46,10 @@ type OrderTable<'t> = Table<'t, &'static [u8], ()>;
 /// a root update in redb's table tree at commit.
 pub(crate) struct WriteTables<'t> {
     txn: &'t WriteTransaction,
+    /// Requests sent and not yet taken into a batch ([`Writer::submit`]).
+    waiting: &'t AtomicUsize,
+    /// How many requests this batch holds.
+    batch_len: usize,
     log: LogSlots<'t>,
     erased: Option<SeqTable<'t>>,
     snapshots: Option<EventsTable<'t>>,
@@ -108,9 +116,11 @@ fn opened<'a, 't, K: Key + 'static, V: Value + 'static>(
 }
 
 impl<'t> WriteTables<'t> {
-    fn new(txn: &'t WriteTransaction) -> Self {
+    fn new(txn: &'t WriteTransaction, waiting: &'t AtomicUsize, batch_len: usize) -> Self {
         Self {
             txn,
+            waiting,
+            batch_len,
             log: LogSlots::default(),
             erased: None,
             snapshots: None,
@@ -126,6 +136,14 @@ impl<'t> WriteTables<'t> {
     /// that wrote it, or by the open (durable mode syncs the file first).
     pub(crate) fn wrote_nothing(&mut self) {
         self.job_writes = false;
+    }
+
+    /// Whether another request waits for this transaction's commit: one
+    /// in the same batch, or one queued behind it. Work that could go on in
+    /// this transaction should let it commit instead, so that the request
+    /// waits for what is done, not for all there is to do.
+    pub(crate) fn writes_waiting(&self) -> bool {
+        self.batch_len > 1 || self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// The event log's tables (`events`, `ids`, `heads`, `feed`).
@@ -212,6 +230,10 @@ pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    /// Requests sent and not yet taken into a batch: raised before a
+    /// request is sent, lowered by the writer as it takes requests into a
+    /// batch ([`WriteTables::writes_waiting`]).
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -225,6 +247,8 @@ impl Writer {
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
         let thread_path = path.clone();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let thread_waiting = Arc::clone(&waiting);
         let thread = std::thread::Builder::new()
             .name("runstore-redb-writer".to_owned())
             .spawn(move || {
@@ -234,6 +258,7 @@ impl Writer {
                     durability,
                     max_batch: max_batch.max(1),
                     feed,
+                    waiting: thread_waiting,
                 };
                 loop_state.run(&receiver);
             })
@@ -250,6 +275,7 @@ impl Writer {
             sender: Some(sender),
             thread: Some(thread),
             path,
+            waiting,
         })
     }
 
@@ -270,10 +296,20 @@ impl Writer {
             reply,
         });
         let sender = self.sender.as_ref().expect("the sender lives until drop");
+        // Raised before the send, so the writer never lowers it below zero.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         sender
             .send(job)
             .map_err(|_| error::writer_gone(&self.path))?;
         answer.wait(|| error::writer_gone(&self.path)).await
+    }
+}
+
+#[cfg(test)]
+impl Writer {
+    /// The count of requests waiting, for tests that stand in for one.
+    pub(crate) fn waiting(&self) -> &AtomicUsize {
+        &self.waiting
     }
 }
 
@@ -348,6 +384,7 @@ struct WriterLoop {
     durability: Durability,
     max_batch: usize,
     feed: FeedHooks,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl WriterLoop {
@@ -357,6 +394,8 @@ impl WriterLoop {
         let mut spin = false;
         while let Some(first) = carry.take().or_else(|| next_job(receiver, spin)) {
             let mut batch = group::drain(first, receiver, &mut carry, budget, |_| 1);
+            // A request left in `carry` still waits.
+            self.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
             // A batch of several means callers are queueing on their own;
             // polling would only split the next batch.
             let lone = batch.len() == 1;
@@ -391,7 +430,7 @@ impl WriterLoop {
     fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
         let txn = self.db.begin_write()?;
         let (writes, fed) = {
-            let mut tables = WriteTables::new(&txn);
+            let mut tables = WriteTables::new(&txn, &self.waiting, batch.len());
             for job in batch.iter_mut() {
                 job.run(&mut tables)?;
             }

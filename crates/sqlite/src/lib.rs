@@ -110,13 +110,14 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use runstore_core::{
-    Durability, Error, FeedSignal, MaintenanceReport, Result, StreamKey, raw::group::Answer,
+    Durability, Error, FeedSignal, MaintenanceReport, Result, StreamKey,
+    raw::{compaction::STEPS_PER_COMMIT, group::Answer},
     validate::Limits,
 };
 
@@ -129,8 +130,9 @@ use crate::{
     writer::{CallerPuts, FeedHooks, Job, Maintenance, WriteQueue, Writer},
 };
 
-/// Streams offered to one maintenance transaction, which takes them until
-/// it has done a bounded amount of work (`writer::STEP_WORK`): few
+/// Streams offered to one maintenance transaction, which takes them in
+/// steps of a bounded amount of work (`writer::STEP_WORK`), up to
+/// [`STEPS_PER_COMMIT`] steps while no other job of this handle waits: few
 /// enough that the write lock is not held for long (appends of every
 /// process wait for it), enough to share one sync among several streams.
 const MAINTENANCE_STREAMS_OFFERED: usize = 256;
@@ -366,6 +368,7 @@ impl SqliteStore {
                     written: Arc::clone(&caller_puts),
                 },
                 Arc::clone(&guarded_groups),
+                Arc::new(AtomicUsize::new(0)),
             ),
             writer_options,
         );
@@ -502,25 +505,30 @@ impl SqliteStore {
         let mut report = MaintenanceReport::default();
         let mut rest = streams;
         let mut held = Duration::ZERO;
+        let mut steps = STEPS_PER_COMMIT;
         while !rest.is_empty() {
             let offered = &rest[..rest.len().min(MAINTENANCE_STREAMS_OFFERED)];
             let (reply, answer) = runstore_core::raw::group::reply();
             let started = Instant::now();
-            let (done, taken) = self
+            let done = self
                 .submit(
                     Job::Maintain {
                         task,
                         streams: offered.to_vec(),
+                        steps,
                         reply,
                     },
                     answer,
                 )
                 .await?;
-            report.removed += done.removed;
-            report.failed.extend(done.failed);
+            report.removed += done.report.removed;
+            report.failed.extend(done.report.failed);
+            if done.failed_over {
+                steps = 1;
+            }
             // A transaction finishes at least one stream, or prunes some of
             // the first one's events and leaves it first for the next.
-            rest = &rest[taken.min(offered.len())..];
+            rest = &rest[done.finished.min(offered.len())..];
             held += started.elapsed();
             if held >= MAINTENANCE_HOLD && !rest.is_empty() {
                 tokio::time::sleep(MAINTENANCE_PAUSE).await;

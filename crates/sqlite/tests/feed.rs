@@ -455,15 +455,15 @@ async fn rows_written_the_old_way_still_take_and_keep_positions() {
     );
 }
 
-// A stream with more events to prune than one maintenance transaction takes
-// is compacted over several (the core's "Steps within one stream"). Each
-// step's marker takes a feed position and leaves the feed when the next
-// replaces it, so the final marker's position counts the steps: 999 old
-// events with no marker yet go in steps of 256, 256 (as many as the first
-// marker remembers) and the last 487 (fewer than the 512 the marker then
-// remembers).
+// A stream with more events to prune than one maintenance step takes is
+// compacted over several (the core's "Steps within one stream"), in one
+// transaction or several. Each step's marker takes a feed position and
+// leaves the feed when the next replaces it, so the final marker's position
+// counts the steps: 999 old events with no marker yet go in steps of 256,
+// 256 (as many as the first marker remembers) and the last 487 (fewer than
+// the 512 the marker then remembers).
 #[tokio::test]
-async fn a_long_stream_is_compacted_over_several_transactions() {
+async fn a_long_stream_is_compacted_over_several_steps() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("db.sqlite"))
         .await
@@ -489,7 +489,7 @@ async fn a_long_stream_is_compacted_over_several_transactions() {
     assert_eq!(
         keys(&whole_feed(&store, &tenant).await),
         vec![at(1_000, 1_000), at(1_001, 1_001), at(1_004, 999)],
-        "three markers were written, one per transaction"
+        "three markers were written, one per step"
     );
     for seq in [1, 256, 257, 512, 513, 999] {
         let id = EventId::new(format!("e{seq}")).unwrap();

@@ -10,13 +10,13 @@
 //!
 //! # Steps within one stream
 //!
-//! A backend that commits a pass in bounded steps (so that appends queued
+//! A backend that takes a pass in bounded steps (so that appends queued
 //! meanwhile wait for one step, not for the pass) may also split one
 //! stream's compaction over several steps. A step then prunes only the
-//! stream's first [`stream_step_events`] pruned events by seq, merges them
-//! into the marker as above, and commits; the next step starts again from
-//! the stream's records as they are now (its marker is the one the step
-//! before wrote). Each step leaves a stream the contract allows (one
+//! stream's first [`stream_step_events`] pruned events by seq and merges
+//! them into the marker as above; its transaction commits (or goes on, see
+//! below), and the next step starts again from the stream's records as
+//! they are now (its marker is the one the step before wrote). Each step leaves a stream the contract allows (one
 //! marker, remembering every id pruned so far), and the last one writes
 //! byte-for-byte the marker one step would have written: ids, seqs and
 //! scope are the same, and a marker never counts its predecessor's id as
@@ -25,6 +25,19 @@
 //! many events as the old marker remembered, so the ids it rewrites are at
 //! most twice the events it prunes, and a stream whose marker already
 //! remembers many ids is compacted in as few steps as that allows.
+//!
+//! # Several steps in one commit
+//!
+//! Bounded steps cost a pass one commit each, which buys nothing while no
+//! write waits for the writer. A backend whose writer knows whether
+//! requests are queued behind the running one may let one transaction go
+//! on from step to step while none is, up to [`STEPS_PER_COMMIT`] steps,
+//! and commit as soon as one is: a write that arrives meanwhile waits for
+//! the rest of the step it arrives in and the commit, as with one step per
+//! commit, and a pass over a store nobody writes to commits once per
+//! [`STEPS_PER_COMMIT`] steps. Each step is taken exactly as it would be
+//! alone (the rule above, from where the step before left off), so the
+//! records a pass leaves are the same however its steps are committed.
 //!
 //! A marker's id is derived from the stream and its seq, so a user could know
 //! it in advance. Appends refuse ids in the marker namespace
@@ -119,6 +132,10 @@ pub fn stream_step_events(budget: usize, old_marker: Option<&EventRecord>) -> us
         .map_or(0, Vec::len);
     budget.max(remembered).max(1)
 }
+
+/// The most maintenance steps one transaction takes while no other write
+/// waits. See the module doc, "Several steps in one commit".
+pub const STEPS_PER_COMMIT: usize = 16;
 
 /// An id a marker remembers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

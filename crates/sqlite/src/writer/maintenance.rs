@@ -1,14 +1,17 @@
-//! Maintenance: compaction and snapshot prune, a bounded amount of work per
-//! transaction.
+//! Maintenance: compaction and snapshot prune, in steps of a bounded amount
+//! of work.
 //!
 //! [`Writer::run_maintenance`] runs a task on the first streams of a list
-//! in one transaction, until [`STEP_WORK`] is done, and, should that fail,
-//! on the first stream alone, so that only the streams that fail are
-//! reported (CONTRACT §25). [`compact_stream`] and
-//! [`prune_stream`] are the work on one stream inside that transaction. A
-//! stream with more pruned events than the transaction has left is split
-//! over several transactions (the core's "Steps within one stream",
-//! [`stream_step_events`]): the caller offers it again until it is done.
+//! in one transaction, a step of [`STEP_WORK`] after another while no other
+//! job waits in the queue, up to the steps the caller allows (the core's
+//! "Several steps in one commit"), and, should that fail, on the first
+//! stream alone, one step, so that only the streams that fail are reported
+//! (CONTRACT §25). [`compact_stream`] and [`prune_stream`] are the work on
+//! one stream inside that transaction. A stream with more pruned events
+//! than the step has left is split over several steps (the core's "Steps
+//! within one stream", [`stream_step_events`]): the next step of the
+//! transaction goes on with it, or the caller offers it again until it is
+//! done.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -23,22 +26,26 @@ use super::{
     Maintenance, Writer, delay_commit,
     retry::{Fail, Replan, into_error, retrying},
     rows::{Commit, EventRow, InsertSql, insert_compacted_ids, insert_rows},
+    writes_waiting,
 };
 use crate::{
     error::SqliteError,
     schema::{self, bind_stream, to_sql_int},
 };
 
-/// How much one maintenance transaction does at most before it commits and
-/// lets the writes queued meanwhile go first: events pruned (compaction);
-/// for prune, per stream its listing, each snapshot read and each deleted. A compaction takes the pruned events of a large
-/// stream over several transactions ([`stream_step_events`]); a prune never
-/// splits a stream, so one with more snapshots is a transaction of its own.
+/// How much one maintenance step does at most before its transaction
+/// commits and lets the writes queued meanwhile go first (or, with none
+/// queued, goes on with the next step): events pruned (compaction); for
+/// prune, per stream its listing, each snapshot read and each deleted. A
+/// compaction takes the pruned events of a large stream over several steps
+/// ([`stream_step_events`]); a prune never splits a stream, so one with
+/// more snapshots is a step of its own.
 pub(crate) const STEP_WORK: usize = 256;
 
 /// What a maintenance transaction did: per stream it took, in order, the
-/// count for the report (events pruned, snapshots deleted), and whether the
-/// last one is done. A stream left unfinished is offered again first.
+/// count for the report (events pruned, snapshots deleted; one count for a
+/// stream its steps went on with), and whether the last one is done. A
+/// stream left unfinished is offered again first.
 #[derive(Debug, Default)]
 struct Progress {
     counts: Vec<usize>,
@@ -54,6 +61,21 @@ impl Progress {
     }
 }
 
+/// What a maintenance job answers.
+#[derive(Debug)]
+pub(crate) struct Maintained {
+    /// The streams' counts and failures.
+    pub(crate) report: MaintenanceReport,
+    /// How many of the offered streams are done ([`Progress::finished`]):
+    /// the first one left unfinished is offered again.
+    pub(crate) finished: usize,
+    /// Whether the job's transaction failed and its first stream ran again
+    /// alone: the caller then goes on one step per transaction, so that a
+    /// stream further on that fails too rolls back one step's work, not up
+    /// to [`STEPS_PER_COMMIT`](runstore_core::raw::compaction::STEPS_PER_COMMIT).
+    pub(crate) failed_over: bool,
+}
+
 /// One stream's work inside a transaction.
 struct StreamWork {
     /// Events pruned or snapshots deleted (the report's count).
@@ -61,36 +83,41 @@ struct StreamWork {
     /// What it cost against [`STEP_WORK`].
     work: usize,
     /// Whether the stream is done; `false` leaves more pruned events for
-    /// the next transaction.
+    /// the next step.
     done: bool,
 }
 
 impl Writer {
-    /// Runs `task` on the first of `streams`, in order, in one
-    /// transaction, until [`STEP_WORK`] is done; answers the report and how
-    /// many streams are done ([`Progress::finished`]). Each stream is its
-    /// own step (CONTRACT §25): should the transaction fail, the first
-    /// stream runs again alone, so that only a stream that fails alone is
-    /// reported, and the caller goes on after it. A failure of the store
-    /// itself ([`Fail::is_store_wide`]) ends the pass.
+    /// Runs `task` on the first of `streams`, in order, in one transaction
+    /// of up to `steps` steps of [`STEP_WORK`] ([`Writer::try_maintain`]);
+    /// answers the report and how many streams are done. Each stream is its
+    /// own unit (CONTRACT §25): should the transaction fail, the first
+    /// stream runs again alone, one step, so that only a stream that fails
+    /// alone is reported, and the caller goes on after it. A failure of the
+    /// store itself ([`Fail::is_store_wide`]) ends the pass.
     pub(super) async fn run_maintenance(
         &mut self,
         task: &Maintenance,
         streams: &[StreamKey],
-    ) -> Result<(MaintenanceReport, usize)> {
+        steps: usize,
+    ) -> Result<Maintained> {
         let mut report = MaintenanceReport::default();
         let action = task.action();
         let fail = match retrying!(
             self,
             action,
             Replan::No,
-            self.try_maintain(task, streams).await
+            self.try_maintain(task, streams, steps).await
         ) {
             Ok(progress) => {
                 for (stream, count) in streams.iter().zip(&progress.counts) {
                     report.record(stream, Ok(*count));
                 }
-                return Ok((report, progress.finished()));
+                return Ok(Maintained {
+                    report,
+                    finished: progress.finished(),
+                    failed_over: false,
+                });
             }
             Err(fail) => fail,
         };
@@ -98,35 +125,48 @@ impl Writer {
             return Err(into_error(fail));
         }
         let Some(first) = streams.first() else {
-            return Ok((report, 0));
+            return Ok(Maintained {
+                report,
+                finished: 0,
+                failed_over: true,
+            });
         };
-        if streams.len() == 1 {
+        let mut finished = 1;
+        if streams.len() == 1 && steps == 1 {
             report.record(first, Err(into_error(fail)));
-            return Ok((report, 1));
-        }
-        match retrying!(
-            self,
-            action,
-            Replan::No,
-            self.try_maintain(task, std::slice::from_ref(first)).await
-        ) {
-            Ok(progress) => {
-                report.record(first, Ok(progress.counts.iter().sum()));
-                return Ok((report, progress.finished()));
+        } else {
+            match retrying!(
+                self,
+                action,
+                Replan::No,
+                self.try_maintain(task, std::slice::from_ref(first), 1)
+                    .await
+            ) {
+                Ok(progress) => {
+                    report.record(first, Ok(progress.counts.iter().sum()));
+                    finished = progress.finished();
+                }
+                Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
+                Err(fail) => report.record(first, Err(into_error(fail))),
             }
-            Err(fail) if fail.is_store_wide() => return Err(into_error(fail)),
-            Err(fail) => report.record(first, Err(into_error(fail))),
         }
-        Ok((report, 1))
+        Ok(Maintained {
+            report,
+            finished,
+            failed_over: true,
+        })
     }
 
-    /// Runs `task` on the first of `streams` in one transaction, until
-    /// [`STEP_WORK`] is done; returns what it did to each stream it took.
-    /// On failure the transaction is rolled back.
+    /// Runs `task` on the first of `streams` in one transaction, a step of
+    /// [`STEP_WORK`] after another, up to `steps` of them while no other
+    /// job waits (the core's "Several steps in one commit"); returns what
+    /// it did to each stream it took. On failure the transaction is rolled
+    /// back.
     async fn try_maintain(
         &mut self,
         task: &Maintenance,
         streams: &[StreamKey],
+        steps_at_most: usize,
     ) -> std::result::Result<Progress, Fail> {
         let path = self.path.clone();
         let mut tx = self
@@ -136,8 +176,10 @@ impl Writer {
             .map_err(|err| SqliteError::driver(&path, "begin a maintenance transaction", err))?;
         let mut progress = Progress::default();
         let mut work = 0;
+        let mut steps = 1;
         let mut wrote_records = false;
-        for stream in streams {
+        let mut next = 0;
+        while let Some(stream) = streams.get(next) {
             if let Maintenance::Compact(_) = task {
                 self.last_seqs.remove(stream);
             }
@@ -161,11 +203,25 @@ impl Writer {
             // A compaction that pruned events wrote a marker, which took a
             // feed position.
             wrote_records |= matches!(task, Maintenance::Compact(_)) && done.removed > 0;
-            progress.counts.push(done.removed);
+            // A stream split over steps of this transaction keeps one count.
+            match progress.counts.get_mut(next) {
+                Some(count) => *count += done.removed,
+                None => progress.counts.push(done.removed),
+            }
             progress.last_done = done.done;
             work += done.work;
+            if done.done {
+                next += 1;
+            }
             if work >= STEP_WORK || !done.done {
-                break;
+                // The step is spent: the next one goes on in this
+                // transaction while no write waits (the core's "Several
+                // steps in one commit"), from where this one left off.
+                if steps >= steps_at_most || writes_waiting(&self.queued) {
+                    break;
+                }
+                steps += 1;
+                work = 0;
             }
         }
         if wrote_records {
@@ -184,8 +240,8 @@ impl Writer {
 /// Compacts one stream inside the caller's transaction (CONTRACT §8-§11):
 /// re-reads its snapshot floor, candidates and marker, merges the marker and
 /// swaps it in. Prunes the stream's first [`stream_step_events`] pruned
-/// events by seq (`budget` is what the transaction has left), and says
-/// whether more are left for the next transaction.
+/// events by seq (`budget` is what the step has left), and says
+/// whether more are left for the next step.
 async fn compact_stream(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
@@ -374,4 +430,94 @@ async fn prune_stream(
         work: 1 + ordered.len() + doomed.len(),
         done: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicU64, AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use runstore_core::{
+        Durability, EventId, EventLog, EventRecord, FeedSignal, RunId, Tenant,
+        raw::compaction::CompactionPolicy,
+    };
+
+    use super::{Maintenance, STEP_WORK, Writer};
+    use crate::{
+        SqliteStore, conn,
+        writer::{CallerPuts, FeedHooks},
+    };
+
+    /// While no job waits in the queue, one transaction takes step after
+    /// step, up to its limit, going on with a stream a step left unfinished
+    /// (one count per stream); with one waiting, it commits after the step
+    /// it is in.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn steps_share_a_transaction_until_a_job_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&file).await.unwrap();
+        let tenant = Tenant::local();
+        for (run, count) in [("a", 600), ("b", 256), ("c", 256), ("d", 256)] {
+            let events: Vec<EventRecord> = (0..count)
+                .map(|n| {
+                    let id = EventId::new(format!("{run}{n}")).unwrap();
+                    let mut record =
+                        EventRecord::new(&tenant, RunId::new(run).unwrap(), id, "test", 1);
+                    record.occurred_at_ms = 10;
+                    record
+                })
+                .collect();
+            let run = RunId::new(run).unwrap();
+            store
+                .append_batch(&tenant, &run, &events, None)
+                .await
+                .unwrap();
+        }
+        let streams = store.streams().await.unwrap();
+        let name = file.display().to_string().into();
+        let busy = Duration::from_secs(5);
+        let options = conn::writer_options(&file, Durability::Durable, busy);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut writer = Writer::new(
+            conn::connect(&name, &options, busy).await.unwrap(),
+            name,
+            busy,
+            FeedHooks {
+                signal: FeedSignal::new(),
+                commit_delay: None,
+            },
+            CallerPuts {
+                file: file.clone(),
+                durability: Durability::Durable,
+                written: Arc::new(AtomicU64::new(0)),
+            },
+            Arc::new(AtomicU64::new(0)),
+            Arc::clone(&queued),
+        );
+        let task = Maintenance::Compact(CompactionPolicy::new(5, 100).unwrap().unwrap());
+        // Nothing waits, three steps at most: a in steps of 256, 256 and
+        // its last 88, then b takes the third step's other 168, and is left
+        // unfinished as the last step is spent.
+        let Ok(progress) = writer.try_maintain(&task, &streams, 3).await else {
+            panic!("the transaction failed");
+        };
+        assert_eq!(progress.counts, vec![600, STEP_WORK - 88]);
+        assert_eq!(progress.finished(), 1, "b goes on");
+        // A job waits: b's last 88 and c's first 168, one step, then the
+        // commit.
+        queued.store(1, Ordering::Relaxed);
+        let Ok(progress) = writer.try_maintain(&task, &streams[1..], 3).await else {
+            panic!("the transaction failed");
+        };
+        assert_eq!(progress.counts, vec![88, STEP_WORK - 88]);
+        assert_eq!(progress.finished(), 1, "c goes on");
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, 88 + STEP_WORK, "c's rest and d");
+    }
 }

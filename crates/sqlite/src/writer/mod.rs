@@ -61,13 +61,15 @@ mod state;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
 use runstore_core::{
-    AppendOutcome, Error, EventRecord, FeedSignal, MaintenanceReport, RunId, SnapshotId, StreamKey,
-    Tenant,
+    AppendOutcome, Error, EventRecord, FeedSignal, RunId, SnapshotId, StreamKey, Tenant,
     raw::compaction::CompactionPolicy,
     raw::group::{Joins, Reply},
 };
@@ -80,6 +82,7 @@ use self::{
 };
 pub(crate) use self::{
     caller::CallerPuts,
+    maintenance::Maintained,
     queue::{WriteQueue, answered},
     rows::stream_from_row,
 };
@@ -95,12 +98,13 @@ pub(crate) enum Job {
     /// `put` of a snapshot.
     Put(PutJob),
     /// Compaction or snapshot prune of the first of some streams, in one
-    /// transaction of bounded work; answers how many streams it finished
-    /// (the first one it left unfinished is offered again).
+    /// transaction of up to `steps` steps of bounded work; answers what it
+    /// did ([`Maintained`]).
     Maintain {
         task: Maintenance,
         streams: Vec<StreamKey>,
-        reply: Reply<(MaintenanceReport, usize)>,
+        steps: usize,
+        reply: Reply<Maintained>,
     },
     /// `import_stream`.
     Import {
@@ -246,6 +250,15 @@ pub(crate) struct Writer {
     /// Groups the guarded path wrote, shared with the store handle (for
     /// tests: which path a group took is not otherwise visible).
     guarded_groups: Arc<AtomicU64>,
+    /// How many jobs wait in the queue ([`WriteQueue`] keeps it).
+    queued: Arc<AtomicUsize>,
+}
+
+/// Whether a job waits in the queue behind the one running (`queued` is
+/// [`Writer`]'s count): work that could go on in the running transaction
+/// should let it commit instead.
+fn writes_waiting(queued: &AtomicUsize) -> bool {
+    queued.load(Ordering::Relaxed) > 0
 }
 
 /// Waits the test hook's commit delay, if any: called after a transaction
@@ -266,6 +279,7 @@ impl Writer {
         feed: FeedHooks,
         caller: CallerPuts,
         guarded_groups: Arc<AtomicU64>,
+        queued: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             caller: CallerConn::new(caller),
@@ -280,6 +294,7 @@ impl Writer {
             last_seqs: HashMap::new(),
             feed,
             guarded_groups,
+            queued,
         }
     }
 
@@ -318,9 +333,10 @@ impl Writer {
             Job::Maintain {
                 task,
                 streams,
+                steps,
                 reply,
             } => {
-                let report = self.run_maintenance(&task, &streams).await;
+                let report = self.run_maintenance(&task, &streams, steps).await;
                 reply.send(report);
             }
             Job::Import {

@@ -12,7 +12,10 @@
 use std::{
     collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::Poll,
     time::Duration,
 };
@@ -66,6 +69,10 @@ pub(crate) struct WriteQueue {
     /// The writer's count of guarded groups, for a writer that connects
     /// anew.
     guarded_groups: Arc<AtomicU64>,
+    /// How many jobs are queued, shared with the writer
+    /// (`writer::writes_waiting`): set under the lock whenever the queue
+    /// changes.
+    queued: Arc<AtomicUsize>,
     /// The thread that runs leaders their callers stopped driving; started
     /// on first need.
     driver: Mutex<Option<Driver>>,
@@ -123,6 +130,7 @@ impl WriteQueue {
             feed: writer.feed.clone(),
             caller: writer.caller.config().clone(),
             guarded_groups: Arc::clone(&writer.guarded_groups),
+            queued: Arc::clone(&writer.queued),
             options,
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -149,6 +157,12 @@ impl WriteQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Records how many jobs `state` holds; called under the lock after
+    /// every change of the queue.
+    fn count(&self, state: &QueueState) {
+        self.queued.store(state.jobs.len(), Ordering::Relaxed);
+    }
+
     /// Queues `job`. If no leader is running, returns one for the caller to
     /// drive while it waits (see [`answered`]).
     ///
@@ -165,6 +179,7 @@ impl WriteQueue {
         let writer = {
             let mut state = self.lock();
             state.jobs.push_back(job);
+            self.count(&state);
             if state.leading {
                 return Ok(None);
             }
@@ -194,13 +209,16 @@ impl WriteQueue {
                     self.feed.clone(),
                     self.caller.clone(),
                     Arc::clone(&self.guarded_groups),
+                    Arc::clone(&self.queued),
                 ),
                 Err(err) => {
                     let err = Arc::new(err);
                     let jobs = {
                         let mut state = self.lock();
                         state.leading = false;
-                        std::mem::take(&mut state.jobs)
+                        let jobs = std::mem::take(&mut state.jobs);
+                        self.count(&state);
+                        jobs
                     };
                     leading.done = true;
                     for job in jobs {
@@ -213,7 +231,9 @@ impl WriteQueue {
         loop {
             let batch = {
                 let mut state = self.lock();
-                match next_batch(&mut state.jobs) {
+                let batch = next_batch(&mut state.jobs);
+                self.count(&state);
+                match batch {
                     Some(batch) => batch,
                     None => {
                         state.idle = Some(writer);
@@ -299,7 +319,9 @@ impl Drop for Leading<'_> {
         let jobs = {
             let mut state = self.queue.lock();
             state.leading = false;
-            std::mem::take(&mut state.jobs)
+            let jobs = std::mem::take(&mut state.jobs);
+            self.queue.count(&state);
+            jobs
         };
         for job in jobs {
             job.fail(
@@ -309,5 +331,52 @@ impl Drop for Leading<'_> {
                 .into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use runstore_core::raw::{compaction::CompactionPolicy, group};
+
+    use super::answered;
+    use crate::{
+        SqliteStore,
+        writer::{Job, Maintenance},
+    };
+
+    /// The count the writer reads (`writer::writes_waiting`) follows
+    /// the queue: each job queued raises it, each taken into a batch lowers
+    /// it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_queued_count_follows_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        let queue = &store.inner.writes;
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let job = || {
+            let (reply, answer) = group::reply();
+            let job = Job::Maintain {
+                task: Maintenance::Compact(policy),
+                streams: Vec::new(),
+                steps: 1,
+                reply,
+            };
+            (job, answer)
+        };
+        let (first, first_answer) = job();
+        let (second, second_answer) = job();
+        let leader = queue.submit(first).unwrap();
+        assert!(leader.is_some(), "the first job starts a leader");
+        assert!(queue.submit(second).unwrap().is_none());
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 2);
+        for (leader, answer) in [(leader, first_answer), (None, second_answer)] {
+            let done = answered(leader, answer).await.unwrap().unwrap();
+            assert_eq!((done.report.removed, done.finished), (0, 0));
+        }
+        assert_eq!(queue.queued.load(Ordering::Relaxed), 0);
     }
 }
