@@ -10,10 +10,10 @@ pub(crate) const BACKEND: &str = "redb";
 /// Why an operation inside the store failed, before the store's path is
 /// attached.
 ///
-/// Inside a group-commit transaction the two variants mean different things:
+/// Inside a group-commit transaction the variants mean different things:
 /// a [`Failure::Rejected`] job wrote nothing, so the batch goes on without it;
-/// a [`Failure::Redb`] failure may have left the transaction half-written, so
-/// the whole batch is abandoned.
+/// a [`Failure::Redb`] or [`Failure::Abandon`] failure may have left the
+/// transaction half-written, so the whole batch is abandoned.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// redb failed.
@@ -21,6 +21,9 @@ pub(crate) enum Failure {
     /// The request was refused (conflict, invalid input, corrupt record)
     /// before anything was written.
     Rejected(Error),
+    /// The request failed after it had written (a corrupt record met
+    /// half-way): its transaction must not commit.
+    Abandon(Error),
 }
 
 impl Failure {
@@ -28,7 +31,16 @@ impl Failure {
     pub(crate) fn into_error(self, path: &Path) -> Error {
         match self {
             Self::Redb(err) => map(path, err),
-            Self::Rejected(err) => err,
+            Self::Rejected(err) | Self::Abandon(err) => err,
+        }
+    }
+
+    /// The failure of work that may have written already: a refusal then
+    /// abandons the transaction instead of letting the batch commit.
+    pub(crate) fn after_writes(self) -> Self {
+        match self {
+            Self::Rejected(err) => Self::Abandon(err),
+            other => other,
         }
     }
 }

@@ -646,7 +646,9 @@ fn compact_step(
         if fault == Some(change.stream.as_slice()) {
             return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
         }
-        apply(&mut tables, &mut change)?;
+        // `apply` writes before it can meet a corrupt feed head or entry:
+        // such a refusal must not let the batch commit the half.
+        apply(&mut tables, &mut change).map_err(Failure::after_writes)?;
         report.record(&change.key, Ok(change.pruned.len()));
     }
     report.sort();
@@ -1367,6 +1369,68 @@ mod tests {
             next,
             Some(Bound::Excluded(stream_key(&t, &RunId::new("a").unwrap())))
         );
+    }
+
+    /// A refusal met in a later step of a transaction ends the transaction
+    /// before that step: the steps before it commit. Here the pass then
+    /// fails, as the stream key it meets cannot be read.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refusal_in_a_later_step_keeps_the_steps_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        old_streams(&store, &[("a", COMPACT_STEP_EVENTS)]).await;
+        let a = stream_key(&t, &RunId::new("a").unwrap());
+        // A head after a's whose key does not decode: its run id's length
+        // runs past the key's end.
+        let mut bad = a[..a.len() - 3].to_vec();
+        bad.extend_from_slice(&[0x00, 0xff, b'z']);
+        store
+            .writer()
+            .submit(move |tables| {
+                tables.log()?.heads.insert(bad.as_slice(), 1)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.compact(5, 100).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let read = store
+            .read(&t, &RunId::new("a").unwrap(), ReadQuery::all())
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 1, "a was compacted to its marker");
+    }
+
+    /// A corrupt feed entry is met only after a step has deleted the
+    /// stream's pruned events (taking them out of the feed): the refusal
+    /// abandons the transaction, so nothing of the stream is lost, and the
+    /// stream is reported.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_corrupt_feed_entry_met_half_way_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        let run = RunId::new("a").unwrap();
+        old_streams(&store, &[("a", 10)]).await;
+        let a = stream_key(&t, &run);
+        let entry = crate::tables::feed_key(&a[..crate::tables::tenant_len(&a, &run)], 1);
+        store
+            .writer()
+            .submit(move |tables| {
+                tables
+                    .log()?
+                    .feed
+                    .insert(entry.as_slice(), [1_u8, 2, 3].as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!((report.removed, report.failed.len()), (0, 1), "{report:?}");
+        assert!(matches!(report.failed[0].error, Error::Corrupt { .. }));
+        let read = store.read(&t, &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(read.len(), 10, "every event is still there");
     }
 
     /// A head at `u64::MAX` (an older version's import) has no next seq:

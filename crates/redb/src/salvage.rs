@@ -436,7 +436,7 @@ impl RecordTable for Snapshots<'_> {
 fn reason(failure: Failure) -> String {
     match failure {
         Failure::Rejected(Error::Corrupt { reason, .. }) => reason,
-        Failure::Rejected(err) => err.to_string(),
+        Failure::Rejected(err) | Failure::Abandon(err) => err.to_string(),
         Failure::Redb(err) => err.to_string(),
     }
 }

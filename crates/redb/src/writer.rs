@@ -184,9 +184,9 @@ impl<'t> WriteTables<'t> {
 /// One queued write: its work, and where its answer goes.
 trait Job: Send {
     /// Runs the work inside the batch's transaction. `Err` means redb
-    /// failed and the batch must be abandoned; a refusal is kept as the
-    /// job's answer and returns `Ok`.
-    fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), redb::Error>;
+    /// failed, or the work failed after writing, and the batch must be
+    /// abandoned; a refusal is kept as the job's answer and returns `Ok`.
+    fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), Failure>;
 
     /// Answers the caller once the batch committed (`Ok`) or failed.
     fn finish(self: Box<Self>, committed: &Result<(), Error>);
@@ -203,7 +203,7 @@ where
     T: Send,
     F: FnOnce(&mut WriteTables<'_>) -> Result<T, Failure> + Send,
 {
-    fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), redb::Error> {
+    fn run(&mut self, tables: &mut WriteTables<'_>) -> Result<(), Failure> {
         let work = self.work.take().expect("a job runs once");
         tables.job_writes = true;
         let result = work(tables);
@@ -211,7 +211,7 @@ where
         match result {
             Ok(value) => self.answer = Some(Ok(value)),
             Err(Failure::Rejected(err)) => self.answer = Some(Err(err)),
-            Err(Failure::Redb(err)) => return Err(err),
+            Err(failure) => return Err(failure),
         }
         Ok(())
     }
@@ -419,7 +419,9 @@ impl WriterLoop {
     fn commit(&mut self, batch: &mut Vec<Box<dyn Job>>) -> bool {
         let outcome = self.run_batch(batch);
         let synced = matches!(outcome, Ok(true)) && self.durability == Durability::Durable;
-        let committed = outcome.map(drop).map_err(|err| error::map(&self.path, err));
+        let committed = outcome
+            .map(drop)
+            .map_err(|failure| failure.into_error(&self.path));
         for job in batch.drain(..) {
             job.finish(&committed);
         }
@@ -427,7 +429,7 @@ impl WriterLoop {
     }
 
     /// Runs the batch; whether it was committed (it wrote something).
-    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, redb::Error> {
+    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<bool, Failure> {
         let txn = self.db.begin_write()?;
         let (writes, fed) = {
             let mut tables = WriteTables::new(&txn, &self.waiting, batch.len());

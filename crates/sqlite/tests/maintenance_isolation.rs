@@ -220,6 +220,50 @@ async fn a_constraint_error_fails_only_its_stream() {
     assert!(driver.source().is_none(), "{:?}", driver.source());
 }
 
+// A stream whose compaction fails in a later step of a transaction keeps the
+// steps before it: the failed transaction is rolled back, the stream runs
+// again alone, one step, and the pass goes on one step per transaction
+// until the step that meets the bad record, which is reported.
+#[tokio::test]
+async fn a_stream_failing_in_a_later_step_keeps_the_steps_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let t = tenant("acme");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let events: Vec<EventRecord> = (1..=600)
+        .map(|n| event(&t, "run-long", &format!("e{n}"), 100))
+        .collect();
+    for chunk in events.chunks(100) {
+        store
+            .append_batch(&t, &run("run-long"), chunk, None)
+            .await
+            .unwrap();
+    }
+    // The first step takes seqs 1-256; the second meets seq 300.
+    sqlx::query("UPDATE events SET record = 'not json' WHERE run_id = 'run-long' AND seq = 300")
+        .execute(&mut raw(&path).await)
+        .await
+        .unwrap();
+
+    let report = store.compact(500, 1_000).await.unwrap();
+    corrupt_failure(&report, "acme/prod:run-long");
+    assert_eq!(report.removed, 256, "the first step stands");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE run_id = 'run-long'")
+        .fetch_one(&mut raw(&path).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        600 - 256 + 1,
+        "the events left and the first step's marker"
+    );
+    let first = EventId::new("e1").unwrap();
+    assert_eq!(
+        store.seq_of(&t, &run("run-long"), &first).await.unwrap(),
+        Some(1)
+    );
+}
+
 // A stream whose snapshots cannot be read fails its prune alone.
 #[tokio::test]
 async fn prune_skips_only_an_unreadable_stream() {
