@@ -274,7 +274,9 @@ fn delete(
     tables
         .events
         .retain_in(first.as_slice()..=end.as_slice(), |_, _| false)?;
-    feed::leave(&mut tables, &stream[..tenant_bytes], positions)?;
+    // A corrupt feed entry is met only now: abandon, so that the events
+    // just removed are not committed without their erasure marker.
+    feed::leave(&mut tables, &stream[..tenant_bytes], positions).map_err(Failure::after_writes)?;
     // Live ids, remembered ids and the old marker's own: every key of the
     // stream's range (no stream key is a prefix of another).
     let ids_end = prefix_end(stream).expect("a stream key ends in a UTF-8 byte, never 0xff");
@@ -1431,6 +1433,36 @@ mod tests {
         assert!(matches!(report.failed[0].error, Error::Corrupt { .. }));
         let read = store.read(&t, &run, ReadQuery::all()).await.unwrap();
         assert_eq!(read.len(), 10, "every event is still there");
+    }
+
+    /// `delete_run` meets a corrupt feed entry only after it has removed the
+    /// run's events: it abandons the transaction, so the run keeps every
+    /// event, and answers `Corrupt`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_deletion_meeting_a_corrupt_feed_entry_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        let run = RunId::new("a").unwrap();
+        old_streams(&store, &[("a", 10)]).await;
+        let a = stream_key(&t, &run);
+        let entry = crate::tables::feed_key(&a[..crate::tables::tenant_len(&a, &run)], 1);
+        store
+            .writer()
+            .submit(move |tables| {
+                tables
+                    .log()?
+                    .feed
+                    .insert(entry.as_slice(), [1_u8, 2, 3].as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.delete_run(&t, &run).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let read = store.read(&t, &run, ReadQuery::all()).await.unwrap();
+        assert_eq!(read.len(), 10, "every event is still there");
+        assert_eq!(store.list_runs(&t).await.unwrap(), vec![run]);
     }
 
     /// A head at `u64::MAX` (an older version's import) has no next seq:
