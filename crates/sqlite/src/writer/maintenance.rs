@@ -463,7 +463,15 @@ mod tests {
         let file = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&file).await.unwrap();
         let tenant = Tenant::local();
-        for (run, count) in [("a", 600), ("b", 256), ("c", 256), ("d", 256)] {
+        let runs = [
+            ("a", 600),
+            ("b", 256),
+            ("c", 256),
+            ("d", 256),
+            ("e", 256),
+            ("f", 256),
+        ];
+        for (run, count) in runs {
             let events: Vec<EventRecord> = (0..count)
                 .map(|n| {
                     let id = EventId::new(format!("{run}{n}")).unwrap();
@@ -504,7 +512,7 @@ mod tests {
         // Nothing waits, three steps at most: a in steps of 256, 256 and
         // its last 88, then b takes the third step's other 168, and is left
         // unfinished as the last step is spent.
-        let Ok(progress) = writer.try_maintain(&task, &streams, 3).await else {
+        let Ok(progress) = writer.try_maintain(&task, &streams[..4], 3).await else {
             panic!("the transaction failed");
         };
         assert_eq!(progress.counts, vec![600, STEP_WORK - 88]);
@@ -512,12 +520,19 @@ mod tests {
         // A job waits: b's last 88 and c's first 168, one step, then the
         // commit.
         queued.store(1, Ordering::Relaxed);
-        let Ok(progress) = writer.try_maintain(&task, &streams[1..], 3).await else {
+        let Ok(progress) = writer.try_maintain(&task, &streams[1..4], 3).await else {
             panic!("the transaction failed");
         };
         assert_eq!(progress.counts, vec![88, STEP_WORK - 88]);
         assert_eq!(progress.finished(), 1, "c goes on");
+        // One step at most: e fills it exactly, and f is left whole.
+        queued.store(0, Ordering::Relaxed);
+        let Ok(progress) = writer.try_maintain(&task, &streams[4..], 1).await else {
+            panic!("the transaction failed");
+        };
+        assert_eq!(progress.finished(), 1);
+        assert_eq!(progress.counts, vec![STEP_WORK]);
         let report = store.compact(5, 100).await.unwrap();
-        assert_eq!(report.removed, 88 + STEP_WORK, "c's rest and d");
+        assert_eq!(report.removed, 88 + 2 * STEP_WORK, "c's rest, d and f");
     }
 }
