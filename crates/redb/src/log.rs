@@ -1062,6 +1062,28 @@ mod tests {
         }
     }
 
+    /// A store whose run `a` holds 10 old events and whose feed entry of
+    /// them is corrupt (a value too short to decode).
+    async fn with_a_corrupt_feed_entry(dir: &tempfile::TempDir) -> (RedbStore, RunId) {
+        let store = open(dir).await;
+        let run = RunId::new("a").unwrap();
+        old_streams(&store, &[("a", 10)]).await;
+        let a = stream_key(&tenant(), &run);
+        let entry = crate::tables::feed_key(&a[..crate::tables::tenant_len(&a, &run)], 1);
+        store
+            .writer()
+            .submit(move |tables| {
+                tables
+                    .log()?
+                    .feed
+                    .insert(entry.as_slice(), [1_u8, 2, 3].as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (store, run)
+    }
+
     async fn open(dir: &tempfile::TempDir) -> RedbStore {
         let options = RedbOptions::default().with_durability(runstore_core::Durability::Relaxed);
         RedbStore::open_with(dir.path().join("store.redb"), options)
@@ -1411,23 +1433,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_corrupt_feed_entry_met_half_way_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
+        let (store, run) = with_a_corrupt_feed_entry(&dir).await;
         let t = tenant();
-        let run = RunId::new("a").unwrap();
-        old_streams(&store, &[("a", 10)]).await;
-        let a = stream_key(&t, &run);
-        let entry = crate::tables::feed_key(&a[..crate::tables::tenant_len(&a, &run)], 1);
-        store
-            .writer()
-            .submit(move |tables| {
-                tables
-                    .log()?
-                    .feed
-                    .insert(entry.as_slice(), [1_u8, 2, 3].as_slice())?;
-                Ok(())
-            })
-            .await
-            .unwrap();
         let report = store.compact(5, 100).await.unwrap();
         assert_eq!((report.removed, report.failed.len()), (0, 1), "{report:?}");
         assert!(matches!(report.failed[0].error, Error::Corrupt { .. }));
@@ -1441,23 +1448,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_deletion_meeting_a_corrupt_feed_entry_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir).await;
+        let (store, run) = with_a_corrupt_feed_entry(&dir).await;
         let t = tenant();
-        let run = RunId::new("a").unwrap();
-        old_streams(&store, &[("a", 10)]).await;
-        let a = stream_key(&t, &run);
-        let entry = crate::tables::feed_key(&a[..crate::tables::tenant_len(&a, &run)], 1);
-        store
-            .writer()
-            .submit(move |tables| {
-                tables
-                    .log()?
-                    .feed
-                    .insert(entry.as_slice(), [1_u8, 2, 3].as_slice())?;
-                Ok(())
-            })
-            .await
-            .unwrap();
         let err = store.delete_run(&t, &run).await.unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
         let read = store.read(&t, &run, ReadQuery::all()).await.unwrap();
