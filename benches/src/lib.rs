@@ -28,8 +28,9 @@
 //! and `RUNSTORE_BENCH_DURABILITY` (`relaxed` opens the store of the write
 //! figures relaxed; default `durable`), `RUNSTORE_BENCH_COMPACTED`
 //! (compacted ids per stream of the compacted-lookup figure, comma-separated,
-//! default `10000,100000,1000000`) and `RUNSTORE_BENCH_ONLY=compacted_lookup`
-//! (run that figure alone).
+//! default `10000,100000,1000000`) and `RUNSTORE_BENCH_ONLY`:
+//! `compacted_lookup` runs that figure alone, `compact` only the preload
+//! and the store-wide compaction pass over it.
 //! Without `--bench` (as under `cargo test --benches`) everything runs once,
 //! at a tiny size, as a smoke test.
 

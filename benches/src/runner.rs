@@ -21,9 +21,19 @@ pub fn main<E: Engine>(engine: &E) {
     serve_open_child(|path| async move { engine.open_in_child(&path).await });
     let (events, runs) = engine.default_sizes();
     let bench = Bench::from_env(engine.name(), events, runs);
-    if std::env::var("RUNSTORE_BENCH_ONLY").as_deref() == Ok("compacted_lookup") {
+    let only = std::env::var("RUNSTORE_BENCH_ONLY");
+    if only.as_deref() == Ok("compacted_lookup") {
         let mut s = Session::new(&bench, engine);
         figures::compacted_lookup(&mut s);
+        s.finish();
+    } else if only.as_deref() == Ok("compact") {
+        // The preloaded store and its one store-wide compaction pass, as
+        // the standard run makes them, and nothing else.
+        let mut s = Session::new(&bench, engine);
+        let path = figures::preload(&mut s);
+        let reader = Workload::new(s.open(&path, Durability::Durable), s.config);
+        figures::compact(&mut s, &reader);
+        drop(reader);
         s.finish();
     } else {
         let mut bare = engine.bare(&bench);

@@ -10,7 +10,7 @@ use runstore_core::{
     raw::append::{plan_append_owned, plan_import},
     raw::compaction::{
         CompactionPolicy, STEPS_PER_COMMIT, compacted_ids, marker_payload, merge_marker,
-        stream_step_events,
+        remembered_ids, stream_step_events,
     },
     raw::erasure::erasure_marker,
     validate::Limits,
@@ -297,24 +297,57 @@ fn delete(
     Ok(Some(ordinary))
 }
 
-/// One stream's compaction, computed before anything is written.
-struct Change {
+/// What the steps of a stream's compaction taken so far in one transaction
+/// carry to the next: the core's "Several steps in one commit" lets a step
+/// that leaves its stream unfinished delete its pruned events without
+/// writing the marker, which the stream's last step in the transaction
+/// writes once ([`write_marker`], [`flush`]).
+struct Carried {
     stream: Vec<u8>,
     key: StreamKey,
-    /// The pruned events' seqs, ascending.
-    pruned: Vec<u64>,
-    old_marker: Option<(EventId, u64)>,
-    /// The feed positions of the pruned events and the old marker.
+    /// The stream's marker as the transaction found it, with its feed
+    /// position.
+    old_marker: Option<(EventRecord, Option<u64>)>,
+    /// Every event the steps pruned, ascending by seq.
+    pruned: Vec<EventRecord>,
+    /// The seqs of the pruned events no step has taken yet, ascending.
+    rest: Vec<u64>,
+}
+
+impl Carried {
+    /// The ids the stream's marker would remember were it written now.
+    fn remembered(&self) -> usize {
+        remembered_ids(self.old_marker.as_ref().map(|(marker, _)| marker)) + self.pruned.len()
+    }
+}
+
+/// One step of a stream's compaction, computed before the step writes.
+struct Change {
+    state: Carried,
+    /// This step's pruned seqs, ascending, and their feed positions.
+    seqs: Vec<u64>,
     left: Vec<Option<u64>>,
-    marker: EventRecord,
-    marker_bytes: Vec<u8>,
-    /// Whether the stream has more to prune than this step takes.
-    unfinished: bool,
+    /// The marker and its encoding, when this step writes it: computed
+    /// before anything is written, so that a refusal writes nothing of a
+    /// stream no earlier step of the transaction took.
+    marker: Option<(EventRecord, Vec<u8>)>,
+}
+
+impl Change {
+    /// Whether the stream has more to prune than its steps took.
+    fn unfinished(&self) -> bool {
+        !self.state.rest.is_empty()
+    }
 }
 
 /// One step of a stream's compaction: its first [`stream_step_events`]
 /// pruned events by seq (`budget` is what the step has left), merged into
-/// its marker. `None` when nothing in it is old enough.
+/// its marker. `None` when nothing in it is old enough. A stream an earlier
+/// step of the transaction left unfinished goes on from `carried`, without
+/// reading its records again. The marker is computed now when the step
+/// finishes the stream; one it leaves unfinished is carried, and its marker
+/// written by a later step or as the transaction ends.
+#[allow(clippy::too_many_arguments)]
 fn compact_stream(
     tables: &LogTables<'_, '_>,
     snapshots: &SnapshotTables<'_, '_>,
@@ -323,15 +356,75 @@ fn compact_stream(
     policy: &CompactionPolicy,
     limits: &Limits,
     budget: usize,
+    carried: Option<Carried>,
 ) -> Result<Option<Change>, Failure> {
+    let mut state = match carried {
+        Some(state) => state,
+        None => match candidates(tables, snapshots, stream, key, policy)? {
+            Some(state) => state,
+            None => return Ok(None),
+        },
+    };
+    let take = stream_step_events(budget, state.remembered()).min(state.rest.len());
+    let seqs: Vec<u64> = state.rest.drain(..take).collect();
+    let mut left = Vec::with_capacity(seqs.len());
+    state.pruned.reserve(seqs.len());
+    for &seq in &seqs {
+        let entry = tables
+            .events
+            .get(event_key(&state.stream, seq).as_slice())?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!(
+                        "events table, {}, seq {seq}",
+                        tables::describe_stream(&state.stream)
+                    ),
+                    "the record vanished within one transaction",
+                )
+            })?;
+        state
+            .pruned
+            .push(decode_event(&state.stream, seq, entry.value())?);
+        left.push(event_position(entry.value()));
+    }
+    // A step writes a marker for at most this many streams; refused here,
+    // before the step writes anything, when the positions left cannot
+    // hold them.
+    Positions::start(
+        tables,
+        &state.stream,
+        tenant_len(&state.stream, &state.key.run_id),
+        COMPACT_STEP_EVENTS,
+    )?;
+    let marker = if state.rest.is_empty() {
+        Some(marker_of(tables, limits, policy, &state)?)
+    } else {
+        None
+    };
+    Ok(Some(Change {
+        state,
+        seqs,
+        left,
+        marker,
+    }))
+}
+
+/// A stream's compaction as a transaction finds it: its old marker and the
+/// seqs of the events `policy` prunes; `None` when nothing is old enough.
+fn candidates(
+    tables: &LogTables<'_, '_>,
+    snapshots: &SnapshotTables<'_, '_>,
+    stream: Vec<u8>,
+    key: StreamKey,
+    policy: &CompactionPolicy,
+) -> Result<Option<Carried>, Failure> {
     let floor = newest_snapshot_seq(&*snapshots.order, &stream)?;
     let mut old_marker = None;
-    let mut left = Vec::new();
-    let mut candidates = Vec::new();
+    let mut rest = Vec::new();
     let first = event_key(&stream, 0);
     let last = event_key(&stream, u64::MAX);
     // One pass over the headers says which records matter; only the marker
-    // is parsed here, and the pruned events the step takes below.
+    // is parsed here, and the pruned events each step takes.
     for entry in tables.events.range(first.as_slice()..=last.as_slice())? {
         let (entry_key, value) = entry?;
         let seq = seq_of_event_key(&stream, entry_key.value())?;
@@ -345,54 +438,48 @@ fn compact_stream(
             )
         })?;
         if is_marker && old_marker.is_none() {
-            old_marker = Some(decode_event(&stream, seq, value.value())?);
-            left.push(event_position(value.value()));
+            old_marker = Some((
+                decode_event(&stream, seq, value.value())?,
+                event_position(value.value()),
+            ));
         } else if policy.prunes_parts(is_marker, seq, occurred_at_ms, floor) {
-            candidates.push(seq);
+            rest.push(seq);
         }
     }
-    if candidates.is_empty() {
-        return Ok(None);
-    }
-    let take = stream_step_events(budget, old_marker.as_ref());
-    let unfinished = candidates.len() > take;
-    candidates.truncate(take);
-    let mut pruned = Vec::with_capacity(candidates.len());
-    for &seq in &candidates {
-        let entry = tables
-            .events
-            .get(event_key(&stream, seq).as_slice())?
-            .ok_or_else(|| {
-                Error::corrupt(
-                    format!(
-                        "events table, {}, seq {seq}",
-                        tables::describe_stream(&stream)
-                    ),
-                    "the record vanished within one transaction",
-                )
-            })?;
-        pruned.push(decode_event(&stream, seq, entry.value())?);
-        left.push(event_position(entry.value()));
-    }
-    let old = old_marker
-        .as_ref()
-        .map(|marker| (marker.event_id.clone(), marker.seq));
+    Ok((!rest.is_empty()).then(|| Carried {
+        stream,
+        key,
+        old_marker,
+        pruned: Vec::new(),
+        rest,
+    }))
+}
+
+/// The stream's new marker, from its old one and every event its steps
+/// pruned, checked and encoded.
+fn marker_of(
+    tables: &LogTables<'_, '_>,
+    limits: &Limits,
+    policy: &CompactionPolicy,
+    state: &Carried,
+) -> Result<(EventRecord, Vec<u8>), Failure> {
+    let (stream, key) = (state.stream.as_slice(), &state.key);
+    let old = state.old_marker.as_ref().map(|(marker, _)| marker);
     let mut failed = None;
     // `ids` holds every id of the stream: its events', live or pruned, and
     // the old marker's own, which the new marker replaces and so does not
     // count as held.
     let marker = {
-        let mut seq_of = lookup(&*tables.ids, &stream, &mut failed);
+        let mut seq_of = lookup(&*tables.ids, stream, &mut failed);
         merge_marker(
             &key.tenant,
             &key.run_id,
-            old_marker.as_ref(),
-            &pruned,
+            old,
+            &state.pruned,
             policy.now_ms(),
             |id| {
                 Ok(seq_of(id)?.is_some_and(|seq| {
-                    old.as_ref()
-                        .is_none_or(|(marker_id, marker_seq)| marker_id != id || *marker_seq != seq)
+                    old.is_none_or(|marker| marker.event_id != *id || marker.seq != seq)
                 }))
             },
         )
@@ -419,56 +506,64 @@ fn compact_stream(
         )
         .into());
     }
-    let marker_bytes = encode_event(&marker)?;
-    // A step writes a marker for at most this many streams; refused here,
-    // before the step writes anything, when the positions left cannot
-    // hold them.
-    Positions::start(
-        tables,
-        &stream,
-        tenant_len(&stream, &key.run_id),
-        COMPACT_STEP_EVENTS,
-    )?;
-    Ok(Some(Change {
-        pruned: candidates,
-        old_marker: old,
-        left,
-        stream,
-        key,
-        marker,
-        marker_bytes,
-        unfinished,
-    }))
+    let bytes = encode_event(&marker)?;
+    Ok((marker, bytes))
 }
 
-/// Writes one stream's compaction.
-fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Failure> {
-    let stream = change.stream.as_slice();
+/// Writes one step of a stream's compaction: deletes its pruned events and
+/// takes them out of the feed, then writes the marker if the step has one.
+/// Answers the stream's state when its marker is left for a later step.
+fn apply(tables: &mut LogTables<'_, '_>, change: Change) -> Result<Option<Carried>, Failure> {
+    let Change {
+        state,
+        seqs,
+        left,
+        marker,
+    } = change;
+    let stream = state.stream.as_slice();
     // The pruned ids stay in `ids`: the marker remembers them.
-    let (Some(&low), Some(&high)) = (change.pruned.first(), change.pruned.last()) else {
-        return Ok(());
-    };
-    let tenant = tenant_len(stream, &change.key.run_id);
-    let (low, high) = (event_key(stream, low), event_key(stream, high));
-    let doomed = &change.pruned;
-    tables
-        .events
-        .retain_in(low.as_slice()..=high.as_slice(), |key: &[u8], _| {
-            let seq = key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| key.get(at..))
-                .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
-                .map(u64::from_be_bytes);
-            seq.is_none_or(|seq| doomed.binary_search(&seq).is_err())
-        })?;
-    if let Some((event_id, seq)) = &change.old_marker {
-        tables.events.remove(event_key(stream, *seq).as_slice())?;
-        let key = join(stream, event_id.as_str().as_bytes());
+    if let (Some(&low), Some(&high)) = (seqs.first(), seqs.last()) {
+        let (low, high) = (event_key(stream, low), event_key(stream, high));
+        tables
+            .events
+            .retain_in(low.as_slice()..=high.as_slice(), |key: &[u8], _| {
+                let seq = key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| key.get(at..))
+                    .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+                    .map(u64::from_be_bytes);
+                seq.is_none_or(|seq| seqs.binary_search(&seq).is_err())
+            })?;
+        let tenant = tenant_len(stream, &state.key.run_id);
+        feed::leave(tables, &stream[..tenant], left)?;
+    }
+    match marker {
+        Some(marker) => {
+            write_marker(tables, &state, marker)?;
+            Ok(None)
+        }
+        None => Ok(Some(state)),
+    }
+}
+
+/// Swaps the stream's old marker for `marker`.
+fn write_marker(
+    tables: &mut LogTables<'_, '_>,
+    state: &Carried,
+    (marker, mut marker_bytes): (EventRecord, Vec<u8>),
+) -> Result<(), Failure> {
+    let stream = state.stream.as_slice();
+    let tenant = tenant_len(stream, &state.key.run_id);
+    if let Some((old, _)) = &state.old_marker {
+        tables
+            .events
+            .remove(event_key(stream, old.seq).as_slice())?;
+        let key = join(stream, old.event_id.as_str().as_bytes());
         let points_here = tables
             .ids
             .get(key.as_slice())?
-            .is_some_and(|guard| guard.value() == *seq);
+            .is_some_and(|guard| guard.value() == old.seq);
         if points_here {
             tables.ids.remove(key.as_slice())?;
         }
@@ -476,18 +571,33 @@ fn apply(tables: &mut LogTables<'_, '_>, change: &mut Change) -> Result<(), Fail
     // The marker is a new record: a new position, above every other
     // (`compact_stream` checked there is room).
     let mut position = Positions::start(tables, stream, tenant, 1)?;
-    position.take(tables, change.marker.seq, &mut change.marker_bytes)?;
-    let key = event_key(stream, change.marker.seq);
+    position.take(tables, marker.seq, &mut marker_bytes)?;
+    let key = event_key(stream, marker.seq);
     tables
         .events
-        .insert(key.as_slice(), change.marker_bytes.as_slice())?;
+        .insert(key.as_slice(), marker_bytes.as_slice())?;
     // `merge_marker` chose an id no event of the stream holds.
-    let key = join(stream, change.marker.event_id.as_str().as_bytes());
-    tables.ids.insert(key.as_slice(), change.marker.seq)?;
-    // The records replaced leave the feed.
-    feed::leave(tables, &stream[..tenant], change.left.iter().copied())?;
+    let key = join(stream, marker.event_id.as_str().as_bytes());
+    tables.ids.insert(key.as_slice(), marker.seq)?;
+    // The marker replaced leaves the feed.
+    if let Some((_, old_position)) = &state.old_marker {
+        feed::leave(tables, &stream[..tenant], [*old_position])?;
+    }
     position.finish(tables)?;
     Ok(())
+}
+
+/// Writes the marker of a stream whose steps left it to a later one, as
+/// the transaction ends before that step.
+fn flush(
+    tables: &mut WriteTables<'_>,
+    policy: &CompactionPolicy,
+    limits: &Limits,
+    state: &Carried,
+) -> Result<(), Failure> {
+    let (mut tables, _) = tables.all()?;
+    let marker = marker_of(&tables, limits, policy, state)?;
+    write_marker(&mut tables, state, marker)
 }
 
 /// How many events one compaction step prunes at most before its
@@ -521,8 +631,10 @@ fn heads_from<'a>(
 /// Steps of a compaction pass, in the writer's transaction: up to `steps`
 /// steps ([`compact_step`]), each going on where the last left off, while
 /// no other request waits ([`WriteTables::writes_waiting`]) and the pass is
-/// not done (the core's "Several steps in one commit"). Answers the report
-/// and where the pass goes on.
+/// not done (the core's "Several steps in one commit"). A stream a step
+/// leaves unfinished is carried to the next step with its marker unwritten;
+/// its marker is written by the step that finishes it, or before the
+/// transaction ends. Answers the report and where the pass goes on.
 ///
 /// A failure fails the transaction, with every step it took (the caller
 /// then retries its streams one by one).
@@ -538,13 +650,26 @@ fn compact(
     let mut streams = streams;
     // Where the running step started, when a step came before it.
     let mut started: Option<Bound<Vec<u8>>> = None;
+    let mut carried = None;
     let mut taken = 0;
     loop {
-        let (step, resume) = match compact_step(tables, policy, limits, streams, fault) {
+        // A failure of a step that goes on with a carried stream comes
+        // after the stream's earlier steps deleted events.
+        let carrying = carried.is_some();
+        let step =
+            compact_step(tables, policy, limits, streams, fault, &mut carried).map_err(|failure| {
+                if carrying {
+                    failure.after_writes()
+                } else {
+                    failure
+                }
+            });
+        let (step, resume) = match step {
             Ok(step) => step,
             // A refusal answers a request that wrote nothing; the steps
             // before this one have written, so they commit, and the next
-            // request meets the refusal in its first step.
+            // request meets the refusal in its first step. (A step that
+            // went on with a carried stream abandons instead.)
             Err(Failure::Rejected(_)) if started.is_some() => {
                 report.sort();
                 return Ok((report, started));
@@ -560,6 +685,11 @@ fn compact(
                 streams = Streams::From(from);
             }
             resume => {
+                // The transaction ends: a stream the step carried gets its
+                // marker now, after its steps deleted events.
+                if let Some(state) = carried.take() {
+                    flush(tables, policy, limits, &state).map_err(Failure::after_writes)?;
+                }
                 report.sort();
                 return Ok((report, resume));
             }
@@ -570,23 +700,29 @@ fn compact(
 /// One step of a compaction pass, in the writer's transaction: compacts
 /// `streams` and answers the report and where the pass goes on (`None`
 /// once it is done): after the last stream the step took, or at it again
-/// when the step left it unfinished.
+/// when the step left it unfinished. `carried` is the stream the step
+/// before left unfinished, its marker unwritten, which the step goes on
+/// with; the step leaves there the stream it leaves unfinished (the
+/// caller writes its marker before the transaction ends).
 ///
 /// A stream that cannot be compacted (an unreadable record, a malformed
 /// marker) is reported and left as it is; the others are compacted
 /// (CONTRACT §25). A redb failure fails the transaction, and with it the
-/// step (the caller then retries its streams one by one).
+/// step (the caller then retries its streams one by one); so must any
+/// failure of a step that goes on with a carried stream, whose earlier
+/// steps have deleted events (the caller abandons the transaction).
 fn compact_step(
     tables: &mut WriteTables<'_>,
     policy: &CompactionPolicy,
     limits: &Limits,
     streams: Streams,
     fault: Option<&[u8]>,
+    carried: &mut Option<Carried>,
 ) -> Result<(MaintenanceReport, Resume), Failure> {
     let (mut tables, snapshots) = tables.all()?;
     let mut report = MaintenanceReport::default();
     // Every stream's change is computed before the first write, so a
-    // refusal writes nothing of its stream.
+    // refusal writes nothing of its stream (one carried has written).
     let mut changes = Vec::new();
     let mut pruned = 0;
     let mut resume = None;
@@ -595,6 +731,8 @@ fn compact_step(
                     changes: &mut Vec<Change>|
      -> Result<(usize, bool), Failure> {
         let (key, _) = decode_stream(&stream)?;
+        let carry = carried.take_if(|state| state.stream == stream);
+        let went_on = carry.is_some();
         match compact_stream(
             &tables,
             &snapshots,
@@ -603,18 +741,19 @@ fn compact_step(
             policy,
             limits,
             budget,
+            carry,
         ) {
             Ok(Some(change)) => {
-                let taken = (change.pruned.len(), change.unfinished);
+                let taken = (change.seqs.len(), change.unfinished());
                 changes.push(change);
                 Ok(taken)
             }
             Ok(None) => Ok((0, false)),
-            Err(Failure::Rejected(err)) => {
+            Err(Failure::Rejected(err)) if !went_on => {
                 report.record(&key, Err(err));
                 Ok((0, false))
             }
-            Err(failure) => Err(failure),
+            Err(failure) => Err(failure.after_writes()),
         }
     };
     match streams {
@@ -644,14 +783,23 @@ fn compact_step(
             }
         }
     }
-    for mut change in changes {
-        if fault == Some(change.stream.as_slice()) {
+    // A carried stream is the first the step meets; one the step did not
+    // meet is a bug, which must not commit without its marker.
+    if let Some(state) = carried.as_ref() {
+        return Err(Failure::Abandon(Error::corrupt(
+            format!("events table, stream {}", state.key),
+            "a compaction step did not go on with the stream the step before left unfinished",
+        )));
+    }
+    for change in changes {
+        if fault == Some(change.state.stream.as_slice()) {
             return Err(Failure::Redb(redb::Error::ValueTooLarge(usize::MAX)));
         }
+        let (key, count) = (change.state.key.clone(), change.seqs.len());
         // `apply` writes before it can meet a corrupt feed head or entry:
         // such a refusal must not let the batch commit the half.
-        apply(&mut tables, &mut change).map_err(Failure::after_writes)?;
-        report.record(&change.key, Ok(change.pruned.len()));
+        *carried = apply(&mut tables, change).map_err(Failure::after_writes)?;
+        report.record(&key, Ok(count));
     }
     report.sort();
     Ok((report, resume))
@@ -1300,6 +1448,40 @@ mod tests {
         assert_eq!(next, Some(Bound::Excluded(a)), "a is done, b is next");
     }
 
+    /// One compaction request of up to `steps` steps from `from` (policy:
+    /// retention 5 at 100), with a write counted as waiting when `waiting`.
+    async fn compact_request(
+        store: &RedbStore,
+        from: Streams,
+        steps: usize,
+        waiting: bool,
+    ) -> (MaintenanceReport, Resume) {
+        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
+        let limits = *store.limits();
+        let count = usize::from(waiting);
+        store.writer().waiting().fetch_add(count, Ordering::Relaxed);
+        let done = store
+            .writer()
+            .submit(move |tables| compact(tables, &policy, &limits, from, None, steps))
+            .await;
+        store.writer().waiting().fetch_sub(count, Ordering::Relaxed);
+        done.unwrap()
+    }
+
+    /// How many ids run `r`'s marker remembers (`None`: no marker), and how
+    /// many records the run holds.
+    async fn marker_of(store: &RedbStore, r: &str) -> (Option<usize>, usize) {
+        let records = store
+            .read(&tenant(), &RunId::new(r).unwrap(), ReadQuery::all())
+            .await
+            .unwrap();
+        let marker = records
+            .iter()
+            .find(|record| record.is_compaction_marker())
+            .map(|marker| compacted_ids(marker).unwrap().len());
+        (marker, records.len())
+    }
+
     /// While no other write waits, one transaction goes on from step to
     /// step, up to its limit; a write queued behind it ends it after the
     /// step it is in.
@@ -1310,34 +1492,106 @@ mod tests {
         let t = tenant();
         let runs = ["a", "b", "c", "d", "e"].map(|r| (r, COMPACT_STEP_EVENTS));
         old_streams(&store, &runs).await;
-        let policy = CompactionPolicy::new(5, 100).unwrap().unwrap();
-        let limits = *store.limits();
-        let steps = |from, steps| {
-            store
-                .writer()
-                .submit(move |tables| compact(tables, &policy, &limits, from, None, steps))
-        };
         let key = |r| stream_key(&t, &RunId::new(r).unwrap());
         // Nothing waits: three steps (a, b, c) in one transaction.
-        let (first, next) = steps(Streams::From(Bound::Unbounded), 3).await.unwrap();
+        let (first, next) =
+            compact_request(&store, Streams::From(Bound::Unbounded), 3, false).await;
         assert_eq!(first.removed, 3 * COMPACT_STEP_EVENTS);
         assert_eq!(next, Some(Bound::Excluded(key("c"))));
         // A write waits (counted as the writer counts a queued request):
         // one step, d, then the transaction commits.
-        store.writer().waiting().fetch_add(1, Ordering::Relaxed);
-        let waited = steps(Streams::From(Bound::Excluded(key("c"))), 3).await;
-        store.writer().waiting().fetch_sub(1, Ordering::Relaxed);
-        let (second, next) = waited.unwrap();
+        let from = Streams::From(Bound::Excluded(key("c")));
+        let (second, next) = compact_request(&store, from, 3, true).await;
         assert_eq!(second.removed, COMPACT_STEP_EVENTS);
         assert_eq!(next, Some(Bound::Excluded(key("d"))));
         // The last step ends the transaction however many it may take.
-        let (third, next) = steps(Streams::From(Bound::Excluded(key("d"))), 3)
-            .await
-            .unwrap();
+        let from = Streams::From(Bound::Excluded(key("d")));
+        let (third, next) = compact_request(&store, from, 3, false).await;
         assert_eq!(third.removed, COMPACT_STEP_EVENTS);
         assert_eq!(next, None);
         // The store-wide pass finds nothing left.
         assert_eq!(store.compact(5, 100).await.unwrap().removed, 0);
+    }
+
+    /// The steps of one stream in one transaction write its marker once:
+    /// a stream a step leaves unfinished is carried to the next step with
+    /// its marker unwritten, and gets it when the transaction ends before
+    /// the stream does (the step limit, or a write waiting), or when a
+    /// later step finishes it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_carried_stream_gets_its_marker_when_the_transaction_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let t = tenant();
+        old_streams(&store, &[("a", 1_000), ("b", 1_000)]).await;
+        let key = |r| stream_key(&t, &RunId::new(r).unwrap());
+        // Three steps: a's 256, 256 and its last 488 (as many as the ids
+        // the unwritten marker would remember allow), one marker.
+        let (first, next) =
+            compact_request(&store, Streams::From(Bound::Unbounded), 3, false).await;
+        assert_eq!(first.removed, 1_000);
+        assert_eq!(next, Some(Bound::Excluded(key("a"))));
+        assert_eq!(marker_of(&store, "a").await, (Some(1_000), 1));
+        // A write waits: b's first step, carried, gets its marker as the
+        // waiting write ends the transaction.
+        let from = Streams::From(Bound::Excluded(key("a")));
+        let (second, next) = compact_request(&store, from, 3, true).await;
+        assert_eq!(second.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Included(key("b"))));
+        assert_eq!(marker_of(&store, "b").await, (Some(256), 1 + 744));
+        // One step at most: b's next 256, its marker written as the limit
+        // ends the transaction.
+        let from = Streams::From(Bound::Included(key("b")));
+        let (third, next) = compact_request(&store, from, 1, false).await;
+        assert_eq!(third.removed, COMPACT_STEP_EVENTS);
+        assert_eq!(next, Some(Bound::Included(key("b"))));
+        assert_eq!(marker_of(&store, "b").await, (Some(512), 1 + 488));
+        assert_eq!(store.compact(5, 100).await.unwrap().removed, 488);
+        assert_eq!(marker_of(&store, "b").await, (Some(1_000), 1));
+    }
+
+    /// A stream carried from one step to the next, failing in the later
+    /// one, abandons the transaction (its first step has deleted events
+    /// whose marker is not written yet); the pass goes on one step per
+    /// transaction, so the first step commits with its marker and the
+    /// stream is reported.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stream_failing_in_a_later_step_keeps_the_steps_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let records: Vec<EventRecord> = (1..=600)
+            .map(|seq| {
+                let mut record = event("long", &format!("l{seq}"), seq, 10);
+                if seq == 300 {
+                    record.payload = nested_arrays(127);
+                }
+                record
+            })
+            .collect();
+        store_raw(&store, &records);
+        let report = store.compact(5, 100).await.unwrap();
+        assert_eq!(report.removed, COMPACT_STEP_EVENTS);
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("seq 300"), "{failed:?}");
+        let before = store
+            .read(
+                &tenant(),
+                &RunId::new("long").unwrap(),
+                ReadQuery::all().before(300),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            before.len(),
+            1 + 43,
+            "the first step's marker and 257..=299"
+        );
+        assert!(before[0].is_compaction_marker());
+        assert_eq!(
+            compacted_ids(&before[0]).unwrap().len(),
+            COMPACT_STEP_EVENTS
+        );
     }
 
     /// A write in the same batch as the compaction waits for its commit as
@@ -1403,10 +1657,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
         let t = tenant();
-        old_streams(&store, &[("a", COMPACT_STEP_EVENTS)]).await;
+        old_streams(&store, &[("a", 600)]).await;
         let a = stream_key(&t, &RunId::new("a").unwrap());
         // A head after a's whose key does not decode: its run id's length
-        // runs past the key's end.
+        // runs past the key's end. a goes over three steps, the third
+        // meeting that head too: a transaction that carried a from step to
+        // step is abandoned, never committed without a's marker.
         let mut bad = a[..a.len() - 3].to_vec();
         bad.extend_from_slice(&[0x00, 0xff, b'z']);
         store
@@ -1424,6 +1680,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read.len(), 1, "a was compacted to its marker");
+        assert_eq!(
+            compacted_ids(&read[0]).unwrap().len(),
+            600,
+            "remembering every id"
+        );
     }
 
     /// A corrupt feed entry is met only after a step has deleted the

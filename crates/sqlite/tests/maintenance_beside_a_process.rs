@@ -23,7 +23,7 @@ use runstore_core::{
 use runstore_sqlite::{SqliteOptions, SqliteStore};
 
 const DB_VAR: &str = "RUNSTORE_SQLITE_MAINT_DB";
-const STREAMS: u64 = 40;
+const STREAMS: u64 = 100;
 const EVENTS_PER_STREAM: u64 = 2_500;
 const SNAPSHOTS_PER_STREAM: u64 = 40;
 /// The child's busy timeout, well below what the pass takes and above the

@@ -39,6 +39,23 @@
 //! alone (the rule above, from where the step before left off), so the
 //! records a pass leaves are the same however its steps are committed.
 //!
+//! Within one transaction a backend need not write the marker of every
+//! step of a stream: nobody sees the stream between two steps of one
+//! transaction. A step that leaves its stream unfinished, with the
+//! transaction going on, may delete its pruned events and carry what the
+//! next step needs (the old marker as found, the events pruned so far, the
+//! candidates left) instead of writing a marker the next step would read
+//! back, parse and replace. The stream's marker is then written once, when
+//! a step finishes the stream or the transaction is about to commit:
+//! [`merge_marker`] over the old marker and every event the carried steps
+//! pruned, byte-for-byte the marker the last of those steps would have
+//! written (above). Each carried step counts as remembered the ids that
+//! marker would remember ([`stream_step_events`]), so the steps are the
+//! same as with a marker per step. A failure
+//! met while a stream is carried comes after its earlier steps deleted
+//! events: the transaction must roll back, never commit without the
+//! marker.
+//!
 //! A marker's id is derived from the stream and its seq, so a user could know
 //! it in advance. Appends refuse ids in the marker namespace
 //! ([`COMPACTION_ID_PREFIX`]), but an import from an older store may bring
@@ -122,15 +139,21 @@ impl CompactionPolicy {
 
 /// How many of a stream's pruned events (lowest seqs first) one step of
 /// its compaction takes at most: `budget`, the pruned events the step has
-/// left, but never fewer than the ids the stream's current marker
-/// remembers (`old_marker`, counted without parsing them), nor fewer than
-/// one. See the module doc, "Steps within one stream".
-pub fn stream_step_events(budget: usize, old_marker: Option<&EventRecord>) -> usize {
-    let remembered = old_marker
+/// left, but never fewer than the ids the stream's marker remembers
+/// (`remembered`: [`remembered_ids`] of its current marker, plus the
+/// events the steps before pruned when they left the marker unwritten),
+/// nor fewer than one. See the module doc, "Steps within one stream".
+pub fn stream_step_events(budget: usize, remembered: usize) -> usize {
+    budget.max(remembered).max(1)
+}
+
+/// How many ids `marker` remembers, counted without parsing them; 0 for
+/// none.
+pub fn remembered_ids(marker: Option<&EventRecord>) -> usize {
+    marker
         .and_then(|marker| marker.payload.get("compacted_event_ids"))
         .and_then(serde_json::Value::as_array)
-        .map_or(0, Vec::len);
-    budget.max(remembered).max(1)
+        .map_or(0, Vec::len)
 }
 
 /// The most maintenance steps one transaction takes while no other write
@@ -560,7 +583,7 @@ mod tests {
             let mut steps = 0;
             loop {
                 let old = stream.iter().find(|record| record.is_compaction_marker());
-                let take = stream_step_events(budget, old);
+                let take = stream_step_events(budget, remembered_ids(old));
                 let remembered = old.map_or(0, |marker| compacted_ids(marker).unwrap().len());
                 assert_eq!(take, budget.max(remembered));
                 let doomed: Vec<&EventRecord> = stream
@@ -610,7 +633,7 @@ mod tests {
                 "budget {budget}"
             );
         }
-        assert_eq!(stream_step_events(0, None), 1);
+        assert_eq!(stream_step_events(0, remembered_ids(None)), 1);
     }
 
     /// The id is SHA-256 over the parts, each followed by NUL (CONTRACT §9):

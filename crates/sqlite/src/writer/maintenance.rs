@@ -11,13 +11,19 @@
 //! than the step has left is split over several steps (the core's "Steps
 //! within one stream", [`stream_step_events`]): the next step of the
 //! transaction goes on with it, or the caller offers it again until it is
-//! done.
+//! done. Within one transaction such a stream's marker is written once
+//! (the core's "Several steps in one commit"): a step that leaves the
+//! stream unfinished carries it to the next ([`Carried`]), and the step
+//! that finishes it, or the transaction before it commits, writes the
+//! marker ([`write_marker`]).
 
 use std::{collections::HashSet, sync::Arc};
 
 use runstore_core::{
-    MaintenanceReport, Result, SnapshotRecord, StreamKey,
-    raw::compaction::{COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker, stream_step_events},
+    EventRecord, MaintenanceReport, Result, SnapshotRecord, StreamKey,
+    raw::compaction::{
+        COMPACTION_ID_PREFIX, CompactionPolicy, merge_marker, remembered_ids, stream_step_events,
+    },
     raw::snapshots::prune_selection,
 };
 use sqlx::{Connection, Row as _, SqliteConnection};
@@ -178,6 +184,7 @@ impl Writer {
         let mut work = 0;
         let mut steps = 1;
         let mut wrote_records = false;
+        let mut carried = None;
         let mut next = 0;
         while let Some(stream) = streams.get(next) {
             if let Maintenance::Compact(_) = task {
@@ -186,8 +193,16 @@ impl Writer {
             let budget = STEP_WORK.saturating_sub(work);
             let done = match *task {
                 Maintenance::Compact(policy) => {
-                    compact_stream(&mut tx, &self.insert_sql, &path, stream, &policy, budget)
-                        .await?
+                    compact_stream(
+                        &mut tx,
+                        &self.insert_sql,
+                        &path,
+                        stream,
+                        &policy,
+                        budget,
+                        &mut carried,
+                    )
+                    .await?
                 }
                 Maintenance::Prune {
                     retention_ms,
@@ -224,6 +239,11 @@ impl Writer {
                 work = 0;
             }
         }
+        // A stream the last step carried gets its marker before the
+        // commit.
+        if let (Some(state), Maintenance::Compact(policy)) = (carried.take(), task) {
+            write_marker(&mut tx, &self.insert_sql, &path, policy, &state).await?;
+        }
         if wrote_records {
             delay_commit(self.feed.commit_delay).await;
         }
@@ -237,11 +257,38 @@ impl Writer {
     }
 }
 
+/// What the steps of a stream's compaction taken so far in one transaction
+/// carry to the next: the core's "Several steps in one commit" lets a step
+/// that leaves its stream unfinished delete its pruned events without
+/// writing the marker, which the stream's last step in the transaction
+/// writes once ([`write_marker`]).
+pub(super) struct Carried {
+    stream: StreamKey,
+    floor: Option<u64>,
+    /// The stream's marker as the transaction found it (deleted by the
+    /// first step).
+    old_marker: Option<EventRecord>,
+    /// The ids in the marker namespace the stream's ordinary events hold.
+    held: HashSet<String>,
+    /// Every event the steps pruned, ascending by seq.
+    pruned: Vec<EventRecord>,
+}
+
+impl Carried {
+    /// The ids the stream's marker would remember were it written now.
+    fn remembered(&self) -> usize {
+        remembered_ids(self.old_marker.as_ref()) + self.pruned.len()
+    }
+}
+
 /// Compacts one stream inside the caller's transaction (CONTRACT §8-§11):
 /// re-reads its snapshot floor, candidates and marker, merges the marker and
 /// swaps it in. Prunes the stream's first [`stream_step_events`] pruned
 /// events by seq (`budget` is what the step has left), and says
-/// whether more are left for the next step.
+/// whether more are left for the next step. A stream the step before left
+/// unfinished goes on from `carried`; one this step leaves unfinished is
+/// left there, its marker unwritten (the caller writes it before the
+/// commit, [`write_marker`]).
 async fn compact_stream(
     conn: &mut SqliteConnection,
     insert_sql: &InsertSql,
@@ -249,68 +296,109 @@ async fn compact_stream(
     stream: &StreamKey,
     policy: &CompactionPolicy,
     budget: usize,
+    carried: &mut Option<Carried>,
 ) -> std::result::Result<StreamWork, Fail> {
     let (tenant, run_id) = (&stream.tenant, &stream.run_id);
     let run = run_id.as_str();
     let db = |action| move |err| SqliteError::driver_at(path, action, stream, err);
-    let floor: Option<i64> = bind_stream(sqlx::query(schema::SNAPSHOT_FLOOR), tenant, run)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db("read the snapshot floor"))?
-        .try_get(0)
-        .map_err(db("read the snapshot floor"))?;
-    let floor = floor
-        .map(|seq| {
-            schema::from_sql_int(seq, || {
-                format!("sqlite store {path}: snapshot seq of {stream}")
-            })
-        })
-        .transpose()?;
-    // One more than a step takes, to learn whether the stream is done.
+    let went_on = carried.take_if(|state| state.stream == *stream);
+    let first_step = went_on.is_none();
+    let mut state = match went_on {
+        Some(state) => state,
+        None => {
+            let floor: Option<i64> = bind_stream(sqlx::query(schema::SNAPSHOT_FLOOR), tenant, run)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("read the snapshot floor"))?
+                .try_get(0)
+                .map_err(db("read the snapshot floor"))?;
+            let floor = floor
+                .map(|seq| {
+                    schema::from_sql_int(seq, || {
+                        format!("sqlite store {path}: snapshot seq of {stream}")
+                    })
+                })
+                .transpose()?;
+            Carried {
+                stream: stream.clone(),
+                floor,
+                old_marker: None,
+                held: HashSet::new(),
+                pruned: Vec::new(),
+            }
+        }
+    };
+    // One more than a step takes, to learn whether the stream is done: a
+    // carried stream's step knows how many it takes; a first step learns
+    // it from the marker, read only when there is something to prune.
     let budget = budget.max(1);
-    let mut pruned = candidates(conn, path, stream, policy, floor, budget + 1).await?;
+    let first_limit = if first_step {
+        budget
+    } else {
+        stream_step_events(budget, state.remembered())
+    };
+    let mut pruned = candidates(
+        conn,
+        path,
+        stream,
+        policy,
+        state.floor,
+        first_limit.saturating_add(1),
+    )
+    .await?;
     if pruned.is_empty() {
+        // A carried stream has more (its last step said so); should it
+        // not, its marker is written all the same.
+        if !first_step {
+            write_marker(conn, insert_sql, path, policy, &state).await?;
+        }
         return Ok(StreamWork {
             removed: 0,
             work: 0,
             done: true,
         });
     }
-    let old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db("read the compaction marker"))?
-        .map(|row| schema::parse_event_row(&row, path, (tenant, run_id)))
-        .transpose()?;
-    let limit = stream_step_events(budget, old_marker.as_ref());
-    if limit > budget && pruned.len() > budget {
-        pruned = candidates(conn, path, stream, policy, floor, limit.saturating_add(1)).await?;
+    if first_step {
+        state.old_marker = bind_stream(sqlx::query(schema::MARKER), tenant, run)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("read the compaction marker"))?
+            .map(|row| schema::parse_event_row(&row, path, (tenant, run_id)))
+            .transpose()?;
+        // The ids in the marker namespace the stream's ordinary events
+        // hold, live or compacted: the new marker must not take one of
+        // them. The steps move ids from events to compacted ids, so the
+        // set holds for the steps that follow.
+        state.held = bind_stream(sqlx::query(schema::HELD_MARKER_IDS), tenant, run)
+            .bind(COMPACTION_ID_PREFIX)
+            .bind(schema::prefix_end(COMPACTION_ID_PREFIX))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("read the ids in the marker namespace"))?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<std::result::Result<HashSet<String>, _>>()
+            .map_err(db("read the ids in the marker namespace"))?;
+    }
+    let limit = stream_step_events(budget, state.remembered());
+    if limit > first_limit && pruned.len() > first_limit {
+        pruned = candidates(
+            conn,
+            path,
+            stream,
+            policy,
+            state.floor,
+            limit.saturating_add(1),
+        )
+        .await?;
     }
     let done = pruned.len() <= limit;
     pruned.truncate(limit);
-    // The ids in the marker namespace the stream's ordinary events hold,
-    // live or compacted: the new marker must not take one of them.
-    let held = bind_stream(sqlx::query(schema::HELD_MARKER_IDS), tenant, run)
-        .bind(COMPACTION_ID_PREFIX)
-        .bind(schema::prefix_end(COMPACTION_ID_PREFIX))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("read the ids in the marker namespace"))?
-        .iter()
-        .map(|row| row.try_get::<String, _>(0))
-        .collect::<std::result::Result<HashSet<String>, _>>()
-        .map_err(db("read the ids in the marker namespace"))?;
-    let marker = merge_marker(
-        tenant,
-        run_id,
-        old_marker.as_ref(),
-        &pruned,
-        policy.now_ms(),
-        |id| Ok(held.contains(id.as_str())),
-    )?;
+    // The old marker goes with the first step; the new one is written by
+    // the last step of the transaction.
     let doomed = pruned
         .iter()
-        .chain(old_marker.as_ref())
+        .chain(state.old_marker.as_ref().filter(|_| first_step))
         .map(|record| to_sql_int(record.seq, "seq"))
         .collect::<Result<Vec<_>>>()?;
     bind_stream(sqlx::query(schema::DELETE_SEQS), tenant, run)
@@ -318,7 +406,47 @@ async fn compact_stream(
         .execute(&mut *conn)
         .await
         .map_err(db("delete compacted events"))?;
-    let marker_row = EventRow::new(tenant, run_id, marker)?;
+    insert_compacted_ids(
+        conn,
+        path,
+        stream,
+        pruned.iter().map(|record| (&record.event_id, record.seq)),
+    )
+    .await?;
+    let removed = pruned.len();
+    state.pruned.extend(pruned);
+    if done {
+        write_marker(conn, insert_sql, path, policy, &state).await?;
+    } else {
+        *carried = Some(state);
+    }
+    Ok(StreamWork {
+        removed,
+        work: removed,
+        done,
+    })
+}
+
+/// Writes the marker of a stream compacted in steps of one transaction:
+/// [`merge_marker`] over the marker the first step found and every event
+/// the steps pruned.
+pub(super) async fn write_marker(
+    conn: &mut SqliteConnection,
+    insert_sql: &InsertSql,
+    path: &Arc<str>,
+    policy: &CompactionPolicy,
+    state: &Carried,
+) -> std::result::Result<(), Fail> {
+    let stream = &state.stream;
+    let marker = merge_marker(
+        &stream.tenant,
+        &stream.run_id,
+        state.old_marker.as_ref(),
+        &state.pruned,
+        policy.now_ms(),
+        |id| Ok(state.held.contains(id.as_str())),
+    )?;
+    let marker_row = EventRow::new(&stream.tenant, &stream.run_id, marker)?;
     insert_rows(
         conn,
         insert_sql,
@@ -328,18 +456,7 @@ async fn compact_stream(
         Commit::Separately,
     )
     .await?;
-    insert_compacted_ids(
-        conn,
-        path,
-        stream,
-        pruned.iter().map(|record| (&record.event_id, record.seq)),
-    )
-    .await?;
-    Ok(StreamWork {
-        removed: pruned.len(),
-        work: pruned.len(),
-        done,
-    })
+    Ok(())
 }
 
 /// The first `limit` events of the stream that `policy` prunes below the
@@ -443,8 +560,8 @@ mod tests {
     };
 
     use runstore_core::{
-        Durability, EventId, EventLog, EventRecord, FeedSignal, RunId, Tenant,
-        raw::compaction::CompactionPolicy,
+        Durability, EventId, EventLog, EventRecord, FeedSignal, ReadQuery, RunId, Tenant,
+        raw::compaction::{CompactionPolicy, compacted_ids},
     };
 
     use super::{Maintenance, STEP_WORK, Writer};
@@ -453,25 +570,16 @@ mod tests {
         writer::{CallerPuts, FeedHooks},
     };
 
-    /// While no job waits in the queue, one transaction takes step after
-    /// step, up to its limit, going on with a stream a step left unfinished
-    /// (one count per stream); with one waiting, it commits after the step
-    /// it is in.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn steps_share_a_transaction_until_a_job_waits() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` holding `runs` of old events (each its count), and
+    /// a writer of its own on it whose count of queued jobs the test sets.
+    async fn store_with_writer(
+        dir: &tempfile::TempDir,
+        runs: &[(&str, usize)],
+    ) -> (SqliteStore, Writer, Arc<AtomicUsize>) {
         let file = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&file).await.unwrap();
         let tenant = Tenant::local();
-        let runs = [
-            ("a", 600),
-            ("b", 256),
-            ("c", 256),
-            ("d", 256),
-            ("e", 256),
-            ("f", 256),
-        ];
-        for (run, count) in runs {
+        for &(run, count) in runs {
             let events: Vec<EventRecord> = (0..count)
                 .map(|n| {
                     let id = EventId::new(format!("{run}{n}")).unwrap();
@@ -487,12 +595,11 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let streams = store.streams().await.unwrap();
         let name = file.display().to_string().into();
         let busy = Duration::from_secs(5);
         let options = conn::writer_options(&file, Durability::Durable, busy);
         let queued = Arc::new(AtomicUsize::new(0));
-        let mut writer = Writer::new(
+        let writer = Writer::new(
             conn::connect(&name, &options, busy).await.unwrap(),
             name,
             busy,
@@ -501,13 +608,33 @@ mod tests {
                 commit_delay: None,
             },
             CallerPuts {
-                file: file.clone(),
+                file,
                 durability: Durability::Durable,
                 written: Arc::new(AtomicU64::new(0)),
             },
             Arc::new(AtomicU64::new(0)),
             Arc::clone(&queued),
         );
+        (store, writer, queued)
+    }
+
+    /// While no job waits in the queue, one transaction takes step after
+    /// step, up to its limit, going on with a stream a step left unfinished
+    /// (one count per stream); with one waiting, it commits after the step
+    /// it is in.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn steps_share_a_transaction_until_a_job_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [
+            ("a", 600),
+            ("b", 256),
+            ("c", 256),
+            ("d", 256),
+            ("e", 256),
+            ("f", 256),
+        ];
+        let (store, mut writer, queued) = store_with_writer(&dir, &runs).await;
+        let streams = store.streams().await.unwrap();
         let task = Maintenance::Compact(CompactionPolicy::new(5, 100).unwrap().unwrap());
         // Nothing waits, three steps at most: a in steps of 256, 256 and
         // its last 88, then b takes the third step's other 168, and is left
@@ -534,5 +661,46 @@ mod tests {
         assert_eq!(progress.counts, vec![STEP_WORK]);
         let report = store.compact(5, 100).await.unwrap();
         assert_eq!(report.removed, 88 + 2 * STEP_WORK, "c's rest, d and f");
+    }
+
+    /// The steps of one stream in one transaction write its marker once,
+    /// taking as many events as the unwritten marker would remember; a
+    /// stream the last step leaves unfinished gets its marker before the
+    /// commit.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_carried_stream_gets_its_marker_before_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, _) = store_with_writer(&dir, &[("a", 1_000), ("b", 1_000)]).await;
+        let streams = store.streams().await.unwrap();
+        let tenant = Tenant::local();
+        let marker_of = |run: &'static str| {
+            let store = &store;
+            let tenant = tenant.clone();
+            async move {
+                let records = store
+                    .read(&tenant, &RunId::new(run).unwrap(), ReadQuery::all())
+                    .await
+                    .unwrap();
+                let marker = records
+                    .iter()
+                    .find(|record| record.is_compaction_marker())
+                    .map(|marker| compacted_ids(marker).unwrap().len());
+                (marker, records.len())
+            }
+        };
+        let task = Maintenance::Compact(CompactionPolicy::new(5, 100).unwrap().unwrap());
+        // Three steps: a's 256, 256 and its last 488.
+        let Ok(progress) = writer.try_maintain(&task, &streams[..1], 3).await else {
+            panic!("the transaction failed");
+        };
+        assert_eq!((progress.finished(), progress.counts), (1, vec![1_000]));
+        assert_eq!(marker_of("a").await, (Some(1_000), 1));
+        // One step: b's first 256, carried, its marker written before the
+        // commit.
+        let Ok(progress) = writer.try_maintain(&task, &streams[1..], 1).await else {
+            panic!("the transaction failed");
+        };
+        assert_eq!((progress.finished(), progress.counts), (0, vec![STEP_WORK]));
+        assert_eq!(marker_of("b").await, (Some(256), 1 + 744));
     }
 }
