@@ -1550,6 +1550,25 @@ mod tests {
         assert_eq!(marker_of(&store, "b").await, (Some(1_000), 1));
     }
 
+    /// A stream a step takes first and cannot compact is reported within
+    /// the request, which compacts the other streams of its step: only a
+    /// stream carried from an earlier step abandons the transaction.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stream_refused_in_its_first_step_leaves_the_request_to_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut deep = event("deep", "d1", 1, 10);
+        deep.payload = nested_arrays(127);
+        store_raw(
+            &store,
+            &[deep, event("fine", "f1", 1, 10), event("fine", "f2", 2, 10)],
+        );
+        let (report, next) =
+            compact_request(&store, Streams::From(Bound::Unbounded), 3, false).await;
+        assert_eq!((report.removed, report.failed.len(), next), (2, 1, None));
+        assert_eq!(marker_of(&store, "fine").await, (Some(2), 1));
+    }
+
     /// A stream carried from one step to the next, failing in the later
     /// one, abandons the transaction (its first step has deleted events
     /// whose marker is not written yet); the pass goes on one step per
