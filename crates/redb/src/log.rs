@@ -446,7 +446,18 @@ fn candidates(
             rest.push(seq);
         }
     }
-    Ok((!rest.is_empty()).then(|| Carried {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    // The old marker's payload is read now, before the stream's first step
+    // writes: a step that leaves the stream unfinished builds no marker, so
+    // a malformed one would otherwise be found only after its deletes, by
+    // a later step or the transaction's end, where it abandons every
+    // request of the batch instead of refusing this stream.
+    if let Some((marker, _)) = &old_marker {
+        marker_payload(marker)?;
+    }
+    Ok(Some(Carried {
         stream,
         key,
         old_marker,
@@ -1567,6 +1578,39 @@ mod tests {
             compact_request(&store, Streams::From(Bound::Unbounded), 3, false).await;
         assert_eq!((report.removed, report.failed.len(), next), (2, 1, None));
         assert_eq!(marker_of(&store, "fine").await, (Some(2), 1));
+    }
+
+    /// A stream whose stored marker does not parse is refused before its
+    /// first step writes, even when that step would leave it unfinished
+    /// and a waiting write ends the transaction after it: the request
+    /// compacts the other streams and reports this one, which keeps every
+    /// record.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_malformed_marker_is_refused_before_an_unfinished_step_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut marker = event("bad", "m", 1, 10);
+        marker.event_type = runstore_core::raw::compaction::COMPACTION_EVENT_TYPE.into();
+        marker.payload = serde_json::json!({ "compacted_event_ids": "not a list" });
+        let mut records = vec![marker];
+        records.extend((2..=601).map(|seq| event("bad", &format!("b{seq}"), seq, 10)));
+        records.extend([event("fine", "f1", 1, 10), event("fine", "f2", 2, 10)]);
+        store_raw(&store, &records);
+        let (report, next) =
+            compact_request(&store, Streams::From(Bound::Unbounded), 3, true).await;
+        let failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (report.removed, failed.len(), next),
+            (2, 1, None),
+            "{failed:?}"
+        );
+        assert!(failed[0].contains("compaction marker"), "{failed:?}");
+        assert_eq!(marker_of(&store, "fine").await, (Some(2), 1));
+        let bad = store
+            .read(&tenant(), &RunId::new("bad").unwrap(), ReadQuery::all())
+            .await
+            .unwrap();
+        assert_eq!(bad.len(), 601);
     }
 
     /// A stream carried from one step to the next, failing in the later
